@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): set-up, then lint, contract checks and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts/dev/setup.sh
+
+# The PostgreSQL tests start their own server; install the binaries where they are missing.
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing PostgreSQL (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "PostgreSQL is not installed and cannot be installed here (needs root and apt-get)" >&2
+    exit 1
+  fi
+fi
+
+echo "== ruff"
+.venv/bin/ruff check services tests scripts
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

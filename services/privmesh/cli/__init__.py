@@ -1,0 +1,1 @@
+"""The `privmesh` command line."""

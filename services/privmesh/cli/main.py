@@ -1,0 +1,205 @@
+"""`privmesh`: run the local mesh, the demo, the development PKI and evidence bundles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from privmesh.mesh.catalog import CATALOG
+from privmesh.mesh.local import LocalMesh, MeshLayout, check_health
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.pki import LEAF_VALIDITY, DevPki
+
+console = Console()
+STATE_DIR = click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".privmesh"),
+                         show_default=True, help="where the local mesh keeps its PKI, configs, data and logs")
+
+
+@click.group()
+def main() -> None:
+    """privmesh: privacy-preserving AI primitives as a mesh of gRPC services."""
+
+
+@main.group()
+def pki() -> None:
+    """The development PKI (mesh CA and SPIFFE leaf certificates)."""
+
+
+@pki.command("init")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".privmesh/pki"), show_default=True)
+@click.option("--trust-domain", default="privmesh.local", show_default=True)
+@click.option("--namespace", default="privmesh", show_default=True)
+@click.option("--identity", "identities", multiple=True, help="extra identities to issue (repeatable)")
+@click.option("--force", is_flag=True, help="replace an existing CA (every leaf must then be re-issued)")
+def pki_init(directory: Path, trust_domain: str, namespace: str, identities: tuple[str, ...], force: bool) -> None:
+    """Creates a mesh CA and a certificate per service and client identity."""
+    dev = DevPki(directory, trust_domain, namespace)
+    if dev.exists() and not force:
+        raise click.ClickException(f"a CA already exists in {directory} (use --force to replace it)")
+    dev.init()
+    names = [*[s.name for s in CATALOG], "admin", "auditor", "demo-client", *identities]
+    for name in names:
+        dev.issue(name)
+    console.print(f"CA and {len(names)} identities written to {directory}")
+
+
+@pki.command("issue")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".privmesh/pki"), show_default=True)
+@click.option("--trust-domain", default="privmesh.local", show_default=True)
+@click.option("--namespace", default="privmesh", show_default=True)
+@click.option("--hours", type=click.FloatRange(min=0.01, max=24 * 30), default=LEAF_VALIDITY.total_seconds() / 3600,
+              show_default=True, help="validity of the leaf")
+@click.option("--dns", multiple=True, help="DNS names to add besides localhost")
+def pki_issue(name: str, directory: Path, trust_domain: str, namespace: str, hours: float,
+              dns: tuple[str, ...]) -> None:
+    """(Re-)issues NAME's certificate; running servers pick up a re-issued leaf on the next handshake."""
+    import datetime as dt
+
+    dev = DevPki(directory, trust_domain, namespace)
+    if not dev.exists():
+        raise click.ClickException(f"no CA in {directory}: run `privmesh pki init` first")
+    bundle = dev.issue(name, dns_names=("localhost", *dns), validity=dt.timedelta(hours=hours))
+    console.print(f"{dev.spiffe_id(name)} -> {bundle.cert_file}")
+
+
+def _print_endpoints(layout: MeshLayout) -> None:
+    table = Table(title="privmesh local mesh")
+    for column in ("service", "endpoint (mTLS)", "metrics", "pid"):
+        table.add_column(column)
+    for e in layout.endpoints():
+        table.add_row(e.service, e.target, e.metrics, str(e.pid))
+    console.print(table)
+    console.print(f"credentials: {layout.pki.directory} (ca.crt, <identity>.crt/.key); logs: {layout.log_dir}")
+
+
+@main.command()
+@STATE_DIR
+def up(state_dir: Path) -> None:
+    """Starts every implemented service on loopback with mTLS; Ctrl-C stops them all."""
+    layout = MeshLayout(state_dir)
+    mesh = LocalMesh(layout)
+
+    async def run() -> None:
+        await mesh.start()
+        _print_endpoints(layout)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+
+    try:
+        asyncio.run(run())
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        console.print("stopping…")
+        mesh.stop()
+
+
+@main.command()
+@STATE_DIR
+def status(state_dir: Path) -> None:
+    """Shows each service's health."""
+    layout = MeshLayout(state_dir)
+    endpoints = layout.endpoints()
+    if not endpoints:
+        raise click.ClickException(f"no mesh is running from {state_dir} (start one with `privmesh up`)")
+    specs = {s.name: s for s in CATALOG}
+
+    async def probe() -> list[str]:
+        return [await check_health(e.target, layout.identity("admin"), specs[e.service].grpc_service)
+                for e in endpoints]
+
+    statuses = asyncio.run(probe())
+    table = Table()
+    for column in ("service", "endpoint", "health"):
+        table.add_column(column)
+    for endpoint, health in zip(endpoints, statuses, strict=True):
+        table.add_row(endpoint.service, endpoint.target, health)
+    console.print(table)
+    if any(s != "SERVING" for s in statuses):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="use the mesh running from this state directory instead of starting a temporary one")
+def demo(state_dir: Path | None) -> None:
+    """Runs the end-to-end scenario of DESIGN.md against a local mesh; exits 1 if a step fails."""
+    from privmesh.demo.scenario import DemoContext, run_scenario
+
+    with tempfile.TemporaryDirectory(prefix="privmesh-demo-") as tmp:
+        layout = MeshLayout(state_dir or Path(tmp) / "mesh")
+        mesh = None if state_dir else LocalMesh(layout)
+
+        async def run() -> bool:
+            if mesh is not None:
+                console.print("starting a local mesh…")
+                await mesh.start()
+            targets = {e.service: e.target for e in layout.endpoints()}
+            if not targets:
+                raise click.ClickException(f"no mesh is running from {state_dir}")
+            return await run_scenario(DemoContext(layout, console, targets, Path(tmp)))
+
+        try:
+            ok = asyncio.run(run())
+        finally:
+            if mesh is not None:
+                mesh.stop()
+    console.print("[green]demo passed[/green]" if ok else "[red]demo failed[/red]")
+    sys.exit(0 if ok else 1)
+
+
+@main.group()
+def evidence() -> None:
+    """Evidence bundles: every service's audit log and signed head, verifiable offline."""
+
+
+@evidence.command("export")
+@STATE_DIR
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+def evidence_export(state_dir: Path, output: Path) -> None:
+    """Collects the audit logs of all running services into one bundle (as the auditor identity)."""
+    layout = MeshLayout(state_dir)
+    targets = {e.service: e.target for e in layout.endpoints()}
+    if not targets:
+        raise click.ClickException(f"no mesh is running from {state_dir}")
+    bundle = asyncio.run(export_bundle(targets, layout.identity("auditor")))
+    output.write_text(json.dumps(bundle, indent=1))
+    console.print(f"{sum(len(s['entries']) for s in bundle['services'])} entries from {len(targets)} services "
+                  f"written to {output}")
+
+
+@evidence.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {service: audit key id} of the keys to accept (default: the keys in the bundle)")
+def evidence_verify(bundle: Path, trust: Path | None) -> None:
+    """Verifies a bundle offline; names the first bad entry of each broken log. Exits 1 if any is broken."""
+    try:
+        data = json.loads(bundle.read_text())
+        trusted = json.loads(trust.read_text()) if trust else None
+        verdicts = verify_bundle(data, trusted)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{bundle} is not a readable evidence bundle: {exc}") from exc
+    for v in verdicts:
+        if v.finding is None:
+            console.print(f"[green]ok[/green]      {v.service}: {v.entries} entries, audit key {v.key_id}")
+        else:
+            where = f"first bad entry: {v.finding.sequence}; " if v.finding.sequence else ""
+            console.print(f"[red]BROKEN[/red]  {v.service}: {where}{v.finding.message}")
+    sys.exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Server configuration: a YAML file overlaid by PRIVMESH_* environment variables, validated at start.
+
+Layout (both sections are validated; `service` by the service's own pydantic model):
+
+    server:  {listen, trust_domain, tls: {...}, authz_policy, audit: {...}, metrics: {...}, log: {...}, ...}
+    service: {...}
+
+An environment variable PRIVMESH_SERVER__TLS__CA_FILE=/x overrides server.tls.ca_file; a value that
+starts with '[' or '{' is read as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
+
+ENV_PREFIX = "PRIVMESH_"
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every problem, one per line, by field path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Strict):
+    ca_file: FilePath = Field(description="PEM bundle of the mesh CA(s) that peers' certificates must chain to")
+    cert_file: FilePath = Field(description="this service's certificate (PEM), with its SPIFFE URI SAN")
+    key_file: FilePath = Field(description="this service's private key (PEM); never logged")
+
+
+class AuditConfig(_Strict):
+    database: str = Field(description="sqlite:///path or postgresql://... (the password may come from env)")
+    signing_key_file: Path = Field(description="Ed25519 private key (PEM) that signs checkpoints; created if absent")
+    checkpoint_every: int = Field(100, ge=1, le=100_000, description="sign a checkpoint every N entries")
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+
+
+class LogConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = Field(False, description="log every RPC at INFO (requests are redacted)")
+
+
+class TracingConfig(_Strict):
+    exporter: Literal["none", "console"] = "none"
+
+
+class ServerConfig(_Strict):
+    listen: str = Field("127.0.0.1:0", description="host:port; port 0 picks a free port")
+    trust_domain: str = Field("privmesh.local", pattern=r"^[a-z0-9.\-_]{1,255}$")
+    tls: TlsConfig
+    authz_policy: FilePath = Field(description="YAML authorization policy (deny by default)")
+    audit: AuditConfig
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    tracing: TracingConfig = TracingConfig()
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    drain_seconds: float = Field(10.0, ge=0, le=300)
+    state_dir: Path = Field(Path("."), description="where the service keeps local state")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port with a port in 0..65535")
+        return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "PRIVMESH_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name}: not valid JSON ({exc.msg})") from exc
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another variable")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format(section: str, error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in (section, *item["loc"]))
+        lines.append(f"{where}: {item['msg']}")
+    return lines
+
+
+def load_config(path: Path | None, service_model: type[M],
+                environ: Mapping[str, str] | None = None) -> tuple[ServerConfig, M]:
+    """Reads, merges and validates; raises ConfigError naming every bad field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping with 'server' and 'service'")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    unknown = sorted(set(data) - {"server", "service"})
+    problems = [f"{key}: unknown section (expected 'server' and 'service')" for key in unknown]
+    server = service = None
+    try:
+        server = ServerConfig.model_validate(data.get("server") or {})
+    except ValidationError as exc:
+        problems += _format("server", exc)
+    try:
+        service = service_model.model_validate(data.get("service") or {})
+    except ValidationError as exc:
+        problems += _format("service", exc)
+    if problems or server is None or service is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return server, service

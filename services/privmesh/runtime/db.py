@@ -1,0 +1,124 @@
+"""One small seam over SQLite (the embedded default) and PostgreSQL (production) for the services' stores.
+
+SQL is written once with '?' placeholders; `Database.sql` rewrites it for psycopg. Every store does its
+work in `transaction()`: a write transaction that takes the database's write lock first (BEGIN IMMEDIATE
+on SQLite; callers add SELECT ... FOR UPDATE on PostgreSQL where they need a row lock), so concurrent
+processes serialize instead of interleaving.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import psycopg
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Database:
+    """A connection guarded by a lock (stores run their statements in worker threads)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        self.dialect: Dialect
+        if url.startswith("sqlite:///"):
+            self.dialect = "sqlite"
+            path = Path(url[len("sqlite:///"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            self._sqlite.execute("PRAGMA synchronous=NORMAL")
+            self._sqlite.execute("PRAGMA foreign_keys=ON")
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgres"
+            self._pg: psycopg.Connection[Any] | None = None
+        else:
+            raise ValueError("database must be sqlite:///<path> or postgresql://...")
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.dialect == "postgres" else statement
+
+    @property
+    def blob(self) -> str:
+        return "BYTEA" if self.dialect == "postgres" else "BLOB"
+
+    def _postgres(self) -> psycopg.Connection[Any]:
+        if self._pg is None or self._pg.closed:
+            self._pg = psycopg.connect(self.url, autocommit=False)
+        return self._pg
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction; rolled back on any exception, so a failed operation changes nothing."""
+        with self._lock:
+            if self.dialect == "sqlite":
+                cursor = self._sqlite.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteCursor(cursor)
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+            else:
+                conn = self._postgres()
+                try:
+                    with conn.transaction(), conn.cursor() as cursor:
+                        yield _PgCursor(cursor, self)
+                except psycopg.OperationalError:
+                    conn.close()
+                    raise
+
+    def read(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.transaction() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.dialect == "sqlite":
+                self._sqlite.close()
+            elif self._pg is not None:
+                self._pg.close()
+
+
+class _SqliteCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql, tuple(params))
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
+class _PgCursor:
+    def __init__(self, cursor: psycopg.Cursor[Any], db: Database) -> None:
+        self._cursor = cursor
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(self._db.sql(sql), tuple(params) or None)  # type: ignore[arg-type]
+
+    def fetchone(self) -> Any:
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+
+    def fetchall(self) -> list[Any]:
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in self._cursor.fetchall()]

@@ -1,0 +1,155 @@
+"""The one server interceptor: mTLS identity, deny-by-default authorization, error translation, metrics,
+access logs and tracing, applied to every method of every service on the server.
+
+Wrapped handlers are cached per method, so the per-call cost is the checks themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+
+from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.context import current_method, current_principal
+from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
+from privmesh.runtime.identity import identity_from_pem
+from privmesh.runtime.logs import redact
+from privmesh.runtime.metrics import ServerMetrics
+
+log = logging.getLogger("privmesh.rpc")
+
+
+def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return identity_from_pem(certs[0]) if certs else None
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
+                 tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
+        self._authorizer = authorizer
+        self._domain = error_domain
+        self._metrics = metrics
+        self._tracer = tracer
+        self._access_log = access_log
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        wrapped = self._wrap(handler, method.lstrip("/"))
+        self._cache[method] = wrapped
+        return wrapped
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
+        status = to_grpc_status(error, self._domain)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
+        principal = _principal_of(context)
+        if principal is None:
+            await self._abort(context, Unauthenticated("UNAUTHENTICATED_PEER",
+                                                       "a client certificate with one SPIFFE URI SAN is required"))
+        if not self._authorizer.allows_method(principal, method):
+            await self._abort(context, PermissionDenied("PERMISSION_DENIED_BY_POLICY",
+                                                        f"{principal} may not call {method}"))
+        return principal
+
+    def _span(self, method: str, context: grpc.aio.ServicerContext, principal: str) -> Any:
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        return self._tracer.start_as_current_span(
+            method, context=extract(carrier), kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.method": method, "privmesh.principal": principal})
+
+    def _finish(self, method: str, principal: str, code: grpc.StatusCode, start: float, request: Any) -> None:
+        elapsed = time.perf_counter() - start
+        self._metrics.observe(method, code.name, elapsed)
+        if self._access_log or code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            fields: dict[str, Any] = {"method": method, "principal": principal, "code": code.name,
+                                      "duration_ms": round(elapsed * 1000, 3)}
+            if self._access_log and isinstance(request, Message):
+                fields["request"] = redact(request)
+            log.info("rpc", extra={"fields": fields})
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+            behavior = self._unary_response(inner, method)
+            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                       else grpc.stream_unary_rpc_method_handler)
+        else:
+            inner = handler.unary_stream or handler.stream_stream
+            behavior = self._streaming_response(inner, method)
+            factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                       else grpc.stream_stream_rpc_method_handler)
+        return factory(behavior, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+
+    def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            principal = await self._admit(method, context)
+            principal_token, method_token = current_principal.set(principal), current_method.set(method)
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                with self._span(method, context, principal):
+                    return await inner(request, context)
+            except ServiceError as error:
+                code = error.code
+                await self._abort(context, error)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", method)
+                await self._abort(context, Internal("INTERNAL", "internal error"))
+            finally:
+                self._finish(method, principal, code, start, request)
+                current_principal.reset(principal_token)
+                current_method.reset(method_token)
+
+        return behavior
+
+    def _streaming_response(self, inner: Any, method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            principal = await self._admit(method, context)
+            principal_token, method_token = current_principal.set(principal), current_method.set(method)
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                with self._span(method, context, principal):
+                    async for item in inner(request, context):
+                        yield item
+            except ServiceError as error:
+                code = error.code
+                await self._abort(context, error)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", method)
+                await self._abort(context, Internal("INTERNAL", "internal error"))
+            finally:
+                self._finish(method, principal, code, start, request)
+                current_principal.reset(principal_token)
+                current_method.reset(method_token)
+
+        return behavior

@@ -1,0 +1,33 @@
+"""AIP-158 pagination helpers: clamped page sizes and opaque page tokens that are validated, not trusted."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from privmesh.runtime.errors import InvalidArgument
+
+
+def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
+    if requested < 0:
+        raise InvalidArgument.single(field, "must not be negative")
+    return default if requested == 0 else min(requested, maximum)
+
+
+def encode_token(after: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def decode_token(token: str, kind: type[str] | type[int], field: str = "page_token") -> str | int | None:
+    """The position after which the next page starts, or None for the first page."""
+    if not token:
+        return None
+    try:
+        if len(token) > 1024:
+            raise ValueError
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+        if not isinstance(after, kind) or isinstance(after, bool):
+            raise ValueError
+        return after
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument.single(field, "not a page token issued by this server", "INVALID_PAGE_TOKEN") from None

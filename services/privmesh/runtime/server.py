@@ -1,0 +1,183 @@
+"""The server builder every service uses: grpc.aio with mTLS on its one port, the mesh interceptor,
+health (a status per service), reflection, the AuditLog service, metrics on a separate port, and a
+graceful drain on SIGTERM.
+
+A service provides a ServiceDefinition; `python -m privmesh.<service>` calls `run_service` with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace.export import SpanExporter
+from pydantic import BaseModel
+
+from privmesh.common.v1 import common_pb2, common_pb2_grpc
+from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
+from privmesh.runtime.audit.servicer import AuditLogServicer
+from privmesh.runtime.audit.store import AuditStore
+from privmesh.runtime.authz import Authorizer, PolicyError
+from privmesh.runtime.config import ConfigError, ServerConfig, load_config
+from privmesh.runtime.db import Database
+from privmesh.runtime.interceptor import MeshInterceptor
+from privmesh.runtime.logs import configure_logging
+from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.tls import server_credentials
+from privmesh.runtime.tracing import make_tracer
+
+log = logging.getLogger("privmesh.server")
+
+
+@dataclass
+class Runtime:
+    """What the runtime hands a service when it builds it."""
+
+    service: str
+    config: ServerConfig
+    audit: AuditLog
+    authorizer: Authorizer
+    on_close: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A servicer and the generated add_*_to_server function (or a generic handler) that registers it."""
+
+    service_name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str  # e.g. "attestation-verifier": process name, audit chain and SPIFFE service account
+    error_domain: str  # ErrorInfo.domain, e.g. "attestation.privmesh.dev"
+    settings_model: type[BaseModel]
+    build: Callable[[Runtime, Any], Awaitable[Sequence[Registration]]]
+
+
+class MeshServer:
+    """One running service. `start()` binds and serves; `stop()` drains."""
+
+    def __init__(self, definition: ServiceDefinition, config: ServerConfig, settings: BaseModel,
+                 span_exporter: SpanExporter | None = None) -> None:
+        self.definition = definition
+        self.config = config
+        self.settings = settings
+        self._span_exporter = span_exporter
+        self.port = 0
+        self.metrics_port = 0
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._runtime: Runtime | None = None
+        self._db: Database | None = None
+        self._service_names: list[str] = []
+
+    @property
+    def audit(self) -> AuditLog:
+        assert self._runtime is not None
+        return self._runtime.audit
+
+    async def start(self) -> None:
+        cfg, name = self.config, self.definition.name
+        authorizer = Authorizer.from_file(cfg.authz_policy)
+        key = load_or_create_signing_key(cfg.audit.signing_key_file)
+        self._db = Database(cfg.audit.database)
+        store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every)
+        audit = AuditLog(store, key.public_key())
+        self._runtime = Runtime(name, cfg, audit, authorizer)
+        metrics = ServerMetrics(name)
+        tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
+        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
+        server = grpc.aio.server(interceptors=[interceptor], options=[
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ])
+        registrations = list(await self.definition.build(self._runtime, self.settings))
+        registrations.append(Registration(
+            common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
+            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit), s)))
+        for registration in registrations:
+            registration.register(server)
+        self._service_names = [r.service_name for r in registrations]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], server)
+        self.port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls))
+        if self.port == 0:
+            raise OSError(f"could not bind {cfg.listen}")
+        await server.start()
+        self._server = server
+        if cfg.metrics.enabled:
+            self.metrics_port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        self._metrics = metrics
+        for service_name in ["", *self._service_names]:
+            await self.health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"fields": {"port": self.port, "metrics_port": self.metrics_port,
+                                              "services": self._service_names}})
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains: reports NOT_SERVING, lets in-flight calls finish within the grace period, seals the log."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.config.drain_seconds if grace is None else grace)
+        self._server = None
+        self._metrics.close()
+        assert self._runtime is not None
+        try:
+            await self._runtime.audit.checkpoint()
+        except Exception:  # the log stays verifiable up to its last checkpoint
+            log.warning("could not sign a final audit checkpoint")
+        for close in reversed(self._runtime.on_close):
+            result = close()
+            if result is not None:
+                await result
+        if self._db is not None:
+            self._db.close()
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+
+async def _serve_until_signalled(server: MeshServer) -> None:
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("draining")
+    await server.stop()
+
+
+def run_service(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m privmesh.<service>`."""
+    parser = argparse.ArgumentParser(prog=f"python -m privmesh.{definition.name}",
+                                     description=f"Runs the privmesh {definition.name} service.")
+    parser.add_argument("--config", type=Path, default=os.environ.get("PRIVMESH_CONFIG"),
+                        help="YAML configuration file (also PRIVMESH_CONFIG); PRIVMESH_* variables override it")
+    args = parser.parse_args(argv)
+    try:
+        config, settings = load_config(args.config, definition.settings_model)
+        Authorizer.from_file(config.authz_policy)
+    except (ConfigError, PolicyError) as exc:
+        print(f"{definition.name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(definition.name, config.log.level)
+    asyncio.run(_serve_until_signalled(MeshServer(definition, config, settings)))
+    return 0
