@@ -22,6 +22,7 @@ Dialect = Literal["sqlite", "postgres"]
 
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
 
@@ -101,6 +102,9 @@ class _SqliteCursor:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(sql, tuple(params))
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(sql, rows)
+
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
 
@@ -115,6 +119,9 @@ class _PgCursor:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(self._db.sql(sql), tuple(params) or None)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(self._db.sql(sql), rows)  # type: ignore[arg-type]
 
     def fetchone(self) -> Any:
         row = self._cursor.fetchone()

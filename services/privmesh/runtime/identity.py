@@ -1,7 +1,8 @@
 """Caller identity: the SPIFFE-style URI SAN of the peer's mTLS certificate.
 
 spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>. A certificate with no such SAN, or with more
-than one, identifies nobody.
+than one, identifies nobody. The SANs come from gRPC's peer identity, i.e. from the certificate the TLS
+handshake verified against the mesh CA.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-
-from cryptography import x509
 
 _SPIFFE = re.compile(r"^spiffe://(?P<td>[a-z0-9.\-_]{1,255})/ns/(?P<ns>[a-z0-9\-]{1,63})/sa/(?P<sa>[a-z0-9\-.]{1,253})$")
 
@@ -36,25 +35,16 @@ class SpiffeId:
         return cls(match["td"], match["ns"], match["sa"])
 
 
-def spiffe_ids_of(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
+SAN_PROPERTY = "x509_subject_alternative_name"
 
 
 @lru_cache(maxsize=4096)
-def identity_from_pem(pem: bytes) -> str | None:
-    """The SPIFFE ID of a PEM certificate, or None. Cached: handshakes repeat the same few certificates."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-    ids = spiffe_ids_of(cert)
+def principal_from_sans(sans: tuple[bytes, ...]) -> str | None:
+    """The one SPIFFE ID among a verified certificate's SANs, or None when there is none or more than one."""
+    ids = [san for san in sans if san.startswith(b"spiffe://")]
     if len(ids) != 1:
         return None
     try:
-        return SpiffeId.parse(ids[0]).uri
-    except ValueError:
+        return SpiffeId.parse(ids[0].decode("ascii")).uri
+    except (ValueError, UnicodeDecodeError):
         return None

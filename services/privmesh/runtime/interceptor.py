@@ -20,7 +20,7 @@ from opentelemetry.propagate import extract
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_method, current_principal
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
-from privmesh.runtime.identity import identity_from_pem
+from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
 
@@ -28,8 +28,10 @@ log = logging.getLogger("privmesh.rpc")
 
 
 def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
-    certs = context.auth_context().get("x509_pem_cert")
-    return identity_from_pem(certs[0]) if certs else None
+    sans = context.peer_identities()
+    if not sans or context.peer_identity_key() != SAN_PROPERTY:
+        return None
+    return principal_from_sans(tuple(sans))
 
 
 class MeshInterceptor(grpc.aio.ServerInterceptor):

@@ -95,7 +95,7 @@ class MeshServer:
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
         store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every)
-        audit = AuditLog(store, key.public_key())
+        audit = AuditLog(store, key.public_key(), cfg.audit.commit_delay_ms / 1000)
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)

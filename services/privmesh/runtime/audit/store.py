@@ -83,16 +83,16 @@ class AuditStore:
             for event in events:
                 sequence += 1
                 entry = seal(sequence, _now_us(), event, head)
-                cur.execute(
-                    "INSERT INTO audit_entries (chain, sequence, time_us, principal, operation, resource, outcome, "
-                    "details, previous_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.service, entry.sequence, entry.time_us, entry.principal, entry.operation, entry.resource,
-                     entry.outcome, json.dumps(dict(entry.details), sort_keys=True), entry.previous_hash,
-                     entry.entry_hash))
                 head = entry.entry_hash
                 entries.append(entry)
-                if sequence % self._every == 0:
-                    self._insert_checkpoint(cur, sequence, head)
+            cur.executemany(
+                "INSERT INTO audit_entries (chain, sequence, time_us, principal, operation, resource, outcome, "
+                "details, previous_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.service, e.sequence, e.time_us, e.principal, e.operation, e.resource, e.outcome,
+                  json.dumps(dict(e.details), sort_keys=True), e.previous_hash, e.entry_hash) for e in entries])
+            for entry in entries:
+                if entry.sequence % self._every == 0:
+                    self._insert_checkpoint(cur, entry.sequence, entry.entry_hash)
             cur.execute("UPDATE audit_heads SET sequence = ?, head_hash = ? WHERE chain = ?",
                         (sequence, head, self.service))
         return entries
