@@ -102,11 +102,15 @@ class Authorizer:
             return True
         return any(r.principals.match(principal) and r.methods.match(method) for r in self._rules)
 
+    def allows_resource(self, resource: str) -> bool:
+        """Whether the current caller may call the current method on `resource`."""
+        return self.allows(current_principal.get(), current_method.get(), resource)
+
     def require(self, resource: str) -> None:
         """Raises PERMISSION_DENIED unless the current caller may call the current method on `resource`."""
-        principal, method = current_principal.get(), current_method.get()
-        if not self.allows(principal, method, resource):
-            raise PermissionDenied("PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method} on {resource}")
+        if not self.allows_resource(resource):
+            raise PermissionDenied("PERMISSION_DENIED_BY_POLICY",
+                                   f"{current_principal.get()} may not call {current_method.get()} on {resource}")
 
     def allows(self, principal: str, method: str, resource: str) -> bool:
         """Whether some rule allows `principal` to call `method` on `resource`."""

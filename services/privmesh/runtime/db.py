@@ -51,6 +51,10 @@ class Database:
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.dialect == "postgres" else statement
 
+    def locking(self, select: str) -> str:
+        """`select` locking its rows until the transaction ends (SQLite's BEGIN IMMEDIATE already has)."""
+        return f"{select} FOR UPDATE" if self.dialect == "postgres" else select
+
     @property
     def blob(self) -> str:
         return "BYTEA" if self.dialect == "postgres" else "BLOB"

@@ -38,6 +38,7 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_PUBLIC_KEY_MISSING: _ClassVar[RefusalReason]
     REFUSAL_REASON_USER_DATA_MISMATCH: _ClassVar[RefusalReason]
     REFUSAL_REASON_DIGEST_UNSUPPORTED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED: _ClassVar[RefusalReason]
 
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -65,6 +66,7 @@ REFUSAL_REASON_DEBUG_ENCLAVE: RefusalReason
 REFUSAL_REASON_PUBLIC_KEY_MISSING: RefusalReason
 REFUSAL_REASON_USER_DATA_MISMATCH: RefusalReason
 REFUSAL_REASON_DIGEST_UNSUPPORTED: RefusalReason
+REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED: RefusalReason
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_ACCEPTED: Verdict
 VERDICT_REJECTED: Verdict

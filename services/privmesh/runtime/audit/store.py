@@ -63,8 +63,7 @@ class AuditStore:
                         "ON CONFLICT (chain) DO NOTHING", (self.service, GENESIS))
 
     def _lock_head(self, cur: Cursor) -> tuple[int, bytes]:
-        select = "SELECT sequence, head_hash FROM audit_heads WHERE chain = ?"
-        cur.execute(select + " FOR UPDATE" if self.db.dialect == "postgres" else select, (self.service,))
+        cur.execute(self.db.locking("SELECT sequence, head_hash FROM audit_heads WHERE chain = ?"), (self.service,))
         sequence, head = cur.fetchone()
         return int(sequence), bytes(head)
 

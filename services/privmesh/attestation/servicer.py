@@ -1,0 +1,125 @@
+"""AttestationVerifier over gRPC: translates protobuf <-> the domain service and its errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from privmesh.attestation.policy import DEFAULT_MAX_DOCUMENT_AGE, InvalidPolicy, PcrSet, Policy
+from privmesh.attestation.store import StoredPolicy
+from privmesh.attestation.v1 import attestation_pb2 as pb
+from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.attestation.verifier_service import AttestationService
+from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.errors import InvalidArgument
+from privmesh.runtime.paging import decode_token, encode_token, page_size
+
+
+def _ts(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _ts_us(micros: int) -> Timestamp:
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def policy_from_proto(msg: pb.Policy) -> Policy:
+    if msg.max_document_age.nanos < 0 or msg.max_document_age.seconds < 0:
+        raise InvalidArgument.single("policy.max_document_age", "must not be negative")
+    age = msg.max_document_age.ToTimedelta() if msg.HasField("max_document_age") else DEFAULT_MAX_DOCUMENT_AGE
+    policy = Policy(
+        name=msg.name,
+        allowed_pcr_sets=[PcrSet(dict(s.pcrs), s.description) for s in msg.allowed_pcr_sets],
+        allow_debug=msg.allow_debug, max_document_age=age,
+        require_nonce=msg.require_nonce if msg.HasField("require_nonce") else True,
+        require_public_key=msg.require_public_key,
+        required_user_data=msg.required_user_data or None, description=msg.description)
+    try:
+        policy.validate()
+    except InvalidPolicy as exc:
+        raise InvalidArgument.single(f"policy.{exc.field}", exc.message) from None
+    return policy
+
+
+def policy_to_proto(stored: StoredPolicy) -> pb.Policy:
+    policy = stored.policy
+    age = Duration()
+    age.FromTimedelta(policy.max_document_age)
+    return pb.Policy(
+        name=policy.name, allowed_pcr_sets=[pb.PcrSet(pcrs=dict(s.pcrs), description=s.description)
+                                            for s in policy.allowed_pcr_sets],
+        allow_debug=policy.allow_debug, max_document_age=age, require_nonce=policy.require_nonce,
+        require_public_key=policy.require_public_key, required_user_data=policy.required_user_data or b"",
+        description=policy.description, etag=stored.etag, create_time=_ts_us(stored.create_us),
+        update_time=_ts_us(stored.update_us))
+
+
+class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
+    def __init__(self, service: AttestationService, authorizer: Authorizer) -> None:
+        self._service = service
+        self._authorizer = authorizer
+
+    async def IssueChallenge(self, request: pb.IssueChallengeRequest,
+                             context: grpc.aio.ServicerContext) -> pb.IssueChallengeResponse:
+        ttl: timedelta | None = request.ttl.ToTimedelta() if request.HasField("ttl") else None
+        nonce, expires = await self._service.issue_challenge(ttl)
+        return pb.IssueChallengeResponse(nonce=nonce, expire_time=_ts(expires))
+
+    async def VerifyAttestation(self, request: pb.VerifyAttestationRequest,
+                                context: grpc.aio.ServicerContext) -> pb.VerifyAttestationResponse:
+        if not request.policy:
+            raise InvalidArgument.single("policy", "required")
+        self._authorizer.require(f"policies/{request.policy}")
+        at = request.verification_time.ToDatetime(timezone.utc) if request.HasField("verification_time") else None
+        verdict = await self._service.verify(request.document, request.policy, request.audience, at)
+        c = verdict.claims
+        reply = pb.VerifyAttestationResponse(
+            verdict=pb.VERDICT_ACCEPTED if verdict.accepted else pb.VERDICT_REJECTED,
+            refusals=[pb.Refusal(reason=pb.RefusalReason.Value("REFUSAL_REASON_" + r.reason), message=r.message)
+                      for r in verdict.refusals],
+            claims=pb.Claims(module_id=c.module_id, digest=c.digest, timestamp=_ts(c.timestamp), pcrs=dict(c.pcrs),
+                             public_key=c.public_key or b"", user_data=c.user_data or b"", nonce=c.nonce or b"",
+                             debug_mode=c.debug_mode, certificate_sha256=c.certificate_sha256),
+            document_sha256=verdict.document_sha256, policy=verdict.policy.policy.name,
+            policy_etag=verdict.policy.etag)
+        if verdict.token is not None and verdict.token_expires is not None:
+            reply.result_token = verdict.token
+            reply.result_token_expire_time.CopyFrom(_ts(verdict.token_expires))
+        return reply
+
+    async def PutPolicy(self, request: pb.PutPolicyRequest, context: grpc.aio.ServicerContext) -> pb.PutPolicyResponse:
+        policy = policy_from_proto(request.policy)
+        self._authorizer.require(f"policies/{policy.name}")
+        return pb.PutPolicyResponse(policy=policy_to_proto(await self._service.put_policy(policy, request.etag)))
+
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.GetPolicyResponse:
+        self._authorizer.require(f"policies/{request.name}")
+        return pb.GetPolicyResponse(policy=policy_to_proto(await self._service.get_policy(request.name)))
+
+    async def ListPolicies(self, request: pb.ListPoliciesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
+        limit = page_size(request.page_size, 50, 500)
+        after = str(decode_token(request.page_token, str) or "")
+        found = [p for p in await self._service.list_policies(after, limit + 1)
+                 if self._authorizer.allows_resource(f"policies/{p.policy.name}")]
+        more = len(found) > limit
+        found = found[:limit]
+        return pb.ListPoliciesResponse(policies=[policy_to_proto(p) for p in found],
+                                       next_page_token=encode_token(found[-1].policy.name) if more else "")
+
+    async def DeletePolicy(self, request: pb.DeletePolicyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeletePolicyResponse:
+        self._authorizer.require(f"policies/{request.name}")
+        await self._service.delete_policy(request.name, request.etag)
+        return pb.DeletePolicyResponse()
+
+    async def GetVerificationKeys(self, request: pb.GetVerificationKeysRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetVerificationKeysResponse:
+        return pb.GetVerificationKeysResponse(jwks_json=json.dumps(self._service.issuer.jwks()),
+                                              issuer=self._service.issuer.issuer)
