@@ -63,7 +63,8 @@ def ensure_packages(files: list[Path]) -> None:
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        stale = [str(r) for r in fresh if not (OUTPUT / r).exists() or not filecmp.cmp(Path(tmp) / r, OUTPUT / r, shallow=False)]
+        stale = [str(r) for r in fresh
+                 if not (OUTPUT / r).exists() or not filecmp.cmp(Path(tmp) / r, OUTPUT / r, shallow=False)]
         extra = [str(r) for r in committed_files() if r not in fresh]
     if stale or extra:
         print("generated code is stale; run: python scripts/gen_protos.py", file=sys.stderr)

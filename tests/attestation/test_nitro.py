@@ -418,7 +418,8 @@ def test_link_signed_with_sha256(nitro_pki: Pki, nitro_pki_verifier: NitroVerifi
 def test_leaf_key_not_p384(nitro_pki: Pki, nitro_pki_verifier: NitroVerifier) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = make_cert("leaf", key, "intermediate", nitro_pki.inter_key, ca=False)  # type: ignore[arg-type]
-    assert verify(nitro_pki_verifier, nitro_pki.document(certificate=leaf, sign_with=key), SYNTH_AT) == {"SIGNATURE_INVALID"}
+    document = nitro_pki.document(certificate=leaf, sign_with=key)
+    assert verify(nitro_pki_verifier, document, SYNTH_AT) == {"SIGNATURE_INVALID"}
 
 
 def test_path_that_is_only_the_pinned_root(nitro_pki: Pki, nitro_pki_verifier: NitroVerifier) -> None:

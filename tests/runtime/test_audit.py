@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from privmesh.runtime.audit.chain import Event, Finding, entry_hash, sign_checkpoint, verify_log
 from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.db import Database
@@ -60,7 +59,8 @@ def test_store_refuses_update_and_delete(store: AuditStore) -> None:
 
 
 def _shift_up_from(seq: int) -> list[str | tuple[str, tuple[object, ...]]]:
-    return [f"UPDATE audit_entries SET sequence = sequence + 1 WHERE sequence = {s}" for s in range(ENTRIES, seq - 1, -1)]
+    return [f"UPDATE audit_entries SET sequence = sequence + 1 WHERE sequence = {s}"
+            for s in range(ENTRIES, seq - 1, -1)]
 
 
 def _forged_row(sequence: int, previous: bytes) -> tuple[str, tuple[object, ...]]:

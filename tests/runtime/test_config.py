@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from privmesh.runtime import echo
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, load_config
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import run_service
+
 from tests.conftest import server_config
 
 
@@ -31,7 +31,8 @@ def test_every_problem_is_named_by_field(tmp_path: Path, pki: DevPki) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path, echo.EchoSettings, environ=env)
     text = str(err.value)
-    for expected in ("server.listen: Value error, must be host:port", "server.tls.ca_file: Path does not point to a file",
+    for expected in ("server.listen: Value error, must be host:port",
+                     "server.tls.ca_file: Path does not point to a file",
                      "server.audit.checkpoint_every: Input should be greater than or equal to 1",
                      "service.colour: Extra inputs are not permitted"):
         assert expected in text
@@ -46,7 +47,7 @@ def test_missing_sections_and_bad_yaml(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml", echo.EchoSettings, environ={})
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    with pytest.raises(ConfigError, match="server.tls: Field required"):
+    with pytest.raises(ConfigError, match=r"server\.tls: Field required"):
         load_config(empty, echo.EchoSettings, environ={})
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(empty, echo.EchoSettings, environ={"PRIVMESH_SERVER__TLS": "{oops"})

@@ -3,6 +3,7 @@ metrics, tracing and the fail-closed audit log, through the domain-free echo ser
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 import urllib.request
@@ -13,12 +14,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime import echo
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+
 from tests.conftest import identity, server_config, spiffe
 
 ECHO = "/privmesh.testing.v1.Echo/"
@@ -205,7 +206,8 @@ async def test_metrics_count_requests_by_method_and_code(echo_server, pki: DevPk
             await ch.unary_unary(ECHO + "Echo")(b"x")
         with pytest.raises(grpc.aio.AioRpcError):
             await ch.unary_unary(ECHO + "Put")(b"apple=")
-    body = urllib.request.urlopen(f"http://127.0.0.1:{echo_server.metrics_port}/metrics", timeout=5).read().decode()
+    url = f"http://127.0.0.1:{echo_server.metrics_port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     assert 'privmesh_grpc_requests_total{code="OK",method="privmesh.testing.v1.Echo/Echo",service="echo"} 3.0' in body
     assert 'code="INVALID_ARGUMENT",method="privmesh.testing.v1.Echo/Put"' in body
 
@@ -225,7 +227,6 @@ async def test_tracing_continues_the_callers_trace(tmp_path: Path, pki: DevPki, 
 
 async def test_audit_log_service_pages_entries_and_signs_the_head(echo_server, pki: DevPki) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     from privmesh.runtime.audit.chain import verify_log
     from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
 
