@@ -60,16 +60,20 @@ async def evidence_step(ctx: DemoContext) -> None:
     ctx.console.print(f"   bundle written to {path}")
 
 
-STEPS: list[Step] = [
-    Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
-]
+def _steps() -> list[Step]:
+    from privmesh.demo.enclave_step import enclave_attestation_step
+
+    return [
+        Step(5, "an enclave proves itself to attestation-verifier; impostors are refused", ("attestation-verifier",),
+             enclave_attestation_step),
+        Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
+    ]
 
 PENDING: dict[int, tuple[str, str]] = {
     1: ("patient records tokenized by token-vault with key-broker data keys", "token-vault, key-broker"),
     2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
     3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
     4: ("the model is served on encrypted features by fhe-inference", "fhe-inference"),
-    5: ("an enclave proves itself and receives a data key wrapped to it", "attestation-verifier, key-broker"),
 }
 
 
@@ -77,7 +81,7 @@ async def run_scenario(ctx: DemoContext) -> bool:
     """Runs every available step in order; returns whether all of them passed."""
     ok = True
     available = set(ctx.targets)
-    steps = {s.number: s for s in STEPS if set(s.needs) <= available}
+    steps = {s.number: s for s in _steps() if set(s.needs) <= available}
     for number in range(1, 7):
         step = steps.get(number)
         if step is None:

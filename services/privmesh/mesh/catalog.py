@@ -21,4 +21,32 @@ class ServiceSpec:
     peer_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other service -> methods it may call
 
 
-CATALOG: tuple[ServiceSpec, ...] = ()
+def enclave_simulator_dir(state_dir: Path) -> Path:
+    """Where the local mesh keeps the enclave simulator's development CA (root.pem beside it)."""
+    return state_dir / "enclave-sim"
+
+
+def _attestation_settings(state_dir: Path) -> dict[str, Any]:
+    from privmesh.enclave.simulator import ROOT_FILE, DevCa
+
+    sim = enclave_simulator_dir(state_dir)
+    DevCa.load_or_create(sim)
+    data = state_dir / "data" / "attestation-verifier"
+    return {
+        "database": f"sqlite:///{data / 'attestation.db'}",
+        "token_signing_key_file": str(data / "token-signing-key.pem"),
+        # Local mode only: the simulator's development root is trusted explicitly, beside the pinned AWS root.
+        "dev_root_files": [str(sim / ROOT_FILE)],
+    }
+
+
+ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
+
+CATALOG: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        name="attestation-verifier", module="privmesh.attestation", grpc_service=ATTESTATION,
+        local_settings=_attestation_settings,
+        client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
+                        f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
+    ),
+)

@@ -1,0 +1,70 @@
+"""The `privmesh` command as a user runs it: real processes, real mTLS, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRIVMESH = [sys.executable, "-m", "privmesh.cli.main"]
+
+
+def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PRIVMESH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_demo_runs_the_scenario_and_passes(tmp_path: Path) -> None:
+    result = run("demo", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5. an enclave proves itself" in result.stdout and "NONCE_REPLAYED" in result.stdout
+    assert "demo passed" in result.stdout
+
+
+def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
+    up = subprocess.Popen([*PRIVMESH, "up", "--state-dir", "mesh"], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        mesh_file = tmp_path / "mesh" / "mesh.json"
+        deadline = time.monotonic() + 120
+        while True:
+            status = run("status", "--state-dir", "mesh", cwd=tmp_path)
+            if status.returncode == 0:
+                break
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.5)
+        assert "attestation-verifier" in status.stdout and "SERVING" in status.stdout
+        pids = [e["pid"] for e in json.loads(mesh_file.read_text())["endpoints"]]
+        exported = run("evidence", "export", "--state-dir", "mesh", "-o", "bundle.json", cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        verified = run("evidence", "verify", "bundle.json", cwd=tmp_path)
+        assert verified.returncode == 0 and "ok" in verified.stdout
+        bundle = json.loads((tmp_path / "bundle.json").read_text())
+        head = bundle["services"][0]["head"]
+        head["sequence"] = str(int(head.get("sequence", 0)) + 1)  # claims an entry the signature never covered
+        (tmp_path / "forged.json").write_text(json.dumps(bundle))
+        forged = run("evidence", "verify", "forged.json", cwd=tmp_path)
+        assert forged.returncode == 1 and "BROKEN" in forged.stdout
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output = up.communicate(timeout=60)[0]
+    assert up.returncode == 0, output
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert not mesh_file.exists()
+    log = (tmp_path / "mesh" / "logs" / "attestation-verifier.log").read_text()
+    assert '"message": "draining"' in log
+
+
+def test_pki_init_and_reissue(tmp_path: Path) -> None:
+    assert run("pki", "init", "--dir", "pki", cwd=tmp_path).returncode == 0
+    first = (tmp_path / "pki" / "admin.crt").read_bytes()
+    again = run("pki", "init", "--dir", "pki", cwd=tmp_path)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert run("pki", "issue", "admin", "--dir", "pki", "--hours", "1", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "pki" / "admin.crt").read_bytes() != first
