@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from privmesh.runtime.client import ClientIdentity
 from privmesh.runtime.config import load_config
 from privmesh.runtime.pki import DevPki

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+
 from privmesh.attestation.nitro import NitroVerifier, load_pinned_root
 
 NITRO_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "nitro"

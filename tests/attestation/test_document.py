@@ -11,6 +11,7 @@ import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from privmesh.attestation.document import (
     MAX_DOCUMENT_BYTES,
     AttestationDocument,

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from privmesh.attestation.document import REFUSAL_REASONS, Refusal, parse_document
 from privmesh.attestation.nitro import (
     AWS_NITRO_ROOT_SHA256,

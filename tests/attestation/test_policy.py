@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+
 from privmesh.attestation.document import AttestationDocument, parse_document
 from privmesh.attestation.nitro import NitroVerifier
 from privmesh.attestation.policy import (

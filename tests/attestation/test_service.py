@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
@@ -21,7 +22,6 @@ from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
-
 from tests.attestation.conftest import IN_WINDOW, read_document
 from tests.conftest import identity, server_config, spiffe
 

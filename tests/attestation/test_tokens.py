@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey
+
 from privmesh.attestation.document import AttestationDocument, parse_document
 from privmesh.attestation.policy import Claims, claims_of
 from privmesh.attestation.tokens import (

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from privmesh.enclave.app import (
     DATA_KEY_SIZE,
     EnclaveApp,

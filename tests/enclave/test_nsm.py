@@ -10,6 +10,7 @@ from typing import Any
 
 import cbor2
 import pytest
+
 from privmesh.enclave import nsm as nsm_module
 from privmesh.enclave.nsm import (
     NSM_IOCTL_REQUEST,

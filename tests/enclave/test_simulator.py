@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509 import verification
+
 from privmesh.enclave.nsm import Nsm, NsmError
 from privmesh.enclave.simulator import (
     CA_FILE,

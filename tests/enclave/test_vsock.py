@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from privmesh.enclave import vsock
 from privmesh.enclave.vsock import (
     FrameClient,

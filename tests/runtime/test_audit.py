@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from privmesh.runtime.audit.chain import Event, Finding, entry_hash, sign_checkpoint, verify_log
 from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.db import Database

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from privmesh.runtime import echo
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, load_config
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import run_service
-
 from tests.conftest import server_config
 
 

@@ -14,12 +14,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime import echo
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
-
 from tests.conftest import identity, server_config, spiffe
 
 ECHO = "/privmesh.testing.v1.Echo/"
@@ -227,6 +227,7 @@ async def test_tracing_continues_the_callers_trace(tmp_path: Path, pki: DevPki, 
 
 async def test_audit_log_service_pages_entries_and_signs_the_head(echo_server, pki: DevPki) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from privmesh.runtime.audit.chain import verify_log
     from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
 

@@ -1,0 +1,160 @@
+"""Attestation documents verified per second through the attestation-verifier service, against the cost of
+the cryptographic checks alone (the chain's four signatures and the COSE signature, done directly with
+cryptography) in the same run.
+
+The document is a simulated Nitro document (same format and chain shape as AWS's), verified under a policy
+without nonce so one document can be sent repeatedly; the service runs in its own process with mTLS,
+authorization, audit and metrics. Last line: `ratio: <service docs/s / crypto-only docs/s>` (goal >= 0.5).
+
+Usage: .venv/bin/python scripts/bench/attestation_verify.py [--seconds 10] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cbor2
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from privmesh.attestation.v1 import attestation_pb2 as pb
+from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.enclave.app import EnclaveApp
+from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
+from privmesh.runtime.client import ClientIdentity, secure_channel
+from privmesh.runtime.pki import DevPki
+
+
+def crypto_only(document: bytes) -> None:
+    """The five signature checks, nothing else: the floor any verifier pays per document."""
+    envelope = cbor2.loads(document)
+    protected, _, payload, signature = envelope
+    fields = cbor2.loads(payload)
+    chain = [x509.load_der_x509_certificate(d) for d in [fields["certificate"], *reversed(fields["cabundle"])]]
+    for child, issuer in itertools.pairwise(chain):
+        key = issuer.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(hashes.SHA384()))
+    leaf_key = chain[0].public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey)
+    der = encode_dss_signature(int.from_bytes(signature[:48], "big"), int.from_bytes(signature[48:], "big"))
+    leaf_key.verify(der, cbor2.dumps(["Signature1", protected, b"", payload]), ec.ECDSA(hashes.SHA384()))
+
+
+def measure_crypto(document: bytes, seconds: float) -> float:
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        crypto_only(document)
+        done += 1
+    return done / (time.perf_counter() - began)
+
+
+def write_config(tmp: Path, dev_root: Path) -> Path:
+    pki = DevPki(tmp / "pki")
+    pki.init()
+    for name in ("attestation-verifier", "client"):
+        pki.issue(name)
+    policy = tmp / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"name": "bench", "principals": [pki.spiffe_id("client")],
+                                                 "methods": ["privmesh.attestation.v1.AttestationVerifier/*"]}]}))
+    bundle = pki.bundle("attestation-verifier")
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"listen": "127.0.0.1:0", "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
+                                                    "key_file": str(bundle.key_file)},
+                   "authz_policy": str(policy), "log": {"level": "WARNING"}, "metrics": {"enabled": True},
+                   "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "a.pem")}},
+        "service": {"database": f"sqlite:///{tmp / 'att.db'}", "token_signing_key_file": str(tmp / "t.pem"),
+                    "dev_root_files": [str(dev_root)]},
+    }))
+    return config
+
+
+async def serve(config: Path, port_file: Path) -> None:
+    from privmesh.attestation.server import DEFINITION
+    from privmesh.runtime.config import load_config
+    from privmesh.runtime.server import MeshServer
+
+    server_config, settings = load_config(config, DEFINITION.settings_model)
+    server = MeshServer(DEFINITION, server_config, settings)
+    await server.start()
+    await asyncio.to_thread(port_file.write_text, str(server.port))
+    await server.wait()
+
+
+async def measure_service(port: int, pki: Path, document: bytes, seconds: float, concurrency: int) -> float:
+    identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
+    async with secure_channel(f"127.0.0.1:{port}", identity) as channel:
+        stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
+        policy = pb.Policy(name="bench", require_nonce=False,
+                           allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))])
+        await stub.PutPolicy(pb.PutPolicyRequest(policy=policy))
+        request = pb.VerifyAttestationRequest(document=document, policy="bench")
+        first = await stub.VerifyAttestation(request)
+        assert first.verdict == pb.VERDICT_ACCEPTED, first.refusals
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                reply = await stub.VerifyAttestation(request)
+                assert reply.verdict == pb.VERDICT_ACCEPTED
+                done += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.port_file))
+        return
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        ca = DevCa.generate()
+        (tmp / "root.pem").write_bytes(ca.root_pem)
+        document = EnclaveApp(SimulatedNsm(ca)).attest(None)
+        config = write_config(tmp, tmp / "root.pem")
+        port_file = tmp / "port"
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port-file", str(port_file)])
+        try:
+            deadline = time.monotonic() + 60
+            while not port_file.exists() or not port_file.read_text():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the service did not start")
+                time.sleep(0.05)
+            half = args.seconds / 2
+            crypto_a = measure_crypto(document, half / 2)
+            service = asyncio.run(measure_service(int(port_file.read_text()), tmp / "pki", document, half,
+                                                  args.concurrency))
+            crypto_b = measure_crypto(document, half / 2)
+        finally:
+            server.terminate()
+            server.wait()
+    crypto = (crypto_a + crypto_b) / 2
+    print(f"document {len(document)} B, {args.concurrency} concurrent callers")
+    print(f"crypto checks alone (4 chain signatures + COSE, one core): {crypto:8.0f} docs/s")
+    print(f"through the service (mTLS, authz, policy, audit):          {service:8.0f} docs/s")
+    print(f"ratio: {service / crypto:.3f}")
+
+
+if __name__ == "__main__":
+    main()
