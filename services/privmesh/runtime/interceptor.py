@@ -105,53 +105,41 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         return factory(behavior, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
 
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
+        """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
+        principal = await self._admit(method, context)
+        principal_token, method_token = current_principal.set(principal), current_method.set(method)
+        start, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            with self._span(method, context, principal):
+                yield
+        except ServiceError as error:
+            code = error.code
+            await self._abort(context, error)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unexpected error in %s", method)
+            await self._abort(context, Internal("INTERNAL", "internal error"))
+        finally:
+            self._finish(method, principal, code, start, request)
+            current_principal.reset(principal_token)
+            current_method.reset(method_token)
+
     def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = await self._admit(method, context)
-            principal_token, method_token = current_principal.set(principal), current_method.set(method)
-            start, code = time.perf_counter(), grpc.StatusCode.OK
-            try:
-                with self._span(method, context, principal):
-                    return await inner(request, context)
-            except ServiceError as error:
-                code = error.code
-                await self._abort(context, error)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unexpected error in %s", method)
-                await self._abort(context, Internal("INTERNAL", "internal error"))
-            finally:
-                self._finish(method, principal, code, start, request)
-                current_principal.reset(principal_token)
-                current_method.reset(method_token)
+            async with self._call(method, context, request):
+                return await inner(request, context)
 
         return behavior
 
     def _streaming_response(self, inner: Any, method: str) -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            principal = await self._admit(method, context)
-            principal_token, method_token = current_principal.set(principal), current_method.set(method)
-            start, code = time.perf_counter(), grpc.StatusCode.OK
-            try:
-                with self._span(method, context, principal):
-                    async for item in inner(request, context):
-                        yield item
-            except ServiceError as error:
-                code = error.code
-                await self._abort(context, error)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unexpected error in %s", method)
-                await self._abort(context, Internal("INTERNAL", "internal error"))
-            finally:
-                self._finish(method, principal, code, start, request)
-                current_principal.reset(principal_token)
-                current_method.reset(method_token)
+            async with self._call(method, context, request):
+                async for item in inner(request, context):
+                    yield item
 
         return behavior
