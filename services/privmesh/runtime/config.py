@@ -42,7 +42,7 @@ class AuditConfig(_Strict):
     database: str = Field(description="sqlite:///path or postgresql://... (the password may come from env)")
     signing_key_file: Path = Field(description="Ed25519 private key (PEM) that signs checkpoints; created if absent")
     checkpoint_every: int = Field(100, ge=1, le=100_000, description="sign a checkpoint every N entries")
-    commit_delay_ms: float = Field(1.0, ge=0, le=50, description="under load, wait this long to group commits")
+    commit_delay_ms: float = Field(2.0, ge=0, le=50, description="under load, wait this long to group commits")
 
 
 class MetricsConfig(_Strict):

@@ -51,7 +51,7 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 class AuditLog:
-    def __init__(self, store: AuditStore, public_key: Ed25519PublicKey, commit_delay: float = 0.001) -> None:
+    def __init__(self, store: AuditStore, public_key: Ed25519PublicKey, commit_delay: float = 0.002) -> None:
         self.store = store
         self._commit_delay = commit_delay
         self._last_commit = 0.0
