@@ -16,7 +16,7 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.attestation.verifier_service import AttestationService
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import decode_token, encode_token, page_size
+from privmesh.runtime.paging import decode_token, page_size, paginate
 
 
 def _ts(moment: datetime) -> Timestamp:
@@ -106,12 +106,10 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
                            context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
         limit = page_size(request.page_size, 50, 500)
         after = str(decode_token(request.page_token, str) or "")
-        found = [p for p in await self._service.list_policies(after, limit + 1)
-                 if self._authorizer.allows_resource(f"policies/{p.policy.name}")]
-        more = len(found) > limit
-        found = found[:limit]
-        return pb.ListPoliciesResponse(policies=[policy_to_proto(p) for p in found],
-                                       next_page_token=encode_token(found[-1].policy.name) if more else "")
+        fetched = await self._service.list_policies(after, limit + 1)
+        page, token = paginate(fetched, limit, lambda p: p.policy.name)
+        visible = [p for p in page if self._authorizer.allows_resource(f"policies/{p.policy.name}")]
+        return pb.ListPoliciesResponse(policies=[policy_to_proto(p) for p in visible], next_page_token=token)
 
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
                            context: grpc.aio.ServicerContext) -> pb.DeletePolicyResponse:

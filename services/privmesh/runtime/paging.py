@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from privmesh.runtime.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
@@ -31,3 +35,9 @@ def decode_token(token: str, kind: type[str] | type[int], field: str = "page_tok
         return after
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument.single(field, "not a page token issued by this server", "INVALID_PAGE_TOKEN") from None
+
+
+def paginate(fetched: Sequence[T], limit: int, position: Callable[[T], str | int]) -> tuple[list[T], str]:
+    """Splits what a store returned for `limit + 1` rows into this page and the next page's token."""
+    page = list(fetched[:limit])
+    return page, encode_token(position(page[-1])) if len(fetched) > limit else ""

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry
 from privmesh.runtime.audit.log import AuditLog
-from privmesh.runtime.paging import decode_token, encode_token, page_size
+from privmesh.runtime.paging import decode_token, page_size, paginate
 
 
 def _timestamp(time_us: int) -> Timestamp:
@@ -52,20 +52,14 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                                context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
-        entries = await self._audit.entries(after, limit + 1)
-        more = len(entries) > limit
-        entries = entries[:limit]
-        token = encode_token(entries[-1].sequence) if more else ""
+        entries, token = paginate(await self._audit.entries(after, limit + 1), limit, lambda e: e.sequence)
         return common_pb2.ListAuditEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
 
     async def ListAuditCheckpoints(self, request: common_pb2.ListAuditCheckpointsRequest,
                                    context: grpc.aio.ServicerContext) -> common_pb2.ListAuditCheckpointsResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
-        found = await self._audit.checkpoints(after, limit + 1)
-        more = len(found) > limit
-        found = found[:limit]
-        token = encode_token(found[-1].sequence) if more else ""
+        found, token = paginate(await self._audit.checkpoints(after, limit + 1), limit, lambda c: c.sequence)
         return common_pb2.ListAuditCheckpointsResponse(checkpoints=[checkpoint_to_proto(c) for c in found],
                                                        next_page_token=token)
 
