@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 MIN_DOMAIN = 1_000_000  # SP 800-38G: radix^minlen >= 10^6
 MAX_LENGTH = 2 ** 32 - 1
 ROUNDS = 10
+NARROW_MIN_BATCH = 8  # below this, numpy set-up costs more than Python integers
 
 
 class FF1Error(ValueError):
@@ -42,7 +43,7 @@ class FF1:
         self.radix = radix
         self._ecb = Cipher(algorithms.AES(key), modes.ECB())
 
-    def _aes(self, blocks: bytes) -> bytes:
+    def aes_ecb(self, blocks: bytes) -> bytes:
         encryptor = self._ecb.encryptor()
         return encryptor.update(blocks) + encryptor.finalize()
 
@@ -69,45 +70,80 @@ class FF1:
         q_len = t + (-t - b - 1) % 16 + 1 + b
         # The CBC-MAC over P and the tweak's full blocks is the same for every value: computed once.
         head = tweak + bytes((-t - b - 1) % 16)
-        const_blocks, tail_len = divmod(len(head), 16)
-        state = self._aes(p)
+        const_blocks = len(head) // 16
+        state = self.aes_ecb(p)
         for index in range(const_blocks):
-            state = self._aes(_xor(state, head[16 * index:16 * index + 16]))
+            state = self.aes_ecb(_xor(state, head[16 * index:16 * index + 16]))
         head_tail = head[16 * const_blocks:]
         var_blocks = (q_len - 16 * const_blocks) // 16
-        count = len(values)
+        rounds = _Rounds(self, state, head_tail, var_blocks, b, d, mod_u, mod_v, decrypt)
         a = [x for x, _ in values]
         bb = [y for _, y in values]
         if decrypt:
             a, bb = bb, a  # decryption runs the rounds backwards on (B, A)
-        state_arr = np.frombuffer(state, dtype=np.uint8)
-        for step in range(ROUNDS):
-            i = ROUNDS - 1 - step if decrypt else step
-            m_mod = mod_u if i % 2 == 0 else mod_v
-            prefix = head_tail + bytes([i])
+        if b <= 4 and len(values) >= NARROW_MIN_BATCH:  # NUM(B) and y fit 64 bits: numpy arithmetic
+            a_arr, b_arr = rounds.run_narrow(np.array(a, dtype=np.uint64), np.array(bb, dtype=np.uint64))
+            a, bb = [int(x) for x in a_arr], [int(x) for x in b_arr]
+        else:
+            a, bb = rounds.run_wide(a, bb)
+        if decrypt:
+            a, bb = bb, a
+        return list(zip(a, bb, strict=True))
+
+
+class _Rounds:
+    """The ten Feistel rounds over a batch sharing length and tweak (state = CBC-MAC of P and the tweak)."""
+
+    def __init__(self, cipher: FF1, state: bytes, head_tail: bytes, var_blocks: int, b: int, d: int,
+                 mod_u: int, mod_v: int, decrypt: bool) -> None:
+        self.cipher, self.head_tail, self.var_blocks = cipher, head_tail, var_blocks
+        self.b, self.d, self.mod_u, self.mod_v, self.decrypt = b, d, mod_u, mod_v, decrypt
+        self.state = np.frombuffer(state, dtype=np.uint8)
+
+    def _order(self) -> range:
+        return range(ROUNDS - 1, -1, -1) if self.decrypt else range(ROUNDS)
+
+    def _mac(self, q: np.ndarray) -> np.ndarray:
+        """CBC-MAC of each row of `q` chained from the shared state, then S's extra blocks: rows of S."""
+        count = q.shape[0]
+        mac = np.broadcast_to(self.state, (count, 16))
+        for block in range(self.var_blocks):
+            chunk = np.bitwise_xor(mac, q[:, 16 * block:16 * block + 16])
+            mac = np.frombuffer(self.cipher.aes_ecb(chunk.tobytes()), dtype=np.uint8).reshape(count, 16)
+        if self.d <= 16:
+            return mac
+        extra = [np.bitwise_xor(mac, np.frombuffer(j.to_bytes(16, "big"), dtype=np.uint8))
+                 for j in range(1, math.ceil(self.d / 16))]
+        stacked = np.concatenate(extra, axis=1).reshape(count * len(extra), 16)
+        more = np.frombuffer(self.cipher.aes_ecb(stacked.tobytes()), dtype=np.uint8).reshape(count, -1)
+        return np.concatenate([mac, more], axis=1)
+
+    def run_narrow(self, a: np.ndarray, bb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count, width, b = a.shape[0], self.var_blocks * 16, self.b
+        q = np.empty((count, width), dtype=np.uint8)
+        for i in self._order():
+            m_mod = np.uint64(self.mod_u if i % 2 == 0 else self.mod_v)
+            q[:, :width - b] = np.frombuffer(self.head_tail + bytes([i]), dtype=np.uint8)
+            q[:, width - b:] = bb.astype(">u8").view(np.uint8).reshape(count, 8)[:, 8 - b:]
+            y = np.ascontiguousarray(self._mac(q)[:, :8]).view(">u8").reshape(count).astype(np.uint64) % m_mod
+            c = (a + m_mod - y) % m_mod if self.decrypt else (a + y) % m_mod
+            a, bb = bb, c
+        return a, bb
+
+    def run_wide(self, a: list[int], bb: list[int]) -> tuple[list[int], list[int]]:
+        count, b, d = len(a), self.b, self.d
+        for i in self._order():
+            m_mod = self.mod_u if i % 2 == 0 else self.mod_v
+            prefix = self.head_tail + bytes([i])
             q = b"".join(prefix + x.to_bytes(b, "big") for x in bb)
-            q_arr = np.frombuffer(q, dtype=np.uint8).reshape(count, var_blocks * 16)
-            mac = np.broadcast_to(state_arr, (count, 16))
-            for block in range(var_blocks):
-                chunk = np.bitwise_xor(mac, q_arr[:, 16 * block:16 * block + 16])
-                mac = np.frombuffer(self._aes(chunk.tobytes()), dtype=np.uint8).reshape(count, 16)
-            s = mac
-            if d > 16:
-                extra = [np.bitwise_xor(mac, np.frombuffer(j.to_bytes(16, "big"), dtype=np.uint8))
-                         for j in range(1, math.ceil(d / 16))]
-                stacked = np.concatenate(extra, axis=1).reshape(count * len(extra), 16)
-                more = np.frombuffer(self._aes(stacked.tobytes()), dtype=np.uint8).reshape(count, -1)
-                s = np.concatenate([mac, more], axis=1)
-            s_bytes = s[:, :d].tobytes()
+            s_bytes = self._mac(np.frombuffer(q, dtype=np.uint8).reshape(count, -1))[:, :d].tobytes()
             ys = [int.from_bytes(s_bytes[k * d:(k + 1) * d], "big") for k in range(count)]
-            if decrypt:
+            if self.decrypt:
                 c = [(x - y) % m_mod for x, y in zip(a, ys, strict=True)]
             else:
                 c = [(x + y) % m_mod for x, y in zip(a, ys, strict=True)]
             a, bb = bb, c
-        if decrypt:
-            a, bb = bb, a
-        return list(zip(a, bb, strict=True))
+        return a, bb
 
 
 def _xor(left: bytes, right: bytes) -> bytes:
