@@ -19,10 +19,12 @@ from grpc_status import rpc_status
 
 @dataclass(frozen=True)
 class FieldViolation:
-    """One invalid field: its path in the request (e.g. "policy.allowed_pcr_sets[0].pcrs[4]") and why."""
+    """One invalid field: its path in the request (e.g. "policy.allowed_pcr_sets[0].pcrs[4]") and why;
+    optionally a machine-readable reason (BadRequest.FieldViolation.reason)."""
 
     field: str
     description: str
+    reason: str = ""
 
 
 class ServiceError(Exception):
@@ -123,7 +125,7 @@ def to_grpc_status(error: ServiceError, domain: str) -> grpc.Status:
     details.append(packed)
     if error.violations:
         bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
             for v in error.violations
         ])
         packed_bad = any_pb2.Any()
@@ -163,7 +165,7 @@ def read_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> ErrorDetails:
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
-                violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+                violations.extend(FieldViolation(v.field, v.description, v.reason) for v in bad.field_violations)
     return ErrorDetails(code, message, reason, domain, metadata, tuple(violations))
 
 

@@ -1,0 +1,309 @@
+"""Token profiles: how a field's values become tokens.
+
+A profile is built from the contract's TokenProfile once per field and then works on whole batches:
+`check` finds what is wrong with one value (a reason from the contract, never the value), `derive`
+computes tokens from values and the field key alone (HMAC, FF1: deterministic without a look-up), `draw`
+makes a fresh random token (random profiles, and the RANDOM / DETERMINISTIC shape methods, whose first
+draw for a value is then found again through the keyed value hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+
+from privmesh.runtime.errors import FieldViolation
+from privmesh.tokenvault import shapes
+from privmesh.tokenvault.ff1 import FF1, RADIX_10, RADIX_36, RADIX_62, Alphabet, domain_ok, encrypt_strings
+from privmesh.tokenvault.masking import Mask, mask_from_proto
+from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
+
+ALPHABETS = {pb.ALPHABET_UNSPECIFIED: RADIX_10, pb.ALPHABET_RADIX_10: RADIX_10, pb.ALPHABET_RADIX_36: RADIX_36,
+             pb.ALPHABET_RADIX_62: RADIX_62}
+_PREFIX_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+EMAIL_LOCAL_LENGTH = 16
+DEFAULT_REPLACEMENT_DOMAIN = "tokenized.invalid"
+
+
+class Problem(Exception):
+    """What is wrong with one value: an ErrorReason name without prefix, and a description without the value."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
+@dataclass(frozen=True)
+class FieldKeys:
+    """A field's token-derivation keys, derived from its one wrapped secret (never stored in clear)."""
+
+    token_key: bytes  # HMAC-SHA-256 key (deterministic) or AES-256 key (FF1)
+    lookup_key: bytes  # keys the value and subject hashes used for look-ups
+
+    def value_hash(self, value: str) -> bytes:
+        return hmac.new(self.lookup_key, b"value\x00" + value.encode(), sha256).digest()
+
+    def subject_hash(self, subject_id: str) -> bytes:
+        return hmac.new(self.lookup_key, b"subject\x00" + subject_id.encode(), sha256).digest()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class Profile(ABC):
+    reversible = True  # has entries that Detokenize can return
+    derived = False  # tokens come from `derive` (value + key); otherwise from `draw`
+    deterministic = False  # the same value keeps its token (derived, or found again by value hash)
+    never_equal_input = False
+
+    def check(self, value: str) -> None:  # noqa: B027 - most profiles accept any value
+        """Raises Problem when this profile cannot tokenize `value`."""
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        raise NotImplementedError
+
+    def draw(self, value: str) -> str:
+        raise NotImplementedError
+
+
+class RandomProfile(Profile):
+    def __init__(self, length: int, prefix: str) -> None:
+        self.length, self.prefix = length, prefix
+
+    def draw(self, value: str) -> str:
+        return self.prefix + _b64(secrets.token_bytes(self.length))
+
+
+class DeterministicProfile(Profile):
+    derived = deterministic = True
+
+    def __init__(self, length: int, prefix: str) -> None:
+        self.length, self.prefix = length, prefix
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        return [self.prefix + _b64(hmac.new(keys.token_key, v.encode(), sha256).digest()[:self.length])
+                for v in values]
+
+
+class FormatPreservingProfile(Profile):
+    """FF1 over the characters in the alphabet; others stay in place when preserve_other_characters."""
+
+    derived = deterministic = True
+
+    def __init__(self, alphabet: Alphabet, tweak: bytes, preserve_other: bool) -> None:
+        self.alphabet, self.tweak, self.preserve_other = alphabet, tweak, preserve_other
+
+    def _free(self, value: str) -> str:
+        return "".join(c for c in value if c in self.alphabet)
+
+    def check(self, value: str) -> None:
+        free = self._free(value)
+        if len(free) != len(value) and not self.preserve_other:
+            raise Problem("VALUE_ALPHABET_MISMATCH", "has a character outside the profile's alphabet")
+        if not domain_ok(self.alphabet.radix, len(free)):
+            raise Problem("DOMAIN_TOO_SMALL", "fewer than 10^6 possible values to encipher (NIST SP 800-38G)")
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        cipher = FF1(keys.token_key, self.alphabet.radix)
+        enciphered = iter(encrypt_strings(cipher, self.alphabet, [self._free(v) for v in values], self.tweak))
+        out = []
+        for value, new in zip(values, enciphered, strict=True):
+            replaced = iter(new)
+            out.append("".join(next(replaced) if c in self.alphabet else c for c in value))
+        return out
+
+
+class ShapedProfile(Profile):
+    """Card numbers, SSNs, phone numbers: the free digits are replaced by random draw or FF1."""
+
+    def __init__(self, method: int, tweak: bytes, parse: shapes.ShapeParser, min_free_digits: int = 1) -> None:
+        self.method = pb.SHAPE_METHOD_RANDOM if method == pb.SHAPE_METHOD_UNSPECIFIED else method
+        self.derived = self.method == pb.SHAPE_METHOD_FF1
+        self.deterministic = self.method != pb.SHAPE_METHOD_RANDOM
+        self.tweak, self.parse, self.min_free_digits = tweak, parse, min_free_digits
+
+    def _shape(self, value: str) -> shapes.Shape:
+        shape = self.parse(value)
+        if shape is None:
+            raise Problem("VALUE_SHAPE_MISMATCH", "does not have the profile's shape")
+        return shape
+
+    def check(self, value: str) -> None:
+        free = self._shape(value).free
+        if self.derived and not domain_ok(10, len(free)):
+            raise Problem("DOMAIN_TOO_SMALL", "fewer than 6 digits to encipher with FF1 (NIST SP 800-38G)")
+        if len(free) < self.min_free_digits:
+            raise Problem("DOMAIN_TOO_SMALL", "no digit left to replace")
+
+    def draw(self, value: str) -> str:
+        shape = self._shape(value)
+        while True:
+            token = shape.render("".join(secrets.choice("0123456789") for _ in shape.free))
+            if not (self.never_equal_input and token == value):
+                return token
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        cipher = FF1(keys.token_key, 10)
+        parsed = [self._shape(v) for v in values]
+        free = encrypt_strings(cipher, RADIX_10, [s.free for s in parsed], self.tweak)
+        tokens = [s.render(f) for s, f in zip(parsed, free, strict=True)]
+        for index, (value, shape) in enumerate(zip(values, parsed, strict=True)):
+            walked = free[index]
+            while self.never_equal_input and tokens[index] == value:  # cycle-walk: still a permutation
+                walked = encrypt_strings(cipher, RADIX_10, [walked], self.tweak)[0]
+                tokens[index] = shape.render(walked)
+        return tokens
+
+
+class CardNumberProfile(ShapedProfile):
+    never_equal_input = True
+
+
+class EmailProfile(Profile):
+    def __init__(self, msg: pb.EmailProfile, tweak: bytes) -> None:
+        self.method = pb.SHAPE_METHOD_RANDOM if msg.method == pb.SHAPE_METHOD_UNSPECIFIED else msg.method
+        self.derived = self.method == pb.SHAPE_METHOD_FF1
+        self.deterministic = self.method != pb.SHAPE_METHOD_RANDOM
+        self.alphabet = RADIX_36 if msg.alphabet == pb.ALPHABET_UNSPECIFIED else ALPHABETS[msg.alphabet]
+        self.keep_domain = msg.keep_domain
+        self.domain = msg.replacement_domain or DEFAULT_REPLACEMENT_DOMAIN
+        self.tweak = tweak
+
+    def _shape(self, value: str) -> tuple[shapes.Shape, str]:
+        parsed = shapes.email(value, self.alphabet, self.keep_domain, self.domain, whole_local_part=not self.derived)
+        if parsed is None:
+            raise Problem("VALUE_SHAPE_MISMATCH", "is not an email address")
+        return parsed
+
+    def check(self, value: str) -> None:
+        shape, _ = self._shape(value)
+        if self.derived and not domain_ok(self.alphabet.radix, len(shape.free)):
+            raise Problem("DOMAIN_TOO_SMALL", "the local part has fewer than 10^6 possible values")
+
+    def draw(self, value: str) -> str:
+        shape, _ = self._shape(value)
+        chars = self.alphabet.characters
+        return shape.render("".join(secrets.choice(chars) for _ in range(EMAIL_LOCAL_LENGTH)))
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        cipher = FF1(keys.token_key, self.alphabet.radix)
+        parsed = [self._shape(v) for v in values]
+        groups: dict[bytes, list[int]] = {}
+        for index, (_, domain) in enumerate(parsed):
+            # A replaced domain goes into the tweak, so equal local parts at two domains differ.
+            tweak = self.tweak if self.keep_domain else self.tweak + b"@" + domain.lower().encode()
+            groups.setdefault(tweak, []).append(index)
+        out = [""] * len(values)
+        for tweak, indices in groups.items():
+            new = encrypt_strings(cipher, self.alphabet, [parsed[i][0].free for i in indices], tweak)
+            for index, free in zip(indices, new, strict=True):
+                out[index] = parsed[index][0].render(free)
+        return out
+
+
+class MaskingProfile(Profile):
+    reversible = False
+
+    def __init__(self, mask: Mask) -> None:
+        self.mask = mask
+
+    def draw(self, value: str) -> str:
+        return self.mask.apply(value)
+
+
+def build(profile: pb.TokenProfile, field_name: str) -> Profile:
+    """The profile object of a validated TokenProfile; `field_name` gives the default FF1 tweak."""
+    kind = profile.WhichOneof("kind")
+    default_tweak = field_name.encode()
+    if kind == "random":
+        return RandomProfile(profile.random.length or 16, profile.random.prefix)
+    if kind == "deterministic":
+        return DeterministicProfile(profile.deterministic.length or 16, profile.deterministic.prefix)
+    if kind == "format_preserving":
+        fp = profile.format_preserving
+        return FormatPreservingProfile(ALPHABETS[fp.alphabet], fp.tweak or default_tweak, fp.preserve_other_characters)
+    if kind == "card_number":
+        c = profile.card_number
+        return CardNumberProfile(c.method, default_tweak,
+                                 lambda v: shapes.card_number(v, c.keep_first_six, c.keep_last_four))
+    if kind == "ssn":
+        s = profile.ssn
+        return ShapedProfile(s.method, default_tweak, lambda v: shapes.ssn(v, s.keep_last_four))
+    if kind == "phone_number":
+        p = profile.phone_number
+        return ShapedProfile(p.method, default_tweak,
+                             lambda v: shapes.phone_number(v, p.keep_country_code, p.keep_last_digits))
+    if kind == "email":
+        return EmailProfile(profile.email, default_tweak)
+    if kind == "masking":
+        return MaskingProfile(mask_from_proto(profile.masking))
+    raise ValueError("profile has no kind")
+
+
+def validate(profile: pb.TokenProfile, path: str = "field.profile") -> list[FieldViolation]:
+    """Every problem of a TokenProfile (field paths into the request), for CreateField's PROFILE_INVALID."""
+    found = _Found()
+    kind = profile.WhichOneof("kind")
+    if kind is None:
+        found.add(path, "exactly one kind of profile is required")
+        return found.items
+    sub = f"{path}.{kind}"
+    if kind in ("random", "deterministic"):
+        msg = getattr(profile, kind)
+        low, high = (16, 64) if kind == "random" else (16, 32)
+        found.check(msg.length == 0 or low <= msg.length <= high, f"{sub}.length", f"must be {low}..{high}")
+        found.check(len(msg.prefix) <= 16 and set(msg.prefix) <= _PREFIX_CHARS, f"{sub}.prefix",
+                    "at most 16 characters from [A-Za-z0-9_-]")
+    elif kind == "format_preserving":
+        fp = profile.format_preserving
+        found.check(fp.alphabet in ALPHABETS, f"{sub}.alphabet", "unknown alphabet")
+        found.check(len(fp.tweak) <= 64, f"{sub}.tweak", "at most 64 bytes")
+    elif kind == "card_number":
+        c = profile.card_number
+        _check_method(found, c.method, f"{sub}.method")
+        if c.method == pb.SHAPE_METHOD_FF1 and c.keep_first_six and c.keep_last_four:
+            found.add(f"{sub}.method", "FF1 needs 6 free digits: keeping the first six and the last four leaves 5 "
+                                        "in a 16-digit number (DOMAIN_TOO_SMALL); use RANDOM or DETERMINISTIC")
+    elif kind == "ssn":
+        _check_method(found, profile.ssn.method, f"{sub}.method")
+        if profile.ssn.method == pb.SHAPE_METHOD_FF1 and profile.ssn.keep_last_four:
+            found.add(f"{sub}.method", "FF1 needs 6 free digits: keeping the last four of an SSN leaves 5 "
+                                        "(DOMAIN_TOO_SMALL); use RANDOM or DETERMINISTIC")
+    elif kind == "phone_number":
+        _check_method(found, profile.phone_number.method, f"{sub}.method")
+        found.check(profile.phone_number.keep_last_digits <= 4, f"{sub}.keep_last_digits", "must be 0..4")
+    elif kind == "email":
+        e = profile.email
+        _check_method(found, e.method, f"{sub}.method")
+        found.check(e.alphabet in ALPHABETS, f"{sub}.alphabet", "unknown alphabet")
+        found.check(not e.replacement_domain or shapes.domain_valid(e.replacement_domain),
+                    f"{sub}.replacement_domain", "not a domain name")
+    elif kind == "masking":
+        m = profile.masking
+        found.check(len(m.mask_character) <= 1, f"{sub}.mask_character", "a single character")
+        found.check(m.keep_first <= 1024 and m.keep_last <= 1024, f"{sub}.keep_first",
+                    "keep_first and keep_last are at most 1024")
+    return found.items
+
+
+class _Found:
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def check(self, ok: bool, path: str, description: str) -> None:
+        if not ok:
+            self.add(path, description)
+
+
+def _check_method(found: _Found, method: int, path: str) -> None:
+    found.check(method in pb.ShapeMethod.values(), path, "unknown shape method")

@@ -1,0 +1,426 @@
+"""The vault's storage in SQLite or PostgreSQL through the runtime's Database, with numbered migrations.
+
+Tables (prefix tv_): fields (configuration and the field secret, wrapped), data_keys (wrapped data keys,
+per field and optionally per subject), entries (token, value under AES-256-GCM, keyed hashes of value and
+subject, expiry), requests (idempotency records), rotations. Nothing here holds a value, key or subject id
+in clear: values are ciphertext, look-ups go through keyed hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from privmesh.runtime.db import Cursor, Database
+
+#: Migrations in order; each runs once, in one transaction, recorded in tv_schema. Never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE tv_fields (tenant TEXT NOT NULL, field TEXT NOT NULL, config {blob} NOT NULL, "
+        "etag TEXT NOT NULL, create_us BIGINT NOT NULL, update_us BIGINT NOT NULL, "
+        "secret_wrapped {blob} NOT NULL, secret_key TEXT NOT NULL, secret_version INTEGER NOT NULL, "
+        "PRIMARY KEY (tenant, field))",
+        "CREATE TABLE tv_data_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, field TEXT NOT NULL, "
+        "subject_hash {blob}, key_name TEXT NOT NULL, key_version INTEGER NOT NULL, wrapped {blob} NOT NULL, "
+        "create_us BIGINT NOT NULL, retired_us BIGINT)",
+        "CREATE INDEX tv_data_keys_field ON tv_data_keys (tenant, field, subject_hash)",
+        "CREATE TABLE tv_entries (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, field TEXT NOT NULL, "
+        "token TEXT NOT NULL, value_hash {blob}, subject_hash {blob} NOT NULL, data_key_id TEXT NOT NULL, "
+        "nonce {blob} NOT NULL, ciphertext {blob} NOT NULL, create_us BIGINT NOT NULL, expire_us BIGINT)",
+        "CREATE INDEX tv_entries_token ON tv_entries (tenant, field, token)",
+        "CREATE UNIQUE INDEX tv_entries_value ON tv_entries (tenant, field, value_hash, subject_hash) "
+        "WHERE value_hash IS NOT NULL",
+        "CREATE INDEX tv_entries_subject ON tv_entries (tenant, field, subject_hash)",
+        "CREATE INDEX tv_entries_data_key ON tv_entries (data_key_id)",
+        "CREATE TABLE tv_requests (tenant TEXT NOT NULL, method TEXT NOT NULL, request_id TEXT NOT NULL, "
+        "fingerprint {blob} NOT NULL, response {blob} NOT NULL, create_us BIGINT NOT NULL, "
+        "PRIMARY KEY (tenant, method, request_id))",
+        "CREATE TABLE tv_rotations (tenant TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, "
+        "state TEXT NOT NULL, entries_total BIGINT NOT NULL, entries_done BIGINT NOT NULL, "
+        "create_us BIGINT NOT NULL, request_id TEXT, PRIMARY KEY (tenant, id))",
+    ),
+    (
+        "CREATE INDEX tv_entries_expiry ON tv_entries (expire_us) WHERE expire_us IS NOT NULL",
+    ),
+)
+REQUEST_RETENTION_US = 24 * 3600 * 1_000_000
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+@dataclass(frozen=True)
+class StoredField:
+    tenant: str
+    field: str
+    config: bytes  # a serialized tokenvault.v1.Field (name and output-only parts not stored)
+    etag: str
+    create_us: int
+    update_us: int
+    secret_wrapped: bytes
+    secret_key: str
+    secret_version: int
+
+
+@dataclass(frozen=True)
+class DataKeyRow:
+    id: str
+    tenant: str
+    field: str
+    subject_hash: bytes | None
+    key_name: str
+    key_version: int
+    wrapped: bytes
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    id: str
+    field: str
+    token: str
+    value_hash: bytes | None
+    subject_hash: bytes
+    data_key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    expire_us: int | None
+
+
+@dataclass(frozen=True)
+class FoundEntry:
+    id: str
+    field: str
+    token: str
+    data_key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    key_name: str
+    wrapped: bytes
+
+
+class EtagMismatch(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.read("SELECT version FROM tv_schema")[0][0])
+
+    def migrate(self) -> None:
+        """Applies the migrations this database has not seen; safe with several processes starting at once."""
+        with self.db.transaction() as cur:
+            if self.db.dialect == "postgres":
+                cur.execute("SELECT pg_advisory_xact_lock(7305512)")  # one migrator at a time
+            cur.execute("CREATE TABLE IF NOT EXISTS tv_schema (version INTEGER NOT NULL)")
+            cur.execute("SELECT version FROM tv_schema")
+            row = cur.fetchone()
+            version = 0 if row is None else int(row[0])
+            if row is None:
+                cur.execute("INSERT INTO tv_schema (version) VALUES (0)")
+            for number, statements in enumerate(MIGRATIONS, start=1):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    cur.execute(statement.format(blob=self.db.blob))
+                cur.execute("UPDATE tv_schema SET version = ?", (number,))
+
+    # --- fields ---------------------------------------------------------------------------------------
+
+    _FIELD_COLUMNS = "tenant, field, config, etag, create_us, update_us, secret_wrapped, secret_key, secret_version"
+
+    def insert_field(self, stored: StoredField, cur: Cursor) -> bool:
+        """Whether it was inserted (False: the field exists)."""
+        cur.execute("SELECT 1 FROM tv_fields WHERE tenant = ? AND field = ?", (stored.tenant, stored.field))
+        if cur.fetchone() is not None:
+            return False
+        cur.execute(f"INSERT INTO tv_fields ({self._FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (stored.tenant, stored.field, stored.config, stored.etag, stored.create_us, stored.update_us,
+                     stored.secret_wrapped, stored.secret_key, stored.secret_version))
+        return True
+
+    def get_field(self, tenant: str, field: str) -> StoredField | None:
+        rows = self.db.read(f"SELECT {self._FIELD_COLUMNS} FROM tv_fields WHERE tenant = ? AND field = ?",
+                            (tenant, field))
+        return StoredField(*rows[0]) if rows else None
+
+    def get_fields(self, tenant: str, fields: Iterable[str]) -> dict[str, StoredField]:
+        names = sorted(set(fields))
+        if not names:
+            return {}
+        rows = self.db.read(f"SELECT {self._FIELD_COLUMNS} FROM tv_fields WHERE tenant = ? AND field IN "
+                            f"({placeholders(len(names))})", (tenant, *names))
+        return {r[1]: StoredField(*r) for r in rows}
+
+    def tenant_fields(self, tenant: str) -> list[StoredField]:
+        rows = self.db.read(f"SELECT {self._FIELD_COLUMNS} FROM tv_fields WHERE tenant = ? ORDER BY field", (tenant,))
+        return [StoredField(*r) for r in rows]
+
+    def list_fields(self, tenant: str | None, after: str, limit: int) -> list[StoredField]:
+        """Ordered by resource name; `after` is the last name of the previous page."""
+        key = "'tenants/' || tenant || '/fields/' || field"
+        where, params = (f"{key} > ?", [after]) if tenant is None else (f"tenant = ? AND {key} > ?", [tenant, after])
+        rows = self.db.read(f"SELECT {self._FIELD_COLUMNS} FROM tv_fields WHERE {where} ORDER BY {key} LIMIT ?",
+                            (*params, limit))
+        return [StoredField(*r) for r in rows]
+
+    def update_field(self, tenant: str, field: str, config: bytes, expected_etag: str,
+                     wrapped: tuple[bytes, str, int] | None = None) -> StoredField | None:
+        """None when the field does not exist; EtagMismatch when `expected_etag` is set and differs."""
+        with self.db.transaction() as cur:
+            cur.execute(self.db.locking("SELECT etag FROM tv_fields WHERE tenant = ? AND field = ?"), (tenant, field))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            if expected_etag and not secrets.compare_digest(row[0], expected_etag):
+                raise EtagMismatch
+            cur.execute("UPDATE tv_fields SET config = ?, etag = ?, update_us = ? WHERE tenant = ? AND field = ?",
+                        (config, secrets.token_hex(8), now_us(), tenant, field))
+            if wrapped is not None:
+                cur.execute("UPDATE tv_fields SET secret_wrapped = ?, secret_key = ?, secret_version = ? "
+                            "WHERE tenant = ? AND field = ?", (*wrapped, tenant, field))
+        return self.get_field(tenant, field)
+
+    def delete_field(self, tenant: str, field: str, force: bool, expected_etag: str) -> int | None:
+        """Entries deleted with the field; None if absent; -1 when it has entries and not `force`."""
+        with self.db.transaction() as cur:
+            cur.execute(self.db.locking("SELECT etag FROM tv_fields WHERE tenant = ? AND field = ?"), (tenant, field))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            if expected_etag and not secrets.compare_digest(row[0], expected_etag):
+                raise EtagMismatch
+            cur.execute("SELECT COUNT(*) FROM tv_entries WHERE tenant = ? AND field = ?", (tenant, field))
+            count = int(cur.fetchone()[0])
+            if count and not force:
+                return -1
+            for table in ("tv_entries", "tv_data_keys", "tv_fields"):
+                cur.execute(f"DELETE FROM {table} WHERE tenant = ? AND field = ?", (tenant, field))  # noqa: S608
+            return count
+
+    # --- data keys ------------------------------------------------------------------------------------
+
+    def insert_data_key(self, row: DataKeyRow) -> None:
+        with self.db.transaction() as cur:
+            cur.execute("INSERT INTO tv_data_keys (id, tenant, field, subject_hash, key_name, key_version, wrapped, "
+                        "create_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row.id, row.tenant, row.field, row.subject_hash, row.key_name, row.key_version, row.wrapped,
+                         now_us()))
+
+    def retired(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
+        """Which of these data keys no longer take new entries (retired by a rotation, or shredded)."""
+        if not ids:
+            return set()
+        cur.execute(f"SELECT id, retired_us FROM tv_data_keys WHERE id IN ({placeholders(len(ids))})", tuple(ids))
+        live = {r[0] for r in cur.fetchall() if r[1] is None}
+        return set(ids) - live
+
+    # --- entries --------------------------------------------------------------------------------------
+
+    def existing_by_value(self, cur: Cursor, tenant: str, field: str, hashes: Sequence[bytes],
+                          now: int) -> list[tuple[str, str, bytes, bytes, int | None]]:
+        """Live deterministic entries (id, token, value_hash, subject_hash, expire_us) of these value hashes."""
+        if not hashes:
+            return []
+        cur.execute(f"DELETE FROM tv_entries WHERE tenant = ? AND field = ? AND value_hash IN "
+                    f"({placeholders(len(hashes))}) AND expire_us <= ?", (tenant, field, *hashes, now))
+        cur.execute(f"SELECT id, token, value_hash, subject_hash, expire_us FROM tv_entries WHERE tenant = ? AND "
+                    f"field = ? AND value_hash IN ({placeholders(len(hashes))})", (tenant, field, *hashes))
+        return [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in cur.fetchall()]
+
+    def tokens_taken(self, cur: Cursor, tenant: str, field: str, tokens: Sequence[str]) -> set[str]:
+        if not tokens:
+            return set()
+        cur.execute(f"SELECT DISTINCT token FROM tv_entries WHERE tenant = ? AND field = ? AND token IN "
+                    f"({placeholders(len(tokens))})", (tenant, field, *tokens))
+        return {r[0] for r in cur.fetchall()}
+
+    def insert_entries(self, cur: Cursor, tenant: str, entries: Sequence[NewEntry], now: int) -> None:
+        cur.executemany("INSERT INTO tv_entries (id, tenant, field, token, value_hash, subject_hash, data_key_id, "
+                        "nonce, ciphertext, create_us, expire_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(e.id, tenant, e.field, e.token, e.value_hash, e.subject_hash, e.data_key_id, e.nonce,
+                          e.ciphertext, now, e.expire_us) for e in entries])
+
+    def extend_expiry(self, cur: Cursor, updates: Sequence[tuple[int | None, str]]) -> None:
+        cur.executemany("UPDATE tv_entries SET expire_us = ? WHERE id = ?", updates)
+
+    def find_tokens(self, tenant: str, field: str, tokens: Sequence[str], now: int) -> dict[str, FoundEntry]:
+        """A live entry for each token found (with its data key, in one consistent statement)."""
+        if not tokens:
+            return {}
+        rows = self.db.read(
+            "SELECT e.id, e.field, e.token, e.data_key_id, e.nonce, e.ciphertext, k.key_name, k.wrapped "
+            "FROM tv_entries e JOIN tv_data_keys k ON k.id = e.data_key_id WHERE e.tenant = ? AND e.field = ? "
+            f"AND e.token IN ({placeholders(len(tokens))}) AND (e.expire_us IS NULL OR e.expire_us > ?)",
+            (tenant, field, *tokens, now))
+        return {r[2]: FoundEntry(*r) for r in rows}
+
+    def delete_tokens(self, cur: Cursor, tenant: str, field: str, tokens: Sequence[str]) -> int:
+        cur.execute(f"SELECT COUNT(*) FROM tv_entries WHERE tenant = ? AND field = ? AND token IN "
+                    f"({placeholders(len(tokens))})", (tenant, field, *tokens))
+        count = int(cur.fetchone()[0])
+        cur.execute(f"DELETE FROM tv_entries WHERE tenant = ? AND field = ? AND token IN "
+                    f"({placeholders(len(tokens))})", (tenant, field, *tokens))
+        return count
+
+    def forget_subject(self, cur: Cursor, tenant: str, field: str, subject_hash: bytes) -> tuple[int, int]:
+        """Deletes a subject's entries and destroys its data keys in one field: (entries, keys)."""
+        cur.execute("SELECT COUNT(*) FROM tv_entries WHERE tenant = ? AND field = ? AND subject_hash = ?",
+                    (tenant, field, subject_hash))
+        entries = int(cur.fetchone()[0])
+        cur.execute("DELETE FROM tv_entries WHERE tenant = ? AND field = ? AND subject_hash = ?",
+                    (tenant, field, subject_hash))
+        cur.execute("SELECT COUNT(*) FROM tv_data_keys WHERE tenant = ? AND field = ? AND subject_hash = ?",
+                    (tenant, field, subject_hash))
+        keys = int(cur.fetchone()[0])
+        cur.execute("DELETE FROM tv_data_keys WHERE tenant = ? AND field = ? AND subject_hash = ?",
+                    (tenant, field, subject_hash))
+        return entries, keys
+
+    def purge_expired(self, now: int) -> int:
+        with self.db.transaction() as cur:
+            cur.execute("SELECT COUNT(*) FROM tv_entries WHERE expire_us <= ?", (now,))
+            count = int(cur.fetchone()[0])
+            cur.execute("DELETE FROM tv_entries WHERE expire_us <= ?", (now,))
+            cur.execute("DELETE FROM tv_requests WHERE create_us <= ?", (now - REQUEST_RETENTION_US,))
+            return count
+
+    def count_entries(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return int(self.db.read("SELECT COUNT(*) FROM tv_entries")[0][0])
+        return int(self.db.read("SELECT COUNT(*) FROM tv_entries WHERE tenant = ?", (tenant,))[0][0])
+
+    # --- idempotency ----------------------------------------------------------------------------------
+
+    def replay(self, cur: Cursor, tenant: str, method: str, request_id: str) -> tuple[bytes, bytes] | None:
+        """(fingerprint, response) of an earlier call with this request_id, within the retention window."""
+        cur.execute("SELECT fingerprint, response, create_us FROM tv_requests WHERE tenant = ? AND method = ? AND "
+                    "request_id = ?", (tenant, method, request_id))
+        row = cur.fetchone()
+        if row is None or int(row[2]) <= now_us() - REQUEST_RETENTION_US:
+            return None
+        return bytes(row[0]), bytes(row[1])
+
+    def remember(self, cur: Cursor, tenant: str, method: str, request_id: str, fingerprint: bytes,
+                 response: bytes) -> None:
+        cur.execute("DELETE FROM tv_requests WHERE tenant = ? AND method = ? AND request_id = ?",
+                    (tenant, method, request_id))
+        cur.execute("INSERT INTO tv_requests (tenant, method, request_id, fingerprint, response, create_us) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (tenant, method, request_id, fingerprint, response, now_us()))
+
+    # --- rotations ------------------------------------------------------------------------------------
+
+    def insert_rotation(self, cur: Cursor, tenant: str, rotation_id: str, body: dict[str, Any], total: int,
+                        request_id: str) -> None:
+        cur.execute("INSERT INTO tv_rotations (tenant, id, body, state, entries_total, entries_done, create_us, "
+                    "request_id) VALUES (?, ?, ?, 'PENDING', ?, 0, ?, ?)",
+                    (tenant, rotation_id, json.dumps(body), total, body["create_us"], request_id or None))
+
+    def running_rotations(self, cur: Cursor, tenant: str) -> list[tuple[str, list[str]]]:
+        cur.execute("SELECT id, body FROM tv_rotations WHERE tenant = ? AND state IN ('PENDING', 'RUNNING')",
+                    (tenant,))
+        return [(r[0], json.loads(r[1])["fields"]) for r in cur.fetchall()]
+
+    def get_rotation(self, tenant: str, rotation_id: str) -> tuple[dict[str, Any], str, int, int] | None:
+        rows = self.db.read("SELECT body, state, entries_total, entries_done FROM tv_rotations WHERE tenant = ? AND "
+                            "id = ?", (tenant, rotation_id))
+        if not rows:
+            return None
+        body, state, total, done = rows[0]
+        return json.loads(body), state, int(total), int(done)
+
+    def list_rotations(self, tenant: str, before: str, limit: int) -> list[str]:
+        """Rotation ids, newest first (ids sort by creation time); `before` is the last id of the last page."""
+        if before:
+            rows = self.db.read("SELECT id FROM tv_rotations WHERE tenant = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                                (tenant, before, limit))
+        else:
+            rows = self.db.read("SELECT id FROM tv_rotations WHERE tenant = ? ORDER BY id DESC LIMIT ?", (tenant, limit))
+        return [r[0] for r in rows]
+
+    def set_rotation(self, tenant: str, rotation_id: str, *, state: str | None = None, done: int | None = None,
+                     total: int | None = None, body_updates: dict[str, Any] | None = None,
+                     only_from: Sequence[str] = ()) -> str:
+        """Updates a rotation; with `only_from`, only while its state is one of those. Returns the state."""
+        with self.db.transaction() as cur:
+            cur.execute(self.db.locking("SELECT body, state FROM tv_rotations WHERE tenant = ? AND id = ?"),
+                        (tenant, rotation_id))
+            row = cur.fetchone()
+            if row is None:
+                return ""
+            if only_from and row[1] not in only_from:
+                return str(row[1])
+            body = json.loads(row[0])
+            body.update(body_updates or {})
+            cur.execute("UPDATE tv_rotations SET body = ?, state = ? WHERE tenant = ? AND id = ?",
+                        (json.dumps(body), state or row[1], tenant, rotation_id))
+            if done is not None:
+                cur.execute("UPDATE tv_rotations SET entries_done = ? WHERE tenant = ? AND id = ?",
+                            (done, tenant, rotation_id))
+            if total is not None:
+                cur.execute("UPDATE tv_rotations SET entries_total = ? WHERE tenant = ? AND id = ?",
+                            (total, tenant, rotation_id))
+            return state or str(row[1])
+
+    def retire_data_keys(self, tenant: str, field: str) -> list[str]:
+        """Marks the field's live data keys retired (new entries get new keys); returns their ids."""
+        with self.db.transaction() as cur:
+            cur.execute("SELECT id FROM tv_data_keys WHERE tenant = ? AND field = ? AND retired_us IS NULL",
+                        (tenant, field))
+            ids = [r[0] for r in cur.fetchall()]
+            cur.execute("UPDATE tv_data_keys SET retired_us = ? WHERE tenant = ? AND field = ? AND retired_us IS NULL",
+                        (now_us(), tenant, field))
+            return ids
+
+    def count_under(self, tenant: str, field: str, key_ids: Sequence[str]) -> int:
+        if not key_ids:
+            return 0
+        return int(self.db.read(f"SELECT COUNT(*) FROM tv_entries WHERE tenant = ? AND field = ? AND data_key_id IN "
+                                f"({placeholders(len(key_ids))})", (tenant, field, *key_ids))[0][0])
+
+    def entries_under(self, tenant: str, field: str, key_ids: Sequence[str],
+                      limit: int) -> list[tuple[str, bytes, str, bytes, bytes, str, bytes]]:
+        """(id, subject_hash, data_key_id, nonce, ciphertext, key_name, wrapped) of entries still under old keys."""
+        return [tuple(r) for r in self.db.read(  # type: ignore[misc]
+            "SELECT e.id, e.subject_hash, e.data_key_id, e.nonce, e.ciphertext, k.key_name, k.wrapped FROM tv_entries "
+            f"e JOIN tv_data_keys k ON k.id = e.data_key_id WHERE e.tenant = ? AND e.field = ? AND e.data_key_id IN "
+            f"({placeholders(len(key_ids))}) LIMIT ?", (tenant, field, *key_ids, limit))]
+
+    def move_entries(self, moves: Sequence[tuple[str, bytes, bytes, str, str]]) -> int:
+        """Re-encrypted entries: (new data key, nonce, ciphertext) where the entry is still under the old key."""
+        moved = 0
+        with self.db.transaction() as cur:
+            for entry_id, nonce, ciphertext, new_key, old_key in moves:
+                cur.execute("SELECT 1 FROM tv_entries WHERE id = ? AND data_key_id = ?", (entry_id, old_key))
+                if cur.fetchone() is None:
+                    continue  # deleted meanwhile
+                cur.execute("UPDATE tv_entries SET data_key_id = ?, nonce = ?, ciphertext = ? WHERE id = ?",
+                            (new_key, nonce, ciphertext, entry_id))
+                moved += 1
+        return moved
+
+    def drop_unused_data_keys(self, key_ids: Sequence[str]) -> None:
+        """Destroys retired data keys no entry uses any more (a rotation's last step)."""
+        if not key_ids:
+            return
+        with self.db.transaction() as cur:
+            cur.execute(f"DELETE FROM tv_data_keys WHERE id IN ({placeholders(len(key_ids))}) AND retired_us IS NOT "
+                        "NULL AND NOT EXISTS (SELECT 1 FROM tv_entries e WHERE e.data_key_id = tv_data_keys.id)",
+                        tuple(key_ids))
