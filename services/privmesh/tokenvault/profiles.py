@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
@@ -57,13 +56,13 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-class Profile(ABC):
+class Profile:
     reversible = True  # has entries that Detokenize can return
     derived = False  # tokens come from `derive` (value + key); otherwise from `draw`
     deterministic = False  # the same value keeps its token (derived, or found again by value hash)
     never_equal_input = False
 
-    def check(self, value: str) -> None:  # noqa: B027 - most profiles accept any value
+    def check(self, value: str) -> None:
         """Raises Problem when this profile cannot tokenize `value`."""
 
     def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:

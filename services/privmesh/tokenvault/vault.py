@@ -34,7 +34,7 @@ from privmesh.runtime.errors import (
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
-from privmesh.tokenvault.store import Cursor, NewEntry, Store, new_id, now_us
+from privmesh.tokenvault.store import Cursor, NewEntry, Store, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 MAX_TOKEN_LENGTH = 256
@@ -106,7 +106,8 @@ class Vault:
 
     # --- Tokenize -------------------------------------------------------------------------------------
 
-    async def tokenize(self, tenant: str, items: Sequence[TokenizeItem], request_id: str = "") -> list[tuple[str, int | None]]:
+    async def tokenize(self, tenant: str, items: Sequence[TokenizeItem],
+                       request_id: str = "") -> list[tuple[str, int | None]]:
         """(token, expire_us) per item."""
         self.check_batch_size(len(items))
         fields = await self.load_fields(tenant, [i.field for i in items])

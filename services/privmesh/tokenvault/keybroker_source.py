@@ -1,0 +1,95 @@
+"""The production DataKeySource: key-broker over mTLS with the vault's own mesh identity.
+
+The broker's address is configured, or (local mesh) read from the mesh's endpoint file when first needed,
+because every local service gets its port when the mesh starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+
+from privmesh.keybroker.v1 import keybroker_pb2 as kb
+from privmesh.keybroker.v1 import keybroker_pb2_grpc
+from privmesh.runtime.client import ClientIdentity, secure_channel
+from privmesh.tokenvault.keys import GeneratedKey, KeySourceError, Limits, UnwrappedKey
+
+SERVICE = kb.DESCRIPTOR.services_by_name["KeyBroker"]
+UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def limits_of(caching: kb.DataKeyCaching, present: bool) -> Limits:
+    if not present or caching.max_age.ToMicroseconds() <= 0:
+        return Limits()
+    return Limits(max_age_s=caching.max_age.ToMicroseconds() / 1e6, max_messages=caching.max_messages or 2 ** 32,
+                  max_bytes=caching.max_bytes or 2 ** 63 - 1)
+
+
+class KeyBrokerSource:
+    def __init__(self, identity: ClientIdentity, target: str = "", mesh_file: Path | None = None,
+                 timeout_seconds: float = 10.0) -> None:
+        self._identity = identity
+        self._target = target
+        self._mesh_file = mesh_file
+        self._timeout = timeout_seconds
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: keybroker_pb2_grpc.KeyBrokerStub | None = None
+
+    def _resolve(self) -> str:
+        if self._target:
+            return self._target
+        if self._mesh_file is not None and self._mesh_file.exists():
+            for endpoint in json.loads(self._mesh_file.read_text())["endpoints"]:
+                if endpoint["service"] == "key-broker":
+                    return str(endpoint["target"])
+        raise KeySourceError(True, "the key broker's address is not known yet")
+
+    def _client(self) -> keybroker_pb2_grpc.KeyBrokerStub:
+        if self._stub is None:
+            self._channel = secure_channel(self._resolve(), self._identity, [SERVICE], self._timeout)
+            self._stub = keybroker_pb2_grpc.KeyBrokerStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    @staticmethod
+    def _failed(exc: grpc.aio.AioRpcError) -> KeySourceError:
+        return KeySourceError(exc.code() in UNAVAILABLE, exc.code().name)
+
+    async def generate(self, key: str, context: Mapping[str, str]) -> GeneratedKey:
+        try:
+            reply = await self._client().GenerateDataKey(kb.GenerateDataKeyRequest(key=key,
+                                                                                   encryption_context=context))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None
+        return GeneratedKey(reply.plaintext, reply.ciphertext_blob, reply.key, reply.key_version,
+                            limits_of(reply.caching, reply.HasField("caching")))
+
+    async def decrypt(self, wrapped: bytes, context: Mapping[str, str], key: str) -> UnwrappedKey:
+        try:
+            reply = await self._client().Decrypt(kb.DecryptRequest(ciphertext_blob=wrapped, encryption_context=context,
+                                                                   key=key))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None
+        return UnwrappedKey(reply.plaintext, reply.key, reply.key_version,
+                            limits_of(reply.caching, reply.HasField("caching")))
+
+    async def rewrap(self, wrapped: bytes, context: Mapping[str, str], key: str) -> GeneratedKey:
+        try:
+            reply = await self._client().ReEncrypt(kb.ReEncryptRequest(
+                ciphertext_blob=wrapped, source_encryption_context=context, destination_key=key,
+                destination_encryption_context=context))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None
+        return GeneratedKey(b"", reply.ciphertext_blob, reply.key, reply.key_version, Limits())
+
+    async def rotate_master_key(self, key: str) -> None:
+        try:
+            await self._client().RotateKey(kb.RotateKeyRequest(name=key))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None

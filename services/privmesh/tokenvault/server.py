@@ -1,0 +1,67 @@
+"""Assembles the token vault from its settings: the definition `python -m privmesh.tokenvault` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from privmesh.runtime.client import ClientIdentity
+from privmesh.runtime.db import Database
+from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
+from privmesh.tokenvault.field_service import FieldService
+from privmesh.tokenvault.keybroker_source import KeyBrokerSource
+from privmesh.tokenvault.keyring import Keyring
+from privmesh.tokenvault.rotation import Rotations
+from privmesh.tokenvault.servicer import TokenVaultServicer
+from privmesh.tokenvault.settings import TokenVaultSettings
+from privmesh.tokenvault.store import Store, now_us
+from privmesh.tokenvault.v1 import tokenvault_pb2, tokenvault_pb2_grpc
+from privmesh.tokenvault.vault import Vault
+
+SERVICE_NAME = tokenvault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_name
+log = logging.getLogger("privmesh.tokenvault")
+
+
+async def _purge_expired(store: Store, interval: float) -> None:
+    """Deletes expired entries (reads already ignore them) and old idempotency records."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(store.purge_expired, now_us())
+        except Exception:
+            log.exception("purging expired entries failed; retrying later")
+
+
+async def build(runtime: Runtime, settings: TokenVaultSettings) -> Sequence[Registration]:
+    db = Database(settings.database)
+    store = Store(db)
+    tls = runtime.config.tls
+    source = KeyBrokerSource(ClientIdentity(tls.ca_file, tls.cert_file, tls.key_file), settings.key_broker_target,
+                             settings.mesh_file, settings.key_broker_timeout_seconds)
+    keyring = Keyring(source, store)
+    rotations = Rotations(store, keyring, runtime.audit)
+    purger = asyncio.create_task(_purge_expired(store, settings.purge_interval_seconds))
+
+    async def close() -> None:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+        await rotations.stop()
+        await source.close()
+        db.close()
+
+    runtime.on_close.append(close)
+    servicer = TokenVaultServicer(Vault(store, keyring, runtime.audit, settings.max_batch_items),
+                                  FieldService(store, keyring, runtime.audit), rotations, runtime.authorizer)
+
+    def register(server: grpc.aio.Server) -> None:
+        tokenvault_pb2_grpc.add_TokenVaultServicer_to_server(servicer, server)
+
+    return [Registration(SERVICE_NAME, register)]
+
+
+DEFINITION = ServiceDefinition("token-vault", "tokenvault.privmesh.dev", TokenVaultSettings, build)

@@ -1,0 +1,188 @@
+"""TokenVault over gRPC: translates protobuf <-> the domain services, and checks the runtime policy on the
+resources each call touches (tenants/{tenant}/fields/{field}, tenants/{tenant}/rotations/{rotation})."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.errors import InvalidArgument
+from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.tokenvault.field_service import FieldService
+from privmesh.tokenvault.fields import LoadedField, field_name, parse_field_name, parse_tenant
+from privmesh.tokenvault.rotation import Rotations, RotationView
+from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
+from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
+from privmesh.tokenvault.vault import TokenizeItem, Vault
+
+
+def _ts(micros: int) -> Timestamp:
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def _tenant(parent: str, field: str = "parent") -> str:
+    tenant = parse_tenant(parent)
+    if tenant is None:
+        raise InvalidArgument.single(field, "must be tenants/{tenant} (lower-case letters, digits, '-')")
+    return tenant
+
+
+def _field(name: str, field: str = "name") -> tuple[str, str]:
+    parsed = parse_field_name(name)
+    if parsed is None:
+        raise InvalidArgument.single(field, "must be tenants/{tenant}/fields/{field}")
+    return parsed
+
+
+def _rotation(name: str) -> tuple[str, str]:
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "tenants" or parts[2] != "rotations" or parse_tenant("tenants/" + parts[1]) \
+            is None or not parts[3].isalnum():
+        raise InvalidArgument.single("name", "must be tenants/{tenant}/rotations/{rotation}")
+    return parts[1], parts[3]
+
+
+def field_to_proto(loaded: LoadedField) -> pb.Field:
+    field = pb.Field()
+    field.CopyFrom(loaded.config)
+    stored = loaded.stored
+    field.name = loaded.name
+    field.create_time.CopyFrom(_ts(stored.create_us))
+    field.update_time.CopyFrom(_ts(stored.update_us))
+    field.etag = stored.etag
+    return field
+
+
+def rotation_to_proto(view: RotationView) -> pb.Rotation:
+    body = view.body
+    rotation = pb.Rotation(name=f"tenants/{view.tenant}/rotations/{view.id}", fields=body["fields"],
+                           rotate_master_keys=body["rotate_master_keys"],
+                           state=pb.RotationState.Value("ROTATION_STATE_" + view.state),
+                           entries_total=view.total, entries_done=view.done, create_time=_ts(body["create_us"]),
+                           error_reason=body.get("error_reason", ""), error_message=body.get("error_message", ""),
+                           requested_by=body["requested_by"])
+    for key, part in (("start_us", "start_time"), ("end_us", "end_time")):
+        if key in body:
+            getattr(rotation, part).CopyFrom(_ts(body[key]))
+    return rotation
+
+
+class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
+    def __init__(self, vault: Vault, fields: FieldService, rotations: Rotations, authorizer: Authorizer) -> None:
+        self._vault = vault
+        self._fields = fields
+        self._rotations = rotations
+        self._authorizer = authorizer
+
+    def _require_fields(self, tenant: str, names: set[str]) -> None:
+        for name in sorted(names):
+            self._authorizer.require(field_name(tenant, name))
+
+    async def CreateField(self, request: pb.CreateFieldRequest,
+                          context: grpc.aio.ServicerContext) -> pb.CreateFieldResponse:
+        tenant = _tenant(request.parent)
+        _field(field_name(tenant, request.field_id), "field_id")
+        self._authorizer.require(field_name(tenant, request.field_id))
+        loaded = await self._fields.create(tenant, request.field_id, request.field, request.request_id)
+        return pb.CreateFieldResponse(field=field_to_proto(loaded))
+
+    async def GetField(self, request: pb.GetFieldRequest, context: grpc.aio.ServicerContext) -> pb.GetFieldResponse:
+        tenant, field = _field(request.name)
+        self._authorizer.require(request.name)
+        return pb.GetFieldResponse(field=field_to_proto(await self._fields.get(tenant, field)))
+
+    async def ListFields(self, request: pb.ListFieldsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListFieldsResponse:
+        tenant = None if request.parent == "tenants/-" else _tenant(request.parent)
+        limit = page_size(request.page_size, 50, 500)
+        after = str(decode_token(request.page_token, str) or "")
+        fetched = await self._fields.list(tenant, after, limit + 1)
+        page, token = paginate(fetched, limit, lambda f: f.name)
+        visible = [f for f in page if self._authorizer.allows_resource(f.name)]
+        return pb.ListFieldsResponse(fields=[field_to_proto(f) for f in visible], next_page_token=token)
+
+    async def UpdateField(self, request: pb.UpdateFieldRequest,
+                          context: grpc.aio.ServicerContext) -> pb.UpdateFieldResponse:
+        tenant, field = _field(request.field.name, "field.name")
+        self._authorizer.require(request.field.name)
+        loaded = await self._fields.update(tenant, field, request.field, list(request.update_mask.paths), request.etag)
+        return pb.UpdateFieldResponse(field=field_to_proto(loaded))
+
+    async def DeleteField(self, request: pb.DeleteFieldRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteFieldResponse:
+        tenant, field = _field(request.name)
+        self._authorizer.require(request.name)
+        return pb.DeleteFieldResponse(deleted_count=await self._fields.delete(tenant, field, request.force,
+                                                                              request.etag))
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        tenant = _tenant(request.parent)
+        self._vault.check_batch_size(len(request.items))
+        self._require_fields(tenant, {i.field for i in request.items})
+        items = [TokenizeItem(i.field, i.value, i.subject_id, i.ttl.ToMicroseconds() if i.HasField("ttl") else None)
+                 for i in request.items]
+        results = await self._vault.tokenize(tenant, items, request.request_id)
+        return pb.TokenizeResponse(results=[
+            pb.TokenizedValue(token=token) if expire is None else
+            pb.TokenizedValue(token=token, expire_time=_ts(expire)) for token, expire in results])
+
+    async def Detokenize(self, request: pb.DetokenizeRequest,
+                         context: grpc.aio.ServicerContext) -> pb.DetokenizeResponse:
+        tenant = _tenant(request.parent)
+        self._vault.check_batch_size(len(request.items))
+        self._require_fields(tenant, {i.field for i in request.items})
+        if request.view not in pb.DetokenizeView.values():
+            raise InvalidArgument.single("view", "unknown view")
+        results = await self._vault.detokenize(tenant, [(i.field, i.token) for i in request.items], request.view,
+                                               request.purpose, request.request_id)
+        return pb.DetokenizeResponse(results=[pb.DetokenizedValue(value=r.value, view=r.view) for r in results])
+
+    async def DeleteTokens(self, request: pb.DeleteTokensRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeleteTokensResponse:
+        tenant = _tenant(request.parent)
+        self._vault.check_batch_size(len(request.items))
+        self._require_fields(tenant, {i.field for i in request.items})
+        deleted = await self._vault.delete_tokens(tenant, [(i.field, i.token) for i in request.items],
+                                                  request.request_id)
+        return pb.DeleteTokensResponse(deleted_count=deleted)
+
+    async def ForgetSubject(self, request: pb.ForgetSubjectRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ForgetSubjectResponse:
+        tenant = _tenant(request.parent)
+        self._authorizer.require(f"tenants/{tenant}")
+        counts, destroyed = await self._vault.forget_subject(tenant, request.subject_id, request.request_id)
+        reply = pb.ForgetSubjectResponse(deleted_count=sum(counts.values()), deleted_by_field=counts,
+                                         subject_key_destroyed=destroyed)
+        reply.forget_time.GetCurrentTime()
+        return reply
+
+    async def RotateKeys(self, request: pb.RotateKeysRequest,
+                         context: grpc.aio.ServicerContext) -> pb.RotateKeysResponse:
+        tenant = _tenant(request.parent)
+        self._authorizer.require(f"tenants/{tenant}")
+        view = await self._rotations.start(tenant, list(request.fields), request.rotate_master_keys,
+                                           request.request_id)
+        return pb.RotateKeysResponse(rotation=rotation_to_proto(view))
+
+    async def GetRotation(self, request: pb.GetRotationRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GetRotationResponse:
+        tenant, rotation = _rotation(request.name)
+        self._authorizer.require(f"tenants/{tenant}")
+        return pb.GetRotationResponse(rotation=rotation_to_proto(await self._rotations.get(tenant, rotation)))
+
+    async def ListRotations(self, request: pb.ListRotationsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListRotationsResponse:
+        tenant = _tenant(request.parent)
+        self._authorizer.require(f"tenants/{tenant}")
+        limit = page_size(request.page_size, 50, 500)
+        before = str(decode_token(request.page_token, str) or "")
+        fetched = await self._rotations.list(tenant, before, limit + 1)
+        page, token = paginate(fetched, limit, lambda r: r.id)
+        return pb.ListRotationsResponse(rotations=[rotation_to_proto(r) for r in page], next_page_token=token)
+
+    async def CancelRotation(self, request: pb.CancelRotationRequest,
+                             context: grpc.aio.ServicerContext) -> pb.CancelRotationResponse:
+        tenant, rotation = _rotation(request.name)
+        self._authorizer.require(f"tenants/{tenant}")
+        return pb.CancelRotationResponse(rotation=rotation_to_proto(await self._rotations.cancel(tenant, rotation)))
