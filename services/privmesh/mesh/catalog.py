@@ -57,8 +57,15 @@ def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
     return settings
 
 
+def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
+    data = state_dir / "data" / "token-vault"
+    # key-broker's port is chosen when the mesh starts: the vault reads it from mesh.json when first needed.
+    return {"database": f"sqlite:///{data / 'tokenvault.db'}", "mesh_file": str(state_dir / "mesh.json")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
 KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
+TOKENVAULT = "privmesh.tokenvault.v1.TokenVault"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -73,5 +80,12 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_keybroker_settings,
         client_methods=(f"{KEYBROKER}/*",),  # the key policies decide per key (deny by default)
         peer_methods={"token-vault": (f"{KEYBROKER}/*",), "fl-coordinator": (f"{KEYBROKER}/*",)},
+    ),
+    ServiceSpec(
+        name="token-vault", module="privmesh.tokenvault", grpc_service=TOKENVAULT,
+        local_settings=_tokenvault_settings,
+        # Per-field detokenize policies decide what the demo client sees (masks, by the demo's fields).
+        client_methods=(f"{TOKENVAULT}/Tokenize", f"{TOKENVAULT}/Detokenize", f"{TOKENVAULT}/GetField",
+                        f"{TOKENVAULT}/ListFields"),
     ),
 )
