@@ -368,7 +368,8 @@ class Vault:
             raise PermissionDenied("DETOKENIZE_DENIED", "the detokenize policy refuses this caller these fields",
                                    {"fields": ",".join(refused)})
         fingerprint = hashlib.sha256(repr((tenant, list(refs), view, purpose)).encode()).digest()
-        replayed = request_id and await asyncio.to_thread(self._replay, tenant, "Detokenize", request_id, fingerprint)
+        replayed = bool(request_id) and await asyncio.to_thread(
+            self._replay, tenant, "Detokenize", request_id, fingerprint) is not None
         now = now_us()
         found: dict[int, Any] = {}
         missing: list[int] = []
