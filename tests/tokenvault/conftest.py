@@ -87,9 +87,14 @@ def broker_settings(tmp: Path) -> dict[str, Any]:
             "root_key_file": str(tmp / "root-key.bin"), "min_deletion_waiting_seconds": 0}
 
 
+def workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 async def start_broker(start_server: Callable[..., Any], pki: DevPki, tmp: Path) -> MeshServer:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return await start_server(keybroker_server.DEFINITION, server_config(tmp, pki, KB_RULES, broker_settings(tmp)))
+    return await start_server(keybroker_server.DEFINITION,
+                              server_config(workdir(tmp), pki, KB_RULES, broker_settings(tmp)))
 
 
 async def create_key(keys: KeyBrokerClient, alias: str = "vault", caching: bool = True) -> kb.Key:
@@ -97,9 +102,9 @@ async def create_key(keys: KeyBrokerClient, alias: str = "vault", caching: bool 
     return await keys.create_key(alias=alias, policy=key_policy(), caching=limits)
 
 
-def vault_settings(tmp: Path, broker: MeshServer, database: str | None = None, **extra: Any) -> dict[str, Any]:
+def vault_settings(tmp: Path, broker_port: int, database: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"database": database or f"sqlite:///{tmp / 'vault.db'}",
-            "key_broker_target": f"127.0.0.1:{broker.port}", **extra}
+            "key_broker_target": f"127.0.0.1:{broker_port}", **extra}
 
 
 @pytest.fixture
@@ -113,9 +118,8 @@ async def start_vault(start_server: Callable[..., Any], pki: DevPki,
         channels.append(kb_channel)
         keys = KeyBrokerClient(kb_channel)
         await create_key(keys, caching=caching)
-        tv_tmp = tmp_path / "tv"
-        tv_tmp.mkdir()
-        settings = vault_settings(tv_tmp, broker, database, **extra)
+        tv_tmp = workdir(tmp_path / "tv")
+        settings = vault_settings(tv_tmp, broker.port, database, **extra)
         vault = await start_server(tokenvault_server.DEFINITION, server_config(tv_tmp, pki, TV_RULES, settings))
         services = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
         alice = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), services)
