@@ -90,9 +90,19 @@ class LoadedField:
     def profile(self) -> profiles.Profile:
         return profiles.build(self.config.profile, self.name)
 
-    @property
+    @cached_property
     def max_value_length(self) -> int:
         return self.config.max_value_length or DEFAULT_MAX_VALUE_LENGTH
+
+    @cached_property
+    def default_ttl_us(self) -> int:
+        """0: tokens do not expire unless the item asks."""
+        return int(self.config.default_ttl.ToMicroseconds())
+
+    @cached_property
+    def max_ttl_us(self) -> int:
+        """0: no limit."""
+        return int(self.config.max_ttl.ToMicroseconds())
 
     def view_for(self, principal: str) -> int:
         """The most this principal may see: VALUE, MASKED, or UNSPECIFIED (refused)."""

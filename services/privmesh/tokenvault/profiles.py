@@ -71,6 +71,9 @@ class Profile:
     def draw(self, value: str) -> str:
         raise NotImplementedError
 
+    def draw_many(self, values: Sequence[str]) -> list[str]:
+        return [self.draw(v) for v in values]
+
 
 class RandomProfile(Profile):
     def __init__(self, length: int, prefix: str) -> None:
@@ -78,6 +81,10 @@ class RandomProfile(Profile):
 
     def draw(self, value: str) -> str:
         return self.prefix + _b64(secrets.token_bytes(self.length))
+
+    def draw_many(self, values: Sequence[str]) -> list[str]:
+        raw, size = secrets.token_bytes(self.length * len(values)), self.length  # one system call per batch
+        return [self.prefix + _b64(raw[size * n:size * n + size]) for n in range(len(values))]
 
 
 class DeterministicProfile(Profile):

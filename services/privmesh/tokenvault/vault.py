@@ -114,6 +114,7 @@ class Vault:
         problems: list[tuple[int, str, str, str]] = []
         unknown: list[int] = []
         ttls: list[int | None] = []
+        now = now_us()
         for index, item in enumerate(items):
             loaded = fields.get(item.field)
             if loaded is None:
@@ -123,7 +124,7 @@ class Vault:
             problem = self._item_problem(loaded, item)
             if problem is not None:
                 problems.append((index, *problem))
-            ttls.append(self._ttl(loaded, item, problems, index))
+            ttls.append(self._expiry(loaded, item, now, problems, index))
         self.raise_item_errors(problems, unknown, "unknown field")
         keys = {name: await self.keyring.field_keys(f.stored) for name, f in fields.items()
                 if f.profile.reversible}
@@ -153,10 +154,9 @@ class Vault:
         return None
 
     @staticmethod
-    def _ttl(loaded: LoadedField, item: TokenizeItem, problems: list[tuple[int, str, str, str]],
-             index: int) -> int | None:
+    def _expiry(loaded: LoadedField, item: TokenizeItem, now: int, problems: list[tuple[int, str, str, str]],
+                index: int) -> int | None:
         """Expiry time (µs) of the item's token, or None when it does not expire."""
-        config = loaded.config
         if not loaded.profile.reversible:
             return None
         ttl = item.ttl_us
@@ -164,12 +164,12 @@ class Vault:
             problems.append((index, "ttl", "TTL_INVALID", "must be positive"))
             return None
         if ttl is None:
-            ttl = config.default_ttl.ToMicroseconds() or None
-        max_ttl = config.max_ttl.ToMicroseconds()
+            ttl = loaded.default_ttl_us or None
+        max_ttl = loaded.max_ttl_us
         if ttl is not None and max_ttl and ttl > max_ttl:
             problems.append((index, "ttl", "TTL_TOO_LONG", "exceeds the field's max_ttl"))
             return None
-        return None if ttl is None else now_us() + ttl
+        return None if ttl is None else now + ttl
 
     @staticmethod
     def _fingerprint(items: Sequence[TokenizeItem], keys: dict[str, FieldKeys],
@@ -211,12 +211,13 @@ class Vault:
             if profile.derived:
                 plan.tokens = profile.derive(values, plan.keys)
             else:
-                plan.tokens = [profile.draw(v) for v in values]
+                plan.tokens = profile.draw_many(values)
             if profile.deterministic:
                 plan.value_hashes = [plan.keys.value_hash(v) for v in values]
             plan.subject_hashes = [plan.keys.subject_hash(items[i].subject_id) if items[i].subject_id else b""
                                    for i in indices]
-            plan.entry_ids = [secrets.token_hex(16) for _ in indices]
+            ids = secrets.token_hex(16 * len(indices))
+            plan.entry_ids = [ids[32 * n:32 * n + 32] for n in range(len(indices))]
             await self._encrypt(tenant, plan, items)
             plans.append(plan)
         expiries = list(ttls)
@@ -239,9 +240,10 @@ class Vault:
             assigned = await self.keyring.encryption_keys(tenant, plan.name, loaded.config.key, subject_hash,
                                                           [len(r) for r in raw])
             ciphers: dict[str, AESGCM] = {}
-            for position, data, (key_id, key) in zip(positions, raw, assigned, strict=True):
+            nonces = secrets.token_bytes(12 * len(positions))
+            for n, (position, data, (key_id, key)) in enumerate(zip(positions, raw, assigned, strict=True)):
                 cipher = ciphers.get(key_id) or ciphers.setdefault(key_id, AESGCM(key))
-                nonce = secrets.token_bytes(12)
+                nonce = nonces[12 * n:12 * n + 12]
                 plan.key_ids[position] = key_id
                 plan.nonces[position] = nonce
                 plan.ciphertexts[position] = cipher.encrypt(nonce, data, aad(tenant, plan.name,
