@@ -105,7 +105,7 @@ class KeyBrokerService:
         self.audit = audit
         self.judge = judge
         self.min_waiting = min_waiting
-        self._caches: dict[tuple[str, Caching], Any] = {}
+        self._caches: dict[tuple[str, int, Caching], tuple[Any, list[int]]] = {}
 
     # --- plumbing ---
 
@@ -616,30 +616,34 @@ class KeyBrokerService:
 
         return messages.Wrapping(generate, wrap, unwrap)
 
-    def _materials(self, record: KeyRecord, used: list[int]) -> dict[str, Any]:
-        key = messages.master_key(record.name, self._wrapping(record, used))
+    def _materials(self, record: KeyRecord) -> tuple[dict[str, Any], list[int]]:
+        """What the SDK encrypts with, and the list its data-key generations are recorded in. With caching, one
+        caching materials manager per key, primary version and limits (a rotation starts a fresh cache)."""
         if record.caching is None:
-            return {"key_provider": key}
-        cache_key = (record.key_id, record.caching)
-        manager = self._caches.get(cache_key)
-        if manager is None:
+            used: list[int] = []
+            return {"key_provider": messages.master_key(record.name, self._wrapping(record, used))}, used
+        cache_key = (record.key_id, record.primary_version, record.caching)
+        cached = self._caches.get(cache_key)
+        if cached is None:
+            used = []
             limits = record.caching
-            manager = messages.caching_manager(key, limits.max_age_us / 1e6, limits.max_messages, limits.max_bytes)
-            self._caches[cache_key] = manager
-        return {"materials_manager": manager}
+            manager = messages.caching_manager(messages.master_key(record.name, self._wrapping(record, used)),
+                                               limits.max_age_us / 1e6, limits.max_messages, limits.max_bytes)
+            cached = self._caches[cache_key] = (manager, used)
+        return {"materials_manager": cached[0]}, cached[1]
 
     async def encrypt_message(self, name: str, payload: bytes, context: dict[str, str], suite: str,
                               frame_length: int) -> MessageResult:
         if len(payload) > MAX_PAYLOAD:
             raise InvalidArgument.single("plaintext", f"at most {MAX_PAYLOAD} bytes", "PAYLOAD_TOO_LARGE")
-        if frame_length > MAX_PAYLOAD:
-            raise InvalidArgument.single("frame_length", f"at most {MAX_PAYLOAD}")
+        if frame_length > MAX_PAYLOAD or frame_length % 128:
+            raise InvalidArgument.single("frame_length", f"a multiple of 128 (the SDK's rule), at most {MAX_PAYLOAD}")
         context = contexts.validate(context)
         record = await self.resolve(name, "key")
         decision = await self._authorize("EncryptMessage", record, pb.KEY_OPERATION_ENCRYPT, context)
         self._usable(record)
-        used: list[int] = []
-        materials = self._materials(record, used)
+        materials, used = self._materials(record)
+        generated = len(used)
 
         def encrypt() -> bytes:
             ciphertext, _ = messages.SDK.encrypt(source=payload, encryption_context=context,
@@ -648,9 +652,10 @@ class KeyBrokerService:
             return bytes(ciphertext)
 
         ciphertext = await self._call(encrypt)
-        version = used[-1] if used else record.primary_version
+        version = record.primary_version
         await self._audit("EncryptMessage", record, key_version=version, context_keys=contexts.audit_keys(context),
-                          bytes=len(payload), data_key_reused=str(not used).lower(), statements=",".join(decision.sids))
+                          bytes=len(payload), data_key_reused=str(len(used) == generated).lower(),
+                          statements=",".join(decision.sids))
         return MessageResult(record, version, ciphertext, context, suite)
 
     async def decrypt_message(self, ciphertext: bytes, required: dict[str, str], key: str) -> MessageResult:
