@@ -153,7 +153,8 @@ async def test_untrusted_enclaves_and_replays_are_refused_with_reasons(mesh: Mes
         return copy
 
     debug = EnclaveApp(SimulatedNsm(mesh.ca, debug=True))
-    code, reason, refusals = await _refusal(mesh.broker.stub.GenerateDataKey(with_document(await _document(mesh, debug))))
+    debug_document = await _document(mesh, debug)
+    code, reason, refusals = await _refusal(mesh.broker.stub.GenerateDataKey(with_document(debug_document)))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ATTESTATION_REJECTED") and "DEBUG_ENCLAVE" in refusals
     other = EnclaveApp(SimulatedNsm(mesh.ca, image="other-image"))
     assert await _refusal(mesh.broker.stub.GenerateDataKey(with_document(await _document(mesh, other)))) == (
