@@ -85,6 +85,7 @@ class DataKeyResult:
     blob: bytes
     for_recipient: bytes = b""
     recipient: Released | None = None
+    cms: bool = False  # for_recipient is KMS's CMS EnvelopedData rather than the broker's RSA-OAEP
 
 
 @dataclass(frozen=True)
@@ -239,10 +240,9 @@ class KeyBrokerService:
             raise InvalidArgument.single("backend", f"the {backend_name} backend is not configured on this server")
         if alias and await asyncio.to_thread(self.store.by_alias, alias) is not None:
             raise AlreadyExists("ALIAS_ALREADY_EXISTS", "another key has this alias")
-        key_id = str(uuid.uuid4())
-        await self._audit("CreateKey", f"keys/{key_id}", backend=backend_name, alias=alias,
+        ref = await self._call(backend.create_key, str(uuid.uuid4()), description, external)
+        await self._audit("CreateKey", f"keys/{ref.key_id}", backend=backend_name, alias=alias,
                           origin="EXTERNAL" if external else "BACKEND", statements=len(policy.statements))
-        ref = await self._call(backend.create_key, key_id, description, external)
         now = now_us()
         versions = () if external else (VersionRecord(1, pb.KEY_VERSION_STATE_AVAILABLE, now),)
         period = None if rotation_period is None else rotation_period // timedelta(microseconds=1)
@@ -495,8 +495,13 @@ class KeyBrokerService:
         self._usable(record)
         released = await self._release_target(operation, record, context, evidence, decision)
         version = record.primary_version
-        plaintext, blob = await self._call(self._backend(record).generate_data_key,
-                                           KeyRef(record.key_id, record.arn), version, context)
+        backend, ref = self._backend(record), KeyRef(record.key_id, record.arn)
+        if released is not None and evidence is not None and evidence.document is not None \
+                and backend.releases_to_recipients:
+            blob, for_recipient = await self._call(backend.generate_for_recipient, ref, context, evidence.document)
+            await self._audit_release(operation, record, version, context, decision, released)
+            return DataKeyResult(record, version, b"", blob, for_recipient, released, cms=True)
+        plaintext, blob = await self._call(backend.generate_data_key, ref, version, context)
         return await self._hand_out(operation, record, version, plaintext, blob, context, decision, released,
                                     with_plaintext)
 
@@ -511,9 +516,8 @@ class KeyBrokerService:
                               context_keys=contexts.audit_keys(context))
             raise
 
-    async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
-                        context: dict[str, str], decision: Decision, released: Released | None,
-                        with_plaintext: bool) -> DataKeyResult:
+    async def _audit_release(self, operation: str, record: KeyRecord, version: int, context: dict[str, str],
+                             decision: Decision, released: Released | None) -> None:
         details: dict[str, object] = {"key_version": version, "context_keys": contexts.audit_keys(context),
                                       "statements": ",".join(decision.sids)}
         if released is not None:
@@ -521,12 +525,17 @@ class KeyBrokerService:
                            recipient_public_key_sha256=released.public_key_sha256,
                            verifier_policy=released.verifier_policy)
         await self._audit(operation, record, **details)
+
+    async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
+                        context: dict[str, str], decision: Decision, released: Released | None,
+                        with_plaintext: bool) -> DataKeyResult:
+        await self._audit_release(operation, record, version, context, decision, released)
         if released is not None:
             wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
             return DataKeyResult(record, version, b"", blob, wrapped, released)
         return DataKeyResult(record, version, plaintext if with_plaintext else b"", blob)
 
-    async def _blob_owner(self, blob: bytes, field: str, expected: str) -> KeyRecord:
+    async def _blob_owner(self, blob: bytes, context: dict[str, str], field: str, expected: str) -> KeyRecord:
         """The key that wrapped a blob (checked against the `expected` key name when given)."""
         if not blob or len(blob) > MAX_BLOB:
             raise InvalidArgument.single(field, f"1..{MAX_BLOB} bytes required")
@@ -534,7 +543,7 @@ class KeyBrokerService:
         owner: KeyRecord | None = None
         for backend in self.backends.values():
             try:
-                named = await self._call(backend.blob_key, blob)
+                named = await self._call(backend.blob_key, blob, context)
             except InvalidCiphertext:
                 raise invalid_ciphertext(field) from None
             if named is None:
@@ -558,10 +567,16 @@ class KeyBrokerService:
 
     async def decrypt(self, blob: bytes, context: dict[str, str], key: str, evidence: Evidence | None) -> DataKeyResult:
         context = contexts.validate(context)
-        record = await self._blob_owner(blob, "ciphertext_blob", key)
+        record = await self._blob_owner(blob, context, "ciphertext_blob", key)
         decision = await self._authorize("Decrypt", record, pb.KEY_OPERATION_DECRYPT, context, evidence is not None)
         self._usable(record)
         released = await self._release_target("Decrypt", record, context, evidence, decision)
+        backend, ref = self._backend(record), KeyRef(record.key_id, record.arn)
+        if released is not None and evidence is not None and evidence.document is not None \
+                and backend.releases_to_recipients:
+            for_recipient = await self._call(backend.decrypt_for_recipient, ref, blob, context, evidence.document)
+            await self._audit_release("Decrypt", record, 0, context, decision, released)
+            return DataKeyResult(record, 0, b"", blob, for_recipient, released, cms=True)
         plaintext, version = await self._unwrap(record, blob, context, "ciphertext_blob")
         return await self._hand_out("Decrypt", record, version, plaintext, blob, context, decision, released, True)
 
@@ -571,7 +586,7 @@ class KeyBrokerService:
         destination_context = contexts.validate(destination_context, "destination_encryption_context")
         if not destination:
             raise InvalidArgument.single("destination_key", "required")
-        source = await self._blob_owner(blob, "ciphertext_blob", source_key)
+        source = await self._blob_owner(blob, source_context, "ciphertext_blob", source_key)
         target = await self.resolve(destination, "destination_key")
         from_decision = await self._authorize("ReEncrypt", source, pb.KEY_OPERATION_RE_ENCRYPT_FROM, source_context)
         to_decision = await self._authorize("ReEncrypt", target, pb.KEY_OPERATION_RE_ENCRYPT_TO, destination_context)
