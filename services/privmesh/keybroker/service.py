@@ -29,6 +29,7 @@ from privmesh.keybroker.backends.base import (
     MaterialUnavailable,
     Unsupported,
 )
+from privmesh.keybroker.cache import RecordCache
 from privmesh.keybroker.policy import Decision, check_lockout, decide, default_policy, validate
 from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encrypt_for_recipient
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
@@ -106,6 +107,7 @@ class KeyBrokerService:
         self.audit = audit
         self.judge = judge
         self.min_waiting = min_waiting
+        self.cache = RecordCache()
         self._caches: dict[tuple[str, int, Caching], tuple[Any, list[int]]] = {}
 
     # --- plumbing ---
@@ -116,10 +118,11 @@ class KeyBrokerService:
             raise Unavailable("BACKEND_UNAVAILABLE", f"the {record.backend} backend is not configured")
         return backend
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """A backend call in a worker thread, with its failures as the contract's errors."""
+    async def _call(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+        """A backend call in a worker thread (inline: on the loop, for microsecond in-memory cryptography),
+        with its failures as the contract's errors."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return fn(*args) if inline else await asyncio.to_thread(fn, *args)
         except BackendError:
             raise Unavailable("BACKEND_UNAVAILABLE", "the key backend could not be reached; retry later") from None
         except Unsupported as exc:
@@ -134,18 +137,33 @@ class KeyBrokerService:
     async def resolve(self, name: str, field: str = "name") -> KeyRecord:
         """The key named "keys/{id}" or "aliases/{alias}", with due deletions/expiries/rotations applied."""
         if name.startswith("keys/") and len(name) <= 300:
-            record = await asyncio.to_thread(self.store.get, name[len("keys/"):])
+            record = await self._record("id", name[len("keys/"):], self.store.get)
         elif name.startswith("aliases/") and len(name) <= 80:
-            record = await asyncio.to_thread(self.store.by_alias, name[len("aliases/"):])
+            record = await self._record("alias", name[len("aliases/"):], self.store.by_alias)
         else:
             raise InvalidArgument.single(field, "must be keys/{key_id} or aliases/{alias}")
         if record is None:
             raise NotFound("KEY_NOT_FOUND", f"no key named {name[:300]!r}")
         return await self.settle(record)
 
+    async def _record(self, kind: str, ident: str, read: Callable[[str], KeyRecord | None]) -> KeyRecord | None:
+        record: KeyRecord | None = self.cache.get(kind, ident)
+        if record is None:
+            record = await asyncio.to_thread(read, ident)
+            if record is not None:
+                self.cache.put(kind, ident, record.key_id, record)
+        return record
+
+    async def _policy(self, key_id: str) -> pb.KeyPolicy:
+        policy: pb.KeyPolicy | None = self.cache.get("policy", key_id)
+        if policy is None:
+            policy = (await asyncio.to_thread(self.store.policy, key_id))[0]
+            self.cache.put("policy", key_id, key_id, policy)
+        return policy
+
     async def _authorize(self, operation: str, record: KeyRecord, op: int, context: dict[str, str],
                          has_recipient: bool = False) -> Decision:
-        policy, _, _ = await asyncio.to_thread(self.store.policy, record.key_id)
+        policy = await self._policy(record.key_id)
         try:
             return decide(policy, current_principal.get(), op, context, has_recipient)
         except PermissionDenied as exc:
@@ -159,6 +177,8 @@ class KeyBrokerService:
             return await asyncio.to_thread(self.store.mutate, record.key_id, change)
         except AliasTaken:
             raise AlreadyExists("ALIAS_ALREADY_EXISTS", "another key has this alias") from None
+        finally:
+            self.cache.drop(record.key_id)
 
     @staticmethod
     def _usable(record: KeyRecord) -> None:
@@ -348,6 +368,7 @@ class KeyBrokerService:
         record, version = await self._rotate(record, "RotateKey", None)
         if request is not None:
             await asyncio.to_thread(self.store.mutate_remembered, record.key_id, lambda r: (r, version), request, str)
+            self.cache.drop(record.key_id)
         return record, version
 
     async def enable_key(self, name: str) -> KeyRecord:
@@ -477,7 +498,10 @@ class KeyBrokerService:
         await self._authorize("PutKeyPolicy", record, pb.KEY_OPERATION_PUT_KEY_POLICY, {})
         check_lockout(policy, current_principal.get(), bypass)
         await self._audit("PutKeyPolicy", record, statements=len(policy.statements), bypass_lockout=bypass)
-        stored = await asyncio.to_thread(self.store.put_policy, record.key_id, policy, etag)
+        try:
+            stored = await asyncio.to_thread(self.store.put_policy, record.key_id, policy, etag)
+        finally:
+            self.cache.drop(record.key_id)
         if stored is None:
             raise Aborted("ETAG_MISMATCH", "the policy changed since the given etag")
         return record, stored[0], stored[1]
@@ -501,7 +525,8 @@ class KeyBrokerService:
             blob, for_recipient = await self._call(backend.generate_for_recipient, ref, context, evidence.document)
             await self._audit_release(operation, record, version, context, decision, released)
             return DataKeyResult(record, version, b"", blob, for_recipient, released, cms=True)
-        plaintext, blob = await self._call(backend.generate_data_key, ref, version, context)
+        plaintext, blob = await self._call(backend.generate_data_key, ref, version, context,
+                                           inline=not backend.blocking)
         return await self._hand_out(operation, record, version, plaintext, blob, context, decision, released,
                                     with_plaintext)
 
@@ -543,14 +568,14 @@ class KeyBrokerService:
         owner: KeyRecord | None = None
         for backend in self.backends.values():
             try:
-                named = await self._call(backend.blob_key, blob, context)
+                named = await self._call(backend.blob_key, blob, context, inline=not backend.blocking)
             except InvalidCiphertext:
                 raise invalid_ciphertext(field) from None
             if named is None:
                 continue
             ident = named[0]
-            owner = await asyncio.to_thread(self.store.get, ident) if backend.name == "local" else \
-                await asyncio.to_thread(self.store.by_arn, ident)
+            owner = await self._record("id", ident, self.store.get) if backend.name == "local" else \
+                await self._record("arn", ident, self.store.by_arn)
             break
         if owner is None or (expected_record is not None and owner.key_id != expected_record.key_id):
             raise invalid_ciphertext(field)
@@ -558,7 +583,9 @@ class KeyBrokerService:
 
     async def _unwrap(self, record: KeyRecord, blob: bytes, context: dict[str, str], field: str) -> tuple[bytes, int]:
         try:
-            return await self._call(self._backend(record).unwrap, KeyRef(record.key_id, record.arn), blob, context)
+            backend = self._backend(record)
+            return await self._call(backend.unwrap, KeyRef(record.key_id, record.arn), blob, context,
+                                    inline=not backend.blocking)
         except InvalidCiphertext:
             raise invalid_ciphertext(field) from None
         except MaterialUnavailable:

@@ -76,6 +76,7 @@ def import_material_request(key_id: str, token: bytes, wrapped: bytes, expire: d
 class AwsKmsBackend:
     name = "aws-kms"
     releases_to_recipients = True
+    blocking = True  # HTTP to KMS
 
     def __init__(self, region: str, endpoint_url: str | None, timeout: float) -> None:
         config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 3, "mode": "standard"})

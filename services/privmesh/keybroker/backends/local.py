@@ -55,6 +55,7 @@ def _fingerprint_name(key_id: str, version: int) -> str:
 class LocalBackend:
     name = "local"
     releases_to_recipients = False
+    blocking = False  # in-memory AES-GCM: microseconds, run on the event loop
 
     def __init__(self, keystore_file: Path, root_key: bytes) -> None:
         self._keystore = Keystore(keystore_file, root_key)
