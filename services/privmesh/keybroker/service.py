@@ -54,7 +54,7 @@ MAX_MESSAGE = MAX_PAYLOAD + 64 * 1024
 MAX_BLOB = 6 * 1024
 MAX_WAITING = timedelta(days=30)
 DEFAULT_WAITING = timedelta(days=30)
-STATE_ERRORS = {
+STATE_ERRORS: dict[int, tuple[str, str]] = {
     pb.KEY_STATE_DISABLED: ("KEY_DISABLED", "the key is disabled"),
     pb.KEY_STATE_PENDING_DELETION: ("KEY_PENDING_DELETION", "the key is scheduled for deletion"),
     pb.KEY_STATE_PENDING_IMPORT: ("KEY_PENDING_IMPORT", "the key's imported material is missing or expired"),
@@ -129,7 +129,7 @@ class KeyBrokerService:
             raise Unimplemented("BACKEND_UNSUPPORTED", str(exc) or "not supported by the backend") from None
 
     async def _audit(self, operation: str, record: KeyRecord | str, outcome: str = "SUCCESS",
-                     principal: str | None = None, **details: object) -> None:
+                     principal: str | None = None, **details: Any) -> None:
         resource = record if isinstance(record, str) else record.name
         await self.audit.append(operation, resource=resource, outcome=outcome, principal=principal,
                                 details={k: str(v) for k, v in details.items() if v is not None and v != ""})
@@ -299,7 +299,7 @@ class KeyBrokerService:
     async def list_keys(self, after_seq: int, limit: int, backend: str | None,
                         show_destroyed: bool) -> tuple[list[KeyRecord], int | None]:
         """A page of the keys the caller may DESCRIBE, and the seq to continue after (None: last page)."""
-        rows = await asyncio.to_thread(self.store.list, after_seq, limit + 1, backend, show_destroyed)
+        rows = await asyncio.to_thread(self.store.page, after_seq, limit + 1, backend, show_destroyed)
         page, more = rows[:limit], len(rows) > limit
         visible = []
         principal = current_principal.get()
