@@ -19,12 +19,12 @@ import attr
 import aws_encryption_sdk
 from aws_encryption_sdk import CommitmentPolicy
 from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
-from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
+from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError, EncryptKeyError
 from aws_encryption_sdk.identifiers import Algorithm
 from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
 from aws_encryption_sdk.key_providers.base import MasterKey, MasterKeyConfig
 from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
-from aws_encryption_sdk.structures import DataKey, EncryptedDataKey, MasterKeyInfo, MessageHeader, RawDataKey
+from aws_encryption_sdk.structures import DataKey, EncryptedDataKey, MessageHeader
 
 from privmesh.keybroker.context import user_entries
 
@@ -33,7 +33,6 @@ SUITES = {
     "AES_256_GCM_HKDF_SHA512_COMMIT_KEY": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
     "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384,
 }
-DEFAULT_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384"
 MAX_ENCRYPTED_DATA_KEYS = 1
 SDK = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
                                              max_encrypted_data_keys=MAX_ENCRYPTED_DATA_KEYS)
@@ -52,7 +51,7 @@ class Wrapping:
     """What the broker (or a client of it) does with data keys of one key."""
 
     generate: Generate
-    wrap: Wrap
+    wrap: Wrap | None  # None: only generated data keys (a message has one broker key)
     unwrap: Unwrap
 
 
@@ -76,6 +75,8 @@ class BrokerMasterKey(MasterKey):  # type: ignore[misc]
         return DataKey(key_provider=self.key_provider, data_key=plaintext, encrypted_data_key=blob)
 
     def _encrypt_data_key(self, data_key: Any, algorithm: Any, encryption_context: dict[str, str]) -> EncryptedDataKey:
+        if self._wrapping.wrap is None:
+            raise EncryptKeyError("this master key only generates data keys")
         blob = self._wrapping.wrap(data_key.data_key, user_entries(encryption_context))
         return EncryptedDataKey(key_provider=self.key_provider, encrypted_data_key=blob)
 
@@ -120,6 +121,3 @@ def read_message_key(prefix: io.BufferedIOBase | io.BytesIO) -> MessageKey:
     name = mine[0].key_provider.key_info.decode("utf-8", "replace")
     return MessageKey(name, dict(header.encryption_context), header.algorithm.name, header)
 
-
-__all__ = ["SDK", "SUITES", "BrokerMasterKey", "MasterKeyInfo", "MessageError", "RawDataKey", "Wrapping",
-           "caching_manager", "master_key", "read_message_key"]
