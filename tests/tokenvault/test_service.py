@@ -285,3 +285,15 @@ async def test_key_broker_refusal_fails_closed(env: VaultEnv) -> None:
         parent=TENANT, field_id="ssn", field=pb.Field(profile=PROFILES["ssn"], key="aliases/unknown"))))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and details.reason == "KEY_BROKER_REFUSED"  # type: ignore[attr-defined]
     assert env.count("tv_fields") == 0
+
+
+async def test_an_expired_deterministic_entry_is_replaced_when_tokenized_again(env: VaultEnv) -> None:
+    await create_all(env)
+    short = pb.TokenizeItem(field="card", value="4111111111111111", ttl=Duration(nanos=200_000_000))
+    [first] = (await env.alice.Tokenize(pb.TokenizeRequest(parent=TENANT, items=[short]))).results
+    await asyncio.sleep(0.3)
+    code, _ = await expect_error(detokenize(env.alice, ("card", first.token)))
+    assert code == grpc.StatusCode.NOT_FOUND
+    [again] = await tokenize(env.alice, ("card", "4111111111111111"))
+    assert env.count() == 1  # the expired entry was replaced, not kept beside the new one
+    assert await detokenize(env.alice, ("card", again)) == ["4111111111111111"]

@@ -242,14 +242,17 @@ class Store:
 
     def existing_by_value(self, cur: Cursor, tenant: str, field: str, hashes: Sequence[bytes],
                           now: int) -> list[tuple[str, str, bytes, bytes, int | None]]:
-        """Live deterministic entries (id, token, value_hash, subject_hash, expire_us) of these value hashes."""
+        """Live deterministic entries (id, token, value_hash, subject_hash, expire_us) of these value hashes;
+        expired ones among them are deleted, so that the value can be tokenized afresh."""
         if not hashes:
             return []
-        cur.execute(f"DELETE FROM tv_entries WHERE tenant = ? AND field = ? AND value_hash IN "  # noqa: S608
-                    f"({placeholders(len(hashes))}) AND expire_us <= ?", (tenant, field, *hashes, now))
         cur.execute(f"SELECT id, token, value_hash, subject_hash, expire_us FROM tv_entries WHERE tenant = ? AND "  # noqa: S608
                     f"field = ? AND value_hash IN ({placeholders(len(hashes))})", (tenant, field, *hashes))
-        return [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in cur.fetchall()]
+        rows = [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in cur.fetchall()]
+        expired = [r[0] for r in rows if r[4] is not None and r[4] <= now]
+        if expired:
+            cur.execute(f"DELETE FROM tv_entries WHERE id IN ({placeholders(len(expired))})", tuple(expired))  # noqa: S608
+        return [r for r in rows if r[4] is None or r[4] > now]
 
     def tokens_taken(self, cur: Cursor, tenant: str, field: str, tokens: Sequence[str]) -> set[str]:
         if not tokens:
