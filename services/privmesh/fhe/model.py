@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from privmesh.fhe.params import PRODUCTION_SECURITY, SECURITY_LEVELS, TEST_SECURITY, CkksParams, create_context, \
-    smallest_secure_ring
+from privmesh.fhe.params import (
+    PRODUCTION_SECURITY,
+    SECURITY_LEVELS,
+    TEST_SECURITY,
+    CkksParams,
+    create_context,
+    smallest_secure_ring,
+)
 from privmesh.fhe.polynomial import Approximation, depth_of_degree, fit
 
 FORMAT = "privmesh.fhe.model/v1"

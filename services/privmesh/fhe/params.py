@@ -33,7 +33,7 @@ class CkksParams:
     scaling_technique: str = "FIXEDMANUAL"
     key_switch_technique: str = "HYBRID"
     num_large_digits: int = 0
-    secret_key_distribution: str = "UNIFORM_TERNARY"
+    secret_key_distribution: str = "UNIFORM_TERNARY"  # noqa: S105 - a distribution's name, not a secret
 
     @property
     def is_production(self) -> bool:
