@@ -22,23 +22,36 @@ from privmesh.fhe.model import ModelSpec
 NEGLIGIBLE = 1e-12  # coefficients this small (the even terms of an odd function) are skipped
 
 
-def pack(spec: ModelSpec, samples: np.ndarray) -> np.ndarray:
-    """Preprocessed samples (n x features, n <= samples_per_ciphertext) as one ciphertext's slot values."""
-    values = np.asarray(samples, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(spec.features):
-        raise ValueError(f"samples must be an n x {len(spec.features)} array")
-    if not 1 <= values.shape[0] <= spec.samples_per_ciphertext:
-        raise ValueError(f"1..{spec.samples_per_ciphertext} samples per ciphertext")
-    slots = np.zeros(spec.params.batch_size)
-    for i, row in enumerate(values):
-        slots[i * spec.stride:i * spec.stride + len(row)] = row
-    return slots
+@dataclass(frozen=True)
+class Packing:
+    """Where a batch's values go: what a model publishes as InputPacking and OutputPacking."""
 
+    features: int
+    outputs: int
+    stride: int
+    slots: int
+    samples_per_ciphertext: int
 
-def unpack(spec: ModelSpec, slots: Sequence[float], count: int) -> np.ndarray:
-    """The outputs (count x outputs) of an output ciphertext's slot values."""
-    values = np.asarray(slots, dtype=float)
-    return np.array([values[i * spec.stride:i * spec.stride + spec.outputs] for i in range(count)])
+    @classmethod
+    def of(cls, spec: ModelSpec) -> Packing:
+        return cls(len(spec.features), spec.outputs, spec.stride, spec.params.batch_size, spec.samples_per_ciphertext)
+
+    def pack(self, samples: np.ndarray) -> np.ndarray:
+        """Preprocessed samples (n x features, n <= samples_per_ciphertext) as one ciphertext's slot values."""
+        values = np.asarray(samples, dtype=float)
+        if values.ndim != 2 or values.shape[1] != self.features:
+            raise ValueError(f"samples must be an n x {self.features} array")
+        if not 1 <= values.shape[0] <= self.samples_per_ciphertext:
+            raise ValueError(f"1..{self.samples_per_ciphertext} samples per ciphertext")
+        slots = np.zeros(self.slots)
+        for i, row in enumerate(values):
+            slots[i * self.stride:i * self.stride + self.features] = row
+        return slots
+
+    def unpack(self, slots: Sequence[float], count: int) -> np.ndarray:
+        """The outputs (count x outputs) of an output ciphertext's slot values."""
+        values = np.asarray(slots, dtype=float)
+        return np.array([values[i * self.stride:i * self.stride + self.outputs] for i in range(count)])
 
 
 @dataclass(frozen=True)

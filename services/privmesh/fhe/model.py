@@ -261,15 +261,18 @@ def load_model(model_id: str, model_file: bytes) -> ModelSpec:
         raise InvalidModel("ring_dimension: a power of two in 1024..131072, or 0 to let OpenFHE choose")
     params = CkksParams(ring, depth, SCALING_MOD_SIZE, FIRST_MOD_SIZE, 0, tuple(rotations), security)
     try:
-        if not ring:
-            ring = smallest_secure_ring(params)
+        smallest = smallest_secure_ring(params) if security == PRODUCTION_SECURITY else 0
+        if ring and ring < smallest:
+            raise InvalidModel(f"ring_dimension: {ring} is too small for 128-bit security at depth {depth} "
+                               f"(at least {smallest})")
+        ring = ring or smallest
         ring = max(ring, 2 * stride)
         params = CkksParams(**{**params.to_json(), "ring_dimension": ring, "batch_size": ring // 2,
                                "rotation_indices": params.rotation_indices})
         create_context(params)  # OpenFHE checks the security level and the modulus chain here
     except RuntimeError as exc:
-        reason = "too small for 128-bit security" if "security" in str(exc).lower() else "refused by OpenFHE"
-        raise InvalidModel(f"parameters: ring dimension {ring} at depth {depth} is {reason}") from None
+        raise InvalidModel(f"parameters: OpenFHE refuses ring dimension {ring} at depth {depth} "
+                           f"({type(exc).__name__})") from None
     most = params.batch_size // stride
     samples = doc.get("samples_per_ciphertext", most)
     if not isinstance(samples, int) or not 1 <= samples <= most:
