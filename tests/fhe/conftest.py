@@ -30,7 +30,6 @@ RULES = [
         f"{SERVICE}/DeleteSession", f"{SERVICE}/Infer"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
-RNG = np.random.default_rng(7)
 TEST = {"security": "HEStd_NotSet", "ring_dimension": 2048}
 
 
@@ -39,7 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def small_model_files() -> dict[str, bytes]:
-    """One model of every kind, with small rings (HEStd_NotSet)."""
+    """One model of every kind, with small rings (HEStd_NotSet); the same weights on every call."""
+    RNG = np.random.default_rng(7)  # noqa: N806
     return {
         "linear": model_file("linear_regression", weights=RNG.normal(0, 1, 6), bias=0.5, **TEST),
         "logistic-3": model_file("logistic_regression", weights=RNG.normal(0, 1, 6), bias=-0.2,
