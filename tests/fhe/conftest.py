@@ -39,17 +39,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def small_model_files() -> dict[str, bytes]:
     """One model of every kind, with small rings (HEStd_NotSet); the same weights on every call."""
-    RNG = np.random.default_rng(7)  # noqa: N806
+    rng = np.random.default_rng(7)
     return {
-        "linear": model_file("linear_regression", weights=RNG.normal(0, 1, 6), bias=0.5, **TEST),
-        "logistic-3": model_file("logistic_regression", weights=RNG.normal(0, 1, 6), bias=-0.2,
+        "linear": model_file("linear_regression", weights=rng.normal(0, 1, 6), bias=0.5, **TEST),
+        "logistic-3": model_file("logistic_regression", weights=rng.normal(0, 1, 6), bias=-0.2,
                                  sigmoid={"degree": 3, "interval": [-6, 6]}, **TEST),
-        "logistic-5": model_file("logistic_regression", weights=RNG.normal(0, 1, 6), bias=0.1, **TEST),
-        "logistic-7": model_file("logistic_regression", weights=RNG.normal(0, 1, 6), bias=0.3,
+        "logistic-5": model_file("logistic_regression", weights=rng.normal(0, 1, 6), bias=0.1, **TEST),
+        "logistic-7": model_file("logistic_regression", weights=rng.normal(0, 1, 6), bias=0.3,
                                  sigmoid={"degree": 7, "interval": [-8, 8]}, **TEST),
         "mlp": model_file("mlp", layers=[
-            {"weights": RNG.normal(0, 0.5, (3, 6)).tolist(), "bias": [0.1, -0.1, 0.0], "activation": "square"},
-            {"weights": RNG.normal(0, 0.5, (2, 3)).tolist(), "bias": [0.0, 0.2],
+            {"weights": rng.normal(0, 0.5, (3, 6)).tolist(), "bias": [0.1, -0.1, 0.0], "activation": "square"},
+            {"weights": rng.normal(0, 0.5, (2, 3)).tolist(), "bias": [0.0, 0.2],
              "activation": {"function": "tanh", "degree": 3, "interval": [-4, 4]}}], outputs=["a", "b"],
             security="HEStd_NotSet", ring_dimension=4096),
     }
