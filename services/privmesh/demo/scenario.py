@@ -62,8 +62,12 @@ async def evidence_step(ctx: DemoContext) -> None:
 
 def _steps() -> list[Step]:
     from privmesh.demo.enclave_step import enclave_attestation_step
+    from privmesh.demo.fhe_step import encrypted_scoring_step
 
     return [
+        Step(4, "the model is served by fhe-inference: a client encrypts a patient's features, gets an encrypted "
+             "score, decrypts it locally", ("fhe-inference",),
+             encrypted_scoring_step),
         Step(5, "an enclave proves itself to attestation-verifier; impostors are refused", ("attestation-verifier",),
              enclave_attestation_step),
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
@@ -73,7 +77,6 @@ PENDING: dict[int, tuple[str, str]] = {
     1: ("patient records tokenized by token-vault with key-broker data keys", "token-vault, key-broker"),
     2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
     3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
-    4: ("the model is served on encrypted features by fhe-inference", "fhe-inference"),
 }
 
 

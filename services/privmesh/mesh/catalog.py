@@ -40,7 +40,14 @@ def _attestation_settings(state_dir: Path) -> dict[str, Any]:
     }
 
 
+def _fhe_settings(state_dir: Path) -> dict[str, Any]:
+    data = state_dir / "data" / "fhe-inference"
+    # Production models only (HEStd_128_classic); the demo registers its model at run time with CreateModel.
+    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
+FHE = "privmesh.fhe.v1.FHEInference"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -48,5 +55,10 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_attestation_settings,
         client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
                         f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
+    ),
+    ServiceSpec(
+        name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
+        client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
+                        f"{FHE}/DeleteSession", f"{FHE}/Infer"),
     ),
 )
