@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from privmesh.fhe.model import InvalidModel, ModelSpec
+from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
 from privmesh.fhe.params import CkksParams
 from privmesh.fhe.registry import ModelRegistry, RegisteredModel, TestModelsDisabled
 from privmesh.fhe.store import KeyFiles, KeyPart, KeyTagInUse, Session, SessionStore, now_us
@@ -47,7 +48,7 @@ log = logging.getLogger("privmesh.fhe")
 MAX_CHUNK_BYTES = 1024 * 1024
 DEFAULT_TTL = timedelta(hours=1)
 MIN_TTL, MAX_TTL = timedelta(minutes=1), timedelta(hours=24)
-EVALUATOR = "openfhe-cpu"
+EVALUATOR = OpenFheEvaluator.name  # the backend the workers use
 
 
 @dataclass(frozen=True)

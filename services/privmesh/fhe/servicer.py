@@ -12,7 +12,15 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from privmesh.fhe.inference_service import MAX_CHUNK_BYTES, Chunk, DeclaredPart, FheService, KeyUpload, required_parts
+from privmesh.fhe.inference_service import (
+    EVALUATOR,
+    MAX_CHUNK_BYTES,
+    Chunk,
+    DeclaredPart,
+    FheService,
+    KeyUpload,
+    required_parts,
+)
 from privmesh.fhe.model import ModelSpec
 from privmesh.fhe.params import CkksParams
 from privmesh.fhe.polynomial import Approximation
@@ -265,7 +273,7 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                 duration.FromNanoseconds(int(seconds * 1e9))
                 yield pb.InferResponse(output=pb.InferOutput(
                     input_id=item.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
-                    sample_count=item.sample_count, evaluation_duration=duration, evaluator="openfhe-cpu"))
+                    sample_count=item.sample_count, evaluation_duration=duration, evaluator=EVALUATOR))
                 for index, output in enumerate(outputs):
                     for offset in range(0, len(output), MAX_CHUNK_BYTES):
                         yield pb.InferResponse(chunk=pb.CiphertextChunk(
