@@ -22,9 +22,9 @@ import openfhe
 from google.protobuf.duration_pb2 import Duration
 
 from privmesh.fhe.circuit import Packing
+from privmesh.fhe.convert import params_from_proto
 from privmesh.fhe.inference_service import MAX_CHUNK_BYTES
 from privmesh.fhe.params import create_context
-from privmesh.fhe.servicer import params_from_proto
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
 

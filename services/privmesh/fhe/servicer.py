@@ -12,6 +12,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from privmesh.fhe.convert import KINDS, PART_KINDS, PART_NAMES, params_from_proto, params_to_proto, reverse
 from privmesh.fhe.inference_service import (
     EVALUATOR,
     MAX_CHUNK_BYTES,
@@ -22,37 +23,18 @@ from privmesh.fhe.inference_service import (
     required_parts,
 )
 from privmesh.fhe.model import ModelSpec
-from privmesh.fhe.params import CkksParams
 from privmesh.fhe.polynomial import Approximation
 from privmesh.fhe.registry import RegisteredModel
 from privmesh.fhe.store import Session
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
-from privmesh.fhe.worker import CRYPTO_CONTEXT, PUBLIC_KEY, RELINEARIZATION_KEY, ROTATION_KEYS
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.paging import decode_token, page_size, paginate
 
-PART_KINDS = {CRYPTO_CONTEXT: pb.KEY_PART_KIND_CRYPTO_CONTEXT, PUBLIC_KEY: pb.KEY_PART_KIND_PUBLIC_KEY,
-              RELINEARIZATION_KEY: pb.KEY_PART_KIND_RELINEARIZATION_KEY, ROTATION_KEYS: pb.KEY_PART_KIND_ROTATION_KEYS}
-PART_NAMES = {v: k for k, v in PART_KINDS.items()}
-KINDS = {"linear_regression": pb.MODEL_KIND_LINEAR_REGRESSION, "logistic_regression": pb.MODEL_KIND_LOGISTIC_REGRESSION,
-         "mlp": pb.MODEL_KIND_MLP}
-SECURITY = {"HEStd_128_classic": pb.SECURITY_LEVEL_HESTD_128_CLASSIC, "HEStd_NotSet": pb.SECURITY_LEVEL_HESTD_NOT_SET}
-SCALING = {"FIXEDMANUAL": pb.SCALING_TECHNIQUE_FIXED_MANUAL, "FIXEDAUTO": pb.SCALING_TECHNIQUE_FIXED_AUTO,
-           "FLEXIBLEAUTO": pb.SCALING_TECHNIQUE_FLEXIBLE_AUTO,
-           "FLEXIBLEAUTOEXT": pb.SCALING_TECHNIQUE_FLEXIBLE_AUTO_EXT}
-KEY_SWITCH = {"HYBRID": pb.KEY_SWITCH_TECHNIQUE_HYBRID, "BV": pb.KEY_SWITCH_TECHNIQUE_BV}
-SECRET_DIST = {"UNIFORM_TERNARY": pb.SECRET_KEY_DISTRIBUTION_UNIFORM_TERNARY,
-               "SPARSE_TERNARY": pb.SECRET_KEY_DISTRIBUTION_SPARSE_TERNARY,
-               "GAUSSIAN": pb.SECRET_KEY_DISTRIBUTION_GAUSSIAN}
 ACTIVATIONS = {"identity": pb.ACTIVATION_KIND_IDENTITY, "square": pb.ACTIVATION_KIND_SQUARE,
                "polynomial": pb.ACTIVATION_KIND_POLYNOMIAL}
-
-
-def _reverse(mapping: dict[str, int]) -> dict[int, str]:
-    return {v: k for k, v in mapping.items()}
 
 
 def _ts_us(micros: int) -> Timestamp:
@@ -64,25 +46,6 @@ def _resource_id(name: str, collection: str, field: str) -> str:
     if not name.startswith(prefix) or not name[len(prefix):] or "/" in name[len(prefix):]:
         raise InvalidArgument.single(field, f"must look like {collection}/{{id}}")
     return name[len(prefix):]
-
-
-def params_to_proto(params: CkksParams) -> pb.CkksParameters:
-    return pb.CkksParameters(
-        ring_dimension=params.ring_dimension, multiplicative_depth=params.multiplicative_depth,
-        scaling_mod_size=params.scaling_mod_size, first_mod_size=params.first_mod_size,
-        scaling_technique=SCALING[params.scaling_technique], security_level=SECURITY[params.security_level],
-        batch_size=params.batch_size, rotation_indices=list(params.rotation_indices),
-        key_switch_technique=KEY_SWITCH[params.key_switch_technique], num_large_digits=params.num_large_digits,
-        secret_key_distribution=SECRET_DIST[params.secret_key_distribution])
-
-
-def params_from_proto(msg: pb.CkksParameters) -> CkksParams:
-    """Unknown or unspecified enum values become '' so they differ from every model's."""
-    return CkksParams(
-        msg.ring_dimension, msg.multiplicative_depth, msg.scaling_mod_size, msg.first_mod_size, msg.batch_size,
-        tuple(msg.rotation_indices), _reverse(SECURITY).get(msg.security_level, ""),
-        _reverse(SCALING).get(msg.scaling_technique, ""), _reverse(KEY_SWITCH).get(msg.key_switch_technique, ""),
-        msg.num_large_digits, _reverse(SECRET_DIST).get(msg.secret_key_distribution, ""))
 
 
 def _polynomial(approximation: Approximation) -> pb.PolynomialApproximation:
@@ -205,7 +168,7 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         limit = page_size(request.page_size, 50, 500)
         after = str(decode_token(request.page_token, str) or "")
-        kind = _reverse(KINDS).get(request.kind) if request.kind else None
+        kind = reverse(KINDS).get(request.kind) if request.kind else None
         fetched = self._service.registry.list(after, limit + 1, kind)
         page, token = paginate(fetched, limit, lambda m: m.spec.model_id)
         visible = [m for m in page if self._authorizer.allows_resource(m.spec.name)]
