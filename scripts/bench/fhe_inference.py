@@ -6,7 +6,7 @@ per ciphertext. Both sides start from the same encrypted inputs and end with enc
 - direct: the circuit (privmesh.fhe.circuit on the OpenFHE evaluator) in this process, input by input;
 - service: the inputs' BINARY serializations streamed on one Infer call to the service (its own process, mTLS,
   authorization, audit of every input, evaluation in its sandbox worker), outputs streamed back.
-Direct runs before and after the service and the two are averaged (these machines are noisy). Last line:
+The two alternate for --rounds rounds and the medians are compared (these machines are noisy). Last line:
 `ratio: <service time / direct time>`, i.e. direct samples/s over service samples/s (goal <= 1.10).
 
 Usage: .venv/bin/python scripts/bench/fhe_inference.py [--inputs 16]
@@ -92,7 +92,8 @@ async def measure_service(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
     return SAMPLES * len(inputs) / elapsed
 
 
-async def run(port: int, pki: Path, spec: ModelSpec, count: int) -> tuple[float, float, float, float]:
+async def run(port: int, pki: Path, spec: ModelSpec, count: int, rounds: int) \
+        -> tuple[list[float], list[float], float]:
     identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
     async with secure_channel(f"127.0.0.1:{port}", identity, timeout_seconds=600) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
@@ -101,13 +102,14 @@ async def run(port: int, pki: Path, spec: ModelSpec, count: int) -> tuple[float,
         session = (await register_keys(stub, keys)).name
         rng = np.random.default_rng(1)
         inputs = [keys.encrypt(rng.uniform(-1, 1, (SAMPLES, FEATURES))) for _ in range(count)]
-        direct_a = measure_direct(spec, keys, inputs)
-        service = await measure_service(stub, session, inputs)
-        direct_b = measure_direct(spec, keys, inputs)
+        direct, service = [], []
+        for _ in range(rounds):  # alternated, so both sides see the same background load
+            direct.append(measure_direct(spec, keys, inputs))
+            service.append(await measure_service(stub, session, inputs))
         outputs = await infer_encrypted(stub, session, [(inputs[0], SAMPLES)])
         got = keys.decrypt(outputs[0], SAMPLES)
         truth = spec.predict(_unpack_inputs(keys, inputs[0]))
-        return direct_a, service, direct_b, float(np.max(np.abs(got - truth)))
+        return direct, service, float(np.max(np.abs(got - truth)))
 
 
 def _unpack_inputs(keys: ClientKeys, raw: bytes) -> np.ndarray:
@@ -120,6 +122,7 @@ def _unpack_inputs(keys: ClientKeys, raw: bytes) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=16, help="ciphertexts (of 256 samples) per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating measurements of each side")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,19 +143,21 @@ def main() -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the service did not start")
                 time.sleep(0.05)
-            direct_a, service, direct_b, error = asyncio.run(run(int(port_file.read_text()), tmp / "pki", spec,
-                                                                 args.inputs))
+            direct_runs, service_runs, error = asyncio.run(run(int(port_file.read_text()), tmp / "pki", spec,
+                                                               args.inputs, args.rounds))
         finally:
             server.terminate()
             server.wait()
-    direct = (direct_a + direct_b) / 2
+    direct, service = float(np.median(direct_runs)), float(np.median(service_runs))
     params = spec.params
     print(f"logistic regression, {FEATURES} features, ring 2^{params.ring_dimension.bit_length() - 1}, depth "
           f"{params.multiplicative_depth}, {params.security_level}, {SAMPLES} samples per ciphertext, "
           f"{args.inputs} ciphertexts per measurement; max |decrypted - plaintext| = {error:.2e}")
-    print(f"direct OpenFHE circuit (in process):       {direct:9.1f} samples/s  ({direct_a:.1f} before, "
-          f"{direct_b:.1f} after)")
-    print(f"through the service (mTLS, audit, worker): {service:9.1f} samples/s")
+    runs = "  (runs: {})"
+    print(f"direct OpenFHE circuit (in process):       {direct:9.1f} samples/s median"
+          + runs.format(", ".join(f"{r:.0f}" for r in direct_runs)))
+    print(f"through the service (mTLS, audit, worker): {service:9.1f} samples/s median"
+          + runs.format(", ".join(f"{r:.0f}" for r in service_runs)))
     print(f"ratio: {direct / service:.3f}")
 
 
