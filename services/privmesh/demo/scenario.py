@@ -62,11 +62,15 @@ async def evidence_step(ctx: DemoContext) -> None:
 
 def _steps() -> list[Step]:
     from privmesh.demo.enclave_step import enclave_attestation_step
+    from privmesh.demo.fhe_step import encrypted_scoring_step
     from privmesh.demo.tokenvault_step import tokenvault_step
 
     return [
         Step(1, "patient records tokenized by token-vault with key-broker data keys", ("token-vault", "key-broker"),
              tokenvault_step),
+        Step(4, "the model is served by fhe-inference: a client encrypts a patient's features, gets an encrypted "
+             "score, decrypts it locally", ("fhe-inference",),
+             encrypted_scoring_step),
         Step(5, "an enclave proves itself and receives a key-broker data key wrapped to its own key; impostors and "
                 "plain callers are refused", ("attestation-verifier", "key-broker"), enclave_attestation_step),
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
@@ -75,7 +79,6 @@ def _steps() -> list[Step]:
 PENDING: dict[int, tuple[str, str]] = {
     2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
     3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
-    4: ("the model is served on encrypted features by fhe-inference", "fhe-inference"),
 }
 
 

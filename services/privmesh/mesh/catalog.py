@@ -63,9 +63,16 @@ def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
     return {"database": f"sqlite:///{data / 'tokenvault.db'}", "mesh_file": str(state_dir / "mesh.json")}
 
 
+def _fhe_settings(state_dir: Path) -> dict[str, Any]:
+    data = state_dir / "data" / "fhe-inference"
+    # Production models only (HEStd_128_classic); the demo registers its model at run time with CreateModel.
+    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
 KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 TOKENVAULT = "privmesh.tokenvault.v1.TokenVault"
+FHE = "privmesh.fhe.v1.FHEInference"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -87,5 +94,10 @@ CATALOG: tuple[ServiceSpec, ...] = (
         # Per-field detokenize policies decide what the demo client sees (masks, by the demo's fields).
         client_methods=(f"{TOKENVAULT}/Tokenize", f"{TOKENVAULT}/Detokenize", f"{TOKENVAULT}/GetField",
                         f"{TOKENVAULT}/ListFields"),
+    ),
+    ServiceSpec(
+        name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
+        client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
+                        f"{FHE}/DeleteSession", f"{FHE}/Infer"),
     ),
 )

@@ -34,6 +34,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TOO_MANY_SESSIONS: _ClassVar[ErrorReason]
     ERROR_REASON_REQUEST_ID_CONFLICT: _ClassVar[ErrorReason]
     ERROR_REASON_EVALUATION_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_TEST_MODELS_DISABLED: _ClassVar[ErrorReason]
 
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -115,6 +118,9 @@ ERROR_REASON_INPUT_SHAPE_MISMATCH: ErrorReason
 ERROR_REASON_TOO_MANY_SESSIONS: ErrorReason
 ERROR_REASON_REQUEST_ID_CONFLICT: ErrorReason
 ERROR_REASON_EVALUATION_FAILED: ErrorReason
+ERROR_REASON_MODEL_INVALID: ErrorReason
+ERROR_REASON_MODEL_ALREADY_EXISTS: ErrorReason
+ERROR_REASON_TEST_MODELS_DISABLED: ErrorReason
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_LINEAR_REGRESSION: ModelKind
 MODEL_KIND_LOGISTIC_REGRESSION: ModelKind
@@ -501,3 +507,27 @@ class InferResponse(_message.Message):
     output: InferOutput
     chunk: CiphertextChunk
     def __init__(self, output: _Optional[_Union[InferOutput, _Mapping]] = ..., chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class CreateModelRequest(_message.Message):
+    __slots__ = ("model_id", "model_file")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FILE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_file: bytes
+    def __init__(self, model_id: _Optional[str] = ..., model_file: _Optional[bytes] = ...) -> None: ...
+
+class CreateModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

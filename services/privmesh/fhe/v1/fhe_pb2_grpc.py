@@ -60,6 +60,16 @@ class FHEInferenceStub:
                 request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.CreateModel = channel.unary_unary(
+                '/privmesh.fhe.v1.FHEInference/CreateModel',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelResponse.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/privmesh.fhe.v1.FHEInference/DeleteModel',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
         self.Infer = channel.stream_stream(
                 '/privmesh.fhe.v1.FHEInference/Infer',
                 request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferRequest.SerializeToString,
@@ -104,6 +114,23 @@ class FHEInferenceServicer:
 
     def DeleteSession(self, request, context):
         """Deletes a session of the caller's and its keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateModel(self, request, context):
+        """Registers a model at run time from a model file (the same JSON document a server loads at start-up; see
+        CreateModelRequest.model_file). The server derives the CKKS parameters and packing from it. Administrative:
+        grant it only to operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Removes a model registered with CreateModel; its sessions then fail with MODEL_NOT_FOUND. Models loaded from
+        the server's configuration come back at the next start.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +183,16 @@ def add_FHEInferenceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionRequest.FromString,
                     response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'CreateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModel,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelResponse.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelResponse.SerializeToString,
             ),
             'Infer': grpc.stream_stream_rpc_method_handler(
                     servicer.Infer,
@@ -299,6 +336,60 @@ class FHEInference:
             '/privmesh.fhe.v1.FHEInference/DeleteSession',
             privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionRequest.SerializeToString,
             privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/CreateModel',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CreateModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/DeleteModel',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.DeleteModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

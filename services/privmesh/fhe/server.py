@@ -1,0 +1,63 @@
+"""Assembles fhe-inference from its settings: the definition `python -m privmesh.fhe` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from privmesh.fhe.inference_service import FheService
+from privmesh.fhe.registry import ModelRegistry
+from privmesh.fhe.servicer import FheServicer
+from privmesh.fhe.settings import FheSettings
+from privmesh.fhe.store import KeyFiles, ModelStore, SessionStore
+from privmesh.fhe.v1 import fhe_pb2, fhe_pb2_grpc
+from privmesh.fhe.worker import Worker
+from privmesh.runtime.db import Database
+from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
+
+SERVICE_NAME = fhe_pb2.DESCRIPTOR.services_by_name["FHEInference"].full_name
+log = logging.getLogger("privmesh.fhe")
+
+
+async def _sweep_forever(service: FheService, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await service.sweep()
+        except Exception:  # the next sweep retries; sessions past expiry are refused regardless
+            log.exception("sweeping expired sessions failed")
+
+
+async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registration]:
+    db = Database(settings.database)
+    runtime.on_close.append(db.close)
+    registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
+    await asyncio.to_thread(registry.load_configured, settings.model_files)
+    checker = Worker("checker", max_sessions=1)
+    evaluators = [Worker(f"eval-{i}", settings.worker_sessions) for i in range(settings.evaluation_workers)]
+    for worker in (checker, *evaluators):
+        runtime.on_close.append(worker.close)
+    await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))
+    service = FheService(registry, SessionStore(db), KeyFiles(settings.key_dir), checker, evaluators, runtime.audit,
+                         settings.max_sessions_per_principal)
+    sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_seconds))
+
+    async def stop_sweeper() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    runtime.on_close.append(stop_sweeper)
+    servicer = FheServicer(service, runtime.authorizer)
+
+    def register(server: grpc.aio.Server) -> None:
+        fhe_pb2_grpc.add_FHEInferenceServicer_to_server(servicer, server)
+
+    return [Registration(SERVICE_NAME, register)]
+
+
+DEFINITION = ServiceDefinition("fhe-inference", "fhe.privmesh.dev", FheSettings, build)

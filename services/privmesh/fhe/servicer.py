@@ -1,0 +1,280 @@
+"""FHEInference over gRPC: protobuf <-> domain types, and the chunked streaming protocols of RegisterKeys and
+Infer (every chunk checked against what its header declared before it is kept)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from privmesh.fhe.convert import KINDS, PART_KINDS, PART_NAMES, params_from_proto, params_to_proto, reverse
+from privmesh.fhe.inference_service import (
+    EVALUATOR,
+    MAX_CHUNK_BYTES,
+    Chunk,
+    DeclaredPart,
+    FheService,
+    KeyUpload,
+    required_parts,
+)
+from privmesh.fhe.model import ModelSpec
+from privmesh.fhe.polynomial import Approximation
+from privmesh.fhe.registry import RegisteredModel
+from privmesh.fhe.store import Session
+from privmesh.fhe.v1 import fhe_pb2 as pb
+from privmesh.fhe.v1 import fhe_pb2_grpc
+from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.context import current_principal
+from privmesh.runtime.errors import InvalidArgument
+from privmesh.runtime.paging import decode_token, page_size, paginate
+
+ACTIVATIONS = {"identity": pb.ACTIVATION_KIND_IDENTITY, "square": pb.ACTIVATION_KIND_SQUARE,
+               "polynomial": pb.ACTIVATION_KIND_POLYNOMIAL}
+
+
+def _ts_us(micros: int) -> Timestamp:
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def _resource_id(name: str, collection: str, field: str) -> str:
+    prefix = f"{collection}/"
+    if not name.startswith(prefix) or not name[len(prefix):] or "/" in name[len(prefix):]:
+        raise InvalidArgument.single(field, f"must look like {collection}/{{id}}")
+    return name[len(prefix):]
+
+
+def _polynomial(approximation: Approximation) -> pb.PolynomialApproximation:
+    return pb.PolynomialApproximation(
+        degree=approximation.degree, interval_min=approximation.low, interval_max=approximation.high,
+        basis=pb.POLYNOMIAL_BASIS_CHEBYSHEV, coefficients=list(approximation.chebyshev),
+        max_abs_error=approximation.max_abs_error, approximates=approximation.function)
+
+
+def model_to_proto(model: RegisteredModel) -> pb.Model:
+    spec = model.spec
+    msg = pb.Model(
+        name=spec.name, display_name=spec.display_name, description=spec.description, kind=KINDS[spec.kind],
+        parameters=params_to_proto(spec.params), required_key_parts=[PART_KINDS[p] for p in required_parts(spec)],
+        features=[pb.Feature(name=f.name, offset=f.offset, scale=f.scale) for f in spec.features],
+        input_packing=pb.InputPacking(features_per_sample=len(spec.features),
+                                      samples_per_ciphertext=spec.samples_per_ciphertext,
+                                      layout=pb.PACKING_LAYOUT_SAMPLE_MAJOR, stride=spec.stride,
+                                      ciphertexts_per_input=1),
+        output_packing=pb.OutputPacking(values_per_sample=spec.outputs, layout=pb.PACKING_LAYOUT_SAMPLE_MAJOR,
+                                        stride=spec.stride, ciphertexts_per_output=1,
+                                        value_names=list(spec.output_names)),
+        tolerance=spec.tolerance,
+        limits=pb.ModelLimits(max_total_key_bytes=spec.limits.max_total_key_bytes,
+                              max_ciphertext_bytes=spec.limits.max_ciphertext_bytes,
+                              max_inputs_per_stream=spec.limits.max_inputs_per_stream),
+        weights_sha256=spec.weights_sha256, etag=spec.etag, create_time=_ts_us(model.create_us))
+    if spec.kind == "linear_regression":
+        msg.linear_regression.SetInParent()
+    elif spec.kind == "logistic_regression":
+        approximation = spec.layers[0].activation.approximation
+        assert approximation is not None
+        msg.logistic_regression.sigmoid.CopyFrom(_polynomial(approximation))
+    else:
+        for layer in spec.layers:
+            activation = pb.Activation(kind=ACTIVATIONS[layer.activation.kind])
+            if layer.activation.approximation is not None:
+                activation.polynomial.CopyFrom(_polynomial(layer.activation.approximation))
+            msg.mlp.layers.append(pb.MlpLayer(units=layer.units, activation=activation))
+    return msg
+
+
+def session_to_proto(session: Session) -> pb.Session:
+    msg = pb.Session(
+        name=session.name, model=f"models/{session.model_id}", model_etag=session.model_etag, owner=session.owner,
+        key_parts=[pb.KeyPartInfo(kind=PART_KINDS[p.kind], size_bytes=p.size, sha256=p.sha256)
+                   for p in session.key_parts],
+        public_key_fingerprint=session.public_key_fingerprint, create_time=_ts_us(session.create_us),
+        expire_time=_ts_us(session.expire_us), inference_count=session.inference_count)
+    if session.last_infer_us is not None:
+        msg.last_infer_time.CopyFrom(_ts_us(session.last_infer_us))
+    return msg
+
+
+def _out_of_order(message: str, field: str = "payload") -> InvalidArgument:
+    return InvalidArgument.single(field, message, "STREAM_OUT_OF_ORDER")
+
+
+def _upload(header: pb.RegisterKeysHeader) -> KeyUpload:
+    parts = []
+    for index, part in enumerate(header.key_parts):
+        if part.kind not in PART_NAMES:
+            raise InvalidArgument.single(f"header.key_parts[{index}].kind", "unknown key part kind")
+        parts.append(DeclaredPart(PART_NAMES[part.kind], part.size_bytes, part.sha256))
+    if header.ttl.seconds < 0 or header.ttl.nanos < 0:
+        raise InvalidArgument.single("header.ttl", "must not be negative")
+    return KeyUpload(_resource_id(header.model, "models", "header.model"),
+                     params_from_proto(header.parameters) if header.HasField("parameters") else None,
+                     tuple(parts), header.ttl.ToTimedelta() if header.HasField("ttl") else None, header.request_id)
+
+
+async def _key_chunks(requests: AsyncIterator[pb.RegisterKeysRequest]) -> AsyncIterator[Chunk]:
+    async for request in requests:
+        if request.WhichOneof("payload") != "chunk":
+            raise _out_of_order("only the first message may be a header")
+        kind = PART_NAMES.get(request.chunk.kind)
+        if kind is None:
+            raise _out_of_order("unknown key part kind", "chunk.kind")
+        yield Chunk(kind, request.chunk.offset, request.chunk.data)
+
+
+class _Input:
+    """One Infer input being received: its declared shape and the bytes so far."""
+
+    def __init__(self, msg: pb.InferInput, spec: ModelSpec) -> None:
+        if len(msg.ciphertexts) != 1 or not 1 <= msg.sample_count <= spec.samples_per_ciphertext:
+            raise InvalidArgument.single("input", f"one ciphertext of 1..{spec.samples_per_ciphertext} samples",
+                                         "INPUT_SHAPE_MISMATCH")
+        for index, info in enumerate(msg.ciphertexts):
+            if not 0 < info.size_bytes <= spec.limits.max_ciphertext_bytes:
+                raise InvalidArgument.single(f"input.ciphertexts[{index}].size_bytes", "must be 1.."
+                                             f"{spec.limits.max_ciphertext_bytes}", "CIPHERTEXT_TOO_LARGE")
+        self.input_id = msg.input_id
+        self.sample_count = msg.sample_count
+        self.sizes = [info.size_bytes for info in msg.ciphertexts]
+        self.data = [bytearray() for _ in self.sizes]
+        self.index = 0
+
+    def add(self, chunk: pb.CiphertextChunk) -> bool:
+        """Appends the chunk; whether the input is complete."""
+        if chunk.input_id != self.input_id or chunk.ciphertext_index != self.index \
+                or chunk.offset != len(self.data[self.index]):
+            raise _out_of_order(f"expected input {self.input_id}, ciphertext {self.index}, offset "
+                                f"{len(self.data[self.index])}", "chunk")
+        if not 1 <= len(chunk.data) <= MAX_CHUNK_BYTES \
+                or len(self.data[self.index]) + len(chunk.data) > self.sizes[self.index]:
+            raise InvalidArgument.single("chunk.data", "1 byte .. 1 MiB, within the declared size", "CHUNK_TOO_LARGE")
+        self.data[self.index] += chunk.data
+        if len(self.data[self.index]) == self.sizes[self.index]:
+            self.index += 1
+        return self.index == len(self.sizes)
+
+
+class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
+    def __init__(self, service: FheService, authorizer: Authorizer) -> None:
+        self._service = service
+        self._authorizer = authorizer
+
+    async def ListModels(self, request: pb.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        limit = page_size(request.page_size, 50, 500)
+        after = str(decode_token(request.page_token, str) or "")
+        kind = reverse(KINDS).get(request.kind) if request.kind else None
+        fetched = self._service.registry.list(after, limit + 1, kind)
+        page, token = paginate(fetched, limit, lambda m: m.spec.model_id)
+        visible = [m for m in page if self._authorizer.allows_resource(m.spec.name)]
+        return pb.ListModelsResponse(models=[model_to_proto(m) for m in visible], next_page_token=token)
+
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
+        model_id = _resource_id(request.name, "models", "name")
+        self._authorizer.require(f"models/{model_id}")
+        return pb.GetModelResponse(model=model_to_proto(await self._service.model(model_id)))
+
+    async def CreateModel(self, request: pb.CreateModelRequest,
+                          context: grpc.aio.ServicerContext) -> pb.CreateModelResponse:
+        self._authorizer.require(f"models/{request.model_id}")
+        return pb.CreateModelResponse(model=model_to_proto(
+            await self._service.create_model(request.model_id, request.model_file)))
+
+    async def DeleteModel(self, request: pb.DeleteModelRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteModelResponse:
+        model_id = _resource_id(request.name, "models", "name")
+        self._authorizer.require(f"models/{model_id}")
+        await self._service.delete_model(model_id)
+        return pb.DeleteModelResponse()
+
+    async def RegisterKeys(self, request_iterator: AsyncIterator[pb.RegisterKeysRequest],
+                           context: grpc.aio.ServicerContext) -> pb.RegisterKeysResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "header":
+            raise _out_of_order("the first message must be the header")
+        upload = _upload(first.header)
+        self._authorizer.require(f"models/{upload.model_id}")
+        session = await self._service.register_keys(current_principal.get(), upload, _key_chunks(request_iterator))
+        return pb.RegisterKeysResponse(session=session_to_proto(session))
+
+    async def GetSession(self, request: pb.GetSessionRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetSessionResponse:
+        session_id = _resource_id(request.name, "sessions", "name")
+        return pb.GetSessionResponse(session=session_to_proto(
+            await self._service.session(session_id, current_principal.get())))
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest,
+                            context: grpc.aio.ServicerContext) -> pb.DeleteSessionResponse:
+        await self._service.delete_session(_resource_id(request.name, "sessions", "name"), current_principal.get())
+        return pb.DeleteSessionResponse()
+
+    async def Infer(self, request_iterator: AsyncIterator[pb.InferRequest],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.InferResponse]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("payload") != "start":
+            raise _out_of_order("the first message must be start")
+        session_id = _resource_id(first.start.session, "sessions", "start.session")
+        session, spec = await self._service.open_inference(session_id, current_principal.get())
+        inputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # the next input arrives while this one evaluates
+        reader = asyncio.create_task(self._read_inputs(requests, spec, inputs))
+        try:
+            while True:
+                item = await inputs.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                outputs, seconds = await self._service.infer(session, spec, [bytes(d) for d in item.data],
+                                                             item.sample_count)
+                duration = Duration()
+                duration.FromNanoseconds(int(seconds * 1e9))
+                yield pb.InferResponse(output=pb.InferOutput(
+                    input_id=item.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
+                    sample_count=item.sample_count, evaluation_duration=duration, evaluator=EVALUATOR))
+                for index, output in enumerate(outputs):
+                    for offset in range(0, len(output), MAX_CHUNK_BYTES):
+                        yield pb.InferResponse(chunk=pb.CiphertextChunk(
+                            input_id=item.input_id, ciphertext_index=index, offset=offset,
+                            data=output[offset:offset + MAX_CHUNK_BYTES]))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    @staticmethod
+    async def _read_inputs(requests: AsyncIterator[pb.InferRequest], spec: ModelSpec, inputs: asyncio.Queue[Any]) \
+            -> None:
+        seen: set[int] = set()
+        current: _Input | None = None
+        try:
+            async for request in requests:
+                payload = request.WhichOneof("payload")
+                if payload == "input":
+                    if current is not None:
+                        raise _out_of_order("the previous input is incomplete", "input")
+                    if request.input.input_id in seen:
+                        raise _out_of_order("input_id repeated", "input.input_id")
+                    if len(seen) >= spec.limits.max_inputs_per_stream:
+                        raise InvalidArgument.single("input", f"at most {spec.limits.max_inputs_per_stream} inputs "
+                                                     "per stream", "INPUT_SHAPE_MISMATCH")
+                    seen.add(request.input.input_id)
+                    current = _Input(request.input, spec)
+                elif payload == "chunk":
+                    if current is None:
+                        raise _out_of_order("a chunk before its input header", "chunk")
+                    if current.add(request.chunk):
+                        await inputs.put(current)
+                        current = None
+                else:
+                    raise _out_of_order("start may only be the first message")
+            if current is not None:
+                raise _out_of_order("the stream ended inside an input (truncated)", "chunk")
+            await inputs.put(None)
+        except Exception as exc:
+            await inputs.put(exc)

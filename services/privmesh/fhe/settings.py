@@ -1,0 +1,24 @@
+"""fhe-inference's own configuration (the `service:` section)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath
+
+
+class FheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database: str = Field(description="sqlite:///path or postgresql://... for sessions and run-time models")
+    key_dir: Path = Field(description="where uploaded public and evaluation keys are kept, one directory per session "
+                                      "(shared by replicas; no secret key is ever stored)")
+    model_files: tuple[FilePath, ...] = Field(
+        (), description="model files (JSON) served from start-up; the model id is the file name without .json")
+    allow_test_models: bool = Field(
+        False, description="serve models without a security level (HEStd_NotSet): tests and laptops only")
+    evaluation_workers: int = Field(1, ge=1, le=64, description="sandbox processes that evaluate (one input each "
+                                                                "at a time; OpenFHE parallelises inside)")
+    worker_sessions: int = Field(32, ge=1, le=10_000, description="sessions whose keys a worker keeps loaded")
+    max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
+    sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys are deleted")
