@@ -239,7 +239,7 @@ class DataSource(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., csv: _Optional[_Union[CsvOptions, _Mapping]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag")
+    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag", "max_rows")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +251,7 @@ class Dataset(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     source: DataSource
@@ -262,7 +263,8 @@ class Dataset(_message.Message):
     uid: str
     create_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., max_rows: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("column", "operator", "values")
