@@ -203,9 +203,10 @@ class Ledger:
                                    False, None, remaining)
         return Reservation(sequence, cost, remaining)
 
-    def commit(self, reservation: Reservation, release_id: str, dataset_uid: str, body: str,
+    def commit(self, reservation: Reservation, release_id: str, dataset_uid: str, body: str | None,
                request: tuple[str, str, str] | None = None) -> Loss:
-        """Turns the reservation into spending and stores the release with it; returns what remains."""
+        """Turns the reservation into spending and stores the release with it (none when the query failed after
+        reading data: its cost stays charged); returns what remains."""
         with self.db.transaction() as cur:
             cur.execute(self.db.locking("SELECT state, dataset_id, analyst, query_digest FROM dp_ledger WHERE seq = ?"),
                         (reservation.sequence,))
@@ -220,10 +221,11 @@ class Ledger:
             remaining = self._remaining(cur, dataset_id, analyst)
             cur.execute("UPDATE dp_ledger SET release_id = ?, rem_eps = ?, rem_delta = ?, rem_rho = ?, update_us = ? "
                         "WHERE seq = ?", (release_id, *_parts(remaining), now_us(), reservation.sequence))
-            cur.execute("INSERT INTO dp_releases (release_id, dataset_id, dataset_uid, analyst, query_digest, body, "
-                        "create_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (release_id, dataset_id, dataset_uid, analyst, digest, body, now_us()))
-            if request is not None:
+            if body is not None:
+                cur.execute("INSERT INTO dp_releases (release_id, dataset_id, dataset_uid, analyst, query_digest, "
+                            "body, create_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (release_id, dataset_id, dataset_uid, analyst, digest, body, now_us()))
+            if request is not None and body is not None:
                 self._save_request(cur, request, release_id, reservation.cost)
         return remaining
 
@@ -325,6 +327,10 @@ class Ledger:
                             "principal = ? AND request_id = ? AND create_us > ?",
                             (principal, request_id, now_us() - 24 * 3600 * 1_000_000))
         return StoredRequest(rows[0][0], rows[0][1], _loss(rows[0][2:5])) if rows else None
+
+    def remember_request(self, principal: str, request_id: str, fingerprint: str, reference: str) -> None:
+        with self.db.transaction() as cur:
+            self._save_request(cur, (principal, request_id, fingerprint), reference, Loss())
 
     def _save_request(self, cur: Cursor, request: tuple[str, str, str], release_id: str, charged: Loss) -> None:
         principal, request_id, fingerprint = request

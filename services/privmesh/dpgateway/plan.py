@@ -269,3 +269,14 @@ def validate_plan(spec: DatasetSpec, plan: Plan, prefix: str = "query") -> Plan:
         raise _refuse(f"{prefix}.aggregates", f"the release would hold more than {MAX_ESTIMATES} estimates",
                       "RESULT_TOO_LARGE")
     return normalized
+
+
+def plan_from_canonical(data: dict[str, object]) -> Plan:
+    """The inverse of Plan.canonical (stored releases keep their plan this way)."""
+    aggregates = tuple(Aggregate(Function(a["function"]), a["column"], a["alias"], tuple(a["quantiles"]),
+                                 tuple(a["candidates"]), a["weight"]) for a in data["aggregates"])  # type: ignore[attr-defined]
+    filters = tuple(Filter(f["column"], Operator(f["operator"]), tuple(f["values"]))
+                    for f in data["filters"])  # type: ignore[attr-defined]
+    keys = tuple(tuple(k) for k in data["keys"])  # type: ignore[attr-defined]
+    return Plan(str(data["dataset_id"]), aggregates, filters, tuple(data["group_by"]),  # type: ignore[arg-type]
+                KeysMode(data["keys_mode"] or "DECLARED"), keys)

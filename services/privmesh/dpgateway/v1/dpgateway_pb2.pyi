@@ -36,6 +36,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ETAG_MISMATCH: _ClassVar[ErrorReason]
     ERROR_REASON_REQUEST_ID_CONFLICT: _ClassVar[ErrorReason]
     ERROR_REASON_SOURCE_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_RELEASE_FAILED: _ClassVar[ErrorReason]
 
 class PrivacyAccounting(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -132,6 +133,7 @@ ERROR_REASON_BUDGET_INVALID: ErrorReason
 ERROR_REASON_ETAG_MISMATCH: ErrorReason
 ERROR_REASON_REQUEST_ID_CONFLICT: ErrorReason
 ERROR_REASON_SOURCE_UNAVAILABLE: ErrorReason
+ERROR_REASON_RELEASE_FAILED: ErrorReason
 PRIVACY_ACCOUNTING_UNSPECIFIED: PrivacyAccounting
 PRIVACY_ACCOUNTING_PURE_DP: PrivacyAccounting
 PRIVACY_ACCOUNTING_APPROXIMATE_DP: PrivacyAccounting
