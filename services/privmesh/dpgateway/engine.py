@@ -380,7 +380,10 @@ class DatasetEngine:
                     if c.role == "quantile":
                         raise CompileError("privacy.target_accuracy", "QUANTILE has no accuracy in the column's "
                                            "units; give a privacy_loss", "ACCURACY_UNREACHABLE")
-                    scales[c.name] = _accuracy_scale(self.mechanism, c.integer, budgeting.accuracy, budgeting.alpha)
+                    scale = _accuracy_scale(self.mechanism, c.integer, budgeting.accuracy, budgeting.alpha)
+                    while noise_accuracy(self.mechanism, c.integer, scale, budgeting.alpha) > budgeting.accuracy:
+                        scale *= 0.99  # discrete noise: its accuracy is an integer, rounded up
+                    scales[c.name] = scale
         delta = budgeting.loss.delta if budgeting.loss is not None else 0.0
         for _ in range(4):  # closed-form scales can overshoot the share by a rounding error; widen and rebuild
             compiled = self._assemble(plan, parts, scales, delta)
@@ -414,7 +417,7 @@ class DatasetEngine:
                                "DELTA_REQUIRED")
         try:
             return int(dp.binary_search(lambda t: _as_loss(self.accounting, self._measure(
-                part, filters, scales, t).map(1)).delta <= delta, bounds=(1, 2**32 - 2), T=int))
+                part, filters, scales, t).map(1)).delta <= delta, bounds=(2, 2**31 - 1), T=int))
         except (ValueError, dp.OpenDPException):
             raise CompileError("privacy.privacy_loss.delta", "delta is too small for private keys",
                                "DELTA_REQUIRED") from None
