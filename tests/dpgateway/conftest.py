@@ -76,10 +76,11 @@ def gateway_policy() -> list[dict[str, Any]]:
     ]
 
 
-def gateway_config(tmp: Path, pki: DevPki, database: str | None = None, **service: Any) -> Path:
+def gateway_config(tmp: Path, pki: DevPki, database: str | None = None, server: dict[str, Any] | None = None,
+                   **service: Any) -> Path:
     settings = {"database": database or f"sqlite:///{tmp / 'dpgateway.db'}", "cache_dir": str(tmp / "cache"),
                 **service}
-    return server_config(tmp, pki, gateway_policy(), settings)
+    return server_config(tmp, pki, gateway_policy(), settings, **(server or {}))
 
 
 @dataclass

@@ -18,4 +18,4 @@ class DPGatewaySettings(BaseModel):
     max_rho_per_query: float = Field(5.0, gt=0, le=100)
     max_delta_per_query: float = Field(1e-5, ge=0, lt=1)
     stale_reservation_seconds: int = Field(
-        900, ge=60, description="a reservation older than this at start-up belongs to a crashed process: charged")
+        900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")
