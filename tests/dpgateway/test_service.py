@@ -320,3 +320,21 @@ async def test_source_gone_before_reading_is_refunded(gateway: Gateway, patients
     assert read_error(exc.value).reason == "SOURCE_UNAVAILABLE"
     budget = (await gateway.analyst.GetBudget(pb.GetBudgetRequest(dataset="datasets/patients"))).budget
     assert budget.spent.rho == pytest.approx(0.1, rel=1e-6) and budget.reserved.rho == 0
+
+
+@pytest.mark.postgres
+async def test_postgres_ledger_end_to_end(open_gateway, postgres_db: str, patients_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = await open_gateway(postgres_db)
+    await register_patients(gw, str(patients_csv), cap=1.0)
+    first = (await gw.analyst.QuerySql(pb.QuerySqlRequest(sql="SELECT AVG(age) FROM patients",
+                                                          privacy=rho(0.6)))).release
+    repeat = (await gw.analyst.QuerySql(pb.QuerySqlRequest(sql="SELECT AVG(age) FROM patients",
+                                                           privacy=rho(0.6)))).release
+    assert repeat.cached and repeat.release_id == first.release_id and repeat.rows == first.rows
+    before = await snapshot(gw)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await gw.analyst.Query(pb.QueryRequest(query=count_query(), privacy=rho(0.5)))
+    assert read_error(exc.value).reason == "BUDGET_EXCEEDED"
+    assert await snapshot(gw) == before
+    budget = (await gw.analyst.GetBudget(pb.GetBudgetRequest(dataset="datasets/patients"))).budget
+    assert budget.spent.rho == pytest.approx(0.6, rel=1e-6) and budget.remaining.rho == pytest.approx(0.4, rel=1e-5)

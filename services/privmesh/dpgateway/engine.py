@@ -12,6 +12,8 @@ the hot path; private partition selection searches its threshold once per compil
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -152,7 +154,7 @@ def _filter_expr(spec: DatasetSpec, f: Filter) -> pl.Expr:
     if op is Operator.IS_NOT_NULL:
         return col.is_not_null()
     if op in (Operator.IN, Operator.NOT_IN):  # OpenDP has no is_in: a disjunction of equalities
-        anyof = pl.any_horizontal([col == v for v in values]) if len(values) > 1 else col == values[0]
+        anyof = functools.reduce(operator.or_, [col == v for v in values])
         return ~anyof if op is Operator.NOT_IN else anyof
     value = values[0]
     return {Operator.EQUAL: col == value, Operator.NOT_EQUAL: col != value, Operator.LESS: col < value,
