@@ -14,8 +14,8 @@ class DPGatewaySettings(BaseModel):
     cache_dir: Path = Field(description="where S3 sources are downloaded (per object version)")
     s3_endpoint_url: str | None = Field(None, description="an S3-compatible endpoint; None: AWS from the environment")
     s3_region: str | None = Field(None, description="the S3 region; None: from the environment")
-    max_epsilon_per_query: float = Field(10.0, gt=0, le=100)
-    max_rho_per_query: float = Field(5.0, gt=0, le=100)
+    max_epsilon_per_query: float = Field(10.0, gt=0, le=1000)
+    max_rho_per_query: float = Field(5.0, gt=0, le=1000)
     max_delta_per_query: float = Field(1e-5, ge=0, lt=1)
     stale_reservation_seconds: int = Field(
         900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")
