@@ -61,9 +61,11 @@ async def evidence_step(ctx: DemoContext) -> None:
 
 
 def _steps() -> list[Step]:
+    from privmesh.demo.dpgateway_step import dpgateway_step
     from privmesh.demo.enclave_step import enclave_attestation_step
 
     return [
+        Step(2, "analysts query dp-gateway; the ledger refuses an overspend", ("dp-gateway",), dpgateway_step),
         Step(5, "an enclave proves itself to attestation-verifier; impostors are refused", ("attestation-verifier",),
              enclave_attestation_step),
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
@@ -71,7 +73,6 @@ def _steps() -> list[Step]:
 
 PENDING: dict[int, tuple[str, str]] = {
     1: ("patient records tokenized by token-vault with key-broker data keys", "token-vault, key-broker"),
-    2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
     3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
     4: ("the model is served on encrypted features by fhe-inference", "fhe-inference"),
 }

@@ -40,7 +40,13 @@ def _attestation_settings(state_dir: Path) -> dict[str, Any]:
     }
 
 
+def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
+    data = state_dir / "data" / "dp-gateway"
+    return {"database": f"sqlite:///{data / 'dpgateway.db'}", "cache_dir": str(data / "source-cache")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
+DPGATEWAY = "privmesh.dpgateway.v1.DPGateway"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -48,5 +54,11 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_attestation_settings,
         client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
                         f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
+    ),
+    ServiceSpec(
+        name="dp-gateway", module="privmesh.dpgateway", grpc_service=DPGATEWAY,
+        local_settings=_dpgateway_settings,
+        client_methods=(f"{DPGATEWAY}/Query", f"{DPGATEWAY}/QuerySql", f"{DPGATEWAY}/GetBudget",
+                        f"{DPGATEWAY}/GetDataset", f"{DPGATEWAY}/ListDatasets"),
     ),
 )
