@@ -34,6 +34,7 @@ dp.enable_features("contrib")
 EPOCH = date(1970, 1, 1)
 MEASUREMENT_CACHE = 256
 HIDDEN_COUNT = "__partition_count"
+PROBE_SILENT = 1e6  # relative scale of the partition count while another component is probed
 
 
 class CompileError(Exception):
@@ -162,6 +163,15 @@ def _filter_expr(spec: DatasetSpec, f: Filter) -> pl.Expr:
             Operator.GREATER_OR_EQUAL: col >= value}[op]
 
 
+def _rows(spec: DatasetSpec, scale: float) -> pl.Expr:
+    """A noisy row count. Counting one non-nullable column's length equals the frame's length but lets the
+    scan read that column only (OpenDP's frame length reads every column)."""
+    anchor = next((c for c in spec.columns if not c.nullable and c.type is not ColumnType.STRING), None)
+    if anchor is None:
+        return dp.len(scale=scale, signed=True)
+    return pl.col(anchor.name).dp.len(scale=scale, signed=True)
+
+
 def _typed_bounds(column: Column) -> tuple[Any, Any]:
     assert column.bounds is not None
     lower, upper = column.bounds
@@ -183,15 +193,15 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
             name = a.column
             return [Component(f"{prefix}_count", index, "value", True,
                               build=lambda s, n=name: pl.col(n).dp.count(scale=s, signed=True))]
-        return [Component(f"{prefix}_count", index, "value", True, build=lambda s: dp.len(scale=s, signed=True))]
+        return [Component(f"{prefix}_count", index, "value", True, build=lambda s: _rows(spec, s))]
     column = spec.column(a.column)
     assert column is not None
     integer = column.type is ColumnType.INT64
     bounds = _typed_bounds(column)
     value = _value(column)
 
-    def count(s: float) -> pl.Expr:
-        return dp.len(scale=s, signed=True)
+    def count(s: float) -> pl.Expr:  # rows, read from the aggregated column alone
+        return pl.col(column.name).dp.len(scale=s, signed=True)
 
     def total(s: float) -> pl.Expr:
         return value.dp.sum(bounds, scale=s)
@@ -313,6 +323,7 @@ class DatasetEngine:
             else:
                 main.components.extend(components)
         if main.private_keys:
+            # OpenDP's partition selection thresholds a frame-length count (dp.len()) specifically
             main.components.insert(0, Component(HIDDEN_COUNT, -1, "count", True,
                                                 build=lambda s: dp.len(scale=s, signed=True)))
         return [p for p in parts if p.components]
@@ -327,9 +338,15 @@ class DatasetEngine:
         constants: dict[str, float] = {}
         for part in parts:
             threshold = 2**32 - 1 if part.private_keys else None
-            for component in part.components:
-                mapped = self._measure(part, plan.filters, {component.name: 1.0}, threshold).map(1)
-                constants[component.name] = _as_loss(self.accounting, mapped).primary(self.accounting)
+            for component in part.components:  # (the partition-selection count comes first in its part)
+                scales = {component.name: 1.0}
+                if part.private_keys and component.name != HIDDEN_COUNT:  # OpenDP needs it present: make it
+                    scales[HIDDEN_COUNT] = PROBE_SILENT  # negligible, then take its share back out
+                mapped = self._measure(part, plan.filters, scales, threshold).map(1)
+                constant = _as_loss(self.accounting, mapped).primary(self.accounting)
+                if HIDDEN_COUNT in scales and component.name != HIDDEN_COUNT:
+                    constant -= constants[HIDDEN_COUNT] / PROBE_SILENT**self.power
+                constants[component.name] = constant
         with self._lock:
             self._probes[plan_key] = constants
             while len(self._probes) > MEASUREMENT_CACHE:

@@ -156,8 +156,9 @@ def row_count(spec: DatasetSpec, opened: OpenedSource) -> int:
 
 
 def scan(spec: DatasetSpec, opened: OpenedSource) -> pl.LazyFrame:
-    """A lazy scan with the declared columns and types; DATE becomes days since 1970 (Int32), NaN becomes null,
-    because OpenDP's plans compare with numeric literals and treat NaN separately."""
+    """A lazy scan with the declared columns and types; DATE becomes days since 1970 (Int32) because OpenDP's
+    plans compare with numeric literals, and NaN becomes null in nullable FLOAT64 columns (non-nullable ones
+    are declared free of NaN, like of nulls, and are not rewritten: that would cost a pass per query)."""
     if spec.source.format is DataFormat.PARQUET:
         frame = pl.scan_parquet([str(p) for p in opened.files])
         frame = frame.select([pl.col(c.name).cast(POLARS_TYPES[c.type]) for c in spec.columns])
@@ -175,7 +176,7 @@ def scan(spec: DatasetSpec, opened: OpenedSource) -> pl.LazyFrame:
         expr = pl.col(column.name)
         if column.type is ColumnType.DATE:
             expr = expr.cast(pl.Int32)
-        elif column.type is ColumnType.FLOAT64:
+        elif column.type is ColumnType.FLOAT64 and column.nullable:
             expr = expr.fill_nan(None)
         converted.append(expr)
     return frame.with_columns(converted)
