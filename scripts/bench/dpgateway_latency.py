@@ -82,10 +82,13 @@ async def serve(config: Path, port_file: Path) -> None:
     await server.wait()
 
 
-async def measure(port: int, tmp: Path, files: dict[int, Path], repeats: int) -> dict[int, dict[str, tuple[float, float]]]:
+Timings = dict[int, dict[str, tuple[float, float]]]  # rows -> query -> (gateway median, plain median)
+
+
+async def measure(port: int, tmp: Path, files: dict[int, Path], repeats: int) -> Timings:
     pki = tmp / "pki"
     identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
-    results: dict[int, dict[str, tuple[float, float]]] = {}
+    results: Timings = {}
     async with secure_channel(f"127.0.0.1:{port}", identity, timeout_seconds=120) as channel:
         stub = dpgateway_pb2_grpc.DPGatewayStub(channel)
         me = DevPki(pki).spiffe_id("client")
@@ -100,7 +103,8 @@ async def measure(port: int, tmp: Path, files: dict[int, Path], repeats: int) ->
                                                      cap=pb.PrivacyLoss(rho=1e9)))
             results[rows] = {}
             for name, (aggregate, plain) in QUERIES.items():
-                request = pb.QueryRequest(query=pb.StructuredQuery(dataset=f"datasets/{dataset}", aggregates=[aggregate]),
+                query = pb.StructuredQuery(dataset=f"datasets/{dataset}", aggregates=[aggregate])
+                request = pb.QueryRequest(query=query,
                                           privacy=pb.PrivacySpec(privacy_loss=pb.PrivacyLoss(rho=0.5)),
                                           force_new_release=True)
                 await stub.Query(request)  # compiles and caches the measurement
