@@ -296,7 +296,8 @@ class GatewayService:
             raise _refusal(field_delta, "grouping by private keys needs delta > 0 (not under PURE_DP)",
                            "DELTA_REQUIRED")
 
-    def _budgeting(self, privacy: PrivacyRequest, accounting: Accounting) -> Budgeting:
+    @staticmethod
+    def _budgeting(privacy: PrivacyRequest) -> Budgeting:
         if privacy.loss is not None:
             return Budgeting(privacy.loss, alpha=privacy.alpha)
         return Budgeting(None, privacy.target_accuracy, privacy.alpha)
@@ -329,7 +330,7 @@ class GatewayService:
             raise Unavailable("SOURCE_UNAVAILABLE", "the dataset's source cannot be read now; nothing was spent"
                               ) from None
         try:
-            compiled = await asyncio.to_thread(engine.compile, key, plan, self._budgeting(privacy, spec.accounting))
+            compiled = await asyncio.to_thread(engine.compile, key, plan, self._budgeting(privacy))
         except CompileError as exc:
             field_path = "sql" if query.sql is not None and exc.field_path == "query" else exc.field_path
             raise _refusal(field_path, exc.message, exc.reason) from None
@@ -408,11 +409,6 @@ class GatewayService:
         release = decode_release(release_id, stored.spec.dataset_id, body)
         remaining = await asyncio.to_thread(self.ledger.remaining, stored.spec.dataset_id, analyst)
         return replace(release, charged=charged, cached=cached, remaining=remaining)
-
-    def odometer(self, dataset_id: str, uid: str) -> Loss | None:
-        """What this process's OpenDP context for the dataset has composed (for operators and tests)."""
-        found = self._engines.get(uid)
-        return found[0].privacy_loss() if found else None
 
 
 def _loss_text(loss: Loss) -> str:

@@ -35,18 +35,9 @@ class Loss:
     def smaller(self, other: Loss) -> Loss:
         return Loss(min(self.epsilon, other.epsilon), min(self.delta, other.delta), min(self.rho, other.rho))
 
-    @property
-    def zero(self) -> bool:
-        return self.epsilon == 0 and self.delta == 0 and self.rho == 0
-
     def primary(self, accounting: Accounting) -> float:
         """The component the noise scales are solved for (epsilon, or rho for zCDP)."""
         return self.rho if accounting is Accounting.ZCDP else self.epsilon
-
-    def with_primary(self, accounting: Accounting, value: float) -> Loss:
-        if accounting is Accounting.ZCDP:
-            return Loss(0.0, self.delta, value)
-        return Loss(value, self.delta, 0.0)
 
 
 def unit_problems(loss: Loss, accounting: Accounting, *, for_cap: bool) -> list[tuple[str, str]]:

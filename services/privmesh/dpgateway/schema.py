@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
 
-from privmesh.runtime.errors import InvalidArgument, Violations
+from privmesh.runtime.errors import Violations
 
 DATASET_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -181,7 +181,3 @@ def validate_dataset(spec: DatasetSpec) -> None:
     v.check(1 <= spec.max_rows <= MAX_ROWS_LIMIT, "dataset.max_rows", f"between 1 and {MAX_ROWS_LIMIT}")
     v.raise_if_any("SCHEMA_INVALID")
 
-
-def require_dataset_id(dataset_id: str, field_path: str) -> None:
-    if not DATASET_ID.match(dataset_id):
-        raise InvalidArgument.single(field_path, "not a dataset id", "DATASET_NOT_FOUND")
