@@ -61,6 +61,7 @@ async def evidence_step(ctx: DemoContext) -> None:
 
 
 def _steps() -> list[Step]:
+    from privmesh.demo.dpgateway_step import dpgateway_step
     from privmesh.demo.enclave_step import enclave_attestation_step
     from privmesh.demo.fhe_step import encrypted_scoring_step
     from privmesh.demo.tokenvault_step import tokenvault_step
@@ -68,6 +69,7 @@ def _steps() -> list[Step]:
     return [
         Step(1, "patient records tokenized by token-vault with key-broker data keys", ("token-vault", "key-broker"),
              tokenvault_step),
+        Step(2, "analysts query dp-gateway; the ledger refuses an overspend", ("dp-gateway",), dpgateway_step),
         Step(4, "the model is served by fhe-inference: a client encrypts a patient's features, gets an encrypted "
              "score, decrypts it locally", ("fhe-inference",),
              encrypted_scoring_step),
@@ -77,7 +79,6 @@ def _steps() -> list[Step]:
     ]
 
 PENDING: dict[int, tuple[str, str]] = {
-    2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
     3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
 }
 

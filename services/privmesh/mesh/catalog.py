@@ -69,10 +69,16 @@ def _fhe_settings(state_dir: Path) -> dict[str, Any]:
     return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys")}
 
 
+def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
+    data = state_dir / "data" / "dp-gateway"
+    return {"database": f"sqlite:///{data / 'dpgateway.db'}", "cache_dir": str(data / "source-cache")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
 KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 TOKENVAULT = "privmesh.tokenvault.v1.TokenVault"
 FHE = "privmesh.fhe.v1.FHEInference"
+DPGATEWAY = "privmesh.dpgateway.v1.DPGateway"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -99,5 +105,11 @@ CATALOG: tuple[ServiceSpec, ...] = (
         name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
         client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
                         f"{FHE}/DeleteSession", f"{FHE}/Infer"),
+    ),
+    ServiceSpec(
+        name="dp-gateway", module="privmesh.dpgateway", grpc_service=DPGATEWAY,
+        local_settings=_dpgateway_settings,
+        client_methods=(f"{DPGATEWAY}/Query", f"{DPGATEWAY}/QuerySql", f"{DPGATEWAY}/GetBudget",
+                        f"{DPGATEWAY}/GetDataset", f"{DPGATEWAY}/ListDatasets"),
     ),
 )

@@ -36,6 +36,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ETAG_MISMATCH: _ClassVar[ErrorReason]
     ERROR_REASON_REQUEST_ID_CONFLICT: _ClassVar[ErrorReason]
     ERROR_REASON_SOURCE_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_RELEASE_FAILED: _ClassVar[ErrorReason]
 
 class PrivacyAccounting(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -132,6 +133,7 @@ ERROR_REASON_BUDGET_INVALID: ErrorReason
 ERROR_REASON_ETAG_MISMATCH: ErrorReason
 ERROR_REASON_REQUEST_ID_CONFLICT: ErrorReason
 ERROR_REASON_SOURCE_UNAVAILABLE: ErrorReason
+ERROR_REASON_RELEASE_FAILED: ErrorReason
 PRIVACY_ACCOUNTING_UNSPECIFIED: PrivacyAccounting
 PRIVACY_ACCOUNTING_PURE_DP: PrivacyAccounting
 PRIVACY_ACCOUNTING_APPROXIMATE_DP: PrivacyAccounting
@@ -239,7 +241,7 @@ class DataSource(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., csv: _Optional[_Union[CsvOptions, _Mapping]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag")
+    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag", "max_rows")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,7 @@ class Dataset(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     source: DataSource
@@ -262,7 +265,8 @@ class Dataset(_message.Message):
     uid: str
     create_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    max_rows: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., max_rows: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("column", "operator", "values")

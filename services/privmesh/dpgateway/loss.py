@@ -1,0 +1,64 @@
+"""Privacy losses and how they compose in the ledger.
+
+The ledger uses additive (basic sequential) composition in the dataset's own units: PURE_DP adds epsilons,
+APPROXIMATE_DP adds epsilons and deltas, ZCDP adds rhos (and the deltas of private partition selection).
+This is exactly what OpenDP's fully adaptive compositor does for these measures, and a query's cost is its
+measurement's privacy map at the dataset's d_in, so the ledger's sum is an upper bound on the true loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from privmesh.dpgateway.schema import Accounting
+
+
+@dataclass(frozen=True)
+class Loss:
+    epsilon: float = 0.0
+    delta: float = 0.0
+    rho: float = 0.0
+
+    def __add__(self, other: Loss) -> Loss:
+        return Loss(self.epsilon + other.epsilon, self.delta + other.delta, self.rho + other.rho)
+
+    def minus(self, other: Loss) -> Loss:
+        """Component-wise difference, never below 0 (what remains of a cap)."""
+        return Loss(max(0.0, self.epsilon - other.epsilon), max(0.0, self.delta - other.delta),
+                    max(0.0, self.rho - other.rho))
+
+    def within(self, cap: Loss) -> bool:
+        """Whether every component is at most the cap's (no tolerance: a cap is never exceeded)."""
+        return self.epsilon <= cap.epsilon and self.delta <= cap.delta and self.rho <= cap.rho
+
+    def smaller(self, other: Loss) -> Loss:
+        return Loss(min(self.epsilon, other.epsilon), min(self.delta, other.delta), min(self.rho, other.rho))
+
+    def primary(self, accounting: Accounting) -> float:
+        """The component the noise scales are solved for (epsilon, or rho for zCDP)."""
+        return self.rho if accounting is Accounting.ZCDP else self.epsilon
+
+
+def unit_problems(loss: Loss, accounting: Accounting, *, for_cap: bool) -> list[tuple[str, str]]:
+    """(field, why) for each component that does not fit the accounting's units.
+
+    A request must have its primary component > 0; a cap may be 0 (nothing to spend).
+    """
+    problems: list[tuple[str, str]] = []
+    values = {"epsilon": loss.epsilon, "delta": loss.delta, "rho": loss.rho}
+    for name, value in values.items():
+        if not math.isfinite(value) or value < 0:
+            problems.append((name, "must be finite and not negative"))
+    if problems:
+        return problems
+    primary, other = ("rho", "epsilon") if accounting is Accounting.ZCDP else ("epsilon", "rho")
+    if values[other] != 0:
+        problems.append((other, f"must be 0: the dataset's accounting is {accounting.value}"))
+    if not for_cap and values[primary] <= 0:
+        problems.append((primary, "must be > 0"))
+    if accounting is Accounting.PURE_DP and loss.delta != 0:
+        problems.append(("delta", "must be 0 under PURE_DP"))
+    if loss.delta >= 1 and not for_cap:
+        problems.append(("delta", "must be < 1"))
+    return problems

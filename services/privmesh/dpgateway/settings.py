@@ -1,0 +1,21 @@
+"""The gateway's own configuration (the `service:` section)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DPGatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database: str = Field(description="sqlite:///path or postgresql://... for datasets, the ledger and releases")
+    cache_dir: Path = Field(description="where S3 sources are downloaded (per object version)")
+    s3_endpoint_url: str | None = Field(None, description="an S3-compatible endpoint; None: AWS from the environment")
+    s3_region: str | None = Field(None, description="the S3 region; None: from the environment")
+    max_epsilon_per_query: float = Field(10.0, gt=0, le=1000)
+    max_rho_per_query: float = Field(5.0, gt=0, le=1000)
+    max_delta_per_query: float = Field(1e-5, ge=0, lt=1)
+    stale_reservation_seconds: int = Field(
+        900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")
