@@ -34,7 +34,7 @@ from privmesh.runtime.errors import (
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
-from privmesh.tokenvault.store import Cursor, NewEntry, Store, now_us
+from privmesh.tokenvault.store import Cursor, NewEntry, Store, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 MAX_TOKEN_LENGTH = 256
@@ -216,8 +216,7 @@ class Vault:
                 plan.value_hashes = [plan.keys.value_hash(v) for v in values]
             plan.subject_hashes = [plan.keys.subject_hash(items[i].subject_id) if items[i].subject_id else b""
                                    for i in indices]
-            ids = secrets.token_hex(16 * len(indices))
-            plan.entry_ids = [ids[32 * n:32 * n + 32] for n in range(len(indices))]
+            plan.entry_ids = new_entry_ids(len(indices))
             await self._encrypt(tenant, plan, items)
             plans.append(plan)
         expiries = list(ttls)
