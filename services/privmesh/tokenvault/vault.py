@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from cryptography.exceptions import InvalidTag
@@ -43,8 +43,7 @@ MAX_PURPOSE_LENGTH = 256
 WRITE_ATTEMPTS = 4
 
 
-@dataclass(frozen=True)
-class TokenizeItem:
+class TokenizeItem(NamedTuple):  # a tuple: cheap to build a thousand times per request
     field: str
     value: str
     subject_id: str = ""
@@ -90,7 +89,7 @@ class Vault:
             raise error
 
     async def load_fields(self, tenant: str, names: Sequence[str]) -> dict[str, LoadedField]:
-        valid = {n for n in names if FIELD_RE.match(n)}
+        valid = {n for n in set(names) if FIELD_RE.match(n)}
         stored = await asyncio.to_thread(self.store.get_fields, tenant, valid)
         return {name: LoadedField(row) for name, row in stored.items()}
 
@@ -235,7 +234,7 @@ class Vault:
         plan.nonces = [b""] * len(plan.indices)
         plan.ciphertexts = [b""] * len(plan.indices)
         for subject_hash, positions in groups.items():
-            raw = [items[plan.indices[p]].value.encode() for p in positions]
+            raw = [plan.values_of(p).encode() for p in positions]
             assigned = await self.keyring.encryption_keys(tenant, plan.name, loaded.config.key, subject_hash,
                                                           [len(r) for r in raw])
             ciphers: dict[str, AESGCM] = {}
