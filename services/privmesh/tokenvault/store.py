@@ -46,6 +46,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE INDEX tv_entries_expiry ON tv_entries (expire_us) WHERE expire_us IS NOT NULL",
     ),
+    (  # entries without a subject (most) need no place in the subject index: ~10% off a batch insert
+        "DROP INDEX tv_entries_subject",
+        "CREATE INDEX tv_entries_subject ON tv_entries (tenant, field, subject_hash) WHERE length(subject_hash) > 0",
+    ),
 )
 REQUEST_RETENTION_US = 24 * 3600 * 1_000_000
 
@@ -298,11 +302,11 @@ class Store:
 
     def forget_subject(self, cur: Cursor, tenant: str, field: str, subject_hash: bytes) -> tuple[int, int]:
         """Deletes a subject's entries and destroys its data keys in one field: (entries, keys)."""
-        cur.execute("SELECT COUNT(*) FROM tv_entries WHERE tenant = ? AND field = ? AND subject_hash = ?",
-                    (tenant, field, subject_hash))
+        # The length term lets SQLite use the partial subject index (subject hashes are never empty here).
+        where = "tenant = ? AND field = ? AND subject_hash = ? AND length(subject_hash) > 0"
+        cur.execute(f"SELECT COUNT(*) FROM tv_entries WHERE {where}", (tenant, field, subject_hash))  # noqa: S608
         entries = int(cur.fetchone()[0])
-        cur.execute("DELETE FROM tv_entries WHERE tenant = ? AND field = ? AND subject_hash = ?",
-                    (tenant, field, subject_hash))
+        cur.execute(f"DELETE FROM tv_entries WHERE {where}", (tenant, field, subject_hash))  # noqa: S608
         cur.execute("SELECT COUNT(*) FROM tv_data_keys WHERE tenant = ? AND field = ? AND subject_hash = ?",
                     (tenant, field, subject_hash))
         keys = int(cur.fetchone()[0])
