@@ -20,6 +20,7 @@ from privmesh.mesh.local import check_health
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.tokenvault.store import MIGRATIONS
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
 from tests.conftest import identity, server_config
@@ -135,4 +136,16 @@ async def test_bad_batch_on_postgres_writes_nothing(start_vault: Callable[..., A
     assert [(v.field, v.reason) for v in details.violations] == [("items[1].value", "VALUE_SHAPE_MISMATCH")]
     assert env.count() == 1
     assert await detokenize(env.alice, ("ssn", token)) == ["123-45-6789"]
-    assert env.rows("SELECT version FROM tv_schema")[0][0] == 2
+    assert env.rows("SELECT version FROM tv_schema")[0][0] == len(MIGRATIONS)
+
+
+async def test_forget_subject_on_postgres(start_vault: Callable[..., Any], postgres_db: str) -> None:
+    """The subject index is partial (entries with a subject only): erasure still finds them on PostgreSQL."""
+    env: VaultEnv = await start_vault(postgres_db)
+    await create_field(env.alice, "name", pb.TokenProfile(random=pb.RandomProfile()))
+    _, kept = await tokenize(env.alice, pb.TokenizeItem(field="name", value="Ada", subject_id="patient-1"),
+                             ("name", "Bea"))
+    forgot = await env.alice.ForgetSubject(pb.ForgetSubjectRequest(parent=TENANT, subject_id="patient-1"))
+    assert forgot.deleted_count == 1
+    assert env.count() == 1
+    assert await detokenize(env.alice, ("name", kept)) == ["Bea"]

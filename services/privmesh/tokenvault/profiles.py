@@ -14,7 +14,6 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from hashlib import sha256
 
 from privmesh.runtime.errors import FieldViolation
 from privmesh.tokenvault import shapes
@@ -46,10 +45,10 @@ class FieldKeys:
     lookup_key: bytes  # keys the value and subject hashes used for look-ups
 
     def value_hash(self, value: str) -> bytes:
-        return hmac.new(self.lookup_key, b"value\x00" + value.encode(), sha256).digest()
+        return hmac.digest(self.lookup_key, b"value\x00" + value.encode(), "sha256")
 
     def subject_hash(self, subject_id: str) -> bytes:
-        return hmac.new(self.lookup_key, b"subject\x00" + subject_id.encode(), sha256).digest()
+        return hmac.digest(self.lookup_key, b"subject\x00" + subject_id.encode(), "sha256")
 
 
 def _b64(raw: bytes) -> str:
@@ -94,7 +93,7 @@ class DeterministicProfile(Profile):
         self.length, self.prefix = length, prefix
 
     def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
-        return [self.prefix + _b64(hmac.new(keys.token_key, v.encode(), sha256).digest()[:self.length])
+        return [self.prefix + _b64(hmac.digest(keys.token_key, v.encode(), "sha256")[:self.length])
                 for v in values]
 
 
@@ -105,8 +104,11 @@ class FormatPreservingProfile(Profile):
 
     def __init__(self, alphabet: Alphabet, tweak: bytes, preserve_other: bool) -> None:
         self.alphabet, self.tweak, self.preserve_other = alphabet, tweak, preserve_other
+        self._characters = frozenset(alphabet.characters)
 
     def _free(self, value: str) -> str:
+        if self._characters.issuperset(value):  # the usual case, checked in C instead of per character
+            return value
         return "".join(c for c in value if c in self.alphabet)
 
     def check(self, value: str) -> None:
@@ -121,6 +123,9 @@ class FormatPreservingProfile(Profile):
         enciphered = iter(encrypt_strings(cipher, self.alphabet, [self._free(v) for v in values], self.tweak))
         out = []
         for value, new in zip(values, enciphered, strict=True):
+            if len(new) == len(value):  # nothing to put back in place
+                out.append(new)
+                continue
             replaced = iter(new)
             out.append("".join(next(replaced) if c in self.alphabet else c for c in value))
         return out
