@@ -355,3 +355,11 @@ def test_fuzz_mutated_real_document(production_raw: bytes, aws_verifier: NitroVe
         original = parse_document(production_raw)
         assert (accepted.protected, accepted.payload, accepted.signature) == (
             original.protected, original.payload, original.signature)
+
+
+def test_certificate_naming_an_unknown_curve_is_refused_not_raised(production_raw: bytes,
+                                                                  aws_verifier: NitroVerifier) -> None:
+    # Found by the fuzzer above: this bit flip turns a certificate's curve OID into one cryptography does not know.
+    raw = bytearray(production_raw)
+    raw[1825] ^= 1
+    assert _parse_and_verify(bytes(raw), aws_verifier) is None

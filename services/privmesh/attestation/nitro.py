@@ -194,7 +194,7 @@ def _p384_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey | None:
     # public_key() parses lazily: a tampered certificate can fail here (e.g. a point not on the curve).
     try:
         key = cert.public_key()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # a flipped bit can also name an unknown curve
         return None
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1":
         return key
