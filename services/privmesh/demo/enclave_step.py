@@ -2,7 +2,8 @@
 
 The operator pins the enclave image's PCRs in a policy; the enclave binds a fresh challenge and its own
 public key into an attestation document; the verifier accepts it and mints a result token bound to that
-key. A replayed document, a debug-mode enclave and an enclave running another image are refused.
+key. A replayed document, a debug-mode enclave and an enclave running another image are refused. Then
+key-broker releases a data key to the enclave, wrapped to its key (privmesh.demo.keybroker_step).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.demo.keybroker_step import key_release
 from privmesh.demo.scenario import DemoContext, expect
 from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
@@ -61,5 +63,4 @@ async def enclave_attestation_step(ctx: DemoContext) -> None:
             expect(refused.verdict == pb.VERDICT_REJECTED and not refused.result_token, f"{label} was accepted")
             ctx.console.print(f"   {label} refused: {', '.join(_reasons(refused))}")
         ctx.console.print("   replayed document refused: NONCE_REPLAYED")
-    ctx.console.print("   [dim](releasing a data key wrapped to the enclave's key needs key-broker: "
-                      "not available yet)[/dim]")
+    await key_release(ctx, ca)

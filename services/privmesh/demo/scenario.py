@@ -64,8 +64,8 @@ def _steps() -> list[Step]:
     from privmesh.demo.enclave_step import enclave_attestation_step
 
     return [
-        Step(5, "an enclave proves itself to attestation-verifier; impostors are refused", ("attestation-verifier",),
-             enclave_attestation_step),
+        Step(5, "an enclave proves itself and receives a key-broker data key wrapped to its own key; impostors and "
+                "plain callers are refused", ("attestation-verifier", "key-broker"), enclave_attestation_step),
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
     ]
 

@@ -39,7 +39,9 @@ DEFAULT_KEY_REF = "default"
 _KEY_REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 # What the enclave asks the parent-side proxy (the service code implements these in its handler).
 PROXY_OP_CHALLENGE = "challenge"  # {} -> {"nonce": b64}
-PROXY_OP_DATA_KEY = "data_key"  # {"key_id", "document": b64, "encryption_context"} -> {"ciphertext_for_recipient": b64}
+# {"key_id", "document": b64, "encryption_context", optional "ciphertext_blob": b64 (a wrapped data key to open)}
+#   -> {"ciphertext_for_recipient": b64}; implemented by privmesh.keybroker.enclave_proxy
+PROXY_OP_DATA_KEY = "data_key"
 
 RecordProcessor = Callable[[bytes], Mapping[str, Any]]
 
@@ -142,17 +144,21 @@ class EnclaveApp:
         *,
         key_ref: str = DEFAULT_KEY_REF,
         encryption_context: Mapping[str, str] | None = None,
+        wrapped_key: bytes | None = None,
     ) -> str:
-        """Enclave-initiated release through the parent proxy: challenge, attest, receive, unwrap."""
+        """Enclave-initiated release through the parent proxy: challenge, attest, receive, unwrap. With
+        `wrapped_key` (a data key wrapped by the broker, e.g. stored beside the records) the broker opens that
+        one for this enclave; without, it generates a fresh one."""
         nonce = b64_field(parent.request({"op": PROXY_OP_CHALLENGE}), "nonce", max_len=MAX_ATTESTATION_FIELD)
-        reply = parent.request(
-            {
-                "op": PROXY_OP_DATA_KEY,
-                "key_id": key_id,
-                "document": b64(self.attest(nonce)),
-                "encryption_context": dict(encryption_context or {}),
-            }
-        )
+        request = {
+            "op": PROXY_OP_DATA_KEY,
+            "key_id": key_id,
+            "document": b64(self.attest(nonce)),
+            "encryption_context": dict(encryption_context or {}),
+        }
+        if wrapped_key is not None:
+            request["ciphertext_blob"] = b64(wrapped_key)
+        reply = parent.request(request)
         wrapped = b64_field(reply, "ciphertext_for_recipient", max_len=1024)
         self.store_key(key_ref, self.unwrap_data_key(wrapped))
         return key_ref

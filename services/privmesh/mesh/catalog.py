@@ -40,7 +40,25 @@ def _attestation_settings(state_dir: Path) -> dict[str, Any]:
     }
 
 
+def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    data = state_dir / "data" / "key-broker"
+    settings: dict[str, Any] = {
+        "database": f"sqlite:///{data / 'keybroker.db'}",
+        "keystore_file": str(data / "keystore.bin"),
+        "root_key_file": str(data / "root-key.bin"),
+        # Local mode only: deletion may be scheduled with no waiting period, so the demo can show crypto-shredding.
+        "min_deletion_waiting_seconds": 0,
+    }
+    verifier_config = state_dir / "config" / "attestation-verifier.yaml"  # written before key-broker's (CATALOG order)
+    if verifier_config.exists():
+        settings["attestation"] = {"verifier_target": yaml.safe_load(verifier_config.read_text())["server"]["listen"]}
+    return settings
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
+KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -48,5 +66,12 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_attestation_settings,
         client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
                         f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
+        peer_methods={"key-broker": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetVerificationKeys")},
+    ),
+    ServiceSpec(
+        name="key-broker", module="privmesh.keybroker", grpc_service=KEYBROKER,
+        local_settings=_keybroker_settings,
+        client_methods=(f"{KEYBROKER}/*",),  # the key policies decide per key (deny by default)
+        peer_methods={"token-vault": (f"{KEYBROKER}/*",), "fl-coordinator": (f"{KEYBROKER}/*",)},
     ),
 )

@@ -1,0 +1,1 @@
+"""Where keys' material lives: one small interface (base.Backend), the embedded keystore and AWS KMS."""
