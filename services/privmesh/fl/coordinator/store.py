@@ -18,6 +18,7 @@ from privmesh.fl.v1 import fl_pb2
 from privmesh.runtime.db import Cursor, Database
 
 M = TypeVar("M", bound=Message)
+ACTIVE = (fl_pb2.RUN_STATE_PENDING, fl_pb2.RUN_STATE_RUNNING, fl_pb2.RUN_STATE_STOPPING)
 
 
 class Conflict(Exception):
@@ -121,13 +122,11 @@ class CoordinatorStore:
             cur.execute("DELETE FROM fl_participants WHERE name = ?", (name,))
 
     # --- runs ----------------------------------------------------------------------------------------------
-    def create_run(self, run: fl_pb2.Run, federation: str, seq: int, request_id: str, digest: str,
-                   active_states: tuple[int, ...]) -> None:
-        """Stores a new run unless the federation has one in `active_states` (Conflict("active_run"))."""
+    def create_run(self, run: fl_pb2.Run, federation: str, seq: int, request_id: str, digest: str) -> None:
+        """Stores a new run unless the federation has an active one (Conflict("active_run"))."""
         with self.db.transaction() as cur:
-            marks = ", ".join("?" for _ in active_states)
-            cur.execute(self.db.locking(f"SELECT name FROM fl_runs WHERE federation = ? AND state IN ({marks})"),
-                        (federation, *active_states))
+            cur.execute(self.db.locking("SELECT name FROM fl_runs WHERE federation = ? AND state IN (?, ?, ?)"),
+                        (federation, *ACTIVE))
             if cur.fetchone():
                 raise Conflict("active_run")
             cur.execute("INSERT INTO fl_runs (name, federation, seq, state, body) VALUES (?, ?, ?, ?, ?)",
@@ -163,9 +162,8 @@ class CoordinatorStore:
         rows = self.db.read(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
         return [(int(r[0]), fl_pb2.Run.FromString(r[1])) for r in rows]
 
-    def runs_in_states(self, states: tuple[int, ...]) -> list[fl_pb2.Run]:
-        marks = ", ".join("?" for _ in states)
-        rows = self.db.read(f"SELECT body FROM fl_runs WHERE state IN ({marks})", states)
+    def active_runs(self) -> list[fl_pb2.Run]:
+        rows = self.db.read("SELECT body FROM fl_runs WHERE state IN (?, ?, ?)", ACTIVE)
         return [fl_pb2.Run.FromString(r[0]) for r in rows]
 
     # --- events --------------------------------------------------------------------------------------------
