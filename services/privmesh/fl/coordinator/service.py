@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.fl.app.report import decode_arrays
@@ -187,6 +188,10 @@ class CoordinatorService:
         try:
             node_id = await self.superlink.register_node(key.pem)
         except SuperLinkError as exc:
+            if exc.code == grpc.StatusCode.FAILED_PRECONDITION:  # Flower never forgets a key, even unregistered
+                raise await self._refused(name, "PUBLIC_KEY_ALREADY_REGISTERED", fingerprint, AlreadyExists(
+                    "PUBLIC_KEY_ALREADY_REGISTERED", "the SuperLink already holds this key (the keys of removed "
+                    "participants cannot be reused)")) from None
             raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink refused the key ({exc})") from None
         participant = fl_pb2.Participant(
             name=name, display_name=request.display_name, public_key_pem=key.pem.decode(),
