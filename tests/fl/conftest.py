@@ -4,7 +4,6 @@ real flower-supernode processes training on their own CSV files."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ from privmesh.demo import records
 from privmesh.enclave.simulator import DevCa
 from privmesh.fl import server as fl_server
 from privmesh.fl.coordinator.superlink import free_port
-from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode
+from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.keybroker import server as keybroker_server
@@ -48,13 +47,8 @@ HOSPITALS = records.HOSPITALS
 
 
 def write_hospital_csv(path: Path, hospital: str, count: int = 90) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*records.FEATURES, "high_risk"])
-        for p in records.patients(count):
-            if p.hospital == hospital:
-                writer.writerow([*records.scaled_features(p), p.high_risk])
-    return path
+    return write_training_csv(path, records.FEATURES, "high_risk", [
+        (records.scaled_features(p), p.high_risk) for p in records.patients(count) if p.hospital == hospital])
 
 
 async def _start(definition: ServiceDefinition, path: Path) -> MeshServer:

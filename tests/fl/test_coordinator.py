@@ -330,6 +330,26 @@ async def test_dp_run_reports_the_accountants_epsilon(fl_env: FlEnv) -> None:
     assert all(set(a[3]) == {"round", "event", "state", "completed", "dropped", "epsilon"} for a in rounds)
 
 
+async def test_stop_run_keeps_the_last_completed_rounds_model(fl_env: FlEnv) -> None:
+    run = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id="stop-1"))).run
+    again = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id="stop-1"))).run
+    assert again.name == run.name  # idempotent retry
+    with pytest.raises(grpc.aio.AioRpcError) as busy:
+        await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private"))
+    assert read_error(busy.value).reason == "RUN_ALREADY_ACTIVE"
+    events = []
+    async for reply in fl_env.stub.WatchRun(pb.WatchRunRequest(name=run.name), timeout=RUN_TIMEOUT):
+        events.append(reply.event)
+        if reply.event.WhichOneof("event") == "round_finished":
+            stopping = (await fl_env.stub.StopRun(pb.StopRunRequest(name=run.name))).run
+            assert stopping.state in (pb.RUN_STATE_STOPPING, pb.RUN_STATE_STOPPED)
+    stopped = (await fl_env.stub.GetRun(pb.GetRunRequest(name=run.name))).run
+    assert stopped.state == pb.RUN_STATE_STOPPED and stopped.end_reason == pb.RUN_END_REASON_STOPPED_BY_USER
+    assert stopped.completed_rounds == 1 and stopped.model.round == 1 and kinds(events)[-1] == "run_finished"
+    replay = [r.event async for r in fl_env.stub.WatchRun(pb.WatchRunRequest(name=run.name, after_sequence=1))]
+    assert [e.sequence for e in replay] == [e.sequence for e in events][1:]
+
+
 # --- attested admission -----------------------------------------------------------------------------------
 
 async def test_attestation_is_judged_by_the_verifier_and_failures_register_nothing(fl_env: FlEnv) -> None:

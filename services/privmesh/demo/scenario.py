@@ -62,8 +62,11 @@ async def evidence_step(ctx: DemoContext) -> None:
 
 def _steps() -> list[Step]:
     from privmesh.demo.enclave_step import enclave_attestation_step
+    from privmesh.demo.fl_step import federated_training_step
 
     return [
+        Step(3, "three hospitals train a risk model with fl-coordinator (Flower, SecAgg+, DP); the model is stored "
+                "encrypted under a key-broker key", ("fl-coordinator", "key-broker"), federated_training_step),
         Step(5, "an enclave proves itself and receives a key-broker data key wrapped to its own key; impostors and "
                 "plain callers are refused", ("attestation-verifier", "key-broker"), enclave_attestation_step),
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
@@ -72,7 +75,6 @@ def _steps() -> list[Step]:
 PENDING: dict[int, tuple[str, str]] = {
     1: ("patient records tokenized by token-vault with key-broker data keys", "token-vault, key-broker"),
     2: ("analysts query dp-gateway; the ledger refuses an overspend", "dp-gateway"),
-    3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
     4: ("the model is served on encrypted features by fhe-inference", "fhe-inference"),
 }
 

@@ -57,8 +57,27 @@ def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
     return settings
 
 
+def _fl_settings(state_dir: Path) -> dict[str, Any]:
+    import socket
+
+    import yaml
+
+    def listen(service: str) -> str:  # written before fl-coordinator's (CATALOG order)
+        return str(yaml.safe_load((state_dir / "config" / f"{service}.yaml").read_text())["server"]["listen"])
+
+    with socket.socket() as sock:  # the SuperLink keeps one Fleet port across restarts
+        sock.bind(("127.0.0.1", 0))
+        fleet_port = sock.getsockname()[1]
+    data = state_dir / "data" / "fl-coordinator"
+    return {"database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
+            "fleet_address": f"127.0.0.1:{fleet_port}", "key_broker_target": listen("key-broker"),
+            "attestation_verifier_target": listen("attestation-verifier")}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
 KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
+FL = "privmesh.fl.v1.FLCoordinator"
+FL_REPORTER = "privmesh.fl.v1.FLRunReporter"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -66,12 +85,20 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_attestation_settings,
         client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
                         f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
-        peer_methods={"key-broker": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetVerificationKeys")},
+        peer_methods={"key-broker": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetVerificationKeys"),
+                      "fl-coordinator": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetPolicy")},
     ),
     ServiceSpec(
         name="key-broker", module="privmesh.keybroker", grpc_service=KEYBROKER,
         local_settings=_keybroker_settings,
         client_methods=(f"{KEYBROKER}/*",),  # the key policies decide per key (deny by default)
         peer_methods={"token-vault": (f"{KEYBROKER}/*",), "fl-coordinator": (f"{KEYBROKER}/*",)},
+    ),
+    ServiceSpec(
+        name="fl-coordinator", module="privmesh.fl", grpc_service=FL,
+        local_settings=_fl_settings,
+        client_methods=(f"{FL}/GetFederation", f"{FL}/ListFederations", f"{FL}/ListParticipants", f"{FL}/GetRun",
+                        f"{FL}/ListRuns", f"{FL}/WatchRun"),
+        peer_methods={"fl-coordinator": (f"{FL_REPORTER}/*",)},  # its own ServerApps report runs
     ),
 )

@@ -8,10 +8,12 @@ it); only the public key goes to RegisterParticipant.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,18 @@ class ParticipantKeys:
     def public_key_pem(self) -> bytes:
         key = serialization.load_ssh_public_key(self.public_key_ssh())
         return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def write_training_csv(path: Path, feature_names: Sequence[str], label_name: str,
+                       examples: Iterable[tuple[Sequence[float], int]]) -> Path:
+    """A participant's local data in the form the ClientApp reads: a header, then features and label per row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*feature_names, label_name])
+        for features, label in examples:
+            writer.writerow([*features, label])
+    return path
 
 
 class SuperNode:
