@@ -21,7 +21,8 @@ ACTIVATION_NAMES = {fl_pb2.MLP_ACTIVATION_RELU: "relu", fl_pb2.MLP_ACTIVATION_TA
                     fl_pb2.MLP_ACTIVATION_SQUARE: "square"}
 
 
-def _seconds(value: Duration, default: float) -> float:
+def seconds(value: Duration, default: float) -> float:
+    """A Duration field in seconds; `default` when unset."""
     return value.ToTimedelta().total_seconds() if value.ByteSize() else default
 
 
@@ -83,8 +84,8 @@ def _strategy(f: fl_pb2.Federation) -> Violations:
             f"must be at least {least}" + (" with secure aggregation" if least == 3 else ""))
     for name in ("round_timeout", "participant_wait_timeout"):
         if getattr(f, name).ByteSize():
-            seconds = _seconds(getattr(f, name), DEFAULT_TIMEOUT_SECONDS)
-            v.check(1 <= seconds <= 86_400, f"federation.{name}", "must be between 1 s and 1 day")
+            duration = seconds(getattr(f, name), DEFAULT_TIMEOUT_SECONDS)
+            v.check(1 <= duration <= 86_400, f"federation.{name}", "must be between 1 s and 1 day")
     return v
 
 
@@ -98,13 +99,13 @@ def secagg_spec(f: fl_pb2.Federation) -> SecAggSpec | None:
                         if s.WhichOneof("reconstruction_threshold_value") == "reconstruction_threshold"
                         else s.reconstruction_threshold_fraction if s.WhichOneof("reconstruction_threshold_value")
                         else 2 / 3)
-    round_timeout = _seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS)
+    round_timeout = seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS)
     return SecAggSpec(num_shares=shares, reconstruction_threshold=threshold,
                       clipping_range=s.clipping_range if s.HasField("clipping_range") else 8.0,
                       quantization_range=s.quantization_range if s.HasField("quantization_range") else 2**22,
                       modulus_range=s.modulus_range if s.HasField("modulus_range") else 2**32,
                       max_weight=s.max_weight if s.HasField("max_weight") else 1000.0,
-                      timeout_seconds=_seconds(s.timeout, round_timeout))
+                      timeout_seconds=seconds(s.timeout, round_timeout))
 
 
 def _secagg(f: fl_pb2.Federation) -> Violations:
@@ -226,5 +227,5 @@ def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int]
         num_rounds=f.num_rounds, min_participants=f.min_participants,
         fraction_train=s.fraction_train if s.HasField("fraction_train") else 1.0,
         fraction_evaluate=s.fraction_evaluate if s.HasField("fraction_evaluate") else 1.0,
-        round_timeout_seconds=_seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS), seed=seed,
+        round_timeout_seconds=seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS), seed=seed,
         node_ids=tuple(node_ids), secagg=secagg_spec(f), dp=dp)

@@ -539,7 +539,7 @@ class CoordinatorService:
             return  # restarting; checked again next time
         if run.state == fl_pb2.RUN_STATE_PENDING:
             federation = await self.get_federation(federation_of(run.name))
-            wait = federations._seconds(federation.participant_wait_timeout, federations.DEFAULT_TIMEOUT_SECONDS)
+            wait = federations.seconds(federation.participant_wait_timeout, federations.DEFAULT_TIMEOUT_SECONDS)
             if time.time() - run.create_time.ToSeconds() > wait:
                 await self.superlink.stop_run(run.flower_run_id)
                 await self._finish(run.name, fl_pb2.RUN_END_REASON_NOT_ENOUGH_PARTICIPANTS,
