@@ -314,10 +314,15 @@ async def test_secagg_aggregate_equals_fedavg_and_survives_a_dropout(fl_env: FlE
 
 # --- differential privacy ---------------------------------------------------------------------------------
 
-async def test_dp_run_reports_the_accountants_epsilon(fl_env: FlEnv) -> None:
+async def test_dp_fedadam_mlp_run_reports_the_accountants_epsilon(fl_env: FlEnv) -> None:
     dp = pb.DifferentialPrivacy(clipping_mode=pb.DP_CLIPPING_MODE_SERVER_SIDE_FIXED, noise_multiplier=1.2,
                                 clipping_norm=1.0, delta=1e-3, target_epsilon=50.0)
-    created = await create(fl_env, "private", federation(num_rounds=2, differential_privacy=dp))
+    mlp = pb.ModelSpec(feature_count=6, class_count=2, mlp=pb.MlpSpec(hidden_units=[4],
+                                                                      activation=pb.MLP_ACTIVATION_SQUARE),
+                       feature_names=list(records.FEATURES), label_name="high_risk", seed=3)
+    created = await create(fl_env, "private", federation(
+        num_rounds=2, differential_privacy=dp, model=mlp,
+        strategy=pb.Strategy(fed_adam=pb.FedAdamParameters(server_learning_rate=0.05), fraction_evaluate=1.0)))
     assert created.projected_epsilon == pytest.approx(accountant.epsilon(1.0, 1.2, 2, 1e-3))
     await move_participants(fl_env, "federations/secure", "federations/private")
     run, _ = await run_to_end(fl_env, "federations/private")
@@ -325,6 +330,10 @@ async def test_dp_run_reports_the_accountants_epsilon(fl_env: FlEnv) -> None:
     assert [r.epsilon for r in run.rounds] == pytest.approx([accountant.epsilon(1.0, 1.2, k, 1e-3) for k in (1, 2)])
     assert run.privacy.epsilon == pytest.approx(accountant.epsilon(1.0, 1.2, 2, 1e-3))
     assert run.privacy.delta == 1e-3 and run.privacy.target_epsilon == 50.0
+    assert all(0 <= r.metrics["accuracy"] <= 1 for r in run.rounds)  # federated evaluation ran
+    header, _ = await fetch(fl_env.stub, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+    assert [(t.name, list(t.shape)) for t in header.tensors] == [
+        ("layers.0.weight", [6, 4]), ("layers.0.bias", [4]), ("layers.1.weight", [4, 1]), ("layers.1.bias", [1])]
     rounds = [a for a in fl_env.audit() if a[0] == "RunRound" and a[1] == run.name and a[3]["event"] == "finished"]
     assert [a[3]["epsilon"] for a in rounds] == [f"{r.epsilon:.6g}" for r in run.rounds]
     assert all(set(a[3]) == {"round", "event", "state", "completed", "dropped", "epsilon"} for a in rounds)
@@ -340,7 +349,7 @@ async def test_stop_run_keeps_the_last_completed_rounds_model(fl_env: FlEnv) -> 
     events = []
     async for reply in fl_env.stub.WatchRun(pb.WatchRunRequest(name=run.name), timeout=RUN_TIMEOUT):
         events.append(reply.event)
-        if reply.event.WhichOneof("event") == "round_finished":
+        if reply.event.WhichOneof("event") == "round_started":  # stopped during round 1: it ends after it
             stopping = (await fl_env.stub.StopRun(pb.StopRunRequest(name=run.name))).run
             assert stopping.state in (pb.RUN_STATE_STOPPING, pb.RUN_STATE_STOPPED)
     stopped = (await fl_env.stub.GetRun(pb.GetRunRequest(name=run.name))).run
