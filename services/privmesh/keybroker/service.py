@@ -29,6 +29,7 @@ from privmesh.keybroker.backends.base import (
     MaterialUnavailable,
     Unsupported,
 )
+from privmesh.keybroker.cache import RecordCache
 from privmesh.keybroker.policy import Decision, check_lockout, decide, default_policy, validate
 from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encrypt_for_recipient
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
@@ -53,7 +54,7 @@ MAX_MESSAGE = MAX_PAYLOAD + 64 * 1024
 MAX_BLOB = 6 * 1024
 MAX_WAITING = timedelta(days=30)
 DEFAULT_WAITING = timedelta(days=30)
-STATE_ERRORS = {
+STATE_ERRORS: dict[int, tuple[str, str]] = {
     pb.KEY_STATE_DISABLED: ("KEY_DISABLED", "the key is disabled"),
     pb.KEY_STATE_PENDING_DELETION: ("KEY_PENDING_DELETION", "the key is scheduled for deletion"),
     pb.KEY_STATE_PENDING_IMPORT: ("KEY_PENDING_IMPORT", "the key's imported material is missing or expired"),
@@ -85,6 +86,7 @@ class DataKeyResult:
     blob: bytes
     for_recipient: bytes = b""
     recipient: Released | None = None
+    cms: bool = False  # for_recipient is KMS's CMS EnvelopedData rather than the broker's RSA-OAEP
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class KeyBrokerService:
         self.audit = audit
         self.judge = judge
         self.min_waiting = min_waiting
+        self.cache = RecordCache()
         self._caches: dict[tuple[str, int, Caching], tuple[Any, list[int]]] = {}
 
     # --- plumbing ---
@@ -115,17 +118,18 @@ class KeyBrokerService:
             raise Unavailable("BACKEND_UNAVAILABLE", f"the {record.backend} backend is not configured")
         return backend
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """A backend call in a worker thread, with its failures as the contract's errors."""
+    async def _call(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+        """A backend call in a worker thread (inline: on the loop, for microsecond in-memory cryptography),
+        with its failures as the contract's errors."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return fn(*args) if inline else await asyncio.to_thread(fn, *args)
         except BackendError:
             raise Unavailable("BACKEND_UNAVAILABLE", "the key backend could not be reached; retry later") from None
         except Unsupported as exc:
             raise Unimplemented("BACKEND_UNSUPPORTED", str(exc) or "not supported by the backend") from None
 
     async def _audit(self, operation: str, record: KeyRecord | str, outcome: str = "SUCCESS",
-                     principal: str | None = None, **details: object) -> None:
+                     principal: str | None = None, **details: Any) -> None:
         resource = record if isinstance(record, str) else record.name
         await self.audit.append(operation, resource=resource, outcome=outcome, principal=principal,
                                 details={k: str(v) for k, v in details.items() if v is not None and v != ""})
@@ -133,18 +137,33 @@ class KeyBrokerService:
     async def resolve(self, name: str, field: str = "name") -> KeyRecord:
         """The key named "keys/{id}" or "aliases/{alias}", with due deletions/expiries/rotations applied."""
         if name.startswith("keys/") and len(name) <= 300:
-            record = await asyncio.to_thread(self.store.get, name[len("keys/"):])
+            record = await self._record("id", name[len("keys/"):], self.store.get)
         elif name.startswith("aliases/") and len(name) <= 80:
-            record = await asyncio.to_thread(self.store.by_alias, name[len("aliases/"):])
+            record = await self._record("alias", name[len("aliases/"):], self.store.by_alias)
         else:
             raise InvalidArgument.single(field, "must be keys/{key_id} or aliases/{alias}")
         if record is None:
             raise NotFound("KEY_NOT_FOUND", f"no key named {name[:300]!r}")
         return await self.settle(record)
 
+    async def _record(self, kind: str, ident: str, read: Callable[[str], KeyRecord | None]) -> KeyRecord | None:
+        record: KeyRecord | None = self.cache.get(kind, ident)
+        if record is None:
+            record = await asyncio.to_thread(read, ident)
+            if record is not None:
+                self.cache.put(kind, ident, record.key_id, record)
+        return record
+
+    async def _policy(self, key_id: str) -> pb.KeyPolicy:
+        policy: pb.KeyPolicy | None = self.cache.get("policy", key_id)
+        if policy is None:
+            policy = (await asyncio.to_thread(self.store.policy, key_id))[0]
+            self.cache.put("policy", key_id, key_id, policy)
+        return policy
+
     async def _authorize(self, operation: str, record: KeyRecord, op: int, context: dict[str, str],
                          has_recipient: bool = False) -> Decision:
-        policy, _, _ = await asyncio.to_thread(self.store.policy, record.key_id)
+        policy = await self._policy(record.key_id)
         try:
             return decide(policy, current_principal.get(), op, context, has_recipient)
         except PermissionDenied as exc:
@@ -158,6 +177,8 @@ class KeyBrokerService:
             return await asyncio.to_thread(self.store.mutate, record.key_id, change)
         except AliasTaken:
             raise AlreadyExists("ALIAS_ALREADY_EXISTS", "another key has this alias") from None
+        finally:
+            self.cache.drop(record.key_id)
 
     @staticmethod
     def _usable(record: KeyRecord) -> None:
@@ -239,10 +260,9 @@ class KeyBrokerService:
             raise InvalidArgument.single("backend", f"the {backend_name} backend is not configured on this server")
         if alias and await asyncio.to_thread(self.store.by_alias, alias) is not None:
             raise AlreadyExists("ALIAS_ALREADY_EXISTS", "another key has this alias")
-        key_id = str(uuid.uuid4())
-        await self._audit("CreateKey", f"keys/{key_id}", backend=backend_name, alias=alias,
+        ref = await self._call(backend.create_key, str(uuid.uuid4()), description, external)
+        await self._audit("CreateKey", f"keys/{ref.key_id}", backend=backend_name, alias=alias,
                           origin="EXTERNAL" if external else "BACKEND", statements=len(policy.statements))
-        ref = await self._call(backend.create_key, key_id, description, external)
         now = now_us()
         versions = () if external else (VersionRecord(1, pb.KEY_VERSION_STATE_AVAILABLE, now),)
         period = None if rotation_period is None else rotation_period // timedelta(microseconds=1)
@@ -279,7 +299,7 @@ class KeyBrokerService:
     async def list_keys(self, after_seq: int, limit: int, backend: str | None,
                         show_destroyed: bool) -> tuple[list[KeyRecord], int | None]:
         """A page of the keys the caller may DESCRIBE, and the seq to continue after (None: last page)."""
-        rows = await asyncio.to_thread(self.store.list, after_seq, limit + 1, backend, show_destroyed)
+        rows = await asyncio.to_thread(self.store.page, after_seq, limit + 1, backend, show_destroyed)
         page, more = rows[:limit], len(rows) > limit
         visible = []
         principal = current_principal.get()
@@ -348,6 +368,7 @@ class KeyBrokerService:
         record, version = await self._rotate(record, "RotateKey", None)
         if request is not None:
             await asyncio.to_thread(self.store.mutate_remembered, record.key_id, lambda r: (r, version), request, str)
+            self.cache.drop(record.key_id)
         return record, version
 
     async def enable_key(self, name: str) -> KeyRecord:
@@ -477,7 +498,10 @@ class KeyBrokerService:
         await self._authorize("PutKeyPolicy", record, pb.KEY_OPERATION_PUT_KEY_POLICY, {})
         check_lockout(policy, current_principal.get(), bypass)
         await self._audit("PutKeyPolicy", record, statements=len(policy.statements), bypass_lockout=bypass)
-        stored = await asyncio.to_thread(self.store.put_policy, record.key_id, policy, etag)
+        try:
+            stored = await asyncio.to_thread(self.store.put_policy, record.key_id, policy, etag)
+        finally:
+            self.cache.drop(record.key_id)
         if stored is None:
             raise Aborted("ETAG_MISMATCH", "the policy changed since the given etag")
         return record, stored[0], stored[1]
@@ -495,8 +519,14 @@ class KeyBrokerService:
         self._usable(record)
         released = await self._release_target(operation, record, context, evidence, decision)
         version = record.primary_version
-        plaintext, blob = await self._call(self._backend(record).generate_data_key,
-                                           KeyRef(record.key_id, record.arn), version, context)
+        backend, ref = self._backend(record), KeyRef(record.key_id, record.arn)
+        if released is not None and evidence is not None and evidence.document is not None \
+                and backend.releases_to_recipients:
+            blob, for_recipient = await self._call(backend.generate_for_recipient, ref, context, evidence.document)
+            await self._audit_release(operation, record, version, context, decision, released)
+            return DataKeyResult(record, version, b"", blob, for_recipient, released, cms=True)
+        plaintext, blob = await self._call(backend.generate_data_key, ref, version, context,
+                                           inline=not backend.blocking)
         return await self._hand_out(operation, record, version, plaintext, blob, context, decision, released,
                                     with_plaintext)
 
@@ -511,9 +541,8 @@ class KeyBrokerService:
                               context_keys=contexts.audit_keys(context))
             raise
 
-    async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
-                        context: dict[str, str], decision: Decision, released: Released | None,
-                        with_plaintext: bool) -> DataKeyResult:
+    async def _audit_release(self, operation: str, record: KeyRecord, version: int, context: dict[str, str],
+                             decision: Decision, released: Released | None) -> None:
         details: dict[str, object] = {"key_version": version, "context_keys": contexts.audit_keys(context),
                                       "statements": ",".join(decision.sids)}
         if released is not None:
@@ -521,12 +550,17 @@ class KeyBrokerService:
                            recipient_public_key_sha256=released.public_key_sha256,
                            verifier_policy=released.verifier_policy)
         await self._audit(operation, record, **details)
+
+    async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
+                        context: dict[str, str], decision: Decision, released: Released | None,
+                        with_plaintext: bool) -> DataKeyResult:
+        await self._audit_release(operation, record, version, context, decision, released)
         if released is not None:
             wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
             return DataKeyResult(record, version, b"", blob, wrapped, released)
         return DataKeyResult(record, version, plaintext if with_plaintext else b"", blob)
 
-    async def _blob_owner(self, blob: bytes, field: str, expected: str) -> KeyRecord:
+    async def _blob_owner(self, blob: bytes, context: dict[str, str], field: str, expected: str) -> KeyRecord:
         """The key that wrapped a blob (checked against the `expected` key name when given)."""
         if not blob or len(blob) > MAX_BLOB:
             raise InvalidArgument.single(field, f"1..{MAX_BLOB} bytes required")
@@ -534,14 +568,14 @@ class KeyBrokerService:
         owner: KeyRecord | None = None
         for backend in self.backends.values():
             try:
-                named = await self._call(backend.blob_key, blob)
+                named = await self._call(backend.blob_key, blob, context, inline=not backend.blocking)
             except InvalidCiphertext:
                 raise invalid_ciphertext(field) from None
             if named is None:
                 continue
             ident = named[0]
-            owner = await asyncio.to_thread(self.store.get, ident) if backend.name == "local" else \
-                await asyncio.to_thread(self.store.by_arn, ident)
+            owner = await self._record("id", ident, self.store.get) if backend.name == "local" else \
+                await self._record("arn", ident, self.store.by_arn)
             break
         if owner is None or (expected_record is not None and owner.key_id != expected_record.key_id):
             raise invalid_ciphertext(field)
@@ -549,7 +583,9 @@ class KeyBrokerService:
 
     async def _unwrap(self, record: KeyRecord, blob: bytes, context: dict[str, str], field: str) -> tuple[bytes, int]:
         try:
-            return await self._call(self._backend(record).unwrap, KeyRef(record.key_id, record.arn), blob, context)
+            backend = self._backend(record)
+            return await self._call(backend.unwrap, KeyRef(record.key_id, record.arn), blob, context,
+                                    inline=not backend.blocking)
         except InvalidCiphertext:
             raise invalid_ciphertext(field) from None
         except MaterialUnavailable:
@@ -558,10 +594,16 @@ class KeyBrokerService:
 
     async def decrypt(self, blob: bytes, context: dict[str, str], key: str, evidence: Evidence | None) -> DataKeyResult:
         context = contexts.validate(context)
-        record = await self._blob_owner(blob, "ciphertext_blob", key)
+        record = await self._blob_owner(blob, context, "ciphertext_blob", key)
         decision = await self._authorize("Decrypt", record, pb.KEY_OPERATION_DECRYPT, context, evidence is not None)
         self._usable(record)
         released = await self._release_target("Decrypt", record, context, evidence, decision)
+        backend, ref = self._backend(record), KeyRef(record.key_id, record.arn)
+        if released is not None and evidence is not None and evidence.document is not None \
+                and backend.releases_to_recipients:
+            for_recipient = await self._call(backend.decrypt_for_recipient, ref, blob, context, evidence.document)
+            await self._audit_release("Decrypt", record, 0, context, decision, released)
+            return DataKeyResult(record, 0, b"", blob, for_recipient, released, cms=True)
         plaintext, version = await self._unwrap(record, blob, context, "ciphertext_blob")
         return await self._hand_out("Decrypt", record, version, plaintext, blob, context, decision, released, True)
 
@@ -571,7 +613,7 @@ class KeyBrokerService:
         destination_context = contexts.validate(destination_context, "destination_encryption_context")
         if not destination:
             raise InvalidArgument.single("destination_key", "required")
-        source = await self._blob_owner(blob, "ciphertext_blob", source_key)
+        source = await self._blob_owner(blob, source_context, "ciphertext_blob", source_key)
         target = await self.resolve(destination, "destination_key")
         from_decision = await self._authorize("ReEncrypt", source, pb.KEY_OPERATION_RE_ENCRYPT_FROM, source_context)
         to_decision = await self._authorize("ReEncrypt", target, pb.KEY_OPERATION_RE_ENCRYPT_TO, destination_context)

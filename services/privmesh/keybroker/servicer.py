@@ -142,6 +142,13 @@ def _data_key_spec(spec: int) -> None:
         raise InvalidArgument.single("key_spec", "only AES_256")
 
 
+def _format(result: DataKeyResult) -> int | None:
+    if result.recipient is None:
+        return None
+    cms = pb.RECIPIENT_CIPHERTEXT_FORMAT_CMS_ENVELOPED_DATA
+    return cms if result.cms else pb.RECIPIENT_CIPHERTEXT_FORMAT_RSAES_OAEP
+
+
 def _attested(result: DataKeyResult) -> pb.AttestedRecipient | None:
     r = result.recipient
     if r is None:
@@ -284,7 +291,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         return pb.GenerateDataKeyResponse(
             key=result.key.name, key_version=result.version, plaintext=result.plaintext,
             ciphertext_blob=result.blob, ciphertext_for_recipient=result.for_recipient,
-            ciphertext_format=pb.RECIPIENT_CIPHERTEXT_FORMAT_RSAES_OAEP if result.recipient else None,
+            ciphertext_format=_format(result),
             recipient=_attested(result),
             caching=caching_to_proto(result.key.caching) if not result.recipient else None)
 
@@ -304,7 +311,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         return pb.DecryptResponse(
             key=result.key.name, key_version=result.version, plaintext=result.plaintext,
             ciphertext_for_recipient=result.for_recipient,
-            ciphertext_format=pb.RECIPIENT_CIPHERTEXT_FORMAT_RSAES_OAEP if result.recipient else None,
+            ciphertext_format=_format(result),
             recipient=_attested(result),
             caching=caching_to_proto(result.key.caching) if not result.recipient else None)
 

@@ -38,7 +38,7 @@ class KeyBrokerSettings(_Strict):
     root_key_env: str | None = Field(None, description="name of an environment variable holding the root key as "
                                      "base64 (wins over root_key_file)")
     aws_kms: AwsKmsSettings | None = Field(None, description="enables the aws-kms backend")
-    attestation: AttestationSettings = AttestationSettings()
+    attestation: AttestationSettings = Field(default_factory=AttestationSettings)
     min_deletion_waiting_seconds: int = Field(7 * 86400, ge=0, le=30 * 86400,
                                               description="shortest ScheduleKeyDeletion waiting period (KMS: 7 days)")
     sweep_seconds: float = Field(60.0, gt=0, le=3600,

@@ -132,9 +132,10 @@ class KeyStore:
         with self.db.transaction() as cur:
             return self._key(cur, "arn = ? AND arn <> ''", arn)
 
-    def list(self, after_seq: int, limit: int, backend: str | None, show_destroyed: bool) -> list[tuple[int, str]]:
+    def page(self, after_seq: int, limit: int, backend: str | None, show_destroyed: bool) -> list[tuple[int, str]]:
         """(seq, key id) of keys after `after_seq`, oldest first."""
-        sql, params = "SELECT seq, key_id FROM keybroker_keys WHERE seq > ?", [after_seq]  # type: list[object]
+        sql = "SELECT seq, key_id FROM keybroker_keys WHERE seq > ?"
+        params: list[object] = [after_seq]
         if backend:
             sql += " AND backend = ?"
             params.append(backend)

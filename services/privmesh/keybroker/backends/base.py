@@ -52,6 +52,8 @@ class MaterialMismatch(Exception):
 
 class Backend(Protocol):
     name: str  # "local" or "aws-kms"
+    releases_to_recipients: bool  # whether the backend encrypts to an attested document's key itself (KMS)
+    blocking: bool  # whether wrap/unwrap/generate do I/O (then they run in worker threads)
 
     def create_key(self, key_id: str, description: str, external: bool) -> KeyRef:
         """Creates the key (and version 1's material unless external); returns how the backend names it."""
@@ -68,8 +70,14 @@ class Backend(Protocol):
     def unwrap(self, key: KeyRef, blob: bytes, context: dict[str, str]) -> tuple[bytes, int]:
         """The plaintext and the version that wrapped it."""
 
-    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
-        """(key id or ARN, version) a blob names without unwrapping it, or None if it is not this backend's."""
+    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
+        """(key id or ARN, version) of the key that wrapped a blob, or None if it is not this backend's."""
+
+    def generate_for_recipient(self, key: KeyRef, context: dict[str, str], document: bytes) -> tuple[bytes, bytes]:
+        """(wrap, ciphertext for the attested recipient) made by the backend itself (KMS's Recipient)."""
+
+    def decrypt_for_recipient(self, key: KeyRef, blob: bytes, context: dict[str, str], document: bytes) -> bytes:
+        """The blob's data key as ciphertext for the attested recipient, made by the backend itself."""
 
     def re_encrypt(self, source: KeyRef, blob: bytes, source_context: dict[str, str], destination: KeyRef,
                    version: int, destination_context: dict[str, str]) -> tuple[bytes, int]:

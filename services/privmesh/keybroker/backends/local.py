@@ -30,6 +30,7 @@ from privmesh.keybroker.backends.base import (
     KeyRef,
     MaterialMismatch,
     MaterialUnavailable,
+    Unsupported,
 )
 from privmesh.keybroker.context import aad
 from privmesh.keybroker.keystore import Keystore
@@ -53,6 +54,8 @@ def _fingerprint_name(key_id: str, version: int) -> str:
 
 class LocalBackend:
     name = "local"
+    releases_to_recipients = False
+    blocking = False  # in-memory AES-GCM: microseconds, run on the event loop
 
     def __init__(self, keystore_file: Path, root_key: bytes) -> None:
         self._keystore = Keystore(keystore_file, root_key)
@@ -88,7 +91,7 @@ class LocalBackend:
         plaintext = os.urandom(DATA_KEY_SIZE)
         return plaintext, self.wrap(key, version, plaintext, context)
 
-    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
+    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
         if not blobs.is_local(blob):
             return None
         try:
@@ -110,6 +113,12 @@ class LocalBackend:
                    version: int, destination_context: dict[str, str]) -> tuple[bytes, int]:
         plaintext, source_version = self.unwrap(source, blob, source_context)
         return self.wrap(destination, version, plaintext, destination_context), source_version
+
+    def generate_for_recipient(self, key: KeyRef, context: dict[str, str], document: bytes) -> tuple[bytes, bytes]:
+        raise Unsupported("the broker encrypts to recipients of local keys itself")
+
+    def decrypt_for_recipient(self, key: KeyRef, blob: bytes, context: dict[str, str], document: bytes) -> bytes:
+        raise Unsupported("the broker encrypts to recipients of local keys itself")
 
     def set_enabled(self, key: KeyRef, enabled: bool) -> None:
         """States are the service's; the keystore has nothing to mirror."""
