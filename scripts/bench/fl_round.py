@@ -28,7 +28,7 @@ from privmesh.demo import records  # noqa: E402
 from privmesh.fl import server as fl_server  # noqa: E402
 from privmesh.fl.coordinator import federations  # noqa: E402
 from privmesh.fl.coordinator.fab import build_fab  # noqa: E402
-from privmesh.fl.coordinator.superlink import SuperLink, SuperLinkConfig, free_port  # noqa: E402
+from privmesh.fl.coordinator.superlink import FlowerRun, SuperLink, SuperLinkConfig, free_port  # noqa: E402
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv  # noqa: E402
 from privmesh.fl.v1 import fl_pb2 as pb  # noqa: E402
 from privmesh.fl.v1 import fl_pb2_grpc  # noqa: E402
@@ -116,8 +116,7 @@ async def bare_run(tmp: Path, pki: DevPki, keys: list[ParticipantKeys], data: li
         fab, fab_hash = build_fab(federations.run_spec(f, "", 11, node_ids))
         began = time.perf_counter()
         run_id = await link.start_run(fab, fab_hash)
-        while (status := await link.run_status(run_id)) is None or status.status != "finished":
-            await asyncio.sleep(0.1)
+        status = await finished(link, run_id)
         elapsed = time.perf_counter() - began
         assert status.sub_status == "completed", status
         return elapsed
@@ -125,6 +124,15 @@ async def bare_run(tmp: Path, pki: DevPki, keys: list[ParticipantKeys], data: li
         for node in nodes:
             node.stop()
         await link.stop()
+
+
+async def finished(link: SuperLink, run_id: int) -> FlowerRun:
+    for _ in range(60_000):
+        status = await link.run_status(run_id)
+        if status is not None and status.status == "finished":
+            return status
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the run did not finish")
 
 
 async def wait_online(link: SuperLink, node_ids: list[int]) -> None:
