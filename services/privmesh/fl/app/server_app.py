@@ -225,7 +225,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     spec = RunSpec.from_json(str(context.run_config[RUN_SPEC_KEY]))
     reporter = Reporter.from_environment(spec.run)
-    reason, message = fl_pb2.RUN_END_REASON_INTERNAL, "the ServerApp failed"
+    reason: int = fl_pb2.RUN_END_REASON_INTERNAL
+    message = "the ServerApp failed"
     started = time.monotonic()
     try:
         reason, message = RunSession(spec, reporter).run(grid, context)

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from privmesh.fl.v1 import fl_pb2
 
 MAX_PUBLIC_KEY_BYTES = 8 * 1024
-CURVES: dict[int, ec.EllipticCurve] = {fl_pb2.EC_CURVE_P256: ec.SECP256R1(), fl_pb2.EC_CURVE_P384: ec.SECP384R1(),
-                                       fl_pb2.EC_CURVE_P521: ec.SECP521R1()}
+CURVES: dict[fl_pb2.EcCurve, ec.EllipticCurve] = {
+    fl_pb2.EC_CURVE_P256: ec.SECP256R1(), fl_pb2.EC_CURVE_P384: ec.SECP384R1(), fl_pb2.EC_CURVE_P521: ec.SECP521R1()}
 _BY_NAME = {curve.name: number for number, curve in CURVES.items()}
 
 
@@ -30,7 +30,7 @@ class InvalidKey(Exception):
 class ParsedKey:
     pem: bytes
     der: bytes
-    curve: int  # fl_pb2.EcCurve
+    curve: fl_pb2.EcCurve
 
     @property
     def fingerprint(self) -> str:
@@ -41,7 +41,7 @@ class ParsedKey:
         return hashlib.sha256(self.der).digest()
 
 
-def _load(data: bytes, fmt: int, curve: int) -> object:
+def _load(data: bytes, fmt: int, curve: fl_pb2.EcCurve) -> object:
     if fmt == fl_pb2.PUBLIC_KEY_FORMAT_PEM:
         return serialization.load_pem_public_key(data)
     if fmt == fl_pb2.PUBLIC_KEY_FORMAT_SSH:
@@ -53,7 +53,7 @@ def _load(data: bytes, fmt: int, curve: int) -> object:
     raise InvalidKey("public_key_format is required")
 
 
-def parse_public_key(data: bytes, fmt: int, curve: int = fl_pb2.EC_CURVE_UNSPECIFIED) -> ParsedKey:
+def parse_public_key(data: bytes, fmt: int, curve: fl_pb2.EcCurve = fl_pb2.EC_CURVE_UNSPECIFIED) -> ParsedKey:
     if not data:
         raise InvalidKey("required")
     if len(data) > MAX_PUBLIC_KEY_BYTES:

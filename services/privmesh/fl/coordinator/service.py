@@ -425,7 +425,7 @@ class CoordinatorService:
             await self._event(run.name, participant_dropped=fl_pb2.ParticipantDropped(
                 participant=participant, round=metrics.round, reason=fl_pb2.DROP_REASON_FAILED))
 
-    async def _finish(self, name: str, reason: int, message: str) -> fl_pb2.Run:
+    async def _finish(self, name: str, reason: fl_pb2.RunEndReason, message: str) -> fl_pb2.Run:
         run = await self.get_run(name)
         if run.state in TERMINAL:
             return run
