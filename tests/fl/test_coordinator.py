@@ -310,6 +310,10 @@ async def test_secagg_aggregate_equals_fedavg_and_survives_a_dropout(fl_env: FlE
     [metrics] = second.rounds
     assert metrics.participants_selected == 3 and metrics.participants_completed == 2
     assert metrics.participants_dropped == 1 and "participant_dropped" in kinds(events)
+    [dropped] = [e.participant_dropped for e in events if e.WhichOneof("event") == "participant_dropped"]
+    assert dropped.participant == f"federations/secure/participants/{lost.name}" and dropped.round == 1
+    counts = {p.participant.rsplit("/", 1)[1]: (p.rounds_completed, p.rounds_dropped) for p in second.participants}
+    assert counts == {"st-mary": (1, 0), "general": (1, 0), "riverside": (0, 1)}
 
 
 # --- differential privacy ---------------------------------------------------------------------------------

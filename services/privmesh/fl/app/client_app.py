@@ -54,7 +54,8 @@ class LocalTrainer(NumPyClient):
         seed = (self.spec.seed * 1_000_003 + self.node_id * 7919 + int(config.get("round", 0))) % 2**32
         local = TrainingConfig(base.epochs, base.batch_size, base.learning_rate, base.optimizer, mu, seed)
         weights, loss = train(self.spec.architecture, [np.asarray(p, np.float64) for p in parameters], x, y, local)
-        return weights, len(x), {"train_loss": loss}
+        # The node id travels beside the (masked) weights so the round can say who completed, even under SecAgg+.
+        return weights, len(x), {"train_loss": loss, "node": str(self.node_id)}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         x, y = self._data()

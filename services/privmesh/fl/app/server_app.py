@@ -92,11 +92,13 @@ class RunSession:
         self.clients = FederationClientManager(spec.node_ids)
         self.fit: dict[str, float] = {}
         self.evaluation: dict[str, float] = {}
+        self.completed_nodes: set[int] = set()
         self.started = Timestamp()
         self.sample_count = max(spec.min_participants, math.ceil(spec.fraction_train * len(spec.node_ids)))
 
     def _aggregate_fit(self, results: list[tuple[int, Metrics]]) -> Metrics:
         self.fit = {"completed": float(len(results)), "examples": float(sum(n for n, _ in results))}
+        self.completed_nodes = {int(str(m["node"])) for _, m in results if "node" in m}
         loss = _weighted(results, "train_loss")
         if loss is not None:
             self.fit["train_loss"] = loss
@@ -144,7 +146,7 @@ class RunSession:
             round_number = int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND]))
             self._before_round(round_number)
             self.started.GetCurrentTime()
-            self.fit, self.evaluation = {}, {}
+            self.fit, self.evaluation, self.completed_nodes = {}, {}, set()
             inner(grid, context)  # the strategy aggregates (and fills self.fit) only when updates arrived
             if not self.fit:
                 self._after_round(round_number, context)
@@ -186,8 +188,9 @@ class RunSession:
             if completed:
                 arrays = context.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
                 self.reporter.upload(round_number, self.spec.architecture.tensor_names(), arrays)
-            # SecAgg+ hides who sent what, so completion is reported by count over the sample.
-            stop = self.reporter.round_ended(metrics, sampled[:done], sampled[done:])
+            completed_nodes = [n for n in sampled if n in self.completed_nodes]
+            stop = self.reporter.round_ended(metrics, completed_nodes,
+                                             [n for n in sampled if n not in self.completed_nodes])
         if not completed:
             raise _Stop(fl_pb2.RUN_END_REASON_TOO_MANY_DROPOUTS,
                         f"round {round_number} could not be aggregated ({len(sampled)} sampled)")
