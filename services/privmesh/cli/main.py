@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from privmesh.fl.participant.cli import participant
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout, check_health
 from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
@@ -26,6 +27,9 @@ STATE_DIR = click.option("--state-dir", type=click.Path(path_type=Path), default
 @click.group()
 def main() -> None:
     """privmesh: privacy-preserving AI primitives as a mesh of gRPC services."""
+
+
+main.add_command(participant)
 
 
 @main.group()

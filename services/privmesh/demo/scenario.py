@@ -1,5 +1,4 @@
-"""The scenario's steps. A step runs when every service it needs is in the mesh; the others are reported
-as not available yet. Any failing step makes the demo fail."""
+"""The scenario's steps, in the order of ../shared/DESIGN.md. Any failing step makes the demo fail."""
 
 from __future__ import annotations
 
@@ -64,12 +63,15 @@ def _steps() -> list[Step]:
     from privmesh.demo.dpgateway_step import dpgateway_step
     from privmesh.demo.enclave_step import enclave_attestation_step
     from privmesh.demo.fhe_step import encrypted_scoring_step
+    from privmesh.demo.fl_step import federated_training_step
     from privmesh.demo.tokenvault_step import tokenvault_step
 
     return [
         Step(1, "patient records tokenized by token-vault with key-broker data keys", ("token-vault", "key-broker"),
              tokenvault_step),
         Step(2, "analysts query dp-gateway; the ledger refuses an overspend", ("dp-gateway",), dpgateway_step),
+        Step(3, "three hospitals train a risk model with fl-coordinator (Flower, SecAgg+, DP); the model is stored "
+                "encrypted under a key-broker key", ("fl-coordinator", "key-broker"), federated_training_step),
         Step(4, "the model is served by fhe-inference: a client encrypts a patient's features, gets an encrypted "
              "score, decrypts it locally", ("fhe-inference",),
              encrypted_scoring_step),
@@ -78,24 +80,15 @@ def _steps() -> list[Step]:
         Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
     ]
 
-PENDING: dict[int, tuple[str, str]] = {
-    3: ("three hospitals train a risk model with fl-coordinator", "fl-coordinator"),
-}
-
 
 async def run_scenario(ctx: DemoContext) -> bool:
-    """Runs every available step in order; returns whether all of them passed."""
+    """Runs every step in order; returns whether all of them passed (a step whose services are absent fails)."""
     ok = True
-    available = set(ctx.targets)
-    steps = {s.number: s for s in _steps() if set(s.needs) <= available}
-    for number in range(1, 7):
-        step = steps.get(number)
-        if step is None:
-            title, needs = PENDING.get(number, ("", ""))
-            ctx.console.print(f"[dim]{number}. {title}: not available yet (needs {needs})[/dim]")
-            continue
-        ctx.console.print(f"[bold]{number}. {step.title}[/bold]")
+    for step in _steps():
+        ctx.console.print(f"[bold]{step.number}. {step.title}[/bold]")
+        missing = sorted(set(step.needs) - set(ctx.targets))
         try:
+            expect(not missing, f"this mesh does not run {', '.join(missing)}")
             await step.run(ctx)
         except Exception as exc:
             ok = False

@@ -21,6 +21,14 @@ class ServiceSpec:
     peer_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other service -> methods it may call
 
 
+def peer_target(state_dir: Path, service: str) -> str | None:
+    """The address of a service listed earlier in CATALOG: its config is written first, with the port it will use."""
+    import yaml
+
+    config = state_dir / "config" / f"{service}.yaml"
+    return str(yaml.safe_load(config.read_text())["server"]["listen"]) if config.exists() else None
+
+
 def enclave_simulator_dir(state_dir: Path) -> Path:
     """Where the local mesh keeps the enclave simulator's development CA (root.pem beside it)."""
     return state_dir / "enclave-sim"
@@ -41,8 +49,6 @@ def _attestation_settings(state_dir: Path) -> dict[str, Any]:
 
 
 def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
-    import yaml
-
     data = state_dir / "data" / "key-broker"
     settings: dict[str, Any] = {
         "database": f"sqlite:///{data / 'keybroker.db'}",
@@ -51,16 +57,16 @@ def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
         # Local mode only: deletion may be scheduled with no waiting period, so the demo can show crypto-shredding.
         "min_deletion_waiting_seconds": 0,
     }
-    verifier_config = state_dir / "config" / "attestation-verifier.yaml"  # written before key-broker's (CATALOG order)
-    if verifier_config.exists():
-        settings["attestation"] = {"verifier_target": yaml.safe_load(verifier_config.read_text())["server"]["listen"]}
+    verifier = peer_target(state_dir, "attestation-verifier")
+    if verifier is not None:
+        settings["attestation"] = {"verifier_target": verifier}
     return settings
 
 
 def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
     data = state_dir / "data" / "token-vault"
-    # key-broker's port is chosen when the mesh starts: the vault reads it from mesh.json when first needed.
-    return {"database": f"sqlite:///{data / 'tokenvault.db'}", "mesh_file": str(state_dir / "mesh.json")}
+    return {"database": f"sqlite:///{data / 'tokenvault.db'}",
+            "key_broker_target": peer_target(state_dir, "key-broker") or ""}
 
 
 def _fhe_settings(state_dir: Path) -> dict[str, Any]:
@@ -74,11 +80,26 @@ def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
     return {"database": f"sqlite:///{data / 'dpgateway.db'}", "cache_dir": str(data / "source-cache")}
 
 
+def _fl_settings(state_dir: Path) -> dict[str, Any]:
+    import socket
+
+    with socket.socket() as sock:  # the SuperLink keeps one Fleet port across restarts
+        sock.bind(("127.0.0.1", 0))
+        fleet_port = sock.getsockname()[1]
+    data = state_dir / "data" / "fl-coordinator"
+    return {"database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
+            "fleet_address": f"127.0.0.1:{fleet_port}",
+            "key_broker_target": peer_target(state_dir, "key-broker") or "",
+            "attestation_verifier_target": peer_target(state_dir, "attestation-verifier") or ""}
+
+
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
 KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 TOKENVAULT = "privmesh.tokenvault.v1.TokenVault"
 FHE = "privmesh.fhe.v1.FHEInference"
 DPGATEWAY = "privmesh.dpgateway.v1.DPGateway"
+FL = "privmesh.fl.v1.FLCoordinator"
+FL_REPORTER = "privmesh.fl.v1.FLRunReporter"
 
 CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
@@ -86,7 +107,8 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_attestation_settings,
         client_methods=(f"{ATTESTATION}/IssueChallenge", f"{ATTESTATION}/VerifyAttestation",
                         f"{ATTESTATION}/GetVerificationKeys", f"{ATTESTATION}/GetPolicy"),
-        peer_methods={"key-broker": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetVerificationKeys")},
+        peer_methods={"key-broker": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetVerificationKeys"),
+                      "fl-coordinator": (f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetPolicy")},
     ),
     ServiceSpec(
         name="key-broker", module="privmesh.keybroker", grpc_service=KEYBROKER,
@@ -111,5 +133,12 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_dpgateway_settings,
         client_methods=(f"{DPGATEWAY}/Query", f"{DPGATEWAY}/QuerySql", f"{DPGATEWAY}/GetBudget",
                         f"{DPGATEWAY}/GetDataset", f"{DPGATEWAY}/ListDatasets"),
+    ),
+    ServiceSpec(
+        name="fl-coordinator", module="privmesh.fl", grpc_service=FL,
+        local_settings=_fl_settings,
+        client_methods=(f"{FL}/GetFederation", f"{FL}/ListFederations", f"{FL}/ListParticipants", f"{FL}/GetRun",
+                        f"{FL}/ListRuns", f"{FL}/WatchRun"),
+        peer_methods={"fl-coordinator": (f"{FL_REPORTER}/*",)},  # its own ServerApps report runs
     ),
 )

@@ -1,14 +1,11 @@
 """The production DataKeySource: key-broker over mTLS with the vault's own mesh identity.
 
-The broker's address is configured, or (local mesh) read from the mesh's endpoint file when first needed,
-because every local service gets its port when the mesh starts.
+The channel is opened on first use, so the vault starts (and answers health checks) before the broker does.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 
 import grpc
 
@@ -29,27 +26,18 @@ def limits_of(caching: kb.DataKeyCaching, present: bool) -> Limits:
 
 
 class KeyBrokerSource:
-    def __init__(self, identity: ClientIdentity, target: str = "", mesh_file: Path | None = None,
-                 timeout_seconds: float = 10.0) -> None:
+    def __init__(self, identity: ClientIdentity, target: str, timeout_seconds: float = 10.0) -> None:
         self._identity = identity
         self._target = target
-        self._mesh_file = mesh_file
         self._timeout = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
         self._stub: keybroker_pb2_grpc.KeyBrokerStub | None = None
 
-    def _resolve(self) -> str:
-        if self._target:
-            return self._target
-        if self._mesh_file is not None and self._mesh_file.exists():
-            for endpoint in json.loads(self._mesh_file.read_text())["endpoints"]:
-                if endpoint["service"] == "key-broker":
-                    return str(endpoint["target"])
-        raise KeySourceError(True, "the key broker's address is not known yet")
-
     def _client(self) -> keybroker_pb2_grpc.KeyBrokerStub:
         if self._stub is None:
-            self._channel = secure_channel(self._resolve(), self._identity, [SERVICE], self._timeout)
+            if not self._target:
+                raise KeySourceError(True, "key_broker_target is not configured")
+            self._channel = secure_channel(self._target, self._identity, [SERVICE], self._timeout)
             self._stub = keybroker_pb2_grpc.KeyBrokerStub(self._channel)
         return self._stub
 

@@ -41,7 +41,7 @@ async def build(runtime: Runtime, settings: TokenVaultSettings) -> Sequence[Regi
     store = Store(db)
     tls = runtime.config.tls
     source = KeyBrokerSource(ClientIdentity(tls.ca_file, tls.cert_file, tls.key_file), settings.key_broker_target,
-                             settings.mesh_file, settings.key_broker_timeout_seconds)
+                             settings.key_broker_timeout_seconds)
     keyring = Keyring(source, store)
     rotations = Rotations(store, keyring, runtime.audit)
     purger = asyncio.create_task(_purge_expired(store, settings.purge_interval_seconds))

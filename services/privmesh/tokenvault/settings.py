@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -13,6 +11,5 @@ class TokenVaultSettings(BaseModel):
     database: str = Field(description="sqlite:///path or postgresql://... for fields, entries and rotations")
     max_batch_items: int = Field(1000, ge=1, le=1000, description="largest Tokenize/Detokenize/DeleteTokens batch")
     key_broker_target: str = Field("", description="host:port of key-broker (mTLS with this service's identity)")
-    mesh_file: Path | None = Field(None, description="local mesh only: read key-broker's address from mesh.json")
     key_broker_timeout_seconds: float = Field(10.0, gt=0, le=120)
     purge_interval_seconds: float = Field(60.0, gt=0, le=86400, description="how often expired entries are deleted")

@@ -1,0 +1,77 @@
+"""What the coordinator tells the Flower apps about a run: one JSON document in the FAB's run config.
+
+Flower's run config holds flat scalars only, so the whole spec travels as one string under RUN_SPEC_KEY. It
+carries hyperparameters and node ids, never keys or data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from privmesh.fl.app.model import Architecture, TrainingConfig
+
+RUN_SPEC_KEY = "privmesh-run-spec"
+DATA_PATH_KEY = "data-path"  # SuperNode node config: the participant's local CSV
+
+
+@dataclass(frozen=True)
+class SecAggSpec:
+    num_shares: float  # an int count or a fraction, as SecAggPlusWorkflow takes it
+    reconstruction_threshold: float
+    clipping_range: float
+    quantization_range: int
+    modulus_range: int
+    max_weight: float
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class DpSpec:
+    server_side: bool
+    noise_multiplier: float
+    clipping_norm: float
+    delta: float
+    target_epsilon: float | None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run: str  # "federations/{f}/runs/{r}"; empty for a bare run (no coordinator to report to)
+    architecture: Architecture
+    training: TrainingConfig
+    feature_names: tuple[str, ...]
+    label_name: str
+    strategy: str  # "fedavg" | "fedprox" | "fedadam"
+    strategy_params: dict[str, float]
+    num_rounds: int
+    min_participants: int
+    fraction_train: float
+    fraction_evaluate: float
+    round_timeout_seconds: float
+    seed: int
+    node_ids: tuple[int, ...]  # the federation's admitted SuperNodes; others on the SuperLink are ignored
+    secagg: SecAggSpec | None = None
+    dp: DpSpec | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        data = json.loads(text)
+        data["architecture"] = Architecture(**{**data["architecture"],
+                                               "hidden_units": tuple(data["architecture"]["hidden_units"])})
+        data["training"] = TrainingConfig(**data["training"])
+        data["feature_names"] = tuple(data["feature_names"])
+        data["node_ids"] = tuple(data["node_ids"])
+        data["secagg"] = SecAggSpec(**data["secagg"]) if data["secagg"] else None
+        data["dp"] = DpSpec(**data["dp"]) if data["dp"] else None
+        return cls(**data)
+
+    def client_component(self) -> str:
+        """The ClientApp object the SuperNodes load: its mods depend on SecAgg+ and client-side clipping."""
+        clipped = self.dp is not None and not self.dp.server_side
+        name = {(False, False): "plain", (True, False): "secagg", (False, True): "clipped",
+                (True, True): "secagg_clipped"}[(self.secagg is not None, clipped)]
+        return f"privmesh.fl.app.client_app:{name}"

@@ -1,0 +1,125 @@
+"""The data owner's side: an ECDSA key pair for Flower's SuperNode authentication, and a SuperNode process that
+connects to the coordinator's SuperLink with the private key and trains on local data.
+
+The private key never leaves the participant's directory (an OpenSSH file, mode 0600, as flower-supernode reads
+it); only the public key goes to RegisterParticipant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from privmesh.fl.app.spec import DATA_PATH_KEY
+from privmesh.fl.coordinator.superlink import free_port
+
+PRIVATE_KEY_FILE = "supernode-key"
+PUBLIC_KEY_FILE = "supernode-key.pub"
+
+
+@dataclass(frozen=True)
+class ParticipantKeys:
+    directory: Path
+
+    @property
+    def private_key_file(self) -> Path:
+        return self.directory / PRIVATE_KEY_FILE
+
+    @property
+    def public_key_file(self) -> Path:
+        return self.directory / PUBLIC_KEY_FILE
+
+    @classmethod
+    def load_or_create(cls, directory: Path, curve: ec.EllipticCurve | None = None) -> ParticipantKeys:
+        """Creates a P-384 (by default) key pair in `directory` unless one is there."""
+        keys = cls(Path(directory))
+        if keys.private_key_file.exists():
+            return keys
+        keys.directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(curve or ec.SECP384R1())
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption())
+        fd = os.open(keys.private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private)
+        keys.public_key_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                                        serialization.PublicFormat.OpenSSH) + b"\n")
+        return keys
+
+    def public_key_ssh(self) -> bytes:
+        return self.public_key_file.read_bytes().strip()
+
+    def public_key_pem(self) -> bytes:
+        key = serialization.load_ssh_public_key(self.public_key_ssh())
+        return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def write_training_csv(path: Path, feature_names: Sequence[str], label_name: str,
+                       examples: Iterable[tuple[Sequence[float], int]]) -> Path:
+    """A participant's local data in the form the ClientApp reads: a header, then features and label per row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*feature_names, label_name])
+        for features, label in examples:
+            writer.writerow([*features, label])
+    return path
+
+
+class SuperNode:
+    """A flower-supernode process for one participant."""
+
+    def __init__(self, keys: ParticipantKeys, superlink: str, root_certificates: Path, data_path: Path,
+                 work_dir: Path) -> None:
+        self.keys = keys
+        self.superlink = superlink
+        self.root_certificates = root_certificates
+        self.data_path = Path(data_path).resolve()
+        self.work_dir = Path(work_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("flower-supernode")), "--superlink", self.superlink,
+                "--root-certificates", str(self.root_certificates),
+                "--auth-supernode-private-key", str(self.keys.private_key_file),
+                "--clientappio-api-address", f"127.0.0.1:{free_port()}",
+                "--node-config", f'{DATA_PATH_KEY}="{self.data_path}"']
+
+    def start(self) -> SuperNode:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "FLWR_HOME": str(self.work_dir / "flwr-home"), "FLWR_TELEMETRY_ENABLED": "0",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "PYTHONUNBUFFERED": "1"}
+        with (self.work_dir / "supernode.log").open("ab") as out:
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        return self
+
+    def log_text(self) -> str:
+        path = self.work_dir / "supernode.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """Stops the SuperNode and the ClientApp processes it spawned (its own session)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()

@@ -1,0 +1,99 @@
+"""Assembles the fl-coordinator from its settings: the definition `python -m privmesh.fl` runs. Starting it starts
+the supervised SuperLink; stopping it stops the SuperLink and every process the SuperLink spawned."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+
+from privmesh.fl.app.report import REPORT_ENV
+from privmesh.fl.coordinator.admission import SERVICES as ATTESTATION_SERVICES
+from privmesh.fl.coordinator.admission import Admission
+from privmesh.fl.coordinator.service import CoordinatorOptions, CoordinatorService
+from privmesh.fl.coordinator.store import CoordinatorStore
+from privmesh.fl.coordinator.superlink import SuperLink, SuperLinkConfig, free_port
+from privmesh.fl.coordinator.vault import ModelVault
+from privmesh.fl.servicer import FLCoordinatorServicer, FLRunReporterServicer
+from privmesh.fl.settings import FlSettings
+from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
+from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
+from privmesh.runtime.client import ClientIdentity, secure_channel
+from privmesh.runtime.db import Database
+from privmesh.runtime.identity import principal_from_sans
+from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
+
+SERVICE_NAME = fl_pb2.DESCRIPTOR.services_by_name["FLCoordinator"].full_name
+REPORTER_NAME = reporter_pb2.DESCRIPTOR.services_by_name["FLRunReporter"].full_name
+
+
+def own_principal(cert_file: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = tuple(u.encode() for u in sans.get_values_for_type(x509.UniformResourceIdentifier))
+    principal = principal_from_sans(uris)
+    if principal is None:
+        raise ValueError(f"{cert_file} carries no single SPIFFE identity")
+    return principal
+
+
+def _local(address: str) -> str:
+    """A listen address as a local client dials it (a wildcard host becomes loopback)."""
+    host, _, port = address.rpartition(":")
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
+
+
+def _text(path: Path) -> str:
+    return path.read_text()
+
+
+async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration]:
+    cfg = runtime.config
+    report_address = settings.report_address or _local(cfg.listen)
+    if report_address.endswith(":0"):
+        raise ValueError("server.listen needs a fixed port (or set service.report_address): ServerApps report to it")
+    principal = own_principal(cfg.tls.cert_file)
+    me = ClientIdentity(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file)
+    tls = settings.superlink_tls
+    ca, cert, key = (tls.ca_file, tls.cert_file, tls.key_file) if tls else (cfg.tls.ca_file, cfg.tls.cert_file,
+                                                                            cfg.tls.key_file)
+    host, _, port = settings.fleet_address.rpartition(":")
+    superlink = SuperLink(SuperLinkConfig(
+        state_dir=settings.superlink_dir or cfg.state_dir / "superlink", fleet_host=host,
+        fleet_port=int(port) or free_port(), ca_file=Path(ca), cert_file=Path(cert), key_file=Path(key),
+        env=dict(zip(REPORT_ENV, (report_address, str(cfg.tls.ca_file), str(cfg.tls.cert_file),
+                                  str(cfg.tls.key_file)), strict=True))))
+    db = Database(settings.database)
+    channels: list[grpc.aio.Channel] = [secure_channel(settings.key_broker_target, me, KEYBROKER_SERVICES,
+                                                       settings.call_timeout_seconds)]
+    verifier = None
+    if settings.attestation_verifier_target:
+        verifier = secure_channel(settings.attestation_verifier_target, me, ATTESTATION_SERVICES,
+                                  settings.call_timeout_seconds)
+        channels.append(verifier)
+    advertised = settings.advertised_fleet_address or superlink.config.fleet_address
+    service = CoordinatorService(CoordinatorStore(db), superlink, runtime.audit, ModelVault(channels[0], principal),
+                                 Admission(verifier), CoordinatorOptions(
+                                     settings.default_model_key, advertised, _text(Path(ca))))
+    await superlink.start()
+    service.start_monitor()
+
+    async def close() -> None:
+        await service.stop_monitor()
+        await superlink.stop()
+        for channel in channels:
+            await channel.close()
+        db.close()
+
+    runtime.on_close.append(close)
+    coordinator = FLCoordinatorServicer(service, runtime.authorizer)
+    reporter = FLRunReporterServicer(service, principal)
+    return [
+        Registration(SERVICE_NAME, lambda s: fl_pb2_grpc.add_FLCoordinatorServicer_to_server(coordinator, s)),
+        Registration(REPORTER_NAME, lambda s: reporter_pb2_grpc.add_FLRunReporterServicer_to_server(reporter, s)),
+    ]
+
+
+DEFINITION = ServiceDefinition("fl-coordinator", "fl.privmesh.dev", FlSettings, build)

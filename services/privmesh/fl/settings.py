@@ -1,0 +1,37 @@
+"""The coordinator's own configuration (the `service:` section)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath
+
+
+class SuperLinkTls(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: FilePath = Field(description="CA bundle participants use to verify the SuperLink")
+    cert_file: FilePath = Field(description="the SuperLink's TLS certificate (SANs: the advertised host)")
+    key_file: FilePath = Field(description="its private key; never logged")
+
+
+class FlSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database: str = Field(description="sqlite:///path or postgresql://... for federations, participants, runs, "
+                          "events and encrypted models")
+    superlink_dir: Path | None = Field(None, description="the SuperLink's state database, app cache and log; "
+                                       "default: <server.state_dir>/superlink")
+    fleet_address: str = Field("127.0.0.1:0", pattern=r"^[^:]+:\d{1,5}$",
+                               description="where the SuperLink's Fleet API listens; port 0 picks one at start")
+    advertised_fleet_address: str | None = Field(None, description="what participants dial; default fleet_address")
+    superlink_tls: SuperLinkTls | None = Field(None, description="the SuperLink's TLS; default: the mesh "
+                                               "certificate of this service")
+    key_broker_target: str = Field(description="host:port of key-broker (mTLS with this service's identity)")
+    default_model_key: str = Field("aliases/fl-models", min_length=1, description="key-broker key for trained "
+                                   "models when a federation names none; an alias is created on first use")
+    attestation_verifier_target: str | None = Field(None, description="host:port of attestation-verifier; "
+                                                    "required for federations that ask for attestation")
+    report_address: str | None = Field(None, description="where the ServerApp reaches this service; default: "
+                                       "server.listen (which then needs a fixed port)")
+    call_timeout_seconds: float = Field(10.0, gt=0, le=120, description="deadline of calls to peers")

@@ -1,0 +1,170 @@
+"""A real fl-coordinator environment for a test module: key-broker and attestation-verifier over mTLS, the
+coordinator (which starts and supervises a real flower-superlink process), and three hospitals' SuperNodes as
+real flower-supernode processes training on their own CSV files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from privmesh.attestation import server as attestation_server
+from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.demo import records
+from privmesh.enclave.simulator import DevCa
+from privmesh.fl import server as fl_server
+from privmesh.fl.coordinator.superlink import free_port
+from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv
+from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.fl.v1 import fl_pb2_grpc
+from privmesh.keybroker import server as keybroker_server
+from privmesh.runtime.client import secure_channel
+from privmesh.runtime.config import load_config
+from privmesh.runtime.pki import DevPki
+from privmesh.runtime.server import MeshServer, ServiceDefinition
+from tests.conftest import identity, server_config, spiffe
+from tests.keybroker.conftest import broker_settings
+
+FL = "privmesh.fl.v1.FLCoordinator"
+REPORTER = "privmesh.fl.v1.FLRunReporter"
+ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
+KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
+COORDINATOR = "fl-coordinator"
+FL_RULES = [
+    {"name": "operator", "principals": [spiffe("alice")], "methods": [f"{FL}/*"]},
+    {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/*/model"]},  # the encrypted model only: "...:decrypted" does not match
+    {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
+    {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+]
+HOSPITALS = records.HOSPITALS
+
+
+def write_hospital_csv(path: Path, hospital: str, count: int = 90) -> Path:
+    return write_training_csv(path, records.FEATURES, "high_risk", [
+        (records.scaled_features(p), p.high_risk) for p in records.patients(count) if p.hospital == hospital])
+
+
+async def _start(definition: ServiceDefinition, path: Path) -> MeshServer:
+    config, settings = load_config(path, definition.settings_model, environ={})
+    server = MeshServer(definition, config, settings)
+    await server.start()
+    return server
+
+
+@dataclass
+class Hospital:
+    name: str
+    keys: ParticipantKeys
+    data: Path
+    node: SuperNode | None = None
+
+
+@dataclass
+class FlEnv:
+    tmp: Path
+    pki: DevPki
+    coordinator: MeshServer
+    stub: fl_pb2_grpc.FLCoordinatorStub  # alice: the operator
+    reader: fl_pb2_grpc.FLCoordinatorStub  # bob: may fetch the encrypted model only
+    verifier: attestation_pb2_grpc.AttestationVerifierStub
+    enclave_ca: DevCa
+    hospitals: list[Hospital]
+    servers: list[MeshServer] = field(default_factory=list)
+
+    def superlink_pids(self) -> list[int]:
+        """The flower-superlink process of this environment (found by its database path under our tmp)."""
+        database = str(self.tmp / "fl" / "superlink" / "superlink.db")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if any(a.endswith(b"flower-superlink") for a in argv[:2]) and database.encode() in argv:
+                    found.append(int(entry.name))
+        return found
+
+    def audit(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        with sqlite3.connect(self.tmp / "fl" / "audit.db") as conn:
+            rows = conn.execute("SELECT operation, resource, outcome, details FROM audit_entries ORDER BY sequence")
+            return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.tmp / "fl" / "fl.db") as conn:
+            return conn.execute(f"SELECT * FROM {table}").fetchall()
+
+    def fleet_address(self) -> str:
+        return str(self.coordinator.settings.fleet_address)  # type: ignore[attr-defined]
+
+    def start_nodes(self, fleet: str) -> None:
+        for h in self.hospitals:
+            if h.node is None or not h.node.alive():
+                h.node = SuperNode(h.keys, fleet, self.pki.ca_file, h.data, self.tmp / h.name / "work").start()
+
+    def stop_nodes(self) -> None:
+        for h in self.hospitals:
+            if h.node is not None:
+                h.node.stop()
+                h.node = None
+
+
+@pytest.fixture(scope="module")
+def fl_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("fl")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
+    for name in (COORDINATOR, "key-broker", "attestation-verifier"):
+        pki.issue(name)
+    servers: list[MeshServer] = []
+    kb_dir, av_dir, fl_dir = fl_tmp / "kb", fl_tmp / "av", fl_tmp / "fl"
+    for d in (kb_dir, av_dir, fl_dir):
+        d.mkdir()
+    kb_rules = [{"name": "coordinator", "principals": [spiffe(COORDINATOR)], "methods": [f"{KEYBROKER}/*"]}]
+    servers.append(await _start(keybroker_server.DEFINITION, server_config(kb_dir, pki, kb_rules,
+                                                                          broker_settings(kb_dir))))
+    enclave_ca = DevCa.load_or_create(fl_tmp / "enclave-sim")
+    (fl_tmp / "dev-root.pem").write_bytes(enclave_ca.root_pem)
+    av_rules = [{"name": "admin", "principals": [spiffe("alice")], "methods": [f"{ATTESTATION}/*"]},
+                {"name": "coordinator", "principals": [spiffe(COORDINATOR)],
+                 "methods": [f"{ATTESTATION}/VerifyAttestation", f"{ATTESTATION}/GetPolicy"]}]
+    servers.append(await _start(attestation_server.DEFINITION, server_config(av_dir, pki, av_rules, {
+        "database": f"sqlite:///{av_dir / 'attestation.db'}", "token_signing_key_file": str(av_dir / "token.pem"),
+        "dev_root_files": [str(fl_tmp / "dev-root.pem")]})))
+    kb_target, av_target = (f"127.0.0.1:{s.port}" for s in servers)
+    settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
+                "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_port()}"}
+    config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_port()}")
+    # The coordinator serves with its own mesh identity (its ServerApps report with it too).
+    data = config.read_text().replace(str(pki.bundle("server").cert_file), str(pki.bundle(COORDINATOR).cert_file))
+    config.write_text(data.replace(str(pki.bundle("server").key_file), str(pki.bundle(COORDINATOR).key_file)))
+    coordinator = await _start(fl_server.DEFINITION, config)
+    servers.append(coordinator)
+    target = f"127.0.0.1:{coordinator.port}"
+    services = [pb.DESCRIPTOR.services_by_name["FLCoordinator"]]
+    alice = secure_channel(target, identity(pki, "alice"), services, timeout_seconds=60)
+    bob = secure_channel(target, identity(pki, "bob"), services, timeout_seconds=60)
+    av = secure_channel(av_target, identity(pki, "alice"))
+    hospitals = []
+    for name in HOSPITALS:
+        keys = ParticipantKeys.load_or_create(fl_tmp / name)
+        hospitals.append(Hospital(name, keys, write_hospital_csv(fl_tmp / name / "data.csv", name)))
+    env = FlEnv(fl_tmp, pki, coordinator, fl_pb2_grpc.FLCoordinatorStub(alice), fl_pb2_grpc.FLCoordinatorStub(bob),
+                attestation_pb2_grpc.AttestationVerifierStub(av), enclave_ca, hospitals, servers)
+    try:
+        yield env
+    finally:
+        env.stop_nodes()
+        for channel in (alice, bob, av):
+            await channel.close()
+        for server in reversed(servers):
+            await server.stop(grace=0)

@@ -1,0 +1,130 @@
+"""The parts without processes: the RDP accountant, public-key parsing, the NumPy models, and the store on
+SQLite and PostgreSQL (all-or-nothing writes, unique keys, event sequences)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from privmesh.fl import accountant
+from privmesh.fl.app.model import Architecture, TrainingConfig, loss_and_accuracy, train
+from privmesh.fl.app.spec import RunSpec
+from privmesh.fl.coordinator import federations
+from privmesh.fl.coordinator.keys import InvalidKey, parse_public_key
+from privmesh.fl.coordinator.store import Conflict, CoordinatorStore
+from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.runtime.db import Database
+
+
+def test_rdp_without_sampling_matches_the_gaussian_closed_form() -> None:
+    sigma, rounds, delta = 1.5, 4, 1e-5
+    expected = min(rounds * a / (2 * sigma**2) + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
+                   for a in accountant.ORDERS)
+    assert accountant.epsilon(1.0, sigma, rounds, delta) == pytest.approx(expected)
+    assert accountant.epsilon(1.0, sigma, 0, delta) == 0.0
+
+
+def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_sampling() -> None:
+    eps = [accountant.epsilon(1.0, 1.0, t, 1e-5) for t in (1, 2, 10)]
+    assert eps == sorted(eps) and eps[0] < eps[-1]
+    assert accountant.epsilon(1.0, 2.0, 10, 1e-5) < eps[-1]
+    assert accountant.epsilon(0.1, 1.0, 10, 1e-5) < eps[-1]
+
+
+def test_keys_in_every_format_normalize_to_one_fingerprint() -> None:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    parsed = [parse_public_key(pem, pb.PUBLIC_KEY_FORMAT_PEM), parse_public_key(ssh, pb.PUBLIC_KEY_FORMAT_SSH),
+              parse_public_key(raw, pb.PUBLIC_KEY_FORMAT_RAW, pb.EC_CURVE_P256)]
+    assert {p.fingerprint for p in parsed} == {parsed[0].fingerprint} and {p.curve for p in parsed} == {1}
+    assert parsed[1].pem == pem
+    with pytest.raises(InvalidKey, match="curve"):
+        parse_public_key(raw, pb.PUBLIC_KEY_FORMAT_RAW)
+    secp256k1 = ec.generate_private_key(ec.SECP256K1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(InvalidKey, match="not supported"):
+        parse_public_key(secp256k1, pb.PUBLIC_KEY_FORMAT_PEM)
+
+
+def _data(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(n, 4))
+    y = (x @ np.array([2.0, -1.0, 1.5, 0.5]) > 0).astype(np.int64)
+    return x, y
+
+
+@pytest.mark.parametrize("arch", [Architecture(4, 2), Architecture(4, 2, (8,), "relu"),
+                                  Architecture(4, 2, (6, 4), "square"), Architecture(4, 3, (5,), "tanh")])
+def test_local_training_lowers_the_loss(arch: Architecture) -> None:
+    x, y = _data()
+    if arch.class_count == 3:
+        y = np.where(x[:, 0] > 0.5, 2, y)
+    start = arch.initial_weights(seed=1)
+    trained, _ = train(arch, start, x, y, TrainingConfig(epochs=30, batch_size=32, learning_rate=0.3, seed=2))
+    assert loss_and_accuracy(arch, trained, x, y)[0] < loss_and_accuracy(arch, start, x, y)[0] - 0.05
+    again, _ = train(arch, start, x, y, TrainingConfig(epochs=30, batch_size=32, learning_rate=0.3, seed=2))
+    assert all(np.array_equal(a, b) for a, b in zip(trained, again, strict=True))  # deterministic for a seed
+
+
+def test_fedprox_keeps_local_weights_near_the_global_model() -> None:
+    x, y = _data()
+    arch = Architecture(4, 2)
+    start = arch.initial_weights(seed=1)
+    free, _ = train(arch, start, x, y, TrainingConfig(epochs=20, learning_rate=0.1, seed=1))
+    prox, _ = train(arch, start, x, y, TrainingConfig(epochs=20, learning_rate=0.1, proximal_mu=5.0, seed=1))
+    assert np.linalg.norm(prox[0] - start[0]) < 0.5 * np.linalg.norm(free[0] - start[0])
+
+
+def test_run_spec_round_trips_and_names_the_client_app() -> None:
+    f = pb.Federation(num_rounds=2, min_participants=3,
+                      model=pb.ModelSpec(feature_count=6, class_count=2, mlp=pb.MlpSpec(
+                          hidden_units=[4], activation=pb.MLP_ACTIVATION_SQUARE), label_name="y"),
+                      strategy=pb.Strategy(fed_adam=pb.FedAdamParameters(tau=1e-3)),
+                      secure_aggregation=pb.SecureAggregation(num_shares=3, reconstruction_threshold=2),
+                      differential_privacy=pb.DifferentialPrivacy(
+                          clipping_mode=pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED, noise_multiplier=1.0,
+                          clipping_norm=0.5, delta=1e-4))
+    federations.validate("risk", f)
+    spec = federations.run_spec(f, "federations/risk/runs/1", 5, [11, 12, 13])
+    assert RunSpec.from_json(spec.to_json()) == spec
+    assert spec.client_component() == "privmesh.fl.app.client_app:secagg_clipped"
+    assert spec.strategy == "fedadam" and spec.strategy_params["tau"] == 1e-3
+    assert spec.architecture.activation == "square" and spec.secagg is not None and spec.secagg.num_shares == 3
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinatorStore:
+    url = (f"sqlite:///{tmp_path / 'fl.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_db"))
+    return CoordinatorStore(Database(url))
+
+
+def test_store_keeps_keys_unique_and_events_in_sequence(store: CoordinatorStore) -> None:
+    store.create_federation(pb.Federation(name="federations/a"), "req-1", "d1")
+    with pytest.raises(Conflict):
+        store.create_federation(pb.Federation(name="federations/a"), "req-2", "d2")
+    assert store.earlier_request("req-1") == ("d1", "federations/a") and store.earlier_request("req-2") is None
+    p = pb.Participant(name="federations/a/participants/x", public_key_fingerprint="ff", node_id=2**63 + 5)
+    store.add_participant(p, "federations/a", "", "")
+    with pytest.raises(Conflict) as same_key:
+        store.add_participant(pb.Participant(name="federations/a/participants/y", public_key_fingerprint="ff"),
+                              "federations/a", "", "")
+    assert same_key.value.what == "public_key"
+    assert [q.node_id for q in store.participants("federations/a")] == [2**63 + 5]
+    run = pb.Run(name="federations/a/runs/1", state=pb.RUN_STATE_PENDING)
+    store.create_run(run, "federations/a", 1, "", "")
+    with pytest.raises(Conflict):
+        store.create_run(pb.Run(name="federations/a/runs/2", state=pb.RUN_STATE_PENDING), "federations/a", 2, "", "")
+    for round_number in (1, 2):
+        store.append_event(run.name, lambda seq, r=round_number: pb.RunEvent(
+            sequence=seq, run=run.name, round_started=pb.RoundStarted(round=r)))
+    assert [e.sequence for e in store.events(run.name, 0)] == [1, 2]
+    assert store.run(run.name).last_event_sequence == 2  # type: ignore[union-attr]
+    assert [r.name for r in store.active_runs()] == [run.name]
