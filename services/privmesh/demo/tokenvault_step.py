@@ -4,7 +4,7 @@ emails, phone and card numbers; the vault's data keys come from key-broker.
 The operator creates a key-broker key whose policy lets token-vault generate and unwrap data keys, and the
 vault's fields (deterministic names and emails so tokenized tables still join, FF1 SSNs and phones that
 keep their shape, card numbers that keep the first six and last four digits and stay Luhn-valid). The demo
-client tokenizes the records in one batch, writes the tokenized table for dp-gateway (step 2), and may only
+client tokenizes the records in batches, writes the tokenized table for dp-gateway (step 2), and may only
 see masks when it detokenizes; the operator gets the values back.
 """
 
@@ -27,7 +27,8 @@ from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
 
 TENANT = "tenants/hospitals"
 KEY_ALIAS = "patient-records"
-PATIENTS = 30
+PATIENTS = 600  # enough for dp-gateway's step to give useful answers
+BATCH_PATIENTS = 200  # 1000 values per Tokenize request, the vault's default maximum batch
 VAULT_OPERATIONS = (kb.KEY_OPERATION_GENERATE_DATA_KEY, kb.KEY_OPERATION_DECRYPT, kb.KEY_OPERATION_RE_ENCRYPT_FROM,
                     kb.KEY_OPERATION_RE_ENCRYPT_TO, kb.KEY_OPERATION_ROTATE)
 FF1, DETERMINISTIC = pb.SHAPE_METHOD_FF1, pb.SHAPE_METHOD_DETERMINISTIC
@@ -88,10 +89,13 @@ async def tokenvault_step(ctx: DemoContext) -> None:
                  for p in patients for field_id in PROFILES]
         async with secure_channel(target, ctx.layout.identity("demo-client"), services) as client_channel:
             client = tokenvault_pb2_grpc.TokenVaultStub(client_channel)
-            reply = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items))
-            tokens = [r.token for r in reply.results]
-            again = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items))
-            expect([r.token for r in again.results] == tokens, "tokenizing again gave other tokens (no joins)")
+            step = BATCH_PATIENTS * len(PROFILES)
+            tokens = []
+            for start in range(0, len(items), step):
+                reply = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items[start:start + step]))
+                tokens.extend(r.token for r in reply.results)
+            again = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items[:step]))
+            expect([r.token for r in again.results] == tokens[:step], "tokenizing again gave other tokens (no joins)")
             expect(all(t != i.value for t, i in zip(tokens, items, strict=True)), "a token equals its value")
             tokenized = [dataclasses.replace(p, **dict(zip(PROFILES, tokens[n * len(PROFILES):(n + 1) * len(PROFILES)],
                                                            strict=True)))
@@ -101,8 +105,8 @@ async def tokenvault_step(ctx: DemoContext) -> None:
                    and token_row.card_number[-4:] == first.card_number[-4:], "the card token lost its first 6/last 4")
             expect(len(token_row.ssn) == 11 and token_row.ssn[3] == "-", "the SSN token lost its shape")
             expect(token_row.email.endswith(first.email.split("@")[1]), "the email token lost its domain")
-            ctx.console.print(f"   demo-client tokenized {len(items)} values of {PATIENTS} patients in one batch, "
-                              f"e.g. SSN {first.ssn} -> {token_row.ssn}, card …{first.card_number[-4:]} -> "
+            ctx.console.print(f"   demo-client tokenized {len(items)} values of {PATIENTS} patients in batches of "
+                              f"{step}, e.g. SSN {first.ssn} -> {token_row.ssn}, card …{first.card_number[-4:]} -> "
                               f"{token_row.card_number[:6]}…{token_row.card_number[-4:]}")
             masked = await client.Detokenize(pb.DetokenizeRequest(
                 parent=TENANT, items=[pb.TokenRef(field="ssn", token=token_row.ssn)], purpose="demo"))
