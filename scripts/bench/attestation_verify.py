@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cbor2
-import yaml
+from benchkit import RunningService, serve_in_process
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,8 +29,7 @@ from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
-from privmesh.runtime.client import ClientIdentity, secure_channel
-from privmesh.runtime.pki import DevPki
+from privmesh.runtime.client import secure_channel
 
 
 def crypto_only(document: bytes) -> None:
@@ -59,42 +56,8 @@ def measure_crypto(document: bytes, seconds: float) -> float:
     return done / (time.perf_counter() - began)
 
 
-def write_config(tmp: Path, dev_root: Path) -> Path:
-    pki = DevPki(tmp / "pki")
-    pki.init()
-    for name in ("attestation-verifier", "client"):
-        pki.issue(name)
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"rules": [{"name": "bench", "principals": [pki.spiffe_id("client")],
-                                                 "methods": ["privmesh.attestation.v1.AttestationVerifier/*"]}]}))
-    bundle = pki.bundle("attestation-verifier")
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": "127.0.0.1:0", "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
-                                                    "key_file": str(bundle.key_file)},
-                   "authz_policy": str(policy), "log": {"level": "WARNING"}, "metrics": {"enabled": True},
-                   "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "a.pem")}},
-        "service": {"database": f"sqlite:///{tmp / 'att.db'}", "token_signing_key_file": str(tmp / "t.pem"),
-                    "dev_root_files": [str(dev_root)]},
-    }))
-    return config
-
-
-async def serve(config: Path, port_file: Path) -> None:
-    from privmesh.attestation.server import DEFINITION
-    from privmesh.runtime.config import load_config
-    from privmesh.runtime.server import MeshServer
-
-    server_config, settings = load_config(config, DEFINITION.settings_model)
-    server = MeshServer(DEFINITION, server_config, settings)
-    await server.start()
-    await asyncio.to_thread(port_file.write_text, str(server.port))
-    await server.wait()
-
-
-async def measure_service(port: int, pki: Path, document: bytes, seconds: float, concurrency: int) -> float:
-    identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
-    async with secure_channel(f"127.0.0.1:{port}", identity) as channel:
+async def measure_service(service: RunningService, document: bytes, seconds: float, concurrency: int) -> float:
+    async with secure_channel(service.target, service.identity) as channel:
         stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
         policy = pb.Policy(name="bench", require_nonce=False,
                            allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))])
@@ -121,34 +84,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.serve, args.port_file))
-        return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ca = DevCa.generate()
         (tmp / "root.pem").write_bytes(ca.root_pem)
         document = EnclaveApp(SimulatedNsm(ca)).attest(None)
-        config = write_config(tmp, tmp / "root.pem")
-        port_file = tmp / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port-file", str(port_file)])
-        try:
-            deadline = time.monotonic() + 60
-            while not port_file.exists() or not port_file.read_text():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
-                time.sleep(0.05)
+        settings = {"database": f"sqlite:///{tmp / 'att.db'}", "token_signing_key_file": str(tmp / "t.pem"),
+                    "dev_root_files": [str(tmp / "root.pem")]}
+        with serve_in_process("privmesh.attestation.server:DEFINITION", tmp,
+                              ["privmesh.attestation.v1.AttestationVerifier/*"], settings) as running:
             half = args.seconds / 2
             crypto_a = measure_crypto(document, half / 2)
-            service = asyncio.run(measure_service(int(port_file.read_text()), tmp / "pki", document, half,
-                                                  args.concurrency))
+            service = asyncio.run(measure_service(running, document, half, args.concurrency))
             crypto_b = measure_crypto(document, half / 2)
-        finally:
-            server.terminate()
-            server.wait()
     crypto = (crypto_a + crypto_b) / 2
     print(f"document {len(document)} B, {args.concurrency} concurrent callers")
     print(f"crypto checks alone (4 chain signatures + COSE, one core): {crypto:8.0f} docs/s")

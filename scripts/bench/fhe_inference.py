@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import openfhe
-import yaml
+from benchkit import RunningService, serve_in_process
 
 from privmesh.fhe.circuit import Circuit
 from privmesh.fhe.client import ClientKeys, infer_encrypted, register_keys
@@ -32,44 +30,9 @@ from privmesh.fhe.model import ModelSpec, load_model, model_file
 from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
-from privmesh.runtime.client import ClientIdentity, secure_channel
-from privmesh.runtime.pki import DevPki
+from privmesh.runtime.client import secure_channel
 
 FEATURES, SAMPLES = 32, 256
-
-
-def write_config(tmp: Path, model: bytes) -> Path:
-    pki = DevPki(tmp / "pki")
-    pki.init()
-    for name in ("fhe-inference", "client"):
-        pki.issue(name)
-    (tmp / "bench.json").write_bytes(model)
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"rules": [{"name": "bench", "principals": [pki.spiffe_id("client")],
-                                                 "methods": ["privmesh.fhe.v1.FHEInference/*"]}]}))
-    bundle = pki.bundle("fhe-inference")
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": "127.0.0.1:0", "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
-                                                    "key_file": str(bundle.key_file)},
-                   "authz_policy": str(policy), "log": {"level": "WARNING"}, "metrics": {"enabled": True},
-                   "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "a.pem")}},
-        "service": {"database": f"sqlite:///{tmp / 'fhe.db'}", "key_dir": str(tmp / "keys"),
-                    "model_files": [str(tmp / "bench.json")]},
-    }))
-    return config
-
-
-async def serve(config: Path, port_file: Path) -> None:
-    from privmesh.fhe.server import DEFINITION
-    from privmesh.runtime.config import load_config
-    from privmesh.runtime.server import MeshServer
-
-    server_config, settings = load_config(config, DEFINITION.settings_model)
-    server = MeshServer(DEFINITION, server_config, settings)
-    await server.start()
-    await asyncio.to_thread(port_file.write_text, str(server.port))
-    await server.wait()
 
 
 def measure_direct(spec: ModelSpec, keys: ClientKeys, inputs: list[bytes]) -> float:
@@ -92,10 +55,9 @@ async def measure_service(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
     return SAMPLES * len(inputs) / elapsed
 
 
-async def run(port: int, pki: Path, spec: ModelSpec, count: int, rounds: int) \
+async def run(service: RunningService, spec: ModelSpec, count: int, rounds: int) \
         -> tuple[list[float], list[float], float]:
-    identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
-    async with secure_channel(f"127.0.0.1:{port}", identity, timeout_seconds=600) as channel:
+    async with secure_channel(service.target, service.identity, timeout_seconds=600) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         model = (await stub.GetModel(pb.GetModelRequest(name="models/bench"))).model
         keys = ClientKeys.generate(model)
@@ -123,31 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=16, help="ciphertexts (of 256 samples) per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="alternating measurements of each side")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.serve, args.port_file))
-        return
     weights = np.random.default_rng(0).normal(0, 0.3, FEATURES)
     model = model_file("logistic_regression", weights=weights, bias=0.1, sigmoid={"degree": 5, "interval": [-8, 8]})
     spec = load_model("bench", model)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        config = write_config(tmp, model)
-        port_file = tmp / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port-file", str(port_file)])
-        try:
-            deadline = time.monotonic() + 120
-            while not port_file.exists() or not port_file.read_text():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
-                time.sleep(0.05)
-            direct_runs, service_runs, error = asyncio.run(run(int(port_file.read_text()), tmp / "pki", spec,
-                                                               args.inputs, args.rounds))
-        finally:
-            server.terminate()
-            server.wait()
+        (tmp / "bench.json").write_bytes(model)
+        settings = {"database": f"sqlite:///{tmp / 'fhe.db'}", "key_dir": str(tmp / "keys"),
+                    "model_files": [str(tmp / "bench.json")]}
+        with serve_in_process("privmesh.fhe.server:DEFINITION", tmp, ["privmesh.fhe.v1.FHEInference/*"],
+                              settings) as running:
+            direct_runs, service_runs, error = asyncio.run(run(running, spec, args.inputs, args.rounds))
     direct, service = float(np.median(direct_runs)), float(np.median(service_runs))
     params = spec.params
     print(f"logistic regression, {FEATURES} features, ring 2^{params.ring_dimension.bit_length() - 1}, depth "

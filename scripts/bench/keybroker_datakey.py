@@ -15,65 +15,12 @@ import asyncio
 import io
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_rps import load as echo_load
-from runtime_rps import start as start_echo
-
-
-async def serve_broker(config: Path, port_file: Path) -> None:
-    from privmesh.keybroker import server as keybroker_server
-    from privmesh.runtime.config import load_config
-    from privmesh.runtime.server import MeshServer
-
-    server_config, settings = load_config(config, keybroker_server.DEFINITION.settings_model)
-    server = MeshServer(keybroker_server.DEFINITION, server_config, settings)
-    await server.start()
-    await asyncio.to_thread(port_file.write_text, str(server.port))
-    await server.wait()
-
-
-def broker_config(tmp: Path) -> Path:
-    from privmesh.runtime.pki import DevPki
-
-    pki = DevPki(tmp / "pki")
-    pki.init()
-    for name in ("server", "client"):
-        pki.issue(name)
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"rules": [{"name": "bench", "principals": [pki.spiffe_id("client")],
-                                                 "methods": ["privmesh.keybroker.v1.KeyBroker/*"]}]}))
-    bundle = pki.bundle("server")
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
-                           "key_file": str(bundle.key_file)},
-                   "authz_policy": str(policy),
-                   "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "k.pem")},
-                   "log": {"level": "WARNING"}},
-        "service": {"database": f"sqlite:///{tmp / 'keybroker.db'}", "keystore_file": str(tmp / "keystore.bin"),
-                    "root_key_file": str(tmp / "root.bin")},
-    }))
-    return config
-
-
-def start_broker(config: Path, port_file: Path) -> tuple[subprocess.Popen[bytes], int]:
-    process = subprocess.Popen([sys.executable, __file__, "--serve", "--config", str(config),
-                                "--port-file", str(port_file)])
-    deadline = time.monotonic() + 60
-    while not port_file.exists() or not port_file.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("key broker did not start")
-        time.sleep(0.05)
-    return process, int(port_file.read_text())
+from benchkit import bare_echo, echo_load, serve_in_process
 
 
 async def generate_load(stub: object, key: str, seconds: float, concurrency: int) -> float:
@@ -120,25 +67,22 @@ async def envelope_throughput(client: object, key: str, mib: int) -> tuple[float
 async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> None:
     from privmesh.keybroker.client import SERVICES, KeyBrokerClient, allow
     from privmesh.keybroker.v1 import keybroker_pb2 as pb
-    from privmesh.runtime.client import ClientIdentity, secure_channel
+    from privmesh.runtime.client import secure_channel
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        config = broker_config(tmp)
-        broker, broker_port = start_broker(config, tmp / "broker.port")
-        echo = None
-        try:
-            pki = tmp / "pki"
-            identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
-            async with secure_channel(f"127.0.0.1:{broker_port}", identity, SERVICES) as secure:
+        settings = {"database": f"sqlite:///{tmp / 'keybroker.db'}", "keystore_file": str(tmp / "keystore.bin"),
+                    "root_key_file": str(tmp / "root.bin")}
+        with serve_in_process("privmesh.keybroker.server:DEFINITION", tmp, ["privmesh.keybroker.v1.KeyBroker/*"],
+                              settings) as broker, bare_echo(tmp) as echo_port:
+            async with secure_channel(broker.target, broker.identity, SERVICES) as secure:
                 client = KeyBrokerClient(secure)
-                me = "spiffe://privmesh.local/ns/privmesh/sa/client"
+                me = broker.pki.spiffe_id("client")
                 key = await client.create_key(policy=pb.KeyPolicy(statements=[allow([me], [
                     pb.KEY_OPERATION_GENERATE_DATA_KEY, pb.KEY_OPERATION_DECRYPT])]))
                 sample = await client.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
                     key=key.name, encryption_context={"tenant": "bench"}))
                 payload = bytes(sample.ByteSize())  # the echo carries a response of the same size
-                echo, echo_port = start_echo(["--serve", "bare"], tmp / "echo.port")
                 broker_rates, echo_rates = [], []
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as plain:
                     for _ in range(rounds):
@@ -146,11 +90,6 @@ async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> No
                         broker_rates.append(await generate_load(client.stub, key.name, seconds / rounds,
                                                                 concurrency))
                 sdk_mbs, aes_mbs = await envelope_throughput(client, key.name, mib)
-        finally:
-            for process in (broker, echo):
-                if process is not None:
-                    process.terminate()
-                    process.wait()
     ratios = [b / e for b, e in zip(broker_rates, echo_rates, strict=True)]
     print(f"response {len(payload)} B, {concurrency} concurrent callers, {rounds} alternating rounds of "
           f"{seconds / rounds:.1f} s per server")
@@ -171,14 +110,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mib", type=int, default=32, help="envelope throughput sample size")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve_broker(args.config, args.port_file))
-    else:
-        asyncio.run(measure(args.seconds, args.concurrency, args.rounds, args.mib))
+    asyncio.run(measure(args.seconds, args.concurrency, args.rounds, args.mib))
 
 
 if __name__ == "__main__":
