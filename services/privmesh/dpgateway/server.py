@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from privmesh.dpgateway.allocator import retain_freed_memory
 from privmesh.dpgateway.datasets import DatasetStore, now_us
 from privmesh.dpgateway.gateway_service import GatewayService, Limits
 from privmesh.dpgateway.ledger import Ledger
@@ -21,6 +22,7 @@ SERVICE_NAME = dpgateway_pb2.DESCRIPTOR.services_by_name["DPGateway"].full_name
 
 
 async def build(runtime: Runtime, settings: DPGatewaySettings) -> Sequence[Registration]:
+    retain_freed_memory(settings.retain_freed_memory_mb)
     db = Database(settings.database)
     runtime.on_close.append(db.close)
     ledger = Ledger(db)

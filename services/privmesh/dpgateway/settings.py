@@ -17,5 +17,8 @@ class DPGatewaySettings(BaseModel):
     max_epsilon_per_query: float = Field(10.0, gt=0, le=1000)
     max_rho_per_query: float = Field(5.0, gt=0, le=1000)
     max_delta_per_query: float = Field(1e-5, ge=0, lt=1)
+    retain_freed_memory_mb: int = Field(
+        256, ge=0, le=1024, description="freed memory each malloc arena keeps for the next release (glibc); "
+        "0: the C library's defaults (releases then fault their buffers in afresh, ~1.5x slower)")
     stale_reservation_seconds: int = Field(
         900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")
