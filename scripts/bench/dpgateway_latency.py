@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
+from benchkit import RunningService, serve_in_process
 
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
-from privmesh.runtime.client import ClientIdentity, secure_channel
-from privmesh.runtime.pki import DevPki
+from privmesh.runtime.client import secure_channel
 
 SERVICE = "privmesh.dpgateway.v1.DPGateway"
 PLAIN_ENGINE = "streaming"
@@ -53,48 +50,14 @@ def synthetic(path: Path, rows: int) -> None:
     pl.DataFrame({"age": rng.integers(18, 91, rows), "bmi": rng.uniform(15.0, 45.0, rows)}).write_parquet(path)
 
 
-def write_config(tmp: Path) -> Path:
-    pki = DevPki(tmp / "pki")
-    pki.init()
-    for name in ("dp-gateway", "client"):
-        pki.issue(name)
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"rules": [{"name": "bench", "principals": [pki.spiffe_id("client")],
-                                                 "methods": [f"{SERVICE}/*"]}]}))
-    bundle = pki.bundle("dp-gateway")
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": "127.0.0.1:0", "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
-                                                    "key_file": str(bundle.key_file)},
-                   "authz_policy": str(policy), "log": {"level": "WARNING"}, "metrics": {"enabled": True},
-                   "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "a.pem")}},
-        "service": {"database": f"sqlite:///{tmp / 'dpgateway.db'}", "cache_dir": str(tmp / "cache")},
-    }))
-    return config
-
-
-async def serve(config: Path, port_file: Path) -> None:
-    from privmesh.dpgateway.server import DEFINITION
-    from privmesh.runtime.config import load_config
-    from privmesh.runtime.server import MeshServer
-
-    server_config, settings = load_config(config, DEFINITION.settings_model)
-    server = MeshServer(DEFINITION, server_config, settings)
-    await server.start()
-    await asyncio.to_thread(port_file.write_text, str(server.port))
-    await server.wait()
-
-
 Timings = dict[int, dict[str, tuple[float, float]]]  # rows -> query -> (gateway median, plain median)
 
 
-async def measure(port: int, tmp: Path, files: dict[int, Path], repeats: int) -> Timings:
-    pki = tmp / "pki"
-    identity = ClientIdentity(pki / "ca.crt", pki / "client.crt", pki / "client.key")
+async def measure(service: RunningService, files: dict[int, Path], repeats: int) -> Timings:
     results: Timings = {}
-    async with secure_channel(f"127.0.0.1:{port}", identity, timeout_seconds=120) as channel:
+    async with secure_channel(service.target, service.identity, timeout_seconds=120) as channel:
         stub = dpgateway_pb2_grpc.DPGatewayStub(channel)
-        me = DevPki(pki).spiffe_id("client")
+        me = service.pki.spiffe_id("client")
         for rows, path in files.items():
             dataset = f"bench_{rows}"
             await stub.RegisterDataset(pb.RegisterDatasetRequest(dataset_id=dataset, dataset=pb.Dataset(
@@ -129,31 +92,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.serve, args.port_file))
-        return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         files = {rows: tmp / f"rows_{rows}.parquet" for rows in sizes}
         for rows, path in files.items():
             synthetic(path, rows)
-        config = write_config(tmp)
-        port_file = tmp / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port-file", str(port_file)])
-        try:
-            deadline = time.monotonic() + 120
-            while not port_file.exists() or not port_file.read_text():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
-                time.sleep(0.05)
-            results = asyncio.run(measure(int(port_file.read_text()), tmp, files, args.repeats))
-        finally:
-            server.terminate()
-            server.wait()
+        settings = {"database": f"sqlite:///{tmp / 'dpgateway.db'}", "cache_dir": str(tmp / "cache")}
+        with serve_in_process("privmesh.dpgateway.server:DEFINITION", tmp, [f"{SERVICE}/*"], settings) as running:
+            results = asyncio.run(measure(running, files, args.repeats))
     print(f"median latency over {args.repeats} alternating runs (Parquet read on every query by both sides, "
           f"plain Polars on its {PLAIN_ENGINE} engine)")
     print(f"{'rows':>10} {'query':>6} {'gateway ms':>11} {'plain ms':>9} {'ratio':>6}")
