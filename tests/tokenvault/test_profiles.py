@@ -14,6 +14,7 @@ from privmesh.tokenvault import profiles
 from privmesh.tokenvault.keys import field_keys
 from privmesh.tokenvault.masking import Mask
 from privmesh.tokenvault.shapes import luhn_valid
+from privmesh.tokenvault.store import new_entry_ids
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 KEYS = field_keys(secrets.token_bytes(32))
@@ -114,7 +115,31 @@ def test_deterministic_and_random_opaque_tokens() -> None:
     assert det.derive(["x"], KEYS) == det.derive(["x"], KEYS) != det.derive(["y"], KEYS)
     assert det.derive(["x"], KEYS) != det.derive(["x"], field_keys(secrets.token_bytes(32)))
     rnd = build(random=pb.RandomProfile(prefix="tok_"))
-    assert rnd.draw("x") != rnd.draw("x") and rnd.draw("x").startswith("tok_")
+    assert isinstance(rnd, profiles.RandomProfile)
+    ids = new_entry_ids(3)
+    tokens = rnd.tokens_for(ids, KEYS)
+    assert len(set(tokens)) == 3 and all(t.startswith("tok_") and len(t) == 4 + 22 for t in tokens)
+    assert not any(i in t or bytes.fromhex(i).hex() in t for i in ids for t in tokens)  # the id is hidden
+    assert rnd.entry_ids(tokens, KEYS) == dict(zip(tokens, ids, strict=True))
+    assert rnd.entry_ids(tokens, field_keys(secrets.token_bytes(32))) != dict(zip(tokens, ids, strict=True))
+
+
+@pytest.mark.parametrize("length", [16, 24, 64])
+def test_random_tokens_cannot_be_forged_or_altered(length: int) -> None:
+    rnd = build(random=pb.RandomProfile(length=length, prefix="t_"))
+    assert isinstance(rnd, profiles.RandomProfile)
+    entry_id = new_entry_ids(1)[0]
+    token = rnd.tokens_for([entry_id], KEYS)[0]
+    assert rnd.entry_ids([token], KEYS) == {token: entry_id}
+    body = token[2:]
+    # Lengths 16 and 64 end in a character that carries 2 bits: the next one spells the same bytes.
+    respelled = "t_" + body[:-1] + (chr(ord(body[-1]) + 1) if length != 24 else "A" if body[-1] != "A" else "B")
+    assert respelled != token and respelled not in rnd.entry_ids([respelled], KEYS)
+    altered = {respelled, "t_" + body[:5] + ("B" if body[5] != "B" else "C") + body[6:],
+               "t_" + body[1:] + "A", "x_" + body, "t_" + body[:-1], "t_" + body + "A", "t_" + "!" + body[1:]}
+    found = rnd.entry_ids(sorted(altered), KEYS)
+    # Altered tokens either are not in the format, or decrypt to other ids (which name no entry).
+    assert entry_id not in found.values()
 
 
 def test_masks() -> None:

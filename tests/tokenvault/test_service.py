@@ -5,15 +5,17 @@ policies decide per principal and field, and audit records hold no values or tok
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from privmesh.runtime.db import Database
 from privmesh.runtime.errors import read_error
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from tests.conftest import spiffe
-from tests.tokenvault.conftest import TENANT, VaultEnv, create_field, detokenize, reader_policy, tokenize
+from tests.tokenvault.conftest import TENANT, VaultEnv, create_field, detokenize, field, reader_policy, tokenize
 
 FF1, DETERMINISTIC = pb.SHAPE_METHOD_FF1, pb.SHAPE_METHOD_DETERMINISTIC
 PROFILES = {
@@ -297,3 +299,48 @@ async def test_an_expired_deterministic_entry_is_replaced_when_tokenized_again(e
     [again] = await tokenize(env.alice, ("card", "4111111111111111"))
     assert env.count() == 1  # the expired entry was replaced, not kept beside the new one
     assert await detokenize(env.alice, ("card", again)) == ["4111111111111111"]
+
+
+async def test_random_tokens_name_their_entry_and_resist_forgery(env: VaultEnv) -> None:
+    await create_all(env)
+    await create_field(env.alice, "alias", PROFILES["name"])  # same prefix, another field key
+    ada, bea = await tokenize(env.alice, ("name", "Ada"), ("name", "Bea"))
+    assert env.rows("SELECT token FROM tv_entries WHERE field = 'name'") == [("",), ("",)]  # nothing to index
+    assert await detokenize(env.alice, ("name", ada), ("name", bea)) == ["Ada", "Bea"]
+    body = ada[4:]
+    flipped = body[:7] + ("A" if body[7] != "A" else "B") + body[8:]
+    respelled = body[:-1] + chr(ord(body[-1]) + 1)  # the same bytes, non-canonically spelt
+    before = env.count()
+    code, details = await expect_error(detokenize(env.alice, ("name", ada), ("name", "tok_" + flipped),
+                                                  ("name", "tok_" + respelled), ("alias", ada)))
+    assert code == grpc.StatusCode.NOT_FOUND and details.metadata["indices"] == "1,2,3"  # type: ignore[attr-defined]
+    globex = pb.CreateFieldRequest(parent="tenants/globex", field_id="name", field=field(PROFILES["name"]))
+    await env.alice.CreateField(globex)
+    code, _ = await expect_error(env.alice.Detokenize(pb.DetokenizeRequest(
+        parent="tenants/globex", items=[pb.TokenRef(field="name", token=ada)], purpose="test")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    deleted = await env.alice.DeleteTokens(pb.DeleteTokensRequest(parent=TENANT, items=[
+        pb.TokenRef(field="alias", token=ada), pb.TokenRef(field="name", token="tok_" + flipped)]))
+    assert deleted.deleted_count == 0 and env.count() == before
+
+
+async def test_random_tokens_drawn_before_migration_4_still_work(env: VaultEnv) -> None:
+    """Rows written by the earlier format hold their drawn token; it is found through the token index."""
+    await create_all(env)
+    await tokenize(env.alice, ("name", "Ada"))  # a call each: Ada's entry id sorts first
+    [bea] = await tokenize(env.alice, ("name", "Bea"))
+    old_ada, old_bea = "tok_" + secrets.token_urlsafe(16), "tok_" + secrets.token_urlsafe(16)
+    db = Database(env.database)
+    try:
+        with db.transaction() as cur:
+            for old in (old_ada, old_bea):
+                cur.execute("UPDATE tv_entries SET token = ? WHERE id IN (SELECT id FROM tv_entries WHERE field = "
+                            "'name' AND token = '' ORDER BY id LIMIT 1)", (old,))
+    finally:
+        db.close()
+    assert await detokenize(env.alice, ("name", old_bea), ("name", old_ada), ("name", bea)) == ["Bea", "Ada", "Bea"]
+    deleted = await env.alice.DeleteTokens(pb.DeleteTokensRequest(parent=TENANT, items=[
+        pb.TokenRef(field="name", token=old_ada), pb.TokenRef(field="name", token=bea)]))
+    assert deleted.deleted_count == 2 and env.count() == 0
+    code, _ = await expect_error(detokenize(env.alice, ("name", old_ada)))
+    assert code == grpc.StatusCode.NOT_FOUND

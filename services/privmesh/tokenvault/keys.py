@@ -76,10 +76,11 @@ class DataKeySource(Protocol):
 def field_keys(secret: bytes) -> FieldKeys:
     """The token and look-up keys of a field, independent of each other, from its secret."""
 
-    def derive(info: bytes) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+    def derive(info: bytes, length: int = 32) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
 
-    return FieldKeys(derive(b"privmesh token-vault token key"), derive(b"privmesh token-vault lookup key"))
+    return FieldKeys(derive(b"privmesh token-vault token key"), derive(b"privmesh token-vault lookup key"),
+                     derive(b"privmesh token-vault random token locator keys", 64))
 
 
 @dataclass

@@ -207,7 +207,10 @@ class Vault:
             plan = _FieldPlan(name, loaded, keys[name], indices)
             values = [items[i].value for i in indices]
             plan.values = values
-            if profile.derived:
+            plan.entry_ids = new_entry_ids(len(indices))
+            if isinstance(profile, RandomProfile):
+                plan.tokens = profile.tokens_for(plan.entry_ids, plan.keys)
+            elif profile.derived:
                 plan.tokens = profile.derive(values, plan.keys)
             else:
                 plan.tokens = profile.draw_many(values)
@@ -215,7 +218,6 @@ class Vault:
                 plan.value_hashes = [plan.keys.value_hash(v) for v in values]
             plan.subject_hashes = [plan.keys.subject_hash(items[i].subject_id) if items[i].subject_id else b""
                                    for i in indices]
-            plan.entry_ids = new_entry_ids(len(indices))
             await self._encrypt(tenant, plan, items)
             plans.append(plan)
         expiries = list(ttls)
@@ -272,7 +274,8 @@ class Vault:
             if self.store.retired(cur, used_keys):
                 raise _Retry
             for plan in plans:
-                if self.store.db.dialect == "postgres" and not plan.field.profile.derived:
+                profile = plan.field.profile
+                if self.store.db.dialect == "postgres" and not (profile.derived or isinstance(profile, RandomProfile)):
                     # Drawn tokens are settled against stored ones: one drawing writer per field at a time.
                     cur.execute("SELECT 1 FROM tv_fields WHERE tenant = ? AND field = ? FOR UPDATE",
                                 (tenant, plan.name))
@@ -291,15 +294,20 @@ class Vault:
         items = range(len(plan.indices))
         new_entries: list[NewEntry] = []
         extend: list[tuple[int | None, str]] = []
+        if isinstance(profile, RandomProfile):  # the token names the entry: nothing to settle, nothing to store
+            for position in items:
+                index = plan.indices[position]
+                tokens[index] = plan.tokens[position]
+                new_entries.append(plan.entry(position, "", None, expiries[index]))
+            return new_entries, extend
         if not profile.deterministic:
             chosen = list(plan.tokens)
-            if not isinstance(profile, RandomProfile):  # short shaped tokens can collide: redraw those
-                taken = self.store.tokens_taken(cur, tenant, plan.name, chosen)
-                seen: set[str] = set()
-                for position in items:
-                    while chosen[position] in taken or chosen[position] in seen:
-                        chosen[position] = profile.draw(plan.values_of(position))
-                    seen.add(chosen[position])
+            taken = self.store.tokens_taken(cur, tenant, plan.name, chosen)  # short shaped tokens can collide
+            seen: set[str] = set()
+            for position in items:
+                while chosen[position] in taken or chosen[position] in seen:
+                    chosen[position] = profile.draw(plan.values_of(position))
+                seen.add(chosen[position])
             for position in items:
                 index = plan.indices[position]
                 tokens[index] = chosen[position]
@@ -377,8 +385,9 @@ class Vault:
         for index, (name, _) in enumerate(refs):
             by_field.setdefault(name, []).append(index)
         for name, indices in by_field.items():
-            entries = await asyncio.to_thread(self.store.find_tokens, tenant, name,
-                                              sorted({refs[i][1] for i in indices}), now)
+            wanted = sorted({refs[i][1] for i in indices})
+            ids = await self._entry_ids(fields[name], wanted)
+            entries = await asyncio.to_thread(self.store.find_tokens, tenant, name, wanted, now, ids)
             for index in indices:
                 entry = entries.get(refs[index][1])
                 if entry is None:
@@ -410,6 +419,12 @@ class Vault:
             if request_id:
                 await asyncio.to_thread(self._remember, tenant, "Detokenize", request_id, fingerprint, b"")
         return results
+
+    async def _entry_ids(self, loaded: LoadedField, tokens: Sequence[str]) -> dict[str, str]:
+        """The entry ids that a random field's tokens name (none for other profiles)."""
+        if not isinstance(loaded.profile, RandomProfile):
+            return {}
+        return loaded.profile.entry_ids(tokens, await self.keyring.field_keys(loaded.stored))
 
     def _remember(self, tenant: str, method: str, request_id: str, fingerprint: bytes, response: bytes) -> None:
         with self.store.db.transaction() as cur:
@@ -447,12 +462,14 @@ class Vault:
         by_field: dict[str, set[str]] = {}
         for name, token in refs:
             by_field.setdefault(name, set()).add(token)
+        ids = {name: await self._entry_ids(fields[name], sorted(tokens)) for name, tokens in by_field.items()}
         await self.audit.append("DeleteTokens", resource=f"tenants/{tenant}",
                                 details={"fields": ",".join(sorted(by_field)), "count": str(len(refs))})
 
         def write() -> int:
             with self.store.db.transaction() as cur:
-                deleted = sum(self.store.delete_tokens(cur, tenant, name, sorted(tokens))
+                deleted = sum(self.store.delete_tokens(cur, tenant, name, sorted(tokens),
+                                                       sorted(ids[name].values()))
                               for name, tokens in by_field.items())
                 if request_id:
                     self.store.remember(cur, tenant, "DeleteTokens", request_id, fingerprint,
