@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 @dataclass(frozen=True)
 class RunningService:
     port: int
+    pid: int  # the server process, for cpu_seconds()
     identity: ClientIdentity  # the bench client's, allowed the methods given to serve_in_process
     pki: DevPki
 
@@ -84,6 +86,13 @@ def start_process(args: Sequence[str], port_file: Path, timeout: float = 120) ->
     return process, int(port_file.read_text())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): a server's cost per call, whatever else the
+    shared cores are doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     process.wait()
@@ -98,7 +107,7 @@ def serve_in_process(definition: str, tmp: Path, methods: Sequence[str],
     process, port = start_process([__file__, "--serve", definition, "--config", str(config)], tmp / f"{name}.port")
     try:
         bundle = pki.bundle(CLIENT)
-        yield RunningService(port, ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file), pki)
+        yield RunningService(port, process.pid, ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file), pki)
     finally:
         stop_process(process)
 

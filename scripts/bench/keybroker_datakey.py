@@ -1,6 +1,7 @@
 """GenerateDataKey RPCs per second through the key broker (local backend: mTLS, authorization, key policy,
 AES-GCM wrap, audit of every call) against a bare grpc.aio echo of the same response size, measured in the
-same run in alternating rounds; and the SDK's envelope encryption throughput (Encryption SDK streaming
+same run in alternating rounds, with the broker process's CPU time per call (less sensitive to whatever
+else shares the cores); and the SDK's envelope encryption throughput (Encryption SDK streaming
 with a broker data key) against cryptography's AES-GCM alone over the same bytes and frame size.
 
 Last line: `ratio: <GenerateDataKey rps / echo rps>` (goal >= 0.5).
@@ -20,10 +21,11 @@ import time
 from pathlib import Path
 
 import grpc
-from benchkit import bare_echo, echo_load, serve_in_process
+from benchkit import bare_echo, cpu_seconds, echo_load, serve_in_process
 
 
-async def generate_load(stub: object, key: str, seconds: float, concurrency: int) -> float:
+async def generate_load(stub: object, key: str, seconds: float, concurrency: int, pid: int) -> tuple[float, float]:
+    """(GenerateDataKey calls/s, the broker process's CPU µs per call) after a warm-up."""
     from privmesh.keybroker.v1 import keybroker_pb2 as pb
 
     request = pb.GenerateDataKeyRequest(key=key, encryption_context={"tenant": "bench"})
@@ -39,9 +41,9 @@ async def generate_load(stub: object, key: str, seconds: float, concurrency: int
             await call(request, timeout=10)
             done += 1
 
-    began = time.perf_counter()
+    cpu, began = cpu_seconds(pid), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - began)
+    return done / (time.perf_counter() - began), (cpu_seconds(pid) - cpu) / done * 1e6
 
 
 async def envelope_throughput(client: object, key: str, mib: int) -> tuple[float, float]:
@@ -83,12 +85,14 @@ async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> No
                 sample = await client.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
                     key=key.name, encryption_context={"tenant": "bench"}))
                 payload = bytes(sample.ByteSize())  # the echo carries a response of the same size
-                broker_rates, echo_rates = [], []
+                broker_rates, echo_rates, cpu_per_call = [], [], []
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as plain:
                     for _ in range(rounds):
                         echo_rates.append(await echo_load(plain, seconds / rounds, concurrency, payload))
-                        broker_rates.append(await generate_load(client.stub, key.name, seconds / rounds,
-                                                                concurrency))
+                        rate, cpu = await generate_load(client.stub, key.name, seconds / rounds, concurrency,
+                                                        broker.pid)
+                        broker_rates.append(rate)
+                        cpu_per_call.append(cpu)
                 sdk_mbs, aes_mbs = await envelope_throughput(client, key.name, mib)
     ratios = [b / e for b, e in zip(broker_rates, echo_rates, strict=True)]
     print(f"response {len(payload)} B, {concurrency} concurrent callers, {rounds} alternating rounds of "
@@ -97,6 +101,8 @@ async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> No
           f"{[round(r) for r in echo_rates]}")
     print(f"GenerateDataKey (mTLS, policy, wrap, audit):    median {statistics.median(broker_rates):8.0f} RPC/s  "
           f"{[round(r) for r in broker_rates]}")
+    print(f"broker server CPU per GenerateDataKey:          median {statistics.median(cpu_per_call):8.0f} µs     "
+          f"{[round(c) for c in cpu_per_call]}")
     print(f"envelope encryption of {mib} MiB (Encryption SDK, 64 KiB frames): {sdk_mbs:8.1f} MB/s")
     print(f"cryptography AES-GCM alone, same bytes and frames:             {aes_mbs:8.1f} MB/s  "
           f"(envelope/AES-GCM {sdk_mbs / aes_mbs:.3f})")
