@@ -52,16 +52,22 @@ def read_header(blob: bytes) -> BlobHeader:
     return BlobHeader(str(uuid.UUID(bytes=key_id)), version)
 
 
-def seal(material: bytes, header: BlobHeader, plaintext: bytes, context_aad: bytes) -> bytes:
-    head = header.encode()
-    nonce = os.urandom(NONCE_SIZE)
-    return head + nonce + AESGCM(material).encrypt(nonce, plaintext, head + context_aad)
+class WrappingKey:
+    """One key version's AES-GCM instance and encoded header, made once per version rather than per wrap."""
 
+    def __init__(self, material: bytes, header: BlobHeader) -> None:
+        self._aead = AESGCM(material)
+        self._head = header.encode()
 
-def open_blob(material: bytes, blob: bytes, context_aad: bytes) -> bytes:
-    head = blob[:_HEADER.size]
-    nonce = blob[_HEADER.size:_HEADER.size + NONCE_SIZE]
-    try:
-        return AESGCM(material).decrypt(nonce, blob[_HEADER.size + NONCE_SIZE:], head + context_aad)
-    except InvalidTag:
-        raise BadBlob from None
+    def seal(self, plaintext: bytes, context_aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_SIZE)
+        return self._head + nonce + self._aead.encrypt(nonce, plaintext, self._head + context_aad)
+
+    def open(self, blob: bytes, context_aad: bytes) -> bytes:
+        """The plaintext of a blob whose header names this key version; BadBlob if it fails authentication."""
+        head = blob[:_HEADER.size]
+        nonce = blob[_HEADER.size:_HEADER.size + NONCE_SIZE]
+        try:
+            return self._aead.decrypt(nonce, blob[_HEADER.size + NONCE_SIZE:], head + context_aad)
+        except InvalidTag:
+            raise BadBlob from None

@@ -6,6 +6,7 @@ context binds identically whether it reaches the broker over gRPC or inside an E
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from aws_encryption_sdk.internal.formatting.encryption_context import serialize_encryption_context
@@ -43,7 +44,13 @@ def user_entries(context: Mapping[str, str]) -> dict[str, str]:
 
 def aad(context: Mapping[str, str]) -> bytes:
     """The canonical bytes of a (validated) context."""
-    return serialize_encryption_context(dict(context)) if context else b""
+    return _canonical(tuple(sorted(context.items()))) if context else b""
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
+    """Hot callers send the same few contexts; the SDK's serializer is pure Python, so its result is kept."""
+    return serialize_encryption_context(dict(items))
 
 
 def audit_keys(context: Mapping[str, str]) -> str:

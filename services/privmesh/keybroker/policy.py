@@ -81,13 +81,37 @@ def principal_matches(pattern: str, principal: str) -> bool:
     return pattern == principal
 
 
-def _context_holds(cond: pb.PolicyConditions, context: Mapping[str, str]) -> bool:
-    if any(context.get(k) != v for k, v in cond.encryption_context_equals.items()):
-        return False
-    if any(k not in context for k in cond.encryption_context_keys_required):
-        return False
-    allowed = set(cond.encryption_context_keys_allowed)
-    return not allowed or set(context) <= allowed
+@dataclass(frozen=True)
+class _Statement:
+    """A statement in the form the per-call decision reads (plain tuples and sets, not protobuf fields)."""
+
+    sid: str
+    deny: bool
+    principals: tuple[str, ...]
+    operations: frozenset[int]
+    context_equals: tuple[tuple[str, str], ...]
+    context_required: tuple[str, ...]
+    context_allowed: frozenset[str]
+    attestation: pb.AttestationCondition | None
+
+    def matches(self, principal: str, operation: int, context: Mapping[str, str]) -> bool:
+        return operation in self.operations and any(principal_matches(p, principal) for p in self.principals) \
+            and all(context.get(k) == v for k, v in self.context_equals) \
+            and all(k in context for k in self.context_required) \
+            and (not self.context_allowed or self.context_allowed.issuperset(context))
+
+
+class CompiledPolicy:
+    """A key policy converted once (when read) for the decision made on every call."""
+
+    def __init__(self, policy: pb.KeyPolicy) -> None:
+        self.statements = tuple(_Statement(
+            st.sid, st.effect == pb.POLICY_EFFECT_DENY, tuple(st.principals), frozenset(st.operations),
+            tuple(st.conditions.encryption_context_equals.items()),
+            tuple(st.conditions.encryption_context_keys_required),
+            frozenset(st.conditions.encryption_context_keys_allowed),
+            st.conditions.attestation if st.conditions.HasField("attestation") else None)
+            for st in policy.statements)
 
 
 @dataclass(frozen=True)
@@ -103,21 +127,22 @@ def _denied(operation: int, message: str, reason: str = "KEY_POLICY_DENIED") -> 
         "KEY_OPERATION_")})
 
 
-def decide(policy: pb.KeyPolicy, principal: str, operation: int, context: Mapping[str, str],
+def decide(policy: pb.KeyPolicy | CompiledPolicy, principal: str, operation: int, context: Mapping[str, str],
            has_recipient: bool = False) -> Decision:
     """The decision for one call, or PERMISSION_DENIED (KEY_POLICY_DENIED / ATTESTATION_REQUIRED)."""
-    matching = [st for st in policy.statements
-                if operation in st.operations and any(principal_matches(p, principal) for p in st.principals)
-                and _context_holds(st.conditions, context)]
-    if any(st.effect == pb.POLICY_EFFECT_DENY for st in matching):
+    if isinstance(policy, pb.KeyPolicy):
+        policy = CompiledPolicy(policy)
+    matching = [st for st in policy.statements if st.matches(principal, operation, context)]
+    if any(st.deny for st in matching):
         raise _denied(operation, "a DENY statement of the key policy matches")
-    allows = [st for st in matching if st.effect == pb.POLICY_EFFECT_ALLOW]
-    attested = [st for st in allows if st.conditions.HasField("attestation")]
-    plain = [st for st in allows if not st.conditions.HasField("attestation")]
+    allows = [st for st in matching if not st.deny]
+    attested = [st for st in allows if st.attestation is not None]
+    plain = [st for st in allows if st.attestation is None]
     if has_recipient:
         if not attested:
             raise _denied(operation, "no statement of the key policy releases this key to attested recipients")
-        return Decision(tuple(st.sid for st in attested), tuple(st.conditions.attestation for st in attested))
+        return Decision(tuple(st.sid for st in attested), tuple(st.attestation for st in attested
+                                                                if st.attestation is not None))
     if plain:
         return Decision(tuple(st.sid for st in plain))
     if attested:

@@ -30,7 +30,7 @@ from privmesh.keybroker.backends.base import (
     Unsupported,
 )
 from privmesh.keybroker.cache import RecordCache
-from privmesh.keybroker.policy import Decision, check_lockout, decide, default_policy, validate
+from privmesh.keybroker.policy import CompiledPolicy, Decision, check_lockout, decide, default_policy, validate
 from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encrypt_for_recipient
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
@@ -154,10 +154,10 @@ class KeyBrokerService:
                 self.cache.put(kind, ident, record.key_id, record)
         return record
 
-    async def _policy(self, key_id: str) -> pb.KeyPolicy:
-        policy: pb.KeyPolicy | None = self.cache.get("policy", key_id)
+    async def _policy(self, key_id: str) -> CompiledPolicy:
+        policy: CompiledPolicy | None = self.cache.get("policy", key_id)
         if policy is None:
-            policy = (await asyncio.to_thread(self.store.policy, key_id))[0]
+            policy = CompiledPolicy((await asyncio.to_thread(self.store.policy, key_id))[0])
             self.cache.put("policy", key_id, key_id, policy)
         return policy
 

@@ -61,6 +61,8 @@ class LocalBackend:
         self._keystore = Keystore(keystore_file, root_key)
         self._token_aead = AESGCM(hashlib.sha256(b"import-token" + root_key).digest())
         self._fingerprint_key = hashlib.sha256(b"material-fingerprint" + root_key).digest()
+        # per material entry: (the material it was made from, its WrappingKey); dropped with the material
+        self._wrapping: dict[str, tuple[bytes, blobs.WrappingKey]] = {}
 
     def _fingerprint(self, material: bytes) -> bytes:
         return hmac.new(self._fingerprint_key, material, hashlib.sha256).digest()
@@ -68,12 +70,26 @@ class LocalBackend:
     def _install(self, key_id: str, version: int, material: bytes) -> None:
         self._keystore.update({_material_name(key_id, version): material,
                                _fingerprint_name(key_id, version): self._fingerprint(material)})
+        self._wrapping.pop(_material_name(key_id, version), None)
 
-    def _material(self, key_id: str, version: int) -> bytes:
-        material = self._keystore.get(_material_name(key_id, version))
+    def _remove(self, names: list[str]) -> None:
+        self._keystore.update(remove=names)
+        for name in names:
+            self._wrapping.pop(name, None)
+
+    def _wrapping_key(self, key_id: str, version: int) -> blobs.WrappingKey:
+        """The version's WrappingKey, made once while the keystore holds the same material."""
+        name = _material_name(key_id, version)
+        material = self._keystore.get(name)
         if material is None:
             raise MaterialUnavailable
-        return material
+        cached = self._wrapping.get(name)
+        if cached is None or cached[0] is not material:
+            cached = material, blobs.WrappingKey(material, blobs.BlobHeader(key_id, version))
+            self._wrapping[name] = cached
+            if self._keystore.get(name) is not material:  # removed meanwhile by a worker thread: keep no copy
+                self._wrapping.pop(name, None)
+        return cached[1]
 
     def create_key(self, key_id: str, description: str, external: bool) -> KeyRef:
         if not external:
@@ -84,8 +100,7 @@ class LocalBackend:
         self._install(key.key_id, version, os.urandom(DATA_KEY_SIZE))
 
     def wrap(self, key: KeyRef, version: int, plaintext: bytes, context: dict[str, str]) -> bytes:
-        return blobs.seal(self._material(key.key_id, version), blobs.BlobHeader(key.key_id, version), plaintext,
-                          aad(context))
+        return self._wrapping_key(key.key_id, version).seal(plaintext, aad(context))
 
     def generate_data_key(self, key: KeyRef, version: int, context: dict[str, str]) -> tuple[bytes, bytes]:
         plaintext = os.urandom(DATA_KEY_SIZE)
@@ -105,7 +120,7 @@ class LocalBackend:
             header = blobs.read_header(blob)
             if header.key_id != key.key_id:
                 raise InvalidCiphertext
-            return blobs.open_blob(self._material(key.key_id, header.version), blob, aad(context)), header.version
+            return self._wrapping_key(key.key_id, header.version).open(blob, aad(context)), header.version
         except blobs.BadBlob:
             raise InvalidCiphertext from None
 
@@ -130,7 +145,7 @@ class LocalBackend:
         """Nothing was scheduled in the keystore."""
 
     def destroy(self, key: KeyRef, versions: list[int]) -> None:
-        self._keystore.update(remove=[_material_name(key.key_id, v) for v in versions])
+        self._remove([_material_name(key.key_id, v) for v in versions])
 
     def import_parameters(self, key: KeyRef) -> ImportParameters:
         wrapping = rsa.generate_private_key(public_exponent=65537, key_size=4096)
@@ -168,4 +183,4 @@ class LocalBackend:
         self._install(key.key_id, version, material)
 
     def delete_imported(self, key: KeyRef, version: int) -> None:
-        self._keystore.update(remove=[_material_name(key.key_id, version)])
+        self._remove([_material_name(key.key_id, version)])
