@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
+from benchkit import cpu_seconds
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.duration_pb2 import Duration
 
@@ -76,12 +76,6 @@ def ff1_rates(count: int) -> tuple[float, float]:
     single_rate = count / (time.perf_counter() - began)
     assert one_by_one == batched
     return batched_rate, single_rate
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to tell server cost from the shared cores."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def service_rate(stub: tokenvault_pb2_grpc.TokenVaultStub, field: str, batches: int, in_flight: int,
