@@ -5,6 +5,7 @@ server process survives bytes that crash OpenFHE (they only kill a sandbox worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -183,6 +184,33 @@ async def test_a_dead_worker_is_replaced() -> None:
         assert await worker.call("forget", "nothing") is None  # a fresh process answers
         assert worker.pid not in (None, first)
     finally:
+        worker.close()
+
+
+async def test_a_request_queued_behind_a_cancelled_one_that_kills_the_worker_gets_a_fresh_worker() -> None:
+    import signal
+
+    from privmesh.fhe.worker import Worker
+
+    worker = Worker("test")
+    await worker.start()
+    pid = worker.pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGSTOP)  # the first request is still being served when its caller gives up
+        abandoned = asyncio.create_task(worker.call("forget", "first"))
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        queued = asyncio.create_task(worker.call("forget", "second"))
+        await asyncio.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)  # the first request killed it: only the first may be blamed
+        assert await queued is None
+        assert worker.pid not in (None, pid) and worker.restarts == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         worker.close()
 
 

@@ -320,25 +320,29 @@ class FheService:
             self._worker_specs[spec.etag] = dataclasses.replace(spec, source=b"")
         return self._worker_specs[spec.etag]
 
-    async def infer(self, session: Session, spec: ModelSpec, ciphertexts: list[bytes],
-                    sample_count: int) -> tuple[list[bytes], float]:
-        """Evaluates one input; audited (model, session, sample count) before the output is released."""
+    async def evaluate(self, session: Session, spec: ModelSpec, ciphertexts: list[bytes]) \
+            -> tuple[Session, tuple[list[bytes], float] | Rejected]:
+        """Evaluates one input in the session's worker; nothing leaves until `release` has audited it."""
         current = await self.session(session.session_id, session.owner)  # deleted or expired mid-stream
         worker = self.evaluators[int(current.session_id[:8], 16) % len(self.evaluators)]
-        details = {"model": spec.name, "session": current.name, "sample_count": str(sample_count)}
         try:
             result = await worker.call("evaluate", current.session_id, current.key_tag, self.keys.parts(current),
                                        self._worker_spec(spec), ciphertexts)
         except WorkerCrashed:
             result = Rejected("CIPHERTEXT_MALFORMED", "the input could not be processed (the evaluator process "
                               "failed on it and was restarted)")
+        return current, result
+
+    async def release(self, session: Session, spec: ModelSpec, sample_count: int,
+                      result: tuple[list[bytes], float] | Rejected) -> tuple[list[bytes], float]:
+        """Audits an evaluated input (model, session, sample count) and only then returns its outputs."""
+        details = {"model": spec.name, "session": session.name, "sample_count": str(sample_count)}
         if isinstance(result, Rejected):
-            await self.audit.append("Infer", resource=current.name, outcome="FAILURE", details=details)
+            await self.audit.append("Infer", resource=session.name, outcome="FAILURE", details=details)
             raise _rejected(result, "chunk")
-        await self.audit.append("Infer", resource=current.name, details=details)
-        await asyncio.to_thread(self.sessions.record_inference, current.session_id, now_us())
-        outputs, seconds = result
-        return outputs, seconds
+        await self.audit.append("Infer", resource=session.name, details=details)
+        await asyncio.to_thread(self.sessions.record_inference, session.session_id, now_us())
+        return result
 
 
 def _incomplete(missing: list[str], message: str = "") -> InvalidArgument:

@@ -28,6 +28,7 @@ from privmesh.fhe.registry import RegisteredModel
 from privmesh.fhe.store import Session
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
+from privmesh.fhe.worker import Rejected
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument
@@ -221,31 +222,53 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
             raise _out_of_order("the first message must be start")
         session_id = _resource_id(first.start.session, "sessions", "start.session")
         session, spec = await self._service.open_inference(session_id, current_principal.get())
-        inputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # the next input arrives while this one evaluates
-        reader = asyncio.create_task(self._read_inputs(requests, spec, inputs))
+        # Three stages, one input each at most: the reader receives input n + 2 while the worker evaluates
+        # n + 1 while input n is audited and sent, so the worker never waits for the network or the audit log.
+        inputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        evaluated: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        tasks = (asyncio.create_task(self._read_inputs(requests, spec, inputs)),
+                 asyncio.create_task(self._evaluate_inputs(session, spec, inputs, evaluated)))
         try:
             while True:
-                item = await inputs.get()
+                item = await evaluated.get()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                outputs, seconds = await self._service.infer(session, spec, [bytes(d) for d in item.data],
-                                                             item.sample_count)
+                received, current, result = item
+                outputs, seconds = await self._service.release(current, spec, received.sample_count, result)
                 duration = Duration()
                 duration.FromNanoseconds(int(seconds * 1e9))
                 yield pb.InferResponse(output=pb.InferOutput(
-                    input_id=item.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
-                    sample_count=item.sample_count, evaluation_duration=duration, evaluator=EVALUATOR))
+                    input_id=received.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
+                    sample_count=received.sample_count, evaluation_duration=duration, evaluator=EVALUATOR))
                 for index, output in enumerate(outputs):
                     for offset in range(0, len(output), MAX_CHUNK_BYTES):
                         yield pb.InferResponse(chunk=pb.CiphertextChunk(
-                            input_id=item.input_id, ciphertext_index=index, offset=offset,
+                            input_id=received.input_id, ciphertext_index=index, offset=offset,
                             data=output[offset:offset + MAX_CHUNK_BYTES]))
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _evaluate_inputs(self, session: Session, spec: ModelSpec, inputs: asyncio.Queue[Any],
+                               evaluated: asyncio.Queue[Any]) -> None:
+        """Evaluates the received inputs in order; stops after the first one the worker rejects."""
+        try:
+            while True:
+                item = await inputs.get()
+                if item is None or isinstance(item, BaseException):
+                    await evaluated.put(item)
+                    return
+                current, result = await self._service.evaluate(session, spec, [bytes(d) for d in item.data])
+                await evaluated.put((item, current, result))
+                if isinstance(result, Rejected):
+                    return
+        except Exception as exc:
+            await evaluated.put(exc)
 
     @staticmethod
     async def _read_inputs(requests: AsyncIterator[pb.InferRequest], spec: ModelSpec, inputs: asyncio.Queue[Any]) \

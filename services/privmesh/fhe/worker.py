@@ -251,8 +251,17 @@ class Worker:
             await asyncio.to_thread(self._spawn)
 
     async def call(self, operation: str, *args: Any) -> Any:
-        async with self._lock:
-            return await asyncio.to_thread(self._roundtrip, (operation, *args))
+        """One request and its reply. A cancelled caller stops waiting, but the worker stays taken until the
+        reply has been read, so the next request can never receive this one's reply."""
+        await self._lock.acquire()
+        roundtrip = asyncio.ensure_future(asyncio.to_thread(self._roundtrip, (operation, *args)))
+        roundtrip.add_done_callback(self._release)
+        return await asyncio.shield(roundtrip)
+
+    def _release(self, roundtrip: asyncio.Future[Any]) -> None:
+        self._lock.release()
+        if not roundtrip.cancelled():
+            roundtrip.exception()  # retrieved here, so an abandoned call's WorkerCrashed is not logged as lost
 
     @property
     def pid(self) -> int | None:
