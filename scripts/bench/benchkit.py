@@ -122,23 +122,30 @@ def bare_echo(tmp: Path) -> Iterator[int]:
         stop_process(process)
 
 
-async def echo_load(channel: grpc.aio.Channel, seconds: float, concurrency: int, payload: bytes) -> float:
-    """Echo calls per second from `concurrency` callers over `seconds`, after a warm-up."""
-    call = channel.unary_unary(ECHO_METHOD)
-    for _ in range(20):  # warm-up: connection, handshake, caches
-        await call(payload, timeout=10)
+async def closed_loop(call: Any, request: Any, seconds: float, concurrency: int,
+                      warm_up: int = 20) -> tuple[float, int]:
+    """(calls per second, calls made) from `concurrency` callers each awaiting `call(request)` in turn for
+    `seconds`, after `warm_up` calls (connection, handshake, caches)."""
+    for _ in range(warm_up):
+        await call(request, timeout=10)
     done = 0
     stop_at = time.perf_counter() + seconds
 
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < stop_at:
-            await call(payload, timeout=10)
+            await call(request, timeout=10)
             done += 1
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - began)
+    return done / (time.perf_counter() - began), done
+
+
+async def echo_load(channel: grpc.aio.Channel, seconds: float, concurrency: int, payload: bytes) -> float:
+    """Echo calls per second from `concurrency` callers over `seconds`, after a warm-up."""
+    rate, _ = await closed_loop(channel.unary_unary(ECHO_METHOD), payload, seconds, concurrency)
+    return rate
 
 
 async def _serve_bare(port_file: Path) -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import grpc
-from benchkit import bare_echo, cpu_seconds, echo_load, serve_in_process
+from benchkit import bare_echo, closed_loop, cpu_seconds, echo_load, serve_in_process
 
 
 async def generate_load(stub: object, key: str, seconds: float, concurrency: int, pid: int) -> tuple[float, float]:
@@ -30,20 +30,10 @@ async def generate_load(stub: object, key: str, seconds: float, concurrency: int
 
     request = pb.GenerateDataKeyRequest(key=key, encryption_context={"tenant": "bench"})
     call = stub.GenerateDataKey  # type: ignore[attr-defined]
-    for _ in range(20):
-        await call(request, timeout=10)
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
-            await call(request, timeout=10)
-            done += 1
-
-    cpu, began = cpu_seconds(pid), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - began), (cpu_seconds(pid) - cpu) / done * 1e6
+    await closed_loop(call, request, 0, 1)  # warm-up, outside the CPU measurement
+    cpu = cpu_seconds(pid)
+    rate, done = await closed_loop(call, request, seconds, concurrency, warm_up=0)
+    return rate, (cpu_seconds(pid) - cpu) / done * 1e6
 
 
 async def envelope_throughput(client: object, key: str, mib: int) -> tuple[float, float]:

@@ -31,6 +31,7 @@ RULES = [
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 TEST = {"security": "HEStd_NotSet", "ring_dimension": 2048}
+CRASH_OFFSET = 115  # a byte of a ciphertext's ring parameters: zeroed, OpenFHE divides by zero (SIGFPE)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +54,13 @@ def small_model_files() -> dict[str, bytes]:
              "activation": {"function": "tanh", "degree": 3, "interval": [-4, 4]}}], outputs=["a", "b"],
             security="HEStd_NotSet", ring_dimension=4096),
     }
+
+
+def crashing(ciphertext: bytes) -> bytes:
+    """The ciphertext with bytes that kill the OpenFHE process deserializing it (a real crash, every time)."""
+    data = bytearray(ciphertext)
+    data[CRASH_OFFSET] = 0
+    return bytes(data)
 
 
 @dataclass

@@ -5,7 +5,6 @@ server process survives bytes that crash OpenFHE (they only kill a sandbox worke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -17,9 +16,10 @@ import openfhe
 import pytest
 
 from privmesh.fhe.client import ClientKeys, collect_outputs, infer, register_keys
+from privmesh.fhe.model import load_model
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.runtime.errors import ErrorDetails, read_error
-from tests.fhe.conftest import Fhe, keys_for
+from tests.fhe.conftest import Fhe, crashing, keys_for, small_model_files
 
 pytestmark = pytest.mark.insecure_params
 MIB = 1024 * 1024
@@ -117,11 +117,12 @@ async def test_a_key_pair_backs_one_session_only(fhe: Fhe) -> None:
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "KEY_CONTEXT_MISMATCH")
     assert len(fhe.sessions()) == 1 and len(fhe.key_dirs()) == 2
 
-def _input(ciphertext: bytes, declared: int | None = None, count: int = 1) -> list[pb.InferRequest]:
+def _input(ciphertext: bytes, declared: int | None = None, count: int = 1, input_id: int = 0) \
+        -> list[pb.InferRequest]:
     size = len(ciphertext) if declared is None else declared
-    return [pb.InferRequest(input=pb.InferInput(input_id=0, sample_count=count,
+    return [pb.InferRequest(input=pb.InferInput(input_id=input_id, sample_count=count,
                                                 ciphertexts=[pb.CiphertextInfo(size_bytes=size)])),
-            *[pb.InferRequest(chunk=pb.CiphertextChunk(input_id=0, offset=o, data=ciphertext[o:o + MIB]))
+            *[pb.InferRequest(chunk=pb.CiphertextChunk(input_id=input_id, offset=o, data=ciphertext[o:o + MIB]))
               for o in range(0, len(ciphertext), MIB)]]
 
 async def _infer_refused(fhe: Fhe, session: str, messages: list[Any]) -> ErrorDetails:
@@ -166,52 +167,34 @@ async def test_infer_refuses_bad_ciphertexts_and_survives_corruption(fhe: Fhe) -
     scores = await infer(fhe.bob, session, keys, np.full((2, 6), 0.1))  # still serving, same session
     assert scores.shape == (2, 1) and [row[2] for row in fhe.sessions()] == [1]
 
-async def test_a_dead_worker_is_replaced() -> None:
-    import signal
+async def test_an_input_that_crashes_the_worker_fails_only_its_own_stream(fhe: Fhe) -> None:
+    keys = await keys_for(fhe.bob, "linear")
+    session = (await register_keys(fhe.bob, keys)).name
+    other_keys = await keys_for(fhe.bob, "linear")
+    other = (await register_keys(fhe.bob, other_keys)).name
+    good = keys.encrypt(np.full((2, 6), 0.1))
+    messages = [pb.InferRequest(start=pb.InferStart(session=session)), *_input(good, count=2),
+                *_input(crashing(good), count=2, input_id=1), *_input(good, count=2, input_id=2)]
 
-    from privmesh.fhe.worker import Worker
+    async def crashing_stream() -> tuple[list[int], ErrorDetails]:
+        released = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for reply in fhe.bob.Infer(_stream(messages)):
+                if reply.WhichOneof("payload") == "output":
+                    released.append(reply.output.input_id)
+        return released, read_error(caught.value)
 
-    worker = Worker("test")
-    await worker.start()
-    first = worker.pid
-    try:
-        assert first is not None
-        os.kill(first, signal.SIGSEGV)  # what OpenFHE does to its process on some corrupted inputs
-        for _ in range(50):
-            if worker._process is not None and not worker._process.is_alive():
-                break
-            await asyncio.sleep(0.05)
-        assert await worker.call("forget", "nothing") is None  # a fresh process answers
-        assert worker.pid not in (None, first)
-    finally:
-        worker.close()
-
-
-async def test_a_request_queued_behind_a_cancelled_one_that_kills_the_worker_gets_a_fresh_worker() -> None:
-    import signal
-
-    from privmesh.fhe.worker import Worker
-
-    worker = Worker("test")
-    await worker.start()
-    pid = worker.pid
-    assert pid is not None
-    try:
-        os.kill(pid, signal.SIGSTOP)  # the first request is still being served when its caller gives up
-        abandoned = asyncio.create_task(worker.call("forget", "first"))
-        await asyncio.sleep(0.1)
-        abandoned.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await abandoned
-        queued = asyncio.create_task(worker.call("forget", "second"))
-        await asyncio.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)  # the first request killed it: only the first may be blamed
-        assert await queued is None
-        assert worker.pid not in (None, pid) and worker.restarts == 1
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        worker.close()
+    raw = np.random.default_rng(3).uniform(-1, 1, (2 * other_keys.packing.samples_per_ciphertext + 1, 6))
+    (released, error), scores = await asyncio.gather(crashing_stream(), infer(fhe.bob, other, other_keys, raw))
+    assert released == [0]  # the input before it was served; the one after it never released
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CIPHERTEXT_MALFORMED")
+    assert "restarted" in error.message  # it really killed the worker
+    expected = load_model("linear", small_model_files()["linear"]).predict(raw)
+    assert np.max(np.abs(scores - expected)) < other_keys.model.tolerance
+    counts = {f"sessions/{session_id}": count for session_id, _, count in fhe.sessions()}
+    assert counts == {session: 1, other: 3}
+    outcomes = [outcome for op, resource, outcome, _ in fhe.audit() if op == "Infer" and resource == session]
+    assert outcomes == ["SUCCESS", "FAILURE"]
 
 
 async def test_unknown_session_and_protocol_errors(fhe: Fhe) -> None:

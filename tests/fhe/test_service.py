@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -111,21 +112,26 @@ async def test_expired_session_is_refused_and_swept(start_server, tmp_path: Path
         bob = fhe_pb2_grpc.FHEInferenceStub(channel)
         keys = ClientKeys.generate(await model(bob, "linear"))
         session = await register_keys(bob, keys)
-        with sqlite3.connect(tmp_path / "fhe.db") as conn:  # as if its hour had passed
-            conn.execute("UPDATE fhe_sessions SET expire_us = 2, create_us = 1")
+        expired = time.time_ns() // 1000 - 1  # as if its TTL (here 3 s) had passed: the sweeper deletes its keys
+        with sqlite3.connect(tmp_path / "fhe.db") as conn:  # at once, its row 3 s later (request_id memory)
+            conn.execute("UPDATE fhe_sessions SET expire_us = ?, create_us = ?", (expired, expired - 3_000_000))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await bob.GetSession(pb.GetSessionRequest(name=session.name))
         assert read_error(caught.value).reason == "SESSION_EXPIRED"
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await infer(bob, session.name, keys, _raw(1))
         assert read_error(caught.value).reason == "SESSION_EXPIRED"
-        for _ in range(50):  # the sweeper deletes the keys, then the row once the request_id memory lapsed
-            if sorted(p.name for p in (tmp_path / "keys").iterdir()) == [".incoming"]:
+
+        def swept() -> tuple[list[str], int]:
+            with sqlite3.connect(tmp_path / "fhe.db") as conn:
+                rows = conn.execute("SELECT COUNT(*) FROM fhe_sessions").fetchone()[0]
+            return sorted(p.name for p in (tmp_path / "keys").iterdir()), rows
+
+        for _ in range(150):
+            if swept() == ([".incoming"], 0):
                 break
             await asyncio.sleep(0.1)
-        assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [".incoming"]
-        with sqlite3.connect(tmp_path / "fhe.db") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM fhe_sessions").fetchone() == (0,)
+        assert swept() == ([".incoming"], 0)
 
 
 async def test_runtime_models_create_serve_and_delete(fhe: Fhe) -> None:

@@ -3,9 +3,14 @@ loopback. The vault's identity (the test PKI's "server") is allowed to use the b
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from privmesh.keybroker.client import SERVICES as KB_SERVICES
 from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
+from privmesh.mesh.local import check_health
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.pki import DevPki
@@ -50,6 +56,9 @@ def key_policy(caching: bool = True) -> kb.KeyPolicy:
                                     allow([spiffe("server")], VAULT_OPERATIONS, "token-vault")])
 
 
+SERVICES = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
+
+
 @dataclass
 class VaultEnv:
     vault: MeshServer
@@ -59,6 +68,7 @@ class VaultEnv:
     keys: KeyBrokerClient
     tmp: Path
     database: str
+    vault_keys: KeyBrokerClient  # key-broker as the vault's own identity (the only one its subject KEKs allow)
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         db = Database(self.database)
@@ -121,16 +131,87 @@ async def start_vault(start_server: Callable[..., Any], pki: DevPki,
         tv_tmp = workdir(tmp_path / "tv")
         settings = vault_settings(tv_tmp, broker.port, database, **extra)
         vault = await start_server(tokenvault_server.DEFINITION, server_config(tv_tmp, pki, TV_RULES, settings))
-        services = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
-        alice = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), services)
-        bob = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "bob"), services)
-        channels.extend([alice, bob])
+        alice = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES)
+        bob = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "bob"), SERVICES)
+        as_vault = secure_channel(f"127.0.0.1:{broker.port}", identity(pki, "server"), KB_SERVICES)
+        channels.extend([alice, bob, as_vault])
         return VaultEnv(vault, broker, tokenvault_pb2_grpc.TokenVaultStub(alice),
-                        tokenvault_pb2_grpc.TokenVaultStub(bob), keys, tmp_path, settings["database"])
+                        tokenvault_pb2_grpc.TokenVaultStub(bob), keys, tmp_path, settings["database"],
+                        KeyBrokerClient(as_vault))
 
     yield start
     for channel in channels:
         await channel.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A vault database shared by several vaults, on each engine."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_db"))
+    return f"sqlite:///{tmp_path / 'shared-vault.db'}"
+
+
+@pytest.fixture
+async def another_vault(start_server: Callable[..., Any], pki: DevPki,
+                        tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Starts one more in-process vault beside a VaultEnv's, with the same key broker: (server, alice's stub)."""
+    channels = []
+
+    async def start(env: VaultEnv, database: str, **extra: Any) -> tokenvault_pb2_grpc.TokenVaultStub:
+        directory = workdir(tmp_path / f"tv-{len(channels) + 1}")
+        config = server_config(directory, pki, TV_RULES, vault_settings(directory, env.broker.port, database, **extra))
+        vault = await start_server(tokenvault_server.DEFINITION, config)
+        channel = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES)
+        channels.append(channel)
+        return tokenvault_pb2_grpc.TokenVaultStub(channel)
+
+    yield start
+    for channel in channels:
+        await channel.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def vault_processes(tmp_path: Path, pki: DevPki) -> Iterator[Callable[..., list[subprocess.Popen[bytes]]]]:
+    """Starts vault server processes on one database (`targets` gets their addresses); stops them after."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(broker_port: int, database: str, count: int, targets: list[str],
+              **extra: Any) -> list[subprocess.Popen[bytes]]:
+        started = []
+        for _ in range(count):
+            directory = workdir(tmp_path / f"vault-{len(processes)}")
+            port = _free_port()
+            settings = vault_settings(directory, broker_port, database, **extra)
+            config = server_config(directory, pki, TV_RULES, settings, listen=f"127.0.0.1:{port}")
+            log = (directory / "log").open("wb")
+            process = subprocess.Popen([sys.executable, "-m", "privmesh.tokenvault", "--config", str(config)],
+                                       stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+            processes.append(process)
+            started.append(process)
+            targets.append(f"127.0.0.1:{port}")
+        return started
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        process.wait(timeout=20)
+
+
+async def healthy(target: str, pki: DevPki) -> None:
+    for _ in range(300):
+        if await check_health(target, identity(pki, "alice"), "privmesh.tokenvault.v1.TokenVault") == "SERVING":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"vault process at {target} did not start")
 
 
 @pytest.fixture

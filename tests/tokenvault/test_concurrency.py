@@ -5,44 +5,23 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
-from privmesh.mesh.local import check_health
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
 from privmesh.tokenvault.store import MIGRATIONS
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
-from tests.conftest import identity, server_config
-from tests.tokenvault.conftest import TENANT, TV_RULES, VaultEnv, create_field, detokenize, tokenize, vault_settings
+from tests.conftest import identity
+from tests.tokenvault.conftest import SERVICES, TENANT, VaultEnv, create_field, detokenize, healthy, tokenize
 
 PROCESSES = 3
-SERVICES = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
 DETERMINISTIC = pb.TokenProfile(ssn=pb.SsnProfile(method=pb.SHAPE_METHOD_DETERMINISTIC))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_db"))
-    return f"sqlite:///{tmp_path / 'shared-vault.db'}"
-
 
 async def test_same_value_tokenized_concurrently_gives_one_token(start_vault: Callable[..., Any],
                                                                  database: str) -> None:
@@ -57,49 +36,17 @@ async def test_same_value_tokenized_concurrently_gives_one_token(start_vault: Ca
     assert await detokenize(env.alice, *[("ssn", t) for _, t in sorted(tokens)]) == sorted(values)
 
 
-@pytest.fixture
-def vault_processes(tmp_path: Path, pki: DevPki) -> Iterator[Callable[..., list[str]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def spawn(broker_port: int, database: str) -> list[str]:
-        targets = []
-        for n in range(PROCESSES):
-            directory = tmp_path / f"vault-{n}"
-            directory.mkdir()
-            port = _free_port()
-            settings = vault_settings(directory, broker_port, database)
-            config = server_config(directory, pki, TV_RULES, settings, listen=f"127.0.0.1:{port}")
-            log = (directory / "log").open("wb")
-            processes.append(subprocess.Popen([sys.executable, "-m", "privmesh.tokenvault", "--config", str(config)],
-                                              stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
-            targets.append(f"127.0.0.1:{port}")
-        return targets
-
-    yield spawn
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait(timeout=20)
-
-
-async def _healthy(target: str, pki: DevPki) -> None:
-    for _ in range(300):
-        if await check_health(target, identity(pki, "alice"), "privmesh.tokenvault.v1.TokenVault") == "SERVING":
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"vault process at {target} did not start")
-
-
 @pytest.mark.slow
 async def test_several_server_processes_lose_and_duplicate_nothing(start_vault: Callable[..., Any], database: str,
-                                                                   vault_processes: Callable[..., list[str]],
+                                                                   vault_processes: Callable[..., Any],
                                                                    pki: DevPki) -> None:
     env: VaultEnv = await start_vault(database)
     await create_field(env.alice, "ssn", DETERMINISTIC)
     await create_field(env.alice, "name", pb.TokenProfile(random=pb.RandomProfile()))
-    targets = vault_processes(env.broker.port, database)
+    targets: list[str] = []
+    vault_processes(env.broker.port, database, PROCESSES, targets)
     for target in targets:
-        await _healthy(target, pki)
+        await healthy(target, pki)
     shared = [f"{100 + i:03d}-00-{i:04d}" for i in range(40)]  # every process tokenizes these
     rounds = 6
 

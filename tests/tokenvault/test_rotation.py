@@ -1,16 +1,26 @@
 """RotateKeys: entries move to new data keys (under a rotated key-broker key version) in the background,
-with progress, while every token stays detokenizable and keeps its value."""
+with progress, while every token stays detokenizable and keeps its value; a rotation whose process dies is
+taken over by another process and completes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
 
+from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
+from privmesh.runtime.pki import DevPki
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
-from tests.tokenvault.conftest import TENANT, VaultEnv, create_field, detokenize, tokenize
+from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
+from tests.conftest import identity
+from tests.tokenvault.conftest import SERVICES, TENANT, VaultEnv, create_field, detokenize, healthy, tokenize
 
 COUNT = 240
 
@@ -77,3 +87,46 @@ async def test_rotation_of_unknown_fields_and_unknown_rotations(env: VaultEnv) -
         await env.alice.GetRotation(pb.GetRotationRequest(name=f"{TENANT}/rotations/0123abc"))
     assert read_error(caught.value).reason == "ROTATION_NOT_FOUND"
     assert env.count("tv_rotations") == 0
+
+
+async def test_a_rotation_whose_process_is_killed_is_resumed_by_another(start_vault: Callable[..., Any],
+                                                                        vault_processes: Callable[..., Any],
+                                                                        database: str, pki: DevPki) -> None:
+    env: VaultEnv = await start_vault(database, purge_interval_seconds=0.2, rotation_lease_seconds=1)
+    await create_field(env.alice, "name", pb.TokenProfile(random=pb.RandomProfile()))
+    await create_field(env.alice, "ssn", pb.TokenProfile(ssn=pb.SsnProfile(method=pb.SHAPE_METHOD_FF1)),
+                       subject_key_shredding=True)
+    names = [f"name {i}" for i in range(300)]
+    name_tokens = await tokenize(env.alice, *[("name", n) for n in names])
+    ssns = [f"{200 + i:03d}-45-{i:04d}" for i in range(40)]
+    ssn_tokens = await tokenize(env.alice, *[pb.TokenizeItem(field="ssn", value=v, subject_id=f"s{i % 4}")
+                                             for i, v in enumerate(ssns)])
+    targets: list[str] = []
+    [process] = vault_processes(env.broker.port, database, 1, targets, rotation_batch_size=4,
+                                rotation_lease_seconds=1)
+    await healthy(targets[0], pki)
+    async with secure_channel(targets[0], identity(pki, "alice"), SERVICES) as channel:
+        rotation = (await tokenvault_pb2_grpc.TokenVaultStub(channel).RotateKeys(
+            pb.RotateKeysRequest(parent=TENANT))).rotation
+    deadline = time.monotonic() + 30
+    while not env.rows("SELECT 1 FROM tv_rotations WHERE entries_done > 0"):  # it is moving entries
+        assert time.monotonic() < deadline and process.poll() is None
+        await asyncio.sleep(0.005)
+    os.kill(process.pid, signal.SIGSTOP)
+    [(state, done, total)] = env.rows("SELECT state, entries_done, entries_total FROM tv_rotations")
+    assert state == "RUNNING" and 0 < done < total == len(names) + len(ssns)  # stopped half-way
+    process.kill()
+    process.wait()
+
+    while True:  # the vault left takes the rotation over once the dead process's lease has expired
+        current = (await env.alice.GetRotation(pb.GetRotationRequest(name=rotation.name))).rotation
+        if current.state not in (pb.ROTATION_STATE_PENDING, pb.ROTATION_STATE_RUNNING):
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert current.state == pb.ROTATION_STATE_SUCCEEDED, current.error_reason
+    assert current.entries_done == current.entries_total == total
+    assert [op for _, op, _, _, _ in env.audit()].count("RotationResumed") == 1
+    assert env.rows("SELECT COUNT(*) FROM tv_data_keys WHERE rotation_id IS NOT NULL")[0][0] == 0  # old keys gone
+    assert await detokenize(env.alice, *[("name", t) for t in name_tokens]) == names
+    assert await detokenize(env.alice, *[("ssn", t) for t in ssn_tokens]) == ssns

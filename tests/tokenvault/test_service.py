@@ -198,9 +198,12 @@ async def test_ttl_expiry_and_deterministic_expiry_keeps_the_later(env: VaultEnv
     assert again.results[0].token == token
     assert again.results[0].expire_time.ToSeconds() > reply.results[0].expire_time.ToSeconds() + 3000
     brief = await env.alice.Tokenize(pb.TokenizeRequest(parent=TENANT, items=[
-        pb.TokenizeItem(field="name", value="gone soon", ttl=Duration(nanos=200_000_000))]))
+        pb.TokenizeItem(field="name", value="gone soon", ttl=Duration(nanos=200_000_000)),
+        pb.TokenizeItem(field="name", value="stays")]))
+    assert brief.results[0].HasField("expire_time") and not brief.results[1].HasField("expire_time")
     await asyncio.sleep(0.4)
-    assert await detokenize(env.alice, ("patient", token)) == ["P7"]  # extended
+    kept = await detokenize(env.alice, ("patient", token), ("name", brief.results[1].token))
+    assert kept == ["P7", "stays"]  # P7's entry was extended
     code, details = await expect_error(detokenize(env.alice, ("name", brief.results[0].token)))
     assert code == grpc.StatusCode.NOT_FOUND and details.reason == "TOKEN_NOT_FOUND"  # type: ignore[attr-defined]
     code, details = await expect_error(env.alice.Tokenize(pb.TokenizeRequest(parent=TENANT, items=[

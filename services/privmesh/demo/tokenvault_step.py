@@ -32,6 +32,7 @@ BATCH_PATIENTS = 200  # 1000 values per Tokenize request, the vault's default ma
 VAULT_OPERATIONS = (kb.KEY_OPERATION_GENERATE_DATA_KEY, kb.KEY_OPERATION_DECRYPT, kb.KEY_OPERATION_RE_ENCRYPT_FROM,
                     kb.KEY_OPERATION_RE_ENCRYPT_TO, kb.KEY_OPERATION_ROTATE)
 FF1, DETERMINISTIC = pb.SHAPE_METHOD_FF1, pb.SHAPE_METHOD_DETERMINISTIC
+SHREDDED_FIELD = "ssn"  # a key-broker key per patient (crypto-shredding); one field keeps the demo quick
 PROFILES = {
     "name": pb.TokenProfile(deterministic=pb.DeterministicProfile(prefix="name_")),
     "ssn": pb.TokenProfile(ssn=pb.SsnProfile(method=FF1)),
@@ -62,10 +63,10 @@ async def _vault_key(ctx: DemoContext) -> str:
         return name
 
 
-def _field(key: str, profile: pb.TokenProfile, ctx: DemoContext) -> pb.Field:
+def _field(key: str, profile: pb.TokenProfile, ctx: DemoContext, shredding: bool) -> pb.Field:
     rules = [pb.DetokenizeRule(principals=[ctx.layout.pki.spiffe_id("admin")], view=pb.DETOKENIZE_VIEW_VALUE),
              pb.DetokenizeRule(principals=[ctx.layout.pki.spiffe_id("demo-client")], view=pb.DETOKENIZE_VIEW_MASKED)]
-    return pb.Field(profile=profile, key=key, description="patient records (demo)", subject_key_shredding=True,
+    return pb.Field(profile=profile, key=key, description="patient records (demo)", subject_key_shredding=shredding,
                     detokenize_policy=pb.DetokenizePolicy(rules=rules))
 
 
@@ -78,7 +79,8 @@ async def tokenvault_step(ctx: DemoContext) -> None:
         for field_id, profile in PROFILES.items():
             try:
                 await admin.CreateField(pb.CreateFieldRequest(parent=TENANT, field_id=field_id,
-                                                              field=_field(key, profile, ctx)))
+                                                              field=_field(key, profile, ctx,
+                                                                           field_id == SHREDDED_FIELD)))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise

@@ -320,22 +320,25 @@ class FheService:
             self._worker_specs[spec.etag] = dataclasses.replace(spec, source=b"")
         return self._worker_specs[spec.etag]
 
-    async def evaluate(self, session: Session, spec: ModelSpec, ciphertexts: list[bytes]) \
-            -> tuple[Session, tuple[list[bytes], float] | Rejected]:
-        """Evaluates one input in the session's worker; nothing leaves until `release` has audited it."""
-        current = await self.session(session.session_id, session.owner)  # deleted or expired mid-stream
+    async def start_evaluation(self, session: Session, spec: ModelSpec, ciphertexts: list[bytes]) \
+            -> tuple[Session, asyncio.Future[tuple[list[bytes], float] | Rejected]]:
+        """Checks that the session is still live (not deleted or expired mid-stream) and queues one input on the
+        session's worker without waiting for it, so the worker has the next input at hand when it finishes this
+        one. Returns the evaluation to pass to `release`; cancel it to withdraw the input."""
+        current = await self.session(session.session_id, session.owner)
         worker = self.evaluators[int(current.session_id[:8], 16) % len(self.evaluators)]
+        return current, worker.submit("evaluate", current.session_id, current.key_tag, self.keys.parts(current),
+                                      self._worker_spec(spec), ciphertexts)
+
+    async def release(self, session: Session, spec: ModelSpec, sample_count: int,
+                      evaluation: asyncio.Future[tuple[list[bytes], float] | Rejected]) -> tuple[list[bytes], float]:
+        """Waits for an input's evaluation, audits it (model, session, sample count), and only then returns its
+        outputs."""
         try:
-            result = await worker.call("evaluate", current.session_id, current.key_tag, self.keys.parts(current),
-                                       self._worker_spec(spec), ciphertexts)
+            result = await evaluation
         except WorkerCrashed:
             result = Rejected("CIPHERTEXT_MALFORMED", "the input could not be processed (the evaluator process "
                               "failed on it and was restarted)")
-        return current, result
-
-    async def release(self, session: Session, spec: ModelSpec, sample_count: int,
-                      result: tuple[list[bytes], float] | Rejected) -> tuple[list[bytes], float]:
-        """Audits an evaluated input (model, session, sample count) and only then returns its outputs."""
         details = {"model": spec.name, "session": session.name, "sample_count": str(sample_count)}
         if isinstance(result, Rejected):
             await self.audit.append("Infer", resource=session.name, outcome="FAILURE", details=details)

@@ -28,7 +28,6 @@ from privmesh.fhe.registry import RegisteredModel
 from privmesh.fhe.store import Session
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
-from privmesh.fhe.worker import Rejected
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument
@@ -142,22 +141,25 @@ class _Input:
         self.input_id = msg.input_id
         self.sample_count = msg.sample_count
         self.sizes = [info.size_bytes for info in msg.ciphertexts]
-        self.data = [bytearray() for _ in self.sizes]
+        self.chunks: list[list[bytes]] = [[] for _ in self.sizes]  # joined once complete: one copy, not two
+        self.received = 0  # bytes of the current ciphertext
         self.index = 0
 
     def add(self, chunk: pb.CiphertextChunk) -> bool:
-        """Appends the chunk; whether the input is complete."""
-        if chunk.input_id != self.input_id or chunk.ciphertext_index != self.index \
-                or chunk.offset != len(self.data[self.index]):
-            raise _out_of_order(f"expected input {self.input_id}, ciphertext {self.index}, offset "
-                                f"{len(self.data[self.index])}", "chunk")
-        if not 1 <= len(chunk.data) <= MAX_CHUNK_BYTES \
-                or len(self.data[self.index]) + len(chunk.data) > self.sizes[self.index]:
+        """Keeps the chunk; whether the input is complete."""
+        if chunk.input_id != self.input_id or chunk.ciphertext_index != self.index or chunk.offset != self.received:
+            raise _out_of_order(f"expected input {self.input_id}, ciphertext {self.index}, offset {self.received}",
+                                "chunk")
+        if not 1 <= len(chunk.data) <= MAX_CHUNK_BYTES or self.received + len(chunk.data) > self.sizes[self.index]:
             raise InvalidArgument.single("chunk.data", "1 byte .. 1 MiB, within the declared size", "CHUNK_TOO_LARGE")
-        self.data[self.index] += chunk.data
-        if len(self.data[self.index]) == self.sizes[self.index]:
-            self.index += 1
+        self.chunks[self.index].append(chunk.data)
+        self.received += len(chunk.data)
+        if self.received == self.sizes[self.index]:
+            self.index, self.received = self.index + 1, 0
         return self.index == len(self.sizes)
+
+    def ciphertexts(self) -> list[bytes]:
+        return [b"".join(parts) for parts in self.chunks]
 
 
 class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
@@ -222,21 +224,22 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
             raise _out_of_order("the first message must be start")
         session_id = _resource_id(first.start.session, "sessions", "start.session")
         session, spec = await self._service.open_inference(session_id, current_principal.get())
-        # Three stages, one input each at most: the reader receives input n + 2 while the worker evaluates
-        # n + 1 while input n is audited and sent, so the worker never waits for the network or the audit log.
+        # Three stages: the reader receives input n + 2 while the evaluator has queued input n + 1 on the worker
+        # behind input n, whose result is audited and sent here once it is ready. The worker always has its next
+        # input at hand, so it waits neither for the network, nor for the audit log, nor for this process.
         inputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-        evaluated: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        evaluations: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         tasks = (asyncio.create_task(self._read_inputs(requests, spec, inputs)),
-                 asyncio.create_task(self._evaluate_inputs(session, spec, inputs, evaluated)))
+                 asyncio.create_task(self._evaluate_inputs(session, spec, inputs, evaluations)))
         try:
             while True:
-                item = await evaluated.get()
+                item = await evaluations.get()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                received, current, result = item
-                outputs, seconds = await self._service.release(current, spec, received.sample_count, result)
+                received, current, evaluation = item
+                outputs, seconds = await self._service.release(current, spec, received.sample_count, evaluation)
                 duration = Duration()
                 duration.FromNanoseconds(int(seconds * 1e9))
                 yield pb.InferResponse(output=pb.InferOutput(
@@ -247,28 +250,35 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                         yield pb.InferResponse(chunk=pb.CiphertextChunk(
                             input_id=received.input_id, ciphertext_index=index, offset=offset,
                             data=output[offset:offset + MAX_CHUNK_BYTES]))
-        finally:
+        finally:  # a failed input or a client that left: the inputs queued behind are withdrawn, never released
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            while not evaluations.empty():
+                item = evaluations.get_nowait()
+                if isinstance(item, tuple):
+                    item[2].cancel()
 
     async def _evaluate_inputs(self, session: Session, spec: ModelSpec, inputs: asyncio.Queue[Any],
-                               evaluated: asyncio.Queue[Any]) -> None:
-        """Evaluates the received inputs in order; stops after the first one the worker rejects."""
+                               evaluations: asyncio.Queue[Any]) -> None:
+        """Queues each received input on the worker as soon as it is complete, in order, without waiting for the
+        previous one's result; passes the evaluations on in order."""
         try:
             while True:
                 item = await inputs.get()
                 if item is None or isinstance(item, BaseException):
-                    await evaluated.put(item)
+                    await evaluations.put(item)
                     return
-                current, result = await self._service.evaluate(session, spec, [bytes(d) for d in item.data])
-                await evaluated.put((item, current, result))
-                if isinstance(result, Rejected):
-                    return
+                current, evaluation = await self._service.start_evaluation(session, spec, item.ciphertexts())
+                try:
+                    await evaluations.put((item, current, evaluation))
+                except BaseException:
+                    evaluation.cancel()
+                    raise
         except Exception as exc:
-            await evaluated.put(exc)
+            await evaluations.put(exc)
 
     @staticmethod
     async def _read_inputs(requests: AsyncIterator[pb.InferRequest], spec: ModelSpec, inputs: asyncio.Queue[Any]) \

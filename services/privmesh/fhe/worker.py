@@ -3,8 +3,17 @@
 OpenFHE deserializes with cereal and trusts its input: truncated bytes raise, but flipped bits can make it
 allocate wildly or crash the process (SIGSEGV, heap corruption). So the gRPC server never deserializes a key
 or a ciphertext itself; it hands the bytes to a worker process and, if the worker dies, reports the input as
-malformed and starts a fresh worker. A worker serves one request at a time, so the request that was running
-when it died is the one that killed it; requests queued behind it go to the new worker.
+malformed and starts a fresh worker.
+
+A worker is handed the next request while it still runs the current one (it waits in the worker's socket), so
+it never idles between two inputs; it runs them one at a time, in order, and says as it starts each one. If it
+dies, the request it had started is the one that killed it; the requests it had not started go, in order, to
+the fresh worker, as if nothing had happened.
+
+The transport is a socket pair with length-prefixed pickles, written here rather than multiprocessing's Pipe
+because the server reads it on its event loop (asyncio streams), so queueing a request needs no thread; the
+server unpickles replies with an unpickler that admits only plain data and `Rejected`, so a worker that
+corrupted bytes took over cannot make the server run code.
 
 Key checks run in their own worker, apart from the evaluation workers, because OpenFHE keeps evaluation keys
 in process-wide maps indexed by key tag: checking an upload must never overwrite the keys another session is
@@ -14,11 +23,16 @@ using. Evaluation workers only ever load keys that passed the check and whose ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import itertools
 import logging
 import multiprocessing
-import multiprocessing.connection
+import pickle
+import socket
+import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +41,13 @@ log = logging.getLogger("privmesh.fhe.worker")
 
 CRYPTO_CONTEXT, PUBLIC_KEY, RELINEARIZATION_KEY, ROTATION_KEYS = "crypto_context", "public_key", \
     "relinearization_key", "rotation_keys"
+
+DEPTH = 2  # requests in a worker at once: the one it runs and the next, waiting in its socket
+MAX_HANDOVERS = 3  # workers a request may be handed to that die before starting it; then it fails as a crash
+MAX_REPLY_BYTES = 1 << 30  # a reply's length is checked before the server reads it
+SOCKET_BUFFER_BYTES = 8 << 20  # asked for; Linux caps it at net.core.wmem_max (x2)
+_HEADER = struct.Struct("!Q")  # every message: its length, then its pickle
+_READY, _STARTED, _REPLY = "ready", "started", "reply"  # what a worker says
 
 
 @dataclass(frozen=True)
@@ -185,94 +206,250 @@ class _Sandbox:
             self._clear_keys()
 
 
-def _serve(connection: multiprocessing.connection.Connection, max_sessions: int) -> None:
+def _read(stream: io.BufferedIOBase) -> Any | None:
+    """The next message from the server, None once the server closed the socket."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    return pickle.loads(payload) if len(payload) == size else None  # noqa: S301 (the server is trusted)
+
+
+def _write(stream: io.BufferedIOBase, message: tuple[str, Any]) -> None:
+    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _serve(channel: socket.socket, max_sessions: int) -> None:
+    stream = channel.makefile("rwb")
     sandbox = _Sandbox(max_sessions)
-    connection.send(("ready",))
+    _write(stream, (_READY, None))
     while True:
-        try:
-            request = connection.recv()
-        except EOFError:
+        request = _read(stream)
+        if request is None:
             return
+        _write(stream, (_STARTED, None))
         operation, args = request[0], request[1:]
         try:
             reply: Any = getattr(sandbox, operation)(*args)
         except Exception as exc:  # a bug, not an input problem: report it without the input's bytes
             reply = Rejected("EVALUATION_FAILED", f"worker error ({type(exc).__name__})")
-        connection.send(reply)
+        _write(stream, (_REPLY, reply))
 
 
 # --- in the server process ----------------------------------------------------------------------------------
 
+class _ReplyUnpickler(pickle.Unpickler):
+    """Plain data and Rejected only: nothing a worker sends can name a function for the server to call."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == (Rejected.__module__, Rejected.__name__):
+            return Rejected
+        raise pickle.UnpicklingError(f"a worker reply may not hold {module}.{name}")
+
+
+class _Process:
+    """One running sandbox process and the socket to it, read on the event loop."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.process = process
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def start(cls, label: str, max_sessions: int) -> _Process:
+        """A new process, once it has said it is ready (OpenFHE imported)."""
+        parent, child = socket.socketpair()
+        for end in (parent, child):  # a whole request or reply fits: neither side waits for the other to read
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions),
+                                                               name=f"fhe-{label}", daemon=True)
+        try:
+            await asyncio.to_thread(process.start)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=SOCKET_BUFFER_BYTES)  # no pausing
+        started = cls(process, reader, writer)
+        try:
+            ready = (await started.receive())[0] == _READY
+        except WorkerCrashed:
+            ready = False
+        if not ready:
+            await started.end(5.0)
+            raise RuntimeError("the FHE worker did not start")
+        return started
+
+    def send(self, request: tuple[Any, ...]) -> None:
+        """Queues a request on the socket without waiting (a dead process shows up in `receive`)."""
+        payload = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+        self._writer.write(_HEADER.pack(len(payload)))
+        self._writer.write(payload)
+
+    async def receive(self) -> tuple[str, Any]:
+        """The next (kind, value) the process says; WorkerCrashed once it died or sent something malformed."""
+        try:
+            (size,) = _HEADER.unpack(await self._reader.readexactly(_HEADER.size))
+            if size > MAX_REPLY_BYTES:
+                raise ValueError("reply too large")
+            kind, value = _ReplyUnpickler(io.BytesIO(await self._reader.readexactly(size))).load()
+        except Exception:  # EOF, a reset socket, or bytes that are not a reply
+            raise WorkerCrashed from None
+        if kind not in (_READY, _STARTED, _REPLY):
+            raise WorkerCrashed
+        return kind, value
+
+    async def end(self, grace: float) -> int | None:
+        """Closes the socket and ends the process: it may exit by itself within `grace` seconds, then it is
+        killed (it keeps nothing that needs a clean exit). Returns its exit code."""
+        self._writer.transport.abort()
+        return await asyncio.to_thread(self._reap, grace)
+
+    def _reap(self, grace: float) -> int | None:
+        self.process.join(timeout=grace)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        return self.process.exitcode
+
+
+@dataclass(eq=False)
+class _Call:
+    request: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    handed: bool = False  # written to the current process
+    started: bool = False  # the process said it started it: if the process dies now, this call killed it
+    handovers: int = 0  # processes it was written to
+
+
 class Worker:
-    """One sandbox process, restarted after a crash; requests are served one at a time."""
+    """One sandbox process, replaced when it dies, fed DEPTH requests at once (see the module docstring)."""
 
     def __init__(self, label: str, max_sessions: int = 32) -> None:
         self.label = label
         self.max_sessions = max_sessions
-        self._lock = asyncio.Lock()
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._connection: multiprocessing.connection.Connection | None = None
+        self._calls: deque[_Call] = deque()  # unanswered, oldest first; the handed ones come first
+        self._process: _Process | None = None
+        self._driver: asyncio.Task[None] | None = None
         self.restarts = 0
 
-    def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(child, self.max_sessions), name=f"fhe-{self.label}",
-                                  daemon=True)
-        process.start()
-        child.close()
-        if parent.recv() != ("ready",):
-            raise RuntimeError("the FHE worker did not start")
-        self._process, self._connection = process, parent
-
-    def _roundtrip(self, request: tuple[Any, ...]) -> Any:
-        if self._process is None or not self._process.is_alive():
-            self._spawn()
-        assert self._connection is not None
-        try:
-            self._connection.send(request)
-            return self._connection.recv()
-        except (EOFError, OSError):
-            self._reap()
-            raise WorkerCrashed from None
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.join(timeout=5)
-            log.warning("FHE worker %s died (exit code %s); a new one starts with the next request",
-                        self.label, self._process.exitcode)
-        if self._connection is not None:
-            self._connection.close()
-        self._process = self._connection = None
-        self.restarts += 1
-
     async def start(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self._spawn)
+        """Starts the process before the first request (it is started on demand otherwise)."""
+        if self._process is None:
+            self._process = await _Process.start(self.label, self.max_sessions)
+
+    def submit(self, operation: str, *args: Any) -> asyncio.Future[Any]:
+        """Queues one request and returns its reply's future at once, so a caller can queue the next request
+        before this one is done. Cancelling the future withdraws a request the worker was not handed yet; one
+        already handed still runs, and its reply is dropped, so a reply never reaches another caller."""
+        call = _Call((operation, *args), asyncio.get_running_loop().create_future())
+        call.future.add_done_callback(lambda _: self._withdraw(call))
+        self._calls.append(call)
+        self._hand_over()
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive(), name=f"fhe-{self.label}")
+        return call.future
 
     async def call(self, operation: str, *args: Any) -> Any:
-        """One request and its reply. A cancelled caller stops waiting, but the worker stays taken until the
-        reply has been read, so the next request can never receive this one's reply."""
-        await self._lock.acquire()
-        roundtrip = asyncio.ensure_future(asyncio.to_thread(self._roundtrip, (operation, *args)))
-        roundtrip.add_done_callback(self._release)
-        return await asyncio.shield(roundtrip)
+        """One request's reply (WorkerCrashed if this request killed the worker)."""
+        return await self.submit(operation, *args)
 
-    def _release(self, roundtrip: asyncio.Future[Any]) -> None:
-        self._lock.release()
-        if not roundtrip.cancelled():
-            roundtrip.exception()  # retrieved here, so an abandoned call's WorkerCrashed is not logged as lost
+    def _withdraw(self, call: _Call) -> None:
+        if call.future.cancelled() and not call.handed:
+            with contextlib.suppress(ValueError):  # already dropped after a crash
+                self._calls.remove(call)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Writes the oldest calls not handed over yet to the process, up to DEPTH in it at once. The handed
+        calls stay the first ones in `_calls`, in the order the process answers them."""
+        if self._process is None:
+            return
+        for call in itertools.islice(self._calls, DEPTH):
+            if call.handed:
+                continue
+            if call.future.done():
+                return  # withdrawn: its callback removes it, then hands over the ones behind it
+            self._process.send(call.request)
+            call.handed, call.handovers = True, call.handovers + 1
+
+    async def _drive(self) -> None:
+        """While calls are unanswered: starts a process if there is none, reads what it says, replaces it when
+        it dies. Any other failure fails every waiting call rather than leaving it waiting."""
+        while self._calls:
+            try:
+                if self._process is None:
+                    self._process = await _Process.start(self.label, self.max_sessions)
+                    self._hand_over()
+                kind, value = await self._process.receive()
+                self._take(kind, value)
+            except WorkerCrashed:
+                await self._replace()
+            except Exception as exc:
+                log.exception("FHE worker %s failed", self.label)
+                await self._abandon(exc)
+
+    def _take(self, kind: str, value: Any) -> None:
+        head = self._calls[0] if self._calls else None
+        if head is None or not head.handed or kind != (_REPLY if head.started else _STARTED):
+            raise WorkerCrashed  # said something out of turn: treated as broken
+        if kind == _STARTED:
+            head.started = True
+            return
+        self._calls.popleft()
+        if not head.future.done():
+            head.future.set_result(value)
+        self._hand_over()
+
+    async def _replace(self) -> None:
+        """The process died: the call it had started fails with WorkerCrashed, so does one handed to
+        MAX_HANDOVERS processes that all died before starting it; the others go to the next process."""
+        process, self._process = self._process, None
+        assert process is not None
+        exit_code = await process.end(5.0)
+        log.warning("FHE worker %s died (exit code %s); a new one takes over", self.label, exit_code)
+        self.restarts += 1
+        remaining = []
+        for call in self._calls:
+            if call.started or (call.handed and call.handovers >= MAX_HANDOVERS):
+                if not call.future.done():
+                    call.future.set_exception(WorkerCrashed())
+            elif not call.future.done():
+                call.handed = False
+                remaining.append(call)
+        self._calls.clear()
+        self._calls.extend(remaining)
+
+    async def _abandon(self, error: BaseException) -> None:
+        """Fails every waiting call and ends the process, so no stale reply is read later."""
+        calls = list(self._calls)
+        self._calls.clear()
+        for call in calls:
+            if not call.future.done():
+                call.future.set_exception(error)
+        if self._process is not None:
+            process, self._process = self._process, None
+            await process.end(0.0)
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        return None if self._process is None else self._process.process.pid
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
+    async def close(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._driver
+        calls = list(self._calls)
+        self._calls.clear()
+        for call in calls:
+            call.future.cancel()
         if self._process is not None:
-            self._process.join(timeout=5)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(timeout=5)
-        self._process = self._connection = None
+            process, self._process = self._process, None
+            await process.end(0.0)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 
 from privmesh.fl.app.report import REPORT_ENV
 from privmesh.fl.coordinator.admission import SERVICES as ATTESTATION_SERVICES
@@ -22,21 +21,11 @@ from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
-from privmesh.runtime.identity import principal_from_sans
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
 SERVICE_NAME = fl_pb2.DESCRIPTOR.services_by_name["FLCoordinator"].full_name
 REPORTER_NAME = reporter_pb2.DESCRIPTOR.services_by_name["FLRunReporter"].full_name
-
-
-def own_principal(cert_file: Path) -> str:
-    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    uris = tuple(u.encode() for u in sans.get_values_for_type(x509.UniformResourceIdentifier))
-    principal = principal_from_sans(uris)
-    if principal is None:
-        raise ValueError(f"{cert_file} carries no single SPIFFE identity")
-    return principal
 
 
 def _local(address: str) -> str:

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
-from cryptography import x509
 
 from privmesh.attestation.v1 import attestation_pb2, attestation_pb2_grpc
 from privmesh.keybroker.backends.base import Backend
@@ -23,20 +21,11 @@ from privmesh.keybroker.store import KeyStore
 from privmesh.keybroker.v1 import keybroker_pb2, keybroker_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
 SERVICE_NAME = keybroker_pb2.DESCRIPTOR.services_by_name["KeyBroker"].full_name
 VERIFIER = attestation_pb2.DESCRIPTOR.services_by_name["AttestationVerifier"]
-
-
-def own_spiffe_id(cert_file: Path) -> str:
-    """This service's SPIFFE ID, from the URI SAN of its own certificate (the audience of result tokens)."""
-    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    ids = [uri for uri in sans.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith("spiffe://")]
-    if len(ids) != 1:
-        raise ValueError(f"{cert_file} must carry exactly one spiffe:// URI SAN")
-    return ids[0]
 
 
 def make_backends(settings: KeyBrokerSettings) -> dict[str, Backend]:
@@ -63,7 +52,7 @@ async def build(runtime: Runtime, settings: KeyBrokerSettings) -> Sequence[Regis
                                  [VERIFIER], timeout_seconds=attestation.timeout_seconds)
         runtime.on_close.append(channel.close)
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
-    judge = RecipientJudge(verifier, attestation.jwks_file, attestation.audience or own_spiffe_id(tls.cert_file),
+    judge = RecipientJudge(verifier, attestation.jwks_file, attestation.audience or own_principal(tls.cert_file),
                            attestation.issuer, attestation.timeout_seconds)
     service = KeyBrokerService(KeyStore(db), make_backends(settings), settings.default_backend, runtime.audit, judge,
                                timedelta(seconds=settings.min_deletion_waiting_seconds))

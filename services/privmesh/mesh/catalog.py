@@ -66,7 +66,9 @@ def _keybroker_settings(state_dir: Path) -> dict[str, Any]:
 def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
     data = state_dir / "data" / "token-vault"
     return {"database": f"sqlite:///{data / 'tokenvault.db'}",
-            "key_broker_target": peer_target(state_dir, "key-broker") or ""}
+            "key_broker_target": peer_target(state_dir, "key-broker") or "",
+            # Local mode only, as key-broker's minimum there: ForgetSubject destroys subject keys at once.
+            "subject_key_deletion_waiting_seconds": 0}
 
 
 def _fhe_settings(state_dir: Path) -> dict[str, Any]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+
+from cryptography import x509
 
 _SPIFFE = re.compile(r"^spiffe://(?P<td>[a-z0-9.\-_]{1,255})/ns/(?P<ns>[a-z0-9\-]{1,63})/sa/(?P<sa>[a-z0-9\-.]{1,253})$")
 
@@ -48,3 +51,14 @@ def principal_from_sans(sans: tuple[bytes, ...]) -> str | None:
         return SpiffeId.parse(ids[0].decode("ascii")).uri
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def own_principal(cert_file: str | Path) -> str:
+    """A service's own SPIFFE ID, from its certificate: the audience of tokens meant for it, the principal
+    that policies it writes for itself name."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    principal = principal_from_sans(tuple(u.encode() for u in sans.get_values_for_type(x509.UniformResourceIdentifier)))
+    if principal is None:
+        raise ValueError(f"{cert_file} carries no single SPIFFE identity")
+    return principal

@@ -1,7 +1,8 @@
 """The one server interceptor: mTLS identity, deny-by-default authorization, error translation, metrics,
 access logs and tracing, applied to every method of every service on the server.
 
-Wrapped handlers are cached per method, so the per-call cost is the checks themselves.
+Handlers are wrapped once, as they are registered (`InterceptedServer`), not through grpc.aio's interceptor
+pipeline, which runs a chain of coroutines on every call to look the handler up again.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -34,7 +35,7 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
     return principal_from_sans(tuple(sans))
 
 
-class MeshInterceptor(grpc.aio.ServerInterceptor):
+class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
                  tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
         self._authorizer = authorizer
@@ -42,22 +43,6 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._tracer = tracer
         self._access_log = access_log
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        cached = self._cache.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        wrapped = self._wrap(handler, method.lstrip("/"))
-        self._cache[method] = wrapped
-        return wrapped
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
         status = to_grpc_status(error, self._domain)
@@ -91,7 +76,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 fields["request"] = redact(request)
             log.info("rpc", extra={"fields": fields})
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks."""
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
             behavior = self._unary_response(inner, method)
@@ -143,3 +129,55 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                     yield item
 
         return behavior
+
+
+class _WrappingGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler (reflection's, or a service's fallback) whose handlers are wrapped on first use."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, interceptor: MeshInterceptor) -> None:
+        self._inner = inner
+        self._interceptor = interceptor
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = self._inner.service(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[method] = self._interceptor.wrap(handler, method.lstrip("/"))
+        return wrapped
+
+
+class InterceptedServer(grpc.aio.Server):
+    """A grpc.aio.Server whose handlers are wrapped by the mesh interceptor as they are registered."""
+
+    def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
+        self._server = server
+        self._interceptor = interceptor
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            [_WrappingGenericHandler(handler, self._interceptor) for handler in generic_rpc_handlers])
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(service_name, {
+            name: self._interceptor.wrap(handler, f"{service_name}/{name}")
+            for name, handler in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)

@@ -31,7 +31,7 @@ from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
-from privmesh.runtime.interceptor import MeshInterceptor
+from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
 from privmesh.runtime.tls import server_credentials
@@ -100,11 +100,11 @@ class MeshServer:
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
         interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
-        server = grpc.aio.server(interceptors=[interceptor], options=[
+        server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
-        ])
+        ]), interceptor)
         registrations = list(await self.definition.build(self._runtime, self.settings))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,

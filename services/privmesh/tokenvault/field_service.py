@@ -138,4 +138,8 @@ class FieldService:
             raise NotFound("FIELD_NOT_FOUND", f"no field {field_name(tenant, field_id)}")
         if deleted < 0:
             raise FailedPrecondition("FIELD_HAS_TOKENS", "the field has tokens; delete with force to destroy them")
+        self.keyring.forget_all_encryption_keys()
+        # The field's subject KEKs were moved to the graveyard with the delete; maintenance retries any that
+        # key-broker cannot take now.
+        await self.keyring.shred_buried()
         return deleted

@@ -8,14 +8,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
+from privmesh.keybroker.client import allow
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
+from privmesh.runtime.errors import read_error
 from privmesh.tokenvault.keys import GeneratedKey, KeySourceError, Limits, UnwrappedKey
 
 SERVICE = kb.DESCRIPTOR.services_by_name["KeyBroker"]
 UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+#: What the vault may do with a subject KEK: wrap and unwrap the subject's data keys, see it, rotate it
+#: (RotateKeys with rotate_master_keys) and shred it.
+SUBJECT_KEY_OPERATIONS = (kb.KEY_OPERATION_GENERATE_DATA_KEY, kb.KEY_OPERATION_DECRYPT, kb.KEY_OPERATION_DESCRIBE,
+                          kb.KEY_OPERATION_ROTATE, kb.KEY_OPERATION_SCHEDULE_DELETION)
+SUBJECT_KEY_DESCRIPTION = "token-vault subject key (subject_key_shredding)"
 
 
 def limits_of(caching: kb.DataKeyCaching, present: bool) -> Limits:
@@ -25,9 +33,20 @@ def limits_of(caching: kb.DataKeyCaching, present: bool) -> Limits:
                   max_bytes=caching.max_bytes or 2 ** 63 - 1)
 
 
+def caching_of(limits: Limits) -> kb.DataKeyCaching | None:
+    if not limits.reusable:
+        return None
+    max_age = Duration()
+    max_age.FromMicroseconds(int(limits.max_age_s * 1e6))
+    return kb.DataKeyCaching(max_age=max_age, max_messages=min(limits.max_messages, 2 ** 32),
+                             max_bytes=limits.max_bytes)
+
+
 class KeyBrokerSource:
-    def __init__(self, identity: ClientIdentity, target: str, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, identity: ClientIdentity, target: str, timeout_seconds: float = 10.0,
+                 principal: str = "") -> None:
         self._identity = identity
+        self._principal = principal  # the vault's own SPIFFE ID: the only one its subject KEKs let in
         self._target = target
         self._timeout = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
@@ -80,4 +99,22 @@ class KeyBrokerSource:
         try:
             await self._client().RotateKey(kb.RotateKeyRequest(name=key))
         except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None
+
+    async def create_subject_key(self, caching: Limits) -> str:
+        policy = kb.KeyPolicy(statements=[allow([self._principal], SUBJECT_KEY_OPERATIONS, "token-vault")])
+        try:
+            reply = await self._client().CreateKey(kb.CreateKeyRequest(
+                description=SUBJECT_KEY_DESCRIPTION, policy=policy, data_key_caching=caching_of(caching)))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(exc) from None
+        return str(reply.key.name)
+
+    async def schedule_deletion(self, key: str, waiting_seconds: int) -> None:
+        try:
+            await self._client().ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(
+                name=key, waiting_period=Duration(seconds=waiting_seconds)))
+        except grpc.aio.AioRpcError as exc:
+            if read_error(exc).reason == "KEY_DESTROYED":
+                return  # shredded already (a retried ForgetSubject)
             raise self._failed(exc) from None

@@ -3,8 +3,10 @@ caches that reuse them only within the limits key-broker returns with each key.
 
 Every field has one 32-byte secret (from GenerateDataKey, stored only wrapped) from which its
 token-derivation and look-up keys are derived with HKDF, and data keys (also from GenerateDataKey) that
-encrypt the stored values with AES-256-GCM. A plaintext key is kept in memory only as long as key-broker's
-DataKeyCaching allows (age, messages, bytes); without limits it serves one request and is then forgotten.
+encrypt the stored values with AES-256-GCM; in subject_key_shredding fields a subject's data keys are
+wrapped under a key-broker key of the subject's own (its KEK), destroyed by ForgetSubject. A plaintext key
+is kept in memory only as long as key-broker's DataKeyCaching allows (age, messages, bytes); without limits
+it serves one request and is then forgotten.
 """
 
 from __future__ import annotations
@@ -71,6 +73,15 @@ class DataKeySource(Protocol):
         ...
 
     async def rotate_master_key(self, key: str) -> None: ...
+
+    async def create_subject_key(self, caching: Limits) -> str:
+        """A new key-broker key (a subject KEK) that only the vault may use, with no alias and a description
+        that names nobody: its resource name."""
+        ...
+
+    async def schedule_deletion(self, key: str, waiting_seconds: int) -> None:
+        """Schedules the key's destruction; a key already pending deletion or destroyed counts as done."""
+        ...
 
 
 def field_keys(secret: bytes) -> FieldKeys:

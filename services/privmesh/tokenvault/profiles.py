@@ -68,10 +68,24 @@ class Profile:
     def check(self, value: str) -> None:
         """Raises Problem when this profile cannot tokenize `value`."""
 
+    def accepts(self, values: Sequence[str]) -> bool:
+        """Whether `check` passes for every value (without a loop where `check` checks nothing)."""
+        if type(self).check is Profile.check:
+            return True
+        try:
+            for value in values:
+                self.check(value)
+        except Problem:
+            return False
+        return True
+
     def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        """Tokens computed from values and the field's keys: what every `derived` profile provides."""
         raise NotImplementedError
 
     def draw(self, value: str) -> str:
+        """A fresh token for `value`: what every other profile provides, except RandomProfile, whose tokens
+        name their entry (`tokens_for`)."""
         raise NotImplementedError
 
     def draw_many(self, values: Sequence[str]) -> list[str]:
@@ -99,12 +113,23 @@ class RandomProfile(Profile):
         return hashlib.blake2b(entry_id, digest_size=self.length - 16, key=keys.locator_keys[32:]).digest()
 
     def tokens_for(self, entry_ids: Sequence[str], keys: FieldKeys) -> list[str]:
-        """The token of each entry id (32 hex digits)."""
-        blocks = self._block_cipher(keys).encryptor().update(bytes.fromhex("".join(entry_ids)))
-        if self.length == 16:
-            return [self.prefix + _b64(blocks[16 * n:16 * n + 16]) for n in range(len(entry_ids))]
-        return [self.prefix + _b64(blocks[16 * n:16 * n + 16] + self._tag(keys, bytes.fromhex(entry_id)))
-                for n, entry_id in enumerate(entry_ids)]
+        """The token of each entry id (32 hex digits), with one AES call and one base64 call per batch."""
+        ids = bytes.fromhex("".join(entry_ids))
+        blocks = self._block_cipher(keys).encryptor().update(ids)
+        # Each token's bytes go into a run of whole base64 groups, the rest of the run zero: the run then
+        # spells the token's body exactly as _b64 would spell it alone, followed by 'A's.
+        width = self.length + -self.length % 3
+        runs = bytearray(width * len(entry_ids))
+        for column in range(16):
+            runs[column::width] = blocks[column::16]
+        if self.length > 16:
+            size = self.length - 16
+            tags = b"".join(self._tag(keys, ids[n:n + 16]) for n in range(0, len(ids), 16))
+            for column in range(size):
+                runs[16 + column::width] = tags[column::size]
+        spelled = base64.urlsafe_b64encode(runs).decode()
+        step, body, prefix = width // 3 * 4, self._body_length, self.prefix
+        return [prefix + spelled[n:n + body] for n in range(0, len(spelled), step)]
 
     def entry_ids(self, tokens: Sequence[str], keys: FieldKeys) -> dict[str, str]:
         """The entry id each token names, for tokens in this format (others, e.g. drawn before migration 4,

@@ -11,6 +11,7 @@ import grpc
 
 from privmesh.runtime.client import ClientIdentity
 from privmesh.runtime.db import Database
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 from privmesh.tokenvault.field_service import FieldService
 from privmesh.tokenvault.keybroker_source import KeyBrokerSource
@@ -26,14 +27,18 @@ SERVICE_NAME = tokenvault_pb2.DESCRIPTOR.services_by_name["TokenVault"].full_nam
 log = logging.getLogger("privmesh.tokenvault")
 
 
-async def _purge_expired(store: Store, interval: float) -> None:
-    """Deletes expired entries (reads already ignore them) and old idempotency records."""
+async def _maintain(store: Store, keyring: Keyring, rotations: Rotations, interval: float) -> None:
+    """At start and every `interval`: resumes rotations whose process stopped (their lease expired), schedules
+    the deletion of deleted fields' subject KEKs, deletes expired entries (reads already ignore them) and old
+    idempotency records."""
     while True:
-        await asyncio.sleep(interval)
         try:
+            await rotations.resume_abandoned()
+            await keyring.shred_buried()
             await asyncio.to_thread(store.purge_expired, now_us())
         except Exception:
-            log.exception("purging expired entries failed; retrying later")
+            log.exception("vault maintenance failed; retrying later")
+        await asyncio.sleep(interval)
 
 
 async def build(runtime: Runtime, settings: TokenVaultSettings) -> Sequence[Registration]:
@@ -41,10 +46,10 @@ async def build(runtime: Runtime, settings: TokenVaultSettings) -> Sequence[Regi
     store = Store(db)
     tls = runtime.config.tls
     source = KeyBrokerSource(ClientIdentity(tls.ca_file, tls.cert_file, tls.key_file), settings.key_broker_target,
-                             settings.key_broker_timeout_seconds)
-    keyring = Keyring(source, store)
-    rotations = Rotations(store, keyring, runtime.audit)
-    purger = asyncio.create_task(_purge_expired(store, settings.purge_interval_seconds))
+                             settings.key_broker_timeout_seconds, own_principal(tls.cert_file))
+    keyring = Keyring(source, store, settings.subject_key_deletion_waiting_seconds)
+    rotations = Rotations(store, keyring, runtime.audit, settings.rotation_batch_size, settings.rotation_lease_seconds)
+    purger = asyncio.create_task(_maintain(store, keyring, rotations, settings.purge_interval_seconds))
 
     async def close() -> None:
         purger.cancel()

@@ -3,6 +3,8 @@ resources each call touches (tenants/{tenant}/fields/{field}, tenants/{tenant}/r
 
 from __future__ import annotations
 
+from operator import attrgetter, methodcaller
+
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,7 +16,18 @@ from privmesh.tokenvault.fields import LoadedField, field_name, parse_field_name
 from privmesh.tokenvault.rotation import Rotations, RotationView
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
-from privmesh.tokenvault.vault import TokenizeItem, Vault
+from privmesh.tokenvault.vault import TokenizeBatch, Vault
+
+_FIELD, _VALUE, _SUBJECT_ID = attrgetter("field"), attrgetter("value"), attrgetter("subject_id")
+_HAS_TTL = methodcaller("HasField", "ttl")
+
+
+def _tokenize_batch(request: pb.TokenizeRequest) -> TokenizeBatch:
+    """The items column by column, read with C getters (no Python frame per item)."""
+    items = list(request.items)
+    ttls = ([i.ttl.ToMicroseconds() if i.HasField("ttl") else None for i in items]
+            if any(map(_HAS_TTL, items)) else None)
+    return TokenizeBatch(list(map(_FIELD, items)), list(map(_VALUE, items)), list(map(_SUBJECT_ID, items)), ttls)
 
 
 def _ts(micros: int) -> Timestamp:
@@ -119,13 +132,16 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         tenant = _tenant(request.parent)
         self._vault.check_batch_size(len(request.items))
-        self._require_fields(tenant, {i.field for i in request.items})
-        items = [TokenizeItem(i.field, i.value, i.subject_id, i.ttl.ToMicroseconds() if i.HasField("ttl") else None)
-                 for i in request.items]
-        results = await self._vault.tokenize(tenant, items, request.request_id)
+        batch = _tokenize_batch(request)
+        self._require_fields(tenant, set(batch.fields))
+        tokens, expiries = await self._vault.tokenize(tenant, batch, request.request_id)
         reply = pb.TokenizeResponse()
         add = reply.results.add  # in place: 3x faster than building each message and copying it in
-        for token, expire in results:
+        if expiries.count(None) == len(expiries):
+            for token in tokens:
+                add(token=token)
+            return reply
+        for token, expire in zip(tokens, expiries, strict=True):
             if expire is None:
                 add(token=token)
             else:

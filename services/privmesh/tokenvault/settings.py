@@ -13,3 +13,10 @@ class TokenVaultSettings(BaseModel):
     key_broker_target: str = Field("", description="host:port of key-broker (mTLS with this service's identity)")
     key_broker_timeout_seconds: float = Field(10.0, gt=0, le=120)
     purge_interval_seconds: float = Field(60.0, gt=0, le=86400, description="how often expired entries are deleted")
+    subject_key_deletion_waiting_seconds: int = Field(
+        7 * 86400, ge=0, le=30 * 86400,
+        description="waiting period of a shredded subject KEK's deletion: key-broker's minimum (local mesh: 0)")
+    rotation_batch_size: int = Field(200, ge=1, le=10_000, description="entries re-encrypted per transaction")
+    rotation_lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a running rotation whose process renewed no lease for this long is resumed "
+                                         "by another process")

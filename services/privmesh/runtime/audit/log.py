@@ -78,7 +78,7 @@ class AuditLog:
                     await asyncio.sleep(self._commit_delay)
                 batch, self._pending = self._pending, []
                 try:
-                    entries = await asyncio.to_thread(self.store.append_batch, [event for event, _ in batch])
+                    entries = await self.store.db.call_from_loop(self.store.append_batch, [event for event, _ in batch])
                 except Exception as exc:  # any storage failure must fail the operations closed
                     log.error("audit append failed: %s", type(exc).__name__)
                     for _, future in batch:

@@ -1,0 +1,183 @@
+"""The sandbox worker's queue, on real worker processes with real OpenFHE: the next request is handed over
+before the current one's reply; a crash fails only the request the worker had started (the others run on a
+fresh worker); a cancelled request never hands its reply to another caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import pickle
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from privmesh.fhe.client import ClientKeys
+from privmesh.fhe.convert import PART_NAMES
+from privmesh.fhe.model import ModelSpec, load_model
+from privmesh.fhe.registry import RegisteredModel
+from privmesh.fhe.servicer import model_to_proto
+from privmesh.fhe.worker import DEPTH, MAX_HANDOVERS, Rejected, Worker, WorkerCrashed, _ReplyUnpickler
+from tests.fhe.conftest import crashing, small_model_files
+
+pytestmark = pytest.mark.insecure_params
+
+
+@dataclass
+class LinearSession:
+    """The small linear model's keys on disk, as a session's, and `evaluate` requests on them."""
+
+    keys: ClientKeys
+    spec: ModelSpec
+    parts: dict[str, str]
+
+    def encrypt(self, value: float) -> bytes:
+        return self.keys.encrypt(np.full((2, 6), value))
+
+    def request(self, ciphertext: bytes) -> tuple[Any, ...]:
+        return ("evaluate", "session", self.keys.key_pair.publicKey.GetKeyTag(), self.parts, self.spec, [ciphertext])
+
+    def assert_scores(self, reply: Any, value: float) -> None:
+        outputs, _ = reply
+        expected = self.spec.predict(np.full((2, 6), value))
+        assert np.max(np.abs(self.keys.decrypt(outputs[0], 2) - expected)) < self.spec.tolerance
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> LinearSession:
+    spec = load_model("linear", small_model_files()["linear"])
+    keys = ClientKeys.generate(model_to_proto(RegisteredModel(spec, 0)))
+    parts = {}
+    for kind, data in keys.key_parts():
+        path = tmp_path / PART_NAMES[kind]
+        path.write_bytes(data)
+        parts[PART_NAMES[kind]] = str(path)
+    return LinearSession(keys, spec, parts)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    started = Worker("test")
+    await started.start()
+    yield started
+    await started.close()
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Any:
+    """The worker process stopped: whatever is submitted meanwhile is handed over before anything starts."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _handed(worker: Worker) -> list[bool]:
+    return [call.handed for call in worker._calls]
+
+
+async def test_a_crash_fails_only_the_started_request_and_the_queued_ones_run_on_a_fresh_worker(
+        worker: Worker, linear: LinearSession) -> None:
+    pid = worker.pid
+    assert pid is not None
+    values = (0.1, -0.5, 0.9)
+    with paused(pid):
+        crasher = worker.submit(*linear.request(crashing(linear.encrypt(0.3))))
+        queued = [worker.submit(*linear.request(linear.encrypt(v))) for v in values]
+        assert _handed(worker) == [True] * DEPTH + [False] * (len(values) + 1 - DEPTH)  # the next one is in it
+    with pytest.raises(WorkerCrashed):
+        await crasher
+    for value, reply in zip(values, await asyncio.gather(*queued), strict=True):
+        linear.assert_scores(reply, value)
+    assert worker.restarts == 1 and worker.pid not in (None, pid)
+
+
+async def test_a_worker_that_dies_before_starting_its_requests_blames_none(worker: Worker,
+                                                                          linear: LinearSession) -> None:
+    pid = worker.pid
+    assert pid is not None
+    with paused(pid):
+        handed = [worker.submit(*linear.request(linear.encrypt(v))) for v in (0.1, 0.9)]
+        assert _handed(worker) == [True, True]
+        os.kill(pid, signal.SIGKILL)  # killed from outside (an OOM kill, an operator) with two requests in it
+    for value, reply in zip((0.1, 0.9), await asyncio.gather(*handed), strict=True):
+        linear.assert_scores(reply, value)
+    assert worker.restarts == 1 and worker.pid not in (None, pid)
+
+
+async def test_a_dead_worker_is_replaced(worker: Worker) -> None:
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSEGV)  # what OpenFHE does to its process on some corrupted inputs
+    assert await worker.call("forget", "nothing") is None
+    assert worker.pid not in (None, pid) and worker.restarts == 1
+
+
+async def test_cancelled_requests_are_withdrawn_or_their_replies_dropped(worker: Worker,
+                                                                        linear: LinearSession) -> None:
+    pid = worker.pid
+    assert pid is not None
+    first_value, cancelled_value, later_value = 0.1, -0.5, 0.9
+    assert abs(float(linear.spec.predict(np.full((1, 6), cancelled_value))[0, 0])
+               - float(linear.spec.predict(np.full((1, 6), later_value))[0, 0])) > 100 * linear.spec.tolerance
+    with paused(pid):
+        first = worker.submit(*linear.request(linear.encrypt(first_value)))
+        in_worker = worker.submit(*linear.request(linear.encrypt(cancelled_value)))
+        not_handed = worker.submit(*linear.request(linear.encrypt(cancelled_value)))
+        in_worker.cancel()
+        not_handed.cancel()
+        await asyncio.sleep(0)  # the futures' callbacks run
+        assert _handed(worker) == [True, True]  # the handed one stays until its reply is read, the other is gone
+    linear.assert_scores(await first, first_value)
+    linear.assert_scores(await worker.call(*linear.request(linear.encrypt(later_value))), later_value)
+    assert worker.restarts == 0 and not worker._calls
+
+
+async def test_a_request_queued_behind_a_cancelled_one_that_kills_the_worker_gets_a_fresh_worker(
+        worker: Worker) -> None:
+    pid = worker.pid
+    assert pid is not None
+    with paused(pid):  # the first request is still in the worker when its caller gives up
+        abandoned = asyncio.create_task(worker.call("forget", "first"))
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        queued = asyncio.create_task(worker.call("forget", "second"))
+        await asyncio.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    assert await queued is None  # a fresh worker serves it: it is never blamed for the one ahead of it
+    assert worker.pid not in (None, pid) and worker.restarts == 1
+
+
+class _ExitOnArrival:
+    """Unpickled in the worker, it ends the process before the worker can say it started the request."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os._exit, (3,)
+
+
+async def test_a_request_that_kills_every_worker_before_it_starts_fails_instead_of_looping(worker: Worker) -> None:
+    with pytest.raises(WorkerCrashed):
+        await worker.call("forget", _ExitOnArrival())
+    assert worker.restarts == MAX_HANDOVERS
+    assert await worker.call("forget", "next") is None  # and the worker serves on
+
+
+def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
+    def load(message: Any) -> Any:
+        return _ReplyUnpickler(io.BytesIO(pickle.dumps(message))).load()
+
+    refused = Rejected("CIPHERTEXT_MALFORMED", "no", ("chunk",))
+    assert load(("reply", refused)) == ("reply", refused)
+    assert load(("reply", ([b"out"], 0.5))) == ("reply", ([b"out"], 0.5))
+    with pytest.raises(pickle.UnpicklingError):
+        load(("reply", os.system))
