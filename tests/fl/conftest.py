@@ -101,6 +101,16 @@ class FlEnv:
         with sqlite3.connect(self.tmp / "fl" / "fl.db") as conn:
             return conn.execute(f"SELECT * FROM {table}").fetchall()
 
+    def log_tails(self, lines: int = 40) -> str:
+        """The last lines of the SuperLink's and each SuperNode's log: what a stalled run needs explained."""
+        logs = [("superlink", self.tmp / "fl" / "superlink" / "superlink.log")]
+        logs += [(h.name, self.tmp / h.name / "work" / "supernode.log") for h in self.hospitals]
+        parts = []
+        for name, path in logs:
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+            parts.append(f"--- {name}\n" + "\n".join(text))
+        return "\n".join(parts)
+
     def fleet_address(self) -> str:
         return str(self.coordinator.settings.fleet_address)  # type: ignore[attr-defined]
 

@@ -98,8 +98,14 @@ async def run_to_end(env: FlEnv, parent: str) -> tuple[pb.Run, list[pb.RunEvent]
     run = (await env.stub.StartRun(pb.StartRunRequest(parent=parent))).run
     assert run.state == pb.RUN_STATE_PENDING and run.flower_run_id
     events = []
-    async for reply in env.stub.WatchRun(pb.WatchRunRequest(name=run.name), timeout=RUN_TIMEOUT):
-        events.append(reply.event)
+    try:
+        async for reply in env.stub.WatchRun(pb.WatchRunRequest(name=run.name), timeout=RUN_TIMEOUT):
+            events.append(reply.event)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+        await env.stub.StopRun(pb.StopRunRequest(name=run.name))  # so the module's next run is not refused
+        pytest.fail(f"run did not end in {RUN_TIMEOUT} s; events {kinds(events)}\n{env.log_tails()}")
     return (await env.stub.GetRun(pb.GetRunRequest(name=run.name))).run, events
 
 

@@ -1,5 +1,6 @@
-"""The parts without processes: the RDP accountant, public-key parsing, the NumPy models, and the store on
-SQLite and PostgreSQL (all-or-nothing writes, unique keys, event sequences)."""
+"""The parts without processes: the RDP accountant, public-key parsing, the NumPy models, the ServerApp's
+bounded wait for participants, and the store on SQLite and PostgreSQL (all-or-nothing writes, unique keys,
+event sequences)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from privmesh.fl import accountant
 from privmesh.fl.app.model import Architecture, TrainingConfig, loss_and_accuracy, train
+from privmesh.fl.app.server_app import FederationClientManager, _Stop
 from privmesh.fl.app.spec import RunSpec
 from privmesh.fl.coordinator import federations
 from privmesh.fl.coordinator.keys import InvalidKey, parse_public_key
@@ -97,6 +99,26 @@ def test_run_spec_round_trips_and_names_the_client_app() -> None:
     assert spec.client_component() == "privmesh.fl.app.client_app:secagg_clipped"
     assert spec.strategy == "fedadam" and spec.strategy_params["tau"] == 1e-3
     assert spec.architecture.activation == "square" and spec.secagg is not None and spec.secagg.num_shares == 3
+
+    assert spec.participant_wait_seconds == federations.DEFAULT_TIMEOUT_SECONDS
+
+
+class _Node:
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.cid = str(node_id)
+
+
+def test_a_round_waits_for_offline_participants_only_as_long_as_the_federation_says() -> None:
+    manager = FederationClientManager([1, 2, 3], wait_seconds=0.2)
+    assert not manager.register(_Node(9))  # another federation's node on the shared SuperLink
+    for node_id in (1, 2):
+        assert manager.register(_Node(node_id))
+    with pytest.raises(_Stop) as stop:  # Flower's own wait would be a day
+        manager.sample(3, 3)
+    assert stop.value.reason == pb.RUN_END_REASON_NOT_ENOUGH_PARTICIPANTS and "2 of the 3" in stop.value.message
+    assert manager.register(_Node(3))
+    assert sorted(c.node_id for c in manager.sample(3, 3)) == [1, 2, 3] == sorted(manager.last_sampled)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

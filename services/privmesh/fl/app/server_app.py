@@ -38,16 +38,26 @@ from privmesh.fl.v1 import fl_pb2
 
 
 class FederationClientManager(SimpleClientManager):
-    """Admits only the federation's SuperNodes (one SuperLink serves every federation) and remembers whom it
-    sampled last, so a round can report who completed and who dropped."""
+    """Admits only the federation's SuperNodes (one SuperLink serves every federation), waits for them no longer
+    than the federation's participant wait (Flower's own wait is a day, which would stall a run whose node went
+    offline), and remembers whom it sampled last, so a round can report who completed and who dropped."""
 
-    def __init__(self, node_ids: Sequence[int]) -> None:
+    def __init__(self, node_ids: Sequence[int], wait_seconds: float) -> None:
         super().__init__()
         self.allowed = set(node_ids)
+        self.wait_seconds = wait_seconds
         self.last_sampled: list[int] = []
 
     def register(self, client: ClientProxy) -> bool:
         return client.node_id in self.allowed and super().register(client)
+
+    def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
+        """Ends the run when the participants are not online in time (Flower's `sample` waits through this)."""
+        if not super().wait_for(num_clients, timeout=self.wait_seconds):  # type: ignore[arg-type]
+            raise _Stop(fl_pb2.RUN_END_REASON_NOT_ENOUGH_PARTICIPANTS,
+                        f"{len(self)} of the {num_clients} participants a round needs were online after "
+                        f"{self.wait_seconds:g} s")
+        return True
 
     def sample(self, num_clients: int, min_num_clients: int | None = None,
                criterion: Criterion | None = None) -> list[ClientProxy]:
@@ -89,7 +99,7 @@ class RunSession:
     def __init__(self, spec: RunSpec, reporter: Reporter | None) -> None:
         self.spec = spec
         self.reporter = reporter
-        self.clients = FederationClientManager(spec.node_ids)
+        self.clients = FederationClientManager(spec.node_ids, spec.participant_wait_seconds)
         self.fit: dict[str, float] = {}
         self.evaluation: dict[str, float] = {}
         self.completed_nodes: set[int] = set()

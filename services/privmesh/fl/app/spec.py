@@ -49,6 +49,7 @@ class RunSpec:
     fraction_train: float
     fraction_evaluate: float
     round_timeout_seconds: float
+    participant_wait_seconds: float  # how long a round waits for its participants to be online
     seed: int
     node_ids: tuple[int, ...]  # the federation's admitted SuperNodes; others on the SuperLink are ignored
     secagg: SecAggSpec | None = None

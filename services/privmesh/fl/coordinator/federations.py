@@ -227,5 +227,6 @@ def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int]
         num_rounds=f.num_rounds, min_participants=f.min_participants,
         fraction_train=s.fraction_train if s.HasField("fraction_train") else 1.0,
         fraction_evaluate=s.fraction_evaluate if s.HasField("fraction_evaluate") else 1.0,
-        round_timeout_seconds=seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS), seed=seed,
+        round_timeout_seconds=seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS),
+        participant_wait_seconds=seconds(f.participant_wait_timeout, DEFAULT_TIMEOUT_SECONDS), seed=seed,
         node_ids=tuple(node_ids), secagg=secagg_spec(f), dp=dp)
