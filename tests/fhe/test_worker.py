@@ -1,6 +1,7 @@
 """The sandbox worker's queue, on real worker processes with real OpenFHE: the next request is handed over
 before the current one's reply; a crash fails only the request the worker had started (the others run on a
-fresh worker); a cancelled request never hands its reply to another caller."""
+fresh worker); a cancelled request never hands its reply to another caller; a request past the time limit is
+killed; the process's address space is capped."""
 
 from __future__ import annotations
 
@@ -20,10 +21,22 @@ import pytest
 
 from privmesh.fhe.client import ClientKeys
 from privmesh.fhe.convert import PART_NAMES
+from privmesh.fhe.inference_service import _rejected, _timed_out
 from privmesh.fhe.model import ModelSpec, load_model
 from privmesh.fhe.registry import RegisteredModel
 from privmesh.fhe.servicer import model_to_proto
-from privmesh.fhe.worker import DEPTH, MAX_HANDOVERS, Rejected, Worker, WorkerCrashed, _ReplyUnpickler
+from privmesh.fhe.worker import (
+    CRYPTO_CONTEXT,
+    DEPTH,
+    MAX_HANDOVERS,
+    Rejected,
+    Worker,
+    WorkerCrashed,
+    WorkerLimits,
+    WorkerTimedOut,
+    _ReplyUnpickler,
+)
+from privmesh.runtime.errors import ResourceExhausted
 from tests.fhe.conftest import crashing, small_model_files
 
 pytestmark = pytest.mark.insecure_params
@@ -181,3 +194,42 @@ def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
     assert load(("reply", ([b"out"], 0.5))) == ("reply", ([b"out"], 0.5))
     with pytest.raises(pickle.UnpicklingError):
         load(("reply", os.system))
+
+
+async def test_a_request_past_the_time_limit_is_killed_and_the_queued_ones_run_on_a_fresh_worker(
+        tmp_path: Path, linear: LinearSession) -> None:
+    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0))
+    await worker.start()
+    try:
+        pid = worker.pid
+        stuck = tmp_path / "stuck"
+        os.mkfifo(stuck)  # reading it blocks for ever: a key directory on a network file system that hangs
+        hung = worker.submit("evaluate", "another-session", linear.keys.key_pair.publicKey.GetKeyTag(),
+                             {**linear.parts, CRYPTO_CONTEXT: str(stuck)}, linear.spec, [linear.encrypt(0.2)])
+        queued = worker.submit(*linear.request(linear.encrypt(0.4)))
+        with pytest.raises(WorkerTimedOut):
+            await hung
+        linear.assert_scores(await queued, 0.4)
+        assert worker.restarts == 1 and worker.pid not in (None, pid)
+    finally:
+        await worker.close()
+    refusal = _rejected(_timed_out("evaluating the input"), "chunk")  # what the caller of Infer gets
+    assert isinstance(refusal, ResourceExhausted) and refusal.reason == "TIME_LIMIT_EXCEEDED"
+
+
+def _address_space_limit(pid: int) -> str:
+    """The soft limit, as /proc shows it: a number of bytes, or "unlimited"."""
+    line = next(x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max address space"))
+    return line.split()[3]
+
+
+async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession) -> None:
+    cap = 4 << 30
+    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap))
+    await worker.start()
+    try:
+        assert worker.pid is not None and _address_space_limit(worker.pid) == str(cap)
+        assert _address_space_limit(os.getpid()) != str(cap)  # the server process itself is not capped
+        linear.assert_scores(await worker.call(*linear.request(linear.encrypt(0.3))), 0.3)
+    finally:
+        await worker.close()

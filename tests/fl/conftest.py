@@ -5,6 +5,7 @@ real flower-supernode processes training on their own CSV files."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -79,16 +80,19 @@ class FlEnv:
     servers: list[MeshServer] = field(default_factory=list)
 
     def superlink_pids(self) -> list[int]:
-        """The flower-superlink process of this environment (found by its database path under our tmp)."""
+        """The flower-superlink process of this environment: found by its database path under our tmp, and
+        started by this process (a child it forks has the same command line until it execs)."""
         database = str(self.tmp / "fl" / "superlink" / "superlink.db")
         found = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
                     argv = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     continue
-                if any(a.endswith(b"flower-superlink") for a in argv[:2]) and database.encode() in argv:
+                if (any(a.endswith(b"flower-superlink") for a in argv[:2]) and database.encode() in argv
+                        and parent == os.getpid()):
                     found.append(int(entry.name))
         return found
 

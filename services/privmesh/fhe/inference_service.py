@@ -32,6 +32,7 @@ from privmesh.fhe.worker import (
     Rejected,
     Worker,
     WorkerCrashed,
+    WorkerTimedOut,
 )
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.errors import (
@@ -84,11 +85,17 @@ def required_parts(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def _timed_out(what: str) -> Rejected:
+    return Rejected("TIME_LIMIT_EXCEEDED", f"{what} ran past the server's time limit per request; it was stopped")
+
+
 def _rejected(found: Rejected, field_prefix: str) -> ServiceError:
     if found.reason == "PARAMETERS_MISMATCH":
         return FailedPrecondition(found.reason, found.message, {"fields": ",".join(found.fields)})
     if found.reason == "EVALUATION_FAILED":
         return FailedPrecondition(found.reason, found.message)
+    if found.reason == "TIME_LIMIT_EXCEEDED":
+        return ResourceExhausted(found.reason, found.message)
     if found.reason == "KEYS_INCOMPLETE":
         return _incomplete(list(found.fields), found.message)
     field = f"{field_prefix}.{found.fields[0]}" if found.fields else field_prefix
@@ -231,6 +238,8 @@ class FheService:
             paths = {kind: str(KeyFiles.part_path(directory, kind)) for kind in received}
             try:
                 verdict = await self.checker.call("check_keys", spec.params.to_json(), paths)
+            except WorkerTimedOut:
+                raise _rejected(_timed_out("checking the keys"), "key_parts") from None
             except WorkerCrashed:
                 raise InvalidArgument.single("chunk", "the keys could not be deserialized", "KEY_MALFORMED") from None
             if isinstance(verdict, Rejected):
@@ -336,6 +345,8 @@ class FheService:
         outputs."""
         try:
             result = await evaluation
+        except WorkerTimedOut:
+            result = _timed_out("evaluating the input")
         except WorkerCrashed:
             result = Rejected("CIPHERTEXT_MALFORMED", "the input could not be processed (the evaluator process "
                               "failed on it and was restarted)")

@@ -15,7 +15,7 @@ from privmesh.fhe.servicer import FheServicer
 from privmesh.fhe.settings import FheSettings
 from privmesh.fhe.store import KeyFiles, ModelStore, SessionStore
 from privmesh.fhe.v1 import fhe_pb2, fhe_pb2_grpc
-from privmesh.fhe.worker import Worker
+from privmesh.fhe.worker import Worker, WorkerLimits
 from privmesh.runtime.db import Database
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
@@ -37,8 +37,9 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     runtime.on_close.append(db.close)
     registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
     await asyncio.to_thread(registry.load_configured, settings.model_files)
-    checker = Worker("checker", max_sessions=1)
-    evaluators = [Worker(f"eval-{i}", settings.worker_sessions) for i in range(settings.evaluation_workers)]
+    limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes)
+    checker = Worker("checker", max_sessions=1, limits=limits)
+    evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits) for i in range(settings.evaluation_workers)]
     for worker in (checker, *evaluators):
         runtime.on_close.append(worker.close)
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))

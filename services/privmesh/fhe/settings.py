@@ -19,6 +19,12 @@ class FheSettings(BaseModel):
         False, description="serve models without a security level (HEStd_NotSet): tests and laptops only")
     evaluation_workers: int = Field(1, ge=1, le=64, description="sandbox processes that evaluate (one input each "
                                                                 "at a time; OpenFHE parallelises inside)")
+    worker_seconds_per_request: float = Field(
+        300.0, gt=0, le=86_400, description="time a sandbox process may take to check one key upload or evaluate one "
+                                            "input; past it the process is killed and the request fails")
+    worker_address_space_bytes: int = Field(
+        16 << 30, ge=0, description="address-space cap (RLIMIT_AS) of each sandbox process, so crafted bytes cannot "
+                                    "make OpenFHE exhaust the node's memory; 0 removes the cap")
     worker_sessions: int = Field(32, ge=1, le=10_000, description="sessions whose keys a worker keeps loaded")
     max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
     sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys are deleted")

@@ -15,6 +15,11 @@ because the server reads it on its event loop (asyncio streams), so queueing a r
 server unpickles replies with an unpickler that admits only plain data and `Rejected`, so a worker that
 corrupted bytes took over cannot make the server run code.
 
+Limits: each process's address space is capped (RLIMIT_AS), so bytes that make OpenFHE allocate wildly fail in
+the sandbox instead of pushing the node into the OOM killer; and a request that runs past the time limit gets
+its process killed and fails with WorkerTimedOut, so an input that makes the evaluator loop cannot hold a
+worker forever (a gRPC deadline only bounds the caller's wait, not the worker's work).
+
 Key checks run in their own worker, apart from the evaluation workers, because OpenFHE keeps evaluation keys
 in process-wide maps indexed by key tag: checking an upload must never overwrite the keys another session is
 using. Evaluation workers only ever load keys that passed the check and whose tag no other live session has.
@@ -29,6 +34,7 @@ import itertools
 import logging
 import multiprocessing
 import pickle
+import resource
 import socket
 import struct
 import time
@@ -61,6 +67,18 @@ class Rejected:
 
 class WorkerCrashed(Exception):
     """The worker process died while serving the request."""
+
+
+class WorkerTimedOut(WorkerCrashed):
+    """The worker ran past the time limit on the request and was killed."""
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one sandbox process may use: seconds per request, and bytes of address space (0: no cap)."""
+
+    seconds_per_request: float = 300.0
+    address_space_bytes: int = 0
 
 
 # --- inside the worker process ------------------------------------------------------------------------------
@@ -223,7 +241,9 @@ def _write(stream: io.BufferedIOBase, message: tuple[str, Any]) -> None:
     stream.flush()
 
 
-def _serve(channel: socket.socket, max_sessions: int) -> None:
+def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int) -> None:
+    if address_space_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
     stream = channel.makefile("rwb")
     sandbox = _Sandbox(max_sessions)
     _write(stream, (_READY, None))
@@ -261,12 +281,13 @@ class _Process:
         self._writer = writer
 
     @classmethod
-    async def start(cls, label: str, max_sessions: int) -> _Process:
+    async def start(cls, label: str, max_sessions: int, limits: WorkerLimits) -> _Process:
         """A new process, once it has said it is ready (OpenFHE imported)."""
         parent, child = socket.socketpair()
         for end in (parent, child):  # a whole request or reply fits: neither side waits for the other to read
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-        process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions),
+        process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions,
+                                                                                    limits.address_space_bytes),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)
@@ -331,9 +352,10 @@ class _Call:
 class Worker:
     """One sandbox process, replaced when it dies, fed DEPTH requests at once (see the module docstring)."""
 
-    def __init__(self, label: str, max_sessions: int = 32) -> None:
+    def __init__(self, label: str, max_sessions: int = 32, limits: WorkerLimits = WorkerLimits()) -> None:
         self.label = label
         self.max_sessions = max_sessions
+        self.limits = limits
         self._calls: deque[_Call] = deque()  # unanswered, oldest first; the handed ones come first
         self._process: _Process | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -342,7 +364,7 @@ class Worker:
     async def start(self) -> None:
         """Starts the process before the first request (it is started on demand otherwise)."""
         if self._process is None:
-            self._process = await _Process.start(self.label, self.max_sessions)
+            self._process = await _Process.start(self.label, self.max_sessions, self.limits)
 
     def submit(self, operation: str, *args: Any) -> asyncio.Future[Any]:
         """Queues one request and returns its reply's future at once, so a caller can queue the next request
@@ -385,12 +407,17 @@ class Worker:
         while self._calls:
             try:
                 if self._process is None:
-                    self._process = await _Process.start(self.label, self.max_sessions)
+                    self._process = await _Process.start(self.label, self.max_sessions, self.limits)
                     self._hand_over()
-                kind, value = await self._process.receive()
+                # The process answers each message within the limit: STARTED at once, the reply once it ran.
+                kind, value = await asyncio.wait_for(self._process.receive(), self.limits.seconds_per_request)
                 self._take(kind, value)
+            except asyncio.TimeoutError:
+                log.warning("FHE worker %s ran past %s s on one request; it is killed", self.label,
+                            self.limits.seconds_per_request)
+                await self._replace(WorkerTimedOut)
             except WorkerCrashed:
-                await self._replace()
+                await self._replace(WorkerCrashed)
             except Exception as exc:
                 log.exception("FHE worker %s failed", self.label)
                 await self._abandon(exc)
@@ -407,19 +434,20 @@ class Worker:
             head.future.set_result(value)
         self._hand_over()
 
-    async def _replace(self) -> None:
-        """The process died: the call it had started fails with WorkerCrashed, so does one handed to
-        MAX_HANDOVERS processes that all died before starting it; the others go to the next process."""
+    async def _replace(self, failure: type[WorkerCrashed]) -> None:
+        """The process died or was killed: the call it had started fails with `failure`, one handed to
+        MAX_HANDOVERS processes that all died before starting it with WorkerCrashed; the others go to the next
+        process."""
         process, self._process = self._process, None
         assert process is not None
-        exit_code = await process.end(5.0)
+        exit_code = await process.end(0.0 if failure is WorkerTimedOut else 5.0)  # a late one is still running
         log.warning("FHE worker %s died (exit code %s); a new one takes over", self.label, exit_code)
         self.restarts += 1
         remaining = []
         for call in self._calls:
             if call.started or (call.handed and call.handovers >= MAX_HANDOVERS):
                 if not call.future.done():
-                    call.future.set_exception(WorkerCrashed())
+                    call.future.set_exception(failure() if call.started else WorkerCrashed())
             elif not call.future.done():
                 call.handed = False
                 remaining.append(call)
