@@ -92,6 +92,21 @@ async def move_participants(env: FlEnv, old: str, new: str) -> None:
         hospital.keys = ParticipantKeys.load_or_create(env.tmp / hospital.name / new.rsplit("/", 1)[1])
     await register_all(env, new)
     env.start_nodes(env.fleet_address())
+    await all_connected(env, new)
+
+
+async def all_connected(env: FlEnv, parent: str, seconds: float = 90.0) -> None:
+    """Waits until the SuperLink sees every participant of `parent` online, restarting a SuperNode that exited
+    (a run started before would wait for it)."""
+    deadline = time.monotonic() + seconds
+    listed: list[pb.Participant] = []
+    while time.monotonic() < deadline:
+        listed = list((await env.stub.ListParticipants(pb.ListParticipantsRequest(parent=parent))).participants)
+        if listed and all(p.connected for p in listed):
+            return
+        env.start_nodes(env.fleet_address())
+        await asyncio.sleep(0.5)
+    pytest.fail(f"not connected after {seconds} s: {[p.name for p in listed if not p.connected]}\n{env.log_tails()}")
 
 
 async def run_to_end(env: FlEnv, parent: str) -> tuple[pb.Run, list[pb.RunEvent]]:
@@ -106,7 +121,10 @@ async def run_to_end(env: FlEnv, parent: str) -> tuple[pb.Run, list[pb.RunEvent]
             raise
         await env.stub.StopRun(pb.StopRunRequest(name=run.name))  # so the module's next run is not refused
         pytest.fail(f"run did not end in {RUN_TIMEOUT} s; events {kinds(events)}\n{env.log_tails()}")
-    return (await env.stub.GetRun(pb.GetRunRequest(name=run.name))).run, events
+    ended = (await env.stub.GetRun(pb.GetRunRequest(name=run.name))).run
+    if ended.state != pb.RUN_STATE_SUCCEEDED:
+        print(env.log_tails())  # shown by pytest when the test then fails
+    return ended, events
 
 
 async def fetch(stub: object, name: str, representation: int) -> tuple[pb.ModelHeader, bytes]:
@@ -229,6 +247,7 @@ async def test_plain_fedavg_run_with_three_hospitals(fl_env: FlEnv) -> None:
     assert read_error(twice.value).reason == "PUBLIC_KEY_ALREADY_REGISTERED"
     assert len(fl_env.rows("fl_participants")) == 3
     fl_env.start_nodes(fl_env.fleet_address())
+    await all_connected(fl_env, "federations/plain")
     run, events = await run_to_end(fl_env, "federations/plain")
     assert run.state == pb.RUN_STATE_SUCCEEDED, run.end_message
     assert run.end_reason == pb.RUN_END_REASON_COMPLETED and run.completed_rounds == 1
