@@ -91,7 +91,7 @@ class FlEnv:
                     parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                if (any(a.endswith(b"flower-superlink") for a in argv[:2]) and database.encode() in argv
+                if (b"privmesh.fl.coordinator.superlink_main" in argv[:3] and database.encode() in argv
                         and parent == os.getpid()):
                     found.append(int(entry.name))
         return found

@@ -1,6 +1,6 @@
 """The parts without processes: the RDP accountant, public-key parsing, the NumPy models, the ServerApp's
-bounded wait for participants, and the store on SQLite and PostgreSQL (all-or-nothing writes, unique keys,
-event sequences)."""
+bounded wait for participants, the SuperLink's one-transaction object preregistration, and the store on SQLite
+and PostgreSQL (all-or-nothing writes, unique keys, event sequences)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import text
 
 from privmesh.fl import accountant
 from privmesh.fl.app.model import Architecture, TrainingConfig, loss_and_accuracy, train
@@ -19,6 +20,7 @@ from privmesh.fl.app.spec import RunSpec
 from privmesh.fl.coordinator import federations
 from privmesh.fl.coordinator.keys import InvalidKey, parse_public_key
 from privmesh.fl.coordinator.store import Conflict, CoordinatorStore
+from privmesh.fl.coordinator.superlink_main import preregister_in_one_transaction
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.runtime.db import Database
 
@@ -119,6 +121,28 @@ def test_a_round_waits_for_offline_participants_only_as_long_as_the_federation_s
     assert stop.value.reason == pb.RUN_END_REASON_NOT_ENOUGH_PARTICIPANTS and "2 of the 3" in stop.value.message
     assert manager.register(_Node(3))
     assert sorted(c.node_id for c in manager.sample(3, 3)) == [1, 2, 3] == sorted(manager.last_sampled)
+
+
+def test_the_superlink_preregisters_a_message_tree_in_one_transaction(tmp_path: Path) -> None:
+    """Flower's own preregister commits object by object, which lets a concurrent delete remove a shared child
+    between two commits; ours commits the tree at once. A tree whose last object is invalid shows which is
+    which: with one transaction, nothing of it is left."""
+    from flwr.proto.message_pb2 import ObjectTree
+    from flwr.supercore.object_store.sql_object_store import SqlObjectStore
+
+    def objects_left(store: SqlObjectStore) -> int:
+        with store.session() as session:
+            return int(session.execute(text("SELECT count(*) FROM objects")).scalar_one())
+
+    shared, other = "a" * 64, "b" * 64
+    tree = ObjectTree(object_id="not-a-sha256", children=[ObjectTree(object_id=shared), ObjectTree(object_id=other)])
+    for name, preregister, left in (("flower", SqlObjectStore.preregister, 2),
+                                    ("ours", preregister_in_one_transaction(SqlObjectStore.preregister), 0)):
+        store = SqlObjectStore(str(tmp_path / f"{name}.db"))
+        store.initialize()
+        with pytest.raises(ValueError):
+            preregister(store, 1, tree)
+        assert objects_left(store) == left, name  # Flower's: the children stay, committed one by one
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -94,7 +94,7 @@ class SuperLink:
 
     def _command(self) -> list[str]:
         c = self.config
-        return [str(Path(sys.executable).with_name("flower-superlink")),
+        return [sys.executable, "-m", "privmesh.fl.coordinator.superlink_main",  # flower-superlink, one fix
                 "--ssl-ca-certfile", str(c.ca_file), "--ssl-certfile", str(c.cert_file),
                 "--ssl-keyfile", str(c.key_file), "--enable-supernode-auth",
                 "--database", str(self.database), "--fleet-api-address", c.fleet_address,
