@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -120,6 +121,17 @@ def bare_echo(tmp: Path) -> Iterator[int]:
         yield port
     finally:
         stop_process(process)
+
+
+def print_rounds(label: str, values: Sequence[float], unit: str, note: str = "") -> None:
+    """One measured side of an alternating benchmark: its median, then every round's figure."""
+    print(f"{label + ':':<48}median {statistics.median(values):8.0f} {unit:<6} {[round(v) for v in values]}{note}")
+
+
+def print_ratio(ratios: Sequence[float]) -> None:
+    """Every round's ratio, then a benchmark's last line: their median."""
+    print(f"per-round ratios: {[round(r, 3) for r in ratios]}")
+    print(f"ratio: {statistics.median(ratios):.3f}")
 
 
 async def closed_loop(call: Any, request: Any, seconds: float, concurrency: int,

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import io
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
-from benchkit import bare_echo, closed_loop, cpu_seconds, echo_load, serve_in_process
+from benchkit import bare_echo, closed_loop, cpu_seconds, echo_load, print_ratio, print_rounds, serve_in_process
 
 
 async def generate_load(stub: object, key: str, seconds: float, concurrency: int, pid: int) -> tuple[float, float]:
@@ -87,17 +86,13 @@ async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> No
     ratios = [b / e for b, e in zip(broker_rates, echo_rates, strict=True)]
     print(f"response {len(payload)} B, {concurrency} concurrent callers, {rounds} alternating rounds of "
           f"{seconds / rounds:.1f} s per server")
-    print(f"bare grpc.aio echo (insecure):                  median {statistics.median(echo_rates):8.0f} RPC/s  "
-          f"{[round(r) for r in echo_rates]}")
-    print(f"GenerateDataKey (mTLS, policy, wrap, audit):    median {statistics.median(broker_rates):8.0f} RPC/s  "
-          f"{[round(r) for r in broker_rates]}")
-    print(f"broker server CPU per GenerateDataKey:          median {statistics.median(cpu_per_call):8.0f} µs     "
-          f"{[round(c) for c in cpu_per_call]}")
+    print_rounds("bare grpc.aio echo (insecure)", echo_rates, "RPC/s")
+    print_rounds("GenerateDataKey (mTLS, policy, wrap, audit)", broker_rates, "RPC/s")
+    print_rounds("broker server CPU per GenerateDataKey", cpu_per_call, "µs")
     print(f"envelope encryption of {mib} MiB (Encryption SDK, 64 KiB frames): {sdk_mbs:8.1f} MB/s")
     print(f"cryptography AES-GCM alone, same bytes and frames:             {aes_mbs:8.1f} MB/s  "
           f"(envelope/AES-GCM {sdk_mbs / aes_mbs:.3f})")
-    print(f"per-round ratios: {[round(r, 3) for r in ratios]}")
-    print(f"ratio: {statistics.median(ratios):.3f}")
+    print_ratio(ratios)
 
 
 def main() -> None:

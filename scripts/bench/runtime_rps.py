@@ -15,14 +15,13 @@ import tempfile
 from pathlib import Path
 
 import grpc
-from benchkit import ECHO_SERVICE, bare_echo, echo_load, serve_in_process
+from benchkit import ECHO_SERVICE, bare_echo, echo_load, print_ratio, print_rounds, serve_in_process
 
 
 async def measure(seconds: float, concurrency: int, payload_size: int, rounds: int) -> None:
     """Both servers run at once; short windows alternate between them and the median ratio is reported,
     so drift in the machine's load hits both sides alike."""
     import sqlite3
-    import statistics
 
     from privmesh.runtime.client import secure_channel
 
@@ -43,12 +42,10 @@ async def measure(seconds: float, concurrency: int, payload_size: int, rounds: i
     ratios = [m / b for m, b in zip(mesh_rates, bare_rates, strict=True)]
     print(f"payload {payload_size} B, {concurrency} concurrent callers, {rounds} alternating rounds of "
           f"{seconds / rounds:.1f} s per server")
-    print(f"bare grpc.aio (insecure):                   median {statistics.median(bare_rates):8.0f} RPC/s  "
-          f"{[round(r) for r in bare_rates]}")
-    print(f"privmesh (mTLS + authz + audit + metrics):  median {statistics.median(mesh_rates):8.0f} RPC/s  "
-          f"{[round(r) for r in mesh_rates]}  ({audited} audit entries written)")
-    print(f"per-round ratios: {[round(r, 3) for r in ratios]}")
-    print(f"ratio: {statistics.median(ratios):.3f}")
+    print_rounds("bare grpc.aio (insecure)", bare_rates, "RPC/s")
+    print_rounds("privmesh (mTLS + authz + audit + metrics)", mesh_rates, "RPC/s",
+                 f"  ({audited} audit entries written)")
+    print_ratio(ratios)
 
 
 def main() -> None:

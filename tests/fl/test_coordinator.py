@@ -262,6 +262,13 @@ async def test_plain_fedavg_run_with_three_hospitals(fl_env: FlEnv) -> None:
     assert run.model.encryption.encryption_context["run"] == run.name
     listed = (await fl_env.stub.ListParticipants(pb.ListParticipantsRequest(parent="federations/plain"))).participants
     assert all(p.connected for p in listed)
+    names, token = [], ""
+    while True:  # one federation a page, each once
+        page = await fl_env.stub.ListFederations(pb.ListFederationsRequest(page_size=1, page_token=token))
+        names += [f.name for f in page.federations]
+        if not (token := page.next_page_token):
+            break
+    assert "federations/plain" in names and len(names) == len(set(names)) == len(fl_env.rows("fl_federations"))
     runs = (await fl_env.stub.ListRuns(pb.ListRunsRequest(parent="federations/plain"))).runs
     assert [r.name for r in runs] == [run.name] and not runs[0].rounds  # BASIC view
 

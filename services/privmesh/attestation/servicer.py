@@ -16,7 +16,7 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.attestation.verifier_service import AttestationService
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.runtime.paging import name_page, paginate
 
 
 def _ts(moment: datetime) -> Timestamp:
@@ -104,11 +104,10 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
 
     async def ListPolicies(self, request: pb.ListPoliciesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         fetched = await self._service.list_policies(after, limit + 1)
         page, token = paginate(fetched, limit, lambda p: p.policy.name)
-        visible = [p for p in page if self._authorizer.allows_resource(f"policies/{p.policy.name}")]
+        visible = self._authorizer.visible(page, lambda p: f"policies/{p.policy.name}")
         return pb.ListPoliciesResponse(policies=[policy_to_proto(p) for p in visible], next_page_token=token)
 
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,

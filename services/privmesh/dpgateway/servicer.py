@@ -34,7 +34,7 @@ from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument, PermissionDenied
-from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.runtime.paging import decode_token, name_page, page_size, paginate
 
 MAX_REQUEST_BYTES = 1024 * 1024
 METHOD = "/" + pb.DESCRIPTOR.services_by_name["DPGateway"].full_name + "/"
@@ -272,11 +272,10 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
 
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         fetched = await self._service.list_datasets(after, limit + 1)
         page, token = paginate(fetched, limit, lambda d: d.spec.dataset_id)
-        visible = [d for d in page if self._authorizer.allows_resource(f"datasets/{d.spec.dataset_id}")]
+        visible = self._authorizer.visible(page, lambda d: f"datasets/{d.spec.dataset_id}")
         return pb.ListDatasetsResponse(datasets=[dataset_to_proto(d) for d in visible], next_page_token=token)
 
     async def DeleteDataset(self, request: pb.DeleteDatasetRequest,

@@ -31,7 +31,7 @@ from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.runtime.paging import name_page, paginate
 
 ACTIVATIONS = {"identity": pb.ACTIVATION_KIND_IDENTITY, "square": pb.ACTIVATION_KIND_SQUARE,
                "polynomial": pb.ACTIVATION_KIND_POLYNOMIAL}
@@ -169,12 +169,11 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
 
     async def ListModels(self, request: pb.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         kind = reverse(KINDS).get(request.kind) if request.kind else None
         fetched = self._service.registry.list(after, limit + 1, kind)
         page, token = paginate(fetched, limit, lambda m: m.spec.model_id)
-        visible = [m for m in page if self._authorizer.allows_resource(m.spec.name)]
+        visible = self._authorizer.visible(page, lambda m: m.spec.name)
         return pb.ListModelsResponse(models=[model_to_proto(m) for m in visible], next_page_token=token)
 
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:

@@ -13,7 +13,7 @@ from privmesh.fl.v1 import fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_method, current_principal
 from privmesh.runtime.errors import InvalidArgument, PermissionDenied
-from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.runtime.paging import decode_token, name_page, page_size, paginate
 
 CHUNK = 1024 * 1024
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -45,11 +45,10 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
 
     async def ListFederations(self, request: pb.ListFederationsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListFederationsResponse:
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         page, token = paginate(await self._service.list_federations(after, limit + 1), limit, lambda f: f.name)
         return pb.ListFederationsResponse(
-            federations=[f for f in page if self._authorizer.allows_resource(f.name)], next_page_token=token)
+            federations=self._authorizer.visible(page, lambda f: f.name), next_page_token=token)
 
     async def RegisterParticipant(self, request: pb.RegisterParticipantRequest,
                                   context: grpc.aio.ServicerContext) -> pb.RegisterParticipantResponse:
@@ -60,8 +59,7 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
     async def ListParticipants(self, request: pb.ListParticipantsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListParticipantsResponse:
         self._authorizer.require(request.parent)
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         found = await self._service.list_participants(request.parent, after, limit + 1)
         page, token = paginate(found, limit, lambda p: p.name)
         return pb.ListParticipantsResponse(participants=page, next_page_token=token)

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from privmesh.runtime.context import current_method, current_principal
 from privmesh.runtime.errors import PermissionDenied
+
+T = TypeVar("T")
 
 ALWAYS_ALLOWED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection")
@@ -105,6 +109,10 @@ class Authorizer:
     def allows_resource(self, resource: str) -> bool:
         """Whether the current caller may call the current method on `resource`."""
         return self.allows(current_principal.get(), current_method.get(), resource)
+
+    def visible(self, items: Iterable[T], resource_of: Callable[[T], str]) -> list[T]:
+        """The items whose resource the current caller may see with the current method (List filters a page)."""
+        return [item for item in items if self.allows_resource(resource_of(item))]
 
     def require(self, resource: str) -> None:
         """Raises PERMISSION_DENIED unless the current caller may call the current method on `resource`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from privmesh.runtime.errors import InvalidArgument
 
@@ -16,6 +16,16 @@ def page_size(requested: int, default: int, maximum: int, field: str = "page_siz
     if requested < 0:
         raise InvalidArgument.single(field, "must not be negative")
     return default if requested == 0 else min(requested, maximum)
+
+
+class ListRequest(Protocol):
+    page_size: int
+    page_token: str
+
+
+def name_page(request: ListRequest, default: int = 50, maximum: int = 500) -> tuple[int, str]:
+    """A List request's page size and the name after which its page starts ("" for the first page)."""
+    return page_size(request.page_size, default, maximum), str(decode_token(request.page_token, str) or "")
 
 
 def encode_token(after: str | int) -> str:

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import decode_token, page_size, paginate
+from privmesh.runtime.paging import name_page, paginate
 from privmesh.tokenvault.field_service import FieldService
 from privmesh.tokenvault.fields import LoadedField, field_name, parse_field_name, parse_tenant
 from privmesh.tokenvault.rotation import Rotations, RotationView
@@ -108,11 +108,10 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
     async def ListFields(self, request: pb.ListFieldsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListFieldsResponse:
         tenant = None if request.parent == "tenants/-" else _tenant(request.parent)
-        limit = page_size(request.page_size, 50, 500)
-        after = str(decode_token(request.page_token, str) or "")
+        limit, after = name_page(request)
         fetched = await self._fields.list(tenant, after, limit + 1)
         page, token = paginate(fetched, limit, lambda f: f.name)
-        visible = [f for f in page if self._authorizer.allows_resource(f.name)]
+        visible = self._authorizer.visible(page, lambda f: f.name)
         return pb.ListFieldsResponse(fields=[field_to_proto(f) for f in visible], next_page_token=token)
 
     async def UpdateField(self, request: pb.UpdateFieldRequest,
@@ -196,8 +195,7 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
                             context: grpc.aio.ServicerContext) -> pb.ListRotationsResponse:
         tenant = _tenant(request.parent)
         self._authorizer.require(f"tenants/{tenant}")
-        limit = page_size(request.page_size, 50, 500)
-        before = str(decode_token(request.page_token, str) or "")
+        limit, before = name_page(request)
         fetched = await self._rotations.list(tenant, before, limit + 1)
         page, token = paginate(fetched, limit, lambda r: r.id)
         return pb.ListRotationsResponse(rotations=[rotation_to_proto(r) for r in page], next_page_token=token)
