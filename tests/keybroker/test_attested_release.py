@@ -68,8 +68,9 @@ async def mesh(start_server: Callable[..., Any], start_broker: Callable[..., Any
          "token_signing_key_file": str(tmp_path / "verifier" / "token.pem")}))
     target = f"127.0.0.1:{verifier_server.port}"
     (tmp_path / "broker").mkdir()
-    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target})
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target,
+                                                                            "verifier_identity": spiffe("server")})
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
         await verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
             name="enclave", require_public_key=True,
