@@ -474,10 +474,11 @@ class Vault:
             if field_view == pb.DETOKENIZE_VIEW_MASKED:
                 value = fields[entry.field].detokenize_mask.apply(value)
             results.append(Detokenized(value, field_view))
-        if not replayed:
-            await self.audit.append("Detokenize", resource=resource, details=details)
-            if request_id:
-                await asyncio.to_thread(self._remember, tenant, "Detokenize", request_id, fingerprint, b"")
+        # Every disclosure is audited, a repeat of an earlier request too (marked as such): it shows the values again.
+        await self.audit.append("Detokenize", resource=resource, details={**details, "replay": "true"} if replayed
+                                else details)
+        if request_id and not replayed:
+            await asyncio.to_thread(self._remember, tenant, "Detokenize", request_id, fingerprint, b"")
         return results
 
     async def _entry_ids(self, loaded: LoadedField, tokens: Sequence[str]) -> dict[str, str]:
