@@ -225,7 +225,10 @@ async def test_delete_tokens_and_forget_subject_with_key_shredding(env: VaultEnv
     assert subject_keys == 2  # one data key per subject in the shredding field
     forgot = await env.alice.ForgetSubject(pb.ForgetSubjectRequest(parent=TENANT, subject_id="patient-1"))
     assert forgot.deleted_count == 2 and dict(forgot.deleted_by_field) == {"ssn": 1, "name": 1}
-    assert forgot.subject_key_destroyed
+    # The subject's KEK waits out key-broker's deletion period (7 days by default): scheduled, not destroyed.
+    [deletion] = forgot.subject_key_deletions
+    assert not forgot.subject_key_destroyed and deletion.field == "ssn"
+    assert deletion.deletion_time.ToSeconds() - forgot.forget_time.ToSeconds() in range(7 * 86400 - 60, 7 * 86400 + 1)
     assert env.rows("SELECT COUNT(*) FROM tv_data_keys WHERE field = 'ssn'")[0][0] == 1
     # The shared deterministic token stays detokenizable through the other subject's entry.
     assert await detokenize(env.alice, ("ssn", shared), ("name", bea)) == ["123-45-6789", "Bea"]

@@ -111,11 +111,12 @@ class KeyBrokerSource:
             raise self._failed(exc) from None
         return str(reply.key.name)
 
-    async def schedule_deletion(self, key: str, waiting_seconds: int) -> None:
+    async def schedule_deletion(self, key: str, waiting_seconds: int) -> int | None:
         try:
-            await self._client().ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(
+            reply = await self._client().ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(
                 name=key, waiting_period=Duration(seconds=waiting_seconds)))
         except grpc.aio.AioRpcError as exc:
             if read_error(exc).reason == "KEY_DESTROYED":
-                return  # shredded already (a retried ForgetSubject)
+                return None  # shredded already (a retried ForgetSubject)
             raise self._failed(exc) from None
+        return int(reply.key.deletion_time.ToMicroseconds())
