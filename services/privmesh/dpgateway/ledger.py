@@ -2,12 +2,12 @@
 
 Caps and spending per (analyst, dataset), and optionally per dataset across analysts (analyst "*"). A
 query's cost is reserved in ONE transaction that locks the analyst's and the dataset-wide rows and checks
-spent + reserved + cost <= cap for both (SQLite's BEGIN IMMEDIATE serializes writers across processes;
-PostgreSQL's SELECT ... FOR UPDATE locks the rows, always analyst first, then "*", so no deadlock). Only
-then is data read. On success the reservation becomes spending in one transaction with the stored release;
-it is refunded only when the query failed before any data was read. Committed spending is never undone.
-A reservation left by a crashed process is charged in full at the next start (`recover_stale`): nobody can
-prove its query read no data.
+spent + reserved + cost <= cap for both, exactly (loss.py: sums round up, what remains rounds down). SQLite's
+BEGIN IMMEDIATE serializes writers across processes; PostgreSQL's SELECT ... FOR UPDATE locks the rows, always
+analyst first, then "*", so no deadlock. Only then is data read. On success the reservation becomes spending
+in one transaction with the stored release; it is refunded only when the query failed before any data was
+read. Committed spending is never undone. A reservation left by a crashed process is charged in full at the
+next start (`recover_stale`): nobody can prove its query read no data.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmesh.dpgateway.datasets import now_us
-from privmesh.dpgateway.loss import Loss
+from privmesh.dpgateway.loss import Loss, total
 from privmesh.runtime.db import Cursor, Database
 
 WIDE = "*"  # the analyst name of a dataset-wide budget
@@ -137,12 +137,12 @@ class Ledger:
 
     @staticmethod
     def _reserved(cur: Cursor, dataset_id: str, analyst: str) -> Loss:
-        """What in-flight queries hold, summed from their entries (no running total to drift)."""
+        """What in-flight queries hold, summed (rounded up) from their entries (no running total to drift)."""
         mine = "" if analyst == WIDE else " AND analyst = ?"
-        cur.execute("SELECT SUM(res_eps), SUM(res_delta), SUM(res_rho) FROM dp_ledger "  # noqa: S608 (constant parts)
+        cur.execute("SELECT res_eps, res_delta, res_rho FROM dp_ledger "  # noqa: S608 (constant parts)
                     f"WHERE state = 'RESERVED' AND dataset_id = ?{mine}",
                     (dataset_id,) if analyst == WIDE else (dataset_id, analyst))
-        return _loss(cur.fetchone())
+        return total(_loss(row) for row in cur.fetchall())
 
     def _ensure_wide(self, cur: Cursor, dataset_id: str) -> None:
         cur.execute("INSERT INTO dp_budgets (dataset_id, analyst, has_cap, spent_eps, spent_delta, spent_rho, "
@@ -150,9 +150,14 @@ class Ledger:
                     "ON CONFLICT (dataset_id, analyst) DO NOTHING", (dataset_id, WIDE, now_us(), secrets.token_hex(8)))
 
     def _spend(self, cur: Cursor, dataset_id: str, analyst: str, spent: Loss) -> None:
-        cur.execute("UPDATE dp_budgets SET spent_eps = spent_eps + ?, spent_delta = spent_delta + ?, "
-                    "spent_rho = spent_rho + ?, update_us = ?, etag = ? WHERE dataset_id = ? AND analyst = ?",
-                    (spent.epsilon, spent.delta, spent.rho, now_us(), secrets.token_hex(8), dataset_id, analyst))
+        """Adds to the spending of a (locked) budget row, rounding the sum up (the database would round it to
+        nearest, which can be below the true sum)."""
+        cur.execute(self.db.locking("SELECT spent_eps, spent_delta, spent_rho FROM dp_budgets "
+                                    "WHERE dataset_id = ? AND analyst = ?"), (dataset_id, analyst))
+        now_spent = _loss(cur.fetchone()) + spent
+        cur.execute("UPDATE dp_budgets SET spent_eps = ?, spent_delta = ?, spent_rho = ?, update_us = ?, etag = ? "
+                    "WHERE dataset_id = ? AND analyst = ?",
+                    (*_parts(now_spent), now_us(), secrets.token_hex(8), dataset_id, analyst))
 
     def get_budget(self, dataset_id: str, analyst: str) -> Budget | None:
         with self.db.transaction() as cur:
@@ -192,9 +197,9 @@ class Ledger:
             self._ensure_wide(cur, dataset_id)
             wide = self._lock_budget(cur, dataset_id, WIDE)
             assert wide is not None
-            if not (own.spent + own.reserved + cost).within(own.cap):
+            if not total((own.spent, own.reserved, cost)).within(own.cap):
                 raise BudgetExceeded("analyst")
-            if wide.cap is not None and not (wide.spent + wide.reserved + cost).within(wide.cap):
+            if wide.cap is not None and not total((wide.spent, wide.reserved, cost)).within(wide.cap):
                 raise BudgetExceeded("dataset")
             remaining = own.remaining.minus(cost)
             if wide.cap is not None:
