@@ -35,9 +35,12 @@ def test_a_spend_over_the_cap_by_one_ulp_is_refused(ledger: Ledger) -> None:
     # What remains is rounded down (below the exact 1 - 0.1), and spending exactly that fits.
     left = ledger.remaining("ds", "ana").epsilon
     assert Fraction(left) <= 1 - Fraction(0.1) and left == math.nextafter(0.9, 0)
-    assert spend(ledger, left, "rest").epsilon == 0.0
-    with pytest.raises(BudgetExceeded):
-        ledger.reserve("ds", "ana", Loss(epsilon=5e-324), "more", "ana")  # the smallest float does not fit
+    last = spend(ledger, left, "rest").epsilon  # what is left now is the exact leftover, rounded down
+    assert Fraction(last) <= 1 - Fraction(0.1) - Fraction(left) < Fraction(math.nextafter(last, 1))
+    with pytest.raises(BudgetExceeded):  # one ulp more than what remains does not fit
+        ledger.reserve("ds", "ana", Loss(epsilon=math.nextafter(last, 1)), "more", "ana")
+    spend(ledger, last, "all")
+    assert ledger.get_budget("ds", "ana").spent.epsilon == 1.0  # type: ignore[union-attr]  # never above the cap
 
 
 def test_spending_never_drifts_below_the_exact_sum(ledger: Ledger) -> None:

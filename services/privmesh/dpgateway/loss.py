@@ -64,12 +64,34 @@ def _down(exact: Fraction) -> float:
     return math.nextafter(nearest, -math.inf) if Fraction(nearest) > exact else nearest
 
 
+Exact = tuple[Fraction, Fraction, Fraction]  # (epsilon, delta, rho) without rounding
+
+
+def exact(losses: Iterable[Loss]) -> Exact:
+    """The exact component-wise sum of `losses`."""
+    sums = (Fraction(0), Fraction(0), Fraction(0))
+    for loss in losses:
+        sums = (sums[0] + Fraction(loss.epsilon), sums[1] + Fraction(loss.delta), sums[2] + Fraction(loss.rho))
+    return sums
+
+
+def rounded_up(value: Exact) -> Loss:
+    return Loss(*(_up(v) for v in value))
+
+
 def total(losses: Iterable[Loss]) -> Loss:
     """The exact component-wise sum of `losses`, each component rounded up."""
-    sums = [Fraction(0)] * 3
-    for loss in losses:
-        sums = [s + Fraction(v) for s, v in zip(sums, _parts(loss), strict=True)]
-    return Loss(*(_up(s) for s in sums))
+    return rounded_up(exact(losses))
+
+
+def fits(used: Exact, cost: Loss, cap: Loss) -> bool:
+    """Whether used + cost is at most the cap in every component, exactly."""
+    return all(u + Fraction(c) <= Fraction(k) for u, c, k in zip(used, _parts(cost), _parts(cap), strict=True))
+
+
+def left(cap: Loss, used: Exact) -> Loss:
+    """What remains of `cap` once `used` is spent, rounded down, never below 0."""
+    return Loss(*(max(0.0, _down(Fraction(k) - u)) for k, u in zip(_parts(cap), used, strict=True)))
 
 
 def unit_problems(loss: Loss, accounting: Accounting, *, for_cap: bool) -> list[tuple[str, str]]:
