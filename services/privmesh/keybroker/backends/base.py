@@ -70,8 +70,9 @@ class Backend(Protocol):
     def unwrap(self, key: KeyRef, blob: bytes, context: dict[str, str]) -> tuple[bytes, int]:
         """The plaintext and the version that wrapped it."""
 
-    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
-        """(key id or ARN, version) of the key that wrapped a blob, or None if it is not this backend's."""
+    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
+        """(key id, version) that a blob's own header names, read without decrypting and without I/O; None when
+        the blob is not this backend's or does not name its key readably (InvalidCiphertext: malformed)."""
 
     def generate_for_recipient(self, key: KeyRef, context: dict[str, str], document: bytes) -> tuple[bytes, bytes]:
         """(wrap, ciphertext for the attested recipient) made by the backend itself (KMS's Recipient)."""

@@ -106,7 +106,7 @@ class LocalBackend:
         plaintext = os.urandom(DATA_KEY_SIZE)
         return plaintext, self.wrap(key, version, plaintext, context)
 
-    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
+    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
         if not blobs.is_local(blob):
             return None
         try:
