@@ -579,10 +579,12 @@ class KeyBrokerService:
                 if owner is None or (expected_record is not None and owner.key_id != expected_record.key_id):
                     raise invalid_ciphertext(field)
                 return await self.settle(owner)
-        if expected_record is None:
+        if expected_record is not None and self._backend(expected_record).opaque_blobs:
+            return expected_record
+        if expected_record is None and any(backend.opaque_blobs for backend in self.backends.values()):
             raise InvalidArgument.single(key_field, "required for a ciphertext that does not name its key (an "
                                          "aws-kms blob): the broker authorizes before anything is decrypted")
-        return expected_record
+        raise invalid_ciphertext(field)
 
     async def _unwrap(self, record: KeyRecord, blob: bytes, context: dict[str, str], field: str) -> tuple[bytes, int]:
         try:

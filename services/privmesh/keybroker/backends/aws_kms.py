@@ -75,6 +75,7 @@ class AwsKmsBackend:
     name = "aws-kms"
     releases_to_recipients = True
     blocking = True  # HTTP to KMS
+    opaque_blobs = True  # KMS's CiphertextBlob format is not documented
 
     def __init__(self, region: str, endpoint_url: str | None, timeout: float) -> None:
         config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 3, "mode": "standard"})

@@ -54,6 +54,7 @@ class Backend(Protocol):
     name: str  # "local" or "aws-kms"
     releases_to_recipients: bool  # whether the backend encrypts to an attested document's key itself (KMS)
     blocking: bool  # whether wrap/unwrap/generate do I/O (then they run in worker threads)
+    opaque_blobs: bool  # whether its blobs do not name their key readably (callers must name it: KMS)
 
     def create_key(self, key_id: str, description: str, external: bool) -> KeyRef:
         """Creates the key (and version 1's material unless external); returns how the backend names it."""

@@ -56,6 +56,7 @@ class LocalBackend:
     name = "local"
     releases_to_recipients = False
     blocking = False  # in-memory AES-GCM: microseconds, run on the event loop
+    opaque_blobs = False  # its blobs name their key and version in a header
 
     def __init__(self, keystore_file: Path, root_key: bytes) -> None:
         self._keystore = Keystore(keystore_file, root_key)
