@@ -40,6 +40,7 @@ from privmesh.runtime.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -554,9 +555,16 @@ class KeyBrokerService:
     async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
                         context: dict[str, str], decision: Decision, released: Released | None,
                         with_plaintext: bool) -> DataKeyResult:
+        wrapped = b""
+        if released is not None:  # wrapped before the release is recorded: the entry states what happened
+            try:
+                wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
+            except Exception:
+                await self._audit(operation, record, "FAILURE", reason="RECIPIENT_WRAP_FAILED", key_version=version,
+                                  recipient_module_id=released.module_id)
+                raise Internal("RECIPIENT_WRAP_FAILED", "the data key could not be wrapped to the recipient") from None
         await self._audit_release(operation, record, version, context, decision, released)
         if released is not None:
-            wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
             return DataKeyResult(record, version, b"", blob, wrapped, released)
         return DataKeyResult(record, version, plaintext if with_plaintext else b"", blob)
 
