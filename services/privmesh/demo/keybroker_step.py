@@ -78,7 +78,7 @@ async def key_release(ctx: DemoContext, ca: DevCa) -> None:
         expect(impostor_outcome.startswith("PERMISSION_DENIED"), "an enclave running another image got the key")
         ctx.console.print(f"   enclave running another image refused: {impostor_outcome}")
         try:
-            await hospital.decrypt(wrapped, CONTEXT)
+            await hospital.decrypt(wrapped, CONTEXT, key=key.name)
         except grpc.aio.AioRpcError as exc:
             error = read_error(exc)
             expect(error.reason == "ATTESTATION_REQUIRED", f"unexpected refusal {error.reason}")

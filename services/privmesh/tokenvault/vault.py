@@ -30,6 +30,7 @@ from privmesh.runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
 )
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
@@ -41,6 +42,8 @@ MAX_TOKEN_LENGTH = 256
 MAX_SUBJECT_BYTES = 256
 MAX_PURPOSE_LENGTH = 256
 WRITE_ATTEMPTS = 4
+# Redraws of one colliding shaped token: with a fraction p of its shape's tokens issued, all fail with p^32.
+MAX_DRAWS = 32
 T = TypeVar("T")
 
 
@@ -363,11 +366,10 @@ class Vault:
         if not profile.deterministic:
             chosen = list(plan.tokens)
             taken = self.store.tokens_taken(cur, tenant, plan.name, chosen)  # short shaped tokens can collide
-            seen: set[str] = set()
             for position in items:
-                while chosen[position] in taken or chosen[position] in seen:
-                    chosen[position] = profile.draw(plan.values[position])
-                seen.add(chosen[position])
+                if chosen[position] in taken:
+                    chosen[position] = self._redraw(cur, tenant, plan, position, taken)
+                taken.add(chosen[position])
             for position in items:
                 index = plan.indices[position]
                 tokens[index] = chosen[position]
@@ -384,8 +386,8 @@ class Vault:
                 value_hash = hashes[position]
                 if value_hash not in token_of_value:
                     token = plan.tokens[position]
-                    while token in taken:
-                        token = profile.draw(plan.values[position])
+                    if token in taken:
+                        token = self._redraw(cur, tenant, plan, position, taken)
                     taken.add(token)
                     token_of_value[value_hash] = token
         for position in items:
@@ -407,6 +409,25 @@ class Vault:
                 extend.append((later, entry_id))
                 entry_of[(value_hash, subject)] = (entry_id, token, later)
         return NewEntries.of(new_entries), extend
+
+    def _redraw(self, cur: Cursor, tenant: str, plan: _FieldPlan, position: int, taken: set[str]) -> str:
+        """A drawn token for the item that is neither stored nor `taken`, found in bounded time: from the whole
+        list of a small token space (TOKEN_SPACE_EXHAUSTED when none is left), else in at most MAX_DRAWS draws.
+        An unbounded redraw would never return once a shape with few free digits has run out."""
+        profile, value = plan.field.profile, plan.values[position]
+        every = profile.alternatives(value)
+        if every is not None:
+            stored = self.store.tokens_taken(cur, tenant, plan.name, every)
+            free = [token for token in every if token not in taken and token not in stored]
+            if free:
+                return secrets.choice(free)
+        else:
+            for _ in range(MAX_DRAWS):
+                token = profile.draw(value)
+                if token not in taken and not self.store.tokens_taken(cur, tenant, plan.name, [token]):
+                    return token
+        raise ResourceExhausted("TOKEN_SPACE_EXHAUSTED", f"item {plan.indices[position]}: no unused token of its "
+                                "shape was found; nothing was written")
 
     # --- Detokenize -----------------------------------------------------------------------------------
 

@@ -34,24 +34,26 @@ async def export_service(target: str, identity: ClientIdentity, peer: str) -> di
     async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
         stub = common_pb2_grpc.AuditLogStub(channel)
         head = await stub.GetAuditHead(common_pb2.GetAuditHeadRequest())
+        covered = head.head.sequence
+        # Paging stops at an empty page, so each page adds at least one item, and at what the head covers: at
+        # most `covered` + 1 pages each, whatever the server answers.
         entries: list[common_pb2.AuditEntry] = []
         token = ""
-        while len(entries) < head.head.sequence:
+        while len(entries) < covered:
             page = await stub.ListAuditEntries(common_pb2.ListAuditEntriesRequest(page_size=PAGE, page_token=token))
             entries += page.entries
             token = page.next_page_token
-            if not token:
+            if not token or not page.entries:
                 break
         checkpoints: list[common_pb2.AuditCheckpoint] = []
         token = ""
-        while True:
+        while len(checkpoints) <= covered:  # checkpoints have distinct sequences, listed in ascending order
             more = await stub.ListAuditCheckpoints(common_pb2.ListAuditCheckpointsRequest(page_size=PAGE,
                                                                                           page_token=token))
             checkpoints += more.checkpoints
             token = more.next_page_token
-            if not token:
+            if not token or not more.checkpoints or more.checkpoints[-1].sequence >= covered:
                 break
-    covered = head.head.sequence
     return {
         "service": head.head.service,
         "endpoint": target,
