@@ -295,7 +295,8 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
             assert not any(n in data for n in needles), f"plaintext weights in {path}"
     assert any(envelope in path.read_bytes() for path in (fl_env.tmp / "fl").glob("fl.db*"))
     fetches = [a for a in fl_env.audit() if a[0] == "GetModel"]
-    assert [a[3]["representation"] for a in fetches] == ["DECRYPTED", "ENCRYPTED"]
+    assert [a[3]["representation"] for a in fetches if a[2] == "SUCCESS"] == ["DECRYPTED", "ENCRYPTED"]
+    assert [a[3]["reason"] for a in fetches if a[2] == "DENIED"] == ["MODEL_DECRYPTION_DENIED"]  # refusals too
 
 
 async def test_an_unregistered_supernode_is_refused_by_the_superlink(fl_env: FlEnv) -> None:
