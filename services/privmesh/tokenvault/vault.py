@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -411,7 +411,9 @@ class Vault:
     # --- Detokenize -----------------------------------------------------------------------------------
 
     async def detokenize(self, tenant: str, refs: Sequence[tuple[str, str]], view: int, purpose: str,
-                         request_id: str = "") -> list[Detokenized]:
+                         plaintext_granted: Callable[[str], bool], request_id: str = "") -> list[Detokenized]:
+        """`plaintext_granted(field)`: whether the service policy grants the caller the field's plaintext view; the
+        field's own detokenize policy must grant it too, else the value is masked (or refused when asked for)."""
         self.check_batch_size(len(refs))
         if len(purpose) > MAX_PURPOSE_LENGTH:
             raise InvalidArgument.single("purpose", f"at most {MAX_PURPOSE_LENGTH} characters")
@@ -423,6 +425,8 @@ class Vault:
         refused = []
         for name in sorted({f for f, _ in refs}):
             allowed = fields[name].view_for(principal)
+            if allowed == pb.DETOKENIZE_VIEW_VALUE and not plaintext_granted(name):
+                allowed = pb.DETOKENIZE_VIEW_MASKED
             wanted = allowed if view == pb.DETOKENIZE_VIEW_UNSPECIFIED else view
             if allowed == pb.DETOKENIZE_VIEW_UNSPECIFIED or (wanted == pb.DETOKENIZE_VIEW_VALUE
                                                             and allowed != pb.DETOKENIZE_VIEW_VALUE):
