@@ -40,7 +40,7 @@ COORDINATOR = "fl-coordinator"
 FL_RULES = [
     {"name": "operator", "principals": [spiffe("alice")], "methods": [f"{FL}/*"]},
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
-     "resources": ["federations/*/model"]},  # the encrypted model only: "...:decrypted" does not match
+     "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
