@@ -39,6 +39,8 @@ KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 COORDINATOR = "fl-coordinator"
 FL_RULES = [
     {"name": "operator", "principals": [spiffe("alice")], "methods": [f"{FL}/*"]},
+    {"name": "operator-decrypts", "principals": [spiffe("alice")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/*/runs/*/model:decrypted"]},  # the view is named: no wildcard grants it
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
      "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},

@@ -286,7 +286,7 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await fetch(fl_env.reader, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert read_error(denied.value).reason == "MODEL_DECRYPTION_DENIED"
+    assert read_error(denied.value).reason == "PERMISSION_DENIED_BY_POLICY"
     # No plaintext weights anywhere on disk: not the tensors' bytes, in any file the services or Flower wrote.
     needles = [w.astype(np.float64).tobytes() for w in weights]
     for path in fl_env.tmp.rglob("*"):

@@ -33,6 +33,7 @@ from privmesh.runtime.errors import (
 )
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
+from privmesh.tokenvault.masking import Unmaskable
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
 from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, Store, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
@@ -476,7 +477,11 @@ class Vault:
                 raise Internal("ENTRY_CORRUPT", f"an entry of item {index} does not decrypt") from None
             field_view = views[entry.field]
             if field_view == pb.DETOKENIZE_VIEW_MASKED:
-                value = fields[entry.field].detokenize_mask.apply(value)
+                try:
+                    value = fields[entry.field].detokenize_mask.apply(value)
+                except Unmaskable:
+                    raise PermissionDenied("VALUE_UNMASKABLE", f"the mask of item {index} would equal its value",
+                                           {"items": str(index)}) from None
             results.append(Detokenized(value, field_view))
         if not replayed:
             await self.audit.append("Detokenize", resource=resource, details=details)
