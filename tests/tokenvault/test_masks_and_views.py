@@ -19,7 +19,8 @@ from tests.tokenvault.conftest import TENANT, VaultEnv, create_field, detokenize
 SHORT = ["4921", "123", "12-34", "7", "ab", "9-9"]
 
 
-@given(st.text(st.characters(blacklist_characters="*"), min_size=1, max_size=40), st.integers(0, 50), st.integers(0, 50), st.booleans(), st.booleans())
+@given(st.text(st.characters(blacklist_characters="*"), min_size=1, max_size=40), st.integers(0, 50),
+       st.integers(0, 50), st.booleans(), st.booleans())
 def test_a_mask_never_equals_the_value_and_hides_at_least_half(value: str, first: int, last: int,
                                                                separators: bool, email: bool) -> None:
     mask = Mask(first, last, "*", separators, email)
