@@ -107,6 +107,7 @@ ATT, AUD, DPG, FHE = ("privmesh.attestation.v1.AttestationVerifier", "privmesh.c
                       "privmesh.dpgateway.v1.DPGateway", "privmesh.fhe.v1.FHEInference")
 FLC, FLR, KBR, TVA = ("privmesh.fl.v1.FLCoordinator", "privmesh.fl.v1.FLRunReporter", "privmesh.keybroker.v1.KeyBroker",
                       "privmesh.tokenvault.v1.TokenVault")
+_RHO = dp.PrivacySpec(privacy_loss=dp.PrivacyLoss(rho=0.1))
 _POLICY = av.Policy(name="target", allowed_pcr_sets=[av.PcrSet(pcrs={0: b"\1" * 48})])
 CASES: dict[str, Case] = {
     f"{ATT}/IssueChallenge": wide(),
@@ -198,7 +199,6 @@ CASES: dict[str, Case] = {
     f"{TVA}/ListRotations": Case(lambda t: tv.ListRotationsRequest(parent="tenants/target")),
     f"{TVA}/CancelRotation": Case(lambda t: tv.CancelRotationRequest(name="tenants/target/rotations/r1")),
 }
-_RHO = dp.PrivacySpec(privacy_loss=dp.PrivacyLoss(rho=0.1))
 
 
 def test_every_method_of_the_contracts_has_a_declaration_and_a_case() -> None:

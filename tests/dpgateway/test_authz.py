@@ -37,15 +37,15 @@ async def gateway(pki: DevPki, carol: DevPki, start_server, tmp_path: Path, pati
     async with secure_channel(target, identity(pki, ADMIN)) as admin_ch, \
             secure_channel(target, identity(pki, ANALYST)) as bob_ch, \
             secure_channel(target, identity(pki, OTHER)) as carol_ch:
-        admin, bob, carol = (dpgateway_pb2_grpc.DPGatewayStub(c) for c in (admin_ch, bob_ch, carol_ch))
+        admin, bob, colleague = (dpgateway_pb2_grpc.DPGatewayStub(c) for c in (admin_ch, bob_ch, carol_ch))
         for name in (PUBLIC, HIV):
             await admin.RegisterDataset(pb.RegisterDatasetRequest(dataset_id=name.split("/")[1],
                                                                   dataset=patients_dataset(str(patients_csv))))
             for analyst in (ANALYST, OTHER):
                 await admin.SetBudget(pb.SetBudgetRequest(dataset=name, analyst=spiffe(analyst),
                                                           cap=pb.PrivacyLoss(rho=5.0)))
-        await carol.Query(pb.QueryRequest(query=count_query(HIV), privacy=rho(0.1)))
-        await carol.Query(pb.QueryRequest(query=count_query(PUBLIC), privacy=rho(0.1)))
+        await colleague.Query(pb.QueryRequest(query=count_query(HIV), privacy=rho(0.1)))
+        await colleague.Query(pb.QueryRequest(query=count_query(PUBLIC), privacy=rho(0.1)))
         await bob.Query(pb.QueryRequest(query=count_query(PUBLIC), privacy=rho(0.1)))
         yield admin, bob
 

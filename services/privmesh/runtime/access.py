@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import descriptor_pool
@@ -66,7 +67,7 @@ class Template:
         if self.when is None:
             return True
         path, operator, values = self.when
-        found = list(field_values(message, path))
+        found = field_values(message, path)
         if operator == "!=":
             return any(v and v != caller for v in found)
         return any(v in values for v in found)
@@ -78,7 +79,7 @@ class Template:
             if isinstance(part, str):
                 choices.append([part])
                 continue
-            values = list(field_values(message, part[0]))
+            values = list(dict.fromkeys(field_values(message, part[0])))
             if part[1] and not any(values):
                 return []
             choices.append(values)
@@ -95,20 +96,23 @@ def _check_path(message: Descriptor, path: str, where: str) -> None:
         current = field.message_type
 
 
-def field_values(message: Message, path: str) -> Iterator[str]:
-    """The values at a dotted field path, as strings (enum values by name); repeated fields fan out."""
-    head, _, rest = path.partition(".")
-    field: FieldDescriptor = message.DESCRIPTOR.fields_by_name[head]
-    value: Any = getattr(message, head)
-    values = list(value) if field.is_repeated else [value]
-    for item in values:
-        if rest:
-            yield from field_values(item, rest)
-        elif field.enum_type is not None:
-            yield field.enum_type.values_by_number[item].name if item in field.enum_type.values_by_number \
-                else str(item)
-        else:
-            yield str(item)
+def field_values(message: Message, path: str) -> list[str]:
+    """The values at a dotted field path, as strings (enum values by name); repeated fields fan out. One lazy
+    pass over the items: a batch request's check costs about what reading its items once does."""
+    values: Iterable[Any] = (message,)
+    descriptor: Descriptor = message.DESCRIPTOR
+    field: FieldDescriptor | None = None
+    for name in path.split("."):
+        field = descriptor.fields_by_name[name]
+        get = attrgetter(name)
+        values = itertools.chain.from_iterable(map(get, values)) if field.is_repeated else map(get, values)
+        descriptor = field.message_type
+    if field is not None and field.type == FieldDescriptor.TYPE_STRING:
+        return list(values)
+    if field is not None and field.enum_type is not None:
+        names = field.enum_type.values_by_number
+        return [names[v].name if v in names else str(v) for v in values]
+    return [str(v) for v in values]
 
 
 @dataclass(frozen=True)
@@ -150,10 +154,12 @@ class Declaration:
         return cls(method, (), tuple(Template(r, (r,), None) for r in resolved), "", (), not resolved)
 
     def request_resources(self, request: Message, caller: str) -> list[str]:
-        return [name for t in self.request if t.applies(request, caller) for name in t.names(request)]
+        """The resources the request names, each once (a batch of items names a few fields many times)."""
+        return list(dict.fromkeys(name for t in self.request if t.applies(request, caller)
+                                  for name in t.names(request)))
 
     def item_resources(self, item: Message, caller: str) -> list[str]:
-        return [name for t in self.item if t.applies(item, caller) for name in t.names(item)]
+        return list(dict.fromkeys(name for t in self.item if t.applies(item, caller) for name in t.names(item)))
 
 
 def declaration(method: str) -> Declaration:

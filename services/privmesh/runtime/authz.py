@@ -127,6 +127,7 @@ class Authorizer:
             for r in document.rules
         )
         self.allows_method = lru_cache(maxsize=8192)(self._allows_method)
+        self._patterns = lru_cache(maxsize=8192)(self._patterns_for)
 
     @classmethod
     def from_file(cls, path: Path) -> Authorizer:
@@ -144,12 +145,14 @@ class Authorizer:
             return True
         return any(r.principals.match(principal) and r.methods.match(method) for r in self._rules)
 
+    def _patterns_for(self, principal: str, method: str) -> tuple[ResourcePattern, ...]:
+        """The resource patterns of the rules that allow `principal` the method (cached: one look-up per call)."""
+        return tuple(p for r in self._rules if r.principals.match(principal) and r.methods.match(method)
+                     for p in r.resources)
+
     def allows(self, principal: str, method: str, resource: str) -> bool:
         """Whether some rule allows `principal` to call `method` on `resource`."""
-        return any(
-            r.principals.match(principal) and r.methods.match(method) and any(p.matches(resource) for p in r.resources)
-            for r in self._rules
-        )
+        return any(p.matches(resource) for p in self._patterns(principal, method))
 
     def allows_resource(self, resource: str) -> bool:
         """Whether the current caller may call the current method on `resource`."""
