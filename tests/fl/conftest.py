@@ -45,6 +45,9 @@ FL_RULES = [
      "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+    # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
+    {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/plain/**"]},
 ]
 HOSPITALS = records.HOSPITALS
 
