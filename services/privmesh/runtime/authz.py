@@ -110,11 +110,9 @@ class _Call:
 _current_call: ContextVar[_Call | None] = ContextVar("privmesh_authz_call", default=None)
 
 
-def refuse(principal: str, method: str, resource: str | None, reason: str = DENIED,
-           message: str | None = None) -> NoReturn:
-    """Every refusal of the policy goes through here (one place to audit or count them)."""
-    target = f" on {resource}" if resource is not None else ""
-    raise PermissionDenied(reason, message or f"{principal} may not call {method}{target}")
+def refuse(principal: str, method: str, resource: str) -> NoReturn:
+    """Every refusal of a resource goes through here; the interceptor audits the PERMISSION_DENIED it raises."""
+    raise PermissionDenied(DENIED, f"{principal} may not call {method} on {resource}")
 
 
 class Authorizer:
@@ -169,10 +167,6 @@ class Authorizer:
             call.resolved_checks += 1
 
     # --- enforcement of the declarations (called by the interceptor) -----------------------------------------
-
-    def admit(self, principal: str, method: str) -> None:
-        if not self.allows_method(principal, method):
-            refuse(principal, method, None)
 
     def begin(self, declaration: Declaration) -> object:
         """Starts a call under its declaration; returns the token for `end`."""
