@@ -64,8 +64,8 @@ async def start_broker(start_server: Callable[..., Any], pki: DevPki) -> AsyncIt
         server = await start_server(keybroker_server.DEFINITION,
                                     server_config(tmp, pki, RULES, broker_settings(tmp, **settings)))
         target = f"127.0.0.1:{server.port}"
-        alice = secure_channel(target, identity(pki, "alice"), SERVICES)
-        bob = secure_channel(target, identity(pki, "bob"), SERVICES)
+        alice = secure_channel(target, identity(pki, "alice"), SERVICES, peer=spiffe("server"))
+        bob = secure_channel(target, identity(pki, "bob"), SERVICES, peer=spiffe("server"))
         channels.extend([alice, bob])
         return Broker(server, KeyBrokerClient(alice), KeyBrokerClient(bob), keybroker_pb2_grpc.KeyBrokerStub(alice),
                       keybroker_pb2_grpc.KeyBrokerStub(bob), tmp)

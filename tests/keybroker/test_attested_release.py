@@ -68,8 +68,9 @@ async def mesh(start_server: Callable[..., Any], start_broker: Callable[..., Any
          "token_signing_key_file": str(tmp_path / "verifier" / "token.pem")}))
     target = f"127.0.0.1:{verifier_server.port}"
     (tmp_path / "broker").mkdir()
-    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target})
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target,
+                                                                            "verifier_identity": spiffe("server")})
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
         await verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
             name="enclave", require_public_key=True,
@@ -198,3 +199,24 @@ async def test_result_tokens_are_verified_offline_against_the_verifiers_keys(mes
         assert (await _refusal(mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
             key=mesh.key.name, recipient=pb.Recipient(attestation_result_token=bad)))))[:2] == (
             grpc.StatusCode.PERMISSION_DENIED, "ATTESTATION_TOKEN_INVALID")
+
+
+async def test_a_release_whose_wrapping_fails_is_audited_as_a_failure(mesh: Mesh,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from privmesh.keybroker import service
+
+    _, wrapped, _ = await mesh.broker.bob.generate_data_key(mesh.key.name, CONTEXT)
+    enclave = EnclaveApp(SimulatedNsm(mesh.ca))
+    document = await _document(mesh, enclave)
+
+    def broken_wrap(public_key_der: bytes, data_key: bytes) -> bytes:
+        raise ValueError("the recipient key cannot be used")  # as a failing RSA implementation would
+
+    monkeypatch.setattr(service, "encrypt_for_recipient", broken_wrap)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.broker.stub.Decrypt(pb.DecryptRequest(
+            ciphertext_blob=wrapped, encryption_context=CONTEXT,
+            recipient=pb.Recipient(attestation_document=document, public_key=enclave.public_key_der)))
+    assert read_error(caught.value).reason == "RECIPIENT_WRAP_FAILED"
+    decrypts = [(outcome, d.get("reason")) for _, op, _, outcome, d in mesh.broker.audit() if op == "Decrypt"]
+    assert decrypts == [("FAILURE", "RECIPIENT_WRAP_FAILED")]  # no SUCCESS entry for a key never released

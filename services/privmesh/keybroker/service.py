@@ -35,11 +35,13 @@ from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encry
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import SYSTEM_PRINCIPAL, current_principal
 from privmesh.runtime.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -100,8 +102,9 @@ class MessageResult:
 
 class KeyBrokerService:
     def __init__(self, store: KeyStore, backends: dict[str, Backend], default_backend: str, audit: AuditLog,
-                 judge: RecipientJudge, min_waiting: timedelta) -> None:
+                 judge: RecipientJudge, min_waiting: timedelta, authorizer: Authorizer) -> None:
         self.store = store
+        self.authorizer = authorizer  # the service policy's layer: "keys/{key_id}" as resolved from a name or blob
         self.backends = backends
         self.default_backend = default_backend
         self.audit = audit
@@ -163,6 +166,7 @@ class KeyBrokerService:
 
     async def _authorize(self, operation: str, record: KeyRecord, op: int, context: dict[str, str],
                          has_recipient: bool = False) -> Decision:
+        self.authorizer.require(record.name)
         policy = await self._policy(record.key_id)
         try:
             return decide(policy, current_principal.get(), op, context, has_recipient)
@@ -304,6 +308,8 @@ class KeyBrokerService:
         visible = []
         principal = current_principal.get()
         for _, key_id in page:
+            if not self.authorizer.allows_resource(f"keys/{key_id}"):
+                continue
             record = await asyncio.to_thread(self.store.get, key_id)
             policy, _, _ = await asyncio.to_thread(self.store.policy, key_id)
             try:
@@ -554,9 +560,16 @@ class KeyBrokerService:
     async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
                         context: dict[str, str], decision: Decision, released: Released | None,
                         with_plaintext: bool) -> DataKeyResult:
+        wrapped = b""
+        if released is not None:  # wrapped before the release is recorded: the entry states what happened
+            try:
+                wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
+            except Exception:
+                await self._audit(operation, record, "FAILURE", reason="RECIPIENT_WRAP_FAILED", key_version=version,
+                                  recipient_module_id=released.module_id)
+                raise Internal("RECIPIENT_WRAP_FAILED", "the data key could not be wrapped to the recipient") from None
         await self._audit_release(operation, record, version, context, decision, released)
         if released is not None:
-            wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
             return DataKeyResult(record, version, b"", blob, wrapped, released)
         return DataKeyResult(record, version, plaintext if with_plaintext else b"", blob)
 
