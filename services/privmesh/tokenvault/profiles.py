@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from privmesh.runtime.errors import FieldViolation
 from privmesh.tokenvault import shapes
 from privmesh.tokenvault.ff1 import FF1, RADIX_10, RADIX_36, RADIX_62, Alphabet, domain_ok, encrypt_strings
-from privmesh.tokenvault.masking import Mask, mask_from_proto
+from privmesh.tokenvault.masking import Mask, Unmaskable, mask_from_proto
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 ALPHABETS = {pb.ALPHABET_UNSPECIFIED: RADIX_10, pb.ALPHABET_RADIX_10: RADIX_10, pb.ALPHABET_RADIX_36: RADIX_36,
@@ -62,10 +62,10 @@ def _b64(raw: bytes) -> str:
 
 
 class Profile:
-    never_equal_input = False  # a token never equals its value (card numbers)
     reversible = True  # has entries that Detokenize can return
     derived = False  # tokens come from `derive` (value + key); otherwise from `draw`
     deterministic = False  # the same value keeps its token (derived, or found again by value hash)
+    never_equal_input = False  # a token never equals its value (card numbers)
 
     def check(self, value: str) -> None:
         """Raises Problem when this profile cannot tokenize `value`."""
@@ -336,6 +336,12 @@ class MaskingProfile(Profile):
 
     def __init__(self, mask: Mask) -> None:
         self.mask = mask
+
+    def check(self, value: str) -> None:
+        try:
+            self.mask.apply(value)
+        except Unmaskable:
+            raise Problem("VALUE_UNMASKABLE", "the mask would equal the value") from None
 
     def draw(self, value: str) -> str:
         return self.mask.apply(value)
