@@ -24,6 +24,8 @@ from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Un
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
+from privmesh.runtime.requests import check_request, checked_stream, guard_deserializer
 
 log = logging.getLogger("privmesh.rpc")
 
@@ -37,8 +39,10 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
-                 tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
+                 tracer: trace.Tracer | None = None, access_log: bool = False,
+                 limiter: RateLimiter | None = None) -> None:
         self._authorizer = authorizer
+        self._limiter = limiter
         self._domain = error_domain
         self._metrics = metrics
         self._tracer = tracer
@@ -78,26 +82,33 @@ class MeshInterceptor:
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks."""
+        streaming_request = bool(handler.stream_unary or handler.stream_stream)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            behavior = self._unary_response(inner, method)
+            behavior = self._unary_response(inner, method, streaming_request)
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
         else:
             inner = handler.unary_stream or handler.stream_stream
-            behavior = self._streaming_response(inner, method)
+            behavior = self._streaming_response(inner, method, streaming_request)
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
-        return factory(behavior, request_deserializer=handler.request_deserializer,
+        return factory(behavior, request_deserializer=guard_deserializer(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
-        """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
+    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
+                    streaming_request: bool) -> AsyncIterator[None]:
+        """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
+        they are read), sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
+            if self._limiter is not None:
+                self._limiter.acquire(principal, method)
+            if not streaming_request:
+                check_request(request)
             with self._span(method, context, principal):
                 yield
         except ServiceError as error:
@@ -115,17 +126,18 @@ class MeshInterceptor:
             current_principal.reset(principal_token)
             current_method.reset(method_token)
 
-    def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
+    def _unary_response(self, inner: Any, method: str, streaming_request: bool) -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, context, request):
-                return await inner(request, context)
+            async with self._call(method, context, request, streaming_request):
+                return await inner(checked_stream(request) if streaming_request else request, context)
 
         return behavior
 
-    def _streaming_response(self, inner: Any, method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _streaming_response(self, inner: Any, method: str,
+                            streaming_request: bool) -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, context, request):
-                async for item in inner(request, context):
+            async with self._call(method, context, request, streaming_request):
+                async for item in inner(checked_stream(request) if streaming_request else request, context):
                     yield item
 
         return behavior

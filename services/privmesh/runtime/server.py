@@ -34,6 +34,7 @@ from privmesh.runtime.db import Database
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
 from privmesh.runtime.tls import server_credentials
 from privmesh.runtime.tracing import make_tracer
 
@@ -99,7 +100,8 @@ class MeshServer:
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
-        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
+        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
+                                      RateLimiter(cfg.rate_limits) if cfg.rate_limits else None)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
