@@ -11,9 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +25,16 @@ from privmesh.runtime.pki import DevPki
 
 CLIENTS = ("admin", "auditor", "demo-client")
 RENEW_MARGIN_HOURS = 2
+START_TIMEOUT_SECONDS = 600.0  # a loaded CI machine can take minutes; a service that exits is reported at once
+PROGRESS_EVERY_SECONDS = 10.0
+LOG_TAIL_LINES = 20
+#: Per caller identity, on every service of a local mesh: far above what the demo, the tests or the soak
+#: send, far below what a runaway client can.
+LOCAL_RATE_LIMITS = [{"name": "all-methods", "methods": ["*"], "per_second": 500, "burst": 1000}]
+
+
+class MeshStartError(RuntimeError):
+    """A service of the mesh exited or did not become healthy; the message names it and quotes its log."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
                           "signing_key_file": str(data_dir / "audit-signing-key.pem")},
                 "metrics": {"enabled": True, "port": _free_port()},
                 "state_dir": str(data_dir),
+                "rate_limits": LOCAL_RATE_LIMITS,
             },
             "service": spec.local_settings(layout.root),
         }
@@ -145,19 +157,47 @@ class LocalMesh:
                                            self.processes[spec.name].pid))
         self.layout.mesh_file.write_text(json.dumps({"endpoints": [e.__dict__ for e in self.endpoints]}, indent=2))
 
-    async def start(self, timeout: float = 60.0) -> list[Endpoint]:
-        """Starts every service and returns once each reports SERVING (or raises, having stopped them all)."""
+    async def start(self, timeout: float = START_TIMEOUT_SECONDS,
+                    progress: Callable[[str], None] | None = None) -> list[Endpoint]:
+        """Starts every service and returns once each reports SERVING. Waits as long as a busy machine needs
+        (up to `timeout`), telling `progress` every PROGRESS_EVERY_SECONDS what it still waits for; a service
+        that exits, or is not SERVING by then, stops them all and raises MeshStartError with its log's tail."""
         self._spawn()
         admin = self.layout.identity("admin")
-        deadline = time.monotonic() + timeout
-        for endpoint, spec in zip(self.endpoints, self.specs, strict=True):
-            while (status := await check_health(endpoint.target, admin, spec.grpc_service)) != "SERVING":
-                if self.processes[spec.name].poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    log_file = self.layout.log_dir / f"{spec.name}.log"
-                    raise RuntimeError(f"{spec.name} did not become healthy ({status}); see {log_file}")
-                await asyncio.sleep(0.2)
+        started = time.monotonic()
+        next_report = started + PROGRESS_EVERY_SECONDS
+        waiting = {spec.name: (endpoint, spec) for endpoint, spec in zip(self.endpoints, self.specs, strict=True)}
+        statuses = {name: "UNREACHABLE" for name in waiting}
+        while waiting:
+            for name, (endpoint, spec) in list(waiting.items()):
+                process = self.processes[name]
+                if process.poll() is not None:
+                    self._fail(name, f"{name} exited with status {process.returncode} while starting")
+                statuses[name] = await check_health(endpoint.target, admin, spec.grpc_service)
+                if statuses[name] == "SERVING":
+                    del waiting[name]
+            if not waiting:
+                break
+            now = time.monotonic()
+            if now - started > timeout:
+                name = next(iter(waiting))
+                self._fail(name, f"{name} did not become healthy within {timeout:.0f} s ({statuses[name]})")
+            if progress is not None and now >= next_report:
+                progress(f"waiting for {', '.join(waiting)} ({now - started:.0f} s)")
+                next_report = now + PROGRESS_EVERY_SECONDS
+            await asyncio.sleep(0.2)
         return self.endpoints
+
+    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        log_file = self.layout.log_dir / f"{name}.log"
+        if not log_file.exists():
+            return ""
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def _fail(self, name: str, problem: str) -> NoReturn:
+        self.stop()
+        log_file = self.layout.log_dir / f"{name}.log"
+        raise MeshStartError(f"{problem}; the last lines of {log_file}:\n{self.log_tail(name)}")
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (each service drains), then SIGKILL whatever is still running after `grace` seconds."""
