@@ -144,13 +144,16 @@ class LocalMesh:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints: list[Endpoint] = []
 
+    def _launch(self, name: str, config: Path) -> subprocess.Popen[bytes]:
+        module = next(s.module for s in self.specs if s.name == name)
+        with (self.layout.log_dir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
+                                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
     def _spawn(self) -> None:
         configs = prepare(self.layout, self.specs)
         for spec in self.specs:
-            with (self.layout.log_dir / f"{spec.name}.log").open("ab") as log:
-                self.processes[spec.name] = subprocess.Popen(
-                    [sys.executable, "-m", spec.module, "--config", str(configs[spec.name])],
-                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.processes[spec.name] = self._launch(spec.name, configs[spec.name])
             server = yaml.safe_load(configs[spec.name].read_text())["server"]
             self.endpoints.append(Endpoint(spec.name, server["listen"],
                                            f"http://127.0.0.1:{server['metrics']['port']}/metrics",
@@ -163,30 +166,46 @@ class LocalMesh:
         (up to `timeout`), telling `progress` every PROGRESS_EVERY_SECONDS what it still waits for; a service
         that exits, or is not SERVING by then, stops them all and raises MeshStartError with its log's tail."""
         self._spawn()
+        await self._wait_serving([s.name for s in self.specs], timeout, progress)
+        return self.endpoints
+
+    async def restart(self, name: str, timeout: float = START_TIMEOUT_SECONDS) -> Endpoint:
+        """Starts one service again (e.g. after it was killed) on its configuration and port; waits as `start`."""
+        process = self.processes[name]
+        if process.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self.processes[name] = self._launch(name, self.layout.config_dir / f"{name}.yaml")
+        index = [s.name for s in self.specs].index(name)
+        self.endpoints[index] = Endpoint(**{**self.endpoints[index].__dict__, "pid": self.processes[name].pid})
+        await self._wait_serving([name], timeout, None)
+        return self.endpoints[index]
+
+    async def _wait_serving(self, names: list[str], timeout: float, progress: Callable[[str], None] | None) -> None:
         admin = self.layout.identity("admin")
         started = time.monotonic()
         next_report = started + PROGRESS_EVERY_SECONDS
-        waiting = {spec.name: (endpoint, spec) for endpoint, spec in zip(self.endpoints, self.specs, strict=True)}
+        specs = {s.name: s for s in self.specs}
+        targets = {e.service: e.target for e in self.endpoints}
+        waiting = list(names)
         statuses = {name: "UNREACHABLE" for name in waiting}
         while waiting:
-            for name, (endpoint, spec) in list(waiting.items()):
+            for name in list(waiting):
                 process = self.processes[name]
                 if process.poll() is not None:
                     self._fail(name, f"{name} exited with status {process.returncode} while starting")
-                statuses[name] = await check_health(endpoint.target, admin, spec.grpc_service)
+                statuses[name] = await check_health(targets[name], admin, specs[name].grpc_service)
                 if statuses[name] == "SERVING":
-                    del waiting[name]
+                    waiting.remove(name)
             if not waiting:
                 break
             now = time.monotonic()
             if now - started > timeout:
-                name = next(iter(waiting))
-                self._fail(name, f"{name} did not become healthy within {timeout:.0f} s ({statuses[name]})")
+                self._fail(waiting[0], f"{waiting[0]} did not become healthy within {timeout:.0f} s "
+                                       f"({statuses[waiting[0]]})")
             if progress is not None and now >= next_report:
                 progress(f"waiting for {', '.join(waiting)} ({now - started:.0f} s)")
                 next_report = now + PROGRESS_EVERY_SECONDS
             await asyncio.sleep(0.2)
-        return self.endpoints
 
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         log_file = self.layout.log_dir / f"{name}.log"
