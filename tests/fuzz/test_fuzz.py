@@ -46,6 +46,10 @@ CASES = [pytest.param(s, m, None, id=f"{s.name}.{m.name}") for s in SERVICES for
                    "fl-coordinator") for m in AUDIT.methods]
 
 
+# List methods that need a parent to list anything; the others list everything from an empty request.
+LISTING_REQUESTS = {"ListFields": tokenvault_pb2.ListFieldsRequest(parent="tenants/-").SerializeToString()}
+
+
 def _path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
@@ -77,8 +81,9 @@ def listings(target: Target) -> dict[str, object]:
             continue
         for method in service.methods:
             if method.name.startswith("List") and not method.client_streaming and not method.server_streaming:
+                request = LISTING_REQUESTS.get(method.name, b"")
                 try:
-                    found[method.name] = target.channel.unary_unary(_path(method))(b"", timeout=CALL_TIMEOUT)
+                    found[method.name] = target.channel.unary_unary(_path(method))(request, timeout=CALL_TIMEOUT)
                 except grpc.RpcError as exc:
                     found[method.name] = exc.code()  # type: ignore[attr-defined]
     return found

@@ -207,3 +207,18 @@ def test_token_bucket_refills_at_its_rate_and_keeps_few_buckets() -> None:
     for name in ("b", "c", "d"):
         limiter.acquire(name, "s/M")
     limiter.acquire("a", "s/M")  # "a" was dropped (least recently used): a fresh, full bucket
+
+
+def test_enum_values_the_enum_does_not_declare_are_refused_with_their_path() -> None:
+    from privmesh.dpgateway.v1 import dpgateway_pb2 as dp
+    from privmesh.runtime.errors import InvalidArgument
+
+    check_request(dp.RegisterDatasetRequest(dataset=dp.Dataset(accounting=dp.PRIVACY_ACCOUNTING_ZCDP)))
+    bad = dp.RegisterDatasetRequest.FromString(bytes.fromhex("120d1a0b1080808080f8ffffffff01"))  # found by fuzzing
+    with pytest.raises(InvalidArgument) as err:
+        check_request(bad)
+    assert [v.field for v in err.value.violations] == ["dataset.source.format"]
+    columns = dp.Dataset(columns=[dp.ColumnSchema(name="a"), dp.ColumnSchema(name="b", type=99)])
+    with pytest.raises(InvalidArgument) as err:
+        check_request(dp.RegisterDatasetRequest(dataset=columns))
+    assert [v.field for v in err.value.violations] == ["dataset.columns[1].type"]

@@ -1,6 +1,7 @@
 """What the runtime checks about every request before a handler sees it: that its bytes decode, that its
-google.protobuf.Timestamp and Duration fields (at any depth) hold values the types allow, and that every
-`request_id` (the contracts' idempotency key, "a client-chosen UUID" in every service) is empty or a UUID.
+google.protobuf.Timestamp and Duration fields (at any depth) hold values the types allow, that every enum
+field holds a value its enum declares (proto3 decodes any number), and that every `request_id` (the
+contracts' idempotency key, "a client-chosen UUID" in every service) is empty or a UUID.
 
 grpc.aio decodes a request outside the handler and answers UNKNOWN with the exception's type name when
 that fails; `guard_deserializer` returns a marker instead, which the interceptor turns into
@@ -55,8 +56,8 @@ def guard_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[
 
 
 def check_request(request: Any) -> None:
-    """Raises InvalidArgument for an undecodable request, out-of-range well-known-type fields or a
-    request_id that is not a UUID."""
+    """Raises InvalidArgument for an undecodable request, out-of-range well-known-type fields, undeclared
+    enum values or a request_id that is not a UUID."""
     if request is UNDECODABLE:
         raise _UNDECODABLE_ERROR
     if isinstance(request, Message) and _needs_check(request.DESCRIPTOR):
@@ -75,8 +76,8 @@ async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 @cache
 def _needs_check(descriptor: Descriptor) -> bool:
-    """Whether a message of this type can contain a Timestamp, a Duration or a request_id (cached per type):
-    most requests have none, and are not walked."""
+    """Whether a message of this type can contain a Timestamp, a Duration, an enum or a request_id (cached
+    per type): requests with none are not walked."""
     return _reaches_checked(descriptor, frozenset())
 
 
@@ -85,7 +86,8 @@ def _is_request_id(field: FieldDescriptor) -> bool:
 
 
 def _reaches_checked(descriptor: Descriptor, seen: frozenset[str]) -> bool:
-    if descriptor.full_name in (_TIMESTAMP, _DURATION) or any(_is_request_id(f) for f in descriptor.fields):
+    if descriptor.full_name in (_TIMESTAMP, _DURATION) or any(
+            _is_request_id(f) or f.enum_type is not None for f in descriptor.fields):
         return True
     if descriptor.full_name in seen:
         return False
@@ -105,16 +107,30 @@ def _check_message(message: Message, path: str, found: list[FieldViolation]) -> 
         where = f"{path}.{field.name}" if path else field.name
         if _is_request_id(field):
             _check_uuid(value, where, found)
+        if field.enum_type is not None:
+            _check_enum(field, value, where, found)
         if field.message_type is None or not _needs_check(field.message_type):
             continue
         if field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
             for key, item in value.items():
-                _check_message(item, f"{where}[{key!r}]", found)
+                if value_field.enum_type is not None:
+                    _check_enum(value_field, item, f"{where}[{key!r}]", found)
+                elif value_field.message_type is not None:
+                    _check_message(item, f"{where}[{key!r}]", found)
         elif field.is_repeated:
             for index, item in enumerate(value):
                 _check_message(item, f"{where}[{index}]", found)
         else:
             _check_message(value, where, found)
+
+
+def _check_enum(field: FieldDescriptor, value: Any, path: str, found: list[FieldViolation]) -> None:
+    declared = field.enum_type.values_by_number
+    numbers = [(f"{path}[{i}]", n) for i, n in enumerate(value)] if field.is_repeated else [(path, value)]
+    for where, number in numbers:
+        if number not in declared:
+            found.append(FieldViolation(where, f"{number} is not a value of {field.enum_type.full_name}"))
 
 
 def _check_uuid(value: str, path: str, found: list[FieldViolation]) -> None:
