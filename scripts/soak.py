@@ -92,7 +92,8 @@ async def soak(seconds: float, concurrency: int) -> int:
         endpoints = await mesh.start(progress=print)
         try:
             admin = layout.identity("admin")
-            channels = {e.service: secure_channel(e.target, admin, timeout_seconds=30) for e in endpoints}
+            channels = {e.service: secure_channel(e.target, admin, timeout_seconds=30, peer=e.spiffe_id)
+                        for e in endpoints}
             mixes = await traffic(channels, layout.pki.spiffe_id("admin"))
             latencies: dict[str, list[float]] = defaultdict(list)
             errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -17,7 +17,8 @@ import pytest
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.chain import key_id
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
@@ -64,7 +65,7 @@ async def test_a_full_disk_refuses_writes_with_unavailable_and_keeps_state(
     config = server_config(tmp_path, pki, RULES, settings, audit_database=f"sqlite:///{small_disk / 'audit.db'}")
     server = await start_server(attestation_server.DEFINITION, config)
     target = f"127.0.0.1:{server.port}"
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
         await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy("kept", 1)))
         before = await stub.ListPolicies(pb.ListPoliciesRequest())
@@ -87,5 +88,6 @@ async def test_a_full_disk_refuses_writes_with_unavailable_and_keeps_state(
 
         names = [p.name for p in (await stub.ListPolicies(pb.ListPoliciesRequest())).policies]
         assert names == ["after-full", "kept"]
-    verdicts = verify_bundle(await export_bundle({"attestation-verifier": target}, identity(pki, "alice")))
+    bundle = await export_bundle({"attestation-verifier": (target, spiffe("server"))}, identity(pki, "alice"))
+    verdicts = verify_bundle(bundle, Trust(keys={"attestation-verifier": key_id(server.audit.public_key)}))
     assert [v.ok for v in verdicts] == [True] and verdicts[0].entries == 2, verdicts  # the two policies put

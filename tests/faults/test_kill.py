@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from privmesh.attestation.v1 import attestation_pb2 as att
 from privmesh.attestation.v1 import attestation_pb2_grpc
@@ -25,7 +26,7 @@ from privmesh.keybroker.client import allow
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import LocalMesh, MeshLayout
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.client import secure_channel
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
 
 
 def _channel(mesh: LocalMesh, service: str) -> grpc.aio.Channel:
-    target = next(e.target for e in mesh.endpoints if e.service == service)
-    return secure_channel(target, mesh.layout.identity("admin"), timeout_seconds=10)
+    endpoint = next(e for e in mesh.endpoints if e.service == service)
+    return secure_channel(endpoint.target, mesh.layout.identity("admin"), timeout_seconds=10, peer=endpoint.spiffe_id)
 
 
 async def _kill_during_writes(mesh: LocalMesh, service: str, write: Write) -> list[int]:
@@ -159,8 +160,9 @@ async def test_dp_gateway_charges_survive_kill_9_during_queries(mesh: LocalMesh,
 
 
 async def test_every_audit_log_verifies_after_the_kills(mesh: LocalMesh) -> None:
-    targets = {e.service: e.target for e in mesh.endpoints}
+    targets = {e.service: (e.target, e.spiffe_id) for e in mesh.endpoints}
     bundle = await export_bundle(targets, mesh.layout.identity("auditor"))
-    verdicts = verify_bundle(bundle)
+    trust = Trust(roots=x509.load_pem_x509_certificates(mesh.layout.pki.ca_file.read_bytes()))
+    verdicts = verify_bundle(bundle, trust, [e.service for e in mesh.endpoints])
     assert [v.service for v in verdicts if not v.ok] == [], verdicts
     assert len(verdicts) == 6

@@ -25,6 +25,7 @@ class Target:
     address: str
     channel: grpc.Channel
     log_file: Path
+    spiffe_id: str
 
 
 class Mesh:
@@ -42,7 +43,7 @@ class Mesh:
         if process.poll() is not None:
             problem = f"{target.name} exited with {process.returncode}"
         else:
-            status = asyncio.run(check_health(target.address, admin, timeout=10))
+            status = asyncio.run(check_health(target.address, admin, timeout=10, peer=target.spiffe_id))
             if status == "SERVING":
                 return None
             problem = f"{target.name} reports {status}"
@@ -62,7 +63,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         services = (spec.grpc_service, FL_REPORTER) if spec.name == "fl-coordinator" else (spec.grpc_service,)
         targets[spec.name] = Target(spec.name, (*services, "privmesh.common.v1.AuditLog"), endpoint.target,
                                     grpc.secure_channel(endpoint.target, credentials),
-                                    layout.log_dir / f"{spec.name}.log")
+                                    layout.log_dir / f"{spec.name}.log", endpoint.spiffe_id)
     try:
         yield Mesh(local, targets)
     finally:

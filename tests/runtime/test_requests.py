@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2
+from privmesh.runtime.access import Declaration
 from privmesh.runtime.config import RateLimitGroup
 from privmesh.runtime.errors import ResourceExhausted, read_error
 from privmesh.runtime.pki import DevPki
@@ -67,7 +68,8 @@ async def _build(runtime: Runtime, settings: _Settings) -> Sequence[Registration
                 "Many": grpc.stream_unary_rpc_method_handler(STAMPS.many, **codec),
                 "EchoAll": grpc.stream_stream_rpc_method_handler(STAMPS.echo_all, **codec)}
     generic = grpc.method_handlers_generic_handler(SERVICE, handlers)
-    return [Registration(SERVICE, lambda server: server.add_generic_rpc_handlers((generic,)))]
+    declarations = {f"{SERVICE}/{name}": Declaration.without_contract(f"{SERVICE}/{name}") for name in handlers}
+    return [Registration(SERVICE, lambda server: server.add_generic_rpc_handlers((generic,)), declarations)]
 
 
 DEFINITION = ServiceDefinition("stamps", "stamps.privmesh.dev", _Settings, _build)
@@ -83,7 +85,7 @@ async def stamps(tmp_path: Path, pki: DevPki, start_server):  # type: ignore[no-
 def _channel(server, pki: DevPki, name: str = "alice") -> grpc.aio.Channel:  # type: ignore[no-untyped-def]
     from privmesh.runtime.client import secure_channel
 
-    return secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), timeout_seconds=5)
+    return secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), timeout_seconds=5, peer=spiffe("server"))
 
 
 async def _refusal(call: object) -> grpc.aio.AioRpcError:
