@@ -37,6 +37,8 @@ from tests.fl.conftest import COORDINATOR, FlEnv, Hospital
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 RUN_TIMEOUT = 150.0
 
+STOP_ID = "5f0c7a52-0000-4000-8000-000000000001"
+
 
 def federation(**overrides: object) -> pb.Federation:
     f = pb.Federation(
@@ -389,8 +391,8 @@ async def test_dp_fedadam_mlp_run_reports_the_accountants_epsilon(fl_env: FlEnv)
 
 
 async def test_stop_run_keeps_the_last_completed_rounds_model(fl_env: FlEnv) -> None:
-    run = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id="stop-1"))).run
-    again = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id="stop-1"))).run
+    run = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id=STOP_ID))).run
+    again = (await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private", request_id=STOP_ID))).run
     assert again.name == run.name  # idempotent retry
     with pytest.raises(grpc.aio.AioRpcError) as busy:
         await fl_env.stub.StartRun(pb.StartRunRequest(parent="federations/private"))

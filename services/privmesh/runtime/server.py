@@ -36,6 +36,7 @@ from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
 from privmesh.runtime.tls import server_credentials
 from privmesh.runtime.tracing import make_tracer
 
@@ -107,7 +108,8 @@ class MeshServer:
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
         interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
-                                      trust_domain=cfg.trust_domain, audit=audit)
+                                      trust_domain=cfg.trust_domain, audit=audit,
+                                      limiter=RateLimiter(cfg.rate_limits) if cfg.rate_limits else None)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
