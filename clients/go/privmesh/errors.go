@@ -27,7 +27,8 @@ type Error struct {
 	Violations []*errdetails.BadRequest_FieldViolation
 	// HandshakeRefused says the TLS handshake failed, or the server closed the connection right after it
 	// before any HTTP/2 frame: what a server that refuses the client certificate (missing, expired, from
-	// another CA) does under TLS 1.3, where grpc-go reports only "error reading server preface: EOF".
+	// another CA) does under TLS 1.3, where grpc-go reports only "error reading server preface: EOF" or a
+	// broken pipe.
 	HandshakeRefused bool
 	cause            error
 }
@@ -88,10 +89,11 @@ func FromError(err error) *Error {
 	return e
 }
 
-// grpc-go's words for a failed TLS handshake on either side, and for a server that hung up right after it.
+// grpc-go's words for a failed TLS handshake on either side, and for a server that hung up right after it
+// (read as EOF before its HTTP/2 preface, or as a broken pipe when the client was writing its own).
 func handshakeFailure(message string) bool {
 	for _, sign := range []string{"authentication handshake failed", "remote error: tls:", "x509:",
-		"error reading server preface"} {
+		"error reading server preface", "write: broken pipe"} {
 		if strings.Contains(message, sign) {
 			return true
 		}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	fhev1 "github.com/privmesh/privmesh/clients/go/gen/privmesh/fhe/v1"
 	"github.com/privmesh/privmesh/clients/go/privmesh"
 	"google.golang.org/grpc/codes"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -30,12 +31,21 @@ import (
 )
 
 type step struct {
-	Service string          `json:"service"`
-	Call    string          `json:"call"`
-	Exec    []string        `json:"exec"`
-	Request json.RawMessage `json:"request"`
-	Save    string          `json:"save"`
-	Expect  *expectation    `json:"expect"`
+	Service      string          `json:"service"`
+	Call         string          `json:"call"`
+	Exec         []string        `json:"exec"`
+	RegisterKeys *registerKeys   `json:"register_keys"`
+	Request      json.RawMessage `json:"request"`
+	Save         string          `json:"save"`
+	Expect       *expectation    `json:"expect"`
+}
+
+type registerKeys struct {
+	Header json.RawMessage `json:"header"`
+	Parts  []struct {
+		Kind  string `json:"kind"`
+		Zeros int    `json:"zeros"`
+	} `json:"parts"`
 }
 
 type expectation struct {
@@ -326,7 +336,13 @@ func (m *mesh) runStep(t *testing.T, flowService string, s step) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	reply, err := invoke(ctx, m.conn(t, service, "admin", "pki"), s.Call, m.render(t, s.Request))
+	var reply map[string]any
+	var err error
+	if s.RegisterKeys != nil {
+		err = m.registerKeys(t, ctx, m.conn(t, service, "admin", "pki"), s.RegisterKeys)
+	} else {
+		reply, err = invoke(ctx, m.conn(t, service, "admin", "pki"), s.Call, m.render(t, s.Request))
+	}
 	if s.Expect != nil && s.Expect.Error != nil {
 		checkError(t, err, *s.Expect.Error)
 		return
@@ -367,6 +383,20 @@ func (m *mesh) runStep(t *testing.T, flowService string, s step) {
 			t.Fatalf("%s: no element of %s has %v", s.Call, path, want)
 		}
 	}
+}
+
+// registerKeys streams zero-filled key parts through privmesh.RegisterKeys.
+func (m *mesh) registerKeys(t *testing.T, ctx context.Context, conn *privmesh.Conn, r *registerKeys) error {
+	header := &fhev1.RegisterKeysHeader{}
+	if err := protojson.Unmarshal(m.render(t, r.Header), header); err != nil {
+		return err
+	}
+	var parts []privmesh.KeyPart
+	for _, p := range r.Parts {
+		parts = append(parts, privmesh.KeyPart{Kind: fhev1.KeyPartKind(fhev1.KeyPartKind_value[p.Kind]), Data: make([]byte, p.Zeros)})
+	}
+	_, err := privmesh.RegisterKeys(ctx, fhev1.NewFHEInferenceClient(conn), header, parts)
+	return err
 }
 
 func asSlice(v any) []any {

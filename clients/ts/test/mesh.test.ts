@@ -13,16 +13,19 @@ import { createRegistry, fromJson, type JsonValue, toJson } from "@bufbuild/prot
 import { Code, createClient } from "@connectrpc/connect";
 import { file_privmesh_attestation_v1_attestation } from "../src/gen/privmesh/attestation/v1/attestation_pb.js";
 import { file_privmesh_dpgateway_v1_dpgateway } from "../src/gen/privmesh/dpgateway/v1/dpgateway_pb.js";
-import { file_privmesh_fhe_v1_fhe } from "../src/gen/privmesh/fhe/v1/fhe_pb.js";
+import {
+  FHEInference, file_privmesh_fhe_v1_fhe, type KeyPartKind, KeyPartKindSchema, RegisterKeysHeaderSchema,
+} from "../src/gen/privmesh/fhe/v1/fhe_pb.js";
 import { file_privmesh_fl_v1_fl } from "../src/gen/privmesh/fl/v1/fl_pb.js";
 import { file_privmesh_keybroker_v1_keybroker } from "../src/gen/privmesh/keybroker/v1/keybroker_pb.js";
 import { file_privmesh_tokenvault_v1_tokenvault } from "../src/gen/privmesh/tokenvault/v1/tokenvault_pb.js";
-import { createMeshTransport, type MeshTransport, readError } from "../src/index.js";
+import { createMeshTransport, type MeshTransport, readError, registerKeys } from "../src/index.js";
 
 type Json = JsonValue;
 type JsonObject = { [key: string]: Json };
 interface Step {
   service?: string; call?: string; exec?: string[]; request?: Json; save?: string;
+  register_keys?: { header: Json; parts: { kind: string; zeros: number }[] };
   expect?: { equal?: JsonObject; present?: string[]; contains?: Record<string, JsonObject>; error?: ExpectedError };
 }
 interface ExpectedError { code: string; reason?: string; domain?: string; field?: string }
@@ -148,6 +151,14 @@ async function runStep(flowService: string, step: Step): Promise<void> {
   }
   const t = transport(step.service ?? flowService);
   const request = substitute(step.request ?? {});
+  if (step.register_keys) {
+    const header = fromJson(RegisterKeysHeaderSchema, substitute(step.register_keys.header), { registry });
+    const parts = step.register_keys.parts.map((p) => ({
+      kind: KeyPartKindSchema.values.find((v) => v.name === p.kind)!.number as KeyPartKind,
+      data: new Uint8Array(p.zeros) }));
+    checkError(await failure(registerKeys(createClient(FHEInference, t), header, parts)), step.expect!.error!);
+    return;
+  }
   if (step.expect?.error) {
     checkError(await failure(invoke(t, step.call!, request)), step.expect.error);
     return;

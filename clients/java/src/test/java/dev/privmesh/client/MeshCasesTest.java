@@ -17,6 +17,8 @@ import com.google.protobuf.util.JsonFormat;
 import dev.privmesh.attestation.v1.AttestationVerifierGrpc;
 import dev.privmesh.dpgateway.v1.DPGatewayGrpc;
 import dev.privmesh.fhe.v1.FHEInferenceGrpc;
+import dev.privmesh.fhe.v1.KeyPartKind;
+import dev.privmesh.fhe.v1.RegisterKeysHeader;
 import dev.privmesh.fl.v1.FLCoordinatorGrpc;
 import dev.privmesh.keybroker.v1.KeyBrokerGrpc;
 import dev.privmesh.tokenvault.v1.TokenVaultGrpc;
@@ -199,6 +201,23 @@ class MeshCasesTest {
     }
   }
 
+  /** Streams zero-filled key parts through Chunks.registerKeys; returns what it threw. */
+  private static Throwable registerKeys(MeshChannel channel, JsonObject spec) throws Exception {
+    RegisterKeysHeader.Builder header = RegisterKeysHeader.newBuilder();
+    JsonFormat.parser().merge(substitute(spec.get("header")).toString(), header);
+    List<Chunks.KeyPart> parts = new ArrayList<>();
+    for (JsonElement p : spec.getAsJsonArray("parts")) {
+      parts.add(new Chunks.KeyPart(KeyPartKind.valueOf(text(p.getAsJsonObject(), "kind")),
+                                   new byte[p.getAsJsonObject().get("zeros").getAsInt()]));
+    }
+    try {
+      Chunks.registerKeys(FHEInferenceGrpc.newStub(channel.channel()), header.build(), parts);
+      return null;
+    } catch (MeshError e) {
+      return e;
+    }
+  }
+
   private static void runStep(String flowService, JsonObject step) throws Exception {
     if (step.has("exec")) {
       String fixture = System.getenv("PRIVMESH_FIXTURE");
@@ -216,6 +235,12 @@ class MeshCasesTest {
     String call = text(step, "call");
     JsonElement request = substitute(step.get("request"));
     JsonObject expect = step.has("expect") ? step.getAsJsonObject("expect") : new JsonObject();
+    if (step.has("register_keys")) {
+      JsonObject want = expect.getAsJsonObject("error");
+      checkError(registerKeys(channel, step.getAsJsonObject("register_keys")), text(want, "code"),
+                 text(want, "reason"), text(want, "domain"), text(want, "field"));
+      return;
+    }
     if (expect.has("error")) {
       JsonObject want = expect.getAsJsonObject("error");
       checkError(failure(channel, call, request), text(want, "code"), text(want, "reason"), text(want, "domain"),
