@@ -80,6 +80,11 @@ type cases struct {
 		Service, Call, Code string
 		Identities          []string
 	} `json:"handshake_refused"`
+	Retries struct {
+		Retried     []string `json:"retried"`
+		NotRetried  []string `json:"not_retried"`
+		MaxAttempts int      `json:"max_attempts"`
+	} `json:"retries"`
 	Reflection struct {
 		Service string
 		Lists   []string
