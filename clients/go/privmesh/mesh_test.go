@@ -23,9 +23,11 @@ import (
 
 	fhev1 "github.com/privmesh/privmesh/clients/go/gen/privmesh/fhe/v1"
 	"github.com/privmesh/privmesh/clients/go/privmesh"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
@@ -80,6 +82,10 @@ type cases struct {
 		Service, Call, Code string
 		Identities          []string
 	} `json:"handshake_refused"`
+	Rotation struct {
+		Service, Call string
+		Before, After struct{ PKI, Identity string }
+	} `json:"rotation"`
 	Retries struct {
 		Retried     []string `json:"retried"`
 		NotRetried  []string `json:"not_retried"`
@@ -480,4 +486,69 @@ func TestReflectionV1ListsServices(t *testing.T) {
 			t.Fatalf("reflection v1 does not list %s (got %v)", want, listed)
 		}
 	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to+".tmp", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(to+".tmp", to); err != nil { // as a rotation writes them: whole files, atomically
+		t.Fatal(err)
+	}
+}
+
+func TestRotatedCertificateIsUsed(t *testing.T) {
+	c := loadCases(t)
+	m := startMesh(t)
+	r := c.Rotation
+	dir := t.TempDir()
+	me := privmesh.Identity{CAFile: filepath.Join(m.dir, "pki", "ca.crt"), CertFile: filepath.Join(dir, "me.crt"),
+		KeyFile: filepath.Join(dir, "me.key")}
+	install := func(pki, identity string) {
+		copyFile(t, filepath.Join(m.dir, pki, identity+".crt"), me.CertFile)
+		copyFile(t, filepath.Join(m.dir, pki, identity+".key"), me.KeyFile)
+	}
+	install(r.Before.PKI, r.Before.Identity)
+	conn, err := privmesh.Dial(m.targets[r.Service], me, privmesh.WithRefresh(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := invoke(ctx, conn, r.Call, nil); err == nil || !privmesh.FromError(err).HandshakeRefused {
+		t.Fatalf("before the rotation: want a refused handshake, got %v", err)
+	}
+	install(r.After.PKI, r.After.Identity)
+	time.Sleep(time.Second) // the provider's next refresh
+	// The channel reconnects with backoff after the refusal; wait for it to be ready again.
+	if err := conn.Invoke(ctx, "/"+r.Call, emptyRequest(t, r.Call), emptyReply(t, r.Call), grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("after the rotation: %v", privmesh.FromError(err))
+	}
+}
+
+func emptyRequest(t *testing.T, call string) proto.Message {
+	return messageOf(t, call, func(m protoreflect.MethodDescriptor) protoreflect.MessageDescriptor { return m.Input() })
+}
+
+func emptyReply(t *testing.T, call string) proto.Message {
+	return messageOf(t, call, func(m protoreflect.MethodDescriptor) protoreflect.MessageDescriptor { return m.Output() })
+}
+
+func messageOf(t *testing.T, call string, pick func(protoreflect.MethodDescriptor) protoreflect.MessageDescriptor) proto.Message {
+	service, method, _ := strings.Cut(call, "/")
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(pick(d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(method))).FullName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mt.New().Interface()
 }

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -39,13 +40,17 @@ const registry = createRegistry(file_privmesh_attestation_v1_attestation, file_p
 const variables: JsonObject = { run: `ts${randomBytes(4).toString("hex")}`, testdata };
 const transports = new Map<string, MeshTransport>();
 
+function transportTarget(service: string): string {
+  const mesh = JSON.parse(readFileSync(join(meshDir!, "mesh.json"), "utf8"));
+  const target = mesh.endpoints.find((e: { service: string }) => e.service === service)?.target;
+  assert.ok(target, `mesh.json has no ${service}`);
+  return target;
+}
+
 function transport(service: string, identity = "admin", pki = "pki"): MeshTransport {
   const key = `${service}/${pki}/${identity}`;
   if (!transports.has(key)) {
-    const mesh = JSON.parse(readFileSync(join(meshDir!, "mesh.json"), "utf8"));
-    const target = mesh.endpoints.find((e: { service: string }) => e.service === service)?.target;
-    assert.ok(target, `mesh.json has no ${service}`);
-    transports.set(key, createMeshTransport(target, {
+    transports.set(key, createMeshTransport(transportTarget(service), {
       caFile: join(meshDir!, "pki", "ca.crt"), certFile: join(meshDir!, pki, `${identity}.crt`),
       keyFile: join(meshDir!, pki, `${identity}.key`) }, { timeoutMs: 120_000 }));
   }
@@ -205,6 +210,27 @@ describe("the shared cases against a live mesh", { skip: meshDir ? false : "PRIV
       checkError(err, { code: cases.denied.code, reason: cases.denied.reason, domain: denied.domain });
     });
   }
+  it("a channel uses its certificate files once rotated", async () => {
+    const r = cases.rotation;
+    const dir = mkdtempSync(join(tmpdir(), "privmesh-rotation-"));
+    const me = { caFile: join(meshDir!, "pki", "ca.crt"), certFile: join(dir, "me.crt"), keyFile: join(dir, "me.key") };
+    const install = (pki: string, identity: string) => {
+      for (const ext of ["crt", "key"]) {  // as a rotation writes them: whole files, atomically
+        copyFileSync(join(meshDir!, pki, `${identity}.${ext}`), join(dir, `me.${ext}.tmp`));
+        renameSync(join(dir, `me.${ext}.tmp`), join(dir, `me.${ext}`));
+      }
+    };
+    install(r.before.pki, r.before.identity);
+    const t = createMeshTransport(transportTarget(r.service), me);
+    try {
+      assert.ok(readError(await failure(invoke(t, r.call))).handshakeRefused, "the first identity was not refused");
+      install(r.after.pki, r.after.identity);
+      await invoke(t, r.call);
+    } finally {
+      t.close();
+      rmSync(dir, { recursive: true });
+    }
+  });
   it("a refused TLS handshake says so", async () => {
     const h = cases.handshake_refused;
     for (const identity of h.identities) {

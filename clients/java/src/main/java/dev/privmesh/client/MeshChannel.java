@@ -16,8 +16,11 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.FileTime;
 import java.security.GeneralSecurityException;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.Executor;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -25,7 +28,7 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * A channel to one mesh service with the mesh's defaults: mTLS from PEM files re-read every
- * {@link Options#refresh} (grpc-util's AdvancedTls managers), the server's certificate checked against the
+ * {@link Options#refresh} into grpc-util's AdvancedTls managers, the server's certificate checked against the
  * target's host name (or {@link Options#serverName}), a deadline on every call and retries for the idempotent
  * methods (the contracts' service config), keepalive, and an optional Kubernetes service-account token.
  * Use it with the generated stubs: {@code KeyBrokerGrpc.newBlockingStub(mesh.channel())}.
@@ -50,6 +53,10 @@ public final class MeshChannel implements AutoCloseable {
     public Options withTokenFile(Path value) {
       return new Options(timeout, serverName, value, refresh, keepaliveTime, maxMessageBytes);
     }
+
+    public Options withRefresh(Duration value) {
+      return new Options(timeout, serverName, tokenFile, value, keepaliveTime, maxMessageBytes);
+    }
   }
 
   private final ManagedChannel channel;
@@ -69,13 +76,13 @@ public final class MeshChannel implements AutoCloseable {
       return thread;
     });
     try {
-      long period = options.refresh().toMillis();
       AdvancedTlsX509KeyManager keys = new AdvancedTlsX509KeyManager();
-      keys.updateIdentityCredentials(identity.certFile().toFile(), identity.keyFile().toFile(), period,
-                                     TimeUnit.MILLISECONDS, reloader);
       AdvancedTlsX509TrustManager trust = AdvancedTlsX509TrustManager.newBuilder()
           .setVerification(Verification.CERTIFICATE_AND_HOST_NAME_VERIFICATION).build();
-      trust.updateTrustCredentials(identity.caFile().toFile(), period, TimeUnit.MILLISECONDS, reloader);
+      PemFiles files = new PemFiles(identity, keys, trust);
+      files.reload();
+      long period = options.refresh().toMillis();
+      reloader.scheduleWithFixedDelay(files, period, period, TimeUnit.MILLISECONDS);
       ChannelCredentials credentials = TlsChannelCredentials.newBuilder().keyManager(keys).trustManager(trust).build();
       if (options.tokenFile() != null) {
         credentials = CompositeChannelCredentials.create(credentials, new TokenFile(options.tokenFile()));
@@ -109,6 +116,45 @@ public final class MeshChannel implements AutoCloseable {
       channel.shutdownNow();
     }
     reloader.shutdownNow();
+  }
+
+  /**
+   * Re-reads the PEM files into the TLS managers when any of them changed. By hand because grpc-util's own
+   * watcher (updateIdentityCredentials with a period) rounds periods under a minute up to one and reloads the
+   * identity only when both the certificate and the key file changed.
+   */
+  private static final class PemFiles implements Runnable {
+    private final Identity identity;
+    private final AdvancedTlsX509KeyManager keys;
+    private final AdvancedTlsX509TrustManager trust;
+    private List<FileTime> loaded = List.of();
+
+    PemFiles(Identity identity, AdvancedTlsX509KeyManager keys, AdvancedTlsX509TrustManager trust) {
+      this.identity = identity;
+      this.keys = keys;
+      this.trust = trust;
+    }
+
+    void reload() throws IOException, GeneralSecurityException {
+      List<FileTime> times = new ArrayList<>();
+      for (Path file : List.of(identity.caFile(), identity.certFile(), identity.keyFile())) {
+        times.add(Files.getLastModifiedTime(file));
+      }
+      if (!times.equals(loaded)) {
+        keys.updateIdentityCredentials(identity.certFile().toFile(), identity.keyFile().toFile());
+        trust.updateTrustCredentials(identity.caFile().toFile());
+        loaded = times;
+      }
+    }
+
+    @Override
+    public void run() {
+      try {
+        reload();
+      } catch (IOException | GeneralSecurityException e) {
+        // a half-written rotation: the current credentials stay until the next run reads whole files
+      }
+    }
   }
 
   /** A per-call "authorization: Bearer" token read from a file on every call (kubelet rotates them). */

@@ -31,6 +31,8 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.Duration;
 import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -46,6 +48,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The shared cases (clients/testdata/cases.json) against the live local mesh that scripts/dev/clients.sh
@@ -100,8 +103,13 @@ class MeshCasesTest {
   }
 
   /** Calls a unary method by name with the generated stub's descriptor, proto JSON in and out. */
-  @SuppressWarnings({"unchecked", "rawtypes"})
   private static JsonElement invoke(MeshChannel channel, String call, JsonElement request) throws Exception {
+    return invoke(channel, call, request, CallOptions.DEFAULT);
+  }
+
+  @SuppressWarnings({"unchecked", "rawtypes"})
+  private static JsonElement invoke(MeshChannel channel, String call, JsonElement request, CallOptions options)
+      throws Exception {
     MethodDescriptor method = STUBS.stream().flatMap(s -> s.getMethods().stream())
         .filter(m -> m.getFullMethodName().equals(call)).findFirst().orElseThrow();
     Message prototype = (Message) ((MethodDescriptor.PrototypeMarshaller) method.getRequestMarshaller())
@@ -109,7 +117,7 @@ class MeshCasesTest {
     Message.Builder builder = prototype.newBuilderForType();
     JsonFormat.parser().merge(request == null ? "{}" : request.toString(), builder);
     Message reply = (Message) ClientCalls.blockingUnaryCall(channel.channel(), method,
-        CallOptions.DEFAULT.withDeadlineAfter(120, TimeUnit.SECONDS), builder.build());
+        options.withDeadlineAfter(120, TimeUnit.SECONDS), builder.build());
     return JsonParser.parseString(JsonFormat.printer().print(reply));
   }
 
@@ -315,6 +323,34 @@ class MeshCasesTest {
           text(denied, "code"), text(denied, "reason"), text(call, "domain"), null)));
     }
     return tests.stream();
+  }
+
+  /** Copies a whole file into place atomically, as a rotation writes certificates. */
+  private static void install(Path from, Path to) throws IOException {
+    Path temporary = to.resolveSibling(to.getFileName() + ".tmp");
+    Files.copy(from, temporary, StandardCopyOption.REPLACE_EXISTING);
+    Files.move(temporary, to, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+  }
+
+  private static void installIdentity(JsonObject who, Path dir) throws IOException {
+    for (String ext : List.of("crt", "key")) {
+      install(meshDir.resolve(text(who, "pki") + "/" + text(who, "identity") + "." + ext), dir.resolve("me." + ext));
+    }
+  }
+
+  @Test
+  void aRotatedCertificateIsUsed(@TempDir Path dir) throws Exception {
+    JsonObject r = cases.getAsJsonObject("rotation");
+    Identity me = new Identity(meshDir.resolve("pki/ca.crt"), dir.resolve("me.crt"), dir.resolve("me.key"));
+    installIdentity(r.getAsJsonObject("before"), dir);
+    try (MeshChannel channel = MeshChannel.open(targets.get(text(r, "service")), me,
+                                                MeshChannel.Options.defaults().withRefresh(Duration.ofMillis(200)))) {
+      Throwable refused = failure(channel, text(r, "call"), null);
+      assertTrue(refused != null && MeshError.from(refused).handshakeRefused(), "the first identity was not refused");
+      installIdentity(r.getAsJsonObject("after"), dir);
+      Thread.sleep(1000);  // the managers' next refresh
+      invoke(channel, text(r, "call"), null, CallOptions.DEFAULT.withWaitForReady());
+    }
   }
 
   @Test
