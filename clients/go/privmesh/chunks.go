@@ -11,6 +11,7 @@ import (
 	fhev1 "github.com/privmesh/privmesh/clients/go/gen/privmesh/fhe/v1"
 	flv1 "github.com/privmesh/privmesh/clients/go/gen/privmesh/fl/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // ChunkBytes is the most data one chunk of the fhe-inference and fl-coordinator streams carries.
@@ -22,10 +23,11 @@ type KeyPart struct {
 	Data []byte
 }
 
-// RegisterKeys opens an fhe-inference session: header (its KeyParts are set here from parts: kind, size,
-// SHA-256), then each part's chunks in order.
+// RegisterKeys opens an fhe-inference session: a copy of header whose KeyParts are set from parts (kind,
+// size, SHA-256), then each part's chunks in order.
 func RegisterKeys(ctx context.Context, client fhev1.FHEInferenceClient, header *fhev1.RegisterKeysHeader,
 	parts []KeyPart, opts ...grpc.CallOption) (*fhev1.Session, error) {
+	header = proto.CloneOf(header)
 	header.KeyParts = nil
 	for _, p := range parts {
 		digest := sha256.Sum256(p.Data)
@@ -36,12 +38,11 @@ func RegisterKeys(ctx context.Context, client fhev1.FHEInferenceClient, header *
 	if err != nil {
 		return nil, err
 	}
-	send := func(m *fhev1.RegisterKeysRequest) error { return stream.Send(m) }
-	err = send(&fhev1.RegisterKeysRequest{Payload: &fhev1.RegisterKeysRequest_Header{Header: header}})
+	err = stream.Send(&fhev1.RegisterKeysRequest{Payload: &fhev1.RegisterKeysRequest_Header{Header: header}})
 	for _, p := range parts {
 		for offset := 0; err == nil && offset < len(p.Data); offset += ChunkBytes {
 			chunk := &fhev1.KeyChunk{Kind: p.Kind, Offset: uint64(offset), Data: p.Data[offset:min(offset+ChunkBytes, len(p.Data))]}
-			err = send(&fhev1.RegisterKeysRequest{Payload: &fhev1.RegisterKeysRequest_Chunk{Chunk: chunk}})
+			err = stream.Send(&fhev1.RegisterKeysRequest{Payload: &fhev1.RegisterKeysRequest_Chunk{Chunk: chunk}})
 		}
 	}
 	// A send error means the server ended the stream; its status comes with CloseAndRecv.
