@@ -30,6 +30,7 @@ from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
@@ -91,6 +92,9 @@ class MeshServer:
 
     async def start(self) -> None:
         cfg, name = self.config, self.definition.name
+        me = own_principal(cfg.tls.cert_file)
+        if not me.startswith(f"spiffe://{cfg.trust_domain}/"):
+            raise ConfigError(f"server.tls.cert_file: {me} is outside server.trust_domain {cfg.trust_domain}")
         authorizer = Authorizer.from_file(cfg.authz_policy)
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
@@ -99,7 +103,8 @@ class MeshServer:
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
-        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
+        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
+                                      trust_domain=cfg.trust_domain, audit=audit)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -108,7 +113,7 @@ class MeshServer:
         registrations = list(await self.definition.build(self._runtime, self.settings))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
-            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit), s)))
+            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit, cfg.tls), s)))
         for registration in registrations:
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]
