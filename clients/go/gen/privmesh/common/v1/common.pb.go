@@ -648,9 +648,17 @@ type GetAuditHeadResponse struct {
 	// A freshly signed checkpoint of the current head.
 	Head *AuditCheckpoint `protobuf:"bytes,1,opt,name=head,proto3" json:"head,omitempty"`
 	// The raw 32-byte Ed25519 public key whose SHA-256 is head.key_id.
-	PublicKey     []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The service's mesh certificate chain (PEM, leaf first) when the head was read: the leaf's SPIFFE ID names
+	// the service, and its key endorses public_key, so an auditor who pins only the mesh CA can tell the service's
+	// audit key from any other.
+	CertificateChain string `protobuf:"bytes,3,opt,name=certificate_chain,json=certificateChain,proto3" json:"certificate_chain,omitempty"`
+	// The leaf key's signature over the endorsement message: the UTF-8 canonical JSON (keys sorted, no spaces)
+	// {"audit_public_key": "<hex of public_key>", "service": "<head.service>"}. ECDSA with SHA-256 (DER) for EC
+	// keys, RSASSA-PSS with SHA-256 (MGF1 SHA-256, salt length 32) for RSA keys, Ed25519 for Ed25519 keys.
+	KeyEndorsement []byte `protobuf:"bytes,4,opt,name=key_endorsement,json=keyEndorsement,proto3" json:"key_endorsement,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetAuditHeadResponse) Reset() {
@@ -693,6 +701,20 @@ func (x *GetAuditHeadResponse) GetHead() *AuditCheckpoint {
 func (x *GetAuditHeadResponse) GetPublicKey() []byte {
 	if x != nil {
 		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *GetAuditHeadResponse) GetCertificateChain() string {
+	if x != nil {
+		return x.CertificateChain
+	}
+	return ""
+}
+
+func (x *GetAuditHeadResponse) GetKeyEndorsement() []byte {
+	if x != nil {
+		return x.KeyEndorsement
 	}
 	return nil
 }
@@ -761,11 +783,13 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\x1cListAuditCheckpointsResponse\x12E\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2#.privmesh.common.v1.AuditCheckpointR\vcheckpoints\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x15\n" +
-	"\x13GetAuditHeadRequest\"n\n" +
+	"\x13GetAuditHeadRequest\"\xc4\x01\n" +
 	"\x14GetAuditHeadResponse\x127\n" +
 	"\x04head\x18\x01 \x01(\v2#.privmesh.common.v1.AuditCheckpointR\x04head\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey*\xa9\x02\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12+\n" +
+	"\x11certificate_chain\x18\x03 \x01(\tR\x10certificateChain\x12'\n" +
+	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\xa9\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n" +

@@ -358,7 +358,8 @@ type DpAccountant int32
 const (
 	// Never sent; read as RDP.
 	DpAccountant_DP_ACCOUNTANT_UNSPECIFIED DpAccountant = 0
-	// Rényi DP accountant for the subsampled Gaussian mechanism, converted to (epsilon, delta).
+	// Rényi DP accountant for the Gaussian mechanism on participants sampled without replacement (Flower's fixed
+	// sample size per round; neighbours differ in one participant's data), converted to (epsilon, delta).
 	DpAccountant_DP_ACCOUNTANT_RDP DpAccountant = 1
 )
 
@@ -2560,9 +2561,14 @@ type PrivacySpent struct {
 	// The federation's target_epsilon, when set.
 	TargetEpsilon *float64 `protobuf:"fixed64,3,opt,name=target_epsilon,json=targetEpsilon,proto3,oneof" json:"target_epsilon,omitempty"`
 	// The accountant.
-	Accountant    DpAccountant `protobuf:"varint,4,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Accountant DpAccountant `protobuf:"varint,4,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
+	// Who sees the round's aggregate before the DP noise is added. The noise is central (Flower's fixed-clipping
+	// wrappers add it to the aggregate), so it is always the coordinator's ServerApp: with SecAgg+ it sees only
+	// the unmasked sum of the clipped updates, never one participant's update; without SecAgg+ it sees every
+	// clipped update too. Distributed noise (each participant adding its share before masking) is not offered.
+	UnnoisedAggregateSeenBy string `protobuf:"bytes,5,opt,name=unnoised_aggregate_seen_by,json=unnoisedAggregateSeenBy,proto3" json:"unnoised_aggregate_seen_by,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *PrivacySpent) Reset() {
@@ -2621,6 +2627,13 @@ func (x *PrivacySpent) GetAccountant() DpAccountant {
 		return x.Accountant
 	}
 	return DpAccountant_DP_ACCOUNTANT_UNSPECIFIED
+}
+
+func (x *PrivacySpent) GetUnnoisedAggregateSeenBy() string {
+	if x != nil {
+		return x.UnnoisedAggregateSeenBy
+	}
+	return ""
 }
 
 // How a stored model is encrypted.
@@ -5243,14 +5256,15 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x10rounds_completed\x18\x02 \x01(\rR\x0froundsCompleted\x12%\n" +
 	"\x0erounds_dropped\x18\x03 \x01(\rR\rroundsDropped\x127\n" +
 	"\tjoin_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinTime\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\"\xbb\x01\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\"\xf8\x01\n" +
 	"\fPrivacySpent\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12*\n" +
 	"\x0etarget_epsilon\x18\x03 \x01(\x01H\x00R\rtargetEpsilon\x88\x01\x01\x12<\n" +
 	"\n" +
 	"accountant\x18\x04 \x01(\x0e2\x1c.privmesh.fl.v1.DpAccountantR\n" +
-	"accountantB\x11\n" +
+	"accountant\x12;\n" +
+	"\x1aunnoised_aggregate_seen_by\x18\x05 \x01(\tR\x17unnoisedAggregateSeenByB\x11\n" +
 	"\x0f_target_epsilon\"\x86\x02\n" +
 	"\x0eEncryptionInfo\x126\n" +
 	"\x06format\x18\x01 \x01(\x0e2\x1e.privmesh.fl.v1.EnvelopeFormatR\x06format\x12\x10\n" +

@@ -3816,7 +3816,10 @@ type DecryptRequest struct {
 	CiphertextBlob []byte `protobuf:"bytes,1,opt,name=ciphertext_blob,json=ciphertextBlob,proto3" json:"ciphertext_blob,omitempty"`
 	// The encryption context it was wrapped with; must be identical.
 	EncryptionContext map[string]string `protobuf:"bytes,2,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Optional: "keys/{key_id}" or "aliases/{alias}"; when set, the blob must have been wrapped under this key.
+	// "keys/{key_id}" or "aliases/{alias}"; when set, the blob must have been wrapped under this key. Required
+	// for a blob of the aws-kms backend (KMS's CiphertextBlob does not name its key readably): the broker checks
+	// the key policy before anything is decrypted, and KMS is called with this key as KeyId. Optional for the
+	// local backend's blobs, which name their key in a header.
 	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	// When set, the plaintext is not returned: the data key comes back only as ciphertext_for_recipient.
 	Recipient     *Recipient `protobuf:"bytes,4,opt,name=recipient,proto3" json:"recipient,omitempty"`
@@ -3989,7 +3992,8 @@ type ReEncryptRequest struct {
 	CiphertextBlob []byte `protobuf:"bytes,1,opt,name=ciphertext_blob,json=ciphertextBlob,proto3" json:"ciphertext_blob,omitempty"`
 	// The encryption context it is wrapped with now.
 	SourceEncryptionContext map[string]string `protobuf:"bytes,2,rep,name=source_encryption_context,json=sourceEncryptionContext,proto3" json:"source_encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Optional: when set, the blob must have been wrapped under this key.
+	// When set, the blob must have been wrapped under this key. Required for a blob of the aws-kms backend, as
+	// DecryptRequest.key is.
 	SourceKey string `protobuf:"bytes,3,opt,name=source_key,json=sourceKey,proto3" json:"source_key,omitempty"`
 	// "keys/{key_id}" or "aliases/{alias}" to wrap under (its primary version); may be the source key itself,
 	// to move a blob to the newest version.

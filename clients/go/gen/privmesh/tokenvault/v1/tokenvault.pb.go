@@ -114,6 +114,10 @@ const (
 	ErrorReason_ERROR_REASON_KEY_BROKER_REFUSED ErrorReason = 22
 	// The item's ttl is zero or negative (INVALID_ARGUMENT).
 	ErrorReason_ERROR_REASON_TTL_INVALID ErrorReason = 23
+	// A drawn (RANDOM or DETERMINISTIC) shaped token collided with stored ones on every one of its bounded
+	// redraws: the value's shape leaves too few free digits for the tokens already issued; nothing was written
+	// (RESOURCE_EXHAUSTED).
+	ErrorReason_ERROR_REASON_TOKEN_SPACE_EXHAUSTED ErrorReason = 24
 )
 
 // Enum value maps for ErrorReason.
@@ -143,6 +147,7 @@ var (
 		21: "ERROR_REASON_KEY_BROKER_UNAVAILABLE",
 		22: "ERROR_REASON_KEY_BROKER_REFUSED",
 		23: "ERROR_REASON_TTL_INVALID",
+		24: "ERROR_REASON_TOKEN_SPACE_EXHAUSTED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -169,6 +174,7 @@ var (
 		"ERROR_REASON_KEY_BROKER_UNAVAILABLE":   21,
 		"ERROR_REASON_KEY_BROKER_REFUSED":       22,
 		"ERROR_REASON_TTL_INVALID":              23,
+		"ERROR_REASON_TOKEN_SPACE_EXHAUSTED":    24,
 	}
 )
 
@@ -616,7 +622,10 @@ func (x *FormatPreservingProfile) GetPreserveOtherCharacters() bool {
 }
 
 // Card numbers (12..19 digits, spaces or '-' allowed between them). The token has the same length and
-// separators, is Luhn-valid and never equals the input.
+// separators and never equals the input. It is Luhn-valid, except with FF1 for a value whose free digits
+// FF1 leaves unchanged (a fixed point: about one string of free digits per field and length): that token
+// fails the Luhn check on purpose, since every Luhn-valid token is already another value's (see the
+// token-vault docs, "Security").
 type CardNumberProfile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Keep the first six digits (the issuer identification number).
@@ -2777,12 +2786,17 @@ type ForgetSubjectResponse struct {
 	DeletedCount uint64 `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
 	// Entries deleted per field id.
 	DeletedByField map[string]uint64 `protobuf:"bytes,2,rep,name=deleted_by_field,json=deletedByField,proto3" json:"deleted_by_field,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Whether a subject key existed and was destroyed (crypto-shredding).
+	// Whether the subject's keys are gone now (crypto-shredding): its data keys were deleted and no subject key
+	// is still waiting for its destruction. False while a subject key is only scheduled (see
+	// subject_key_deletions): until its deletion_time, a backup of the entries could still be decrypted.
 	SubjectKeyDestroyed bool `protobuf:"varint,3,opt,name=subject_key_destroyed,json=subjectKeyDestroyed,proto3" json:"subject_key_destroyed,omitempty"`
 	// When the erasure took effect.
-	ForgetTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=forget_time,json=forgetTime,proto3" json:"forget_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ForgetTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=forget_time,json=forgetTime,proto3" json:"forget_time,omitempty"`
+	// The subject keys (one per field with subject-key shredding) whose destruction this call scheduled in
+	// key-broker, each with the time key-broker destroys it.
+	SubjectKeyDeletions []*SubjectKeyDeletion `protobuf:"bytes,5,rep,name=subject_key_deletions,json=subjectKeyDeletions,proto3" json:"subject_key_deletions,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ForgetSubjectResponse) Reset() {
@@ -2843,6 +2857,68 @@ func (x *ForgetSubjectResponse) GetForgetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ForgetSubjectResponse) GetSubjectKeyDeletions() []*SubjectKeyDeletion {
+	if x != nil {
+		return x.SubjectKeyDeletions
+	}
+	return nil
+}
+
+// A subject key scheduled for destruction.
+type SubjectKeyDeletion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field whose subject key it is.
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// When key-broker destroys the key (the end of its waiting period).
+	DeletionTime  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=deletion_time,json=deletionTime,proto3" json:"deletion_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubjectKeyDeletion) Reset() {
+	*x = SubjectKeyDeletion{}
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubjectKeyDeletion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubjectKeyDeletion) ProtoMessage() {}
+
+func (x *SubjectKeyDeletion) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubjectKeyDeletion.ProtoReflect.Descriptor instead.
+func (*SubjectKeyDeletion) Descriptor() ([]byte, []int) {
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SubjectKeyDeletion) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *SubjectKeyDeletion) GetDeletionTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletionTime
+	}
+	return nil
+}
+
 // Request for RotateKeys.
 type RotateKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2863,7 +2939,7 @@ type RotateKeysRequest struct {
 
 func (x *RotateKeysRequest) Reset() {
 	*x = RotateKeysRequest{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[35]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +2951,7 @@ func (x *RotateKeysRequest) String() string {
 func (*RotateKeysRequest) ProtoMessage() {}
 
 func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[35]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +2964,7 @@ func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{35}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RotateKeysRequest) GetParent() string {
@@ -2930,7 +3006,7 @@ type RotateKeysResponse struct {
 
 func (x *RotateKeysResponse) Reset() {
 	*x = RotateKeysResponse{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[36]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3018,7 @@ func (x *RotateKeysResponse) String() string {
 func (*RotateKeysResponse) ProtoMessage() {}
 
 func (x *RotateKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[36]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3031,7 @@ func (x *RotateKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeysResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{36}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateKeysResponse) GetRotation() *Rotation {
@@ -2976,7 +3052,7 @@ type GetRotationRequest struct {
 
 func (x *GetRotationRequest) Reset() {
 	*x = GetRotationRequest{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[37]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3064,7 @@ func (x *GetRotationRequest) String() string {
 func (*GetRotationRequest) ProtoMessage() {}
 
 func (x *GetRotationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[37]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3077,7 @@ func (x *GetRotationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRotationRequest.ProtoReflect.Descriptor instead.
 func (*GetRotationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{37}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetRotationRequest) GetName() string {
@@ -3022,7 +3098,7 @@ type GetRotationResponse struct {
 
 func (x *GetRotationResponse) Reset() {
 	*x = GetRotationResponse{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[38]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3110,7 @@ func (x *GetRotationResponse) String() string {
 func (*GetRotationResponse) ProtoMessage() {}
 
 func (x *GetRotationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[38]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3123,7 @@ func (x *GetRotationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRotationResponse.ProtoReflect.Descriptor instead.
 func (*GetRotationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{38}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetRotationResponse) GetRotation() *Rotation {
@@ -3072,7 +3148,7 @@ type ListRotationsRequest struct {
 
 func (x *ListRotationsRequest) Reset() {
 	*x = ListRotationsRequest{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[39]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3160,7 @@ func (x *ListRotationsRequest) String() string {
 func (*ListRotationsRequest) ProtoMessage() {}
 
 func (x *ListRotationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[39]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3173,7 @@ func (x *ListRotationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRotationsRequest.ProtoReflect.Descriptor instead.
 func (*ListRotationsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{39}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListRotationsRequest) GetParent() string {
@@ -3134,7 +3210,7 @@ type ListRotationsResponse struct {
 
 func (x *ListRotationsResponse) Reset() {
 	*x = ListRotationsResponse{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[40]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3222,7 @@ func (x *ListRotationsResponse) String() string {
 func (*ListRotationsResponse) ProtoMessage() {}
 
 func (x *ListRotationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[40]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3235,7 @@ func (x *ListRotationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRotationsResponse.ProtoReflect.Descriptor instead.
 func (*ListRotationsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{40}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListRotationsResponse) GetRotations() []*Rotation {
@@ -3187,7 +3263,7 @@ type CancelRotationRequest struct {
 
 func (x *CancelRotationRequest) Reset() {
 	*x = CancelRotationRequest{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[41]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3275,7 @@ func (x *CancelRotationRequest) String() string {
 func (*CancelRotationRequest) ProtoMessage() {}
 
 func (x *CancelRotationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[41]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3288,7 @@ func (x *CancelRotationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRotationRequest.ProtoReflect.Descriptor instead.
 func (*CancelRotationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{41}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CancelRotationRequest) GetName() string {
@@ -3233,7 +3309,7 @@ type CancelRotationResponse struct {
 
 func (x *CancelRotationResponse) Reset() {
 	*x = CancelRotationResponse{}
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[42]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3321,7 @@ func (x *CancelRotationResponse) String() string {
 func (*CancelRotationResponse) ProtoMessage() {}
 
 func (x *CancelRotationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[42]
+	mi := &file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3334,7 @@ func (x *CancelRotationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRotationResponse.ProtoReflect.Descriptor instead.
 func (*CancelRotationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{42}
+	return file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CancelRotationResponse) GetRotation() *Rotation {
@@ -3438,16 +3514,20 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	"\n" +
 	"subject_id\x18\x02 \x01(\tB\x04\xa8\xbb\x18\x01R\tsubjectId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\xdd\x02\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xbd\x03\n" +
 	"\x15ForgetSubjectResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x04R\fdeletedCount\x12k\n" +
 	"\x10deleted_by_field\x18\x02 \x03(\v2A.privmesh.tokenvault.v1.ForgetSubjectResponse.DeletedByFieldEntryR\x0edeletedByField\x122\n" +
 	"\x15subject_key_destroyed\x18\x03 \x01(\bR\x13subjectKeyDestroyed\x12;\n" +
 	"\vforget_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"forgetTime\x1aA\n" +
+	"forgetTime\x12^\n" +
+	"\x15subject_key_deletions\x18\x05 \x03(\v2*.privmesh.tokenvault.v1.SubjectKeyDeletionR\x13subjectKeyDeletions\x1aA\n" +
 	"\x13DeletedByFieldEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"k\n" +
+	"\x12SubjectKeyDeletion\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12?\n" +
+	"\rdeletion_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fdeletionTime\"\x90\x01\n" +
 	"\x11RotateKeysRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12,\n" +
@@ -3471,7 +3551,7 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	"\x15CancelRotationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"V\n" +
 	"\x16CancelRotationResponse\x12<\n" +
-	"\brotation\x18\x01 \x01(\v2 .privmesh.tokenvault.v1.RotationR\brotation*\xe4\x06\n" +
+	"\brotation\x18\x01 \x01(\v2 .privmesh.tokenvault.v1.RotationR\brotation*\x8c\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cERROR_REASON_FIELD_NOT_FOUND\x10\x01\x12%\n" +
@@ -3497,7 +3577,8 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	" ERROR_REASON_REQUEST_ID_CONFLICT\x10\x14\x12'\n" +
 	"#ERROR_REASON_KEY_BROKER_UNAVAILABLE\x10\x15\x12#\n" +
 	"\x1fERROR_REASON_KEY_BROKER_REFUSED\x10\x16\x12\x1c\n" +
-	"\x18ERROR_REASON_TTL_INVALID\x10\x17*i\n" +
+	"\x18ERROR_REASON_TTL_INVALID\x10\x17\x12&\n" +
+	"\"ERROR_REASON_TOKEN_SPACE_EXHAUSTED\x10\x18*i\n" +
 	"\bAlphabet\x12\x18\n" +
 	"\x14ALPHABET_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ALPHABET_RADIX_10\x10\x01\x12\x15\n" +
@@ -3552,7 +3633,7 @@ func file_privmesh_tokenvault_v1_tokenvault_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_tokenvault_v1_tokenvault_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_privmesh_tokenvault_v1_tokenvault_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_privmesh_tokenvault_v1_tokenvault_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: privmesh.tokenvault.v1.ErrorReason
 	(Alphabet)(0),                   // 1: privmesh.tokenvault.v1.Alphabet
@@ -3594,18 +3675,19 @@ var file_privmesh_tokenvault_v1_tokenvault_proto_goTypes = []any{
 	(*DeleteTokensResponse)(nil),    // 37: privmesh.tokenvault.v1.DeleteTokensResponse
 	(*ForgetSubjectRequest)(nil),    // 38: privmesh.tokenvault.v1.ForgetSubjectRequest
 	(*ForgetSubjectResponse)(nil),   // 39: privmesh.tokenvault.v1.ForgetSubjectResponse
-	(*RotateKeysRequest)(nil),       // 40: privmesh.tokenvault.v1.RotateKeysRequest
-	(*RotateKeysResponse)(nil),      // 41: privmesh.tokenvault.v1.RotateKeysResponse
-	(*GetRotationRequest)(nil),      // 42: privmesh.tokenvault.v1.GetRotationRequest
-	(*GetRotationResponse)(nil),     // 43: privmesh.tokenvault.v1.GetRotationResponse
-	(*ListRotationsRequest)(nil),    // 44: privmesh.tokenvault.v1.ListRotationsRequest
-	(*ListRotationsResponse)(nil),   // 45: privmesh.tokenvault.v1.ListRotationsResponse
-	(*CancelRotationRequest)(nil),   // 46: privmesh.tokenvault.v1.CancelRotationRequest
-	(*CancelRotationResponse)(nil),  // 47: privmesh.tokenvault.v1.CancelRotationResponse
-	nil,                             // 48: privmesh.tokenvault.v1.ForgetSubjectResponse.DeletedByFieldEntry
-	(*durationpb.Duration)(nil),     // 49: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 50: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 51: google.protobuf.FieldMask
+	(*SubjectKeyDeletion)(nil),      // 40: privmesh.tokenvault.v1.SubjectKeyDeletion
+	(*RotateKeysRequest)(nil),       // 41: privmesh.tokenvault.v1.RotateKeysRequest
+	(*RotateKeysResponse)(nil),      // 42: privmesh.tokenvault.v1.RotateKeysResponse
+	(*GetRotationRequest)(nil),      // 43: privmesh.tokenvault.v1.GetRotationRequest
+	(*GetRotationResponse)(nil),     // 44: privmesh.tokenvault.v1.GetRotationResponse
+	(*ListRotationsRequest)(nil),    // 45: privmesh.tokenvault.v1.ListRotationsRequest
+	(*ListRotationsResponse)(nil),   // 46: privmesh.tokenvault.v1.ListRotationsResponse
+	(*CancelRotationRequest)(nil),   // 47: privmesh.tokenvault.v1.CancelRotationRequest
+	(*CancelRotationResponse)(nil),  // 48: privmesh.tokenvault.v1.CancelRotationResponse
+	nil,                             // 49: privmesh.tokenvault.v1.ForgetSubjectResponse.DeletedByFieldEntry
+	(*durationpb.Duration)(nil),     // 50: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 51: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 52: google.protobuf.FieldMask
 }
 var file_privmesh_tokenvault_v1_tokenvault_proto_depIdxs = []int32{
 	1,  // 0: privmesh.tokenvault.v1.FormatPreservingProfile.alphabet:type_name -> privmesh.tokenvault.v1.Alphabet
@@ -3627,23 +3709,23 @@ var file_privmesh_tokenvault_v1_tokenvault_proto_depIdxs = []int32{
 	12, // 16: privmesh.tokenvault.v1.DetokenizePolicy.mask:type_name -> privmesh.tokenvault.v1.MaskingProfile
 	13, // 17: privmesh.tokenvault.v1.Field.profile:type_name -> privmesh.tokenvault.v1.TokenProfile
 	15, // 18: privmesh.tokenvault.v1.Field.detokenize_policy:type_name -> privmesh.tokenvault.v1.DetokenizePolicy
-	49, // 19: privmesh.tokenvault.v1.Field.default_ttl:type_name -> google.protobuf.Duration
-	49, // 20: privmesh.tokenvault.v1.Field.max_ttl:type_name -> google.protobuf.Duration
-	50, // 21: privmesh.tokenvault.v1.Field.create_time:type_name -> google.protobuf.Timestamp
-	50, // 22: privmesh.tokenvault.v1.Field.update_time:type_name -> google.protobuf.Timestamp
-	49, // 23: privmesh.tokenvault.v1.TokenizeItem.ttl:type_name -> google.protobuf.Duration
-	50, // 24: privmesh.tokenvault.v1.TokenizedValue.expire_time:type_name -> google.protobuf.Timestamp
+	50, // 19: privmesh.tokenvault.v1.Field.default_ttl:type_name -> google.protobuf.Duration
+	50, // 20: privmesh.tokenvault.v1.Field.max_ttl:type_name -> google.protobuf.Duration
+	51, // 21: privmesh.tokenvault.v1.Field.create_time:type_name -> google.protobuf.Timestamp
+	51, // 22: privmesh.tokenvault.v1.Field.update_time:type_name -> google.protobuf.Timestamp
+	50, // 23: privmesh.tokenvault.v1.TokenizeItem.ttl:type_name -> google.protobuf.Duration
+	51, // 24: privmesh.tokenvault.v1.TokenizedValue.expire_time:type_name -> google.protobuf.Timestamp
 	3,  // 25: privmesh.tokenvault.v1.DetokenizedValue.view:type_name -> privmesh.tokenvault.v1.DetokenizeView
 	4,  // 26: privmesh.tokenvault.v1.Rotation.state:type_name -> privmesh.tokenvault.v1.RotationState
-	50, // 27: privmesh.tokenvault.v1.Rotation.create_time:type_name -> google.protobuf.Timestamp
-	50, // 28: privmesh.tokenvault.v1.Rotation.start_time:type_name -> google.protobuf.Timestamp
-	50, // 29: privmesh.tokenvault.v1.Rotation.end_time:type_name -> google.protobuf.Timestamp
+	51, // 27: privmesh.tokenvault.v1.Rotation.create_time:type_name -> google.protobuf.Timestamp
+	51, // 28: privmesh.tokenvault.v1.Rotation.start_time:type_name -> google.protobuf.Timestamp
+	51, // 29: privmesh.tokenvault.v1.Rotation.end_time:type_name -> google.protobuf.Timestamp
 	16, // 30: privmesh.tokenvault.v1.CreateFieldRequest.field:type_name -> privmesh.tokenvault.v1.Field
 	16, // 31: privmesh.tokenvault.v1.CreateFieldResponse.field:type_name -> privmesh.tokenvault.v1.Field
 	16, // 32: privmesh.tokenvault.v1.GetFieldResponse.field:type_name -> privmesh.tokenvault.v1.Field
 	16, // 33: privmesh.tokenvault.v1.ListFieldsResponse.fields:type_name -> privmesh.tokenvault.v1.Field
 	16, // 34: privmesh.tokenvault.v1.UpdateFieldRequest.field:type_name -> privmesh.tokenvault.v1.Field
-	51, // 35: privmesh.tokenvault.v1.UpdateFieldRequest.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 35: privmesh.tokenvault.v1.UpdateFieldRequest.update_mask:type_name -> google.protobuf.FieldMask
 	16, // 36: privmesh.tokenvault.v1.UpdateFieldResponse.field:type_name -> privmesh.tokenvault.v1.Field
 	18, // 37: privmesh.tokenvault.v1.TokenizeRequest.items:type_name -> privmesh.tokenvault.v1.TokenizeItem
 	19, // 38: privmesh.tokenvault.v1.TokenizeResponse.results:type_name -> privmesh.tokenvault.v1.TokenizedValue
@@ -3651,43 +3733,45 @@ var file_privmesh_tokenvault_v1_tokenvault_proto_depIdxs = []int32{
 	3,  // 40: privmesh.tokenvault.v1.DetokenizeRequest.view:type_name -> privmesh.tokenvault.v1.DetokenizeView
 	20, // 41: privmesh.tokenvault.v1.DetokenizeResponse.results:type_name -> privmesh.tokenvault.v1.DetokenizedValue
 	17, // 42: privmesh.tokenvault.v1.DeleteTokensRequest.items:type_name -> privmesh.tokenvault.v1.TokenRef
-	48, // 43: privmesh.tokenvault.v1.ForgetSubjectResponse.deleted_by_field:type_name -> privmesh.tokenvault.v1.ForgetSubjectResponse.DeletedByFieldEntry
-	50, // 44: privmesh.tokenvault.v1.ForgetSubjectResponse.forget_time:type_name -> google.protobuf.Timestamp
-	21, // 45: privmesh.tokenvault.v1.RotateKeysResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
-	21, // 46: privmesh.tokenvault.v1.GetRotationResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
-	21, // 47: privmesh.tokenvault.v1.ListRotationsResponse.rotations:type_name -> privmesh.tokenvault.v1.Rotation
-	21, // 48: privmesh.tokenvault.v1.CancelRotationResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
-	22, // 49: privmesh.tokenvault.v1.TokenVault.CreateField:input_type -> privmesh.tokenvault.v1.CreateFieldRequest
-	24, // 50: privmesh.tokenvault.v1.TokenVault.GetField:input_type -> privmesh.tokenvault.v1.GetFieldRequest
-	26, // 51: privmesh.tokenvault.v1.TokenVault.ListFields:input_type -> privmesh.tokenvault.v1.ListFieldsRequest
-	28, // 52: privmesh.tokenvault.v1.TokenVault.UpdateField:input_type -> privmesh.tokenvault.v1.UpdateFieldRequest
-	30, // 53: privmesh.tokenvault.v1.TokenVault.DeleteField:input_type -> privmesh.tokenvault.v1.DeleteFieldRequest
-	32, // 54: privmesh.tokenvault.v1.TokenVault.Tokenize:input_type -> privmesh.tokenvault.v1.TokenizeRequest
-	34, // 55: privmesh.tokenvault.v1.TokenVault.Detokenize:input_type -> privmesh.tokenvault.v1.DetokenizeRequest
-	36, // 56: privmesh.tokenvault.v1.TokenVault.DeleteTokens:input_type -> privmesh.tokenvault.v1.DeleteTokensRequest
-	38, // 57: privmesh.tokenvault.v1.TokenVault.ForgetSubject:input_type -> privmesh.tokenvault.v1.ForgetSubjectRequest
-	40, // 58: privmesh.tokenvault.v1.TokenVault.RotateKeys:input_type -> privmesh.tokenvault.v1.RotateKeysRequest
-	42, // 59: privmesh.tokenvault.v1.TokenVault.GetRotation:input_type -> privmesh.tokenvault.v1.GetRotationRequest
-	44, // 60: privmesh.tokenvault.v1.TokenVault.ListRotations:input_type -> privmesh.tokenvault.v1.ListRotationsRequest
-	46, // 61: privmesh.tokenvault.v1.TokenVault.CancelRotation:input_type -> privmesh.tokenvault.v1.CancelRotationRequest
-	23, // 62: privmesh.tokenvault.v1.TokenVault.CreateField:output_type -> privmesh.tokenvault.v1.CreateFieldResponse
-	25, // 63: privmesh.tokenvault.v1.TokenVault.GetField:output_type -> privmesh.tokenvault.v1.GetFieldResponse
-	27, // 64: privmesh.tokenvault.v1.TokenVault.ListFields:output_type -> privmesh.tokenvault.v1.ListFieldsResponse
-	29, // 65: privmesh.tokenvault.v1.TokenVault.UpdateField:output_type -> privmesh.tokenvault.v1.UpdateFieldResponse
-	31, // 66: privmesh.tokenvault.v1.TokenVault.DeleteField:output_type -> privmesh.tokenvault.v1.DeleteFieldResponse
-	33, // 67: privmesh.tokenvault.v1.TokenVault.Tokenize:output_type -> privmesh.tokenvault.v1.TokenizeResponse
-	35, // 68: privmesh.tokenvault.v1.TokenVault.Detokenize:output_type -> privmesh.tokenvault.v1.DetokenizeResponse
-	37, // 69: privmesh.tokenvault.v1.TokenVault.DeleteTokens:output_type -> privmesh.tokenvault.v1.DeleteTokensResponse
-	39, // 70: privmesh.tokenvault.v1.TokenVault.ForgetSubject:output_type -> privmesh.tokenvault.v1.ForgetSubjectResponse
-	41, // 71: privmesh.tokenvault.v1.TokenVault.RotateKeys:output_type -> privmesh.tokenvault.v1.RotateKeysResponse
-	43, // 72: privmesh.tokenvault.v1.TokenVault.GetRotation:output_type -> privmesh.tokenvault.v1.GetRotationResponse
-	45, // 73: privmesh.tokenvault.v1.TokenVault.ListRotations:output_type -> privmesh.tokenvault.v1.ListRotationsResponse
-	47, // 74: privmesh.tokenvault.v1.TokenVault.CancelRotation:output_type -> privmesh.tokenvault.v1.CancelRotationResponse
-	62, // [62:75] is the sub-list for method output_type
-	49, // [49:62] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	49, // 43: privmesh.tokenvault.v1.ForgetSubjectResponse.deleted_by_field:type_name -> privmesh.tokenvault.v1.ForgetSubjectResponse.DeletedByFieldEntry
+	51, // 44: privmesh.tokenvault.v1.ForgetSubjectResponse.forget_time:type_name -> google.protobuf.Timestamp
+	40, // 45: privmesh.tokenvault.v1.ForgetSubjectResponse.subject_key_deletions:type_name -> privmesh.tokenvault.v1.SubjectKeyDeletion
+	51, // 46: privmesh.tokenvault.v1.SubjectKeyDeletion.deletion_time:type_name -> google.protobuf.Timestamp
+	21, // 47: privmesh.tokenvault.v1.RotateKeysResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
+	21, // 48: privmesh.tokenvault.v1.GetRotationResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
+	21, // 49: privmesh.tokenvault.v1.ListRotationsResponse.rotations:type_name -> privmesh.tokenvault.v1.Rotation
+	21, // 50: privmesh.tokenvault.v1.CancelRotationResponse.rotation:type_name -> privmesh.tokenvault.v1.Rotation
+	22, // 51: privmesh.tokenvault.v1.TokenVault.CreateField:input_type -> privmesh.tokenvault.v1.CreateFieldRequest
+	24, // 52: privmesh.tokenvault.v1.TokenVault.GetField:input_type -> privmesh.tokenvault.v1.GetFieldRequest
+	26, // 53: privmesh.tokenvault.v1.TokenVault.ListFields:input_type -> privmesh.tokenvault.v1.ListFieldsRequest
+	28, // 54: privmesh.tokenvault.v1.TokenVault.UpdateField:input_type -> privmesh.tokenvault.v1.UpdateFieldRequest
+	30, // 55: privmesh.tokenvault.v1.TokenVault.DeleteField:input_type -> privmesh.tokenvault.v1.DeleteFieldRequest
+	32, // 56: privmesh.tokenvault.v1.TokenVault.Tokenize:input_type -> privmesh.tokenvault.v1.TokenizeRequest
+	34, // 57: privmesh.tokenvault.v1.TokenVault.Detokenize:input_type -> privmesh.tokenvault.v1.DetokenizeRequest
+	36, // 58: privmesh.tokenvault.v1.TokenVault.DeleteTokens:input_type -> privmesh.tokenvault.v1.DeleteTokensRequest
+	38, // 59: privmesh.tokenvault.v1.TokenVault.ForgetSubject:input_type -> privmesh.tokenvault.v1.ForgetSubjectRequest
+	41, // 60: privmesh.tokenvault.v1.TokenVault.RotateKeys:input_type -> privmesh.tokenvault.v1.RotateKeysRequest
+	43, // 61: privmesh.tokenvault.v1.TokenVault.GetRotation:input_type -> privmesh.tokenvault.v1.GetRotationRequest
+	45, // 62: privmesh.tokenvault.v1.TokenVault.ListRotations:input_type -> privmesh.tokenvault.v1.ListRotationsRequest
+	47, // 63: privmesh.tokenvault.v1.TokenVault.CancelRotation:input_type -> privmesh.tokenvault.v1.CancelRotationRequest
+	23, // 64: privmesh.tokenvault.v1.TokenVault.CreateField:output_type -> privmesh.tokenvault.v1.CreateFieldResponse
+	25, // 65: privmesh.tokenvault.v1.TokenVault.GetField:output_type -> privmesh.tokenvault.v1.GetFieldResponse
+	27, // 66: privmesh.tokenvault.v1.TokenVault.ListFields:output_type -> privmesh.tokenvault.v1.ListFieldsResponse
+	29, // 67: privmesh.tokenvault.v1.TokenVault.UpdateField:output_type -> privmesh.tokenvault.v1.UpdateFieldResponse
+	31, // 68: privmesh.tokenvault.v1.TokenVault.DeleteField:output_type -> privmesh.tokenvault.v1.DeleteFieldResponse
+	33, // 69: privmesh.tokenvault.v1.TokenVault.Tokenize:output_type -> privmesh.tokenvault.v1.TokenizeResponse
+	35, // 70: privmesh.tokenvault.v1.TokenVault.Detokenize:output_type -> privmesh.tokenvault.v1.DetokenizeResponse
+	37, // 71: privmesh.tokenvault.v1.TokenVault.DeleteTokens:output_type -> privmesh.tokenvault.v1.DeleteTokensResponse
+	39, // 72: privmesh.tokenvault.v1.TokenVault.ForgetSubject:output_type -> privmesh.tokenvault.v1.ForgetSubjectResponse
+	42, // 73: privmesh.tokenvault.v1.TokenVault.RotateKeys:output_type -> privmesh.tokenvault.v1.RotateKeysResponse
+	44, // 74: privmesh.tokenvault.v1.TokenVault.GetRotation:output_type -> privmesh.tokenvault.v1.GetRotationResponse
+	46, // 75: privmesh.tokenvault.v1.TokenVault.ListRotations:output_type -> privmesh.tokenvault.v1.ListRotationsResponse
+	48, // 76: privmesh.tokenvault.v1.TokenVault.CancelRotation:output_type -> privmesh.tokenvault.v1.CancelRotationResponse
+	64, // [64:77] is the sub-list for method output_type
+	51, // [51:64] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_tokenvault_v1_tokenvault_proto_init() }
@@ -3711,7 +3795,7 @@ func file_privmesh_tokenvault_v1_tokenvault_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc), len(file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
