@@ -32,6 +32,7 @@ type config struct {
 	refresh         time.Duration
 	keepalive       keepalive.ClientParameters
 	maxMessageBytes int
+	err             error
 }
 
 // Option changes one of Dial's defaults.
@@ -42,6 +43,23 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 
 // WithServerName checks the server's certificate against name instead of the target's host.
 func WithServerName(name string) Option { return func(c *config) { c.serverName = name } }
+
+// WithPeer pins the server's identity: its certificate must carry spiffeID's DNS form
+// ("SA.NS.TRUST-DOMAIN.spiffe.invalid", beside the URI SAN in every mesh certificate), as the Python runtime
+// pins its peers; mesh.json lists each service's SPIFFE ID.
+func WithPeer(spiffeID string) Option {
+	return func(c *config) { c.serverName, c.err = spiffeDNSName(spiffeID) }
+}
+
+// spiffeDNSName maps spiffe://TRUST-DOMAIN/ns/NS/sa/SA to the DNS name mesh certificates carry for it.
+func spiffeDNSName(spiffeID string) (string, error) {
+	rest, ok := strings.CutPrefix(spiffeID, "spiffe://")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 5 || parts[1] != "ns" || parts[3] != "sa" || parts[0] == "" || parts[2] == "" || parts[4] == "" {
+		return "", fmt.Errorf("privmesh: %q is not spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT", spiffeID)
+	}
+	return parts[4] + "." + parts[2] + "." + parts[0] + ".spiffe.invalid", nil
+}
 
 // WithTokenFile sends the token in path (re-read on every call, as kubelet rotates projected
 // service-account tokens) as "authorization: Bearer ..." for meshes behind a gateway that reads it.
@@ -72,6 +90,9 @@ func Dial(target string, identity Identity, opts ...Option) (*Conn, error) {
 		keepalive: keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}}
 	for _, opt := range opts {
 		opt(&cfg)
+	}
+	if cfg.err != nil {
+		return nil, cfg.err
 	}
 	provider, err := pemfile.NewProvider(pemfile.Options{CertFile: identity.CertFile, KeyFile: identity.KeyFile,
 		RootFile: identity.CAFile, RefreshDuration: cfg.refresh})

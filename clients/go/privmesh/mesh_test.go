@@ -82,6 +82,10 @@ type cases struct {
 		Service, Call, Code string
 		Identities          []string
 	} `json:"handshake_refused"`
+	WrongPeer struct {
+		Service, Call string
+		PeerOf        string `json:"peer_of"`
+	} `json:"wrong_peer"`
 	Rotation struct {
 		Service, Call string
 		Before, After struct{ PKI, Identity string }
@@ -100,6 +104,7 @@ type cases struct {
 type mesh struct {
 	dir       string
 	targets   map[string]string
+	peers     map[string]string
 	mu        sync.Mutex
 	conns     map[string]*privmesh.Conn
 	variables map[string]any
@@ -129,7 +134,10 @@ func startMesh(t *testing.T) *mesh {
 		t.Fatal(err)
 	}
 	var file struct {
-		Endpoints []struct{ Service, Target string }
+		Endpoints []struct {
+			Service, Target string
+			SpiffeID        string `json:"spiffe_id"`
+		}
 	}
 	if err := json.Unmarshal(data, &file); err != nil {
 		t.Fatal(err)
@@ -137,10 +145,11 @@ func startMesh(t *testing.T) *mesh {
 	testdata, _ := filepath.Abs(filepath.Join("..", "..", "testdata"))
 	run := make([]byte, 4)
 	_, _ = rand.Read(run)
-	m := &mesh{dir: dir, targets: map[string]string{}, conns: map[string]*privmesh.Conn{},
+	m := &mesh{dir: dir, targets: map[string]string{}, peers: map[string]string{}, conns: map[string]*privmesh.Conn{},
 		variables: map[string]any{"run": "go" + hex.EncodeToString(run), "testdata": testdata}}
 	for _, e := range file.Endpoints {
 		m.targets[e.Service] = e.Target
+		m.peers[e.Service] = e.SpiffeID
 	}
 	t.Cleanup(func() {
 		for _, c := range m.conns {
@@ -167,7 +176,8 @@ func (m *mesh) conn(t *testing.T, service, identity, pki string) *privmesh.Conn 
 	if !ok {
 		t.Fatalf("mesh.json has no %s", service)
 	}
-	c, err := privmesh.Dial(target, m.identity(identity, pki), privmesh.WithTimeout(120*time.Second))
+	c, err := privmesh.Dial(target, m.identity(identity, pki), privmesh.WithTimeout(120*time.Second),
+		privmesh.WithPeer(m.peers[service]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +524,8 @@ func TestRotatedCertificateIsUsed(t *testing.T) {
 		copyFile(t, filepath.Join(m.dir, pki, identity+".key"), me.KeyFile)
 	}
 	install(r.Before.PKI, r.Before.Identity)
-	conn, err := privmesh.Dial(m.targets[r.Service], me, privmesh.WithRefresh(200*time.Millisecond))
+	conn, err := privmesh.Dial(m.targets[r.Service], me, privmesh.WithRefresh(200*time.Millisecond),
+		privmesh.WithPeer(m.peers[r.Service]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,4 +562,21 @@ func messageOf(t *testing.T, call string, pick func(protoreflect.MethodDescripto
 		t.Fatal(err)
 	}
 	return mt.New().Interface()
+}
+
+func TestAnotherServerIdentityIsRefused(t *testing.T) {
+	c := loadCases(t)
+	m := startMesh(t)
+	w := c.WrongPeer
+	conn, err := privmesh.Dial(m.targets[w.Service], m.identity("admin", "pki"), privmesh.WithPeer(m.peers[w.PeerOf]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = invoke(ctx, conn, w.Call, nil)
+	if e := privmesh.FromError(err); e == nil || !e.HandshakeRefused {
+		t.Fatalf("%s answered as %s: %v", w.Service, w.PeerOf, e)
+	}
 }

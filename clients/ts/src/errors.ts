@@ -18,6 +18,9 @@ const REASONS: Record<string, DescEnum> = Object.fromEntries(
   [AttestationReasons, DpGatewayReasons, FheReasons, FlReasons, KeyBrokerReasons, TokenVaultReasons]
     .map((e) => [`${e.typeName.split(".")[1]}.privmesh.dev`, e]));
 
+/** Node's codes of TLS failures, found on the causes connect-node keeps. */
+const TLS_ERROR_CODE = /\b(ERR_TLS_|ERR_SSL_|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|CERT_)/;
+
 /** Node's and OpenSSL's words for a refused or failed TLS handshake (either side's certificate). */
 const HANDSHAKE = /ERR_SSL|ERR_TLS|alert|certificate|handshake|socket disconnected before secure TLS/i;
 
@@ -49,13 +52,14 @@ export class MeshError extends Error {
   constructor(cause: ConnectError) {
     const info = cause.findDetails(ErrorInfoSchema)[0];
     const closed = cause.code === Code.Canceled && CLOSED_BEFORE_ANSWER.test(cause.rawMessage) && !info;
-    const handshake = closed
-      || (cause.code === Code.Unavailable && HANDSHAKE.test(`${cause.rawMessage} ${describe(cause.cause)}`));
+    // Node's own TLS errors (ERR_TLS_CERT_ALTNAME_INVALID, ...) reach connect-node as INTERNAL or UNAVAILABLE.
+    const handshake = closed || (!info && (TLS_ERROR_CODE.test(describe(cause.cause))
+      || (cause.code === Code.Unavailable && HANDSHAKE.test(`${cause.rawMessage} ${describe(cause.cause)}`))));
     super(handshake
       ? `TLS handshake refused (check the client certificate and the CA bundle): ${cause.rawMessage} ${describe(cause.cause)}`
       : `${Code[cause.code]}${info ? ` ${info.reason} (${info.domain})` : ""}: ${cause.rawMessage}`, { cause });
     this.name = "MeshError";
-    this.code = closed ? Code.Unavailable : cause.code;
+    this.code = handshake ? Code.Unavailable : cause.code;
     this.reasonName = info?.reason ?? "";
     this.domain = info?.domain ?? "";
     this.metadata = info?.metadata ?? {};

@@ -25,6 +25,11 @@ export interface MeshTransportOptions {
   timeoutMs?: number;
   /** The name the server's certificate must carry (default: the target's host). */
   serverName?: string;
+  /**
+   * Pins the server's identity (a SPIFFE ID; mesh.json lists each service's): its certificate must carry the
+   * ID's DNS form, "SA.NS.TRUST-DOMAIN.spiffe.invalid", as the Python runtime pins its peers. Wins over serverName.
+   */
+  peer?: string;
   /** A file whose token is sent as "authorization: Bearer ..." on every call (re-read each time). */
   tokenFile?: string;
   /** Keepalive: a ping after this long without activity on an open connection (default 60 000 ms). */
@@ -71,10 +76,20 @@ function bearerToken(tokenFile: string): Interceptor {
   };
 }
 
+/** The DNS name mesh certificates carry for spiffe://TRUST-DOMAIN/ns/NS/sa/SA. */
+export function spiffeDnsName(spiffeId: string): string {
+  const match = /^spiffe:\/\/([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(spiffeId);
+  if (!match) {
+    throw new Error(`${spiffeId} is not spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT`);
+  }
+  return `${match[3]}.${match[2]}.${match[1]}.spiffe.invalid`;
+}
+
 /** A transport to `target` ("127.0.0.1:PORT" or "host:port") as `identity`. */
 export function createMeshTransport(target: string, identity: Identity,
                                     options: MeshTransportOptions = {}): MeshTransport {
   const baseUrl = `https://${target}`;
+  const serverName = options.peer ? spiffeDnsName(options.peer) : options.serverName;
   const interceptors = [retryIdempotent, ...(options.tokenFile ? [bearerToken(options.tokenFile)] : [])];
   const files = [identity.caFile, identity.certFile, identity.keyFile];
   const version = () => files.map((f) => `${statSync(f).mtimeMs}:${statSync(f).size}`).join("|");
@@ -88,7 +103,7 @@ export function createMeshTransport(target: string, identity: Identity,
     current?.manager.abort();  // the next handshake uses the new files
     const nodeOptions = {
       ca: readFileSync(identity.caFile), cert: readFileSync(identity.certFile), key: readFileSync(identity.keyFile),
-      ...(options.serverName ? { servername: options.serverName } : {}),
+      ...(serverName ? { servername: serverName } : {}),
     };
     const ping = { pingIntervalMs: options.pingIntervalMs ?? 60_000, pingTimeoutMs: 20_000,
                    idleConnectionTimeoutMs: 300_000 };

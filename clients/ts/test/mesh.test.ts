@@ -40,19 +40,19 @@ const registry = createRegistry(file_privmesh_attestation_v1_attestation, file_p
 const variables: JsonObject = { run: `ts${randomBytes(4).toString("hex")}`, testdata };
 const transports = new Map<string, MeshTransport>();
 
-function transportTarget(service: string): string {
+function endpoint(service: string): { target: string; spiffe_id: string } {
   const mesh = JSON.parse(readFileSync(join(meshDir!, "mesh.json"), "utf8"));
-  const target = mesh.endpoints.find((e: { service: string }) => e.service === service)?.target;
-  assert.ok(target, `mesh.json has no ${service}`);
-  return target;
+  const found = mesh.endpoints.find((e: { service: string }) => e.service === service);
+  assert.ok(found, `mesh.json has no ${service}`);
+  return found;
 }
 
 function transport(service: string, identity = "admin", pki = "pki"): MeshTransport {
   const key = `${service}/${pki}/${identity}`;
   if (!transports.has(key)) {
-    transports.set(key, createMeshTransport(transportTarget(service), {
+    transports.set(key, createMeshTransport(endpoint(service).target, {
       caFile: join(meshDir!, "pki", "ca.crt"), certFile: join(meshDir!, pki, `${identity}.crt`),
-      keyFile: join(meshDir!, pki, `${identity}.key`) }, { timeoutMs: 120_000 }));
+      keyFile: join(meshDir!, pki, `${identity}.key`) }, { timeoutMs: 120_000, peer: endpoint(service).spiffe_id }));
   }
   return transports.get(key)!;
 }
@@ -221,7 +221,7 @@ describe("the shared cases against a live mesh", { skip: meshDir ? false : "PRIV
       }
     };
     install(r.before.pki, r.before.identity);
-    const t = createMeshTransport(transportTarget(r.service), me);
+    const t = createMeshTransport(endpoint(r.service).target, me, { peer: endpoint(r.service).spiffe_id });
     try {
       assert.ok(readError(await failure(invoke(t, r.call))).handshakeRefused, "the first identity was not refused");
       install(r.after.pki, r.after.identity);
@@ -229,6 +229,18 @@ describe("the shared cases against a live mesh", { skip: meshDir ? false : "PRIV
     } finally {
       t.close();
       rmSync(dir, { recursive: true });
+    }
+  });
+  it("a channel pinned to another service's identity is refused", async () => {
+    const w = cases.wrong_peer;
+    const me = { caFile: join(meshDir!, "pki", "ca.crt"), certFile: join(meshDir!, "pki", "admin.crt"),
+                 keyFile: join(meshDir!, "pki", "admin.key") };
+    const t = createMeshTransport(endpoint(w.service).target, me, { peer: endpoint(w.peer_of).spiffe_id });
+    try {
+      const e = readError(await failure(invoke(t, w.call)));
+      assert.ok(e.handshakeRefused, `${w.service} answered as ${w.peer_of}: ${e.message}`);
+    } finally {
+      t.close();
     }
   });
   it("a refused TLS handshake says so", async () => {

@@ -25,6 +25,8 @@ import java.util.concurrent.Executor;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * A channel to one mesh service with the mesh's defaults: mTLS from PEM files re-read every
@@ -50,6 +52,14 @@ public final class MeshChannel implements AutoCloseable {
       return new Options(timeout, value, tokenFile, refresh, keepaliveTime, maxMessageBytes);
     }
 
+    /**
+     * Pins the server's identity (a SPIFFE ID; mesh.json lists each service's): its certificate must carry the
+     * ID's DNS form, "SA.NS.TRUST-DOMAIN.spiffe.invalid", as the Python runtime pins its peers.
+     */
+    public Options withPeer(String spiffeId) {
+      return withServerName(spiffeDnsName(spiffeId));
+    }
+
     public Options withTokenFile(Path value) {
       return new Options(timeout, serverName, value, refresh, keepaliveTime, maxMessageBytes);
     }
@@ -57,6 +67,17 @@ public final class MeshChannel implements AutoCloseable {
     public Options withRefresh(Duration value) {
       return new Options(timeout, serverName, tokenFile, value, keepaliveTime, maxMessageBytes);
     }
+  }
+
+  private static final Pattern SPIFFE_ID = Pattern.compile("spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)");
+
+  /** The DNS name mesh certificates carry for spiffe://TRUST-DOMAIN/ns/NS/sa/SA. */
+  public static String spiffeDnsName(String spiffeId) {
+    Matcher m = SPIFFE_ID.matcher(spiffeId);
+    if (!m.matches()) {
+      throw new IllegalArgumentException(spiffeId + " is not spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT");
+    }
+    return m.group(3) + "." + m.group(2) + "." + m.group(1) + ".spiffe.invalid";
   }
 
   private final ManagedChannel channel;

@@ -64,6 +64,7 @@ class MeshCasesTest {
   private static JsonObject cases;
   private static Path meshDir;
   private static final Map<String, String> targets = new HashMap<>();
+  private static final Map<String, String> peers = new HashMap<>();
   private static final Map<String, MeshChannel> channels = new HashMap<>();
   private static final JsonObject variables = new JsonObject();
 
@@ -75,7 +76,9 @@ class MeshCasesTest {
     cases = JsonParser.parseString(Files.readString(TESTDATA.resolve("cases.json"))).getAsJsonObject();
     JsonObject mesh = JsonParser.parseString(Files.readString(meshDir.resolve("mesh.json"))).getAsJsonObject();
     for (JsonElement e : mesh.getAsJsonArray("endpoints")) {
-      targets.put(e.getAsJsonObject().get("service").getAsString(), e.getAsJsonObject().get("target").getAsString());
+      JsonObject endpoint = e.getAsJsonObject();
+      targets.put(endpoint.get("service").getAsString(), endpoint.get("target").getAsString());
+      peers.put(endpoint.get("service").getAsString(), endpoint.get("spiffe_id").getAsString());
     }
     byte[] run = new byte[4];
     new SecureRandom().nextBytes(run);
@@ -97,7 +100,7 @@ class MeshCasesTest {
       assertNotNull(target, "mesh.json has no " + service);
       Identity id = new Identity(meshDir.resolve("pki/ca.crt"), meshDir.resolve(pki + "/" + identity + ".crt"),
                                  meshDir.resolve(pki + "/" + identity + ".key"));
-      channels.put(key, MeshChannel.open(target, id, MeshChannel.Options.defaults()));
+      channels.put(key, MeshChannel.open(target, id, MeshChannel.Options.defaults().withPeer(peers.get(service))));
     }
     return channels.get(key);
   }
@@ -344,12 +347,25 @@ class MeshCasesTest {
     Identity me = new Identity(meshDir.resolve("pki/ca.crt"), dir.resolve("me.crt"), dir.resolve("me.key"));
     installIdentity(r.getAsJsonObject("before"), dir);
     try (MeshChannel channel = MeshChannel.open(targets.get(text(r, "service")), me,
-                                                MeshChannel.Options.defaults().withRefresh(Duration.ofMillis(200)))) {
+        MeshChannel.Options.defaults().withRefresh(Duration.ofMillis(200)).withPeer(peers.get(text(r, "service"))))) {
       Throwable refused = failure(channel, text(r, "call"), null);
       assertTrue(refused != null && MeshError.from(refused).handshakeRefused(), "the first identity was not refused");
       installIdentity(r.getAsJsonObject("after"), dir);
       Thread.sleep(1000);  // the managers' next refresh
       invoke(channel, text(r, "call"), null, CallOptions.DEFAULT.withWaitForReady());
+    }
+  }
+
+  @Test
+  void anotherServerIdentityIsRefused() throws Exception {
+    JsonObject w = cases.getAsJsonObject("wrong_peer");
+    Identity admin = new Identity(meshDir.resolve("pki/ca.crt"), meshDir.resolve("pki/admin.crt"),
+                                  meshDir.resolve("pki/admin.key"));
+    try (MeshChannel channel = MeshChannel.open(targets.get(text(w, "service")), admin,
+                                                MeshChannel.Options.defaults().withPeer(peers.get(text(w, "peer_of"))))) {
+      Throwable error = failure(channel, text(w, "call"), null);
+      assertTrue(error != null && MeshError.from(error).handshakeRefused(),
+                 text(w, "service") + " answered as " + text(w, "peer_of") + ": " + error);
     }
   }
 
