@@ -68,6 +68,10 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
     ]
+    views = [view for spec in specs for view in spec.admin_views]
+    if views:
+        rules.append({"name": "admin-views", "principals": [pki.spiffe_id("admin")], "methods": ["*"],
+                      "resources": views})
     for spec in specs:
         if spec.client_methods:
             rules.append({"name": f"demo-client-{spec.name}", "principals": [pki.spiffe_id("demo-client")],
