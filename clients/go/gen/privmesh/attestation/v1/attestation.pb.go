@@ -1515,15 +1515,24 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10VERDICT_ACCEPTED\x10\x01\x12\x14\n" +
-	"\x10VERDICT_REJECTED\x10\x022\xc2\x06\n" +
-	"\x13AttestationVerifier\x12q\n" +
-	"\x0eIssueChallenge\x12..privmesh.attestation.v1.IssueChallengeRequest\x1a/.privmesh.attestation.v1.IssueChallengeResponse\x12z\n" +
-	"\x11VerifyAttestation\x121.privmesh.attestation.v1.VerifyAttestationRequest\x1a2.privmesh.attestation.v1.VerifyAttestationResponse\x12g\n" +
-	"\tPutPolicy\x12).privmesh.attestation.v1.PutPolicyRequest\x1a*.privmesh.attestation.v1.PutPolicyResponse\"\x03\x90\x02\x02\x12g\n" +
-	"\tGetPolicy\x12).privmesh.attestation.v1.GetPolicyRequest\x1a*.privmesh.attestation.v1.GetPolicyResponse\"\x03\x90\x02\x01\x12p\n" +
-	"\fListPolicies\x12,.privmesh.attestation.v1.ListPoliciesRequest\x1a-.privmesh.attestation.v1.ListPoliciesResponse\"\x03\x90\x02\x01\x12p\n" +
-	"\fDeletePolicy\x12,.privmesh.attestation.v1.DeletePolicyRequest\x1a-.privmesh.attestation.v1.DeletePolicyResponse\"\x03\x90\x02\x02\x12\x85\x01\n" +
-	"\x13GetVerificationKeys\x123.privmesh.attestation.v1.GetVerificationKeysRequest\x1a4.privmesh.attestation.v1.GetVerificationKeysResponse\"\x03\x90\x02\x01Br\n" +
+	"\x10VERDICT_REJECTED\x10\x022\xdc\a\n" +
+	"\x13AttestationVerifier\x12y\n" +
+	"\x0eIssueChallenge\x12..privmesh.attestation.v1.IssueChallengeRequest\x1a/.privmesh.attestation.v1.IssueChallengeResponse\"\x06\xb2\xbb\x18\x02(\x01\x12\x95\x01\n" +
+	"\x11VerifyAttestation\x121.privmesh.attestation.v1.VerifyAttestationRequest\x1a2.privmesh.attestation.v1.VerifyAttestationResponse\"\x19\xb2\xbb\x18\x15\n" +
+	"\x13\n" +
+	"\x11policies/{policy}\x12\x85\x01\n" +
+	"\tPutPolicy\x12).privmesh.attestation.v1.PutPolicyRequest\x1a*.privmesh.attestation.v1.PutPolicyResponse\"!\xb2\xbb\x18\x1a\n" +
+	"\x18\n" +
+	"\x16policies/{policy.name}\x90\x02\x02\x12~\n" +
+	"\tGetPolicy\x12).privmesh.attestation.v1.GetPolicyRequest\x1a*.privmesh.attestation.v1.GetPolicyResponse\"\x1a\xb2\xbb\x18\x13\n" +
+	"\x11\n" +
+	"\x0fpolicies/{name}\x90\x02\x01\x12\x91\x01\n" +
+	"\fListPolicies\x12,.privmesh.attestation.v1.ListPoliciesRequest\x1a-.privmesh.attestation.v1.ListPoliciesResponse\"$\xb2\xbb\x18\x1d\x1a\bpolicies\"\x11\n" +
+	"\x0fpolicies/{name}\x90\x02\x01\x12\x87\x01\n" +
+	"\fDeletePolicy\x12,.privmesh.attestation.v1.DeletePolicyRequest\x1a-.privmesh.attestation.v1.DeletePolicyResponse\"\x1a\xb2\xbb\x18\x13\n" +
+	"\x11\n" +
+	"\x0fpolicies/{name}\x90\x02\x02\x12\x8b\x01\n" +
+	"\x13GetVerificationKeys\x123.privmesh.attestation.v1.GetVerificationKeysRequest\x1a4.privmesh.attestation.v1.GetVerificationKeysResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01Br\n" +
 	"\x1bdev.privmesh.attestation.v1P\x01ZQgithub.com/privmesh/privmesh/clients/go/gen/privmesh/attestation/v1;attestationv1b\x06proto3"
 
 var (

@@ -47,6 +47,9 @@ const (
 	ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN ErrorReason = 6
 	// The server hit an unexpected condition; details are in the server's log, never in the reply.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 7
+	// A handler answered without authorizing the resource it resolved from stored state, as its method's
+	// `authorization` option requires; the reply was withheld (INTERNAL).
+	ErrorReason_ERROR_REASON_AUTHORIZATION_NOT_APPLIED ErrorReason = 8
 )
 
 // Enum value maps for ErrorReason.
@@ -60,6 +63,7 @@ var (
 		5: "ERROR_REASON_RESOURCE_NOT_FOUND",
 		6: "ERROR_REASON_INVALID_PAGE_TOKEN",
 		7: "ERROR_REASON_INTERNAL",
+		8: "ERROR_REASON_AUTHORIZATION_NOT_APPLIED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                 0,
@@ -70,6 +74,7 @@ var (
 		"ERROR_REASON_RESOURCE_NOT_FOUND":          5,
 		"ERROR_REASON_INVALID_PAGE_TOKEN":          6,
 		"ERROR_REASON_INTERNAL":                    7,
+		"ERROR_REASON_AUTHORIZATION_NOT_APPLIED":   8,
 	}
 )
 
@@ -157,6 +162,157 @@ func (AuditOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{1}
 }
 
+// How a method touches resources. Every method of every privmesh service declares it (the option
+// `authorization` below); the runtime authorizes each call by the declaration before and after the handler
+// runs, and a server refuses to start when one of its methods has none. The grammar of the templates and of
+// the policy's resource patterns is in docs/authorization.md.
+type MethodAuthorization struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resources the request names, as templates over request fields: "datasets/{dataset_id}", "{name}",
+	// "{parent}/fields/{items.field}". A field path through a repeated field yields one resource per element; a
+	// path ending in "?" ("{dataset?}") is optional: when empty, the template names no resource. For a
+	// client-streaming method the paths are read from the first message. The caller must be allowed the method on
+	// every resource, or the call is refused before the handler runs.
+	Request []*ResourceAccess `protobuf:"bytes,1,rep,name=request,proto3" json:"request,omitempty"`
+	// Resources the server finds from stored state (a session's model, a SQL query's dataset, a ciphertext's key),
+	// described in the same template form. The handler authorizes each with Authorizer.require before it acts;
+	// the runtime refuses to answer a call whose handler authorized none.
+	Resolved []*ResourceAccess `protobuf:"bytes,2,rep,name=resolved,proto3" json:"resolved,omitempty"`
+	// For List methods: the response's repeated field that holds the items ("datasets", "entries").
+	ItemsField string `protobuf:"bytes,3,opt,name=items_field,json=itemsField,proto3" json:"items_field,omitempty"`
+	// For List methods: each item's resources, as templates over the item's fields ("{name}"). The handler pages
+	// over visible items only; the runtime drops any item the caller may not see before the reply is sent.
+	Item []*ResourceAccess `protobuf:"bytes,4,rep,name=item,proto3" json:"item,omitempty"`
+	// The method names no resource: it acts on the service as a whole (its audit log, a challenge, the service's
+	// public keys), so the method rule alone decides.
+	ServiceWide   bool `protobuf:"varint,5,opt,name=service_wide,json=serviceWide,proto3" json:"service_wide,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MethodAuthorization) Reset() {
+	*x = MethodAuthorization{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MethodAuthorization) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MethodAuthorization) ProtoMessage() {}
+
+func (x *MethodAuthorization) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MethodAuthorization.ProtoReflect.Descriptor instead.
+func (*MethodAuthorization) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MethodAuthorization) GetRequest() []*ResourceAccess {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *MethodAuthorization) GetResolved() []*ResourceAccess {
+	if x != nil {
+		return x.Resolved
+	}
+	return nil
+}
+
+func (x *MethodAuthorization) GetItemsField() string {
+	if x != nil {
+		return x.ItemsField
+	}
+	return ""
+}
+
+func (x *MethodAuthorization) GetItem() []*ResourceAccess {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *MethodAuthorization) GetServiceWide() bool {
+	if x != nil {
+		return x.ServiceWide
+	}
+	return false
+}
+
+// One resource a method touches, and when.
+type ResourceAccess struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource name template; a stronger view is a ":{view}" suffix ("{name}:decrypted"), which a policy rule
+	// grants only when its resource pattern names that view explicitly.
+	Template string `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	// When set, the resource is touched only when this holds of the request (or item): "field=NAME" or
+	// "field=NAME|NAME" (an enum value's name or a string), or "field!=@caller" (the field is set and is not the
+	// caller's identity).
+	When          string `protobuf:"bytes,2,opt,name=when,proto3" json:"when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceAccess) Reset() {
+	*x = ResourceAccess{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceAccess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceAccess) ProtoMessage() {}
+
+func (x *ResourceAccess) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceAccess.ProtoReflect.Descriptor instead.
+func (*ResourceAccess) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ResourceAccess) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *ResourceAccess) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
 // One entry of a service's append-only, hash-chained audit log.
 //
 // entry_hash = SHA-256 over the canonical encoding: the UTF-8 JSON object with sorted keys and no
@@ -193,7 +349,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[0]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +361,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[0]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +374,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{0}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AuditEntry) GetSequence() uint64 {
@@ -315,7 +471,7 @@ type AuditCheckpoint struct {
 
 func (x *AuditCheckpoint) Reset() {
 	*x = AuditCheckpoint{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[1]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +483,7 @@ func (x *AuditCheckpoint) String() string {
 func (*AuditCheckpoint) ProtoMessage() {}
 
 func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[1]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +496,7 @@ func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpoint.ProtoReflect.Descriptor instead.
 func (*AuditCheckpoint) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{1}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AuditCheckpoint) GetService() string {
@@ -398,7 +554,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[2]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +566,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[2]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +579,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAuditEntriesRequest) GetPageSize() int32 {
@@ -453,7 +609,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[3]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +621,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[3]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +634,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{3}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -508,7 +664,7 @@ type ListAuditCheckpointsRequest struct {
 
 func (x *ListAuditCheckpointsRequest) Reset() {
 	*x = ListAuditCheckpointsRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +676,7 @@ func (x *ListAuditCheckpointsRequest) String() string {
 func (*ListAuditCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +689,7 @@ func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListAuditCheckpointsRequest) GetPageSize() int32 {
@@ -563,7 +719,7 @@ type ListAuditCheckpointsResponse struct {
 
 func (x *ListAuditCheckpointsResponse) Reset() {
 	*x = ListAuditCheckpointsResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +731,7 @@ func (x *ListAuditCheckpointsResponse) String() string {
 func (*ListAuditCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +744,7 @@ func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListAuditCheckpointsResponse) GetCheckpoints() []*AuditCheckpoint {
@@ -614,7 +770,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +782,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +795,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 // Response of AuditLog.GetAuditHead.
@@ -663,7 +819,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +831,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +844,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditCheckpoint {
@@ -728,6 +884,14 @@ var file_privmesh_common_v1_common_proto_extTypes = []protoimpl.ExtensionInfo{
 		Tag:           "varint,50101,opt,name=sensitive",
 		Filename:      "privmesh/common/v1/common.proto",
 	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*MethodAuthorization)(nil),
+		Field:         50102,
+		Name:          "privmesh.common.v1.authorization",
+		Tag:           "bytes,50102,opt,name=authorization",
+		Filename:      "privmesh/common/v1/common.proto",
+	},
 }
 
 // Extension fields to descriptorpb.FieldOptions.
@@ -740,11 +904,29 @@ var (
 	E_Sensitive = &file_privmesh_common_v1_common_proto_extTypes[0]
 )
 
+// Extension fields to descriptorpb.MethodOptions.
+var (
+	// How the method touches resources; required on every method of a privmesh service.
+	//
+	// optional privmesh.common.v1.MethodAuthorization authorization = 50102;
+	E_Authorization = &file_privmesh_common_v1_common_proto_extTypes[1]
+)
+
 var File_privmesh_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x1fprivmesh/common/v1/common.proto\x12\x12privmesh.common.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x03\n" +
+	"\x1fprivmesh/common/v1/common.proto\x12\x12privmesh.common.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
+	"\x13MethodAuthorization\x12<\n" +
+	"\arequest\x18\x01 \x03(\v2\".privmesh.common.v1.ResourceAccessR\arequest\x12>\n" +
+	"\bresolved\x18\x02 \x03(\v2\".privmesh.common.v1.ResourceAccessR\bresolved\x12\x1f\n" +
+	"\vitems_field\x18\x03 \x01(\tR\n" +
+	"itemsField\x126\n" +
+	"\x04item\x18\x04 \x03(\v2\".privmesh.common.v1.ResourceAccessR\x04item\x12!\n" +
+	"\fservice_wide\x18\x05 \x01(\bR\vserviceWide\"@\n" +
+	"\x0eResourceAccess\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\x12\x12\n" +
+	"\x04when\x18\x02 \x01(\tR\x04when\"\xcd\x03\n" +
 	"\n" +
 	"AuditEntry\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12.\n" +
@@ -789,7 +971,7 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12+\n" +
 	"\x11certificate_chain\x18\x03 \x01(\tR\x10certificateChain\x12'\n" +
-	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\xa9\x02\n" +
+	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\xd5\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n" +
@@ -798,17 +980,19 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\x1eERROR_REASON_AUDIT_UNAVAILABLE\x10\x04\x12#\n" +
 	"\x1fERROR_REASON_RESOURCE_NOT_FOUND\x10\x05\x12#\n" +
 	"\x1fERROR_REASON_INVALID_PAGE_TOKEN\x10\x06\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\a*}\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\a\x12*\n" +
+	"&ERROR_REASON_AUTHORIZATION_NOT_APPLIED\x10\b*}\n" +
 	"\fAuditOutcome\x12\x1d\n" +
 	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n" +
 	"\x14AUDIT_OUTCOME_DENIED\x10\x02\x12\x19\n" +
-	"\x15AUDIT_OUTCOME_FAILURE\x10\x032\xe1\x02\n" +
-	"\bAuditLog\x12r\n" +
-	"\x10ListAuditEntries\x12+.privmesh.common.v1.ListAuditEntriesRequest\x1a,.privmesh.common.v1.ListAuditEntriesResponse\"\x03\x90\x02\x01\x12~\n" +
-	"\x14ListAuditCheckpoints\x12/.privmesh.common.v1.ListAuditCheckpointsRequest\x1a0.privmesh.common.v1.ListAuditCheckpointsResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\fGetAuditHead\x12'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse:=\n" +
-	"\tsensitive\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\bR\tsensitiveBc\n" +
+	"\x15AUDIT_OUTCOME_FAILURE\x10\x032\xf6\x02\n" +
+	"\bAuditLog\x12x\n" +
+	"\x10ListAuditEntries\x12+.privmesh.common.v1.ListAuditEntriesRequest\x1a,.privmesh.common.v1.ListAuditEntriesResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12\x84\x01\n" +
+	"\x14ListAuditCheckpoints\x12/.privmesh.common.v1.ListAuditCheckpointsRequest\x1a0.privmesh.common.v1.ListAuditCheckpointsResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12i\n" +
+	"\fGetAuditHead\x12'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse\"\x06\xb2\xbb\x18\x02(\x01:=\n" +
+	"\tsensitive\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\bR\tsensitive:o\n" +
+	"\rauthorization\x12\x1e.google.protobuf.MethodOptions\x18\xb6\x87\x03 \x01(\v2'.privmesh.common.v1.MethodAuthorizationR\rauthorizationBc\n" +
 	"\x16dev.privmesh.common.v1P\x01ZGgithub.com/privmesh/privmesh/clients/go/gen/privmesh/common/v1;commonv1b\x06proto3"
 
 var (
@@ -824,42 +1008,50 @@ func file_privmesh_common_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_privmesh_common_v1_common_proto_goTypes = []any{
 	(ErrorReason)(0),                     // 0: privmesh.common.v1.ErrorReason
 	(AuditOutcome)(0),                    // 1: privmesh.common.v1.AuditOutcome
-	(*AuditEntry)(nil),                   // 2: privmesh.common.v1.AuditEntry
-	(*AuditCheckpoint)(nil),              // 3: privmesh.common.v1.AuditCheckpoint
-	(*ListAuditEntriesRequest)(nil),      // 4: privmesh.common.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil),     // 5: privmesh.common.v1.ListAuditEntriesResponse
-	(*ListAuditCheckpointsRequest)(nil),  // 6: privmesh.common.v1.ListAuditCheckpointsRequest
-	(*ListAuditCheckpointsResponse)(nil), // 7: privmesh.common.v1.ListAuditCheckpointsResponse
-	(*GetAuditHeadRequest)(nil),          // 8: privmesh.common.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),         // 9: privmesh.common.v1.GetAuditHeadResponse
-	nil,                                  // 10: privmesh.common.v1.AuditEntry.DetailsEntry
-	(*timestamppb.Timestamp)(nil),        // 11: google.protobuf.Timestamp
-	(*descriptorpb.FieldOptions)(nil),    // 12: google.protobuf.FieldOptions
+	(*MethodAuthorization)(nil),          // 2: privmesh.common.v1.MethodAuthorization
+	(*ResourceAccess)(nil),               // 3: privmesh.common.v1.ResourceAccess
+	(*AuditEntry)(nil),                   // 4: privmesh.common.v1.AuditEntry
+	(*AuditCheckpoint)(nil),              // 5: privmesh.common.v1.AuditCheckpoint
+	(*ListAuditEntriesRequest)(nil),      // 6: privmesh.common.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),     // 7: privmesh.common.v1.ListAuditEntriesResponse
+	(*ListAuditCheckpointsRequest)(nil),  // 8: privmesh.common.v1.ListAuditCheckpointsRequest
+	(*ListAuditCheckpointsResponse)(nil), // 9: privmesh.common.v1.ListAuditCheckpointsResponse
+	(*GetAuditHeadRequest)(nil),          // 10: privmesh.common.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),         // 11: privmesh.common.v1.GetAuditHeadResponse
+	nil,                                  // 12: privmesh.common.v1.AuditEntry.DetailsEntry
+	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
+	(*descriptorpb.FieldOptions)(nil),    // 14: google.protobuf.FieldOptions
+	(*descriptorpb.MethodOptions)(nil),   // 15: google.protobuf.MethodOptions
 }
 var file_privmesh_common_v1_common_proto_depIdxs = []int32{
-	11, // 0: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: privmesh.common.v1.AuditEntry.outcome:type_name -> privmesh.common.v1.AuditOutcome
-	10, // 2: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
-	11, // 3: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
-	2,  // 4: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
-	3,  // 5: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
-	3,  // 6: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
-	12, // 7: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
-	4,  // 8: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
-	6,  // 9: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
-	8,  // 10: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
-	5,  // 11: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
-	7,  // 12: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
-	9,  // 13: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	7,  // [7:8] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	3,  // 0: privmesh.common.v1.MethodAuthorization.request:type_name -> privmesh.common.v1.ResourceAccess
+	3,  // 1: privmesh.common.v1.MethodAuthorization.resolved:type_name -> privmesh.common.v1.ResourceAccess
+	3,  // 2: privmesh.common.v1.MethodAuthorization.item:type_name -> privmesh.common.v1.ResourceAccess
+	13, // 3: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	1,  // 4: privmesh.common.v1.AuditEntry.outcome:type_name -> privmesh.common.v1.AuditOutcome
+	12, // 5: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
+	13, // 6: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
+	4,  // 7: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
+	5,  // 8: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
+	5,  // 9: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
+	14, // 10: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
+	15, // 11: privmesh.common.v1.authorization:extendee -> google.protobuf.MethodOptions
+	2,  // 12: privmesh.common.v1.authorization:type_name -> privmesh.common.v1.MethodAuthorization
+	6,  // 13: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
+	8,  // 14: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
+	10, // 15: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
+	7,  // 16: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
+	9,  // 17: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
+	11, // 18: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	12, // [12:13] is the sub-list for extension type_name
+	10, // [10:12] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_common_v1_common_proto_init() }
@@ -873,8 +1065,8 @@ func file_privmesh_common_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_common_v1_common_proto_rawDesc), len(file_privmesh_common_v1_common_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
-			NumExtensions: 1,
+			NumMessages:   11,
+			NumExtensions: 2,
 			NumServices:   1,
 		},
 		GoTypes:           file_privmesh_common_v1_common_proto_goTypes,

@@ -3972,19 +3972,44 @@ const file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc = "" +
 	"\x17SPEND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SPEND_STATE_RESERVED\x10\x01\x12\x19\n" +
 	"\x15SPEND_STATE_COMMITTED\x10\x02\x12\x18\n" +
-	"\x14SPEND_STATE_REFUNDED\x10\x032\xa7\a\n" +
-	"\tDPGateway\x12p\n" +
-	"\x0fRegisterDataset\x12-.privmesh.dpgateway.v1.RegisterDatasetRequest\x1a..privmesh.dpgateway.v1.RegisterDatasetResponse\x12f\n" +
+	"\x14SPEND_STATE_REFUNDED\x10\x032\xf6\t\n" +
+	"\tDPGateway\x12\x8f\x01\n" +
+	"\x0fRegisterDataset\x12-.privmesh.dpgateway.v1.RegisterDatasetRequest\x1a..privmesh.dpgateway.v1.RegisterDatasetResponse\"\x1d\xb2\xbb\x18\x19\n" +
+	"\x17\n" +
+	"\x15datasets/{dataset_id}\x12t\n" +
 	"\n" +
-	"GetDataset\x12(.privmesh.dpgateway.v1.GetDatasetRequest\x1a).privmesh.dpgateway.v1.GetDatasetResponse\"\x03\x90\x02\x01\x12l\n" +
-	"\fListDatasets\x12*.privmesh.dpgateway.v1.ListDatasetsRequest\x1a+.privmesh.dpgateway.v1.ListDatasetsResponse\"\x03\x90\x02\x01\x12o\n" +
-	"\rDeleteDataset\x12+.privmesh.dpgateway.v1.DeleteDatasetRequest\x1a,.privmesh.dpgateway.v1.DeleteDatasetResponse\"\x03\x90\x02\x02\x12R\n" +
-	"\x05Query\x12#.privmesh.dpgateway.v1.QueryRequest\x1a$.privmesh.dpgateway.v1.QueryResponse\x12[\n" +
-	"\bQuerySql\x12&.privmesh.dpgateway.v1.QuerySqlRequest\x1a'.privmesh.dpgateway.v1.QuerySqlResponse\x12c\n" +
-	"\tSetBudget\x12'.privmesh.dpgateway.v1.SetBudgetRequest\x1a(.privmesh.dpgateway.v1.SetBudgetResponse\"\x03\x90\x02\x02\x12c\n" +
-	"\tGetBudget\x12'.privmesh.dpgateway.v1.GetBudgetRequest\x1a(.privmesh.dpgateway.v1.GetBudgetResponse\"\x03\x90\x02\x01\x12f\n" +
+	"GetDataset\x12(.privmesh.dpgateway.v1.GetDatasetRequest\x1a).privmesh.dpgateway.v1.GetDatasetResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
-	"ListLedger\x12(.privmesh.dpgateway.v1.ListLedgerRequest\x1a).privmesh.dpgateway.v1.ListLedgerResponse\"\x03\x90\x02\x01Bl\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x84\x01\n" +
+	"\fListDatasets\x12*.privmesh.dpgateway.v1.ListDatasetsRequest\x1a+.privmesh.dpgateway.v1.ListDatasetsResponse\"\x1b\xb2\xbb\x18\x14\x1a\bdatasets\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12}\n" +
+	"\rDeleteDataset\x12+.privmesh.dpgateway.v1.DeleteDatasetRequest\x1a,.privmesh.dpgateway.v1.DeleteDatasetResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02\x12k\n" +
+	"\x05Query\x12#.privmesh.dpgateway.v1.QueryRequest\x1a$.privmesh.dpgateway.v1.QueryResponse\"\x17\xb2\xbb\x18\x13\n" +
+	"\x11\n" +
+	"\x0f{query.dataset}\x12w\n" +
+	"\bQuerySql\x12&.privmesh.dpgateway.v1.QuerySqlRequest\x1a'.privmesh.dpgateway.v1.QuerySqlResponse\"\x1a\xb2\xbb\x18\x16\x12\x14\n" +
+	"\x12datasets/{dataset}\x12t\n" +
+	"\tSetBudget\x12'.privmesh.dpgateway.v1.SetBudgetRequest\x1a(.privmesh.dpgateway.v1.SetBudgetResponse\"\x14\xb2\xbb\x18\r\n" +
+	"\v\n" +
+	"\t{dataset}\x90\x02\x02\x12\x9c\x01\n" +
+	"\tGetBudget\x12'.privmesh.dpgateway.v1.GetBudgetRequest\x1a(.privmesh.dpgateway.v1.GetBudgetResponse\"<\xb2\xbb\x185\n" +
+	"\v\n" +
+	"\t{dataset}\n" +
+	"&\n" +
+	"\x12{dataset}:analysts\x12\x10analyst!=@caller\x90\x02\x01\x12\xdf\x01\n" +
+	"\n" +
+	"ListLedger\x12(.privmesh.dpgateway.v1.ListLedgerRequest\x1a).privmesh.dpgateway.v1.ListLedgerResponse\"|\xb2\xbb\x18u\n" +
+	"\f\n" +
+	"\n" +
+	"{dataset?}\n" +
+	"'\n" +
+	"\x13{dataset?}:analysts\x12\x10analyst!=@caller\x1a\aentries\"\v\n" +
+	"\t{dataset}\"&\n" +
+	"\x12{dataset}:analysts\x12\x10analyst!=@caller\x90\x02\x01Bl\n" +
 	"\x19dev.privmesh.dpgateway.v1P\x01ZMgithub.com/privmesh/privmesh/clients/go/gen/privmesh/dpgateway/v1;dpgatewayv1b\x06proto3"
 
 var (

@@ -96,10 +96,12 @@ type DPGatewayClient interface {
 	QuerySql(ctx context.Context, in *QuerySqlRequest, opts ...grpc.CallOption) (*QuerySqlResponse, error)
 	// Sets the cap of an analyst on a dataset, or the dataset-wide cap. Audited.
 	SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error)
-	// Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's is an
-	// administrative call.
+	// Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's (or the
+	// dataset-wide one) needs a policy rule naming the view "datasets/{dataset}:analysts".
 	GetBudget(ctx context.Context, in *GetBudgetRequest, opts ...grpc.CallOption) (*GetBudgetResponse, error)
-	// Lists ledger entries (spends and cap changes), oldest first.
+	// Lists ledger entries (spends and cap changes), oldest first: only of datasets the caller's rules cover, and
+	// other analysts' entries (and the dataset-wide cap's) only with the "datasets/{dataset}:analysts" view; the
+	// entries are filtered before paging.
 	ListLedger(ctx context.Context, in *ListLedgerRequest, opts ...grpc.CallOption) (*ListLedgerResponse, error)
 }
 
@@ -224,10 +226,12 @@ type DPGatewayServer interface {
 	QuerySql(context.Context, *QuerySqlRequest) (*QuerySqlResponse, error)
 	// Sets the cap of an analyst on a dataset, or the dataset-wide cap. Audited.
 	SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error)
-	// Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's is an
-	// administrative call.
+	// Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's (or the
+	// dataset-wide one) needs a policy rule naming the view "datasets/{dataset}:analysts".
 	GetBudget(context.Context, *GetBudgetRequest) (*GetBudgetResponse, error)
-	// Lists ledger entries (spends and cap changes), oldest first.
+	// Lists ledger entries (spends and cap changes), oldest first: only of datasets the caller's rules cover, and
+	// other analysts' entries (and the dataset-wide cap's) only with the "datasets/{dataset}:analysts" view; the
+	// entries are filtered before paging.
 	ListLedger(context.Context, *ListLedgerRequest) (*ListLedgerResponse, error)
 	mustEmbedUnimplementedDPGatewayServer()
 }

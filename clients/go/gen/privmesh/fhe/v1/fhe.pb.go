@@ -3512,18 +3512,32 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\x1cKEY_PART_KIND_CRYPTO_CONTEXT\x10\x01\x12\x1c\n" +
 	"\x18KEY_PART_KIND_PUBLIC_KEY\x10\x02\x12%\n" +
 	"!KEY_PART_KIND_RELINEARIZATION_KEY\x10\x03\x12\x1f\n" +
-	"\x1bKEY_PART_KIND_ROTATION_KEYS\x10\x042\xe5\x05\n" +
-	"\fFHEInference\x12Z\n" +
+	"\x1bKEY_PART_KIND_ROTATION_KEYS\x10\x042\x8e\a\n" +
+	"\fFHEInference\x12p\n" +
 	"\n" +
-	"ListModels\x12\".privmesh.fhe.v1.ListModelsRequest\x1a#.privmesh.fhe.v1.ListModelsResponse\"\x03\x90\x02\x01\x12T\n" +
-	"\bGetModel\x12 .privmesh.fhe.v1.GetModelRequest\x1a!.privmesh.fhe.v1.GetModelResponse\"\x03\x90\x02\x01\x12]\n" +
-	"\fRegisterKeys\x12$.privmesh.fhe.v1.RegisterKeysRequest\x1a%.privmesh.fhe.v1.RegisterKeysResponse(\x01\x12Z\n" +
+	"ListModels\x12\".privmesh.fhe.v1.ListModelsRequest\x1a#.privmesh.fhe.v1.ListModelsResponse\"\x19\xb2\xbb\x18\x12\x1a\x06models\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12b\n" +
+	"\bGetModel\x12 .privmesh.fhe.v1.GetModelRequest\x1a!.privmesh.fhe.v1.GetModelResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
-	"GetSession\x12\".privmesh.fhe.v1.GetSessionRequest\x1a#.privmesh.fhe.v1.GetSessionResponse\"\x03\x90\x02\x01\x12c\n" +
-	"\rDeleteSession\x12%.privmesh.fhe.v1.DeleteSessionRequest\x1a&.privmesh.fhe.v1.DeleteSessionResponse\"\x03\x90\x02\x02\x12X\n" +
-	"\vCreateModel\x12#.privmesh.fhe.v1.CreateModelRequest\x1a$.privmesh.fhe.v1.CreateModelResponse\x12]\n" +
-	"\vDeleteModel\x12#.privmesh.fhe.v1.DeleteModelRequest\x1a$.privmesh.fhe.v1.DeleteModelResponse\"\x03\x90\x02\x02\x12J\n" +
-	"\x05Infer\x12\x1d.privmesh.fhe.v1.InferRequest\x1a\x1e.privmesh.fhe.v1.InferResponse(\x010\x01BZ\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12u\n" +
+	"\fRegisterKeys\x12$.privmesh.fhe.v1.RegisterKeysRequest\x1a%.privmesh.fhe.v1.RegisterKeysResponse\"\x16\xb2\xbb\x18\x12\n" +
+	"\x10\n" +
+	"\x0e{header.model}(\x01\x12p\n" +
+	"\n" +
+	"GetSession\x12\".privmesh.fhe.v1.GetSessionRequest\x1a#.privmesh.fhe.v1.GetSessionResponse\"\x19\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}\x90\x02\x01\x12y\n" +
+	"\rDeleteSession\x12%.privmesh.fhe.v1.DeleteSessionRequest\x1a&.privmesh.fhe.v1.DeleteSessionResponse\"\x19\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}\x90\x02\x02\x12s\n" +
+	"\vCreateModel\x12#.privmesh.fhe.v1.CreateModelRequest\x1a$.privmesh.fhe.v1.CreateModelResponse\"\x19\xb2\xbb\x18\x15\n" +
+	"\x13\n" +
+	"\x11models/{model_id}\x12k\n" +
+	"\vDeleteModel\x12#.privmesh.fhe.v1.DeleteModelRequest\x1a$.privmesh.fhe.v1.DeleteModelResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02\x12b\n" +
+	"\x05Infer\x12\x1d.privmesh.fhe.v1.InferRequest\x1a\x1e.privmesh.fhe.v1.InferResponse\"\x16\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}(\x010\x01BZ\n" +
 	"\x13dev.privmesh.fhe.v1P\x01ZAgithub.com/privmesh/privmesh/clients/go/gen/privmesh/fhe/v1;fhev1b\x06proto3"
 
 var (

@@ -94,7 +94,7 @@ const (
 	ErrorReason_ERROR_REASON_NOT_ENOUGH_PARTICIPANTS ErrorReason = 20
 	// The run has no stored model (no round completed yet, or it failed before storing one) (FAILED_PRECONDITION).
 	ErrorReason_ERROR_REASON_MODEL_NOT_AVAILABLE ErrorReason = 21
-	// The principal may fetch the encrypted model but not the decrypted one (PERMISSION_DENIED).
+	// No longer sent: a refused decrypted view is PERMISSION_DENIED_BY_POLICY, like every policy refusal.
 	ErrorReason_ERROR_REASON_MODEL_DECRYPTION_DENIED ErrorReason = 22
 	// key-broker could not be reached or refused the data key (UNAVAILABLE).
 	ErrorReason_ERROR_REASON_KEY_BROKER_UNAVAILABLE ErrorReason = 23
@@ -4957,9 +4957,10 @@ type GetModelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The model's name, "federations/{federation}/runs/{run}/model".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// How to deliver it (default ENCRYPTED). DECRYPTED is authorised separately: the authorization policy must
-	// allow the principal GetModel on the resource "{name}:decrypted"; otherwise PERMISSION_DENIED
-	// (MODEL_DECRYPTION_DENIED) and nothing is sent. Decryption happens in memory; no plaintext reaches disk.
+	// How to deliver it (default ENCRYPTED). DECRYPTED is a separate view: a policy rule must allow the principal
+	// GetModel on "{name}:decrypted" by naming the view (no wildcard or default resource grants it); otherwise
+	// PERMISSION_DENIED (PERMISSION_DENIED_BY_POLICY) and nothing is sent. Decryption happens in memory; no plaintext
+	// reaches disk.
 	Representation ModelRepresentation `protobuf:"varint,2,opt,name=representation,proto3,enum=privmesh.fl.v1.ModelRepresentation" json:"representation,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -5542,20 +5543,56 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x1eMODEL_REPRESENTATION_DECRYPTED\x10\x02*Y\n" +
 	"\x0eEnvelopeFormat\x12\x1f\n" +
 	"\x1bENVELOPE_FORMAT_UNSPECIFIED\x10\x00\x12&\n" +
-	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xfb\b\n" +
-	"\rFLCoordinator\x12e\n" +
-	"\x10CreateFederation\x12'.privmesh.fl.v1.CreateFederationRequest\x1a(.privmesh.fl.v1.CreateFederationResponse\x12a\n" +
-	"\rGetFederation\x12$.privmesh.fl.v1.GetFederationRequest\x1a%.privmesh.fl.v1.GetFederationResponse\"\x03\x90\x02\x01\x12g\n" +
-	"\x0fListFederations\x12&.privmesh.fl.v1.ListFederationsRequest\x1a'.privmesh.fl.v1.ListFederationsResponse\"\x03\x90\x02\x01\x12n\n" +
-	"\x13RegisterParticipant\x12*.privmesh.fl.v1.RegisterParticipantRequest\x1a+.privmesh.fl.v1.RegisterParticipantResponse\x12j\n" +
-	"\x10ListParticipants\x12'.privmesh.fl.v1.ListParticipantsRequest\x1a(.privmesh.fl.v1.ListParticipantsResponse\"\x03\x90\x02\x01\x12m\n" +
-	"\x11RemoveParticipant\x12(.privmesh.fl.v1.RemoveParticipantRequest\x1a).privmesh.fl.v1.RemoveParticipantResponse\"\x03\x90\x02\x02\x12M\n" +
-	"\bStartRun\x12\x1f.privmesh.fl.v1.StartRunRequest\x1a .privmesh.fl.v1.StartRunResponse\x12L\n" +
-	"\x06GetRun\x12\x1d.privmesh.fl.v1.GetRunRequest\x1a\x1e.privmesh.fl.v1.GetRunResponse\"\x03\x90\x02\x01\x12R\n" +
-	"\bListRuns\x12\x1f.privmesh.fl.v1.ListRunsRequest\x1a .privmesh.fl.v1.ListRunsResponse\"\x03\x90\x02\x01\x12O\n" +
-	"\aStopRun\x12\x1e.privmesh.fl.v1.StopRunRequest\x1a\x1f.privmesh.fl.v1.StopRunResponse\"\x03\x90\x02\x02\x12T\n" +
-	"\bWatchRun\x12\x1f.privmesh.fl.v1.WatchRunRequest\x1a .privmesh.fl.v1.WatchRunResponse\"\x03\x90\x02\x010\x01\x12T\n" +
-	"\bGetModel\x12\x1f.privmesh.fl.v1.GetModelRequest\x1a .privmesh.fl.v1.GetModelResponse\"\x03\x90\x02\x010\x01BW\n" +
+	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xc3\v\n" +
+	"\rFLCoordinator\x12\x8a\x01\n" +
+	"\x10CreateFederation\x12'.privmesh.fl.v1.CreateFederationRequest\x1a(.privmesh.fl.v1.CreateFederationResponse\"#\xb2\xbb\x18\x1f\n" +
+	"\x1d\n" +
+	"\x1bfederations/{federation_id}\x12o\n" +
+	"\rGetFederation\x12$.privmesh.fl.v1.GetFederationRequest\x1a%.privmesh.fl.v1.GetFederationResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x82\x01\n" +
+	"\x0fListFederations\x12&.privmesh.fl.v1.ListFederationsRequest\x1a'.privmesh.fl.v1.ListFederationsResponse\"\x1e\xb2\xbb\x18\x17\x1a\vfederations\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x80\x01\n" +
+	"\x13RegisterParticipant\x12*.privmesh.fl.v1.RegisterParticipantRequest\x1a+.privmesh.fl.v1.RegisterParticipantResponse\"\x10\xb2\xbb\x18\f\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x12\x92\x01\n" +
+	"\x10ListParticipants\x12'.privmesh.fl.v1.ListParticipantsRequest\x1a(.privmesh.fl.v1.ListParticipantsResponse\"+\xb2\xbb\x18$\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x1a\fparticipants\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12{\n" +
+	"\x11RemoveParticipant\x12(.privmesh.fl.v1.RemoveParticipantRequest\x1a).privmesh.fl.v1.RemoveParticipantResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02\x12_\n" +
+	"\bStartRun\x12\x1f.privmesh.fl.v1.StartRunRequest\x1a .privmesh.fl.v1.StartRunResponse\"\x10\xb2\xbb\x18\f\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x12Z\n" +
+	"\x06GetRun\x12\x1d.privmesh.fl.v1.GetRunRequest\x1a\x1e.privmesh.fl.v1.GetRunResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12r\n" +
+	"\bListRuns\x12\x1f.privmesh.fl.v1.ListRunsRequest\x1a .privmesh.fl.v1.ListRunsResponse\"#\xb2\xbb\x18\x1c\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x1a\x04runs\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12]\n" +
+	"\aStopRun\x12\x1e.privmesh.fl.v1.StopRunRequest\x1a\x1f.privmesh.fl.v1.StopRunResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02\x12b\n" +
+	"\bWatchRun\x12\x1f.privmesh.fl.v1.WatchRunRequest\x1a .privmesh.fl.v1.WatchRunResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x010\x01\x12\xa5\x01\n" +
+	"\bGetModel\x12\x1f.privmesh.fl.v1.GetModelRequest\x1a .privmesh.fl.v1.GetModelResponse\"T\xb2\xbb\x18M\n" +
+	"\b\n" +
+	"\x06{name}\n" +
+	"A\n" +
+	"\x10{name}:decrypted\x12-representation=MODEL_REPRESENTATION_DECRYPTED\x90\x02\x010\x01BW\n" +
 	"\x12dev.privmesh.fl.v1P\x01Z?github.com/privmesh/privmesh/clients/go/gen/privmesh/fl/v1;flv1b\x06proto3"
 
 var (

@@ -602,10 +602,10 @@ const file_privmesh_fl_v1_reporter_proto_rawDesc = "" +
 	"\x05chunk\x18\x02 \x01(\fB\x04\xa8\xbb\x18\x01H\x00R\x05chunkB\t\n" +
 	"\apayload\"H\n" +
 	"\x13UploadModelResponse\x121\n" +
-	"\x05model\x18\x01 \x01(\v2\x1b.privmesh.fl.v1.StoredModelR\x05model2\xbb\x01\n" +
-	"\rFLRunReporter\x12P\n" +
-	"\tReportRun\x12 .privmesh.fl.v1.ReportRunRequest\x1a!.privmesh.fl.v1.ReportRunResponse\x12X\n" +
-	"\vUploadModel\x12\".privmesh.fl.v1.UploadModelRequest\x1a#.privmesh.fl.v1.UploadModelResponse(\x01BW\n" +
+	"\x05model\x18\x01 \x01(\v2\x1b.privmesh.fl.v1.StoredModelR\x05model2\xcb\x01\n" +
+	"\rFLRunReporter\x12X\n" +
+	"\tReportRun\x12 .privmesh.fl.v1.ReportRunRequest\x1a!.privmesh.fl.v1.ReportRunResponse\"\x06\xb2\xbb\x18\x02(\x01\x12`\n" +
+	"\vUploadModel\x12\".privmesh.fl.v1.UploadModelRequest\x1a#.privmesh.fl.v1.UploadModelResponse\"\x06\xb2\xbb\x18\x02(\x01(\x01BW\n" +
 	"\x12dev.privmesh.fl.v1P\x01Z?github.com/privmesh/privmesh/clients/go/gen/privmesh/fl/v1;flv1b\x06proto3"
 
 var (

@@ -118,6 +118,9 @@ const (
 	// redraws: the value's shape leaves too few free digits for the tokens already issued; nothing was written
 	// (RESOURCE_EXHAUSTED).
 	ErrorReason_ERROR_REASON_TOKEN_SPACE_EXHAUSTED ErrorReason = 24
+	// A mask would equal the value (it has only mask characters): a masking profile refuses the item
+	// (INVALID_ARGUMENT), a MASKED Detokenize refuses the call (PERMISSION_DENIED).
+	ErrorReason_ERROR_REASON_VALUE_UNMASKABLE ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -148,6 +151,7 @@ var (
 		22: "ERROR_REASON_KEY_BROKER_REFUSED",
 		23: "ERROR_REASON_TTL_INVALID",
 		24: "ERROR_REASON_TOKEN_SPACE_EXHAUSTED",
+		25: "ERROR_REASON_VALUE_UNMASKABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -175,6 +179,7 @@ var (
 		"ERROR_REASON_KEY_BROKER_REFUSED":       22,
 		"ERROR_REASON_TTL_INVALID":              23,
 		"ERROR_REASON_TOKEN_SPACE_EXHAUSTED":    24,
+		"ERROR_REASON_VALUE_UNMASKABLE":         25,
 	}
 )
 
@@ -889,9 +894,11 @@ func (x *EmailProfile) GetAlphabet() Alphabet {
 // Irreversible masking for display: characters are replaced by mask_character and nothing is stored.
 type MaskingProfile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Leave this many leading characters visible.
+	// Leave this many leading characters visible. A mask never equals the value: at least half of the maskable
+	// characters (rounded up, so at least one) are always hidden; the kept characters shrink to fit, the leading
+	// ones first ("4921" with keep_last 4 gives "**21"). A value without letters or digits is masked whole.
 	KeepFirst uint32 `protobuf:"varint,1,opt,name=keep_first,json=keepFirst,proto3" json:"keep_first,omitempty"`
-	// Leave this many trailing characters visible.
+	// Leave this many trailing characters visible (within the same minimum hidden share).
 	KeepLast uint32 `protobuf:"varint,2,opt,name=keep_last,json=keepLast,proto3" json:"keep_last,omitempty"`
 	// The mask character, a single character; default "*".
 	MaskCharacter string `protobuf:"bytes,3,opt,name=mask_character,json=maskCharacter,proto3" json:"mask_character,omitempty"`
@@ -2481,8 +2488,10 @@ type DetokenizeRequest struct {
 	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	// The tokens, 1..1000 (see Batches above).
 	Items []*TokenRef `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
-	// The form wanted: unspecified gives the most the policy allows per field; MASKED asks for masks even
-	// where values are allowed; VALUE fails with DETOKENIZE_DENIED where only masks are allowed.
+	// The form wanted: unspecified gives the most the policies allow per field; MASKED asks for masks even
+	// where values are allowed; VALUE fails with DETOKENIZE_DENIED where only masks are allowed. A value needs both
+	// the field's detokenize policy and the service policy's view "tenants/{tenant}/fields/{field}:plaintext" named
+	// in a rule: without the view, unspecified gives masks and VALUE fails with PERMISSION_DENIED_BY_POLICY.
 	View DetokenizeView `protobuf:"varint,3,opt,name=view,proto3,enum=privmesh.tokenvault.v1.DetokenizeView" json:"view,omitempty"`
 	// Why the values are needed (purpose of use, e.g. "billing"), at most 256 characters; recorded in the audit
 	// log.
@@ -3551,7 +3560,7 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	"\x15CancelRotationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"V\n" +
 	"\x16CancelRotationResponse\x12<\n" +
-	"\brotation\x18\x01 \x01(\v2 .privmesh.tokenvault.v1.RotationR\brotation*\x8c\a\n" +
+	"\brotation\x18\x01 \x01(\v2 .privmesh.tokenvault.v1.RotationR\brotation*\xaf\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cERROR_REASON_FIELD_NOT_FOUND\x10\x01\x12%\n" +
@@ -3578,7 +3587,8 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	"#ERROR_REASON_KEY_BROKER_UNAVAILABLE\x10\x15\x12#\n" +
 	"\x1fERROR_REASON_KEY_BROKER_REFUSED\x10\x16\x12\x1c\n" +
 	"\x18ERROR_REASON_TTL_INVALID\x10\x17\x12&\n" +
-	"\"ERROR_REASON_TOKEN_SPACE_EXHAUSTED\x10\x18*i\n" +
+	"\"ERROR_REASON_TOKEN_SPACE_EXHAUSTED\x10\x18\x12!\n" +
+	"\x1dERROR_REASON_VALUE_UNMASKABLE\x10\x19*i\n" +
 	"\bAlphabet\x12\x18\n" +
 	"\x14ALPHABET_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ALPHABET_RADIX_10\x10\x01\x12\x15\n" +
@@ -3599,25 +3609,60 @@ const file_privmesh_tokenvault_v1_tokenvault_proto_rawDesc = "" +
 	"\x16ROTATION_STATE_RUNNING\x10\x02\x12\x1c\n" +
 	"\x18ROTATION_STATE_SUCCEEDED\x10\x03\x12\x19\n" +
 	"\x15ROTATION_STATE_FAILED\x10\x04\x12\x1c\n" +
-	"\x18ROTATION_STATE_CANCELLED\x10\x052\x83\v\n" +
+	"\x18ROTATION_STATE_CANCELLED\x10\x052\x8f\x0e\n" +
 	"\n" +
-	"TokenVault\x12f\n" +
-	"\vCreateField\x12*.privmesh.tokenvault.v1.CreateFieldRequest\x1a+.privmesh.tokenvault.v1.CreateFieldResponse\x12b\n" +
-	"\bGetField\x12'.privmesh.tokenvault.v1.GetFieldRequest\x1a(.privmesh.tokenvault.v1.GetFieldResponse\"\x03\x90\x02\x01\x12h\n" +
+	"TokenVault\x12\x8a\x01\n" +
+	"\vCreateField\x12*.privmesh.tokenvault.v1.CreateFieldRequest\x1a+.privmesh.tokenvault.v1.CreateFieldResponse\"\"\xb2\xbb\x18\x1e\n" +
+	"\x1c\n" +
+	"\x1a{parent}/fields/{field_id}\x12p\n" +
+	"\bGetField\x12'.privmesh.tokenvault.v1.GetFieldRequest\x1a(.privmesh.tokenvault.v1.GetFieldResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
-	"ListFields\x12).privmesh.tokenvault.v1.ListFieldsRequest\x1a*.privmesh.tokenvault.v1.ListFieldsResponse\"\x03\x90\x02\x01\x12k\n" +
-	"\vUpdateField\x12*.privmesh.tokenvault.v1.UpdateFieldRequest\x1a+.privmesh.tokenvault.v1.UpdateFieldResponse\"\x03\x90\x02\x02\x12k\n" +
-	"\vDeleteField\x12*.privmesh.tokenvault.v1.DeleteFieldRequest\x1a+.privmesh.tokenvault.v1.DeleteFieldResponse\"\x03\x90\x02\x02\x12]\n" +
-	"\bTokenize\x12'.privmesh.tokenvault.v1.TokenizeRequest\x1a(.privmesh.tokenvault.v1.TokenizeResponse\x12h\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12~\n" +
 	"\n" +
-	"Detokenize\x12).privmesh.tokenvault.v1.DetokenizeRequest\x1a*.privmesh.tokenvault.v1.DetokenizeResponse\"\x03\x90\x02\x02\x12n\n" +
-	"\fDeleteTokens\x12+.privmesh.tokenvault.v1.DeleteTokensRequest\x1a,.privmesh.tokenvault.v1.DeleteTokensResponse\"\x03\x90\x02\x02\x12q\n" +
-	"\rForgetSubject\x12,.privmesh.tokenvault.v1.ForgetSubjectRequest\x1a-.privmesh.tokenvault.v1.ForgetSubjectResponse\"\x03\x90\x02\x02\x12c\n" +
+	"ListFields\x12).privmesh.tokenvault.v1.ListFieldsRequest\x1a*.privmesh.tokenvault.v1.ListFieldsResponse\"\x19\xb2\xbb\x18\x12\x1a\x06fields\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x7f\n" +
+	"\vUpdateField\x12*.privmesh.tokenvault.v1.UpdateFieldRequest\x1a+.privmesh.tokenvault.v1.UpdateFieldResponse\"\x17\xb2\xbb\x18\x10\n" +
+	"\x0e\n" +
+	"\f{field.name}\x90\x02\x02\x12y\n" +
+	"\vDeleteField\x12*.privmesh.tokenvault.v1.DeleteFieldRequest\x1a+.privmesh.tokenvault.v1.DeleteFieldResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
-	"RotateKeys\x12).privmesh.tokenvault.v1.RotateKeysRequest\x1a*.privmesh.tokenvault.v1.RotateKeysResponse\x12k\n" +
-	"\vGetRotation\x12*.privmesh.tokenvault.v1.GetRotationRequest\x1a+.privmesh.tokenvault.v1.GetRotationResponse\"\x03\x90\x02\x01\x12q\n" +
-	"\rListRotations\x12,.privmesh.tokenvault.v1.ListRotationsRequest\x1a-.privmesh.tokenvault.v1.ListRotationsResponse\"\x03\x90\x02\x01\x12t\n" +
-	"\x0eCancelRotation\x12-.privmesh.tokenvault.v1.CancelRotationRequest\x1a..privmesh.tokenvault.v1.CancelRotationResponse\"\x03\x90\x02\x02Bo\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02\x12\x84\x01\n" +
+	"\bTokenize\x12'.privmesh.tokenvault.v1.TokenizeRequest\x1a(.privmesh.tokenvault.v1.TokenizeResponse\"%\xb2\xbb\x18!\n" +
+	"\x1f\n" +
+	"\x1d{parent}/fields/{items.field}\x12\xd4\x01\n" +
+	"\n" +
+	"Detokenize\x12).privmesh.tokenvault.v1.DetokenizeRequest\x1a*.privmesh.tokenvault.v1.DetokenizeResponse\"o\xb2\xbb\x18h\n" +
+	"\x1f\n" +
+	"\x1d{parent}/fields/{items.field}\n" +
+	"E\n" +
+	"'{parent}/fields/{items.field}:plaintext\x12\x1aview=DETOKENIZE_VIEW_VALUE\x90\x02\x02\x12\x93\x01\n" +
+	"\fDeleteTokens\x12+.privmesh.tokenvault.v1.DeleteTokensRequest\x1a,.privmesh.tokenvault.v1.DeleteTokensResponse\"(\xb2\xbb\x18!\n" +
+	"\x1f\n" +
+	"\x1d{parent}/fields/{items.field}\x90\x02\x02\x12\x81\x01\n" +
+	"\rForgetSubject\x12,.privmesh.tokenvault.v1.ForgetSubjectRequest\x1a-.privmesh.tokenvault.v1.ForgetSubjectResponse\"\x13\xb2\xbb\x18\f\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x90\x02\x02\x12u\n" +
+	"\n" +
+	"RotateKeys\x12).privmesh.tokenvault.v1.RotateKeysRequest\x1a*.privmesh.tokenvault.v1.RotateKeysResponse\"\x10\xb2\xbb\x18\f\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x12y\n" +
+	"\vGetRotation\x12*.privmesh.tokenvault.v1.GetRotationRequest\x1a+.privmesh.tokenvault.v1.GetRotationResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x96\x01\n" +
+	"\rListRotations\x12,.privmesh.tokenvault.v1.ListRotationsRequest\x1a-.privmesh.tokenvault.v1.ListRotationsResponse\"(\xb2\xbb\x18!\n" +
+	"\n" +
+	"\n" +
+	"\b{parent}\x1a\trotations\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x82\x01\n" +
+	"\x0eCancelRotation\x12-.privmesh.tokenvault.v1.CancelRotationRequest\x1a..privmesh.tokenvault.v1.CancelRotationResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x02Bo\n" +
 	"\x1adev.privmesh.tokenvault.v1P\x01ZOgithub.com/privmesh/privmesh/clients/go/gen/privmesh/tokenvault/v1;tokenvaultv1b\x06proto3"
 
 var (
