@@ -43,7 +43,8 @@ const (
 	ErrorReason_ERROR_REASON_DOCUMENT_TOO_LARGE ErrorReason = 1
 	// The document is not a well-formed COSE_Sign1 carrying a Nitro attestation payload.
 	ErrorReason_ERROR_REASON_DOCUMENT_MALFORMED ErrorReason = 2
-	// No policy has the given name.
+	// No policy has the given name (NOT_FOUND); a name no policy can have (empty, upper-case, over 63
+	// characters) is INVALID_FIELD (INVALID_ARGUMENT) instead.
 	ErrorReason_ERROR_REASON_POLICY_NOT_FOUND ErrorReason = 3
 	// The policy is not valid (a field violation names what).
 	ErrorReason_ERROR_REASON_POLICY_INVALID ErrorReason = 4

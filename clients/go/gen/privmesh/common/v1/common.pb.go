@@ -28,6 +28,17 @@ const (
 // Machine-readable reasons used by the shared runtime in google.rpc.ErrorInfo.reason (with the
 // "ERROR_REASON_" prefix removed, e.g. "PERMISSION_DENIED_BY_POLICY"); ErrorInfo.domain is the service's
 // name, e.g. "attestation.privmesh.dev". Each service defines its own reasons in its own package.
+//
+// What the runtime checks on every method of every service, before the service sees the request, in this
+// order: the caller's identity (UNAUTHENTICATED_PEER), the authorization policy (PERMISSION_DENIED_BY_POLICY),
+// the caller's rate limit (RATE_LIMITED), then the request itself, each message of a stream included: bytes
+// that do not decode as the method's request type (MALFORMED_REQUEST), and INVALID_FIELD, with a BadRequest
+// naming the field, for a google.protobuf.Timestamp outside 0001-01-01..9999-12-31 or with nanos outside
+// 0..999,999,999, a google.protobuf.Duration beyond 10,000 years or with nanos of the wrong sign or range,
+// an enum field holding a number its enum does not declare, and a `request_id` (every service's idempotency
+// key) that is neither empty nor a UUID in its 36-character form. Codes follow AIP-193: INVALID_ARGUMENT for a request the caller must change, FAILED_PRECONDITION for
+// a resource in the wrong state, RESOURCE_EXHAUSTED (with a QuotaFailure, and a RetryInfo where waiting
+// helps) for a quota of the caller's that is used up; no request makes a server answer INTERNAL or UNKNOWN.
 type ErrorReason int32
 
 const (
@@ -50,20 +61,27 @@ const (
 	// A handler answered without authorizing the resource it resolved from stored state, as its method's
 	// `authorization` option requires; the reply was withheld (INTERNAL).
 	ErrorReason_ERROR_REASON_AUTHORIZATION_NOT_APPLIED ErrorReason = 8
+	// The request's bytes are not a valid message of the method's request type (INVALID_ARGUMENT).
+	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 9
+	// The caller has used up its rate limit for this group of methods (RESOURCE_EXHAUSTED, with a RetryInfo
+	// saying when to try again and a QuotaFailure naming the caller).
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 10
 )
 
 // Enum value maps for ErrorReason.
 var (
 	ErrorReason_name = map[int32]string{
-		0: "ERROR_REASON_UNSPECIFIED",
-		1: "ERROR_REASON_UNAUTHENTICATED_PEER",
-		2: "ERROR_REASON_PERMISSION_DENIED_BY_POLICY",
-		3: "ERROR_REASON_INVALID_FIELD",
-		4: "ERROR_REASON_AUDIT_UNAVAILABLE",
-		5: "ERROR_REASON_RESOURCE_NOT_FOUND",
-		6: "ERROR_REASON_INVALID_PAGE_TOKEN",
-		7: "ERROR_REASON_INTERNAL",
-		8: "ERROR_REASON_AUTHORIZATION_NOT_APPLIED",
+		0:  "ERROR_REASON_UNSPECIFIED",
+		1:  "ERROR_REASON_UNAUTHENTICATED_PEER",
+		2:  "ERROR_REASON_PERMISSION_DENIED_BY_POLICY",
+		3:  "ERROR_REASON_INVALID_FIELD",
+		4:  "ERROR_REASON_AUDIT_UNAVAILABLE",
+		5:  "ERROR_REASON_RESOURCE_NOT_FOUND",
+		6:  "ERROR_REASON_INVALID_PAGE_TOKEN",
+		7:  "ERROR_REASON_INTERNAL",
+		8:  "ERROR_REASON_AUTHORIZATION_NOT_APPLIED",
+		9:  "ERROR_REASON_MALFORMED_REQUEST",
+		10: "ERROR_REASON_RATE_LIMITED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                 0,
@@ -75,6 +93,8 @@ var (
 		"ERROR_REASON_INVALID_PAGE_TOKEN":          6,
 		"ERROR_REASON_INTERNAL":                    7,
 		"ERROR_REASON_AUTHORIZATION_NOT_APPLIED":   8,
+		"ERROR_REASON_MALFORMED_REQUEST":           9,
+		"ERROR_REASON_RATE_LIMITED":                10,
 	}
 )
 
@@ -971,7 +991,7 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12+\n" +
 	"\x11certificate_chain\x18\x03 \x01(\tR\x10certificateChain\x12'\n" +
-	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\xd5\x02\n" +
+	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\x98\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n" +
@@ -981,7 +1001,10 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\x1fERROR_REASON_RESOURCE_NOT_FOUND\x10\x05\x12#\n" +
 	"\x1fERROR_REASON_INVALID_PAGE_TOKEN\x10\x06\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\a\x12*\n" +
-	"&ERROR_REASON_AUTHORIZATION_NOT_APPLIED\x10\b*}\n" +
+	"&ERROR_REASON_AUTHORIZATION_NOT_APPLIED\x10\b\x12\"\n" +
+	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\t\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\n" +
+	"*}\n" +
 	"\fAuditOutcome\x12\x1d\n" +
 	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n" +

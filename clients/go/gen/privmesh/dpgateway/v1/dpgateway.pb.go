@@ -41,11 +41,14 @@
 // Sizes: a query request encodes to at most 1 MiB, a dataset to at most 1 MiB, and a release to at most
 // 3 MiB with at most 10,000 estimates; no RPC needs a message over 4 MiB, so nothing streams.
 //
-// Refusals. Query and QuerySql refuse uniformly: whatever was wrong (dataset unknown or without a budget for
-// the caller, column unknown, bounds missing, privacy loss invalid, SQL unsupported, budget exceeded), the
+// Refusals. Query and QuerySql refuse uniformly: whatever was wrong with the request (dataset unknown or
+// without a budget for the caller, column unknown, bounds missing, privacy loss invalid, SQL unsupported), the
 // status is INVALID_ARGUMENT, with an ErrorInfo (reason below) and a google.rpc.BadRequest naming the request
-// field to change (e.g. "query.aggregates[1].column", "privacy.privacy_loss.epsilon", "sql"). Nothing is
-// spent, and no message says anything derived from the data.
+// field to change (e.g. "query.aggregates[1].column", "privacy.privacy_loss.epsilon", "sql"). A well-formed
+// query whose cost exceeds what remains of a cap is RESOURCE_EXHAUSTED (AIP-193: an exhausted quota, here the
+// caller's own privacy budget), with ErrorInfo BUDGET_EXCEEDED, a google.rpc.QuotaFailure whose subject names
+// the cap ("datasets/{dataset}/budgets/{analyst}" or ".../budgets/*") and a BadRequest naming "privacy".
+// Nothing is spent, and no message says anything derived from the data.
 
 package dpgatewayv1
 
@@ -68,8 +71,8 @@ const (
 )
 
 // Reasons in google.rpc.ErrorInfo (prefix "ERROR_REASON_" removed; domain "dpgateway.privmesh.dev"). For
-// Query and QuerySql every refusal is INVALID_ARGUMENT (see Refusals above); other methods use the code in
-// parentheses.
+// Query and QuerySql every refusal is INVALID_ARGUMENT but BUDGET_EXCEEDED (see Refusals above); other
+// methods use the code in parentheses.
 type ErrorReason int32
 
 const (
@@ -111,7 +114,8 @@ const (
 	// The release could hold more than 10,000 estimates (groups times estimates per group) or encode to more
 	// than 3 MiB; judged from the plan before anything is spent.
 	ErrorReason_ERROR_REASON_RESULT_TOO_LARGE ErrorReason = 16
-	// The cost exceeds what remains of the analyst's or the dataset-wide cap; nothing was spent.
+	// The cost exceeds what remains of the analyst's or the dataset-wide cap; nothing was spent
+	// (RESOURCE_EXHAUSTED, with a QuotaFailure naming the cap).
 	ErrorReason_ERROR_REASON_BUDGET_EXCEEDED ErrorReason = 17
 	// A cap is negative or in units the dataset's accounting does not use (INVALID_ARGUMENT).
 	ErrorReason_ERROR_REASON_BUDGET_INVALID ErrorReason = 18

@@ -41,11 +41,14 @@
 // Sizes: a query request encodes to at most 1 MiB, a dataset to at most 1 MiB, and a release to at most
 // 3 MiB with at most 10,000 estimates; no RPC needs a message over 4 MiB, so nothing streams.
 //
-// Refusals. Query and QuerySql refuse uniformly: whatever was wrong (dataset unknown or without a budget for
-// the caller, column unknown, bounds missing, privacy loss invalid, SQL unsupported, budget exceeded), the
+// Refusals. Query and QuerySql refuse uniformly: whatever was wrong with the request (dataset unknown or
+// without a budget for the caller, column unknown, bounds missing, privacy loss invalid, SQL unsupported), the
 // status is INVALID_ARGUMENT, with an ErrorInfo (reason below) and a google.rpc.BadRequest naming the request
-// field to change (e.g. "query.aggregates[1].column", "privacy.privacy_loss.epsilon", "sql"). Nothing is
-// spent, and no message says anything derived from the data.
+// field to change (e.g. "query.aggregates[1].column", "privacy.privacy_loss.epsilon", "sql"). A well-formed
+// query whose cost exceeds what remains of a cap is RESOURCE_EXHAUSTED (AIP-193: an exhausted quota, here the
+// caller's own privacy budget), with ErrorInfo BUDGET_EXCEEDED, a google.rpc.QuotaFailure whose subject names
+// the cap ("datasets/{dataset}/budgets/{analyst}" or ".../budgets/*") and a BadRequest naming "privacy".
+// Nothing is spent, and no message says anything derived from the data.
 
 package dpgatewayv1
 

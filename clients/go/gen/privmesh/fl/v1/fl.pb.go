@@ -48,7 +48,8 @@ type ErrorReason int32
 const (
 	// Never sent.
 	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
-	// No federation has the given name (NOT_FOUND).
+	// No federation has the given name (NOT_FOUND). A name of another shape or kind ("runs/x" where
+	// "federations/{federation}" is expected) is INVALID_ARGUMENT naming the field (name or parent).
 	ErrorReason_ERROR_REASON_FEDERATION_NOT_FOUND ErrorReason = 1
 	// A federation with this id already exists (ALREADY_EXISTS).
 	ErrorReason_ERROR_REASON_FEDERATION_ALREADY_EXISTS ErrorReason = 2
