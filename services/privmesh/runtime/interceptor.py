@@ -22,6 +22,7 @@ from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_method, current_principal
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
+from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
 
@@ -37,8 +38,10 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
-                 tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
+                 tracer: trace.Tracer | None = None, access_log: bool = False,
+                 token_reviewer: TokenReviewer | None = None) -> None:
         self._authorizer = authorizer
+        self._token_reviewer = token_reviewer
         self._domain = error_domain
         self._metrics = metrics
         self._tracer = tracer
@@ -50,6 +53,16 @@ class MeshInterceptor:
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
+        if principal is None and self._token_reviewer is not None and not context.peer_identities():
+            # No client certificate at all: only the token port allows that; its callers present a token.
+            token = bearer_token(context.invocation_metadata())
+            if token is None:
+                await self._abort(context, Unauthenticated(
+                    "UNAUTHENTICATED_PEER", "a client certificate or a service-account bearer token is required"))
+            try:
+                principal = await self._token_reviewer.principal(token)
+            except ServiceError as error:
+                await self._abort(context, error)
         if principal is None:
             await self._abort(context, Unauthenticated("UNAUTHENTICATED_PEER",
                                                        "a client certificate with one SPIFFE URI SAN is required"))
