@@ -1,34 +1,28 @@
-# The GPU evaluator image: fhe-inference with the torch backend on CUDA (fhe.evaluator.backend=torch,
-# device=cuda in charts/privmesh), for the GPU node group. Not built in CI (no Docker engine, no GPU there).
+# The GPU evaluator image: every service plus the `gpu` extra (torch with its CUDA libraries, from PyPI) for
+# fhe-inference with fhe.evaluator.backend=torch on the GPU node group. The node provides the NVIDIA driver
+# (EKS accelerated AMIs and the NVIDIA device plugin). Not built in CI (no Docker engine, no GPU there).
 #
 #   docker build -f images/gpu.Dockerfile -t privmesh/services-gpu:0.1.0 .
-# CUDA_IMAGE and TORCH_INDEX must agree (CUDA 12.4 runtime and PyTorch's cu124 wheels by default); the
-# node's driver must support that CUDA version (EKS accelerated AMIs do).
-ARG CUDA_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04
+ARG PYTHON_IMAGE=python:3.10-slim-bookworm
 
-FROM ${CUDA_IMAGE} AS build
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu124
-ARG TORCH_VERSION=2.5.1
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
-# Ubuntu 22.04's python3 is 3.10, privmesh's version.
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
 COPY pyproject.toml README.md ./
 COPY services services
 COPY images/install.sh images/install.sh
-RUN images/install.sh /opt/privmesh /src all \
-    && /opt/privmesh/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+RUN images/install.sh /opt/privmesh /src attestation,keybroker,tokenvault,dpgateway,fhe,fl,kubernetes,gpu
 
-FROM ${CUDA_IMAGE}
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --gid 10001 privmesh \
+FROM ${PYTHON_IMAGE}
+RUN groupadd --gid 10001 privmesh \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin privmesh
 COPY --from=build /opt/privmesh /opt/privmesh
-ENV PATH=/opt/privmesh/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PATH=/opt/privmesh/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
 WORKDIR /var/lib/privmesh
 CMD ["python", "-m", "privmesh.fhe", "--help"]

@@ -6,7 +6,7 @@
 set -eu
 target=$1
 src=${2:-.}
-extras=${3:-all}
+extras=${3:-attestation,keybroker,tokenvault,dpgateway,fhe,fl,kubernetes}
 "${PYTHON:-python3}" -m venv "$target"
 "$target/bin/pip" install --quiet --disable-pip-version-check -c "$src/requirements/constraints.txt" "$src[$extras]"
 # Nothing writes byte code at run time (read-only root filesystem): compile it now.

@@ -28,7 +28,8 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "charts" / "privmesh" / "val
 
 # values key -> (settings model, the fields the chart renders itself: database, file locations, peer addresses).
 SERVICES: dict[str, tuple[type[BaseModel], set[str]]] = {
-    "attestationVerifier": (AttestationSettings, {"database", "token_signing_key_file", "dev_root_files"}),
+    "attestationVerifier": (AttestationSettings, {"database", "token_signing_key_file", "dev_root_files",
+                                                  "policy_files"}),
     "keyBroker": (KeyBrokerSettings, {"database", "keystore_file", "root_key_file", "root_key_env", "aws_kms",
                                       "default_backend"}),
     "tokenVault": (TokenVaultSettings, {"database", "key_broker_target"}),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from privmesh.attestation.policy_files import load_policy_file
 from privmesh.mesh.catalog import CATALOG
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.config import load_config
@@ -84,7 +85,6 @@ def test_every_service_config_passes_the_services_own_validator(rendered, tmp_pa
     """The ConfigMap of each service, on the paths its pod mounts, read by runtime.config + the service's model."""
     _, objects = rendered
     configs = by_kind(objects, "ConfigMap")
-    policy_text = configs["privmesh-authz-policy"]["data"]["authz-policy.yaml"]
     deployments = by_kind(objects, "Deployment")
     checked = []
     for name, spec in SPECS.items():
@@ -98,18 +98,25 @@ def test_every_service_config_passes_the_services_own_validator(rendered, tmp_pa
         paths: list[str] = []
         _files_under_mounts(data, mounts, paths)
         root = tmp_path / name
-        for path in paths:  # what the mounted ConfigMaps and Secrets put there
+        volumes = {v["name"]: v for v in deployments[name]["spec"]["template"]["spec"]["volumes"]}
+        for mount in c["volumeMounts"]:  # what the pod's volumes put there: ConfigMaps as rendered
+            directory = root / mount["mountPath"].lstrip("/")
+            directory.mkdir(parents=True, exist_ok=True)
+            source = volumes[mount["name"]].get("configMap")
+            for file, text in (configs[source["name"]]["data"].items() if source else ()):
+                (directory / file).write_text(text)
+        for path in paths:  # and Secrets: certificates and keys (not parsed by the validator)
             target = root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
             if path.endswith((".crt", ".key", ".pem")):
                 target.write_text("-----BEGIN PLACEHOLDER-----\n")
-        (root / "etc/privmesh/policy/authz-policy.yaml").write_text(policy_text)
         config_file = root / "config.yaml"
         config_file.write_text(yaml.safe_dump(_relocate(data, root)))
         definition = importlib.import_module(f"{spec.module}.server").DEFINITION
         env = {e["name"]: e.get("value", "") for e in c.get("env", ())}
-        server, _settings = load_config(config_file, definition.settings_model, environ=env)
+        server, settings = load_config(config_file, definition.settings_model, environ=env)
         Authorizer.from_file(server.authz_policy)
+        for policy_file in getattr(settings, "policy_files", ()):
+            assert load_policy_file(policy_file).name == "prod-enclave"
         assert server.health_listen == f"0.0.0.0:{c['readinessProbe']['grpc']['port']}"
         assert server.trust_domain == yaml.safe_load((rendered[0]).read_text()).get("trustDomain", "privmesh.local")
         checked.append(name)
