@@ -45,7 +45,8 @@ class ControlPlane:
         path = self.root / f"kubeconfig-{name}"
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.url, "certificate-authority": str(self.root / "certs" / "apiserver.crt")}}],
             "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
         }))
@@ -63,22 +64,20 @@ class ControlPlane:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def _wait_ready(self, timeout: float) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the apiserver's self-signed serving certificate, on loopback
         request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         deadline = time.monotonic() + timeout
         while True:
             try:
+                # The serving certificate kube-apiserver made itself in --cert-dir (with its CA after it).
+                context = ssl.create_default_context(cafile=str(self.root / "certs" / "apiserver.crt"))
                 with urllib.request.urlopen(request, context=context, timeout=5) as reply:
                     if reply.read() == b"ok":
                         return
             except OSError:
                 pass
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[0]} exited:\n{self.log_tail('etcd')}\n"
-                                       f"{self.log_tail('kube-apiserver')}")
+            if any(process.poll() is not None for process in self.processes):
+                raise RuntimeError(f"etcd or kube-apiserver exited:\n{self.log_tail('etcd')}\n"
+                                   f"{self.log_tail('kube-apiserver')}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"kube-apiserver not ready after {timeout} s:\n{self.log_tail('kube-apiserver')}")
             time.sleep(0.5)
@@ -141,15 +140,28 @@ def api_client(kubeconfig: Path) -> Any:
     return client.ApiClient(configuration=configuration)
 
 
-def server_side_apply(api: Any, obj: dict[str, Any], namespace: str | None, dry_run: bool = False) -> Any:
-    """`kubectl apply --server-side --validate=strict` of one object: unknown or duplicate fields are refused."""
+_DYNAMIC: dict[int, Any] = {}
+
+
+def _dynamic(api: Any) -> Any:
     from kubernetes.dynamic import DynamicClient
 
-    resource = DynamicClient(api).resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    if id(api) not in _DYNAMIC:
+        _DYNAMIC[id(api)] = DynamicClient(api)
+    return _DYNAMIC[id(api)]
+
+
+def server_side_apply(api: Any, obj: dict[str, Any], namespace: str | None, dry_run: bool = False) -> Any:
+    """`kubectl apply --server-side --validate=strict` of one object: unknown or duplicate fields are refused."""
+    dynamic = _dynamic(api)
+    resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     path = resource.path(name=obj["metadata"]["name"], namespace=namespace if resource.namespaced else None)
     query = [("fieldManager", "privmesh-test"), ("fieldValidation", "Strict"), ("force", "true")]
     if dry_run:
         query.append(("dryRun", "All"))
-    return api.call_api(path, "PATCH", query_params=query, body=obj, auth_settings=["BearerToken"],
-                        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-                        response_type="object", _return_http_data_only=True)
+    return dynamic.request("patch", path, body=obj, query_params=query, content_type="application/apply-patch+yaml")
+
+
+def get(api: Any, path: str) -> Any:
+    """GET `path` of the API as plain JSON (dicts and lists)."""
+    return _dynamic(api).request("get", path).to_dict()

@@ -197,7 +197,8 @@ def test_bad_values_are_refused_with_the_field_named(values: dict[str, Any], fie
 
 def _placement(pod: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:
     """(node-group values required with In, values excluded with NotIn, tolerated taint keys)."""
-    required, excluded = set(), set()
+    required: set[str] = set()
+    excluded: set[str] = set()
     terms = pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution",
                                                                 {}).get("nodeSelectorTerms", [])
     for term in terms:

@@ -45,7 +45,9 @@ def accounts(api: Any) -> client.CoreV1Api:
 def token_for(core: client.CoreV1Api, sa: str, audience: str) -> str:
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=600))
-    return str(core.create_namespaced_service_account_token(sa, CLIENTS, request).status.token)
+    status = core.create_namespaced_service_account_token(sa, CLIENTS, request).status
+    assert status is not None
+    return str(status.token)
 
 
 def _b64(data: bytes) -> str:
@@ -119,9 +121,14 @@ async def test_a_review_that_cannot_be_made_fails_closed(control_plane: ControlP
 
 async def test_positive_reviews_are_cached_briefly(control_plane: ControlPlane, accounts) -> None:
     tokens = reviewer(control_plane.kubeconfig(), cache_seconds=1)
-    calls = []
+    calls: list[str] = []
     real_review = tokens._review
-    tokens._review = lambda token, audience: calls.append(1) or real_review(token, audience)  # count, then review
+
+    def counted(token: str, audience: str) -> Any:  # the real review, counted
+        calls.append(audience)
+        return real_review(token, audience)
+
+    tokens._review = counted
     token = token_for(accounts, "caller", "privmesh")
     assert [await tokens.principal(token) for _ in range(3)] == [CALLER] * 3
     assert len(calls) == 1
