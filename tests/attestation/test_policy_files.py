@@ -18,7 +18,7 @@ from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.attestation.test_service import AUDIENCE, RULES, _audit, _policy_rows
-from tests.conftest import identity, server_config
+from tests.conftest import identity, server_config, spiffe
 
 
 def policy_file(path: Path, pcrs: dict[int, str]) -> Path:
@@ -38,7 +38,7 @@ async def test_policy_file_admits_the_enclave_and_is_put_once(start_server, tmp_
     pcrs = {i: v.hex() for i, v in image_pcrs(DEFAULT_IMAGE).items()}
     path = config(tmp_path, pki, dev_ca[1], policy_file(tmp_path / "prod-enclave.yaml", pcrs))
     server = await start_server(attestation_server.DEFINITION, path)
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
         nonce = (await stub.IssueChallenge(pb.IssueChallengeRequest())).nonce
         enclave = EnclaveApp(SimulatedNsm(dev_ca[0]))

@@ -16,6 +16,7 @@ from privmesh.attestation.policy_files import load_policy_file
 from privmesh.mesh.catalog import CATALOG
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.config import load_config
+from privmesh.runtime.identity import SpiffeId
 from tests.k8s.chart import CHART, EXAMPLES, NAMESPACE, TOOLS, by_kind, helm, render, render_text
 from tests.k8s.openapi import KubernetesSchemas
 
@@ -278,8 +279,9 @@ def test_restricted_pods_native_grpc_probes_and_graceful_termination(rendered) -
         assert "subPath" not in str(c["volumeMounts"])  # a subPath mount would never see a renewed certificate
         if values.get("tls", {}).get("mode", "certManager") == "certManager":
             certificate = by_kind(objects, "Certificate")[name]
-            assert certificate["spec"]["uris"] == [f"spiffe://{values.get('trustDomain', 'privmesh.local')}"
-                                                   f"/ns/{NAMESPACE}/sa/{name}"]
+            spiffe_id = SpiffeId(values.get("trustDomain", "privmesh.local"), NAMESPACE, name)
+            assert certificate["spec"]["uris"] == [spiffe_id.uri]
+            assert spiffe_id.dns_name in certificate["spec"]["dnsNames"]  # what mesh clients pin
             assert tls["secret"]["secretName"] == certificate["spec"]["secretName"]
             assert pod["serviceAccountName"] == name
         if name in by_kind(objects, "HorizontalPodAutoscaler"):
