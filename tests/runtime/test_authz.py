@@ -151,7 +151,7 @@ async def test_the_runtime_enforces_declarations_a_handler_ignores(start_server,
               "resources": ["datasets/public"]}]
     servicer = Careless()
     server = await start_server(careless_definition(servicer), server_config(tmp_path, pki, rules))
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob"), peer=spiffe("server")) as channel:
         stub = dpgateway_pb2_grpc.DPGatewayStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetDataset(dp.GetDatasetRequest(name="datasets/hiv"))

@@ -12,7 +12,7 @@ import pytest
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.bundle import export_service
 from privmesh.runtime.pki import DevPki
-from tests.conftest import identity
+from tests.conftest import identity, spiffe
 
 
 class EndlessPages(common_pb2_grpc.AuditLogServicer):
@@ -47,7 +47,8 @@ async def test_export_stops_paging_a_server_that_never_ends(pki: DevPki) -> None
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     try:
-        exported = await asyncio.wait_for(export_service(f"127.0.0.1:{port}", identity(pki, "alice")), 30)
+        exported = await asyncio.wait_for(export_service(f"127.0.0.1:{port}", identity(pki, "alice"),
+                                                         spiffe("server")), 30)
     finally:
         await server.stop(None)
     assert exported["entries"] == [] and len(exported["checkpoints"]) <= 4
