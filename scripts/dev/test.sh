@@ -16,6 +16,10 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   fi
 fi
 
+# helm, kube-apiserver, kube-scheduler, etcd and the Kubernetes OpenAPI schemas for tests/k8s (built from the Go
+# module proxy once, then cached under ~/.cache/privmesh).
+scripts/dev/k8s-tools.sh
+
 echo "== ruff"
 .venv/bin/ruff check services tests scripts
 echo "== pytest"

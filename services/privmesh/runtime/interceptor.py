@@ -31,6 +31,7 @@ from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
 from privmesh.runtime.context import current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
+from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
 from privmesh.runtime.ratelimit import RateLimiter
@@ -49,8 +50,10 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
                  tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
-                 audit: AuditLog, limiter: RateLimiter | None = None) -> None:
+                 audit: AuditLog, token_reviewer: TokenReviewer | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         self._authorizer = authorizer
+        self._token_reviewer = token_reviewer
         self._limiter = limiter
         self._audit = audit
         self._trust_prefix = f"spiffe://{trust_domain}/"
@@ -85,6 +88,16 @@ class MeshInterceptor:
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
+        if principal is None and self._token_reviewer is not None and not context.peer_identities():
+            # No client certificate at all: only the token port allows that; its callers present a token.
+            token = bearer_token(context.invocation_metadata())
+            if token is None:
+                await self._refuse(method, context, "", Unauthenticated(
+                    "UNAUTHENTICATED_PEER", "a client certificate or a service-account bearer token is required"))
+            try:
+                principal = await self._token_reviewer.principal(token)
+            except ServiceError as error:
+                await self._refuse(method, context, "", error)
         if principal is None:
             await self._refuse(method, context, "", Unauthenticated(
                 "UNAUTHENTICATED_PEER", "a client certificate with one SPIFFE URI SAN is required"))
