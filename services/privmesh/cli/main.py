@@ -205,5 +205,48 @@ def evidence_verify(bundle: Path, trust: Path | None) -> None:
     sys.exit(0 if all(v.ok for v in verdicts) else 1)
 
 
+@evidence.command("receipt")
+@STATE_DIR
+@click.argument("service")
+@click.option("--sequence", type=click.IntRange(min=0), default=0, show_default=True,
+              help="the entry's sequence (0: the identity's most recent entry)")
+@click.option("--identity", "who", default="demo-client", show_default=True, help="the caller whose entry it is")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+def evidence_receipt(state_dir: Path, service: str, sequence: int, who: str, output: Path) -> None:
+    """Fetches a receipt for an audit entry of SERVICE from the running mesh."""
+    from privmesh.runtime.audit.receipt import fetch_receipt, to_json
+
+    targets = {e.service: e.target for e in MeshLayout(state_dir).endpoints()}
+    if service not in targets:
+        raise click.ClickException(f"{service} is not running from {state_dir}")
+    receipt = asyncio.run(fetch_receipt(targets[service], MeshLayout(state_dir).identity(who), sequence))
+    output.write_text(json.dumps(to_json(receipt), indent=1))
+    console.print(f"receipt for {service} entry {receipt.entry.sequence} written to {output}")
+
+
+@evidence.command("verify-receipt")
+@click.argument("receipt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="JSON {service: audit key id} of the log's and the witnesses' keys to accept")
+@click.option("--trust-domain", default="privmesh.local", show_default=True)
+@click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
+              help="pinned services other than the log that must have cosigned the checkpoint")
+def evidence_verify_receipt(receipt: Path, trust: Path, trust_domain: str, min_witnesses: int) -> None:
+    """Verifies a receipt offline: entry hash, signed checkpoint, inclusion proof, witnesses. Exits 1 if bad."""
+    from privmesh.runtime.audit.receipt import verify_receipt
+
+    try:
+        verdict = verify_receipt(json.loads(receipt.read_text()), json.loads(trust.read_text()), trust_domain,
+                                 min_witnesses)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{receipt} is not a readable receipt: {exc}") from exc
+    if verdict.ok:
+        console.print(f"[green]ok[/green]      {verdict.service} entry {verdict.sequence} is in the log's tree of "
+                      f"{verdict.size} entries; cosigned by {', '.join(verdict.witnesses) or 'no witness'}")
+    else:
+        console.print(f"[red]BAD[/red]     {verdict.service} entry {verdict.sequence}: {verdict.problem}")
+    sys.exit(0 if verdict.ok else 1)
+
+
 if __name__ == "__main__":
     main()

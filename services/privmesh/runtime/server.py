@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
+from privmesh.runtime.audit.checkpoint import log_origin
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
 from privmesh.runtime.audit.store import AuditStore
@@ -94,7 +95,7 @@ class MeshServer:
         authorizer = Authorizer.from_file(cfg.authz_policy)
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
-        store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every)
+        store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every, log_origin(cfg.trust_domain, name))
         audit = AuditLog(store, key.public_key(), cfg.audit.commit_delay_ms / 1000)
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
@@ -108,7 +109,7 @@ class MeshServer:
         registrations = list(await self.definition.build(self._runtime, self.settings))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
-            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit), s)))
+            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit, authorizer), s)))
         for registration in registrations:
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]

@@ -50,6 +50,21 @@ class AuditLogStub:
                 request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.SerializeToString,
                 response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.FromString,
                 _registered_method=True)
+        self.GetAuditReceipt = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/GetAuditReceipt',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.FromString,
+                _registered_method=True)
+        self.ListTreeCheckpoints = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/ListTreeCheckpoints',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/GetConsistencyProof',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServicer:
@@ -77,6 +92,30 @@ class AuditLogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditReceipt(self, request, context):
+        """Returns a receipt for one entry: the entry, a signed (and cosigned) tree checkpoint that includes it and
+        the inclusion proof, checkable offline with `privmesh evidence verify-receipt`. A caller may get receipts
+        for its own entries; a principal allowed ListAuditEntries may get any. Signs a new checkpoint when no
+        stored one includes the entry yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTreeCheckpoints(self, request, context):
+        """Lists the signed tree checkpoints (C2SP notes with every cosignature gathered) in size order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Returns the RFC 6962 consistency proof between two tree sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +133,21 @@ def add_AuditLogServicer_to_server(servicer, server):
                     servicer.GetAuditHead,
                     request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.FromString,
                     response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'GetAuditReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditReceipt,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.SerializeToString,
+            ),
+            'ListTreeCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTreeCheckpoints,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +232,87 @@ class AuditLog:
             '/privmesh.common.v1.AuditLog/GetAuditHead',
             privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.SerializeToString,
             privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/GetAuditReceipt',
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTreeCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/ListTreeCheckpoints',
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/GetConsistencyProof',
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -9,7 +11,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.context import current_principal
+from privmesh.runtime.errors import InvalidArgument, NotFound
 from privmesh.runtime.paging import decode_token, page_size, paginate
+
+LIST_ENTRIES = "privmesh.common.v1.AuditLog/ListAuditEntries"
 
 
 def _timestamp(time_us: int) -> Timestamp:
@@ -45,8 +52,9 @@ def checkpoint_from_proto(msg: common_pb2.AuditCheckpoint) -> Checkpoint:
 
 
 class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditLog, authorizer: Authorizer | None = None) -> None:
         self._audit = audit
+        self._authorizer = authorizer
 
     async def ListAuditEntries(self, request: common_pb2.ListAuditEntriesRequest,
                                context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
@@ -68,3 +76,41 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         head = await self._audit.checkpoint()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw)
+
+    async def GetAuditReceipt(self, request: common_pb2.GetAuditReceiptRequest,
+                              context: grpc.aio.ServicerContext) -> common_pb2.GetAuditReceiptResponse:
+        principal = current_principal.get()
+        tlog = self._audit.store.tlog
+        sequence = request.sequence or await asyncio.to_thread(tlog.latest_entry_of, principal) or 0
+        found = await self._audit.entries(sequence - 1, 1) if sequence else []
+        auditor = self._authorizer is not None and self._authorizer.allows(principal, LIST_ENTRIES, "*")
+        if not found or found[0].sequence != sequence or not (auditor or found[0].principal == principal):
+            raise NotFound("RESOURCE_NOT_FOUND", "no audit entry of yours has that sequence")  # hides others'
+        size = await asyncio.to_thread(tlog.latest_checkpoint_size)
+        if size is None or size < sequence:
+            size = (await self._audit.checkpoint()).sequence
+        proof = await asyncio.to_thread(tlog.inclusion, sequence - 1, size)
+        keys = await asyncio.to_thread(tlog.witness_keys)
+        keys[self._audit.service] = self._audit.public_key.public_bytes(serialization.Encoding.Raw,
+                                                                        serialization.PublicFormat.Raw)
+        return common_pb2.GetAuditReceiptResponse(receipt=common_pb2.AuditReceipt(
+            entry=entry_to_proto(found[0]), leaf_index=sequence - 1, checkpoint=proof.checkpoint,
+            inclusion_proof=proof.hashes, public_keys=keys))
+
+    async def ListTreeCheckpoints(self, request: common_pb2.ListTreeCheckpointsRequest,
+                                  context: grpc.aio.ServicerContext) -> common_pb2.ListTreeCheckpointsResponse:
+        limit = page_size(request.page_size, 100, 1000)
+        after = int(decode_token(request.page_token, int) or 0)
+        rows = await asyncio.to_thread(self._audit.store.tlog.checkpoints, after, limit + 1)
+        found, token = paginate(rows, limit, lambda row: row[0])
+        return common_pb2.ListTreeCheckpointsResponse(checkpoints=[note for _, note in found], next_page_token=token)
+
+    async def GetConsistencyProof(self, request: common_pb2.GetConsistencyProofRequest,
+                                  context: grpc.aio.ServicerContext) -> common_pb2.GetConsistencyProofResponse:
+        size = (await asyncio.to_thread(self._audit.store.tlog.latest_checkpoint_size)) or 0
+        if not 0 < request.first_size <= request.second_size:
+            raise InvalidArgument.single("first_size", "must be at least 1 and at most second_size")
+        if request.second_size > size:
+            raise InvalidArgument.single("second_size", f"must be at most the latest checkpoint's size {size}")
+        proof = await asyncio.to_thread(self._audit.store.tlog.consistency, request.first_size, request.second_size)
+        return common_pb2.GetConsistencyProofResponse(proof=proof)

@@ -43,6 +43,11 @@ class TransparencyLog:
                     "note TEXT NOT NULL, PRIMARY KEY (chain, size))")
         cur.execute("CREATE TABLE IF NOT EXISTS audit_cosignatures (chain TEXT NOT NULL, size BIGINT NOT NULL, "
                     "witness TEXT NOT NULL, line TEXT NOT NULL, PRIMARY KEY (chain, size, witness))")
+        cur.execute("CREATE TABLE IF NOT EXISTS audit_witness_keys (chain TEXT NOT NULL, witness TEXT NOT NULL, "
+                    f"service TEXT NOT NULL, public_key {self.db.blob} NOT NULL, PRIMARY KEY (chain, witness))")
+        # receipts find a caller's latest entry without a scan
+        cur.execute("CREATE INDEX IF NOT EXISTS audit_entries_by_principal "
+                    "ON audit_entries (chain, principal, sequence)")
         size = self.tree.size(cur)
         while size < chain_size:  # a database written before the tree existed: add the missing leaves
             cur.execute("SELECT entry_hash FROM audit_entries WHERE chain = ? AND sequence > ? ORDER BY sequence "
@@ -82,8 +87,33 @@ class TransparencyLog:
             rows = [(int(size), note) for size, note in cur.fetchall()]
             return [(size, self._with_cosignatures(cur, size, note)) for size, note in rows]
 
-    def add_cosignatures(self, size: int, signatures: Sequence[notes.Signature]) -> None:
+    def latest_checkpoint_size(self) -> int | None:
         with self.db.transaction() as cur:
+            cur.execute("SELECT MAX(size) FROM audit_tree_checkpoints WHERE chain = ?", (self.chain,))
+            size = cur.fetchone()[0]
+            return None if size is None else int(size)
+
+    def latest_entry_of(self, principal: str) -> int | None:
+        with self.db.transaction() as cur:
+            cur.execute("SELECT MAX(sequence) FROM audit_entries WHERE chain = ? AND principal = ?",
+                        (self.chain, principal))
+            sequence = cur.fetchone()[0]
+            return None if sequence is None else int(sequence)
+
+    def witness_keys(self) -> dict[str, bytes]:
+        """service -> raw public key of every witness that ever cosigned this log."""
+        with self.db.transaction() as cur:
+            cur.execute("SELECT service, public_key FROM audit_witness_keys WHERE chain = ?", (self.chain,))
+            return {service: bytes(key) for service, key in cur.fetchall()}
+
+    def add_cosignatures(self, size: int, service: str, public_key: bytes,
+                         signatures: Sequence[notes.Signature]) -> None:
+        """Stores a witness's cosignatures of checkpoint `size` (already verified by the caller)."""
+        with self.db.transaction() as cur:
+            cur.execute("INSERT INTO audit_witness_keys (chain, witness, service, public_key) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (chain, witness) DO UPDATE SET service = excluded.service, "
+                        "public_key = excluded.public_key",
+                        (self.chain, signatures[0].name if signatures else service, service, public_key))
             for signature in signatures:
                 cur.execute("INSERT INTO audit_cosignatures (chain, size, witness, line) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT (chain, size, witness) DO NOTHING",
