@@ -90,6 +90,48 @@ class AuditCheckpoint(_message.Message):
     signature: bytes
     def __init__(self, service: _Optional[str] = ..., sequence: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class AddCheckpointRequest(_message.Message):
+    __slots__ = ("old_size", "consistency_proof", "checkpoint", "log_public_key")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    LOG_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    checkpoint: str
+    log_public_key: bytes
+    def __init__(self, old_size: _Optional[int] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[str] = ..., log_public_key: _Optional[bytes] = ...) -> None: ...
+
+class AddCheckpointResponse(_message.Message):
+    __slots__ = ("cosignature", "witness_public_key")
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    cosignature: str
+    witness_public_key: bytes
+    def __init__(self, cosignature: _Optional[str] = ..., witness_public_key: _Optional[bytes] = ...) -> None: ...
+
+class ListWitnessedCheckpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WitnessedLog(_message.Message):
+    __slots__ = ("origin", "log_public_key", "latest_checkpoint", "refused_checkpoints")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    LOG_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    log_public_key: bytes
+    latest_checkpoint: str
+    refused_checkpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, origin: _Optional[str] = ..., log_public_key: _Optional[bytes] = ..., latest_checkpoint: _Optional[str] = ..., refused_checkpoints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListWitnessedCheckpointsResponse(_message.Message):
+    __slots__ = ("logs",)
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    logs: _containers.RepeatedCompositeFieldContainer[WitnessedLog]
+    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ...) -> None: ...
+
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]

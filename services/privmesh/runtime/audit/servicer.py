@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.audit.witness import Cosigners, Witness
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument, NotFound
@@ -52,9 +53,19 @@ def checkpoint_from_proto(msg: common_pb2.AuditCheckpoint) -> Checkpoint:
 
 
 class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
-    def __init__(self, audit: AuditLog, authorizer: Authorizer | None = None) -> None:
+    def __init__(self, audit: AuditLog, authorizer: Authorizer | None = None, witness: Witness | None = None,
+                 cosigners: Cosigners | None = None) -> None:
         self._audit = audit
         self._authorizer = authorizer
+        self._witness = witness
+        self._cosigners = cosigners
+
+    async def _signed_head(self) -> Checkpoint:
+        """Signs a checkpoint of the current head and has the peer witnesses cosign its tree checkpoint."""
+        head = await self._audit.checkpoint()
+        if self._cosigners is not None:
+            await self._cosigners.collect(head.sequence)
+        return head
 
     async def ListAuditEntries(self, request: common_pb2.ListAuditEntriesRequest,
                                context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
@@ -73,7 +84,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
 
     async def GetAuditHead(self, request: common_pb2.GetAuditHeadRequest,
                            context: grpc.aio.ServicerContext) -> common_pb2.GetAuditHeadResponse:
-        head = await self._audit.checkpoint()
+        head = await self._signed_head()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw)
 
@@ -88,7 +99,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
             raise NotFound("RESOURCE_NOT_FOUND", "no audit entry of yours has that sequence")  # hides others'
         size = await asyncio.to_thread(tlog.latest_checkpoint_size)
         if size is None or size < sequence:
-            size = (await self._audit.checkpoint()).sequence
+            size = (await self._signed_head()).sequence
         proof = await asyncio.to_thread(tlog.inclusion, sequence - 1, size)
         keys = await asyncio.to_thread(tlog.witness_keys)
         keys[self._audit.service] = self._audit.public_key.public_bytes(serialization.Encoding.Raw,
@@ -114,3 +125,12 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
             raise InvalidArgument.single("second_size", f"must be at most the latest checkpoint's size {size}")
         proof = await asyncio.to_thread(self._audit.store.tlog.consistency, request.first_size, request.second_size)
         return common_pb2.GetConsistencyProofResponse(proof=proof)
+
+    async def ListWitnessedCheckpoints(self, request: common_pb2.ListWitnessedCheckpointsRequest,
+                                       context: grpc.aio.ServicerContext
+                                       ) -> common_pb2.ListWitnessedCheckpointsResponse:
+        logs = await asyncio.to_thread(self._witness.witnessed) if self._witness is not None else []
+        return common_pb2.ListWitnessedCheckpointsResponse(logs=[
+            common_pb2.WitnessedLog(origin=w.origin, log_public_key=w.log_public_key,
+                                    latest_checkpoint=w.latest_checkpoint, refused_checkpoints=w.refused_checkpoints)
+            for w in logs])

@@ -1,0 +1,171 @@
+"""Cross-witnessing between three real servers over mTLS: each cosigns the others' checkpoints after
+checking consistency, a receipt carries the cosignatures, and a fork made with a stolen log key is refused
+by the witnesses and kept as evidence."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+from privmesh.common.v1 import common_pb2, common_pb2_grpc
+from privmesh.runtime import echo
+from privmesh.runtime.audit import checkpoint as notes
+from privmesh.runtime.audit.chain import Event
+from privmesh.runtime.audit.log import load_or_create_signing_key
+from privmesh.runtime.audit.receipt import to_json, verify_receipt
+from privmesh.runtime.audit.store import AuditStore
+from privmesh.runtime.client import secure_channel
+from privmesh.runtime.db import Database
+from privmesh.runtime.errors import read_error
+from privmesh.runtime.pki import DevPki
+from tests.conftest import _free_port, identity, server_config, spiffe
+
+NAMES = ("wa", "wb", "wc")
+ECHO = "/privmesh.testing.v1.Echo/"
+RULES = [
+    {"name": "echo", "principals": [spiffe("alice")], "methods": ["privmesh.testing.v1.Echo/*",
+                                                                   "privmesh.common.v1.AuditLog/GetAuditReceipt"]},
+    {"name": "witnesses", "principals": [spiffe(n) for n in NAMES],
+     "methods": ["privmesh.common.v1.AuditWitness/AddCheckpoint"]},
+    {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+]
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    ports = {name: _free_port() for name in NAMES}
+    servers = {}
+    for name in NAMES:
+        pki.issue(name)
+        home = tmp_path / name
+        home.mkdir()
+        path = server_config(home, pki, RULES, {"database": f"sqlite:///{home / 'echo.db'}"},
+                             listen=f"127.0.0.1:{ports[name]}")
+        config = yaml.safe_load(path.read_text())
+        bundle = pki.bundle(name)
+        config["server"]["tls"].update(cert_file=str(bundle.cert_file), key_file=str(bundle.key_file))
+        config["server"]["audit"]["witnesses"] = [{"service": peer, "target": f"127.0.0.1:{ports[peer]}"}
+                                                  for peer in NAMES if peer != name]
+        path.write_text(yaml.safe_dump(config))
+        servers[name] = await start_server(dataclasses.replace(echo.DEFINITION, name=name), path)
+    return servers
+
+
+def _raw(server: Any) -> bytes:
+    return bytes(server.audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _trust(mesh: dict[str, Any]) -> dict[str, str]:
+    return {name: hashlib.sha256(_raw(server)).hexdigest() for name, server in mesh.items()}
+
+
+def _target(server: Any) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def _work(server: Any, pki: DevPki, count: int) -> None:
+    async with secure_channel(_target(server), identity(pki, "alice"), timeout_seconds=5) as ch:
+        for i in range(count):
+            await ch.unary_unary(ECHO + "Put")(f"k{i}=v".encode())
+
+
+async def _head_note(server: Any, pki: DevPki) -> notes.Note:
+    async with secure_channel(_target(server), identity(pki, "auditor"), timeout_seconds=10) as ch:
+        stub = common_pb2_grpc.AuditLogStub(ch)
+        head = await stub.GetAuditHead(common_pb2.GetAuditHeadRequest())
+        listed = await stub.ListTreeCheckpoints(common_pb2.ListTreeCheckpointsRequest(page_size=1000))
+    note = notes.parse_note(listed.checkpoints[-1])
+    assert notes.parse_checkpoint(note.text).size == head.head.sequence
+    return note
+
+
+async def test_each_service_cosigns_the_others_and_receipts_carry_the_cosignatures(mesh, pki: DevPki) -> None:
+    a = mesh["wa"]
+    await _work(a, pki, 3)
+    first = await _head_note(a, pki)
+    await _work(a, pki, 4)
+    second = await _head_note(a, pki)  # cosigned again: the witnesses checked consistency from the first
+    for note in (first, second):
+        for peer in ("wb", "wc"):
+            assert notes.cosigned_at(note, notes.witness_name("privmesh.local", peer),
+                                     mesh[peer].audit.public_key) is not None
+    async with secure_channel(_target(a), identity(pki, "alice"), timeout_seconds=10) as ch:
+        reply = await common_pb2_grpc.AuditLogStub(ch).GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=5))
+    verdict = verify_receipt(to_json(reply.receipt), _trust(mesh), min_witnesses=2)
+    assert verdict.ok, verdict.problem
+    assert verdict.witnesses == ("wb", "wc")
+    # a witness that is not pinned does not count
+    trust = _trust(mesh)
+    del trust["wc"]
+    assert verify_receipt(to_json(reply.receipt), trust, min_witnesses=2).problem
+
+
+async def test_a_fork_signed_with_a_stolen_key_is_refused_and_kept_as_evidence(mesh, pki: DevPki,
+                                                                               tmp_path: Path) -> None:
+    a, b = mesh["wa"], mesh["wb"]
+    await _work(a, pki, 4)
+    honest = await _head_note(a, pki)
+    size = notes.parse_checkpoint(honest.text).size
+    # The thief holds wa's audit key and mTLS identity and builds another history of the same size + 1.
+    stolen = load_or_create_signing_key(a.config.audit.signing_key_file)
+    db = Database(f"sqlite:///{tmp_path / 'fork.db'}")
+    fork = AuditStore(db, "wa", stolen, checkpoint_every=1000, origin=notes.log_origin("privmesh.local", "wa"))
+    fork.append_batch([Event("wa", spiffe("mallory"), "Put", f"items/{i}") for i in range(size + 1)])
+    fork.checkpoint_head()
+    forged = fork.tlog.checkpoint(size + 1) or ""
+    forged_proof = fork.tlog.consistency(size, size + 1)
+    db.close()
+    async with secure_channel(_target(b), identity(pki, "wa"), timeout_seconds=5) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await common_pb2_grpc.AuditWitnessStub(ch).AddCheckpoint(common_pb2.AddCheckpointRequest(
+                old_size=size, consistency_proof=forged_proof, checkpoint=forged, log_public_key=_raw(a)))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert read_error(err.value).reason == "INCONSISTENT_CHECKPOINT"
+    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5) as ch:
+        held = await common_pb2_grpc.AuditLogStub(ch).ListWitnessedCheckpoints(
+            common_pb2.ListWitnessedCheckpointsRequest())
+    log = next(w for w in held.logs if w.origin == notes.log_origin("privmesh.local", "wa"))
+    assert list(log.refused_checkpoints) == [forged]
+    assert notes.parse_checkpoint(notes.parse_note(log.latest_checkpoint).text).size == size  # unchanged
+
+
+async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
+    a, b = mesh["wa"], mesh["wb"]
+    await _work(a, pki, 2)
+    note = await _head_note(a, pki)
+    text = note.render()
+    size = notes.parse_checkpoint(note.text).size
+
+    async def submit(who: str, **fields: Any) -> grpc.aio.AioRpcError:
+        request = common_pb2.AddCheckpointRequest(**{"old_size": 0, "checkpoint": text, "log_public_key": _raw(a),
+                                                     **fields})
+        async with secure_channel(_target(b), identity(pki, who), timeout_seconds=5) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await common_pb2_grpc.AuditWitnessStub(ch).AddCheckpoint(request)
+        return err.value
+
+    refused = await submit("wc")  # another service cannot submit wa's checkpoints
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    stale = await submit("wa")  # b already cosigned size `size`
+    assert stale.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert read_error(stale).metadata["latest_size"] == str(size)
+    other_key = await submit("wa", old_size=size, log_public_key=_raw(mesh["wc"]))
+    assert other_key.code() == grpc.StatusCode.PERMISSION_DENIED
+    for fields, field in (({"checkpoint": "garbage"}, "checkpoint"), ({"log_public_key": b"short"}, "log_public_key"),
+                          ({"old_size": size + 5}, "old_size")):
+        bad = await submit("wa", **fields)
+        assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert read_error(bad).violations[0].field == field
+    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5) as ch:
+        held = await common_pb2_grpc.AuditLogStub(ch).ListWitnessedCheckpoints(
+            common_pb2.ListWitnessedCheckpointsRequest())
+    log = next(w for w in held.logs if w.origin.endswith("/wa"))
+    assert not log.refused_checkpoints
+    assert notes.parse_checkpoint(notes.parse_note(log.latest_checkpoint).text).size == size
