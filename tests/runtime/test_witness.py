@@ -169,3 +169,32 @@ async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
     log = next(w for w in held.logs if w.origin.endswith("/wa"))
     assert not log.refused_checkpoints
     assert notes.parse_checkpoint(notes.parse_note(log.latest_checkpoint).text).size == size
+
+
+async def test_a_log_rewritten_with_its_stolen_key_shows_as_a_split_view_in_the_bundle(
+        mesh, pki: DevPki, tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+
+    await _work(mesh["wa"], pki, 5)
+    auditor = identity(pki, "auditor")
+    targets = {name: _target(server) for name, server in mesh.items()}
+    honest = await export_bundle(targets, auditor)
+    assert all(v.ok for v in verify_bundle(honest, _trust(mesh), min_witnesses=2))
+    # The thief runs its own wa with the stolen key and a rewritten history, re-signed end to end.
+    home = tmp_path / "thief"
+    home.mkdir()
+    path = server_config(home, pki, RULES, {"database": f"sqlite:///{home / 'echo.db'}"})
+    config = yaml.safe_load(path.read_text())
+    config["server"]["audit"]["signing_key_file"] = str(mesh["wa"].config.audit.signing_key_file)
+    bundle = pki.bundle("wa")
+    config["server"]["tls"].update(cert_file=str(bundle.cert_file), key_file=str(bundle.key_file))
+    path.write_text(yaml.safe_dump(config))
+    thief = await start_server(dataclasses.replace(echo.DEFINITION, name="wa"), path)
+    await _work(thief, pki, 9)
+    forged = await export_bundle({**targets, "wa": _target(thief)}, auditor)
+    verdicts = {v.service: v for v in verify_bundle(forged, _trust(mesh), min_witnesses=2)}
+    assert verdicts["wb"].ok and verdicts["wc"].ok
+    assert verdicts["wa"].finding is not None and "split view" in verdicts["wa"].finding.message
+    # and an earlier honest bundle disagrees with it too
+    verdicts = {v.service: v for v in verify_bundle(forged, _trust(mesh), min_witnesses=0, since=honest)}
+    assert verdicts["wa"].finding is not None

@@ -188,12 +188,14 @@ def evidence_export(state_dir: Path, output: Path) -> None:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON {service: audit key id} of the keys to accept (default: the keys in the bundle)")
-def evidence_verify(bundle: Path, trust: Path | None) -> None:
+@click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
+              help="pinned services that must have cosigned each log's latest tree checkpoint")
+def evidence_verify(bundle: Path, trust: Path | None, min_witnesses: int) -> None:
     """Verifies a bundle offline; names the first bad entry of each broken log. Exits 1 if any is broken."""
     try:
         data = json.loads(bundle.read_text())
         trusted = json.loads(trust.read_text()) if trust else None
-        verdicts = verify_bundle(data, trusted)
+        verdicts = verify_bundle(data, trusted, min_witnesses=min_witnesses)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{bundle} is not a readable evidence bundle: {exc}") from exc
     for v in verdicts:

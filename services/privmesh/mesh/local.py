@@ -66,6 +66,10 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+        {"name": "receipts", "principals": [pki.spiffe_id(c) for c in CLIENTS],
+         "methods": ["privmesh.common.v1.AuditLog/GetAuditReceipt"]},
+        {"name": "witnesses", "principals": [pki.spiffe_id(s.name) for s in specs],
+         "methods": ["privmesh.common.v1.AuditWitness/AddCheckpoint"]},
     ]
     for spec in specs:
         if spec.client_methods:
@@ -90,18 +94,21 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
             layout.pki.issue(name)
     layout.policy_file.write_text(yaml.safe_dump(_policy(layout.pki, specs), sort_keys=False))
     configs = {}
+    listen = {spec.name: f"127.0.0.1:{_free_port()}" for spec in specs}
     for spec in specs:
         bundle = layout.pki.bundle(spec.name)
         data_dir = layout.data_dir / spec.name
         data_dir.mkdir(exist_ok=True)
         config = {
             "server": {
-                "listen": f"127.0.0.1:{_free_port()}",
+                "listen": listen[spec.name],
                 "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
                         "key_file": str(bundle.key_file)},
                 "authz_policy": str(layout.policy_file),
                 "audit": {"database": f"sqlite:///{data_dir / 'audit.db'}",
-                          "signing_key_file": str(data_dir / "audit-signing-key.pem")},
+                          "signing_key_file": str(data_dir / "audit-signing-key.pem"),
+                          "witnesses": [{"service": peer, "target": target} for peer, target in listen.items()
+                                        if peer != spec.name]},
                 "metrics": {"enabled": True, "port": _free_port()},
                 "state_dir": str(data_dir),
             },

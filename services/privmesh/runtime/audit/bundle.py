@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Finding, verify_log
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
+from privmesh.runtime.audit.transparency import export_tree, export_witnessed, tree_findings
 from privmesh.runtime.client import ClientIdentity, secure_channel
 
 FORMAT = "privmesh-evidence/1"
@@ -46,6 +47,7 @@ async def export_service(target: str, identity: ClientIdentity) -> dict[str, Any
             token = more.next_page_token
             if not token:
                 break
+        tree = await export_tree(stub, head.head.sequence)
     covered = head.head.sequence
     return {
         "service": head.head.service,
@@ -54,12 +56,18 @@ async def export_service(target: str, identity: ClientIdentity) -> dict[str, Any
         "head": json_format.MessageToDict(head.head),
         "checkpoints": [json_format.MessageToDict(c) for c in checkpoints if c.sequence <= covered],
         "entries": [json_format.MessageToDict(e) for e in entries[:covered]],
+        "tree": tree,
     }
 
 
 async def export_bundle(targets: Mapping[str, str], identity: ClientIdentity) -> dict[str, Any]:
+    witnessed = {}
+    for service, target in targets.items():  # witnesses first: no log is then behind what was cosigned
+        async with secure_channel(target, identity, timeout_seconds=30) as channel:
+            witnessed[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
     services = [await export_service(target, identity) for target in targets.values()]
-    return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services}
+    return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services,
+            "witnessed": witnessed}
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,17 @@ class ServiceVerdict:
         return self.finding is None
 
 
-def verify_bundle(bundle: Mapping[str, Any], trusted_keys: Mapping[str, str] | None = None) -> list[ServiceVerdict]:
+def verify_bundle(bundle: Mapping[str, Any], trusted_keys: Mapping[str, str] | None = None, *,
+                  trust_domain: str = "privmesh.local", min_witnesses: int = 1,
+                  since: Mapping[str, Any] | None = None) -> list[ServiceVerdict]:
+    verdicts = _verify_chains(bundle, trusted_keys)
+    pinned = {v.service: base64.b64decode(s["public_key"])
+              for v, s in zip(verdicts, bundle["services"], strict=True) if v.ok}
+    found = tree_findings(bundle, pinned, trust_domain, min_witnesses, since)
+    return [replace(v, finding=found[v.service]) if v.service in found else v for v in verdicts]
+
+
+def _verify_chains(bundle: Mapping[str, Any], trusted_keys: Mapping[str, str] | None = None) -> list[ServiceVerdict]:
     """Verifies every service's chain against its signed head. With `trusted_keys` (service -> key id),
     a log signed by any other key fails: without it, the keys in the bundle are taken at their word."""
     if bundle.get("format") != FORMAT:

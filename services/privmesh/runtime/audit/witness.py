@@ -115,7 +115,7 @@ class Witness:
                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (witness, origin) DO UPDATE SET "
                             "size = excluded.size, root = excluded.root, note = excluded.note",
                             (self.name, head.origin, request.log_public_key, head.size, head.root,
-                             notes.Note(note.text, (cosignature,)).render()))
+                             notes.Note(note.text, (*note.signatures, cosignature)).render()))
         if refusal is not None:
             raise FailedPrecondition(INCONSISTENT, f"checkpoint of {head.origin} refused: {refusal}")
         return cosignature.line()
