@@ -19,7 +19,7 @@ def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
 
 
 def test_demo_runs_the_scenario_and_passes(tmp_path: Path) -> None:
-    result = run("demo", cwd=tmp_path, timeout=300)
+    result = run("demo", cwd=tmp_path, timeout=420)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert [line.split(".")[0] for line in out.splitlines() if line[:2] in {f"{n}." for n in range(1, 7)}] == \
@@ -32,6 +32,8 @@ def test_demo_runs_the_scenario_and_passes(tmp_path: Path) -> None:
     assert "decrypted risk" in out and "secret key stays here" in out
     assert "NONCE_REPLAYED" in out and "ATTESTATION_REQUIRED" in out
     assert "fl-coordinator:" in out and "intact" in out and "tampered copy refused" in out
+    assert "verified offline: in the tree of" in out and "cosigned by" in out
+    assert "refused by witness" in out and "BROKEN: fork" in out
     assert "demo passed" in out
 
 

@@ -250,5 +250,22 @@ def evidence_verify_receipt(receipt: Path, trust: Path, trust_domain: str, min_w
     sys.exit(0 if verdict.ok else 1)
 
 
+@evidence.command("archive")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="YAML {bucket, prefix, retention_days, endpoint_url, region}")
+def evidence_archive(bundle: Path, config_file: Path) -> None:
+    """Writes a bundle's log segments and checkpoints to S3 under Object Lock (COMPLIANCE mode)."""
+    from privmesh.runtime.audit.worm import NoObjectLock, WormConfig, archive, s3_client
+
+    try:
+        config = WormConfig.from_file(config_file)
+        written = archive(json.loads(bundle.read_text()), config, s3_client(config))
+    except (ValueError, NoObjectLock) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"{len(written)} objects written to s3://{config.bucket}/{config.prefix} "
+                  f"(COMPLIANCE, {config.retention_days} days)")
+
+
 if __name__ == "__main__":
     main()
