@@ -267,5 +267,26 @@ def evidence_archive(bundle: Path, config_file: Path) -> None:
                   f"(COMPLIANCE, {config.retention_days} days)")
 
 
+@main.command("console")
+@STATE_DIR
+@click.option("--port", type=click.IntRange(0, 65535), default=8088, show_default=True)
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {service: audit key id} to verify against (default: the keys the mesh was deployed with)")
+def console_command(state_dir: Path, port: int, trust: Path | None) -> None:
+    """Serves the read-only auditor console on 127.0.0.1 (reads the services' APIs as the auditor identity)."""
+    from aiohttp import web
+
+    from privmesh.console.app import AuditorConsole
+
+    layout = MeshLayout(state_dir)
+    targets = {e.service: e.target for e in layout.endpoints()}
+    if not targets:
+        raise click.ClickException(f"no mesh is running from {state_dir}")
+    pins = json.loads(trust.read_text()) if trust else layout.audit_key_ids(targets)
+    app = AuditorConsole(targets, layout.identity("auditor"), pins)
+    console.print(f"auditor console: http://127.0.0.1:{port}/login?token={app.token}")
+    web.run_app(app.app(), host="127.0.0.1", port=port, print=None)
+
+
 if __name__ == "__main__":
     main()

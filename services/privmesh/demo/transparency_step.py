@@ -3,7 +3,6 @@ fork made with a stolen audit key that the witnesses refuse and the next evidenc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -31,9 +30,7 @@ def _key_file(ctx: DemoContext, service: str) -> Path:
 
 
 def pinned_keys(ctx: DemoContext) -> dict[str, str]:
-    """The operator's pins: each service's audit key id, read from the key files the mesh was deployed with."""
-    return {service: hashlib.sha256(notes.raw_public_key(load_or_create_signing_key(_key_file(ctx, service))
-                                                          .public_key())).hexdigest() for service in ctx.targets}
+    return ctx.layout.audit_key_ids(ctx.targets)
 
 
 async def receipt_step(ctx: DemoContext, trust: dict[str, str]) -> None:

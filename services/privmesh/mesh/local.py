@@ -4,6 +4,7 @@ catalogued service as a process, waits for health over mTLS, and stops them clea
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,14 @@ class MeshLayout:
     def identity(self, name: str) -> ClientIdentity:
         bundle = self.pki.bundle(name)
         return ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file)
+
+    def audit_key_ids(self, services: Iterable[str]) -> dict[str, str]:
+        """The operator's pins: each service's audit key id, from the key files the mesh was deployed with."""
+        from privmesh.runtime.audit.checkpoint import raw_public_key
+        from privmesh.runtime.audit.log import load_or_create_signing_key
+
+        return {s: hashlib.sha256(raw_public_key(load_or_create_signing_key(
+            self.data_dir / s / "audit-signing-key.pem").public_key())).hexdigest() for s in services}
 
     def endpoints(self) -> list[Endpoint]:
         if not self.mesh_file.exists():

@@ -92,7 +92,10 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                               context: grpc.aio.ServicerContext) -> common_pb2.GetAuditReceiptResponse:
         principal = current_principal.get()
         tlog = self._audit.store.tlog
-        sequence = request.sequence or await asyncio.to_thread(tlog.latest_entry_of, principal) or 0
+        sequence = int(request.sequence)
+        if not sequence:
+            latest: int | None = await asyncio.to_thread(tlog.latest_entry_of, principal)
+            sequence = latest or 0
         found = await self._audit.entries(sequence - 1, 1) if sequence else []
         auditor = self._authorizer is not None and self._authorizer.allows(principal, LIST_ENTRIES, "*")
         if not found or found[0].sequence != sequence or not (auditor or found[0].principal == principal):
