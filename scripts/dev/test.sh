@@ -15,6 +15,9 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   fi
 fi
 
+# The console's browser test drives Debian's Chromium (installed where missing; no browser is downloaded).
+scripts/dev/chromium.sh >/dev/null
+
 echo "== ruff"
 .venv/bin/ruff check services tests scripts
 echo "== pytest"

@@ -3,7 +3,11 @@ numbers it shows equal what the AuditLog APIs return, the search filters, and a 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +88,47 @@ async def test_a_tampered_log_shows_as_broken(console: str, mesh: dict[str, Any]
     assert not shown["wa"]["ok"] and shown["wa"]["first_bad_entry"] == 2
     assert shown["wb"]["ok"] and shown["wc"]["ok"]
     assert "BROKEN" in page and "mallory" not in page
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system Chromium's path (scripts/dev/chromium.sh installs Debian's package where it is missing)."""
+    found = subprocess.run([str(ROOT / "scripts/dev/chromium.sh")], capture_output=True, text=True, check=True)
+    return found.stdout.strip()
+
+
+async def test_the_pages_in_headless_chromium(console: str, mesh: dict[str, Any], pki: DevPki,  # noqa: F811
+                                              chromium: str) -> None:
+    """Debian's Chromium driven by playwright-core: the login, the numbers shown against the API's, a broken
+    log shown as broken, the search; screenshots kept in test-artifacts/console (or $PRIVMESH_ARTIFACTS)."""
+    shots = Path(os.environ.get("PRIVMESH_ARTIFACTS", ROOT / "test-artifacts")) / "console"
+    shots.mkdir(parents=True, exist_ok=True)
+    await _work(mesh["wa"], pki, 3)
+    await _work(mesh["wb"], pki, 2)
+    database = Path(str(mesh["wb"].config.audit.database).removeprefix("sqlite:///"))
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TRIGGER audit_entries_no_delete")
+        conn.execute("DELETE FROM audit_entries WHERE chain = 'wb' AND sequence = 1")
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as http, \
+            http.get(f"{console}/api/overview") as reply:
+        api = {s["service"]: s for s in (await reply.json())["services"]}
+    process = await asyncio.create_subprocess_exec(
+        "node", str(ROOT / "tests/runtime/console_browser.mjs"), console, "t0ken", chromium,
+        str(shots), spiffe("alice"), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    shown = json.loads(out)
+    assert shown["deniedStatus"] == 401 and shown["title"] == "privmesh · Audit logs"
+    rows = {row[0]: row for row in shown["services"]}
+    assert set(rows) == set(api)
+    for name, row in rows.items():
+        assert int(row[1]) == api[name]["entries"]
+        assert row[4].startswith("BROKEN") == (not api[name]["ok"])
+    assert rows["wb"][4].startswith("BROKEN") and rows["wa"][4].startswith("verified")
+    assert shown["entries"] and all(spiffe("alice") == e[3] for e in shown["entries"])
+    assert shown["count"] == f"{len(shown['entries'])} entries"
+    assert (shots / "overview.png").stat().st_size > 0 and (shots / "audit.png").stat().st_size > 0
