@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from privmesh.console.inventory import cell, inventory, spending
 from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 from privmesh.runtime.client import ClientIdentity
 
@@ -88,7 +89,28 @@ class AuditorConsole:
         application.router.add_get("/audit", self._audit)
         application.router.add_get("/api/overview", self._api_overview)
         application.router.add_get("/api/audit", self._api_audit)
+        application.router.add_get("/services", self._services)
+        application.router.add_get("/api/services", self._api_services)
         return application
+
+    async def _api_services(self, request: web.Request) -> web.Response:
+        return web.json_response({"sections": await inventory(self.targets, self.identity)})
+
+    async def _services(self, request: web.Request) -> web.Response:
+        parts = []
+        for section in await inventory(self.targets, self.identity):
+            items = section["items"]
+            columns = sorted({k for item in items for k in item})[:10]
+            header = "".join(f"<th>{_e(c)}</th>" for c in columns)
+            rows = "".join("<tr>" + "".join(f"<td>{_e(cell(item.get(c, ''))[:120])}</td>" for c in columns) + "</tr>"
+                           for item in items)
+            note = f"<p class='error'>{_e(section['error'])}</p>" if section["error"] else \
+                f"<p>{len(items)} items</p>"
+            parts.append(f"<h2 id='{_e(section['method'])}'>{_e(section['service'])}: {_e(section['title'])}</h2>"
+                         f"{note}<table data-method='{_e(section['method'])}'><tr>{header}</tr>{rows}</table>")
+            if section["method"] == "ListLedger":
+                parts.append(_chart(spending(items)))
+        return _page("Services", "".join(parts) + "<p><a href='/'>overview</a></p>")
 
     async def _api_overview(self, request: web.Request) -> web.Response:
         services, _ = await self.snapshot()
@@ -120,7 +142,8 @@ class AuditorConsole:
             for s in services)
         return _page("Audit logs", "<table id='services'><tr><th>service</th><th>entries</th><th>tree checkpoints"
                                    "</th><th>audit key</th><th>verification</th></tr>" + body + "</table>"
-                                   "<p><a href='/audit'>search the audit trail</a></p>")
+                                   "<p><a href='/audit'>search the audit trail</a> · <a href='/services'>"
+                                   "keys, tokens, budgets, federations, policies</a></p>")
 
     async def _audit(self, request: web.Request) -> web.Response:
         _, rows = await self.snapshot()
@@ -136,6 +159,25 @@ class AuditorConsole:
         return _page("Audit trail", form + f"<p id='count'>{len(found)} entries</p><table id='entries'><tr>"
                      "<th>service</th><th>#</th><th>time</th><th>principal</th><th>operation</th><th>resource</th>"
                      "<th>outcome</th></tr>" + body + "</table><p><a href='/'>overview</a></p>")
+
+
+def _chart(series: Mapping[str, list[tuple[str, float]]]) -> str:
+    """Cumulative privacy spending (rho) over time per analyst and dataset, as an inline SVG."""
+    if not series:
+        return "<p id='spending'>no privacy budget spent yet</p>"
+    times = sorted({t for points in series.values() for t, _ in points})
+    top = max(v for points in series.values() for _, v in points) or 1.0
+    width, height, colors = 600, 200, ("#c33", "#36c", "#393", "#c90", "#939")
+    lines, legend = [], []
+    for i, (name, points) in enumerate(sorted(series.items())):
+        xy = " ".join(f"{20 + (width - 40) * times.index(t) / max(len(times) - 1, 1):.1f},"
+                      f"{height - 20 - (height - 40) * v / top:.1f}" for t, v in points)
+        color = colors[i % len(colors)]
+        lines.append(f"<polyline fill='none' stroke='{color}' stroke-width='2' points='{xy}'/>")
+        legend.append(f"<li style='color:{color}'>{_e(name)}: {points[-1][1]:g} rho</li>")
+    return (f"<h3>spending over time</h3><svg id='spending' width='{width}' height='{height}' "
+            f"xmlns='http://www.w3.org/2000/svg'><rect width='100%' height='100%' fill='#fafafa'/>{''.join(lines)}"
+            f"</svg><ul>{''.join(legend)}</ul>")
 
 
 def _e(text: str) -> str:

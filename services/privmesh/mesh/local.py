@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from privmesh.console.inventory import METHODS as CONSOLE_METHODS
 from privmesh.mesh.catalog import CATALOG, ServiceSpec
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.pki import DevPki
@@ -76,6 +77,7 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+        {"name": "auditor-read", "principals": [pki.spiffe_id("auditor")], "methods": list(CONSOLE_METHODS)},
         {"name": "receipts", "principals": [pki.spiffe_id(c) for c in CLIENTS],
          "methods": ["privmesh.common.v1.AuditLog/GetAuditReceipt"]},
         {"name": "witnesses", "principals": [pki.spiffe_id(s.name) for s in specs],
