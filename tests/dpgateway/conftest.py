@@ -105,7 +105,7 @@ async def open_gateway(pki: DevPki, carol: DevPki, start_server: Callable[..., A
         server = await start_server(DEFINITION, gateway_config(tmp_path, pki, database, **service))
         stubs = []
         for name in (ADMIN, ANALYST, OTHER):
-            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name))
+            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), peer=spiffe("server"))
             channels.append(channel)
             stubs.append(dpgateway_pb2_grpc.DPGatewayStub(channel))
         return Gateway(server, *stubs)

@@ -75,8 +75,8 @@ def linear(tmp_path: Path) -> LinearSession:
 
 
 @pytest.fixture
-async def worker() -> AsyncIterator[Worker]:
-    started = Worker("test")
+async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
+    started = Worker("test", limits=WorkerLimits(key_dir=str(tmp_path)))  # the sessions' key files are there
     await started.start()
     yield started
     await started.close()
@@ -198,7 +198,7 @@ def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
 
 async def test_a_request_past_the_time_limit_is_killed_and_the_queued_ones_run_on_a_fresh_worker(
         tmp_path: Path, linear: LinearSession) -> None:
-    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0))
+    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0, key_dir=str(tmp_path)))
     await worker.start()
     try:
         pid = worker.pid
@@ -223,9 +223,10 @@ def _address_space_limit(pid: int) -> str:
     return line.split()[3]
 
 
-async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession) -> None:
+async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession,
+                                                                                 tmp_path: Path) -> None:
     cap = 4 << 30
-    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap))
+    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap, key_dir=str(tmp_path)))
     await worker.start()
     try:
         assert worker.pid is not None and _address_space_limit(worker.pid) == str(cap)

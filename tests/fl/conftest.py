@@ -156,6 +156,7 @@ async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
         "dev_root_files": [str(fl_tmp / "dev-root.pem")]})))
     kb_target, av_target = (f"127.0.0.1:{s.port}" for s in servers)
     settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
+                "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_port()}"}
     config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
@@ -165,9 +166,9 @@ async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
     servers.append(coordinator)
     target = f"127.0.0.1:{coordinator.port}"
     services = [pb.DESCRIPTOR.services_by_name["FLCoordinator"]]
-    alice = secure_channel(target, identity(pki, "alice"), services, timeout_seconds=60)
-    bob = secure_channel(target, identity(pki, "bob"), services, timeout_seconds=60)
-    av = secure_channel(av_target, identity(pki, "alice"))
+    alice = secure_channel(target, identity(pki, "alice"), services, timeout_seconds=60, peer=spiffe(COORDINATOR))
+    bob = secure_channel(target, identity(pki, "bob"), services, timeout_seconds=60, peer=spiffe(COORDINATOR))
+    av = secure_channel(av_target, identity(pki, "alice"), peer=spiffe("server"))
     hospitals = []
     for name in HOSPITALS:
         keys = ParticipantKeys.load_or_create(fl_tmp / name)

@@ -366,6 +366,7 @@ async def test_dp_fedadam_mlp_run_reports_the_accountants_epsilon(fl_env: FlEnv)
     assert [r.epsilon for r in run.rounds] == pytest.approx([accountant.epsilon(1.0, 1.2, k, 1e-3) for k in (1, 2)])
     assert run.privacy.epsilon == pytest.approx(accountant.epsilon(1.0, 1.2, 2, 1e-3))
     assert run.privacy.delta == 1e-3 and run.privacy.target_epsilon == 50.0
+    assert run.privacy.unnoised_aggregate_seen_by.startswith("fl-coordinator ServerApp: every clipped update")
     assert all(0 <= r.metrics["accuracy"] <= 1 for r in run.rounds)  # federated evaluation ran
     header, _ = await fetch(fl_env.stub, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
     assert [(t.name, list(t.shape)) for t in header.tensors] == [

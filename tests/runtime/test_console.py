@@ -17,15 +17,16 @@ from aiohttp import web
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.console.app import AuditorConsole
+from privmesh.runtime.audit.bundle import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity, spiffe
-from tests.runtime.test_witness import _target, _trust, _work, mesh  # noqa: F401 (mesh is a fixture)
+from tests.runtime.test_witness import _endpoints, _peer, _target, _trust, _work, mesh  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
 async def console(mesh: dict[str, Any], pki: DevPki) -> Any:  # noqa: F811
-    app = AuditorConsole({n: _target(s) for n, s in mesh.items()}, identity(pki, "auditor"), _trust(mesh), "t0ken")
+    app = AuditorConsole(_endpoints(mesh), identity(pki, "auditor"), Trust(_trust(mesh)), "t0ken")
     runner = web.AppRunner(app.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -36,7 +37,7 @@ async def console(mesh: dict[str, Any], pki: DevPki) -> Any:  # noqa: F811
 
 
 async def _entries(server: Any, pki: DevPki) -> int:
-    async with secure_channel(_target(server), identity(pki, "auditor"), timeout_seconds=5) as ch:
+    async with secure_channel(_target(server), identity(pki, "auditor"), timeout_seconds=5, peer=_peer(server)) as ch:
         head = await common_pb2_grpc.AuditLogStub(ch).GetAuditHead(common_pb2.GetAuditHeadRequest())
     return int(head.head.sequence)
 

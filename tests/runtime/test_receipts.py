@@ -34,8 +34,12 @@ async def server(tmp_path: Path, pki: DevPki, start_server):  # type: ignore[no-
     return await start_server(echo.DEFINITION, config)
 
 
+def _channel(server: Any, ident: Any) -> Any:
+    return secure_channel(f"127.0.0.1:{server.port}", ident, timeout_seconds=5, peer=spiffe("server"))
+
+
 async def _receipt(server: Any, pki: DevPki, who: str, sequence: int = 0) -> common_pb2.AuditReceipt:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, who), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, who)) as ch:
         stub = common_pb2_grpc.AuditLogStub(ch)
         return (await stub.GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=sequence))).receipt
 
@@ -50,7 +54,7 @@ def _raw_key(server: Any) -> bytes:
 
 
 async def test_a_caller_gets_a_receipt_for_its_entry_that_verifies_offline(server, pki: DevPki) -> None:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, "alice")) as ch:
         for i in range(7):
             await ch.unary_unary(ECHO + "Put")(f"k{i}=v".encode())
     receipt = await _receipt(server, pki, "alice")
@@ -63,7 +67,7 @@ async def test_a_caller_gets_a_receipt_for_its_entry_that_verifies_offline(serve
 
 
 async def test_nobody_gets_a_receipt_for_another_callers_entry(server, pki: DevPki) -> None:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, "alice")) as ch:
         await ch.unary_unary(ECHO + "Put")(b"a=1")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await _receipt(server, pki, "bob", 1)
@@ -75,7 +79,7 @@ async def test_nobody_gets_a_receipt_for_another_callers_entry(server, pki: DevP
 
 
 async def test_consistency_proof_arguments_are_validated(server, pki: DevPki) -> None:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "auditor"), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, "auditor")) as ch:
         stub = common_pb2_grpc.AuditLogStub(ch)
         await stub.GetAuditHead(common_pb2.GetAuditHeadRequest())
         for first, second, field in ((0, 0, "first_size"), (3, 2, "first_size"), (1, 10_000, "second_size")):
@@ -105,7 +109,7 @@ def _tamper(receipt: dict[str, Any], how: str) -> dict[str, Any]:
 @pytest.mark.parametrize(("how", "words"), [("entry", "modified"), ("proof", "inclusion proof"),
                                             ("index", "leaf index"), ("checkpoint", "not signed")])
 async def test_a_tampered_receipt_is_refused(server, pki: DevPki, how: str, words: str) -> None:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, "alice")) as ch:
         for i in range(6):
             await ch.unary_unary(ECHO + "Put")(f"k{i}=v".encode())
     good = to_json(await _receipt(server, pki, "alice", 4))
@@ -114,7 +118,7 @@ async def test_a_tampered_receipt_is_refused(server, pki: DevPki, how: str, word
 
 
 async def test_a_receipt_verifies_only_against_the_pinned_key(server, pki: DevPki) -> None:
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), timeout_seconds=5) as ch:
+    async with _channel(server, identity(pki, "alice")) as ch:
         await ch.unary_unary(ECHO + "Put")(b"a=1")
     receipt = to_json(await _receipt(server, pki, "alice"))
     verdict = verify_receipt(receipt, {"echo": "00" * 32}, min_witnesses=0)

@@ -70,14 +70,22 @@ def _target(server: Any) -> str:
     return f"127.0.0.1:{server.port}"
 
 
+def _peer(server: Any) -> str:
+    return spiffe(server.definition.name)
+
+
+def _endpoints(servers: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {name: (_target(server), _peer(server)) for name, server in servers.items()}
+
+
 async def _work(server: Any, pki: DevPki, count: int) -> None:
-    async with secure_channel(_target(server), identity(pki, "alice"), timeout_seconds=5) as ch:
+    async with secure_channel(_target(server), identity(pki, "alice"), timeout_seconds=5, peer=_peer(server)) as ch:
         for i in range(count):
             await ch.unary_unary(ECHO + "Put")(f"k{i}=v".encode())
 
 
 async def _head_note(server: Any, pki: DevPki) -> notes.Note:
-    async with secure_channel(_target(server), identity(pki, "auditor"), timeout_seconds=10) as ch:
+    async with secure_channel(_target(server), identity(pki, "auditor"), timeout_seconds=10, peer=_peer(server)) as ch:
         stub = common_pb2_grpc.AuditLogStub(ch)
         head = await stub.GetAuditHead(common_pb2.GetAuditHeadRequest())
         listed = await stub.ListTreeCheckpoints(common_pb2.ListTreeCheckpointsRequest(page_size=1000))
@@ -96,7 +104,7 @@ async def test_each_service_cosigns_the_others_and_receipts_carry_the_cosignatur
         for peer in ("wb", "wc"):
             assert notes.cosigned_at(note, notes.witness_name("privmesh.local", peer),
                                      mesh[peer].audit.public_key) is not None
-    async with secure_channel(_target(a), identity(pki, "alice"), timeout_seconds=10) as ch:
+    async with secure_channel(_target(a), identity(pki, "alice"), timeout_seconds=10, peer=_peer(a)) as ch:
         reply = await common_pb2_grpc.AuditLogStub(ch).GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=5))
     verdict = verify_receipt(to_json(reply.receipt), _trust(mesh), min_witnesses=2)
     assert verdict.ok, verdict.problem
@@ -122,13 +130,13 @@ async def test_a_fork_signed_with_a_stolen_key_is_refused_and_kept_as_evidence(m
     forged = fork.tlog.checkpoint(size + 1) or ""
     forged_proof = fork.tlog.consistency(size, size + 1)
     db.close()
-    async with secure_channel(_target(b), identity(pki, "wa"), timeout_seconds=5) as ch:
+    async with secure_channel(_target(b), identity(pki, "wa"), timeout_seconds=5, peer=_peer(b)) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await common_pb2_grpc.AuditWitnessStub(ch).AddCheckpoint(common_pb2.AddCheckpointRequest(
                 old_size=size, consistency_proof=forged_proof, checkpoint=forged, log_public_key=_raw(a)))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert read_error(err.value).reason == "INCONSISTENT_CHECKPOINT"
-    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5) as ch:
+    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5, peer=_peer(b)) as ch:
         held = await common_pb2_grpc.AuditLogStub(ch).ListWitnessedCheckpoints(
             common_pb2.ListWitnessedCheckpointsRequest())
     log = next(w for w in held.logs if w.origin == notes.log_origin("privmesh.local", "wa"))
@@ -146,7 +154,7 @@ async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
     async def submit(who: str, **fields: Any) -> grpc.aio.AioRpcError:
         request = common_pb2.AddCheckpointRequest(**{"old_size": 0, "checkpoint": text, "log_public_key": _raw(a),
                                                      **fields})
-        async with secure_channel(_target(b), identity(pki, who), timeout_seconds=5) as ch:
+        async with secure_channel(_target(b), identity(pki, who), timeout_seconds=5, peer=_peer(b)) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await common_pb2_grpc.AuditWitnessStub(ch).AddCheckpoint(request)
         return err.value
@@ -163,7 +171,7 @@ async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
         bad = await submit("wa", **fields)
         assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert read_error(bad).violations[0].field == field
-    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5) as ch:
+    async with secure_channel(_target(b), identity(pki, "auditor"), timeout_seconds=5, peer=_peer(b)) as ch:
         held = await common_pb2_grpc.AuditLogStub(ch).ListWitnessedCheckpoints(
             common_pb2.ListWitnessedCheckpointsRequest())
     log = next(w for w in held.logs if w.origin.endswith("/wa"))
@@ -173,13 +181,12 @@ async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
 
 async def test_a_log_rewritten_with_its_stolen_key_shows_as_a_split_view_in_the_bundle(
         mesh, pki: DevPki, tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
-    from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+    from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 
     await _work(mesh["wa"], pki, 5)
     auditor = identity(pki, "auditor")
-    targets = {name: _target(server) for name, server in mesh.items()}
-    honest = await export_bundle(targets, auditor)
-    assert all(v.ok for v in verify_bundle(honest, _trust(mesh), min_witnesses=2))
+    honest = await export_bundle(_endpoints(mesh), auditor)
+    assert all(v.ok for v in verify_bundle(honest, Trust(_trust(mesh)), min_witnesses=2))
     # The thief runs its own wa with the stolen key and a rewritten history, re-signed end to end.
     home = tmp_path / "thief"
     home.mkdir()
@@ -191,10 +198,10 @@ async def test_a_log_rewritten_with_its_stolen_key_shows_as_a_split_view_in_the_
     path.write_text(yaml.safe_dump(config))
     thief = await start_server(dataclasses.replace(echo.DEFINITION, name="wa"), path)
     await _work(thief, pki, 9)
-    forged = await export_bundle({**targets, "wa": _target(thief)}, auditor)
-    verdicts = {v.service: v for v in verify_bundle(forged, _trust(mesh), min_witnesses=2)}
+    forged = await export_bundle({**_endpoints(mesh), "wa": (_target(thief), _peer(thief))}, auditor)
+    verdicts = {v.service: v for v in verify_bundle(forged, Trust(_trust(mesh)), min_witnesses=2)}
     assert verdicts["wb"].ok and verdicts["wc"].ok
     assert verdicts["wa"].finding is not None and "split view" in verdicts["wa"].finding.message
     # and an earlier honest bundle disagrees with it too
-    verdicts = {v.service: v for v in verify_bundle(forged, _trust(mesh), min_witnesses=0, since=honest)}
+    verdicts = {v.service: v for v in verify_bundle(forged, Trust(_trust(mesh)), since=honest, min_witnesses=0)}
     assert verdicts["wa"].finding is not None

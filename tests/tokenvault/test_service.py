@@ -176,7 +176,7 @@ async def test_detokenize_policy_per_principal_and_field_with_audit(env: VaultEn
     assert not any(secretish in text for secretish in (ssn, secret, "123-45-6789", "s3cr3t-value", "6789"))
 
 
-async def test_detokenize_request_id_is_audited_once(env: VaultEnv) -> None:
+async def test_a_repeated_detokenize_is_audited_as_a_replay(env: VaultEnv) -> None:
     await create_all(env)
     [token] = await tokenize(env.alice, ("name", "Ada"))
     request = pb.DetokenizeRequest(parent=TENANT, items=[pb.TokenRef(field="name", token=token)],
@@ -184,7 +184,8 @@ async def test_detokenize_request_id_is_audited_once(env: VaultEnv) -> None:
     first = await env.alice.Detokenize(request)
     again = await env.alice.Detokenize(request)
     assert first == again and first.results[0].value == "Ada"
-    assert operations(env).count("Detokenize") == 1
+    disclosures = [details for _, op, _, outcome, details in env.audit() if op == "Detokenize"]
+    assert [d.get("replay") for d in disclosures] == [None, "true"]  # the plaintext was shown twice
 
 
 async def test_ttl_expiry_and_deterministic_expiry_keeps_the_later(env: VaultEnv) -> None:
@@ -224,7 +225,10 @@ async def test_delete_tokens_and_forget_subject_with_key_shredding(env: VaultEnv
     assert subject_keys == 2  # one data key per subject in the shredding field
     forgot = await env.alice.ForgetSubject(pb.ForgetSubjectRequest(parent=TENANT, subject_id="patient-1"))
     assert forgot.deleted_count == 2 and dict(forgot.deleted_by_field) == {"ssn": 1, "name": 1}
-    assert forgot.subject_key_destroyed
+    # The subject's KEK waits out key-broker's deletion period (7 days by default): scheduled, not destroyed.
+    [deletion] = forgot.subject_key_deletions
+    assert not forgot.subject_key_destroyed and deletion.field == "ssn"
+    assert deletion.deletion_time.ToSeconds() - forgot.forget_time.ToSeconds() in range(7 * 86400 - 60, 7 * 86400 + 1)
     assert env.rows("SELECT COUNT(*) FROM tv_data_keys WHERE field = 'ssn'")[0][0] == 1
     # The shared deterministic token stays detokenizable through the other subject's entry.
     assert await detokenize(env.alice, ("ssn", shared), ("name", bea)) == ["123-45-6789", "Bea"]

@@ -16,7 +16,7 @@ from rich.table import Table
 from privmesh.fl.participant.cli import participant
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout, check_health
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.pki import LEAF_VALIDITY, DevPki
 
 console = Console()
@@ -121,7 +121,7 @@ def status(state_dir: Path) -> None:
     specs = {s.name: s for s in CATALOG}
 
     async def probe() -> list[str]:
-        return [await check_health(e.target, layout.identity("admin"), specs[e.service].grpc_service)
+        return [await check_health(e.target, layout.identity("admin"), specs[e.service].grpc_service, peer=e.spiffe_id)
                 for e in endpoints]
 
     statuses = asyncio.run(probe())
@@ -150,10 +150,11 @@ def demo(state_dir: Path | None) -> None:
             if mesh is not None:
                 console.print("starting a local mesh…")
                 await mesh.start()
-            targets = {e.service: e.target for e in layout.endpoints()}
-            if not targets:
+            endpoints = layout.endpoints()
+            if not endpoints:
                 raise click.ClickException(f"no mesh is running from {state_dir}")
-            return await run_scenario(DemoContext(layout, console, targets, Path(tmp)))
+            return await run_scenario(DemoContext(layout, console, {e.service: e.target for e in endpoints},
+                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints}))
 
         try:
             ok = asyncio.run(run())
@@ -175,7 +176,7 @@ def evidence() -> None:
 def evidence_export(state_dir: Path, output: Path) -> None:
     """Collects the audit logs of all running services into one bundle (as the auditor identity)."""
     layout = MeshLayout(state_dir)
-    targets = {e.service: e.target for e in layout.endpoints()}
+    targets = {e.service: (e.target, e.spiffe_id) for e in layout.endpoints()}
     if not targets:
         raise click.ClickException(f"no mesh is running from {state_dir}")
     bundle = asyncio.run(export_bundle(targets, layout.identity("auditor")))
@@ -187,15 +188,33 @@ def evidence_export(state_dir: Path, output: Path) -> None:
 @evidence.command("verify")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON {service: audit key id} of the keys to accept (default: the keys in the bundle)")
+              help="JSON {service: audit key id} of the audit keys to accept")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM of the mesh CA(s): accept an audit key endorsed by its service's mesh certificate")
+@click.option("--trust-domain", default="privmesh.local", show_default=True,
+              help="the trust domain whose service identities may endorse audit keys (with --ca)")
+@click.option("--expect", "expected", multiple=True,
+              help="a service that must be in the bundle (repeatable; default: every privmesh service)")
+@click.option("--since", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="an earlier bundle: each of its services must be present with a head no older and the same "
+                   "entries up to it")
 @click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
               help="pinned services that must have cosigned each log's latest tree checkpoint")
-def evidence_verify(bundle: Path, trust: Path | None, min_witnesses: int) -> None:
-    """Verifies a bundle offline; names the first bad entry of each broken log. Exits 1 if any is broken."""
+def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_domain: str, expected: tuple[str, ...],
+                    since: Path | None, min_witnesses: int) -> None:
+    """Verifies a bundle offline against pinned keys; names the first bad entry of each broken log. Exits 1 if any
+    is broken or missing, 2 when nothing is pinned (--trust or --ca is required)."""
+    from cryptography import x509
+
+    if trust is None and ca is None:
+        raise click.UsageError("no pinned audit keys: pass --trust KEYS.json or --ca MESH-CA.pem (a bundle's own "
+                               "keys prove nothing; without a pin a forged bundle would verify)")
     try:
-        data = json.loads(bundle.read_text())
-        trusted = json.loads(trust.read_text()) if trust else None
-        verdicts = verify_bundle(data, trusted, min_witnesses=min_witnesses)
+        anchors = Trust(json.loads(trust.read_text()) if trust else {},
+                        x509.load_pem_x509_certificates(ca.read_bytes()) if ca else (), trust_domain)
+        earlier = json.loads(since.read_text()) if since else None
+        verdicts = verify_bundle(json.loads(bundle.read_text()), anchors, expected or [s.name for s in CATALOG],
+                                 earlier, min_witnesses)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{bundle} is not a readable evidence bundle: {exc}") from exc
     for v in verdicts:
@@ -218,10 +237,11 @@ def evidence_receipt(state_dir: Path, service: str, sequence: int, who: str, out
     """Fetches a receipt for an audit entry of SERVICE from the running mesh."""
     from privmesh.runtime.audit.receipt import fetch_receipt, to_json
 
-    targets = {e.service: e.target for e in MeshLayout(state_dir).endpoints()}
+    targets = {e.service: (e.target, e.spiffe_id) for e in MeshLayout(state_dir).endpoints()}
     if service not in targets:
         raise click.ClickException(f"{service} is not running from {state_dir}")
-    receipt = asyncio.run(fetch_receipt(targets[service], MeshLayout(state_dir).identity(who), sequence))
+    target, peer = targets[service]
+    receipt = asyncio.run(fetch_receipt(target, MeshLayout(state_dir).identity(who), peer, sequence))
     output.write_text(json.dumps(to_json(receipt), indent=1))
     console.print(f"receipt for {service} entry {receipt.entry.sequence} written to {output}")
 
@@ -271,7 +291,7 @@ def evidence_archive(bundle: Path, config_file: Path) -> None:
 @STATE_DIR
 @click.option("--port", type=click.IntRange(0, 65535), default=8088, show_default=True)
 @click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON {service: audit key id} to verify against (default: the keys the mesh was deployed with)")
+              help="JSON {service: audit key id} to verify against (default: keys endorsed by the mesh CA)")
 def console_command(state_dir: Path, port: int, trust: Path | None) -> None:
     """Serves the read-only auditor console on 127.0.0.1 (reads the services' APIs as the auditor identity)."""
     from aiohttp import web
@@ -279,11 +299,15 @@ def console_command(state_dir: Path, port: int, trust: Path | None) -> None:
     from privmesh.console.app import AuditorConsole
 
     layout = MeshLayout(state_dir)
-    targets = {e.service: e.target for e in layout.endpoints()}
-    if not targets:
+    from cryptography import x509
+
+    endpoints = {e.service: (e.target, e.spiffe_id) for e in layout.endpoints()}
+    if not endpoints:
         raise click.ClickException(f"no mesh is running from {state_dir}")
-    pins = json.loads(trust.read_text()) if trust else layout.audit_key_ids(targets)
-    app = AuditorConsole(targets, layout.identity("auditor"), pins)
+    pins = Trust(json.loads(trust.read_text())) if trust else \
+        Trust(roots=x509.load_pem_x509_certificates(layout.pki.ca_file.read_bytes()),
+              trust_domain=layout.pki.trust_domain)
+    app = AuditorConsole(endpoints, layout.identity("auditor"), pins)
     console.print(f"auditor console: http://127.0.0.1:{port}/login?token={app.token}")
     web.run_app(app.app(), host="127.0.0.1", port=port, print=None)
 

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from privmesh.console.inventory import cell, inventory, spending
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.client import ClientIdentity
 
 COOKIE = "privmesh_console"
@@ -39,17 +39,17 @@ class Row:
 
 
 class AuditorConsole:
-    def __init__(self, targets: Mapping[str, str], identity: ClientIdentity, trusted: Mapping[str, str],
+    def __init__(self, endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity, trust: Trust,
                  token: str | None = None) -> None:
-        self.targets = dict(targets)
+        self.endpoints = dict(endpoints)  # service -> (target, SPIFFE ID)
         self.identity = identity
-        self.trusted = dict(trusted)
+        self.trust = trust
         self.token = token or secrets.token_urlsafe(32)
 
     async def snapshot(self) -> tuple[list[dict[str, Any]], list[Row]]:
         """Each service's verification state, and every entry (newest first), read through the APIs."""
-        bundle = await export_bundle(self.targets, self.identity)
-        verdicts = {v.service: v for v in verify_bundle(bundle, self.trusted)}
+        bundle = await export_bundle(self.endpoints, self.identity)
+        verdicts = {v.service: v for v in verify_bundle(bundle, self.trust, self.endpoints)}
         services, rows = [], []
         for section in bundle["services"]:
             verdict = verdicts[section["service"]]
@@ -94,11 +94,11 @@ class AuditorConsole:
         return application
 
     async def _api_services(self, request: web.Request) -> web.Response:
-        return web.json_response({"sections": await inventory(self.targets, self.identity)})
+        return web.json_response({"sections": await inventory(self.endpoints, self.identity)})
 
     async def _services(self, request: web.Request) -> web.Response:
         parts = []
-        for section in await inventory(self.targets, self.identity):
+        for section in await inventory(self.endpoints, self.identity):
             items = section["items"]
             columns = sorted({k for item in items for k in item})[:10]
             header = "".join(f"<th>{_e(c)}</th>" for c in columns)

@@ -47,7 +47,7 @@ SOURCES = (
 METHODS = tuple(s.method.rsplit(".", 1)[0] + "/" + s.method.rsplit(".", 1)[1] for s in SOURCES)
 
 
-async def read(source: Source, target: str, identity: ClientIdentity) -> list[dict[str, Any]]:
+async def read(source: Source, target: str, peer: str, identity: ClientIdentity) -> list[dict[str, Any]]:
     """Every item the method lists (following page tokens), as JSON objects."""
     method = descriptor_pool.Default().FindMethodByName(source.method)
     request_class = message_factory.GetMessageClass(method.input_type)
@@ -55,7 +55,7 @@ async def read(source: Source, target: str, identity: ClientIdentity) -> list[di
     items_field = next(f for f in method.output_type.fields if f.label == f.LABEL_REPEATED)
     path = f"/{method.containing_service.full_name}/{method.name}"
     items: list[dict[str, Any]] = []
-    async with secure_channel(target, identity, timeout_seconds=10) as channel:
+    async with secure_channel(target, identity, timeout_seconds=10, peer=peer) as channel:
         call = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
                                    response_deserializer=response_class.FromString)
         token = ""
@@ -71,14 +71,15 @@ async def read(source: Source, target: str, identity: ClientIdentity) -> list[di
     return items
 
 
-async def inventory(targets: Mapping[str, str], identity: ClientIdentity) -> list[dict[str, Any]]:
-    """One section per source whose service runs: its items, or the error that kept the auditor from them."""
+async def inventory(endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity) -> list[dict[str, Any]]:
+    """One section per source whose service runs (`endpoints`: service -> (target, SPIFFE ID)): its items, or
+    the error that kept the auditor from them."""
     sections = []
     for source in SOURCES:
-        if source.service not in targets:
+        if source.service not in endpoints:
             continue
         try:
-            items, error = await read(source, targets[source.service], identity), ""
+            items, error = await read(source, *endpoints[source.service], identity), ""
         except grpc.aio.AioRpcError as exc:
             items, error = [], f"{exc.code().name}: {exc.details()}"
         sections.append({"service": source.service, "method": source.method.rsplit(".", 1)[1],

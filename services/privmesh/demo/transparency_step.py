@@ -13,7 +13,7 @@ import grpc
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.demo.scenario import DemoContext, expect
 from privmesh.runtime.audit import checkpoint as notes
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.audit.chain import Event
 from privmesh.runtime.audit.log import load_or_create_signing_key
 from privmesh.runtime.audit.receipt import fetch_receipt, to_json, verify_receipt
@@ -36,7 +36,7 @@ def pinned_keys(ctx: DemoContext) -> dict[str, str]:
 async def receipt_step(ctx: DemoContext, trust: dict[str, str]) -> None:
     for service, target in ctx.targets.items():
         try:
-            receipt = await fetch_receipt(target, ctx.layout.identity("demo-client"))
+            receipt = await fetch_receipt(target, ctx.layout.identity("demo-client"), ctx.peers[service])
         except grpc.aio.AioRpcError:
             continue  # the demo client did nothing on this service
         path = ctx.work_dir / "receipt.json"
@@ -49,8 +49,9 @@ async def receipt_step(ctx: DemoContext, trust: dict[str, str]) -> None:
     expect(False, "the demo client has no audit entry to get a receipt for")
 
 
-async def _witnessed_size(target: str, ctx: DemoContext, origin: str) -> int:
-    async with secure_channel(target, ctx.layout.identity("auditor"), timeout_seconds=10) as channel:
+async def _witnessed_size(service: str, ctx: DemoContext, origin: str) -> int:
+    async with secure_channel(ctx.targets[service], ctx.layout.identity("auditor"), timeout_seconds=10,
+                              peer=ctx.peers[service]) as channel:
         held = await common_pb2_grpc.AuditLogStub(channel).ListWitnessedCheckpoints(
             common_pb2.ListWitnessedCheckpointsRequest())
     latest = next((w.latest_checkpoint for w in held.logs if w.origin == origin), "")
@@ -62,7 +63,7 @@ async def fork_step(ctx: DemoContext, trust: dict[str, str]) -> None:
     victim, witness = sorted(ctx.targets)[-1], sorted(ctx.targets)[0]
     origin = notes.log_origin(TRUST_DOMAIN, victim)
     key = load_or_create_signing_key(_key_file(ctx, victim))
-    old = await _witnessed_size(ctx.targets[witness], ctx, origin)
+    old = await _witnessed_size(witness, ctx, origin)
     with tempfile.TemporaryDirectory(prefix="privmesh-fork-") as tmp:
         db = Database(f"sqlite:///{Path(tmp) / 'fork.db'}")
         fork = AuditStore(db, victim, key, checkpoint_every=100_000, origin=origin)
@@ -74,7 +75,8 @@ async def fork_step(ctx: DemoContext, trust: dict[str, str]) -> None:
     request = common_pb2.AddCheckpointRequest(old_size=old, consistency_proof=proof, checkpoint=forged,
                                               log_public_key=notes.raw_public_key(key.public_key()))
     try:
-        async with secure_channel(ctx.targets[witness], ctx.layout.identity(victim), timeout_seconds=10) as channel:
+        async with secure_channel(ctx.targets[witness], ctx.layout.identity(victim), timeout_seconds=10,
+                                  peer=ctx.peers[witness]) as channel:
             await common_pb2_grpc.AuditWitnessStub(channel).AddCheckpoint(request)
         refused: Any = None
     except grpc.aio.AioRpcError as exc:
@@ -83,8 +85,8 @@ async def fork_step(ctx: DemoContext, trust: dict[str, str]) -> None:
            "a witness cosigned a forked checkpoint")
     ctx.console.print(f"   forged {victim} history (size {old + 1}, signed with the stolen key) refused by witness "
                       f"{witness}: {refused.message}")
-    bundle = await export_bundle(ctx.targets, ctx.layout.identity("auditor"))
-    [verdict] = [v for v in verify_bundle(bundle, trust) if v.service == victim]
+    bundle = await export_bundle({s: (t, ctx.peers[s]) for s, t in ctx.targets.items()}, ctx.layout.identity("auditor"))
+    [verdict] = [v for v in verify_bundle(bundle, Trust(trust)) if v.service == victim]
     expect(verdict.finding is not None and "fork" in verdict.finding.message,
            "the next evidence bundle does not report the fork")
     ctx.console.print(f"   next bundle: {victim} BROKEN: {verdict.finding.message}")  # type: ignore[union-attr]

@@ -23,7 +23,7 @@ from privmesh.dpgateway.datasets import DatasetExists, DatasetStore, EtagMismatc
 from privmesh.dpgateway.engine import Budgeting, CompileError, DatasetEngine, ReleaseFailed, SourceUnavailable
 from privmesh.dpgateway.ledger import WIDE, Budget, BudgetExceeded, Ledger, LedgerEntry, NoBudget, Reservation
 from privmesh.dpgateway.ledger import EtagMismatch as BudgetEtagMismatch
-from privmesh.dpgateway.loss import Loss, unit_problems
+from privmesh.dpgateway.loss import Loss, exact, unit_problems
 from privmesh.dpgateway.plan import KeysMode, Plan, digest, plan_from_canonical, validate_plan
 from privmesh.dpgateway.results import Estimate, NoisyComponent, Row, build_answer
 from privmesh.dpgateway.schema import Accounting, DatasetSpec, validate_dataset
@@ -207,7 +207,7 @@ class GatewayService:
         if budget is None and stored is None:
             raise NotFound("DATASET_NOT_FOUND", f"no dataset datasets/{dataset_id}")
         if budget is None:
-            budget = Budget(dataset_id, analyst, None, Loss(), Loss(), 0, "")
+            budget = Budget(dataset_id, analyst, None, exact(()), exact(()), 0, "")
         wide = None
         if analyst != WIDE:
             found = await asyncio.to_thread(self.ledger.get_budget, dataset_id, WIDE)

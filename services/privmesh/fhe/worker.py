@@ -75,10 +75,12 @@ class WorkerTimedOut(WorkerCrashed):
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """What one sandbox process may use: seconds per request, and bytes of address space (0: no cap)."""
+    """What one sandbox process may use: seconds per request, bytes of address space (0: no cap), and the one
+    directory it may read (the sessions' key files; see sandbox.py)."""
 
     seconds_per_request: float = 300.0
     address_space_bytes: int = 0
+    key_dir: str = ""
 
 
 # --- inside the worker process ------------------------------------------------------------------------------
@@ -241,11 +243,20 @@ def _write(stream: io.BufferedIOBase, message: tuple[str, Any]) -> None:
     stream.flush()
 
 
-def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int) -> None:
+def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, key_dir: str) -> None:
     if address_space_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
     stream = channel.makefile("rwb")
     sandbox = _Sandbox(max_sessions)
+    # Everything a request runs is imported before the process is confined (imports read files).
+    import privmesh.fhe.circuit
+    import privmesh.fhe.model
+    import privmesh.fhe.openfhe_evaluator
+    import privmesh.fhe.params  # noqa: F401
+    from privmesh.fhe.sandbox import confine
+
+    layers = confine([channel.fileno()], Path(key_dir) if key_dir else None)
+    log.info("FHE worker confined: %s", ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in layers.items()))
     _write(stream, (_READY, None))
     while True:
         request = _read(stream)
@@ -287,7 +298,8 @@ class _Process:
         for end in (parent, child):  # a whole request or reply fits: neither side waits for the other to read
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions,
-                                                                                    limits.address_space_bytes),
+                                                                                    limits.address_space_bytes,
+                                                                                    limits.key_dir),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)

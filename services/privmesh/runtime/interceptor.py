@@ -1,5 +1,7 @@
 """The one server interceptor: mTLS identity, deny-by-default authorization, error translation, metrics,
-access logs and tracing, applied to every method of every service on the server.
+access logs and tracing, applied to every method of every service on the server. Every refusal (an
+unauthenticated or foreign peer, a method or resource the policy denies) is audited with its reason, unless the
+serving code audited it itself.
 
 Handlers are wrapped once, as they are registered (`InterceptedServer`), not through grpc.aio's interceptor
 pipeline, which runs a chain of coroutines on every call to look the handler up again.
@@ -18,8 +20,9 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_method, current_principal
+from privmesh.runtime.context import current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.logs import redact
@@ -37,8 +40,11 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
-                 tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
+                 tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
+                 audit: AuditLog) -> None:
         self._authorizer = authorizer
+        self._audit = audit
+        self._trust_prefix = f"spiffe://{trust_domain}/"
         self._domain = error_domain
         self._metrics = metrics
         self._tracer = tracer
@@ -48,14 +54,31 @@ class MeshInterceptor:
         status = to_grpc_status(error, self._domain)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    async def _audit_refusal(self, method: str, principal: str, error: ServiceError) -> None:
+        """Records a refusal; the call is refused whether or not the record could be written."""
+        try:
+            await self._audit.append(method.rpartition("/")[2], outcome="DENIED", principal=principal,
+                                     details={"reason": error.reason, "method": method})
+        except ServiceError:
+            log.error("a refusal of %s could not be audited", method)
+
+    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, principal: str,
+                      error: ServiceError) -> NoReturn:
+        await self._audit_refusal(method, principal, error)
+        await self._abort(context, error)
+
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
         if principal is None:
-            await self._abort(context, Unauthenticated("UNAUTHENTICATED_PEER",
-                                                       "a client certificate with one SPIFFE URI SAN is required"))
+            await self._refuse(method, context, "", Unauthenticated(
+                "UNAUTHENTICATED_PEER", "a client certificate with one SPIFFE URI SAN is required"))
+        if not principal.startswith(self._trust_prefix):
+            await self._refuse(method, context, principal, Unauthenticated(
+                "FOREIGN_TRUST_DOMAIN", f"{principal} is outside this service's trust domain "
+                                        f"({self._trust_prefix.removesuffix('/')})"))
         if not self._authorizer.allows_method(principal, method):
-            await self._abort(context, PermissionDenied("PERMISSION_DENIED_BY_POLICY",
-                                                        f"{principal} may not call {method}"))
+            await self._refuse(method, context, principal, PermissionDenied(
+                "PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}"))
         return principal
 
     def _span(self, method: str, context: grpc.aio.ServicerContext, principal: str) -> Any:
@@ -96,12 +119,15 @@ class MeshInterceptor:
         """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
+        refusal_token = refusal_audited.set(False)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
             with self._span(method, context, principal):
                 yield
         except ServiceError as error:
             code = error.code
+            if code == grpc.StatusCode.PERMISSION_DENIED and not refusal_audited.get():
+                await self._audit_refusal(method, principal, error)
             await self._abort(context, error)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -114,6 +140,7 @@ class MeshInterceptor:
             self._finish(method, principal, code, start, request)
             current_principal.reset(principal_token)
             current_method.reset(method_token)
+            refusal_audited.reset(refusal_token)
 
     def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:

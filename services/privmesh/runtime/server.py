@@ -33,6 +33,7 @@ from privmesh.runtime.audit.witness import AuditWitnessServicer, witnessing
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
@@ -93,6 +94,9 @@ class MeshServer:
 
     async def start(self) -> None:
         cfg, name = self.config, self.definition.name
+        me = own_principal(cfg.tls.cert_file)
+        if not me.startswith(f"spiffe://{cfg.trust_domain}/"):
+            raise ConfigError(f"server.tls.cert_file: {me} is outside server.trust_domain {cfg.trust_domain}")
         authorizer = Authorizer.from_file(cfg.authz_policy)
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
@@ -102,7 +106,8 @@ class MeshServer:
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
-        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
+        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
+                                      trust_domain=cfg.trust_domain, audit=audit)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -112,7 +117,7 @@ class MeshServer:
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
             lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(
-                AuditLogServicer(audit, authorizer, witness, cosigners), s)))
+                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners), s)))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditWitness"].full_name,
             lambda s: common_pb2_grpc.add_AuditWitnessServicer_to_server(

@@ -171,9 +171,12 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
                             context: grpc.aio.ServicerContext) -> pb.ForgetSubjectResponse:
         tenant = _tenant(request.parent)
         self._authorizer.require(f"tenants/{tenant}")
-        counts, destroyed = await self._vault.forget_subject(tenant, request.subject_id, request.request_id)
-        reply = pb.ForgetSubjectResponse(deleted_count=sum(counts.values()), deleted_by_field=counts,
-                                         subject_key_destroyed=destroyed)
+        erasure = await self._vault.forget_subject(tenant, request.subject_id, request.request_id)
+        reply = pb.ForgetSubjectResponse(
+            deleted_count=sum(erasure.counts.values()), deleted_by_field=erasure.counts,
+            subject_key_destroyed=erasure.destroyed,
+            subject_key_deletions=[pb.SubjectKeyDeletion(field=name, deletion_time=_ts(when))
+                                   for name, when in sorted(erasure.deletions.items())])
         reply.forget_time.GetCurrentTime()
         return reply
 

@@ -169,12 +169,16 @@ class GetAuditHeadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetAuditHeadResponse(_message.Message):
-    __slots__ = ("head", "public_key")
+    __slots__ = ("head", "public_key", "certificate_chain", "key_endorsement")
     HEAD_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     head: AuditCheckpoint
     public_key: bytes
-    def __init__(self, head: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    certificate_chain: str
+    key_endorsement: bytes
+    def __init__(self, head: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., public_key: _Optional[bytes] = ..., certificate_chain: _Optional[str] = ..., key_endorsement: _Optional[bytes] = ...) -> None: ...
 
 class GetAuditReceiptRequest(_message.Message):
     __slots__ = ("sequence",)

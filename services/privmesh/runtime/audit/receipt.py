@@ -26,8 +26,9 @@ from privmesh.runtime.client import ClientIdentity, secure_channel
 FORMAT = "privmesh-receipt/1"
 
 
-async def fetch_receipt(target: str, identity: ClientIdentity, sequence: int = 0) -> common_pb2.AuditReceipt:
-    async with secure_channel(target, identity, timeout_seconds=30) as channel:
+async def fetch_receipt(target: str, identity: ClientIdentity, peer: str,
+                        sequence: int = 0) -> common_pb2.AuditReceipt:
+    async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
         stub = common_pb2_grpc.AuditLogStub(channel)
         return (await stub.GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=sequence))).receipt
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -10,9 +11,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry
+from privmesh.runtime.audit.endorsement import endorse
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.audit.witness import Cosigners, Witness
 from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.config import TlsConfig
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument, NotFound
 from privmesh.runtime.paging import decode_token, page_size, paginate
@@ -53,9 +56,10 @@ def checkpoint_from_proto(msg: common_pb2.AuditCheckpoint) -> Checkpoint:
 
 
 class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
-    def __init__(self, audit: AuditLog, authorizer: Authorizer | None = None, witness: Witness | None = None,
-                 cosigners: Cosigners | None = None) -> None:
+    def __init__(self, audit: AuditLog, tls: TlsConfig, authorizer: Authorizer | None = None,
+                 witness: Witness | None = None, cosigners: Cosigners | None = None) -> None:
         self._audit = audit
+        self._tls = tls
         self._authorizer = authorizer
         self._witness = witness
         self._cosigners = cosigners
@@ -86,7 +90,11 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                            context: grpc.aio.ServicerContext) -> common_pb2.GetAuditHeadResponse:
         head = await self._signed_head()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw)
+        # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
+        chain, endorsement = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file), raw,
+                                                     self._audit.service)
+        return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw,
+                                               certificate_chain=chain, key_endorsement=endorsement)
 
     async def GetAuditReceipt(self, request: common_pb2.GetAuditReceiptRequest,
                               context: grpc.aio.ServicerContext) -> common_pb2.GetAuditReceiptResponse:

@@ -37,14 +37,14 @@ async def export_tree(stub: common_pb2_grpc.AuditLogStub, covered: int) -> dict[
     """The tree checkpoints of sizes up to `covered` and the consistency proof between each two in a row."""
     checkpoints: list[str] = []
     token = ""
-    while True:
+    while len(checkpoints) <= covered:  # distinct sizes 0..covered: bounded whatever the server answers
         page = await stub.ListTreeCheckpoints(common_pb2.ListTreeCheckpointsRequest(page_size=PAGE, page_token=token))
         checkpoints += page.checkpoints
         token = page.next_page_token
-        if not token:
+        if not token or not page.checkpoints or (_size(page.checkpoints[-1]) or 0) >= covered:
             break
-    kept = [c for c in checkpoints if notes.parse_checkpoint(notes.parse_note(c).text).size <= covered]
-    sizes = [notes.parse_checkpoint(notes.parse_note(c).text).size for c in kept]
+    kept = [c for c in checkpoints if (_size(c) or 0) <= covered]  # a malformed one is kept: verify names it
+    sizes = sorted({size for c in kept if (size := _size(c))})
     proofs = []
     for first, second in itertools.pairwise(sizes):
         if first:
@@ -52,6 +52,11 @@ async def export_tree(stub: common_pb2_grpc.AuditLogStub, covered: int) -> dict[
                                                                                          second_size=second))
             proofs.append({"first": first, "second": second, "proof": [_b64(h) for h in reply.proof]})
     return {"checkpoints": kept, "consistency": proofs}
+
+
+def _size(note: str) -> int | None:
+    parsed = _parsed(note)
+    return None if parsed is None else parsed[1].size
 
 
 def _roots(entry_hashes: Sequence[bytes], sizes: set[int]) -> dict[int, bytes]:

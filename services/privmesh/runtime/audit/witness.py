@@ -29,7 +29,7 @@ from privmesh.runtime.config import ServerConfig
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, read_error
-from privmesh.runtime.identity import SpiffeId
+from privmesh.runtime.identity import SpiffeId, peer_principal
 
 log = logging.getLogger("privmesh.audit.witness")
 
@@ -147,6 +147,7 @@ class AuditWitnessServicer(common_pb2_grpc.AuditWitnessServicer):
 class Peer:
     service: str
     target: str
+    spiffe_id: str  # what the channel pins
 
 
 class Cosigners:
@@ -171,7 +172,8 @@ class Cosigners:
         if note is None:
             return
         try:
-            async with secure_channel(peer.target, self._identity, timeout_seconds=self._timeout) as channel:
+            async with secure_channel(peer.target, self._identity, timeout_seconds=self._timeout,
+                                      peer=peer.spiffe_id) as channel:
                 stub = common_pb2_grpc.AuditWitnessStub(channel)
                 for _ in range(2):
                     old = self._sizes.get(peer.service, 0)
@@ -210,6 +212,7 @@ def witnessing(db: Database, store: AuditStore, key: Ed25519PrivateKey, config: 
     if not config.audit.witnesses:
         return witness, None
     identity = ClientIdentity(config.tls.ca_file, config.tls.cert_file, config.tls.key_file)
-    peers = [Peer(p.service, p.target) for p in config.audit.witnesses]
+    peers = [Peer(p.service, p.target, peer_principal(None, config.tls.cert_file, p.service))
+             for p in config.audit.witnesses]
     return witness, Cosigners(store.tlog, notes.raw_public_key(key.public_key()), peers, identity,
                               config.trust_domain)
