@@ -70,6 +70,8 @@ def patients_dataset(uri: str, accounting: int = pb.PRIVACY_ACCOUNTING_ZCDP, **e
 def gateway_policy() -> list[dict[str, Any]]:
     return [
         {"name": "admin", "principals": [spiffe(ADMIN)], "methods": [f"{SERVICE}/*"]},
+        {"name": "admin-reads-analysts", "principals": [spiffe(ADMIN)],
+         "methods": [f"{SERVICE}/GetBudget", f"{SERVICE}/ListLedger"], "resources": ["datasets/*:analysts"]},
         {"name": "analysts", "principals": [spiffe(ANALYST), spiffe(OTHER)],
          "methods": [f"{SERVICE}/Query", f"{SERVICE}/QuerySql", f"{SERVICE}/GetBudget", f"{SERVICE}/GetDataset",
                      f"{SERVICE}/ListDatasets"]},

@@ -39,10 +39,15 @@ KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 COORDINATOR = "fl-coordinator"
 FL_RULES = [
     {"name": "operator", "principals": [spiffe("alice")], "methods": [f"{FL}/*"]},
+    {"name": "operator-decrypts", "principals": [spiffe("alice")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/*/runs/*/model:decrypted"]},  # the view is named: no wildcard grants it
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
-     "resources": ["federations/*/model"]},  # the encrypted model only: "...:decrypted" does not match
+     "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+    # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
+    {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/plain/**"]},
 ]
 HOSPITALS = records.HOSPITALS
 

@@ -28,7 +28,10 @@ from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode
 from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.fl.v1 import fl_pb2_grpc
+from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
+from tests.conftest import identity
 from tests.fl.conftest import FlEnv, Hospital
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -286,7 +289,7 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await fetch(fl_env.reader, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert read_error(denied.value).reason == "MODEL_DECRYPTION_DENIED"
+    assert read_error(denied.value).reason == "PERMISSION_DENIED_BY_POLICY"
     # No plaintext weights anywhere on disk: not the tensors' bytes, in any file the services or Flower wrote.
     needles = [w.astype(np.float64).tobytes() for w in weights]
     for path in fl_env.tmp.rglob("*"):
@@ -296,6 +299,13 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
     assert any(envelope in path.read_bytes() for path in (fl_env.tmp / "fl").glob("fl.db*"))
     fetches = [a for a in fl_env.audit() if a[0] == "GetModel"]
     assert [a[3]["representation"] for a in fetches] == ["DECRYPTED", "ENCRYPTED"]
+    # A subtree glob ("federations/plain/**") covers the model, never its decrypted view (issue 25).
+    async with secure_channel(f"127.0.0.1:{fl_env.coordinator.port}", identity(fl_env.pki, "auditor")) as channel:
+        glob = fl_pb2_grpc.FLCoordinatorStub(channel)
+        assert (await fetch(glob, run.model.name, pb.MODEL_REPRESENTATION_ENCRYPTED))[1] == envelope
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await fetch(glob, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_an_unregistered_supernode_is_refused_by_the_superlink(fl_env: FlEnv) -> None:

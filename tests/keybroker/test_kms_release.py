@@ -73,13 +73,14 @@ async def kms_mesh(start_server: Callable[..., Any], pki: DevPki, tmp_path: Path
     endpoint, stand_in = kms_stand_in
     settings = broker_settings(tmp_path / "broker", default_backend="aws-kms",
                                aws_kms={"region": REGION, "endpoint_url": endpoint},
-                               attestation={"verifier_target": verifier_target})
+                               attestation={"verifier_target": verifier_target,
+                                            "verifier_identity": spiffe("server")})
     broker_server = await start_server(keybroker_server.DEFINITION,
                                        server_config(tmp_path / "broker", pki, DEMO_RULES, settings))
     broker_target = f"127.0.0.1:{broker_server.port}"
-    async with secure_channel(verifier_target, identity(pki, "alice")) as verifier_channel, \
-            secure_channel(broker_target, identity(pki, "alice"), SERVICES) as alice, \
-            secure_channel(broker_target, identity(pki, "bob"), SERVICES) as bob:
+    async with secure_channel(verifier_target, identity(pki, "alice"), peer=spiffe("server")) as verifier_channel, \
+            secure_channel(broker_target, identity(pki, "alice"), SERVICES, peer=spiffe("server")) as alice, \
+            secure_channel(broker_target, identity(pki, "bob"), SERVICES, peer=spiffe("server")) as bob:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(verifier_channel)
         await verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
             name="enclave", require_public_key=True, allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))])))
@@ -145,7 +146,7 @@ async def test_the_demo_key_release_step_runs_on_aws_kms(kms_mesh: KmsMesh, pki:
     out = io.StringIO()
     ctx = DemoContext(layout, Console(file=out, width=200), {"key-broker": kms_mesh.broker_target,
                                                              "attestation-verifier": kms_mesh.verifier_target},
-                      tmp_path)
+                      tmp_path, {"key-broker": spiffe("server"), "attestation-verifier": spiffe("server")})
     await kms_mesh.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
         name=VERIFIER_POLICY, require_public_key=True,
         allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))])))

@@ -37,6 +37,8 @@ TV = "privmesh.tokenvault.v1.TokenVault"
 KB = "privmesh.keybroker.v1.KeyBroker"
 TV_RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{TV}/*"]},
+    {"name": "admin-plaintext", "principals": [spiffe("alice")], "methods": [f"{TV}/Detokenize"],
+     "resources": ["tenants/*/fields/*:plaintext"]},
     {"name": "analyst", "principals": [spiffe("bob")], "methods": [f"{TV}/Detokenize", f"{TV}/Tokenize"],
      "resources": ["tenants/acme/fields/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},

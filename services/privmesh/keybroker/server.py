@@ -57,7 +57,7 @@ async def build(runtime: Runtime, settings: KeyBrokerSettings) -> Sequence[Regis
     judge = RecipientJudge(verifier, attestation.jwks_file, attestation.audience or own_principal(tls.cert_file),
                            attestation.issuer, attestation.timeout_seconds)
     service = KeyBrokerService(KeyStore(db), make_backends(settings), settings.default_backend, runtime.audit, judge,
-                               timedelta(seconds=settings.min_deletion_waiting_seconds))
+                               timedelta(seconds=settings.min_deletion_waiting_seconds), runtime.authorizer)
     sweeper = asyncio.get_running_loop().create_task(run_periodically(settings.sweep_seconds, service.sweep))
 
     async def stop_sweeper() -> None:

@@ -35,6 +35,7 @@ from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encry
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import SYSTEM_PRINCIPAL, current_principal
 from privmesh.runtime.errors import (
     Aborted,
@@ -101,8 +102,9 @@ class MessageResult:
 
 class KeyBrokerService:
     def __init__(self, store: KeyStore, backends: dict[str, Backend], default_backend: str, audit: AuditLog,
-                 judge: RecipientJudge, min_waiting: timedelta) -> None:
+                 judge: RecipientJudge, min_waiting: timedelta, authorizer: Authorizer) -> None:
         self.store = store
+        self.authorizer = authorizer  # the service policy's layer: "keys/{key_id}" as resolved from a name or blob
         self.backends = backends
         self.default_backend = default_backend
         self.audit = audit
@@ -164,6 +166,7 @@ class KeyBrokerService:
 
     async def _authorize(self, operation: str, record: KeyRecord, op: int, context: dict[str, str],
                          has_recipient: bool = False) -> Decision:
+        self.authorizer.require(record.name)
         policy = await self._policy(record.key_id)
         try:
             return decide(policy, current_principal.get(), op, context, has_recipient)
@@ -305,6 +308,8 @@ class KeyBrokerService:
         visible = []
         principal = current_principal.get()
         for _, key_id in page:
+            if not self.authorizer.allows_resource(f"keys/{key_id}"):
+                continue
             record = await asyncio.to_thread(self.store.get, key_id)
             policy, _, _ = await asyncio.to_thread(self.store.policy, key_id)
             try:

@@ -84,6 +84,10 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
         {"name": "witnesses", "principals": [pki.spiffe_id(s.name) for s in specs],
          "methods": ["privmesh.common.v1.AuditWitness/AddCheckpoint"]},
     ]
+    views = [view for spec in specs for view in spec.admin_views]
+    if views:
+        rules.append({"name": "admin-views", "principals": [pki.spiffe_id("admin")], "methods": ["*"],
+                      "resources": views})
     for spec in specs:
         if spec.client_methods:
             rules.append({"name": f"demo-client-{spec.name}", "principals": [pki.spiffe_id("demo-client")],

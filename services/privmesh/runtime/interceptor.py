@@ -3,6 +3,11 @@ access logs and tracing, applied to every method of every service on the server.
 unauthenticated or foreign peer, a method or resource the policy denies) is audited with its reason, unless the
 serving code audited it itself.
 
+Authorization follows each method's declaration in its contract (runtime/access.py): the method, then every
+resource the request names (for a client-streaming method, its first message) before the handler runs; after
+it, a resource the handler had to resolve must have been checked, and reply items the caller may not see are
+dropped. A method without a declaration is never wrapped: the server refuses to start.
+
 Handlers are wrapped once, as they are registered (`InterceptedServer`), not through grpc.aio's interceptor
 pipeline, which runs a chain of coroutines on every call to look the handler up again.
 """
@@ -20,8 +25,9 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from privmesh.runtime.access import Declaration, DeclarationError, declaration
 from privmesh.runtime.audit.log import AuditLog
-from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
 from privmesh.runtime.context import current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
@@ -49,6 +55,13 @@ class MeshInterceptor:
         self._metrics = metrics
         self._tracer = tracer
         self._access_log = access_log
+        self.declarations: dict[str, Declaration] = {}  # of contract-less services, by method
+
+    def declaration_of(self, method: str) -> Declaration | None:
+        """The method's declaration (None for health and reflection); DeclarationError when it has none."""
+        if method.split("/", 1)[0] in ALWAYS_ALLOWED_SERVICES:
+            return None
+        return self.declarations.get(method) or declaration(method)
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
         status = to_grpc_status(error, self._domain)
@@ -100,25 +113,28 @@ class MeshInterceptor:
             log.info("rpc", extra={"fields": fields})
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks."""
+        """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
+        declared = self.declaration_of(method)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            behavior = self._unary_response(inner, method)
+            behavior = self._unary_response(inner, method, declared)
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
         else:
             inner = handler.unary_stream or handler.stream_stream
-            behavior = self._streaming_response(inner, method)
+            behavior = self._streaming_response(inner, method, declared)
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
         return factory(behavior, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
+    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
+                    declared: Declaration | None) -> AsyncIterator[None]:
         """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
+        call_token = self._authorizer.begin(declared) if declared is not None else None
         refusal_token = refusal_audited.set(False)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
@@ -138,24 +154,53 @@ class MeshInterceptor:
             await self._abort(context, Internal("INTERNAL", "internal error"))
         finally:
             self._finish(method, principal, code, start, request)
+            if call_token is not None:
+                self._authorizer.end(call_token)
             current_principal.reset(principal_token)
             current_method.reset(method_token)
             refusal_audited.reset(refusal_token)
 
-    def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
+    async def _authorized_request(self, request: Any, declared: Declaration | None) -> Any:
+        """The request once the caller may act on every resource it names (a stream: its first message)."""
+        if declared is None or not declared.request:
+            return request
+        if isinstance(request, Message):
+            self._authorizer.authorize_request(request)
+            return request
+        stream = aiter(request)
+        first = await anext(stream, None)
+        if first is None:
+            return stream
+        self._authorizer.authorize_request(first)
+        return _prepend(first, stream)
+
+    def _unary_response(self, inner: Any, method: str, declared: Declaration | None) \
+            -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, context, request):
-                return await inner(request, context)
+            async with self._call(method, context, request, declared):
+                reply = await inner(await self._authorized_request(request, declared), context)
+                if declared is not None:
+                    self._authorizer.authorize_reply(reply if isinstance(reply, Message) else None)
+                return reply
 
         return behavior
 
-    def _streaming_response(self, inner: Any, method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None) \
+            -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, context, request):
-                async for item in inner(request, context):
+            async with self._call(method, context, request, declared):
+                async for item in inner(await self._authorized_request(request, declared), context):
+                    if declared is not None:
+                        self._authorizer.authorize_reply(None)
                     yield item
 
         return behavior
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 class _WrappingGenericHandler(grpc.GenericRpcHandler):
@@ -173,7 +218,11 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
             handler = self._inner.service(handler_call_details)
             if handler is None:
                 return None
-            wrapped = self._wrapped[method] = self._interceptor.wrap(handler, method.lstrip("/"))
+            try:
+                wrapped = self._wrapped[method] = self._interceptor.wrap(handler, method.lstrip("/"))
+            except DeclarationError:
+                log.exception("refusing %s: it declares no authorization", method)
+                return None
         return wrapped
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
+from privmesh.runtime.access import Declaration
 from privmesh.runtime.audit.checkpoint import log_origin, raw_public_key
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
@@ -56,10 +57,12 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Registration:
-    """A servicer and the generated add_*_to_server function (or a generic handler) that registers it."""
+    """A servicer and the generated add_*_to_server function (or a generic handler) that registers it.
+    A service without a contract declares its methods' authorization here; others declare it in the contract."""
 
     service_name: str
     register: Callable[[grpc.aio.Server], None]
+    declarations: Mapping[str, Declaration] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class MeshServer:
             lambda s: common_pb2_grpc.add_AuditWitnessServicer_to_server(
                 AuditWitnessServicer(witness, raw_public_key(key.public_key())), s)))
         for registration in registrations:
+            interceptor.declarations.update(registration.declarations)
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

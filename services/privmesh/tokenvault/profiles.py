@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from privmesh.runtime.errors import FieldViolation
 from privmesh.tokenvault import shapes
 from privmesh.tokenvault.ff1 import FF1, RADIX_10, RADIX_36, RADIX_62, Alphabet, domain_ok, encrypt_strings
-from privmesh.tokenvault.masking import Mask, mask_from_proto
+from privmesh.tokenvault.masking import Mask, Unmaskable, mask_from_proto
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 ALPHABETS = {pb.ALPHABET_UNSPECIFIED: RADIX_10, pb.ALPHABET_RADIX_10: RADIX_10, pb.ALPHABET_RADIX_36: RADIX_36,
@@ -336,6 +336,12 @@ class MaskingProfile(Profile):
 
     def __init__(self, mask: Mask) -> None:
         self.mask = mask
+
+    def check(self, value: str) -> None:
+        try:
+            self.mask.apply(value)
+        except Unmaskable:
+            raise Problem("VALUE_UNMASKABLE", "the mask would equal the value") from None
 
     def draw(self, value: str) -> str:
         return self.mask.apply(value)

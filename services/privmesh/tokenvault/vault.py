@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -34,6 +34,7 @@ from privmesh.runtime.errors import (
 )
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
+from privmesh.tokenvault.masking import Unmaskable
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
 from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, Store, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
@@ -432,7 +433,9 @@ class Vault:
     # --- Detokenize -----------------------------------------------------------------------------------
 
     async def detokenize(self, tenant: str, refs: Sequence[tuple[str, str]], view: int, purpose: str,
-                         request_id: str = "") -> list[Detokenized]:
+                         plaintext_granted: Callable[[str], bool], request_id: str = "") -> list[Detokenized]:
+        """`plaintext_granted(field)`: whether the service policy grants the caller the field's plaintext view; the
+        field's own detokenize policy must grant it too, else the value is masked (or refused when asked for)."""
         self.check_batch_size(len(refs))
         if len(purpose) > MAX_PURPOSE_LENGTH:
             raise InvalidArgument.single("purpose", f"at most {MAX_PURPOSE_LENGTH} characters")
@@ -444,6 +447,8 @@ class Vault:
         refused = []
         for name in sorted({f for f, _ in refs}):
             allowed = fields[name].view_for(principal)
+            if allowed == pb.DETOKENIZE_VIEW_VALUE and not plaintext_granted(name):
+                allowed = pb.DETOKENIZE_VIEW_MASKED
             wanted = allowed if view == pb.DETOKENIZE_VIEW_UNSPECIFIED else view
             if allowed == pb.DETOKENIZE_VIEW_UNSPECIFIED or (wanted == pb.DETOKENIZE_VIEW_VALUE
                                                             and allowed != pb.DETOKENIZE_VIEW_VALUE):
@@ -493,7 +498,11 @@ class Vault:
                 raise Internal("ENTRY_CORRUPT", f"an entry of item {index} does not decrypt") from None
             field_view = views[entry.field]
             if field_view == pb.DETOKENIZE_VIEW_MASKED:
-                value = fields[entry.field].detokenize_mask.apply(value)
+                try:
+                    value = fields[entry.field].detokenize_mask.apply(value)
+                except Unmaskable:
+                    raise PermissionDenied("VALUE_UNMASKABLE", f"the mask of item {index} would equal its value",
+                                           {"items": str(index)}) from None
             results.append(Detokenized(value, field_view))
         # Every disclosure is audited, a repeat of an earlier request too (marked as such): it shows the values again.
         await self.audit.append("Detokenize", resource=resource, details={**details, "replay": "true"} if replayed

@@ -40,6 +40,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_KEY_BROKER_REFUSED: _ClassVar[ErrorReason]
     ERROR_REASON_TTL_INVALID: _ClassVar[ErrorReason]
     ERROR_REASON_TOKEN_SPACE_EXHAUSTED: _ClassVar[ErrorReason]
+    ERROR_REASON_VALUE_UNMASKABLE: _ClassVar[ErrorReason]
 
 class Alphabet(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -94,6 +95,7 @@ ERROR_REASON_KEY_BROKER_UNAVAILABLE: ErrorReason
 ERROR_REASON_KEY_BROKER_REFUSED: ErrorReason
 ERROR_REASON_TTL_INVALID: ErrorReason
 ERROR_REASON_TOKEN_SPACE_EXHAUSTED: ErrorReason
+ERROR_REASON_VALUE_UNMASKABLE: ErrorReason
 ALPHABET_UNSPECIFIED: Alphabet
 ALPHABET_RADIX_10: Alphabet
 ALPHABET_RADIX_36: Alphabet
