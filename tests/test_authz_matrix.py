@@ -309,11 +309,11 @@ def identities(pki: DevPki) -> DevPki:
 
 
 @pytest.fixture
-async def open_channels(identities: DevPki) -> AsyncIterator[Callable[[str], dict[str, grpc.aio.Channel]]]:
+async def open_channels(identities: DevPki) -> AsyncIterator[Callable[..., dict[str, grpc.aio.Channel]]]:
     opened: list[grpc.aio.Channel] = []
 
-    def open_(target: str) -> dict[str, grpc.aio.Channel]:
-        channels = {who: secure_channel(target, identity(identities, who), timeout_seconds=30)
+    def open_(target: str, server: str = "server") -> dict[str, grpc.aio.Channel]:
+        channels = {who: secure_channel(target, identity(identities, who), timeout_seconds=30, peer=spiffe(server))
                     for who in (NONE, OTHER, NOVIEW, HOLDER, OWNER)}
         opened.extend(channels.values())
         return channels
@@ -372,10 +372,12 @@ async def test_token_vault(start_server, tmp_path: Path, identities: DevPki, ope
     kb_rules = [{"name": "vault", "principals": [spiffe("server"), spiffe(OWNER)], "methods": [f"{KBR}/*"]}]
     broker = await start_server(keybroker_server.DEFINITION,
                                 server_config(kb_dir, identities, kb_rules, broker_settings(kb_dir)))
-    async with secure_channel(f"127.0.0.1:{broker.port}", identity(identities, OWNER)) as kb_channel:
+    async with secure_channel(f"127.0.0.1:{broker.port}", identity(identities, OWNER),
+                              peer=spiffe("server")) as kb_channel:
         await KeyBrokerClient(kb_channel).create_key(alias="vault", policy=kb.KeyPolicy(statements=[
             allow([spiffe("server"), spiffe(OWNER)], [*ADMIN_OPERATIONS, *CRYPTO_OPERATIONS], "vault")]))
-    settings = {"database": f"sqlite:///{tv_dir / 'vault.db'}", "key_broker_target": f"127.0.0.1:{broker.port}"}
+    settings = {"database": f"sqlite:///{tv_dir / 'vault.db'}", "key_broker_target": f"127.0.0.1:{broker.port}",
+                "key_broker_identity": spiffe("server")}
     vault = await start_server(tokenvault_server.DEFINITION,
                                server_config(tv_dir, identities, policy(services), settings))
     channels = open_channels(f"127.0.0.1:{vault.port}")
@@ -445,13 +447,13 @@ async def test_fl_coordinator(start_server, tmp_path: Path, identities: DevPki, 
     broker = await start_server(keybroker_server.DEFINITION,
                                 server_config(kb_dir, identities, kb_rules, broker_settings(kb_dir)))
     settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": f"127.0.0.1:{broker.port}",
-                "fleet_address": f"127.0.0.1:{free_port()}"}
+                "key_broker_identity": spiffe("server"), "fleet_address": f"127.0.0.1:{free_port()}"}
     config = server_config(fl_dir, identities, policy(services), settings, listen=f"127.0.0.1:{free_port()}")
     own = identities.bundle("mx-coordinator")
     data = config.read_text().replace(str(identities.bundle("server").cert_file), str(own.cert_file))
     config.write_text(data.replace(str(identities.bundle("server").key_file), str(own.key_file)))
     coordinator = await start_server(fl_server.DEFINITION, config)
-    channels = open_channels(f"127.0.0.1:{coordinator.port}")
+    channels = open_channels(f"127.0.0.1:{coordinator.port}", "mx-coordinator")
     await invoke(channels[OWNER], METHODS[f"{FLC}/CreateFederation"],
                  fl.CreateFederationRequest(federation_id="target", federation=federation()))
     await run_cases(Harness(fl_dir, services, channels, Targets(["federations/target"])), services)

@@ -34,9 +34,10 @@ async def gateway(pki: DevPki, carol: DevPki, start_server, tmp_path: Path, pati
     settings = {"database": f"sqlite:///{tmp_path / 'dpgateway.db'}", "cache_dir": str(tmp_path / "cache")}
     server = await start_server(DEFINITION, server_config(tmp_path, pki, RULES, settings))
     target = f"127.0.0.1:{server.port}"
-    async with secure_channel(target, identity(pki, ADMIN)) as admin_ch, \
-            secure_channel(target, identity(pki, ANALYST)) as bob_ch, \
-            secure_channel(target, identity(pki, OTHER)) as carol_ch:
+    server_id = spiffe("server")
+    async with secure_channel(target, identity(pki, ADMIN), peer=server_id) as admin_ch, \
+            secure_channel(target, identity(pki, ANALYST), peer=server_id) as bob_ch, \
+            secure_channel(target, identity(pki, OTHER), peer=server_id) as carol_ch:
         admin, bob, colleague = (dpgateway_pb2_grpc.DPGatewayStub(c) for c in (admin_ch, bob_ch, carol_ch))
         for name in (PUBLIC, HIV):
             await admin.RegisterDataset(pb.RegisterDatasetRequest(dataset_id=name.split("/")[1],

@@ -32,7 +32,7 @@ RULES = [
 
 async def test_session_methods_check_the_sessions_model(start_server, tmp_path: Path, pki: DevPki) -> None:  # type: ignore[no-untyped-def]
     server = await start_server(fhe_server.DEFINITION, server_config(tmp_path, pki, RULES, fhe_settings(tmp_path)))
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob"), peer=spiffe("server")) as channel:
         bob = fhe_pb2_grpc.FHEInferenceStub(channel)
         keys = await keys_for(bob, "linear")
         session = await register_keys(bob, keys)  # allowed: RegisterKeys covers every model
@@ -49,6 +49,7 @@ async def test_session_methods_check_the_sessions_model(start_server, tmp_path: 
     with sqlite3.connect(tmp_path / "fhe.db") as conn:  # the refused DeleteSession deleted nothing
         assert sorted(r[0] for r in conn.execute("SELECT session_id FROM fhe_sessions")) == sorted(
             s.split("/")[1] for s in (session.name, kept.name))
-    with sqlite3.connect(tmp_path / "audit.db") as conn:
-        assert not [r for r in conn.execute("SELECT operation FROM audit_entries")
-                    if r[0] in ("Infer", "DeleteSession")]
+    with sqlite3.connect(tmp_path / "audit.db") as conn:  # the refusals are audited, nothing was done
+        rows = conn.execute("SELECT operation, outcome FROM audit_entries").fetchall()
+    assert sorted(r for r in rows if r[0] in ("GetSession", "Infer", "DeleteSession")) == [
+        ("DeleteSession", "DENIED"), ("GetSession", "DENIED"), ("Infer", "DENIED")]

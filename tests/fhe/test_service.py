@@ -166,8 +166,9 @@ async def test_runtime_models_create_serve_and_delete(fhe: Fhe) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await infer(fhe.bob, session.name, keys, raw)
     assert read_error(caught.value).reason == "MODEL_NOT_FOUND"
-    operations = [row[0] for row in fhe.audit()]
-    assert operations.count("CreateModel") == 1 and operations.count("DeleteModel") == 1
+    operations = [(row[0], row[2]) for row in fhe.audit()]
+    assert operations.count(("CreateModel", "SUCCESS")) == 1 and operations.count(("DeleteModel", "SUCCESS")) == 1
+    assert operations.count(("CreateModel", "DENIED")) == 1  # bob's refusal, audited by the interceptor
 
 
 async def test_server_state_cannot_decrypt(fhe: Fhe) -> None:

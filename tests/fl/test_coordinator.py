@@ -31,8 +31,8 @@ from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
-from tests.conftest import identity
-from tests.fl.conftest import FlEnv, Hospital
+from tests.conftest import identity, spiffe
+from tests.fl.conftest import COORDINATOR, FlEnv, Hospital
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 RUN_TIMEOUT = 150.0
@@ -300,7 +300,8 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
     fetches = [a for a in fl_env.audit() if a[0] == "GetModel"]
     assert [a[3]["representation"] for a in fetches] == ["DECRYPTED", "ENCRYPTED"]
     # A subtree glob ("federations/plain/**") covers the model, never its decrypted view (issue 25).
-    async with secure_channel(f"127.0.0.1:{fl_env.coordinator.port}", identity(fl_env.pki, "auditor")) as channel:
+    async with secure_channel(f"127.0.0.1:{fl_env.coordinator.port}", identity(fl_env.pki, "auditor"),
+                              peer=spiffe(COORDINATOR)) as channel:
         glob = fl_pb2_grpc.FLCoordinatorStub(channel)
         assert (await fetch(glob, run.model.name, pb.MODEL_REPRESENTATION_ENCRYPTED))[1] == envelope
         with pytest.raises(grpc.aio.AioRpcError) as denied:

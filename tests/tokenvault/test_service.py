@@ -169,9 +169,9 @@ async def test_detokenize_policy_per_principal_and_field_with_audit(env: VaultEn
     assert await detokenize(env.alice, ("ssn", ssn), view=pb.DETOKENIZE_VIEW_MASKED) == ["***-**-6789"]
     assert await detokenize(env.alice, ("secret", secret)) == ["s3cr3t-value"]
     records = [(who, outcome, d) for who, op, _, outcome, d in env.audit() if op == "Detokenize"]
-    assert [(who, outcome, d["fields"], d["count"]) for who, outcome, d in records] == [
-        (spiffe("bob"), "SUCCESS", "ssn", "1"), (spiffe("bob"), "DENIED", "secret,ssn", "2"),
-        (spiffe("alice"), "SUCCESS", "ssn", "1"),
+    assert [(who, outcome, d.get("fields") or d["reason"], d.get("count")) for who, outcome, d in records] == [
+        (spiffe("bob"), "SUCCESS", "ssn", "1"), (spiffe("bob"), "DENIED", "PERMISSION_DENIED_BY_POLICY", None),
+        (spiffe("bob"), "DENIED", "secret,ssn", "2"), (spiffe("alice"), "SUCCESS", "ssn", "1"),
         (spiffe("alice"), "SUCCESS", "secret", "1")]
     assert records[0][2]["purpose"] == "billing"
     text = env.audit_text()

@@ -581,7 +581,6 @@ class KeyBrokerService:
         if not blob or len(blob) > MAX_BLOB:
             raise InvalidArgument.single(field, f"1..{MAX_BLOB} bytes required")
         expected_record = await self.resolve(expected, key_field) if expected else None
-        owner: KeyRecord | None = None
         for backend in self.backends.values():
             try:
                 named = backend.blob_key(blob)

@@ -62,10 +62,10 @@ def _b64(raw: bytes) -> str:
 
 
 class Profile:
-    never_equal_input = False  # a token never equals its value (card numbers)
     reversible = True  # has entries that Detokenize can return
     derived = False  # tokens come from `derive` (value + key); otherwise from `draw`
     deterministic = False  # the same value keeps its token (derived, or found again by value hash)
+    never_equal_input = False  # a token never equals its value (card numbers)
 
     def check(self, value: str) -> None:
         """Raises Problem when this profile cannot tokenize `value`."""
