@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, then lint, contract checks and the whole test suite.
+# The test command (README, .ci/run): set-up, then lint, contract checks, the whole test suite and the polyglot
+# clients (scripts/dev/clients.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/dev/setup.sh
@@ -21,4 +22,10 @@ scripts/dev/chromium.sh >/dev/null
 echo "== ruff"
 .venv/bin/ruff check services tests scripts
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+
+# The Go, TypeScript and Java SDKs against a local mesh; skipped when pytest was given arguments (a partial run).
+if [ $# -eq 0 ]; then
+  echo "== polyglot clients"
+  scripts/dev/clients.sh
+fi

@@ -67,6 +67,16 @@ class TracingConfig(_Strict):
     exporter: Literal["none", "console"] = "none"
 
 
+class RateLimitGroup(_Strict):
+    """Calls to `methods` (authorization-policy globs), per caller identity: `per_second` on average, at
+    most `burst` at once. A method counts against the first group that matches it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    methods: tuple[str, ...] = Field(min_length=1)
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:0", description="host:port; port 0 picks a free port")
     trust_domain: str = Field("privmesh.local", pattern=r"^[a-z0-9.\-_]{1,255}$")
@@ -79,6 +89,7 @@ class ServerConfig(_Strict):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     drain_seconds: float = Field(10.0, ge=0, le=300)
     state_dir: Path = Field(Path("."), description="where the service keeps local state")
+    rate_limits: tuple[RateLimitGroup, ...] = Field((), description="per-identity token buckets; none: unlimited")
 
     @field_validator("listen")
     @classmethod

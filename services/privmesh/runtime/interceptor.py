@@ -33,6 +33,8 @@ from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Un
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
+from privmesh.runtime.requests import check_request, checked_stream, guard_deserializer
 
 log = logging.getLogger("privmesh.rpc")
 
@@ -47,8 +49,9 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
                  tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
-                 audit: AuditLog) -> None:
+                 audit: AuditLog, limiter: RateLimiter | None = None) -> None:
         self._authorizer = authorizer
+        self._limiter = limiter
         self._audit = audit
         self._trust_prefix = f"spiffe://{trust_domain}/"
         self._domain = error_domain
@@ -115,29 +118,35 @@ class MeshInterceptor:
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
         declared = self.declaration_of(method)
+        streaming_request = bool(handler.stream_unary or handler.stream_stream)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            behavior = self._unary_response(inner, method, declared)
+            behavior = self._unary_response(inner, method, declared, streaming_request)
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
         else:
             inner = handler.unary_stream or handler.stream_stream
-            behavior = self._streaming_response(inner, method, declared)
+            behavior = self._streaming_response(inner, method, declared, streaming_request)
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
-        return factory(behavior, request_deserializer=handler.request_deserializer,
+        return factory(behavior, request_deserializer=guard_deserializer(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
     async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
-                    declared: Declaration | None) -> AsyncIterator[None]:
-        """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
+                    declared: Declaration | None, streaming_request: bool) -> AsyncIterator[None]:
+        """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
+        they are read), sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
         call_token = self._authorizer.begin(declared) if declared is not None else None
         refusal_token = refusal_audited.set(False)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
+            if self._limiter is not None:
+                self._limiter.acquire(principal, method)
+            if not streaming_request:
+                check_request(request)
             with self._span(method, context, principal):
                 yield
         except ServiceError as error:
@@ -174,22 +183,24 @@ class MeshInterceptor:
         self._authorizer.authorize_request(first)
         return _prepend(first, stream)
 
-    def _unary_response(self, inner: Any, method: str, declared: Declaration | None) \
+    def _unary_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, context, request, declared):
-                reply = await inner(await self._authorized_request(request, declared), context)
+            async with self._call(method, context, request, declared, streaming_request):
+                checked = checked_stream(request) if streaming_request else request
+                reply = await inner(await self._authorized_request(checked, declared), context)
                 if declared is not None:
                     self._authorizer.authorize_reply(reply if isinstance(reply, Message) else None)
                 return reply
 
         return behavior
 
-    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None) \
+    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, context, request, declared):
-                async for item in inner(await self._authorized_request(request, declared), context):
+            async with self._call(method, context, request, declared, streaming_request):
+                checked = checked_stream(request) if streaming_request else request
+                async for item in inner(await self._authorized_request(checked, declared), context):
                     if declared is not None:
                         self._authorizer.authorize_reply(None)
                     yield item

@@ -1,5 +1,5 @@
 """The server builder every service uses: grpc.aio with mTLS on its one port, the mesh interceptor,
-health (a status per service), reflection, the AuditLog service, metrics on a separate port, and a
+health (a status per service), reflection (v1 and v1alpha), the AuditLog service, metrics on a separate port, and a
 graceful drain on SIGTERM.
 
 A service provides a ServiceDefinition; `python -m privmesh.<service>` calls `run_service` with it.
@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
@@ -38,6 +37,8 @@ from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
+from privmesh.runtime.reflection import enable_reflection
 from privmesh.runtime.tls import server_credentials
 from privmesh.runtime.tracing import make_tracer
 
@@ -110,7 +111,8 @@ class MeshServer:
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
         interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
-                                      trust_domain=cfg.trust_domain, audit=audit)
+                                      trust_domain=cfg.trust_domain, audit=audit,
+                                      limiter=RateLimiter(cfg.rate_limits) if cfg.rate_limits else None)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -130,9 +132,7 @@ class MeshServer:
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], server)
+        enable_reflection([*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
         self.port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls))
         if self.port == 0:
             raise OSError(f"could not bind {cfg.listen}")
