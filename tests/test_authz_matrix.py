@@ -105,6 +105,7 @@ def listing() -> Case:
 
 ATT, AUD, DPG, FHE = ("privmesh.attestation.v1.AttestationVerifier", "privmesh.common.v1.AuditLog",
                       "privmesh.dpgateway.v1.DPGateway", "privmesh.fhe.v1.FHEInference")
+AWI = "privmesh.common.v1.AuditWitness"
 FLC, FLR, KBR, TVA = ("privmesh.fl.v1.FLCoordinator", "privmesh.fl.v1.FLRunReporter", "privmesh.keybroker.v1.KeyBroker",
                       "privmesh.tokenvault.v1.TokenVault")
 _RHO = dp.PrivacySpec(privacy_loss=dp.PrivacyLoss(rho=0.1))
@@ -120,6 +121,11 @@ CASES: dict[str, Case] = {
     f"{AUD}/ListAuditEntries": wide(),
     f"{AUD}/ListAuditCheckpoints": wide(),
     f"{AUD}/GetAuditHead": wide(),
+    f"{AUD}/GetAuditReceipt": wide(),
+    f"{AUD}/ListTreeCheckpoints": wide(),
+    f"{AUD}/GetConsistencyProof": wide(),
+    f"{AUD}/ListWitnessedCheckpoints": wide(),
+    f"{AWI}/AddCheckpoint": wide(),
     f"{DPG}/RegisterDataset": Case(lambda t: dp.RegisterDatasetRequest(dataset_id="target", dataset=t["schema"])),
     f"{DPG}/GetDataset": Case(lambda t: dp.GetDatasetRequest(name="datasets/target")),
     f"{DPG}/ListDatasets": listing(),
@@ -330,7 +336,7 @@ async def run_cases(harness: Harness, services: tuple[str, ...]) -> None:
 
 async def test_attestation_verifier_and_audit_log(start_server, tmp_path: Path, identities: DevPki,  # type: ignore[no-untyped-def]
                                                   open_channels) -> None:
-    services = (ATT, AUD)
+    services = (ATT, AUD, AWI)
     settings = {"database": f"sqlite:///{tmp_path / 'attestation.db'}",
                 "token_signing_key_file": str(tmp_path / "token.pem")}
     server = await start_server(attestation_server.DEFINITION,

@@ -19,7 +19,7 @@ def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
 
 
 def test_demo_runs_the_scenario_and_passes(tmp_path: Path) -> None:
-    result = run("demo", cwd=tmp_path, timeout=300)
+    result = run("demo", cwd=tmp_path, timeout=420)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert [line.split(".")[0] for line in out.splitlines() if line[:2] in {f"{n}." for n in range(1, 7)}] == \
@@ -32,6 +32,8 @@ def test_demo_runs_the_scenario_and_passes(tmp_path: Path) -> None:
     assert "decrypted risk" in out and "secret key stays here" in out
     assert "NONCE_REPLAYED" in out and "ATTESTATION_REQUIRED" in out
     assert "fl-coordinator:" in out and "intact" in out and "tampered copy refused" in out
+    assert "verified offline: in the tree of" in out and "cosigned by" in out
+    assert "refused by witness" in out and "BROKEN: fork" in out
     assert "demo passed" in out
 
 
@@ -65,6 +67,7 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
         (tmp_path / "forged.json").write_text(json.dumps(bundle))
         forged = run("evidence", "verify", "forged.json", "--ca", "mesh/pki/ca.crt", cwd=tmp_path)
         assert forged.returncode == 1 and "BROKEN" in forged.stdout
+        _console_reads_the_mesh(tmp_path)
     finally:
         up.send_signal(signal.SIGTERM)
         output = up.communicate(timeout=60)[0]
@@ -74,6 +77,43 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
     assert not mesh_file.exists()
     log = (tmp_path / "mesh" / "logs" / "attestation-verifier.log").read_text()
     assert '"message": "draining"' in log
+
+
+def _console_reads_the_mesh(tmp_path: Path) -> None:
+    """`privmesh console` on a running mesh: every section readable as the auditor, every log verified."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    console = subprocess.Popen([*PRIVMESH, "console", "--state-dir", "mesh", "--port", str(port)], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "300"})
+    try:
+        assert console.stdout is not None
+        token = console.stdout.readline().strip().rsplit("token=", 1)[1]
+        deadline = time.monotonic() + 30
+
+        def get(path: str) -> dict:  # type: ignore[type-arg]
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return json.loads(reply.read())
+
+        while True:
+            try:
+                overview = get("/api/overview")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        assert len(overview["services"]) == 6 and all(s["ok"] for s in overview["services"]), overview
+        sections = get("/api/services")["sections"]
+        assert len(sections) == 7 and not [s for s in sections if s["error"]], sections
+    finally:
+        console.terminate()
+        console.wait(timeout=30)
 
 
 def test_pki_init_and_reissue(tmp_path: Path) -> None:

@@ -34,6 +34,11 @@ class EndlessPages(common_pb2_grpc.AuditLogServicer):
         return common_pb2.ListAuditCheckpointsResponse(
             checkpoints=[common_pb2.AuditCheckpoint(service="hostile", sequence=1)], next_page_token="more")
 
+    async def ListTreeCheckpoints(self, request: common_pb2.ListTreeCheckpointsRequest,
+                                  context: grpc.aio.ServicerContext) -> common_pb2.ListTreeCheckpointsResponse:
+        self.pages += 1
+        return common_pb2.ListTreeCheckpointsResponse(checkpoints=["not a note"], next_page_token="more")
+
 
 @pytest.mark.timeout(60)
 async def test_export_stops_paging_a_server_that_never_ends(pki: DevPki) -> None:
@@ -52,4 +57,5 @@ async def test_export_stops_paging_a_server_that_never_ends(pki: DevPki) -> None
     finally:
         await server.stop(None)
     assert exported["entries"] == [] and len(exported["checkpoints"]) <= 4
-    assert servicer.pages <= 1 + 4  # one empty page of entries; checkpoints stop at the head's sequence + 1
+    assert len(exported["tree"]["checkpoints"]) <= 4
+    assert servicer.pages <= 1 + 4 + 4  # one empty page of entries; checkpoints stop at the head's sequence + 1

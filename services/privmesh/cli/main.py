@@ -198,8 +198,10 @@ def evidence_export(state_dir: Path, output: Path) -> None:
 @click.option("--since", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="an earlier bundle: each of its services must be present with a head no older and the same "
                    "entries up to it")
+@click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
+              help="pinned services that must have cosigned each log's latest tree checkpoint")
 def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_domain: str, expected: tuple[str, ...],
-                    since: Path | None) -> None:
+                    since: Path | None, min_witnesses: int) -> None:
     """Verifies a bundle offline against pinned keys; names the first bad entry of each broken log. Exits 1 if any
     is broken or missing, 2 when nothing is pinned (--trust or --ca is required)."""
     from cryptography import x509
@@ -212,7 +214,7 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_dom
                         x509.load_pem_x509_certificates(ca.read_bytes()) if ca else (), trust_domain)
         earlier = json.loads(since.read_text()) if since else None
         verdicts = verify_bundle(json.loads(bundle.read_text()), anchors, expected or [s.name for s in CATALOG],
-                                 earlier)
+                                 earlier, min_witnesses)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{bundle} is not a readable evidence bundle: {exc}") from exc
     for v in verdicts:
@@ -222,6 +224,92 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_dom
             where = f"first bad entry: {v.finding.sequence}; " if v.finding.sequence else ""
             console.print(f"[red]BROKEN[/red]  {v.service}: {where}{v.finding.message}")
     sys.exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+@evidence.command("receipt")
+@STATE_DIR
+@click.argument("service")
+@click.option("--sequence", type=click.IntRange(min=0), default=0, show_default=True,
+              help="the entry's sequence (0: the identity's most recent entry)")
+@click.option("--identity", "who", default="demo-client", show_default=True, help="the caller whose entry it is")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+def evidence_receipt(state_dir: Path, service: str, sequence: int, who: str, output: Path) -> None:
+    """Fetches a receipt for an audit entry of SERVICE from the running mesh."""
+    from privmesh.runtime.audit.receipt import fetch_receipt, to_json
+
+    targets = {e.service: (e.target, e.spiffe_id) for e in MeshLayout(state_dir).endpoints()}
+    if service not in targets:
+        raise click.ClickException(f"{service} is not running from {state_dir}")
+    target, peer = targets[service]
+    receipt = asyncio.run(fetch_receipt(target, MeshLayout(state_dir).identity(who), peer, sequence))
+    output.write_text(json.dumps(to_json(receipt), indent=1))
+    console.print(f"receipt for {service} entry {receipt.entry.sequence} written to {output}")
+
+
+@evidence.command("verify-receipt")
+@click.argument("receipt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="JSON {service: audit key id} of the log's and the witnesses' keys to accept")
+@click.option("--trust-domain", default="privmesh.local", show_default=True)
+@click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
+              help="pinned services other than the log that must have cosigned the checkpoint")
+def evidence_verify_receipt(receipt: Path, trust: Path, trust_domain: str, min_witnesses: int) -> None:
+    """Verifies a receipt offline: entry hash, signed checkpoint, inclusion proof, witnesses. Exits 1 if bad."""
+    from privmesh.runtime.audit.receipt import verify_receipt
+
+    try:
+        verdict = verify_receipt(json.loads(receipt.read_text()), json.loads(trust.read_text()), trust_domain,
+                                 min_witnesses)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{receipt} is not a readable receipt: {exc}") from exc
+    if verdict.ok:
+        console.print(f"[green]ok[/green]      {verdict.service} entry {verdict.sequence} is in the log's tree of "
+                      f"{verdict.size} entries; cosigned by {', '.join(verdict.witnesses) or 'no witness'}")
+    else:
+        console.print(f"[red]BAD[/red]     {verdict.service} entry {verdict.sequence}: {verdict.problem}")
+    sys.exit(0 if verdict.ok else 1)
+
+
+@evidence.command("archive")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="YAML {bucket, prefix, retention_days, endpoint_url, region}")
+def evidence_archive(bundle: Path, config_file: Path) -> None:
+    """Writes a bundle's log segments and checkpoints to S3 under Object Lock (COMPLIANCE mode)."""
+    from privmesh.runtime.audit.worm import NoObjectLock, WormConfig, archive, s3_client
+
+    try:
+        config = WormConfig.from_file(config_file)
+        written = archive(json.loads(bundle.read_text()), config, s3_client(config))
+    except (ValueError, NoObjectLock) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"{len(written)} objects written to s3://{config.bucket}/{config.prefix} "
+                  f"(COMPLIANCE, {config.retention_days} days)")
+
+
+@main.command("console")
+@STATE_DIR
+@click.option("--port", type=click.IntRange(0, 65535), default=8088, show_default=True)
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {service: audit key id} to verify against (default: keys endorsed by the mesh CA)")
+def console_command(state_dir: Path, port: int, trust: Path | None) -> None:
+    """Serves the read-only auditor console on 127.0.0.1 (reads the services' APIs as the auditor identity)."""
+    from aiohttp import web
+
+    from privmesh.console.app import AuditorConsole
+
+    layout = MeshLayout(state_dir)
+    from cryptography import x509
+
+    endpoints = {e.service: (e.target, e.spiffe_id) for e in layout.endpoints()}
+    if not endpoints:
+        raise click.ClickException(f"no mesh is running from {state_dir}")
+    pins = Trust(json.loads(trust.read_text())) if trust else \
+        Trust(roots=x509.load_pem_x509_certificates(layout.pki.ca_file.read_bytes()),
+              trust_domain=layout.pki.trust_domain)
+    app = AuditorConsole(endpoints, layout.identity("auditor"), pins)
+    console.print(f"auditor console: http://127.0.0.1:{port}/login?token={app.token}")
+    web.run_app(app.app(), host="127.0.0.1", port=port, print=None)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ async def evidence_step(ctx: DemoContext) -> None:
         expect(not broken.ok, "a tampered bundle verified")
         ctx.console.print(f"   tampered copy refused: {broken.finding.message}")  # type: ignore[union-attr]
     ctx.console.print(f"   bundle written to {path}")
+    from privmesh.demo.transparency_step import fork_step, pinned_keys, receipt_step
+
+    trust = pinned_keys(ctx)
+    await receipt_step(ctx, trust)
+    await fork_step(ctx, trust)
 
 
 def _steps() -> list[Step]:
@@ -83,7 +88,8 @@ def _steps() -> list[Step]:
              encrypted_scoring_step),
         Step(5, "an enclave proves itself and receives a key-broker data key wrapped to its own key; impostors and "
                 "plain callers are refused", ("attestation-verifier", "key-broker"), enclave_attestation_step),
-        Step(6, "audit logs exported as one evidence bundle and verified offline", (), evidence_step),
+        Step(6, "audit logs exported as one evidence bundle and verified offline; a receipt checked offline; "
+                "a fork made with a stolen key detected", (), evidence_step),
     ]
 
 

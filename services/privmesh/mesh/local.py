@@ -4,6 +4,7 @@ catalogued service as a process, waits for health over mTLS, and stops them clea
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ from typing import Any, NoReturn
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from privmesh.console.inventory import METHODS as CONSOLE_METHODS
 from privmesh.mesh.catalog import CATALOG, ServiceSpec
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.pki import DevPki
@@ -62,6 +64,14 @@ class MeshLayout:
         bundle = self.pki.bundle(name)
         return ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file)
 
+    def audit_key_ids(self, services: Iterable[str]) -> dict[str, str]:
+        """The operator's pins: each service's audit key id, from the key files the mesh was deployed with."""
+        from privmesh.runtime.audit.checkpoint import raw_public_key
+        from privmesh.runtime.audit.log import load_or_create_signing_key
+
+        return {s: hashlib.sha256(raw_public_key(load_or_create_signing_key(
+            self.data_dir / s / "audit-signing-key.pem").public_key())).hexdigest() for s in services}
+
     def endpoints(self) -> list[Endpoint]:
         if not self.mesh_file.exists():
             return []
@@ -78,6 +88,11 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+        {"name": "auditor-read", "principals": [pki.spiffe_id("auditor")], "methods": list(CONSOLE_METHODS)},
+        {"name": "receipts", "principals": [pki.spiffe_id(c) for c in CLIENTS],
+         "methods": ["privmesh.common.v1.AuditLog/GetAuditReceipt"]},
+        {"name": "witnesses", "principals": [pki.spiffe_id(s.name) for s in specs],
+         "methods": ["privmesh.common.v1.AuditWitness/AddCheckpoint"]},
     ]
     views = [view for spec in specs for view in spec.admin_views]
     if views:
@@ -106,18 +121,21 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
             layout.pki.issue(name)
     layout.policy_file.write_text(yaml.safe_dump(_policy(layout.pki, specs), sort_keys=False))
     configs = {}
+    listen = {spec.name: f"127.0.0.1:{_free_port()}" for spec in specs}
     for spec in specs:
         bundle = layout.pki.bundle(spec.name)
         data_dir = layout.data_dir / spec.name
         data_dir.mkdir(exist_ok=True)
         config = {
             "server": {
-                "listen": f"127.0.0.1:{_free_port()}",
+                "listen": listen[spec.name],
                 "tls": {"ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file),
                         "key_file": str(bundle.key_file)},
                 "authz_policy": str(layout.policy_file),
                 "audit": {"database": f"sqlite:///{data_dir / 'audit.db'}",
-                          "signing_key_file": str(data_dir / "audit-signing-key.pem")},
+                          "signing_key_file": str(data_dir / "audit-signing-key.pem"),
+                          "witnesses": [{"service": peer, "target": target} for peer, target in listen.items()
+                                        if peer != spec.name]},
                 "metrics": {"enabled": True, "port": _free_port()},
                 "state_dir": str(data_dir),
                 "rate_limits": LOCAL_RATE_LIMITS,

@@ -38,8 +38,15 @@ class TlsConfig(_Strict):
     key_file: FilePath = Field(description="this service's private key (PEM); never logged")
 
 
+class WitnessPeerConfig(_Strict):
+    service: str = Field(pattern=r"^[a-z0-9-]{1,63}$", description="the peer service (its SPIFFE service account)")
+    target: str = Field(description="host:port of the peer's mTLS endpoint")
+
+
 class AuditConfig(_Strict):
     database: str = Field(description="sqlite:///path or postgresql://... (the password may come from env)")
+    witnesses: list[WitnessPeerConfig] = Field(
+        default_factory=list, description="peer services asked to cosign this log's checkpoints (tlog-witness)")
     signing_key_file: Path = Field(description="Ed25519 private key (PEM) that signs checkpoints; created if absent")
     checkpoint_every: int = Field(100, ge=1, le=100_000, description="sign a checkpoint every N entries")
     commit_delay_ms: float = Field(2.0, ge=0, le=50, description="under load, wait this long to group commits")

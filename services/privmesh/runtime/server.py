@@ -26,9 +26,11 @@ from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.access import Declaration
+from privmesh.runtime.audit.checkpoint import log_origin, raw_public_key
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
 from privmesh.runtime.audit.store import AuditStore
+from privmesh.runtime.audit.witness import AuditWitnessServicer, witnessing
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
@@ -107,8 +109,9 @@ class MeshServer:
         authorizer = Authorizer.from_file(cfg.authz_policy)
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
-        store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every)
+        store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every, log_origin(cfg.trust_domain, name))
         audit = AuditLog(store, key.public_key(), cfg.audit.commit_delay_ms / 1000)
+        witness, cosigners = witnessing(self._db, store, key, cfg, name)
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
@@ -125,7 +128,12 @@ class MeshServer:
         registrations = list(await self.definition.build(self._runtime, self.settings))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
-            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit, cfg.tls), s)))
+            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(
+                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners), s)))
+        registrations.append(Registration(
+            common_pb2.DESCRIPTOR.services_by_name["AuditWitness"].full_name,
+            lambda s: common_pb2_grpc.add_AuditWitnessServicer_to_server(
+                AuditWitnessServicer(witness, raw_public_key(key.public_key())), s)))
         for registration in registrations:
             interceptor.declarations.update(registration.declarations)
             registration.register(server)

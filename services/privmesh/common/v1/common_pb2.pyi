@@ -120,6 +120,48 @@ class AuditCheckpoint(_message.Message):
     signature: bytes
     def __init__(self, service: _Optional[str] = ..., sequence: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class AddCheckpointRequest(_message.Message):
+    __slots__ = ("old_size", "consistency_proof", "checkpoint", "log_public_key")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    LOG_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    checkpoint: str
+    log_public_key: bytes
+    def __init__(self, old_size: _Optional[int] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[str] = ..., log_public_key: _Optional[bytes] = ...) -> None: ...
+
+class AddCheckpointResponse(_message.Message):
+    __slots__ = ("cosignature", "witness_public_key")
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    cosignature: str
+    witness_public_key: bytes
+    def __init__(self, cosignature: _Optional[str] = ..., witness_public_key: _Optional[bytes] = ...) -> None: ...
+
+class ListWitnessedCheckpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WitnessedLog(_message.Message):
+    __slots__ = ("origin", "log_public_key", "latest_checkpoint", "refused_checkpoints")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    LOG_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    log_public_key: bytes
+    latest_checkpoint: str
+    refused_checkpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, origin: _Optional[str] = ..., log_public_key: _Optional[bytes] = ..., latest_checkpoint: _Optional[str] = ..., refused_checkpoints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListWitnessedCheckpointsResponse(_message.Message):
+    __slots__ = ("logs",)
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    logs: _containers.RepeatedCompositeFieldContainer[WitnessedLog]
+    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ...) -> None: ...
+
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -167,3 +209,66 @@ class GetAuditHeadResponse(_message.Message):
     certificate_chain: str
     key_endorsement: bytes
     def __init__(self, head: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., public_key: _Optional[bytes] = ..., certificate_chain: _Optional[str] = ..., key_endorsement: _Optional[bytes] = ...) -> None: ...
+
+class GetAuditReceiptRequest(_message.Message):
+    __slots__ = ("sequence",)
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
+
+class GetAuditReceiptResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: AuditReceipt
+    def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+
+class AuditReceipt(_message.Message):
+    __slots__ = ("entry", "leaf_index", "checkpoint", "inclusion_proof", "public_keys")
+    class PublicKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    entry: AuditEntry
+    leaf_index: int
+    checkpoint: str
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    public_keys: _containers.ScalarMap[str, bytes]
+    def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ..., leaf_index: _Optional[int] = ..., checkpoint: _Optional[str] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class ListTreeCheckpointsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTreeCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints", "next_page_token")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, checkpoints: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("first_size", "second_size")
+    FIRST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_SIZE_FIELD_NUMBER: _ClassVar[int]
+    first_size: int
+    second_size: int
+    def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ...) -> None: ...
+
+class GetConsistencyProofResponse(_message.Message):
+    __slots__ = ("proof",)
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, proof: _Optional[_Iterable[bytes]] = ...) -> None: ...

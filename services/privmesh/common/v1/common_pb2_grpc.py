@@ -50,6 +50,26 @@ class AuditLogStub:
                 request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.SerializeToString,
                 response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.FromString,
                 _registered_method=True)
+        self.GetAuditReceipt = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/GetAuditReceipt',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.FromString,
+                _registered_method=True)
+        self.ListTreeCheckpoints = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/ListTreeCheckpoints',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/GetConsistencyProof',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.ListWitnessedCheckpoints = channel.unary_unary(
+                '/privmesh.common.v1.AuditLog/ListWitnessedCheckpoints',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServicer:
@@ -77,6 +97,38 @@ class AuditLogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditReceipt(self, request, context):
+        """Returns a receipt for one entry: the entry, a signed (and cosigned) tree checkpoint that includes it and
+        the inclusion proof, checkable offline with `privmesh evidence verify-receipt`. A caller may get receipts
+        for its own entries; a principal allowed ListAuditEntries may get any. Signs a new checkpoint when no
+        stored one includes the entry yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTreeCheckpoints(self, request, context):
+        """Lists the signed tree checkpoints (C2SP notes with every cosignature gathered) in size order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Returns the RFC 6962 consistency proof between two tree sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWitnessedCheckpoints(self, request, context):
+        """Lists what this service, as a witness, holds for other services' logs: the latest checkpoint it
+        cosigned for each, and every checkpoint it refused as inconsistent (evidence of a fork).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +146,26 @@ def add_AuditLogServicer_to_server(servicer, server):
                     servicer.GetAuditHead,
                     request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.FromString,
                     response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.SerializeToString,
+            ),
+            'GetAuditReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditReceipt,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.SerializeToString,
+            ),
+            'ListTreeCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTreeCheckpoints,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'ListWitnessedCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWitnessedCheckpoints,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +250,196 @@ class AuditLog:
             '/privmesh.common.v1.AuditLog/GetAuditHead',
             privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadRequest.SerializeToString,
             privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/GetAuditReceipt',
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetAuditReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTreeCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/ListTreeCheckpoints',
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListTreeCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/GetConsistencyProof',
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWitnessedCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditLog/ListWitnessedCheckpoints',
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.ListWitnessedCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuditWitnessStub:
+    """Every service is also a witness of the other services' logs (c2sp.org/tlog-witness semantics over gRPC).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddCheckpoint = channel.unary_unary(
+                '/privmesh.common.v1.AuditWitness/AddCheckpoint',
+                request_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointResponse.FromString,
+                _registered_method=True)
+
+
+class AuditWitnessServicer:
+    """Every service is also a witness of the other services' logs (c2sp.org/tlog-witness semantics over gRPC).
+    """
+
+    def AddCheckpoint(self, request, context):
+        """Submits a log's new checkpoint with a consistency proof from the last one this witness cosigned for that
+        log; returns this witness's cosignature. Only the service whose log it is may submit (its mesh identity
+        must match the checkpoint's origin), and the log's key is pinned at its first submission. Errors:
+        FAILED_PRECONDITION with ErrorInfo reason WITNESS_SIZE_MISMATCH and metadata "latest_size" when old_size
+        is not the size last cosigned; FAILED_PRECONDITION with reason INCONSISTENT_CHECKPOINT when the proof
+        fails or a different root is given for the same size (the checkpoint is kept as evidence);
+        PERMISSION_DENIED when the signature is not the pinned key's; INVALID_ARGUMENT for a malformed request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditWitnessServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpoint,
+                    request_deserializer=privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointRequest.FromString,
+                    response_serializer=privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'privmesh.common.v1.AuditWitness', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('privmesh.common.v1.AuditWitness', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditWitness:
+    """Every service is also a witness of the other services' logs (c2sp.org/tlog-witness semantics over gRPC).
+    """
+
+    @staticmethod
+    def AddCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.common.v1.AuditWitness/AddCheckpoint',
+            privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointRequest.SerializeToString,
+            privmesh_dot_common_dot_v1_dot_common__pb2.AddCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -24,6 +24,7 @@ from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry, Finding, verify_log
 from privmesh.runtime.audit.endorsement import EndorsementError, verify_endorsement
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
+from privmesh.runtime.audit.transparency import export_tree, export_witnessed, tree_findings
 from privmesh.runtime.client import ClientIdentity, secure_channel
 
 FORMAT = "privmesh-evidence/1"
@@ -54,6 +55,7 @@ async def export_service(target: str, identity: ClientIdentity, peer: str) -> di
             token = more.next_page_token
             if not token or not more.checkpoints or more.checkpoints[-1].sequence >= covered:
                 break
+        tree = await export_tree(stub, covered)
     return {
         "service": head.head.service,
         "endpoint": target,
@@ -63,13 +65,19 @@ async def export_service(target: str, identity: ClientIdentity, peer: str) -> di
         "head": json_format.MessageToDict(head.head),
         "checkpoints": [json_format.MessageToDict(c) for c in checkpoints if c.sequence <= covered],
         "entries": [json_format.MessageToDict(e) for e in entries[:covered]],
+        "tree": tree,
     }
 
 
 async def export_bundle(endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity) -> dict[str, Any]:
     """Every service's log; `endpoints` maps each service to its (target, pinned SPIFFE ID)."""
+    witnessed = {}
+    for service, (target, peer) in endpoints.items():  # witnesses first: no log is then behind what was cosigned
+        async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
+            witnessed[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
     services = [await export_service(target, identity, peer) for target, peer in endpoints.values()]
-    return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services}
+    return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services,
+            "witnessed": witnessed}
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,19 @@ def _since_finding(entries: Sequence[Entry], head: Checkpoint, seen: Checkpoint)
 
 
 def verify_bundle(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[str] = (),
-                  since: Mapping[str, Any] | None = None) -> list[ServiceVerdict]:
+                  since: Mapping[str, Any] | None = None, min_witnesses: int = 1) -> list[ServiceVerdict]:
+    """_verify_chains, then each verified log's tree evidence (transparency.tree_findings): checkpoints,
+    consistency, at least `min_witnesses` pinned cosignatures, no split view or refused fork."""
+    verdicts = _verify_chains(bundle, trust, expected, since)
+    sections = {s["service"]: s for s in reversed(bundle["services"])}
+    pinned = {v.service: base64.b64decode(sections[v.service]["public_key"])
+              for v in verdicts if v.ok and v.service in sections}
+    found = tree_findings(bundle, pinned, trust.trust_domain, min_witnesses, since)
+    return [replace(v, finding=found[v.service]) if v.service in found else v for v in verdicts]
+
+
+def _verify_chains(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[str] = (),
+                   since: Mapping[str, Any] | None = None) -> list[ServiceVerdict]:
     """Verifies every service's chain against its signed head and its key against what `trust` pins; every
     `expected` service (and every service of the earlier bundle `since`) must be present, with a head no older
     than the earlier one and the same entries up to it. Raises NoTrustAnchor when `trust` pins nothing."""

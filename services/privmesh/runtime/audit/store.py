@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from privmesh.runtime.audit.chain import GENESIS, Checkpoint, Entry, Event, seal, sign_checkpoint
+from privmesh.runtime.audit.checkpoint import log_origin
+from privmesh.runtime.audit.tlog import TransparencyLog
 from privmesh.runtime.db import Cursor, Database
 
 _SQLITE_GUARDS = [
@@ -35,11 +37,13 @@ def _now_us() -> int:
 
 
 class AuditStore:
-    def __init__(self, db: Database, service: str, signing_key: Ed25519PrivateKey, checkpoint_every: int) -> None:
+    def __init__(self, db: Database, service: str, signing_key: Ed25519PrivateKey, checkpoint_every: int,
+                 origin: str | None = None) -> None:
         self.db = db
         self.service = service
         self._key = signing_key
         self._every = checkpoint_every
+        self.tlog = TransparencyLog(db, service, origin or log_origin("privmesh.local", service), signing_key)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -61,6 +65,7 @@ class AuditStore:
                 cur.execute(statement)
             cur.execute("INSERT INTO audit_heads (chain, sequence, head_hash) VALUES (?, 0, ?) "
                         "ON CONFLICT (chain) DO NOTHING", (self.service, GENESIS))
+            self.tlog.migrate(cur, self._lock_head(cur)[0])
 
     def _lock_head(self, cur: Cursor) -> tuple[int, bytes]:
         cur.execute(self.db.locking("SELECT sequence, head_hash FROM audit_heads WHERE chain = ?"), (self.service,))
@@ -68,6 +73,7 @@ class AuditStore:
         return int(sequence), bytes(head)
 
     def _insert_checkpoint(self, cur: Cursor, sequence: int, head: bytes) -> Checkpoint:
+        self.tlog.sign(cur, sequence)
         checkpoint = sign_checkpoint(self._key, self.service, sequence, head, _now_us())
         cur.execute("INSERT INTO audit_checkpoints (chain, sequence, time_us, head_hash, key_id, signature) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain, sequence) DO NOTHING",
@@ -78,6 +84,7 @@ class AuditStore:
         """Appends all events in one transaction (all or none), signing checkpoints at every N-th entry."""
         with self.db.transaction() as cur:
             sequence, head = self._lock_head(cur)
+            size = sequence
             entries = []
             for event in events:
                 sequence += 1
@@ -89,6 +96,7 @@ class AuditStore:
                 "details, previous_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(self.service, e.sequence, e.time_us, e.principal, e.operation, e.resource, e.outcome,
                   json.dumps(dict(e.details), sort_keys=True), e.previous_hash, e.entry_hash) for e in entries])
+            self.tlog.append(cur, size, [e.entry_hash for e in entries])
             for entry in entries:
                 if entry.sequence % self._every == 0:
                     self._insert_checkpoint(cur, entry.sequence, entry.entry_hash)

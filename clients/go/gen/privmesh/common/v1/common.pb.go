@@ -561,6 +561,290 @@ func (x *AuditCheckpoint) GetSignature() []byte {
 	return nil
 }
 
+// Request for AuditWitness.AddCheckpoint.
+type AddCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The size of the checkpoint this witness last cosigned for the log (0 if none).
+	OldSize uint64 `protobuf:"varint,1,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	// The consistency proof from old_size to the checkpoint's size (empty when old_size is 0).
+	ConsistencyProof [][]byte `protobuf:"bytes,2,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	// The checkpoint: a C2SP signed note signed by the log.
+	Checkpoint string `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The log's raw 32-byte Ed25519 public key (pinned by the witness at the first submission).
+	LogPublicKey  []byte `protobuf:"bytes,4,opt,name=log_public_key,json=logPublicKey,proto3" json:"log_public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddCheckpointRequest) Reset() {
+	*x = AddCheckpointRequest{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCheckpointRequest) ProtoMessage() {}
+
+func (x *AddCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*AddCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AddCheckpointRequest) GetOldSize() uint64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *AddCheckpointRequest) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+func (x *AddCheckpointRequest) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *AddCheckpointRequest) GetLogPublicKey() []byte {
+	if x != nil {
+		return x.LogPublicKey
+	}
+	return nil
+}
+
+// Response of AuditWitness.AddCheckpoint.
+type AddCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The witness's cosignature: one note signature line ("— <name> <base64>\n").
+	Cosignature string `protobuf:"bytes,1,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
+	// The witness's raw 32-byte Ed25519 public key.
+	WitnessPublicKey []byte `protobuf:"bytes,2,opt,name=witness_public_key,json=witnessPublicKey,proto3" json:"witness_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AddCheckpointResponse) Reset() {
+	*x = AddCheckpointResponse{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCheckpointResponse) ProtoMessage() {}
+
+func (x *AddCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*AddCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AddCheckpointResponse) GetCosignature() string {
+	if x != nil {
+		return x.Cosignature
+	}
+	return ""
+}
+
+func (x *AddCheckpointResponse) GetWitnessPublicKey() []byte {
+	if x != nil {
+		return x.WitnessPublicKey
+	}
+	return nil
+}
+
+// Request for AuditLog.ListWitnessedCheckpoints.
+type ListWitnessedCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWitnessedCheckpointsRequest) Reset() {
+	*x = ListWitnessedCheckpointsRequest{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWitnessedCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWitnessedCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListWitnessedCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWitnessedCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListWitnessedCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+// What a witness holds for one log.
+type WitnessedLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's origin.
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The log's pinned raw Ed25519 public key.
+	LogPublicKey []byte `protobuf:"bytes,2,opt,name=log_public_key,json=logPublicKey,proto3" json:"log_public_key,omitempty"`
+	// The latest checkpoint cosigned for the log, with this witness's cosignature.
+	LatestCheckpoint string `protobuf:"bytes,3,opt,name=latest_checkpoint,json=latestCheckpoint,proto3" json:"latest_checkpoint,omitempty"`
+	// Checkpoints signed by the log's key that this witness refused as inconsistent with what it had cosigned.
+	RefusedCheckpoints []string `protobuf:"bytes,4,rep,name=refused_checkpoints,json=refusedCheckpoints,proto3" json:"refused_checkpoints,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *WitnessedLog) Reset() {
+	*x = WitnessedLog{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WitnessedLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WitnessedLog) ProtoMessage() {}
+
+func (x *WitnessedLog) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WitnessedLog.ProtoReflect.Descriptor instead.
+func (*WitnessedLog) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WitnessedLog) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *WitnessedLog) GetLogPublicKey() []byte {
+	if x != nil {
+		return x.LogPublicKey
+	}
+	return nil
+}
+
+func (x *WitnessedLog) GetLatestCheckpoint() string {
+	if x != nil {
+		return x.LatestCheckpoint
+	}
+	return ""
+}
+
+func (x *WitnessedLog) GetRefusedCheckpoints() []string {
+	if x != nil {
+		return x.RefusedCheckpoints
+	}
+	return nil
+}
+
+// Response of AuditLog.ListWitnessedCheckpoints.
+type ListWitnessedCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per log this service witnesses.
+	Logs          []*WitnessedLog `protobuf:"bytes,1,rep,name=logs,proto3" json:"logs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWitnessedCheckpointsResponse) Reset() {
+	*x = ListWitnessedCheckpointsResponse{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWitnessedCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWitnessedCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListWitnessedCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWitnessedCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListWitnessedCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListWitnessedCheckpointsResponse) GetLogs() []*WitnessedLog {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
 // Request for AuditLog.ListAuditEntries.
 type ListAuditEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -574,7 +858,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +870,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[4]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +883,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAuditEntriesRequest) GetPageSize() int32 {
@@ -629,7 +913,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +925,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[5]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +938,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -684,7 +968,7 @@ type ListAuditCheckpointsRequest struct {
 
 func (x *ListAuditCheckpointsRequest) Reset() {
 	*x = ListAuditCheckpointsRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +980,7 @@ func (x *ListAuditCheckpointsRequest) String() string {
 func (*ListAuditCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +993,7 @@ func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListAuditCheckpointsRequest) GetPageSize() int32 {
@@ -739,7 +1023,7 @@ type ListAuditCheckpointsResponse struct {
 
 func (x *ListAuditCheckpointsResponse) Reset() {
 	*x = ListAuditCheckpointsResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +1035,7 @@ func (x *ListAuditCheckpointsResponse) String() string {
 func (*ListAuditCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +1048,7 @@ func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAuditCheckpointsResponse) GetCheckpoints() []*AuditCheckpoint {
@@ -790,7 +1074,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1086,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1099,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{13}
 }
 
 // Response of AuditLog.GetAuditHead.
@@ -839,7 +1123,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1135,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1148,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditCheckpoint {
@@ -891,6 +1175,392 @@ func (x *GetAuditHeadResponse) GetCertificateChain() string {
 func (x *GetAuditHeadResponse) GetKeyEndorsement() []byte {
 	if x != nil {
 		return x.KeyEndorsement
+	}
+	return nil
+}
+
+// Request for AuditLog.GetAuditReceipt.
+type GetAuditReceiptRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry's sequence; 0 for the caller's most recent entry.
+	Sequence      uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditReceiptRequest) Reset() {
+	*x = GetAuditReceiptRequest{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditReceiptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditReceiptRequest) ProtoMessage() {}
+
+func (x *GetAuditReceiptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditReceiptRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditReceiptRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetAuditReceiptRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// Response of AuditLog.GetAuditReceipt.
+type GetAuditReceiptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The receipt.
+	Receipt       *AuditReceipt `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditReceiptResponse) Reset() {
+	*x = GetAuditReceiptResponse{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditReceiptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditReceiptResponse) ProtoMessage() {}
+
+func (x *GetAuditReceiptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditReceiptResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditReceiptResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetAuditReceiptResponse) GetReceipt() *AuditReceipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+// A self-contained proof that an entry is in a service's log.
+type AuditReceipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry; its entry_hash is the leaf input.
+	Entry *AuditEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// The entry's leaf index (sequence - 1).
+	LeafIndex uint64 `protobuf:"varint,2,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// A tree checkpoint whose size exceeds leaf_index: the signed note with its cosignature lines.
+	Checkpoint string `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The inclusion proof of the leaf in that checkpoint's tree (RFC 6962 §2.1.1), leaf side first.
+	InclusionProof [][]byte `protobuf:"bytes,4,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	// The raw 32-byte Ed25519 keys of the log (under its own service name) and of each witness whose
+	// cosignature the checkpoint carries; a verifier accepts only those it pins.
+	PublicKeys    map[string][]byte `protobuf:"bytes,5,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditReceipt) Reset() {
+	*x = AuditReceipt{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditReceipt) ProtoMessage() {}
+
+func (x *AuditReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditReceipt.ProtoReflect.Descriptor instead.
+func (*AuditReceipt) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AuditReceipt) GetEntry() *AuditEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *AuditReceipt) GetLeafIndex() uint64 {
+	if x != nil {
+		return x.LeafIndex
+	}
+	return 0
+}
+
+func (x *AuditReceipt) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *AuditReceipt) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+func (x *AuditReceipt) GetPublicKeys() map[string][]byte {
+	if x != nil {
+		return x.PublicKeys
+	}
+	return nil
+}
+
+// Request for AuditLog.ListTreeCheckpoints.
+type ListTreeCheckpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many checkpoints (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A next_page_token from an earlier response; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTreeCheckpointsRequest) Reset() {
+	*x = ListTreeCheckpointsRequest{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTreeCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTreeCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListTreeCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTreeCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListTreeCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListTreeCheckpointsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTreeCheckpointsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response of AuditLog.ListTreeCheckpoints.
+type ListTreeCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoints of this page (signed notes with cosignatures), in size order.
+	Checkpoints []string `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTreeCheckpointsResponse) Reset() {
+	*x = ListTreeCheckpointsResponse{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTreeCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTreeCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListTreeCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTreeCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListTreeCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListTreeCheckpointsResponse) GetCheckpoints() []string {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *ListTreeCheckpointsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Request for AuditLog.GetConsistencyProof.
+type GetConsistencyProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The older tree size (0 < first_size <= second_size).
+	FirstSize uint64 `protobuf:"varint,1,opt,name=first_size,json=firstSize,proto3" json:"first_size,omitempty"`
+	// The newer tree size, at most the log's size.
+	SecondSize    uint64 `protobuf:"varint,2,opt,name=second_size,json=secondSize,proto3" json:"second_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofRequest) Reset() {
+	*x = GetConsistencyProofRequest{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofRequest) ProtoMessage() {}
+
+func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetConsistencyProofRequest) GetFirstSize() uint64 {
+	if x != nil {
+		return x.FirstSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofRequest) GetSecondSize() uint64 {
+	if x != nil {
+		return x.SecondSize
+	}
+	return 0
+}
+
+// Response of AuditLog.GetConsistencyProof.
+type GetConsistencyProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The RFC 6962 §2.1.2 consistency proof, leaf side first.
+	Proof         [][]byte `protobuf:"bytes,1,rep,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofResponse) Reset() {
+	*x = GetConsistencyProofResponse{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofResponse) ProtoMessage() {}
+
+func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetConsistencyProofResponse) GetProof() [][]byte {
+	if x != nil {
+		return x.Proof
 	}
 	return nil
 }
@@ -970,7 +1640,25 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\thead_hash\x18\x03 \x01(\fR\bheadHash\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x15\n" +
 	"\x06key_id\x18\x05 \x01(\tR\x05keyId\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature\"U\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"\xa4\x01\n" +
+	"\x14AddCheckpointRequest\x12\x19\n" +
+	"\bold_size\x18\x01 \x01(\x04R\aoldSize\x12+\n" +
+	"\x11consistency_proof\x18\x02 \x03(\fR\x10consistencyProof\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\tR\n" +
+	"checkpoint\x12$\n" +
+	"\x0elog_public_key\x18\x04 \x01(\fR\flogPublicKey\"g\n" +
+	"\x15AddCheckpointResponse\x12 \n" +
+	"\vcosignature\x18\x01 \x01(\tR\vcosignature\x12,\n" +
+	"\x12witness_public_key\x18\x02 \x01(\fR\x10witnessPublicKey\"!\n" +
+	"\x1fListWitnessedCheckpointsRequest\"\xaa\x01\n" +
+	"\fWitnessedLog\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12$\n" +
+	"\x0elog_public_key\x18\x02 \x01(\fR\flogPublicKey\x12+\n" +
+	"\x11latest_checkpoint\x18\x03 \x01(\tR\x10latestCheckpoint\x12/\n" +
+	"\x13refused_checkpoints\x18\x04 \x03(\tR\x12refusedCheckpoints\"X\n" +
+	" ListWitnessedCheckpointsResponse\x124\n" +
+	"\x04logs\x18\x01 \x03(\v2 .privmesh.common.v1.WitnessedLogR\x04logs\"U\n" +
 	"\x17ListAuditEntriesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -991,7 +1679,38 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12+\n" +
 	"\x11certificate_chain\x18\x03 \x01(\tR\x10certificateChain\x12'\n" +
-	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement*\x98\x03\n" +
+	"\x0fkey_endorsement\x18\x04 \x01(\fR\x0ekeyEndorsement\"4\n" +
+	"\x16GetAuditReceiptRequest\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\"U\n" +
+	"\x17GetAuditReceiptResponse\x12:\n" +
+	"\areceipt\x18\x01 \x01(\v2 .privmesh.common.v1.AuditReceiptR\areceipt\"\xbe\x02\n" +
+	"\fAuditReceipt\x124\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1e.privmesh.common.v1.AuditEntryR\x05entry\x12\x1d\n" +
+	"\n" +
+	"leaf_index\x18\x02 \x01(\x04R\tleafIndex\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\tR\n" +
+	"checkpoint\x12'\n" +
+	"\x0finclusion_proof\x18\x04 \x03(\fR\x0einclusionProof\x12Q\n" +
+	"\vpublic_keys\x18\x05 \x03(\v20.privmesh.common.v1.AuditReceipt.PublicKeysEntryR\n" +
+	"publicKeys\x1a=\n" +
+	"\x0fPublicKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"X\n" +
+	"\x1aListTreeCheckpointsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"g\n" +
+	"\x1bListTreeCheckpointsResponse\x12 \n" +
+	"\vcheckpoints\x18\x01 \x03(\tR\vcheckpoints\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\\\n" +
+	"\x1aGetConsistencyProofRequest\x12\x1d\n" +
+	"\n" +
+	"first_size\x18\x01 \x01(\x04R\tfirstSize\x12\x1f\n" +
+	"\vsecond_size\x18\x02 \x01(\x04R\n" +
+	"secondSize\"3\n" +
+	"\x1bGetConsistencyProofResponse\x12\x14\n" +
+	"\x05proof\x18\x01 \x03(\fR\x05proof*\x98\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n" +
@@ -1009,11 +1728,17 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n" +
 	"\x14AUDIT_OUTCOME_DENIED\x10\x02\x12\x19\n" +
-	"\x15AUDIT_OUTCOME_FAILURE\x10\x032\xf6\x02\n" +
+	"\x15AUDIT_OUTCOME_FAILURE\x10\x032\x85\a\n" +
 	"\bAuditLog\x12x\n" +
 	"\x10ListAuditEntries\x12+.privmesh.common.v1.ListAuditEntriesRequest\x1a,.privmesh.common.v1.ListAuditEntriesResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12\x84\x01\n" +
 	"\x14ListAuditCheckpoints\x12/.privmesh.common.v1.ListAuditCheckpointsRequest\x1a0.privmesh.common.v1.ListAuditCheckpointsResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12i\n" +
-	"\fGetAuditHead\x12'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse\"\x06\xb2\xbb\x18\x02(\x01:=\n" +
+	"\fGetAuditHead\x12'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse\"\x06\xb2\xbb\x18\x02(\x01\x12r\n" +
+	"\x0fGetAuditReceipt\x12*.privmesh.common.v1.GetAuditReceiptRequest\x1a+.privmesh.common.v1.GetAuditReceiptResponse\"\x06\xb2\xbb\x18\x02(\x01\x12\x81\x01\n" +
+	"\x13ListTreeCheckpoints\x12..privmesh.common.v1.ListTreeCheckpointsRequest\x1a/.privmesh.common.v1.ListTreeCheckpointsResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12\x81\x01\n" +
+	"\x13GetConsistencyProof\x12..privmesh.common.v1.GetConsistencyProofRequest\x1a/.privmesh.common.v1.GetConsistencyProofResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01\x12\x90\x01\n" +
+	"\x18ListWitnessedCheckpoints\x123.privmesh.common.v1.ListWitnessedCheckpointsRequest\x1a4.privmesh.common.v1.ListWitnessedCheckpointsResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x012|\n" +
+	"\fAuditWitness\x12l\n" +
+	"\rAddCheckpoint\x12(.privmesh.common.v1.AddCheckpointRequest\x1a).privmesh.common.v1.AddCheckpointResponse\"\x06\xb2\xbb\x18\x02(\x01:=\n" +
 	"\tsensitive\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\bR\tsensitive:o\n" +
 	"\rauthorization\x12\x1e.google.protobuf.MethodOptions\x18\xb6\x87\x03 \x01(\v2'.privmesh.common.v1.MethodAuthorizationR\rauthorizationBc\n" +
 	"\x16dev.privmesh.common.v1P\x01ZGgithub.com/privmesh/privmesh/clients/go/gen/privmesh/common/v1;commonv1b\x06proto3"
@@ -1031,50 +1756,77 @@ func file_privmesh_common_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_privmesh_common_v1_common_proto_goTypes = []any{
-	(ErrorReason)(0),                     // 0: privmesh.common.v1.ErrorReason
-	(AuditOutcome)(0),                    // 1: privmesh.common.v1.AuditOutcome
-	(*MethodAuthorization)(nil),          // 2: privmesh.common.v1.MethodAuthorization
-	(*ResourceAccess)(nil),               // 3: privmesh.common.v1.ResourceAccess
-	(*AuditEntry)(nil),                   // 4: privmesh.common.v1.AuditEntry
-	(*AuditCheckpoint)(nil),              // 5: privmesh.common.v1.AuditCheckpoint
-	(*ListAuditEntriesRequest)(nil),      // 6: privmesh.common.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil),     // 7: privmesh.common.v1.ListAuditEntriesResponse
-	(*ListAuditCheckpointsRequest)(nil),  // 8: privmesh.common.v1.ListAuditCheckpointsRequest
-	(*ListAuditCheckpointsResponse)(nil), // 9: privmesh.common.v1.ListAuditCheckpointsResponse
-	(*GetAuditHeadRequest)(nil),          // 10: privmesh.common.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),         // 11: privmesh.common.v1.GetAuditHeadResponse
-	nil,                                  // 12: privmesh.common.v1.AuditEntry.DetailsEntry
-	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
-	(*descriptorpb.FieldOptions)(nil),    // 14: google.protobuf.FieldOptions
-	(*descriptorpb.MethodOptions)(nil),   // 15: google.protobuf.MethodOptions
+	(ErrorReason)(0),                         // 0: privmesh.common.v1.ErrorReason
+	(AuditOutcome)(0),                        // 1: privmesh.common.v1.AuditOutcome
+	(*MethodAuthorization)(nil),              // 2: privmesh.common.v1.MethodAuthorization
+	(*ResourceAccess)(nil),                   // 3: privmesh.common.v1.ResourceAccess
+	(*AuditEntry)(nil),                       // 4: privmesh.common.v1.AuditEntry
+	(*AuditCheckpoint)(nil),                  // 5: privmesh.common.v1.AuditCheckpoint
+	(*AddCheckpointRequest)(nil),             // 6: privmesh.common.v1.AddCheckpointRequest
+	(*AddCheckpointResponse)(nil),            // 7: privmesh.common.v1.AddCheckpointResponse
+	(*ListWitnessedCheckpointsRequest)(nil),  // 8: privmesh.common.v1.ListWitnessedCheckpointsRequest
+	(*WitnessedLog)(nil),                     // 9: privmesh.common.v1.WitnessedLog
+	(*ListWitnessedCheckpointsResponse)(nil), // 10: privmesh.common.v1.ListWitnessedCheckpointsResponse
+	(*ListAuditEntriesRequest)(nil),          // 11: privmesh.common.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),         // 12: privmesh.common.v1.ListAuditEntriesResponse
+	(*ListAuditCheckpointsRequest)(nil),      // 13: privmesh.common.v1.ListAuditCheckpointsRequest
+	(*ListAuditCheckpointsResponse)(nil),     // 14: privmesh.common.v1.ListAuditCheckpointsResponse
+	(*GetAuditHeadRequest)(nil),              // 15: privmesh.common.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),             // 16: privmesh.common.v1.GetAuditHeadResponse
+	(*GetAuditReceiptRequest)(nil),           // 17: privmesh.common.v1.GetAuditReceiptRequest
+	(*GetAuditReceiptResponse)(nil),          // 18: privmesh.common.v1.GetAuditReceiptResponse
+	(*AuditReceipt)(nil),                     // 19: privmesh.common.v1.AuditReceipt
+	(*ListTreeCheckpointsRequest)(nil),       // 20: privmesh.common.v1.ListTreeCheckpointsRequest
+	(*ListTreeCheckpointsResponse)(nil),      // 21: privmesh.common.v1.ListTreeCheckpointsResponse
+	(*GetConsistencyProofRequest)(nil),       // 22: privmesh.common.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),      // 23: privmesh.common.v1.GetConsistencyProofResponse
+	nil,                                      // 24: privmesh.common.v1.AuditEntry.DetailsEntry
+	nil,                                      // 25: privmesh.common.v1.AuditReceipt.PublicKeysEntry
+	(*timestamppb.Timestamp)(nil),            // 26: google.protobuf.Timestamp
+	(*descriptorpb.FieldOptions)(nil),        // 27: google.protobuf.FieldOptions
+	(*descriptorpb.MethodOptions)(nil),       // 28: google.protobuf.MethodOptions
 }
 var file_privmesh_common_v1_common_proto_depIdxs = []int32{
 	3,  // 0: privmesh.common.v1.MethodAuthorization.request:type_name -> privmesh.common.v1.ResourceAccess
 	3,  // 1: privmesh.common.v1.MethodAuthorization.resolved:type_name -> privmesh.common.v1.ResourceAccess
 	3,  // 2: privmesh.common.v1.MethodAuthorization.item:type_name -> privmesh.common.v1.ResourceAccess
-	13, // 3: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	26, // 3: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: privmesh.common.v1.AuditEntry.outcome:type_name -> privmesh.common.v1.AuditOutcome
-	12, // 5: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
-	13, // 6: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
-	4,  // 7: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
-	5,  // 8: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
-	5,  // 9: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
-	14, // 10: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
-	15, // 11: privmesh.common.v1.authorization:extendee -> google.protobuf.MethodOptions
-	2,  // 12: privmesh.common.v1.authorization:type_name -> privmesh.common.v1.MethodAuthorization
-	6,  // 13: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
-	8,  // 14: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
-	10, // 15: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
-	7,  // 16: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
-	9,  // 17: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
-	11, // 18: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	12, // [12:13] is the sub-list for extension type_name
-	10, // [10:12] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	24, // 5: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
+	26, // 6: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
+	9,  // 7: privmesh.common.v1.ListWitnessedCheckpointsResponse.logs:type_name -> privmesh.common.v1.WitnessedLog
+	4,  // 8: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
+	5,  // 9: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
+	5,  // 10: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
+	19, // 11: privmesh.common.v1.GetAuditReceiptResponse.receipt:type_name -> privmesh.common.v1.AuditReceipt
+	4,  // 12: privmesh.common.v1.AuditReceipt.entry:type_name -> privmesh.common.v1.AuditEntry
+	25, // 13: privmesh.common.v1.AuditReceipt.public_keys:type_name -> privmesh.common.v1.AuditReceipt.PublicKeysEntry
+	27, // 14: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
+	28, // 15: privmesh.common.v1.authorization:extendee -> google.protobuf.MethodOptions
+	2,  // 16: privmesh.common.v1.authorization:type_name -> privmesh.common.v1.MethodAuthorization
+	11, // 17: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
+	13, // 18: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
+	15, // 19: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
+	17, // 20: privmesh.common.v1.AuditLog.GetAuditReceipt:input_type -> privmesh.common.v1.GetAuditReceiptRequest
+	20, // 21: privmesh.common.v1.AuditLog.ListTreeCheckpoints:input_type -> privmesh.common.v1.ListTreeCheckpointsRequest
+	22, // 22: privmesh.common.v1.AuditLog.GetConsistencyProof:input_type -> privmesh.common.v1.GetConsistencyProofRequest
+	8,  // 23: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:input_type -> privmesh.common.v1.ListWitnessedCheckpointsRequest
+	6,  // 24: privmesh.common.v1.AuditWitness.AddCheckpoint:input_type -> privmesh.common.v1.AddCheckpointRequest
+	12, // 25: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
+	14, // 26: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
+	16, // 27: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
+	18, // 28: privmesh.common.v1.AuditLog.GetAuditReceipt:output_type -> privmesh.common.v1.GetAuditReceiptResponse
+	21, // 29: privmesh.common.v1.AuditLog.ListTreeCheckpoints:output_type -> privmesh.common.v1.ListTreeCheckpointsResponse
+	23, // 30: privmesh.common.v1.AuditLog.GetConsistencyProof:output_type -> privmesh.common.v1.GetConsistencyProofResponse
+	10, // 31: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:output_type -> privmesh.common.v1.ListWitnessedCheckpointsResponse
+	7,  // 32: privmesh.common.v1.AuditWitness.AddCheckpoint:output_type -> privmesh.common.v1.AddCheckpointResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
+	16, // [16:17] is the sub-list for extension type_name
+	14, // [14:16] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_common_v1_common_proto_init() }
@@ -1088,9 +1840,9 @@ func file_privmesh_common_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_common_v1_common_proto_rawDesc), len(file_privmesh_common_v1_common_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   24,
 			NumExtensions: 2,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_privmesh_common_v1_common_proto_goTypes,
 		DependencyIndexes: file_privmesh_common_v1_common_proto_depIdxs,

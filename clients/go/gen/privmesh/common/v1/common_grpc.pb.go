@@ -21,9 +21,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditLog_ListAuditEntries_FullMethodName     = "/privmesh.common.v1.AuditLog/ListAuditEntries"
-	AuditLog_ListAuditCheckpoints_FullMethodName = "/privmesh.common.v1.AuditLog/ListAuditCheckpoints"
-	AuditLog_GetAuditHead_FullMethodName         = "/privmesh.common.v1.AuditLog/GetAuditHead"
+	AuditLog_ListAuditEntries_FullMethodName         = "/privmesh.common.v1.AuditLog/ListAuditEntries"
+	AuditLog_ListAuditCheckpoints_FullMethodName     = "/privmesh.common.v1.AuditLog/ListAuditCheckpoints"
+	AuditLog_GetAuditHead_FullMethodName             = "/privmesh.common.v1.AuditLog/GetAuditHead"
+	AuditLog_GetAuditReceipt_FullMethodName          = "/privmesh.common.v1.AuditLog/GetAuditReceipt"
+	AuditLog_ListTreeCheckpoints_FullMethodName      = "/privmesh.common.v1.AuditLog/ListTreeCheckpoints"
+	AuditLog_GetConsistencyProof_FullMethodName      = "/privmesh.common.v1.AuditLog/GetConsistencyProof"
+	AuditLog_ListWitnessedCheckpoints_FullMethodName = "/privmesh.common.v1.AuditLog/ListWitnessedCheckpoints"
 )
 
 // AuditLogClient is the client API for AuditLog service.
@@ -38,6 +42,18 @@ type AuditLogClient interface {
 	ListAuditCheckpoints(ctx context.Context, in *ListAuditCheckpointsRequest, opts ...grpc.CallOption) (*ListAuditCheckpointsResponse, error)
 	// Signs and returns a checkpoint of the current head, with the public key that verifies it.
 	GetAuditHead(ctx context.Context, in *GetAuditHeadRequest, opts ...grpc.CallOption) (*GetAuditHeadResponse, error)
+	// Returns a receipt for one entry: the entry, a signed (and cosigned) tree checkpoint that includes it and
+	// the inclusion proof, checkable offline with `privmesh evidence verify-receipt`. A caller may get receipts
+	// for its own entries; a principal allowed ListAuditEntries may get any. Signs a new checkpoint when no
+	// stored one includes the entry yet.
+	GetAuditReceipt(ctx context.Context, in *GetAuditReceiptRequest, opts ...grpc.CallOption) (*GetAuditReceiptResponse, error)
+	// Lists the signed tree checkpoints (C2SP notes with every cosignature gathered) in size order.
+	ListTreeCheckpoints(ctx context.Context, in *ListTreeCheckpointsRequest, opts ...grpc.CallOption) (*ListTreeCheckpointsResponse, error)
+	// Returns the RFC 6962 consistency proof between two tree sizes.
+	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
+	// Lists what this service, as a witness, holds for other services' logs: the latest checkpoint it
+	// cosigned for each, and every checkpoint it refused as inconsistent (evidence of a fork).
+	ListWitnessedCheckpoints(ctx context.Context, in *ListWitnessedCheckpointsRequest, opts ...grpc.CallOption) (*ListWitnessedCheckpointsResponse, error)
 }
 
 type auditLogClient struct {
@@ -78,6 +94,46 @@ func (c *auditLogClient) GetAuditHead(ctx context.Context, in *GetAuditHeadReque
 	return out, nil
 }
 
+func (c *auditLogClient) GetAuditReceipt(ctx context.Context, in *GetAuditReceiptRequest, opts ...grpc.CallOption) (*GetAuditReceiptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAuditReceiptResponse)
+	err := c.cc.Invoke(ctx, AuditLog_GetAuditReceipt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogClient) ListTreeCheckpoints(ctx context.Context, in *ListTreeCheckpointsRequest, opts ...grpc.CallOption) (*ListTreeCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTreeCheckpointsResponse)
+	err := c.cc.Invoke(ctx, AuditLog_ListTreeCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogClient) GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConsistencyProofResponse)
+	err := c.cc.Invoke(ctx, AuditLog_GetConsistencyProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogClient) ListWitnessedCheckpoints(ctx context.Context, in *ListWitnessedCheckpointsRequest, opts ...grpc.CallOption) (*ListWitnessedCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWitnessedCheckpointsResponse)
+	err := c.cc.Invoke(ctx, AuditLog_ListWitnessedCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditLogServer is the server API for AuditLog service.
 // All implementations must embed UnimplementedAuditLogServer
 // for forward compatibility.
@@ -90,6 +146,18 @@ type AuditLogServer interface {
 	ListAuditCheckpoints(context.Context, *ListAuditCheckpointsRequest) (*ListAuditCheckpointsResponse, error)
 	// Signs and returns a checkpoint of the current head, with the public key that verifies it.
 	GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error)
+	// Returns a receipt for one entry: the entry, a signed (and cosigned) tree checkpoint that includes it and
+	// the inclusion proof, checkable offline with `privmesh evidence verify-receipt`. A caller may get receipts
+	// for its own entries; a principal allowed ListAuditEntries may get any. Signs a new checkpoint when no
+	// stored one includes the entry yet.
+	GetAuditReceipt(context.Context, *GetAuditReceiptRequest) (*GetAuditReceiptResponse, error)
+	// Lists the signed tree checkpoints (C2SP notes with every cosignature gathered) in size order.
+	ListTreeCheckpoints(context.Context, *ListTreeCheckpointsRequest) (*ListTreeCheckpointsResponse, error)
+	// Returns the RFC 6962 consistency proof between two tree sizes.
+	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
+	// Lists what this service, as a witness, holds for other services' logs: the latest checkpoint it
+	// cosigned for each, and every checkpoint it refused as inconsistent (evidence of a fork).
+	ListWitnessedCheckpoints(context.Context, *ListWitnessedCheckpointsRequest) (*ListWitnessedCheckpointsResponse, error)
 	mustEmbedUnimplementedAuditLogServer()
 }
 
@@ -108,6 +176,18 @@ func (UnimplementedAuditLogServer) ListAuditCheckpoints(context.Context, *ListAu
 }
 func (UnimplementedAuditLogServer) GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAuditHead not implemented")
+}
+func (UnimplementedAuditLogServer) GetAuditReceipt(context.Context, *GetAuditReceiptRequest) (*GetAuditReceiptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAuditReceipt not implemented")
+}
+func (UnimplementedAuditLogServer) ListTreeCheckpoints(context.Context, *ListTreeCheckpointsRequest) (*ListTreeCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTreeCheckpoints not implemented")
+}
+func (UnimplementedAuditLogServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
+func (UnimplementedAuditLogServer) ListWitnessedCheckpoints(context.Context, *ListWitnessedCheckpointsRequest) (*ListWitnessedCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWitnessedCheckpoints not implemented")
 }
 func (UnimplementedAuditLogServer) mustEmbedUnimplementedAuditLogServer() {}
 func (UnimplementedAuditLogServer) testEmbeddedByValue()                  {}
@@ -184,6 +264,78 @@ func _AuditLog_GetAuditHead_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditLog_GetAuditReceipt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuditReceiptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).GetAuditReceipt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_GetAuditReceipt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).GetAuditReceipt(ctx, req.(*GetAuditReceiptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLog_ListTreeCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTreeCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).ListTreeCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_ListTreeCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).ListTreeCheckpoints(ctx, req.(*ListTreeCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLog_GetConsistencyProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsistencyProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).GetConsistencyProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_GetConsistencyProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).GetConsistencyProof(ctx, req.(*GetConsistencyProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLog_ListWitnessedCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWitnessedCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServer).ListWitnessedCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLog_ListWitnessedCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServer).ListWitnessedCheckpoints(ctx, req.(*ListWitnessedCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditLog_ServiceDesc is the grpc.ServiceDesc for AuditLog service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +354,142 @@ var AuditLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAuditHead",
 			Handler:    _AuditLog_GetAuditHead_Handler,
+		},
+		{
+			MethodName: "GetAuditReceipt",
+			Handler:    _AuditLog_GetAuditReceipt_Handler,
+		},
+		{
+			MethodName: "ListTreeCheckpoints",
+			Handler:    _AuditLog_ListTreeCheckpoints_Handler,
+		},
+		{
+			MethodName: "GetConsistencyProof",
+			Handler:    _AuditLog_GetConsistencyProof_Handler,
+		},
+		{
+			MethodName: "ListWitnessedCheckpoints",
+			Handler:    _AuditLog_ListWitnessedCheckpoints_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "privmesh/common/v1/common.proto",
+}
+
+const (
+	AuditWitness_AddCheckpoint_FullMethodName = "/privmesh.common.v1.AuditWitness/AddCheckpoint"
+)
+
+// AuditWitnessClient is the client API for AuditWitness service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Every service is also a witness of the other services' logs (c2sp.org/tlog-witness semantics over gRPC).
+type AuditWitnessClient interface {
+	// Submits a log's new checkpoint with a consistency proof from the last one this witness cosigned for that
+	// log; returns this witness's cosignature. Only the service whose log it is may submit (its mesh identity
+	// must match the checkpoint's origin), and the log's key is pinned at its first submission. Errors:
+	// FAILED_PRECONDITION with ErrorInfo reason WITNESS_SIZE_MISMATCH and metadata "latest_size" when old_size
+	// is not the size last cosigned; FAILED_PRECONDITION with reason INCONSISTENT_CHECKPOINT when the proof
+	// fails or a different root is given for the same size (the checkpoint is kept as evidence);
+	// PERMISSION_DENIED when the signature is not the pinned key's; INVALID_ARGUMENT for a malformed request.
+	AddCheckpoint(ctx context.Context, in *AddCheckpointRequest, opts ...grpc.CallOption) (*AddCheckpointResponse, error)
+}
+
+type auditWitnessClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditWitnessClient(cc grpc.ClientConnInterface) AuditWitnessClient {
+	return &auditWitnessClient{cc}
+}
+
+func (c *auditWitnessClient) AddCheckpoint(ctx context.Context, in *AddCheckpointRequest, opts ...grpc.CallOption) (*AddCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddCheckpointResponse)
+	err := c.cc.Invoke(ctx, AuditWitness_AddCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuditWitnessServer is the server API for AuditWitness service.
+// All implementations must embed UnimplementedAuditWitnessServer
+// for forward compatibility.
+//
+// Every service is also a witness of the other services' logs (c2sp.org/tlog-witness semantics over gRPC).
+type AuditWitnessServer interface {
+	// Submits a log's new checkpoint with a consistency proof from the last one this witness cosigned for that
+	// log; returns this witness's cosignature. Only the service whose log it is may submit (its mesh identity
+	// must match the checkpoint's origin), and the log's key is pinned at its first submission. Errors:
+	// FAILED_PRECONDITION with ErrorInfo reason WITNESS_SIZE_MISMATCH and metadata "latest_size" when old_size
+	// is not the size last cosigned; FAILED_PRECONDITION with reason INCONSISTENT_CHECKPOINT when the proof
+	// fails or a different root is given for the same size (the checkpoint is kept as evidence);
+	// PERMISSION_DENIED when the signature is not the pinned key's; INVALID_ARGUMENT for a malformed request.
+	AddCheckpoint(context.Context, *AddCheckpointRequest) (*AddCheckpointResponse, error)
+	mustEmbedUnimplementedAuditWitnessServer()
+}
+
+// UnimplementedAuditWitnessServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditWitnessServer struct{}
+
+func (UnimplementedAuditWitnessServer) AddCheckpoint(context.Context, *AddCheckpointRequest) (*AddCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddCheckpoint not implemented")
+}
+func (UnimplementedAuditWitnessServer) mustEmbedUnimplementedAuditWitnessServer() {}
+func (UnimplementedAuditWitnessServer) testEmbeddedByValue()                      {}
+
+// UnsafeAuditWitnessServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditWitnessServer will
+// result in compilation errors.
+type UnsafeAuditWitnessServer interface {
+	mustEmbedUnimplementedAuditWitnessServer()
+}
+
+func RegisterAuditWitnessServer(s grpc.ServiceRegistrar, srv AuditWitnessServer) {
+	// If the following call panics, it indicates UnimplementedAuditWitnessServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuditWitness_ServiceDesc, srv)
+}
+
+func _AuditWitness_AddCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditWitnessServer).AddCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditWitness_AddCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditWitnessServer).AddCheckpoint(ctx, req.(*AddCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AuditWitness_ServiceDesc is the grpc.ServiceDesc for AuditWitness service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuditWitness_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "privmesh.common.v1.AuditWitness",
+	HandlerType: (*AuditWitnessServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AddCheckpoint",
+			Handler:    _AuditWitness_AddCheckpoint_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,1 @@
+"""The auditor console (read-only web page over the services' gRPC APIs)."""
