@@ -94,7 +94,7 @@ def _rejected(found: Rejected, field_prefix: str) -> ServiceError:
         return FailedPrecondition(found.reason, found.message, {"fields": ",".join(found.fields)})
     if found.reason == "EVALUATION_FAILED":
         return FailedPrecondition(found.reason, found.message)
-    if found.reason == "TIME_LIMIT_EXCEEDED":
+    if found.reason in ("TIME_LIMIT_EXCEEDED", "DEVICE_MEMORY_EXHAUSTED"):
         return ResourceExhausted(found.reason, found.message)
     if found.reason == "KEYS_INCOMPLETE":
         return _incomplete(list(found.fields), found.message)

@@ -39,7 +39,8 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     await asyncio.to_thread(registry.load_configured, settings.model_files)
     limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes)
     checker = Worker("checker", max_sessions=1, limits=limits)
-    evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits) for i in range(settings.evaluation_workers)]
+    evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
+                  for i in range(settings.evaluation_workers)]
     for worker in (checker, *evaluators):
         runtime.on_close.append(worker.close)
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))
