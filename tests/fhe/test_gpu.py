@@ -1,6 +1,6 @@
 """The torch CKKS evaluator against OpenFHE: its serialization read and written byte for byte, exact modular
-arithmetic, each operation bit-identical to OpenFHE's (rotation: decrypts to the same values, see gpu/README.md),
-and every model circuit decrypting to OpenFHE's outputs. Small rings (HEStd_NotSet); one slow test at 2^16."""
+arithmetic, each operation and every model circuit bit-identical to OpenFHE's (same residues, level, degree and
+scaling factor), and the written outputs decrypting with OpenFHE. Small rings (HEStd_NotSet); slow tests at 2^16."""
 
 from __future__ import annotations
 
@@ -175,14 +175,17 @@ def test_products_rescaling_and_relinearization_are_bit_identical(keys: Keys) ->
     keys.assert_identical(mine, deeper)
 
 
-def test_rotation_decrypts_to_openfhes_rotation(keys: Keys) -> None:
+def test_rotation_is_bit_identical_and_decrypts_rotated(keys: Keys) -> None:
     values = [1.0, 2.0, -3.0, 0.5, 7.0]
     x = keys.encrypt(values)
+    lower = keys.cc.Rescale(keys.cc.EvalMult(x, 0.5))
     for steps in (1, 2, -1, 4):
         mine = keys.engine.rotate(keys.mine(x), steps, keys.evaluator.rotation_keys)
+        keys.assert_identical(mine, keys.cc.EvalRotate(x, steps))
         expected = np.roll(np.array(values + [0.0] * 11), -steps)
         assert np.allclose(keys.decrypt(mine, 16), expected, atol=1e-6)
-        assert (mine.level, mine.noise_scale_deg) == (0, 1)
+        keys.assert_identical(keys.engine.rotate(keys.mine(lower), steps, keys.evaluator.rotation_keys),
+                              keys.cc.EvalRotate(lower, steps))
     with pytest.raises(ckks.CkksError, match="no rotation key"):
         keys.engine.rotate(keys.mine(x), 3, keys.evaluator.rotation_keys)
 
@@ -194,7 +197,7 @@ def test_automorphism_index_matches_openfhe(keys: Keys) -> None:
 
 # --- circuits ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["linear", "logistic-3", pytest.param("mlp", marks=pytest.mark.slow)])
-def test_model_circuits_decrypt_to_openfhes_outputs(name: str) -> None:
+def test_model_circuits_are_bit_identical_to_openfhes(name: str) -> None:
     spec = load_model(name, small_model_files()[name])
     k = Keys(spec.params)
     packing = Packing.of(spec)
@@ -207,10 +210,8 @@ def test_model_circuits_decrypt_to_openfhes_outputs(name: str) -> None:
     plain.SetLength(packing.slots)
     expected = packing.unpack(plain.GetRealPackedValue(), 2)
     got = packing.unpack(k.decrypt(mine, packing.slots), 2)
-    assert np.allclose(got, expected, atol=1e-4)
-    ref = serial.load_ciphertext(o.Serialize(theirs, o.BINARY))
-    assert (mine.level, mine.noise_scale_deg, mine.scaling_factor, mine.towers) == \
-        (ref.level, ref.noise_scale_deg, ref.scaling_factor, len(ref.elements[0].towers))
+    k.assert_identical(mine, theirs)
+    assert np.allclose(got, expected, atol=1e-6)  # OpenFHE's CKKS decoding adds its own small noise
 
 
 def test_memory_bound_refuses_a_session_and_device_fallback_is_explained(keys: Keys) -> None:
@@ -224,7 +225,8 @@ def test_memory_bound_refuses_a_session_and_device_fallback_is_explained(keys: K
 
 
 @pytest.mark.slow
-def test_production_ring_hmult_relin_rescale_bit_identical_and_rotation_agrees() -> None:
+@pytest.mark.timeout(2400)  # minutes on two shared CPU cores; well under a second of work on a GPU
+def test_production_ring_hmult_relin_rescale_rotation_bit_identical() -> None:
     params = CkksParams(ring_dimension=1 << 16, multiplicative_depth=12, scaling_mod_size=50, first_mod_size=60,
                         batch_size=32, rotation_indices=(1,))
     k = Keys(params)
@@ -232,4 +234,5 @@ def test_production_ring_hmult_relin_rescale_bit_identical_and_rotation_agrees()
     product = k.engine.rescale(k.engine.relinearize(k.engine.mul(k.mine(x), k.mine(y)), k.evaluator.relin))  # type: ignore[arg-type]
     k.assert_identical(product, k.cc.Rescale(k.cc.EvalMult(x, y)))
     rotated = k.engine.rotate(k.mine(x), 1, k.evaluator.rotation_keys)
+    k.assert_identical(rotated, k.cc.EvalRotate(x, 1))
     assert np.allclose(k.decrypt(rotated, 4), [-1.5, 2.0, 0.0, 0.0], atol=1e-6)

@@ -234,6 +234,12 @@ class Engine:
     def key_switch(self, c: torch.Tensor, key: SwitchKey) -> tuple[torch.Tensor, torch.Tensor]:
         """KeySwitchHYBRID::KeySwitchCore of one component c (towers, N): digits, inner product, ApproxModDown."""
         towers = c.shape[0]
+        extended = self._key_switch_extended(c, key)
+        return self._mod_down(extended[0], towers), self._mod_down(extended[1], towers)
+
+    def _key_switch_extended(self, c: torch.Tensor, key: SwitchKey) -> torch.Tensor:
+        """The digits of c (EvalKeySwitchPrecomputeCore) times the key (EvalFastKeySwitchCoreExt): (2, QlP, N)."""
+        towers = c.shape[0]
         digits = min(math.ceil(towers / self.alpha), self.context.dnum)
         extended = self.qp(towers)
         qp_index = list(range(towers)) + list(range(self.size_q, self.size_q + self.size_p))
@@ -251,7 +257,7 @@ class Engine:
             product = extended.mul(digit[None], key.data[j][:, qp_index])  # (2, QlP, N)
             acc = product if acc is None else extended.add(acc, product)
         assert acc is not None
-        return self._mod_down(acc[0], towers), self._mod_down(acc[1], towers)
+        return acc
 
     def _mod_down(self, x: torch.Tensor, towers: int) -> torch.Tensor:
         """ApproxModDown: (x_Q - ApproxSwitchCRTBasis(x_P -> Q)) * P^-1 mod each q_i."""
@@ -269,17 +275,19 @@ class Engine:
         return replace(a, data=torch.stack((basis.add(a.data[0], b0), basis.add(a.data[1], b1))))
 
     def rotate(self, a: Ct, steps: int, keys: dict[int, SwitchKey]) -> Ct:
-        """EvalAtIndex: key switch c1 with the key of the automorphism, then permute the NTT slots."""
+        """EvalRotate as OpenFHE 1.6.1 computes it (its EvalFastRotation): c1's digits times the automorphism's
+        key over Q*P, the NTT slots of that permuted, then ApproxModDown, plus c0 permuted. (Permuting after
+        ApproxModDown, as 1.5's EvalAutomorphism reads, decrypts the same but differs in the last bits.)"""
         if a.data.shape[0] != 2:
             raise CkksError("ciphertext should be relinearized before rotating")
         index = automorphism_index(steps, self.order)
         if index not in keys:
             raise CkksError(f"no rotation key for step {steps}")
-        basis = self.q(a.towers)
-        b0, b1 = self.key_switch(a.data[1], keys[index])
-        data = torch.stack((basis.add(a.data[0], b0), b1))
+        towers, basis = a.towers, self.q(a.towers)
         permutation = torch.from_numpy(_automorphism_map(self.n, index)).to(self.device)
-        return replace(a, data=data.index_select(-1, permutation))
+        extended = self._key_switch_extended(a.data[1], keys[index]).index_select(-1, permutation)
+        c0 = basis.add(a.data[0].index_select(-1, permutation), self._mod_down(extended[0], towers))
+        return replace(a, data=torch.stack((c0, self._mod_down(extended[1], towers))))
 
     # --- import and export ------------------------------------------------------------------------------------
     def import_ciphertext(self, ct: serial.Ciphertext) -> Ct:
