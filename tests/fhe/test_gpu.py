@@ -209,7 +209,7 @@ def test_model_circuits_are_bit_identical_to_openfhes(name: str) -> None:
     plain = k.cc.Decrypt(k.kp.secretKey, theirs)
     plain.SetLength(packing.slots)
     expected = packing.unpack(plain.GetRealPackedValue(), 2)
-    got = packing.unpack(k.decrypt(mine, packing.slots), 2)
+    got = packing.unpack(list(k.decrypt(mine, packing.slots)), 2)
     k.assert_identical(mine, theirs)
     assert np.allclose(got, expected, atol=1e-6)  # OpenFHE's CKKS decoding adds its own small noise
 
