@@ -20,7 +20,6 @@ from privmesh.runtime.config import load_config
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import MeshServer, ServiceDefinition
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIENTS = ("alice", "bob", "auditor")
 
 

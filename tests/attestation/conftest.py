@@ -1,4 +1,4 @@
-"""Fixtures: the real Nitro documents in ../shared/testdata/nitro (skipped when absent), helpers to decode,
+"""Fixtures: the real Nitro documents (the project's copy in tests/data/nitro), helpers to decode,
 alter and re-encode them, and a synthetic P-384 PKI that signs documents we can shape at will."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from privmesh.attestation.nitro import NitroVerifier, load_pinned_root
 
-NITRO_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "nitro"
+NITRO_DIR = Path(__file__).resolve().parents[1] / "data" / "nitro"
 PRODUCTION = "blocky_nitro_attestation.b64"
 DEBUG = "blocky_nitro_attestation_debug.b64"
 SELF_SIGNED = "blocky_selfsigned_attestation.b64"
@@ -34,15 +34,8 @@ _DER = Encoding.DER
 SYNTH_AT = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def _nitro_file(name: str) -> Path:
-    path = NITRO_DIR / name
-    if not path.is_file():
-        pytest.skip(f"../shared/testdata/nitro is absent ({path} not found)")
-    return path
-
-
 def read_document(name: str) -> bytes:
-    return base64.b64decode(_nitro_file(name).read_text())
+    return base64.b64decode((NITRO_DIR / name).read_text())
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +55,7 @@ def selfsigned_raw() -> bytes:
 
 @pytest.fixture(scope="session")
 def aws_root() -> x509.Certificate:
-    return load_pinned_root(_nitro_file("root.pem").read_bytes())
+    return load_pinned_root((NITRO_DIR / "root.pem").read_bytes())
 
 
 @pytest.fixture(scope="session")

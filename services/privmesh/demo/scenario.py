@@ -1,4 +1,4 @@
-"""The scenario's steps, in the order of ../shared/DESIGN.md. Any failing step makes the demo fail."""
+"""The scenario's steps, in the order of docs/architecture.md. Any failing step makes the demo fail."""
 
 from __future__ import annotations
 
