@@ -12,9 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from privmesh.fhe import server as fhe_server
-from privmesh.fhe.client import infer, register_keys
+from privmesh.fhe.client import MAX_CHUNK_BYTES, infer, register_keys
 from privmesh.fhe.model import load_model
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
@@ -50,8 +51,21 @@ async def test_torch_backend_serves_inference_that_decrypts_to_the_model(torch_f
     scores = await infer(torch_fhe.bob, session.name, keys, raw)
     expected = load_model(name, small_model_files()[name]).predict(raw)
     assert np.max(np.abs(scores - expected)) < keys.model.tolerance
+    ciphertext = keys.encrypt(keys.preprocess(raw))
+
+    async def requests() -> AsyncIterator[pb.InferRequest]:
+        yield pb.InferRequest(start=pb.InferStart(session=session.name))
+        yield pb.InferRequest(input=pb.InferInput(input_id=0, sample_count=3, ciphertexts=[
+            pb.CiphertextInfo(size_bytes=len(ciphertext))]))
+        for offset in range(0, len(ciphertext), MAX_CHUNK_BYTES):
+            yield pb.InferRequest(chunk=pb.CiphertextChunk(input_id=0, offset=offset,
+                                                           data=ciphertext[offset:offset + MAX_CHUNK_BYTES]))
+
+    headers = [r.output async for r in torch_fhe.bob.Infer(requests()) if r.WhichOneof("payload") == "output"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert [h.evaluator for h in headers] == [f"torch-{device}"]
     outcomes = [outcome for op, _, outcome, _ in torch_fhe.audit() if op == "Infer"]
-    assert outcomes == ["SUCCESS"]
+    assert outcomes == ["SUCCESS", "SUCCESS"]
 
 
 async def test_session_over_the_device_memory_bound_is_refused(start_server, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -15,10 +15,11 @@ class EvaluatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["openfhe", "torch"] = "openfhe"
-    device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="torch only: auto takes CUDA when present")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="torch only: auto takes CUDA when present")
     memory_bytes_per_session: int = Field(
-        default=8 << 30, ge=0, description="torch only: device memory a session's evaluation keys may take; a session past "
-                                   "it is refused with RESOURCE_EXHAUSTED (0: no bound)")
+        default=8 << 30, ge=0, description="torch only: device memory a session's evaluation keys may take; a "
+                                           "session past it is refused with RESOURCE_EXHAUSTED (0: no bound)")
 
 
 class FheSettings(BaseModel):

@@ -203,7 +203,7 @@ class _Sandbox:
         return context
 
     def evaluate(self, session_id: str, key_tag: str, parts: dict[str, str], spec: Any,
-                 ciphertexts: list[bytes]) -> tuple[list[bytes], float] | Rejected:
+                 ciphertexts: list[bytes]) -> tuple[list[bytes], float, str] | Rejected:
         from privmesh.fhe.circuit import Circuit
 
         o = self.openfhe
@@ -240,7 +240,12 @@ class _Sandbox:
         except Exception:
             return Rejected("EVALUATION_FAILED", "the evaluator could not compute the model on this input")
         elapsed = time.perf_counter() - started
-        return [output], elapsed
+        return [output], elapsed, self.evaluator_name
+
+    @property
+    def evaluator_name(self) -> str:
+        """What InferOutput.evaluator reports: openfhe-cpu, torch-cuda or torch-cpu."""
+        return "openfhe-cpu" if self.evaluator.backend == "openfhe" else f"torch-{self.device.type}"
 
     def _evaluator(self, context: Any, parts: dict[str, str]) -> Any:
         """The session's evaluator: OpenFHE's, or the torch one with the session's keys moved to the device."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import cache, cached_property, lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -111,22 +111,25 @@ class Engine:
         return torch.tensor(rows, dtype=torch.int64, device=self.device)
 
     @cache  # noqa: B019 - one engine per session, kept as long as the session
+    def select(self, index: tuple[int, ...]) -> Basis:
+        """The sub-basis of these towers (of Q then P), its tables gathered once."""
+        return self.basis.select(list(index))
+
     def q(self, towers: int) -> Basis:
-        return self.basis.select(list(range(towers)))
+        return self.select(tuple(range(towers)))
 
-    @cached_property
+    @property
     def p(self) -> Basis:
-        return self.basis.select(list(range(self.size_q, self.size_q + self.size_p)))
+        return self.select(tuple(range(self.size_q, self.size_q + self.size_p)))
 
-    @cache  # noqa: B019
     def qp(self, towers: int) -> Basis:
-        return self.basis.select(list(range(towers)) + list(range(self.size_q, self.size_q + self.size_p)))
+        return self.select((*range(towers), *range(self.size_q, self.size_q + self.size_p)))
 
     def _switch_basis(self, x: torch.Tensor, source: tuple[int, ...], target: Basis) -> torch.Tensor:
         """ApproxSwitchCRTBasis: sum_i [x_i (Q/q_i)^-1]_{q_i} (Q/q_i) mod t_j, for coefficients x over the
         moduli `source` (x: (..., len(source), N) in COEFFICIENT form)."""
         hat_inverse, hat_mod = _hat_tables(source, target.moduli)
-        src = self.basis.select([self.basis.moduli.index(m) for m in source])
+        src = self.select(tuple(self.basis.moduli.index(m) for m in source))
         scaled = src.mul(x, self.tensor([[v] for v in hat_inverse]))
         out = None
         for i in range(len(source)):
@@ -223,7 +226,7 @@ class Engine:
         basis, kept = self.q(towers), self.q(towers - 1)
         last_modulus = basis.moduli[-1]
         constants, inverses = _rescale_tables(basis.moduli)
-        last = self.basis.select([towers - 1]).intt(a.data[:, towers - 1:])  # (components, 1, N)
+        last = self.select((towers - 1,)).intt(a.data[:, towers - 1:])  # (components, 1, N)
         centered = torch.where(last > last_modulus >> 1, last - last_modulus, last)  # SwitchModulus's lift
         spread = ring.reduce(centered, kept.q, kept.qf)
         spread = kept.ntt(kept.mul(spread, self.tensor([[c] for c in constants])))
@@ -247,8 +250,8 @@ class Engine:
         for j in range(digits):
             part = list(range(self.alpha * j, min(self.alpha * (j + 1), towers)))
             others = [i for i in qp_index if i not in part]
-            coeff = self.basis.select(part).intt(c[part])
-            target = self.basis.select(others)
+            coeff = self.select(tuple(part)).intt(c[part])
+            target = self.select(tuple(others))
             switched = target.ntt(self._switch_basis(coeff, tuple(self.basis.moduli[i] for i in part), target))
             digit = torch.empty((len(qp_index), self.n), dtype=torch.int64, device=self.device)
             position = {m: k for k, m in enumerate(qp_index)}
