@@ -21,17 +21,22 @@ MAX_MODULUS_BITS = 60
 
 
 def _fix(r: torch.Tensor, q: torch.Tensor, qf: torch.Tensor) -> torch.Tensor:
-    """r mod q for |r| < 2^62 held exactly in int64 (one float quotient, then at most one correction each way)."""
+    """r mod q for |r| < 2^62 (one float quotient, off by at most one, then one correction each way)."""
     r = r - torch.floor(r.to(torch.float64) / qf).to(torch.int64) * q
     r = torch.where(r < 0, r + q, r)
     return torch.where(r >= q, r - q, r)
 
 
 def _step(high: torch.Tensor, low: torch.Tensor, q: torch.Tensor, qf: torch.Tensor) -> torch.Tensor:
-    """(high * 2^30 + low) mod q for 0 <= high < q < 2^60 and 0 <= low < 2^62."""
+    """(high * 2^30 + low) mod q for 0 <= high < q < 2^60 and 0 <= low < 2^62.
+
+    The quotient is below 2^30 + 2^62 / q, so its float64 estimate is off by far less than one (a few 2^-53
+    relative) and floor() is off by at most one; the remainder, computed in wrapping int64 arithmetic, is then
+    exact (its true value is in [-q, 2q)) and one correction each way finishes it."""
     estimate = torch.floor((high.to(torch.float64) * SHIFT + low.to(torch.float64)) / qf).to(torch.int64)
-    r = (high << HALF) + low - estimate * q  # wraps in int64; the true value is within a few 2^40 of 0
-    return _fix(r, q, qf)
+    r = (high << HALF) + low - estimate * q
+    r = torch.where(r < 0, r + q, r)
+    return torch.where(r >= q, r - q, r)
 
 
 def mul(a: torch.Tensor, b: torch.Tensor, q: torch.Tensor, qf: torch.Tensor) -> torch.Tensor:
@@ -153,4 +158,4 @@ class Basis:
             lo, hi = x[..., 0, :], x[..., 1, :]
             a = torch.stack((add(lo, hi, q), mul(sub(lo, hi, q), omega, q, qf)), dim=-2).reshape(shape)
             m, t = m // 2, t * 2
-        return mul(a, self.n_inverse, self.q, self.qf)
+        return self.mul(a, self.n_inverse)
