@@ -32,8 +32,9 @@ async def _serve(start_server: Any, tmp: Path, pki: DevPki, evaluator: dict[str,
     settings = fhe_settings(tmp, evaluator=evaluator)
     server = await start_server(fhe_server.DEFINITION, server_config(tmp, pki, RULES, settings))
     target = f"127.0.0.1:{server.port}"
-    async with secure_channel(target, identity(pki, "alice")) as alice, \
-            secure_channel(target, identity(pki, "bob")) as bob:
+    slow = 600.0  # the torch evaluator on two shared CPU cores takes minutes where a GPU takes milliseconds
+    async with secure_channel(target, identity(pki, "alice"), timeout_seconds=slow) as alice, \
+            secure_channel(target, identity(pki, "bob"), timeout_seconds=slow) as bob:
         yield Fhe(server, fhe_pb2_grpc.FHEInferenceStub(alice), fhe_pb2_grpc.FHEInferenceStub(bob), tmp)
 
 
