@@ -52,13 +52,18 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
         pids = [e["pid"] for e in json.loads(mesh_file.read_text())["endpoints"]]
         exported = run("evidence", "export", "--state-dir", "mesh", "-o", "bundle.json", cwd=tmp_path)
         assert exported.returncode == 0, exported.stderr
-        verified = run("evidence", "verify", "bundle.json", cwd=tmp_path)
+        unpinned = run("evidence", "verify", "bundle.json", cwd=tmp_path)
+        assert unpinned.returncode == 2 and "no pinned audit keys" in unpinned.stderr
+        verified = run("evidence", "verify", "bundle.json", "--ca", "mesh/pki/ca.crt", cwd=tmp_path)
         assert verified.returncode == 0 and "ok" in verified.stdout
+        partial = run("evidence", "verify", "bundle.json", "--ca", "mesh/pki/ca.crt", "--expect", "no-such-service",
+                      cwd=tmp_path)
+        assert partial.returncode == 1 and "missing from the bundle" in partial.stdout
         bundle = json.loads((tmp_path / "bundle.json").read_text())
         head = bundle["services"][0]["head"]
         head["sequence"] = str(int(head.get("sequence", 0)) + 1)  # claims an entry the signature never covered
         (tmp_path / "forged.json").write_text(json.dumps(bundle))
-        forged = run("evidence", "verify", "forged.json", cwd=tmp_path)
+        forged = run("evidence", "verify", "forged.json", "--ca", "mesh/pki/ca.crt", cwd=tmp_path)
         assert forged.returncode == 1 and "BROKEN" in forged.stdout
     finally:
         up.send_signal(signal.SIGTERM)

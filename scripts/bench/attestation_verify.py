@@ -57,7 +57,7 @@ def measure_crypto(document: bytes, seconds: float) -> float:
 
 
 async def measure_service(service: RunningService, document: bytes, seconds: float, concurrency: int) -> float:
-    async with secure_channel(service.target, service.identity) as channel:
+    async with secure_channel(service.target, service.identity, peer=service.peer) as channel:
         stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
         policy = pb.Policy(name="bench", require_nonce=False,
                            allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))])

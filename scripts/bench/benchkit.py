@@ -4,7 +4,7 @@ load generator does not share its interpreter).
 
     with serve_in_process("privmesh.keybroker.server:DEFINITION", tmp, ["privmesh.keybroker.v1.KeyBroker/*"],
                           {"database": ...}) as service:
-        async with secure_channel(service.target, service.identity) as channel: ...
+        async with secure_channel(service.target, service.identity, peer=service.peer) as channel: ...
 
 The baseline most RPC benchmarks compare against is `bare_echo()`: a grpc.aio server with no TLS, policy,
 audit or metrics that returns its request, loaded by `echo_load` exactly as the service is.
@@ -45,6 +45,7 @@ class RunningService:
     pid: int  # the server process, for cpu_seconds()
     identity: ClientIdentity  # the bench client's, allowed the methods given to serve_in_process
     pki: DevPki
+    peer: str  # the server's SPIFFE ID, which the bench client pins
 
     @property
     def target(self) -> str:
@@ -108,7 +109,8 @@ def serve_in_process(definition: str, tmp: Path, methods: Sequence[str],
     process, port = start_process([__file__, "--serve", definition, "--config", str(config)], tmp / f"{name}.port")
     try:
         bundle = pki.bundle(CLIENT)
-        yield RunningService(port, process.pid, ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file), pki)
+        yield RunningService(port, process.pid, ClientIdentity(bundle.ca_file, bundle.cert_file, bundle.key_file), pki,
+                             pki.spiffe_id(name))
     finally:
         stop_process(process)
 

@@ -55,7 +55,7 @@ Timings = dict[int, dict[str, tuple[float, float]]]  # rows -> query -> (gateway
 
 async def measure(service: RunningService, files: dict[int, Path], repeats: int) -> Timings:
     results: Timings = {}
-    async with secure_channel(service.target, service.identity, timeout_seconds=120) as channel:
+    async with secure_channel(service.target, service.identity, timeout_seconds=120, peer=service.peer) as channel:
         stub = dpgateway_pb2_grpc.DPGatewayStub(channel)
         me = service.pki.spiffe_id("client")
         for rows, path in files.items():

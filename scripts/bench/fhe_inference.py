@@ -63,7 +63,7 @@ async def measure_service(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
 
 async def run(service: RunningService, spec: ModelSpec, count: int, rounds: int) \
         -> tuple[list[float], list[float], float]:
-    async with secure_channel(service.target, service.identity, timeout_seconds=600) as channel:
+    async with secure_channel(service.target, service.identity, timeout_seconds=600, peer=service.peer) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         model = (await stub.GetModel(pb.GetModelRequest(name="models/bench"))).model
         keys = ClientKeys.generate(model)

@@ -163,7 +163,8 @@ async def coordinator_run(tmp: Path, pki: DevPki, keys: list[ParticipantKeys], d
     nodes: list[SuperNode] = []
     try:
         async with secure_channel(f"127.0.0.1:{coordinator.port}", ClientIdentity(
-                admin.ca_file, admin.cert_file, admin.key_file), timeout_seconds=600) as channel:
+                admin.ca_file, admin.cert_file, admin.key_file), timeout_seconds=600,
+                peer=pki.spiffe_id("fl-coordinator")) as channel:
             stub = fl_pb2_grpc.FLCoordinatorStub(channel)
             await stub.CreateFederation(pb.CreateFederationRequest(federation_id="bench",
                                                                    federation=federation(rounds, len(keys))))

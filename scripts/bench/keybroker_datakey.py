@@ -66,7 +66,7 @@ async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> No
                     "root_key_file": str(tmp / "root.bin")}
         with serve_in_process("privmesh.keybroker.server:DEFINITION", tmp, ["privmesh.keybroker.v1.KeyBroker/*"],
                               settings) as broker, bare_echo(tmp) as echo_port:
-            async with secure_channel(broker.target, broker.identity, SERVICES) as secure:
+            async with secure_channel(broker.target, broker.identity, SERVICES, peer=broker.peer) as secure:
                 client = KeyBrokerClient(secure)
                 me = broker.pki.spiffe_id("client")
                 key = await client.create_key(policy=pb.KeyPolicy(statements=[allow([me], [

@@ -33,7 +33,7 @@ async def measure(seconds: float, concurrency: int, payload_size: int, rounds: i
         with bare_echo(tmp) as bare_port, \
                 serve_in_process("privmesh.runtime.echo:DEFINITION", tmp, [f"{ECHO_SERVICE}/*"], settings) as mesh:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bare_port}") as plain, \
-                    secure_channel(mesh.target, mesh.identity) as secure:
+                    secure_channel(mesh.target, mesh.identity, peer=mesh.peer) as secure:
                 for _ in range(rounds):
                     bare_rates.append(await echo_load(plain, seconds / rounds, concurrency, payload))
                     mesh_rates.append(await echo_load(secure, seconds / rounds, concurrency, payload))

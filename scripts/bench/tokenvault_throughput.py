@@ -101,14 +101,15 @@ async def service_rate(stub: tokenvault_pb2_grpc.TokenVaultStub, field: str, bat
 async def measure(layout: MeshLayout, targets: dict[str, str], batches: int, in_flight: int,
                   vault_pid: int) -> tuple[tuple[float, float], tuple[float, float]]:
     admin = layout.identity("admin")
-    async with secure_channel(targets["key-broker"], admin, KEYBROKER_SERVICES) as channel:
+    async with secure_channel(targets["key-broker"], admin, KEYBROKER_SERVICES,
+                              peer=layout.pki.spiffe_id("key-broker")) as channel:
         policy = kb.KeyPolicy(statements=[allow([layout.pki.spiffe_id("admin")], ADMIN_OPERATIONS),
                                           allow([layout.pki.spiffe_id("token-vault")],
                                                 [kb.KEY_OPERATION_GENERATE_DATA_KEY, kb.KEY_OPERATION_DECRYPT])])
         await KeyBrokerClient(channel).create_key(alias="bench", policy=policy, caching=kb.DataKeyCaching(
             max_age=Duration(seconds=600), max_messages=10_000_000))
     async with secure_channel(targets["token-vault"], admin, [pb.DESCRIPTOR.services_by_name["TokenVault"]],
-                              timeout_seconds=60) as channel:
+                              timeout_seconds=60, peer=layout.pki.spiffe_id("token-vault")) as channel:
         stub = tokenvault_pb2_grpc.TokenVaultStub(channel)
         for field, profile in (("random", pb.TokenProfile(random=pb.RandomProfile())),
                                ("fpe", pb.TokenProfile(format_preserving=pb.FormatPreservingProfile()))):

@@ -54,7 +54,7 @@ async def start(start_server, tmp_path: Path, pki: DevPki, dev_root: Path | None
 @pytest.fixture
 async def verifier(start_server, tmp_path: Path, pki: DevPki, dev_ca):  # type: ignore[no-untyped-def]
     server = await start(start_server, tmp_path, pki, dev_ca[1])
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         yield attestation_pb2_grpc.AttestationVerifierStub(channel), server, tmp_path
 
 
@@ -129,7 +129,7 @@ async def test_unknown_nonce_debug_enclave_and_wrong_image_are_refused(verifier,
 async def test_production_configuration_refuses_simulator_documents(start_server, tmp_path: Path, pki: DevPki,
                                                                     dev_ca) -> None:
     server = await start(start_server, tmp_path, pki, None)  # no development root configured
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = attestation_pb2_grpc.AttestationVerifierStub(channel)
         await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy("simulated", image_pcrs(DEFAULT_IMAGE))))
         nonce = (await stub.IssueChallenge(pb.IssueChallengeRequest())).nonce
@@ -239,7 +239,7 @@ async def test_policy_lifecycle_with_etags_and_paging(verifier) -> None:
 async def test_resource_rules_limit_which_policies_a_caller_may_use(verifier, pki: DevPki, dev_ca) -> None:
     stub, server, _ = verifier
     await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy("secret", {0: b"\1" * 48})))
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob"), peer=spiffe("server")) as channel:
         bob = attestation_pb2_grpc.AttestationVerifierStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await bob.VerifyAttestation(pb.VerifyAttestationRequest(document=b"x", policy="secret"))

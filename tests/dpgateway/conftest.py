@@ -70,6 +70,8 @@ def patients_dataset(uri: str, accounting: int = pb.PRIVACY_ACCOUNTING_ZCDP, **e
 def gateway_policy() -> list[dict[str, Any]]:
     return [
         {"name": "admin", "principals": [spiffe(ADMIN)], "methods": [f"{SERVICE}/*"]},
+        {"name": "admin-reads-analysts", "principals": [spiffe(ADMIN)],
+         "methods": [f"{SERVICE}/GetBudget", f"{SERVICE}/ListLedger"], "resources": ["datasets/*:analysts"]},
         {"name": "analysts", "principals": [spiffe(ANALYST), spiffe(OTHER)],
          "methods": [f"{SERVICE}/Query", f"{SERVICE}/QuerySql", f"{SERVICE}/GetBudget", f"{SERVICE}/GetDataset",
                      f"{SERVICE}/ListDatasets"]},
@@ -105,7 +107,7 @@ async def open_gateway(pki: DevPki, carol: DevPki, start_server: Callable[..., A
         server = await start_server(DEFINITION, gateway_config(tmp_path, pki, database, **service))
         stubs = []
         for name in (ADMIN, ANALYST, OTHER):
-            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name))
+            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), peer=spiffe("server"))
             channels.append(channel)
             stubs.append(dpgateway_pb2_grpc.DPGatewayStub(channel))
         return Gateway(server, *stubs)

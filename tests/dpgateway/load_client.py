@@ -17,11 +17,12 @@ from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.errors import read_error
+from privmesh.runtime.pki import DevPki
 
 
 async def main(pki_dir: Path, name: str, targets: list[str], count: int, rho: float, sequential: bool) -> None:
     me = ClientIdentity(pki_dir / "ca.crt", pki_dir / f"{name}.crt", pki_dir / f"{name}.key")
-    channels = [secure_channel(t, me, timeout_seconds=60) for t in targets]
+    channels = [secure_channel(t, me, timeout_seconds=60, peer=DevPki(pki_dir).spiffe_id("server")) for t in targets]
     stubs = [dpgateway_pb2_grpc.DPGatewayStub(c) for c in channels]
     request = pb.QueryRequest(query=pb.StructuredQuery(dataset="datasets/patients", aggregates=[
         pb.Aggregate(function=pb.AGGREGATE_FUNCTION_COUNT)]), privacy=pb.PrivacySpec(

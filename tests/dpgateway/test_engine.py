@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 from privmesh.demo import records
-from privmesh.dpgateway.engine import Budgeting, DatasetEngine
+from privmesh.dpgateway.engine import Budgeting, CompileError, DatasetEngine
 from privmesh.dpgateway.loss import Loss
 from privmesh.dpgateway.plan import Aggregate, Filter, Function, KeysMode, Operator, Plan, validate_plan
 from privmesh.dpgateway.schema import Accounting, Column, ColumnType, DataFormat, DatasetSpec, Source
@@ -117,3 +117,15 @@ def test_contributions_are_bounded_per_privacy_unit(tmp_path: Path) -> None:
     counts = [engine.release(compiled)[0]["c0_count"][0] for _ in range(20)]
     assert abs(sum(counts) / len(counts) - 52) < 2  # 50 single-row units + 2 of A's 50 rows
     assert compiled.cost.rho == pytest.approx(50.0, rel=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_integer_accuracy_is_refused_not_searched_forever(patients_csv: Path) -> None:
+    """Discrete Gaussian noise never reaches an accuracy of 1e-9: the scale search is bounded and says so."""
+    engine = _engine(patients_csv, Accounting.ZCDP)
+    plan = _plan(engine.spec, Aggregate(Function.COUNT))
+    with pytest.raises(CompileError) as caught:
+        engine.compile("tiny", plan, Budgeting(None, accuracy=1e-9, alpha=0.05))
+    assert (caught.value.field_path, caught.value.reason) == ("privacy.target_accuracy", "ACCURACY_UNREACHABLE")
+    reachable = engine.compile("ten", plan, Budgeting(None, accuracy=10.0, alpha=0.05))
+    assert reachable.parts[0].scales["c0_count"] > 0

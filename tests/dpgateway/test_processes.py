@@ -50,7 +50,8 @@ class GatewayProcess:
     async def start(self) -> None:
         self.process = self.spawn()
         for _ in range(300):
-            if await check_health(self.target, identity(self.pki, "alice"), SERVICE) == "SERVING":
+            if await check_health(self.target, identity(self.pki, "alice"), SERVICE,
+                                  peer=spiffe("server")) == "SERVING":
                 return
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             await asyncio.sleep(0.1)
@@ -76,7 +77,7 @@ async def _setup(admin_target: str, pki: DevPki, csv: Path, cap: float) -> None:
     from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
     from privmesh.runtime.client import secure_channel
 
-    async with secure_channel(admin_target, identity(pki, "alice")) as channel:
+    async with secure_channel(admin_target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         admin = dpgateway_pb2_grpc.DPGatewayStub(channel)
         await admin.RegisterDataset(pb.RegisterDatasetRequest(dataset_id="patients",
                                                               dataset=patients_dataset(str(csv))))
@@ -107,7 +108,7 @@ async def _budget(target: str, pki: DevPki, analyst: str) -> pb.GetBudgetRespons
     from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
     from privmesh.runtime.client import secure_channel
 
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         return await dpgateway_pb2_grpc.DPGatewayStub(channel).GetBudget(pb.GetBudgetRequest(
             dataset="datasets/patients", analyst=analyst))
 
@@ -116,7 +117,7 @@ async def _ledger(target: str, pki: DevPki) -> list[pb.LedgerEntry]:
     from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
     from privmesh.runtime.client import secure_channel
 
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = dpgateway_pb2_grpc.DPGatewayStub(channel)
         entries, token = [], ""
         while True:

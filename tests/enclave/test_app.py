@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privmesh.enclave.app import (
     DATA_KEY_SIZE,
+    FORMAT_RSAES_OAEP,
     EnclaveApp,
     UnwrapError,
     decrypt_record,
@@ -81,20 +82,21 @@ def test_attestation_binds_the_ephemeral_key_and_nonce(app: EnclaveApp, sim: Sim
 def test_unwrap_and_decrypt(app: EnclaveApp) -> None:
     data_key = os.urandom(DATA_KEY_SIZE)
     wrapped = wrap_for_recipient(app.public_key_der, data_key)
-    assert app.unwrap_data_key(wrapped) == data_key
+    assert app.unwrap_data_key(wrapped, FORMAT_RSAES_OAEP) == data_key
     record = encrypt_record(data_key, b"patient 7: glucose 5.4", aad=b"ward-3")
-    assert decrypt_record(app.unwrap_data_key(wrapped), record, aad=b"ward-3") == b"patient 7: glucose 5.4"
+    opened = app.unwrap_data_key(wrapped, FORMAT_RSAES_OAEP)
+    assert decrypt_record(opened, record, aad=b"ward-3") == b"patient 7: glucose 5.4"
 
 
 def test_a_key_wrapped_for_another_enclave_does_not_unwrap(app: EnclaveApp) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     other_der = other.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(UnwrapError):
-        app.unwrap_data_key(wrap_for_recipient(other_der, os.urandom(32)))
+        app.unwrap_data_key(wrap_for_recipient(other_der, os.urandom(32)), FORMAT_RSAES_OAEP)
     with pytest.raises(UnwrapError):  # right recipient, but not an AES-256 key
-        app.unwrap_data_key(wrap_for_recipient(app.public_key_der, os.urandom(16)))
+        app.unwrap_data_key(wrap_for_recipient(app.public_key_der, os.urandom(16)), FORMAT_RSAES_OAEP)
     with pytest.raises(UnwrapError):
-        app.unwrap_data_key(b"\x00" * 384)
+        app.unwrap_data_key(b"\x00" * 384, FORMAT_RSAES_OAEP)
 
 
 def test_records_are_authenticated() -> None:
@@ -122,9 +124,8 @@ def test_the_parent_drives_the_enclave_over_the_transport(app: EnclaveApp, sim: 
         # The broker's side: wrap a data key to the public key the document binds.
         data_key = os.urandom(32)
         wrapped = wrap_for_recipient(payload["public_key"], data_key)
-        assert enclave.request({"op": "unwrap", "ciphertext_for_recipient": b64(wrapped), "key_ref": "k1"}) == {
-            "key_ref": "k1"
-        }
+        unwrap = {"op": "unwrap", "ciphertext_for_recipient": b64(wrapped), "ciphertext_format": "RSAES_OAEP"}
+        assert enclave.request({**unwrap, "key_ref": "k1"}) == {"key_ref": "k1"}
         record = encrypt_record(data_key, b"record #1", aad=b"ctx")
         reply = enclave.request({"op": "decrypt", "key_ref": "k1", "record": b64(record), "aad": b64(b"ctx")})
         assert reply == {"length": 9, "sha256": hashlib.sha256(b"record #1").hexdigest()}  # no plaintext out
@@ -132,7 +133,9 @@ def test_the_parent_drives_the_enclave_over_the_transport(app: EnclaveApp, sim: 
         failures = [
             ({"op": "decrypt", "key_ref": "k1", "record": b64(record)}, "INVALID_ARGUMENT"),  # wrong aad
             ({"op": "decrypt", "key_ref": "nope", "record": b64(record)}, "FAILED_PRECONDITION"),
-            ({"op": "unwrap", "ciphertext_for_recipient": b64(b"\x01" * 384)}, "INVALID_ARGUMENT"),
+            ({"op": "unwrap", "ciphertext_for_recipient": b64(b"\x01" * 384), "ciphertext_format": "RSAES_OAEP"},
+             "INVALID_ARGUMENT"),
+            ({"op": "unwrap", "ciphertext_for_recipient": b64(wrapped)}, "INVALID_ARGUMENT"),  # no format
             ({"op": "unwrap", "ciphertext_for_recipient": b64(wrapped), "key_ref": "bad ref"}, "INVALID_ARGUMENT"),
             ({"op": "attest"}, "INVALID_ARGUMENT"),
             ({"op": "attest", "nonce": b64(b"n" * 1025)}, "INVALID_ARGUMENT"),
@@ -164,7 +167,8 @@ def test_enclave_initiated_release_through_the_parent_proxy(
             issued.discard(payload["nonce"])  # single use
             verify_chain(document, sim.root_certificate, datetime.now(timezone.utc))
             assert request["key_id"] == "records" and request["encryption_context"] == {"purpose": "demo"}
-            return {"ciphertext_for_recipient": b64(wrap_for_recipient(payload["public_key"], data_key))}
+            return {"ciphertext_for_recipient": b64(wrap_for_recipient(payload["public_key"], data_key)),
+                    "ciphertext_format": "RSAES_OAEP"}
         raise ProtocolError("INVALID_ARGUMENT", "unknown op")
 
     with serve_proxy(str(short_dir / "proxy.sock"), mesh) as proxy, FrameClient.connect(proxy.address) as parent:

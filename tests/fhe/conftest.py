@@ -100,8 +100,8 @@ def fhe_settings(tmp: Path, database: str | None = None, **extra: Any) -> dict[s
 async def fhe(start_server, tmp_path: Path, pki: DevPki) -> AsyncIterator[Fhe]:  # type: ignore[no-untyped-def]
     server = await start_server(fhe_server.DEFINITION, server_config(tmp_path, pki, RULES, fhe_settings(tmp_path)))
     target = f"127.0.0.1:{server.port}"
-    async with secure_channel(target, identity(pki, "alice")) as alice, \
-            secure_channel(target, identity(pki, "bob")) as bob:
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as alice, \
+            secure_channel(target, identity(pki, "bob"), peer=spiffe("server")) as bob:
         yield Fhe(server, fhe_pb2_grpc.FHEInferenceStub(alice), fhe_pb2_grpc.FHEInferenceStub(bob), tmp_path)
 
 

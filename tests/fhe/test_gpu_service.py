@@ -22,7 +22,7 @@ from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
-from tests.conftest import identity, server_config
+from tests.conftest import identity, server_config, spiffe
 from tests.fhe.conftest import RULES, Fhe, fhe_settings, keys_for, small_model_files
 
 pytestmark = pytest.mark.insecure_params
@@ -33,8 +33,8 @@ async def _serve(start_server: Any, tmp: Path, pki: DevPki, evaluator: dict[str,
     server = await start_server(fhe_server.DEFINITION, server_config(tmp, pki, RULES, settings))
     target = f"127.0.0.1:{server.port}"
     slow = 600.0  # the torch evaluator on two shared CPU cores takes minutes where a GPU takes milliseconds
-    async with secure_channel(target, identity(pki, "alice"), timeout_seconds=slow) as alice, \
-            secure_channel(target, identity(pki, "bob"), timeout_seconds=slow) as bob:
+    async with secure_channel(target, identity(pki, "alice"), timeout_seconds=slow, peer=spiffe("server")) as alice, \
+            secure_channel(target, identity(pki, "bob"), timeout_seconds=slow, peer=spiffe("server")) as bob:
         yield Fhe(server, fhe_pb2_grpc.FHEInferenceStub(alice), fhe_pb2_grpc.FHEInferenceStub(bob), tmp)
 
 

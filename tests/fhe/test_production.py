@@ -17,7 +17,7 @@ from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
-from tests.conftest import identity, server_config
+from tests.conftest import identity, server_config, spiffe
 from tests.fhe.conftest import RULES
 
 
@@ -30,7 +30,7 @@ async def test_production_logistic_regression_at_128_bit_security(start_server, 
     settings = {"database": f"sqlite:///{tmp_path / 'fhe.db'}", "key_dir": str(tmp_path / "keys"),
                 "model_files": [str(tmp_path / "risk.json")]}
     server = await start_server(fhe_server.DEFINITION, server_config(tmp_path, pki, RULES, settings))
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob"), peer=spiffe("server")) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         model = (await stub.GetModel(pb.GetModelRequest(name="models/risk"))).model
         assert model.parameters.security_level == pb.SECURITY_LEVEL_HESTD_128_CLASSIC
@@ -42,7 +42,7 @@ async def test_production_logistic_regression_at_128_bit_security(start_server, 
         scores = await infer(stub, session.name, keys, raw)
         expected = load_model("risk", data).predict(raw)
         assert np.max(np.abs(scores - expected)) < model.tolerance and np.ptp(expected) > 0.1
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:  # a production server refuses insecure models
             await fhe_pb2_grpc.FHEInferenceStub(channel).CreateModel(pb.CreateModelRequest(
                 model_id="toy", model_file=model_file("linear_regression", weights=[1.0], security="HEStd_NotSet")))

@@ -103,12 +103,12 @@ async def test_expired_session_is_refused_and_swept(start_server, tmp_path: Path
     from privmesh.fhe import server as fhe_server
     from privmesh.fhe.v1 import fhe_pb2_grpc
     from privmesh.runtime.client import secure_channel
-    from tests.conftest import identity, server_config
+    from tests.conftest import identity, server_config, spiffe
     from tests.fhe.conftest import RULES, fhe_settings
 
     settings = fhe_settings(tmp_path, sweep_seconds=0.2)
     server = await start_server(fhe_server.DEFINITION, server_config(tmp_path, pki, RULES, settings))
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "bob"), peer=spiffe("server")) as channel:
         bob = fhe_pb2_grpc.FHEInferenceStub(channel)
         keys = ClientKeys.generate(await model(bob, "linear"))
         session = await register_keys(bob, keys)
@@ -166,8 +166,9 @@ async def test_runtime_models_create_serve_and_delete(fhe: Fhe) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await infer(fhe.bob, session.name, keys, raw)
     assert read_error(caught.value).reason == "MODEL_NOT_FOUND"
-    operations = [row[0] for row in fhe.audit()]
-    assert operations.count("CreateModel") == 1 and operations.count("DeleteModel") == 1
+    operations = [(row[0], row[2]) for row in fhe.audit()]
+    assert operations.count(("CreateModel", "SUCCESS")) == 1 and operations.count(("DeleteModel", "SUCCESS")) == 1
+    assert operations.count(("CreateModel", "DENIED")) == 1  # bob's refusal, audited by the interceptor
 
 
 async def test_server_state_cannot_decrypt(fhe: Fhe) -> None:
@@ -198,12 +199,12 @@ async def test_sessions_and_runtime_models_on_postgres(start_server, tmp_path: P
     from privmesh.fhe import server as fhe_server
     from privmesh.fhe.v1 import fhe_pb2_grpc
     from privmesh.runtime.client import secure_channel
-    from tests.conftest import identity, server_config
+    from tests.conftest import identity, server_config, spiffe
     from tests.fhe.conftest import RULES, fhe_settings
 
     config = server_config(tmp_path, pki, RULES, fhe_settings(tmp_path, postgres_db))
     server = await start_server(fhe_server.DEFINITION, config)
-    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{server.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         await stub.CreateModel(pb.CreateModelRequest(model_id="pg", model_file=model_file(
             "linear_regression", weights=[1.0, 2.0], bias=0.0, security="HEStd_NotSet")))
@@ -215,7 +216,7 @@ async def test_sessions_and_runtime_models_on_postgres(start_server, tmp_path: P
         assert (await register_keys(stub, keys, request_id="pg-1")).name == session.name
     await server.stop(grace=0)
     restarted = await start_server(fhe_server.DEFINITION, config)  # sessions and run-time models persist
-    async with secure_channel(f"127.0.0.1:{restarted.port}", identity(pki, "alice")) as channel:
+    async with secure_channel(f"127.0.0.1:{restarted.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         scores = await infer(stub, session.name, keys, np.array([[1.0, 1.0]]))
         assert abs(scores[0, 0] - 3.0) < 1e-3

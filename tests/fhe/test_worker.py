@@ -57,7 +57,8 @@ class LinearSession:
         return ("evaluate", "session", self.keys.key_pair.publicKey.GetKeyTag(), self.parts, self.spec, [ciphertext])
 
     def assert_scores(self, reply: Any, value: float) -> None:
-        outputs, _ = reply
+        outputs, _, evaluator = reply
+        assert evaluator == "openfhe-cpu"
         expected = self.spec.predict(np.full((2, 6), value))
         assert np.max(np.abs(self.keys.decrypt(outputs[0], 2) - expected)) < self.spec.tolerance
 
@@ -75,8 +76,8 @@ def linear(tmp_path: Path) -> LinearSession:
 
 
 @pytest.fixture
-async def worker() -> AsyncIterator[Worker]:
-    started = Worker("test")
+async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
+    started = Worker("test", limits=WorkerLimits(key_dir=str(tmp_path)))  # the sessions' key files are there
     await started.start()
     yield started
     await started.close()
@@ -198,7 +199,7 @@ def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
 
 async def test_a_request_past_the_time_limit_is_killed_and_the_queued_ones_run_on_a_fresh_worker(
         tmp_path: Path, linear: LinearSession) -> None:
-    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0))
+    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0, key_dir=str(tmp_path)))
     await worker.start()
     try:
         pid = worker.pid
@@ -223,9 +224,10 @@ def _address_space_limit(pid: int) -> str:
     return line.split()[3]
 
 
-async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession) -> None:
+async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession,
+                                                                                 tmp_path: Path) -> None:
     cap = 4 << 30
-    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap))
+    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap, key_dir=str(tmp_path)))
     await worker.start()
     try:
         assert worker.pid is not None and _address_space_limit(worker.pid) == str(cap)

@@ -39,10 +39,15 @@ KEYBROKER = "privmesh.keybroker.v1.KeyBroker"
 COORDINATOR = "fl-coordinator"
 FL_RULES = [
     {"name": "operator", "principals": [spiffe("alice")], "methods": [f"{FL}/*"]},
+    {"name": "operator-decrypts", "principals": [spiffe("alice")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/*/runs/*/model:decrypted"]},  # the view is named: no wildcard grants it
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
-     "resources": ["federations/*/model"]},  # the encrypted model only: "...:decrypted" does not match
+     "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
+    # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
+    {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],
+     "resources": ["federations/plain/**"]},
 ]
 HOSPITALS = records.HOSPITALS
 
@@ -156,6 +161,7 @@ async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
         "dev_root_files": [str(fl_tmp / "dev-root.pem")]})))
     kb_target, av_target = (f"127.0.0.1:{s.port}" for s in servers)
     settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
+                "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_port()}"}
     config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
@@ -165,9 +171,9 @@ async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
     servers.append(coordinator)
     target = f"127.0.0.1:{coordinator.port}"
     services = [pb.DESCRIPTOR.services_by_name["FLCoordinator"]]
-    alice = secure_channel(target, identity(pki, "alice"), services, timeout_seconds=60)
-    bob = secure_channel(target, identity(pki, "bob"), services, timeout_seconds=60)
-    av = secure_channel(av_target, identity(pki, "alice"))
+    alice = secure_channel(target, identity(pki, "alice"), services, timeout_seconds=60, peer=spiffe(COORDINATOR))
+    bob = secure_channel(target, identity(pki, "bob"), services, timeout_seconds=60, peer=spiffe(COORDINATOR))
+    av = secure_channel(av_target, identity(pki, "alice"), peer=spiffe("server"))
     hospitals = []
     for name in HOSPITALS:
         keys = ParticipantKeys.load_or_create(fl_tmp / name)

@@ -28,8 +28,11 @@ from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode
 from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.fl.v1 import fl_pb2_grpc
+from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
-from tests.fl.conftest import FlEnv, Hospital
+from tests.conftest import identity, spiffe
+from tests.fl.conftest import COORDINATOR, FlEnv, Hospital
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 RUN_TIMEOUT = 150.0
@@ -286,7 +289,7 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await fetch(fl_env.reader, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert read_error(denied.value).reason == "MODEL_DECRYPTION_DENIED"
+    assert read_error(denied.value).reason == "PERMISSION_DENIED_BY_POLICY"
     # No plaintext weights anywhere on disk: not the tensors' bytes, in any file the services or Flower wrote.
     needles = [w.astype(np.float64).tobytes() for w in weights]
     for path in fl_env.tmp.rglob("*"):
@@ -295,7 +298,16 @@ async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_prin
             assert not any(n in data for n in needles), f"plaintext weights in {path}"
     assert any(envelope in path.read_bytes() for path in (fl_env.tmp / "fl").glob("fl.db*"))
     fetches = [a for a in fl_env.audit() if a[0] == "GetModel"]
-    assert [a[3]["representation"] for a in fetches] == ["DECRYPTED", "ENCRYPTED"]
+    assert [a[3]["representation"] for a in fetches if a[2] == "SUCCESS"] == ["DECRYPTED", "ENCRYPTED"]
+    assert [a[3]["reason"] for a in fetches if a[2] == "DENIED"] == ["MODEL_DECRYPTION_DENIED"]  # refusals too
+    # A subtree glob ("federations/plain/**") covers the model, never its decrypted view (issue 25).
+    async with secure_channel(f"127.0.0.1:{fl_env.coordinator.port}", identity(fl_env.pki, "auditor"),
+                              peer=spiffe(COORDINATOR)) as channel:
+        glob = fl_pb2_grpc.FLCoordinatorStub(channel)
+        assert (await fetch(glob, run.model.name, pb.MODEL_REPRESENTATION_ENCRYPTED))[1] == envelope
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await fetch(glob, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_an_unregistered_supernode_is_refused_by_the_superlink(fl_env: FlEnv) -> None:
@@ -366,6 +378,7 @@ async def test_dp_fedadam_mlp_run_reports_the_accountants_epsilon(fl_env: FlEnv)
     assert [r.epsilon for r in run.rounds] == pytest.approx([accountant.epsilon(1.0, 1.2, k, 1e-3) for k in (1, 2)])
     assert run.privacy.epsilon == pytest.approx(accountant.epsilon(1.0, 1.2, 2, 1e-3))
     assert run.privacy.delta == 1e-3 and run.privacy.target_epsilon == 50.0
+    assert run.privacy.unnoised_aggregate_seen_by.startswith("fl-coordinator ServerApp: every clipped update")
     assert all(0 <= r.metrics["accuracy"] <= 1 for r in run.rounds)  # federated evaluation ran
     header, _ = await fetch(fl_env.stub, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
     assert [(t.name, list(t.shape)) for t in header.tensors] == [

@@ -4,6 +4,7 @@ and PostgreSQL (all-or-nothing writes, unique keys, event sequences)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,11 +27,45 @@ from privmesh.runtime.db import Database
 
 
 def test_rdp_without_sampling_matches_the_gaussian_closed_form() -> None:
-    sigma, rounds, delta = 1.5, 4, 1e-5
-    expected = min(rounds * a / (2 * sigma**2) + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
+    # Replace-one neighbours: Flower's noise multiplier z is over one clipping norm, the sensitivity is two.
+    z, rounds, delta = 1.5, 4, 1e-5
+    expected = min(rounds * a / (2 * (z / 2)**2) + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
                    for a in accountant.ORDERS)
-    assert accountant.epsilon(1.0, sigma, rounds, delta) == pytest.approx(expected)
-    assert accountant.epsilon(1.0, sigma, 0, delta) == 0.0
+    assert accountant.epsilon(1.0, z, rounds, delta) == pytest.approx(expected)
+    assert accountant.epsilon(1.0, z, 0, delta) == 0.0
+
+
+def test_sampling_without_replacement_matches_google_dp_accounting() -> None:
+    """Flower samples m of n participants without replacement: the figures are dp-accounting 0.6's
+    SampledWithoutReplacementDpEvent under REPLACE_ONE (scripts/dev/dp_accounting_figures.py), capped by the
+    unsampled Gaussian's, never the Poisson-subsampled bound (which is smaller and no guarantee here)."""
+    figures = json.loads((Path(__file__).parent / "data" / "dp_accounting_figures.json").read_text())
+    assert figures["library"] == "dp-accounting 0.6.0"
+    cases = figures["cases"]
+    unsampled = {(c["noise_multiplier"], c["rounds"], c["delta"]): c["epsilon"]
+                 for c in cases if c["sample"] == c["population"]}
+    for c in cases:
+        expected = min(c["epsilon"], unsampled[(c["noise_multiplier"], c["rounds"], c["delta"])])
+        ours = accountant.epsilon(c["sample"] / c["population"], c["noise_multiplier"], c["rounds"], c["delta"])
+        assert ours == pytest.approx(expected, rel=1e-6), c
+    # The old Poisson figure for 10 of 100 (z = 2, 50 rounds) was far below what sampling 10 without
+    # replacement guarantees.
+    poisson = _poisson_epsilon(0.1, 2.0, 50, 1e-5)
+    assert poisson < 0.5 * accountant.epsilon(0.1, 2.0, 50, 1e-5)
+
+
+def _poisson_epsilon(q: float, z: float, rounds: int, delta: float) -> float:
+    """The bound the accountant used before (Poisson sampling, add/remove neighbours), for comparison."""
+    from scipy.special import gammaln, logsumexp
+
+    best = math.inf
+    for a in accountant.ORDERS:
+        k = np.arange(a + 1)
+        terms = (gammaln(a + 1) - gammaln(k + 1) - gammaln(a - k + 1) + (a - k) * math.log1p(-q) + k * math.log(q)
+                 + (k * k - k) / (2 * z**2))
+        rdp = rounds * float(logsumexp(terms)) / (a - 1)
+        best = min(best, rdp + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1))
+    return best
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_sampling() -> None:

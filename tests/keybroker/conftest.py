@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import MeshServer
 from tests.conftest import identity, server_config, spiffe
+from tests.keybroker.kms_stand_in import KmsStandIn, serve
 
 SERVICE = "privmesh.keybroker.v1.KeyBroker"
 RULES = [
@@ -63,8 +64,8 @@ async def start_broker(start_server: Callable[..., Any], pki: DevPki) -> AsyncIt
         server = await start_server(keybroker_server.DEFINITION,
                                     server_config(tmp, pki, RULES, broker_settings(tmp, **settings)))
         target = f"127.0.0.1:{server.port}"
-        alice = secure_channel(target, identity(pki, "alice"), SERVICES)
-        bob = secure_channel(target, identity(pki, "bob"), SERVICES)
+        alice = secure_channel(target, identity(pki, "alice"), SERVICES, peer=spiffe("server"))
+        bob = secure_channel(target, identity(pki, "bob"), SERVICES, peer=spiffe("server"))
         channels.extend([alice, bob])
         return Broker(server, KeyBrokerClient(alice), KeyBrokerClient(bob), keybroker_pb2_grpc.KeyBrokerStub(alice),
                       keybroker_pb2_grpc.KeyBrokerStub(bob), tmp)
@@ -77,3 +78,15 @@ async def start_broker(start_server: Callable[..., Any], pki: DevPki) -> AsyncIt
 @pytest.fixture
 async def broker(start_broker: Callable[..., Any], tmp_path: Path) -> Broker:
     return await start_broker(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def kms_stand_in() -> Iterator[tuple[str, KmsStandIn]]:
+    """moto's KMS over HTTP on loopback, recording each request, with KMS's Recipient (kms_stand_in.py)."""
+    yield from serve()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -16,7 +16,7 @@ import pytest
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.enclave.app import EnclaveApp, encrypt_record
+from privmesh.enclave.app import FORMAT_RSAES_OAEP, EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.enclave.vsock import FrameClient, RemoteError, serve_proxy
 from privmesh.keybroker.client import allow
@@ -68,8 +68,9 @@ async def mesh(start_server: Callable[..., Any], start_broker: Callable[..., Any
          "token_signing_key_file": str(tmp_path / "verifier" / "token.pem")}))
     target = f"127.0.0.1:{verifier_server.port}"
     (tmp_path / "broker").mkdir()
-    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target})
-    async with secure_channel(target, identity(pki, "alice")) as channel:
+    broker = await start_broker(tmp_path / "broker", attestation={"verifier_target": target,
+                                                                            "verifier_identity": spiffe("server")})
+    async with secure_channel(target, identity(pki, "alice"), peer=spiffe("server")) as channel:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
         await verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
             name="enclave", require_public_key=True,
@@ -102,7 +103,7 @@ async def test_enclave_gets_the_data_key_only_wrapped_to_itself_and_decrypts_a_r
                                public_key=enclave.public_key_der)))
     assert not reply.plaintext and reply.ciphertext_format == pb.RECIPIENT_CIPHERTEXT_FORMAT_RSAES_OAEP
     assert plaintext not in reply.ciphertext_for_recipient and reply.recipient.verifier_policy == "enclave"
-    enclave.store_key("records", enclave.unwrap_data_key(reply.ciphertext_for_recipient))
+    enclave.store_key("records", enclave.unwrap_data_key(reply.ciphertext_for_recipient, FORMAT_RSAES_OAEP))
     assert enclave.decrypt_with("records", record)["length"] == len(b"patient 17: HbA1c 6.1")
     # A plain caller asking for the same key is refused, with the reason.
     assert await _refusal(mesh.broker.alice.decrypt(wrapped, CONTEXT)) == (
@@ -162,7 +163,7 @@ async def test_untrusted_enclaves_and_replays_are_refused_with_reasons(mesh: Mes
     good = EnclaveApp(SimulatedNsm(mesh.ca))
     document = await _document(mesh, good)
     ok = await mesh.broker.stub.GenerateDataKey(with_document(document))
-    assert len(good.unwrap_data_key(ok.ciphertext_for_recipient)) == 32 and not ok.plaintext
+    assert len(good.unwrap_data_key(ok.ciphertext_for_recipient, FORMAT_RSAES_OAEP)) == 32 and not ok.plaintext
     assert await _refusal(mesh.broker.stub.GenerateDataKey(with_document(document))) == (
         grpc.StatusCode.PERMISSION_DENIED, "ATTESTATION_REJECTED", "NONCE_REPLAYED")
     stale = good.attest(b"n" * 32)  # a nonce the verifier never issued (or that expired)
@@ -187,7 +188,7 @@ async def test_result_tokens_are_verified_offline_against_the_verifiers_keys(mes
     token = verdict.result_token
     reply = await mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
         key=mesh.key.name, recipient=pb.Recipient(attestation_result_token=token)))
-    assert len(enclave.unwrap_data_key(reply.ciphertext_for_recipient)) == 32
+    assert len(enclave.unwrap_data_key(reply.ciphertext_for_recipient, FORMAT_RSAES_OAEP)) == 32
     again = await mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(  # a token may be presented again
         key=mesh.key.name, recipient=pb.Recipient(attestation_result_token=token)))
     assert again.ciphertext_for_recipient
@@ -198,3 +199,24 @@ async def test_result_tokens_are_verified_offline_against_the_verifiers_keys(mes
         assert (await _refusal(mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
             key=mesh.key.name, recipient=pb.Recipient(attestation_result_token=bad)))))[:2] == (
             grpc.StatusCode.PERMISSION_DENIED, "ATTESTATION_TOKEN_INVALID")
+
+
+async def test_a_release_whose_wrapping_fails_is_audited_as_a_failure(mesh: Mesh,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from privmesh.keybroker import service
+
+    _, wrapped, _ = await mesh.broker.bob.generate_data_key(mesh.key.name, CONTEXT)
+    enclave = EnclaveApp(SimulatedNsm(mesh.ca))
+    document = await _document(mesh, enclave)
+
+    def broken_wrap(public_key_der: bytes, data_key: bytes) -> bytes:
+        raise ValueError("the recipient key cannot be used")  # as a failing RSA implementation would
+
+    monkeypatch.setattr(service, "encrypt_for_recipient", broken_wrap)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.broker.stub.Decrypt(pb.DecryptRequest(
+            ciphertext_blob=wrapped, encryption_context=CONTEXT,
+            recipient=pb.Recipient(attestation_document=document, public_key=enclave.public_key_der)))
+    assert read_error(caught.value).reason == "RECIPIENT_WRAP_FAILED"
+    decrypts = [(outcome, d.get("reason")) for _, op, _, outcome, d in mesh.broker.audit() if op == "Decrypt"]
+    assert decrypts == [("FAILURE", "RECIPIENT_WRAP_FAILED")]  # no SUCCESS entry for a key never released

@@ -1,11 +1,10 @@
 """The aws-kms backend against a real local endpoint speaking the KMS API over HTTP (moto in server mode,
-started here on loopback), and the requests moto does not implement (Recipient, imports) validated against
-botocore's own KMS service model."""
+started here on loopback, behind the recording stand-in of kms_stand_in.py), and the requests moto does not
+implement (imports) validated against botocore's own KMS service model. The broker authorizes before any KMS
+call: a refused caller costs KMS nothing, and every Decrypt names its key (KeyId)."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +21,8 @@ from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import read_error
-from tests.keybroker.conftest import ALICE
+from tests.keybroker.conftest import ALICE, BOB
+from tests.keybroker.kms_stand_in import KmsStandIn
 
 POLICY = pb.KeyPolicy(statements=[allow([ALICE], [*ADMIN_OPERATIONS, *CRYPTO_OPERATIONS,
                                                   pb.KEY_OPERATION_RE_ENCRYPT_FROM, pb.KEY_OPERATION_RE_ENCRYPT_TO])])
@@ -31,22 +31,12 @@ REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="module")
-def kms_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def kms_endpoint(kms_stand_in: tuple[str, KmsStandIn]) -> str:
+    return kms_stand_in[0]
 
 
 @pytest.fixture
-async def kms_broker(start_broker: Any, tmp_path: Any, kms_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+async def kms_broker(start_broker: Any, tmp_path: Any, kms_endpoint: str, aws_credentials: None) -> Any:
     return await start_broker(tmp_path, aws_kms={"region": REGION, "endpoint_url": kms_endpoint})
 
 
@@ -71,22 +61,60 @@ async def test_kms_keys_wrap_unwrap_rotate_and_re_encrypt(kms_broker: Any, kms_e
     assert len(plaintext) == 32
     # KMS's own CiphertextBlob: KMS itself opens it
     assert _kms(kms_endpoint).decrypt(CiphertextBlob=wrapped, EncryptionContext=CONTEXT)["Plaintext"] == plaintext
-    assert await kms_broker.alice.decrypt(wrapped, CONTEXT) == plaintext
     assert await kms_broker.alice.decrypt(wrapped, CONTEXT, key=key.name) == plaintext
-    assert await _error(kms_broker.alice.decrypt(wrapped, {"dataset": "other"})) == (
+    assert await kms_broker.alice.decrypt(wrapped, CONTEXT, key="aliases/claims") == plaintext
+    assert await _error(kms_broker.alice.decrypt(wrapped, {"dataset": "other"}, key=key.name)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CIPHERTEXT")
     rotated = await kms_broker.alice.rotate_key(key.name)
-    assert rotated.primary_version == 2 and await kms_broker.alice.decrypt(wrapped, CONTEXT) == plaintext
+    assert rotated.primary_version == 2 and await kms_broker.alice.decrypt(wrapped, CONTEXT, key=key.name) == plaintext
     local = await kms_broker.alice.create_key(policy=POLICY)
-    moved = await kms_broker.alice.re_encrypt(wrapped, local.name, CONTEXT, {"moved": "yes"})
+    moved = await kms_broker.alice.re_encrypt(wrapped, local.name, CONTEXT, {"moved": "yes"}, source_key=key.name)
     assert moved[:4] == b"PMKB" and await kms_broker.alice.decrypt(moved, {"moved": "yes"}) == plaintext
     back = await kms_broker.alice.re_encrypt(moved, key.name, {"moved": "yes"}, CONTEXT)
-    assert await kms_broker.alice.decrypt(back, CONTEXT) == plaintext
+    assert await kms_broker.alice.decrypt(back, CONTEXT, key=key.name) == plaintext
     other = await kms_broker.alice.create_key(policy=POLICY, backend=pb.KEY_BACKEND_AWS_KMS)
-    across = await kms_broker.alice.re_encrypt(wrapped, other.name, CONTEXT, CONTEXT)  # KMS's own ReEncrypt
+    across = await kms_broker.alice.re_encrypt(wrapped, other.name, CONTEXT, CONTEXT,  # KMS's own ReEncrypt
+                                               source_key=key.name)
     assert await kms_broker.alice.decrypt(across, CONTEXT, key=other.name) == plaintext
     message = await kms_broker.alice.encrypt_message(key.name, b"claim 9", CONTEXT)
     assert await kms_broker.alice.decrypt_message(message) == b"claim 9"
+
+
+async def test_a_refused_caller_costs_no_kms_decrypt(kms_broker: Any,
+                                                     kms_stand_in: tuple[str, KmsStandIn]) -> None:
+    stand_in = kms_stand_in[1]
+    key = await kms_broker.alice.create_key(policy=POLICY, backend=pb.KEY_BACKEND_AWS_KMS)
+    other = await kms_broker.alice.create_key(policy=POLICY, backend=pb.KEY_BACKEND_AWS_KMS)
+    _, wrapped, _ = await kms_broker.alice.generate_data_key(key.name, CONTEXT)
+    before = len(stand_in.operations("Decrypt")), len(stand_in.operations("ReEncrypt"))
+    assert await _error(kms_broker.bob.decrypt(wrapped, CONTEXT, key=key.name)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "KEY_POLICY_DENIED")
+    assert await _error(kms_broker.bob.re_encrypt(wrapped, other.name, CONTEXT, CONTEXT, source_key=key.name)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "KEY_POLICY_DENIED")
+    # without a key name the broker cannot authorize without decrypting: it refuses, and asks KMS nothing
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await kms_broker.bob.decrypt(wrapped, CONTEXT)
+    error = read_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and [v.field for v in error.violations] == ["key"]
+    assert (len(stand_in.operations("Decrypt")), len(stand_in.operations("ReEncrypt"))) == before
+    denied = [d["reason"] for p, op, _, outcome, d in kms_broker.audit() if outcome == "DENIED" and p == BOB]
+    assert denied == ["KEY_POLICY_DENIED", "KEY_POLICY_DENIED"]
+
+
+async def test_each_kms_decrypt_is_one_call_that_names_its_key(kms_broker: Any,
+                                                               kms_stand_in: tuple[str, KmsStandIn]) -> None:
+    stand_in = kms_stand_in[1]
+    key = await kms_broker.alice.create_key(policy=POLICY, backend=pb.KEY_BACKEND_AWS_KMS)
+    other = await kms_broker.alice.create_key(policy=POLICY, backend=pb.KEY_BACKEND_AWS_KMS)
+    plaintext, wrapped, _ = await kms_broker.alice.generate_data_key(key.name, CONTEXT)
+    before = len(stand_in.operations("Decrypt"))
+    assert await kms_broker.alice.decrypt(wrapped, CONTEXT, key=key.name) == plaintext
+    calls = stand_in.operations("Decrypt")[before:]
+    assert len(calls) == 1 and calls[0]["KeyId"] == key.key_id and "Recipient" not in calls[0]
+    # a blob of another key, named as `other`: KMS itself refuses it (IncorrectKeyException), in one call
+    assert await _error(kms_broker.alice.decrypt(wrapped, CONTEXT, key=other.name)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CIPHERTEXT")
+    assert [c["KeyId"] for c in stand_in.operations("Decrypt")[before + 1:]] == [other.key_id]
 
 
 async def test_kms_states_follow_the_broker(kms_broker: Any, kms_endpoint: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -37,12 +38,19 @@ async def echo_server(tmp_path: Path, pki: DevPki, start_server):  # type: ignor
 
 
 def channel(server, ident: ClientIdentity) -> grpc.aio.Channel:  # type: ignore[no-untyped-def]
-    return secure_channel(f"127.0.0.1:{server.port}", ident, timeout_seconds=5)
+    return secure_channel(f"127.0.0.1:{server.port}", ident, timeout_seconds=5, peer=spiffe("server"))
 
 
 def items(tmp_path: Path) -> dict[str, str]:
     with sqlite3.connect(tmp_path / "echo.db") as conn:
         return dict(conn.execute("SELECT name, value FROM items").fetchall())
+
+
+def refusals(tmp_path: Path) -> list[tuple[str, str, str, str]]:
+    """Every audit entry, as (principal, operation, outcome, reason): here, only refusals are expected."""
+    with sqlite3.connect(tmp_path / "audit.db") as conn:
+        rows = conn.execute("SELECT principal, operation, outcome, details FROM audit_entries ORDER BY sequence")
+        return [(p, op, outcome, json.loads(details).get("reason", "")) for p, op, outcome, details in rows]
 
 
 def audit_count(tmp_path: Path) -> int:
@@ -114,7 +122,7 @@ async def test_unlisted_principal_is_denied_by_default(echo_server, pki: DevPki,
     assert details.code == grpc.StatusCode.PERMISSION_DENIED
     assert (details.reason, details.domain) == ("PERMISSION_DENIED_BY_POLICY", "echo.privmesh.dev")
     assert items(tmp_path) == {}
-    assert audit_count(tmp_path) == 0
+    assert refusals(tmp_path) == [(spiffe("bob"), "Put", "DENIED", "PERMISSION_DENIED_BY_POLICY")]
 
 
 async def test_resource_outside_the_rule_is_denied_and_nothing_changes(echo_server, pki: DevPki,
@@ -124,7 +132,7 @@ async def test_resource_outside_the_rule_is_denied_and_nothing_changes(echo_serv
             await ch.unary_unary(ECHO + "Put")(b"banana=1")
     assert read_error(err.value).reason == "PERMISSION_DENIED_BY_POLICY"
     assert items(tmp_path) == {}
-    assert audit_count(tmp_path) == 0
+    assert refusals(tmp_path) == [(spiffe("alice"), "Put", "DENIED", "PERMISSION_DENIED_BY_POLICY")]
 
 
 async def test_invalid_argument_names_the_field(echo_server, pki: DevPki, tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ TV = "privmesh.tokenvault.v1.TokenVault"
 KB = "privmesh.keybroker.v1.KeyBroker"
 TV_RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{TV}/*"]},
+    {"name": "admin-plaintext", "principals": [spiffe("alice")], "methods": [f"{TV}/Detokenize"],
+     "resources": ["tenants/*/fields/*:plaintext"]},
     {"name": "analyst", "principals": [spiffe("bob")], "methods": [f"{TV}/Detokenize", f"{TV}/Tokenize"],
      "resources": ["tenants/acme/fields/*"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
@@ -114,7 +116,7 @@ async def create_key(keys: KeyBrokerClient, alias: str = "vault", caching: bool 
 
 def vault_settings(tmp: Path, broker_port: int, database: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"database": database or f"sqlite:///{tmp / 'vault.db'}",
-            "key_broker_target": f"127.0.0.1:{broker_port}", **extra}
+            "key_broker_target": f"127.0.0.1:{broker_port}", "key_broker_identity": spiffe("server"), **extra}
 
 
 @pytest.fixture
@@ -124,16 +126,18 @@ async def start_vault(start_server: Callable[..., Any], pki: DevPki,
 
     async def start(database: str | None = None, caching: bool = True, **extra: Any) -> VaultEnv:
         broker = await start_broker(start_server, pki, tmp_path / "kb")
-        kb_channel = secure_channel(f"127.0.0.1:{broker.port}", identity(pki, "alice"), KB_SERVICES)
+        kb_channel = secure_channel(f"127.0.0.1:{broker.port}", identity(pki, "alice"), KB_SERVICES,
+                                    peer=spiffe("server"))
         channels.append(kb_channel)
         keys = KeyBrokerClient(kb_channel)
         await create_key(keys, caching=caching)
         tv_tmp = workdir(tmp_path / "tv")
         settings = vault_settings(tv_tmp, broker.port, database, **extra)
         vault = await start_server(tokenvault_server.DEFINITION, server_config(tv_tmp, pki, TV_RULES, settings))
-        alice = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES)
-        bob = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "bob"), SERVICES)
-        as_vault = secure_channel(f"127.0.0.1:{broker.port}", identity(pki, "server"), KB_SERVICES)
+        alice = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES, peer=spiffe("server"))
+        bob = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "bob"), SERVICES, peer=spiffe("server"))
+        as_vault = secure_channel(f"127.0.0.1:{broker.port}", identity(pki, "server"), KB_SERVICES,
+                                  peer=spiffe("server"))
         channels.extend([alice, bob, as_vault])
         return VaultEnv(vault, broker, tokenvault_pb2_grpc.TokenVaultStub(alice),
                         tokenvault_pb2_grpc.TokenVaultStub(bob), keys, tmp_path, settings["database"],
@@ -162,7 +166,7 @@ async def another_vault(start_server: Callable[..., Any], pki: DevPki,
         directory = workdir(tmp_path / f"tv-{len(channels) + 1}")
         config = server_config(directory, pki, TV_RULES, vault_settings(directory, env.broker.port, database, **extra))
         vault = await start_server(tokenvault_server.DEFINITION, config)
-        channel = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES)
+        channel = secure_channel(f"127.0.0.1:{vault.port}", identity(pki, "alice"), SERVICES, peer=spiffe("server"))
         channels.append(channel)
         return tokenvault_pb2_grpc.TokenVaultStub(channel)
 
@@ -208,7 +212,8 @@ def vault_processes(tmp_path: Path, pki: DevPki) -> Iterator[Callable[..., list[
 
 async def healthy(target: str, pki: DevPki) -> None:
     for _ in range(300):
-        if await check_health(target, identity(pki, "alice"), "privmesh.tokenvault.v1.TokenVault") == "SERVING":
+        if await check_health(target, identity(pki, "alice"), "privmesh.tokenvault.v1.TokenVault",
+                              peer=spiffe("server")) == "SERVING":
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"vault process at {target} did not start")

@@ -17,7 +17,7 @@ from privmesh.runtime.pki import DevPki
 from privmesh.tokenvault.store import MIGRATIONS
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
-from tests.conftest import identity
+from tests.conftest import identity, spiffe
 from tests.tokenvault.conftest import SERVICES, TENANT, VaultEnv, create_field, detokenize, healthy, tokenize
 
 PROCESSES = 3
@@ -51,7 +51,7 @@ async def test_several_server_processes_lose_and_duplicate_nothing(start_vault: 
     rounds = 6
 
     async def writer(n: int, target: str) -> list[list[str]]:
-        async with secure_channel(target, identity(pki, "alice"), SERVICES) as channel:
+        async with secure_channel(target, identity(pki, "alice"), SERVICES, peer=spiffe("server")) as channel:
             stub = tokenvault_pb2_grpc.TokenVaultStub(channel)
             out = []
             for r in range(rounds):

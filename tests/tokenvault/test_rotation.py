@@ -19,7 +19,7 @@ from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
-from tests.conftest import identity
+from tests.conftest import identity, spiffe
 from tests.tokenvault.conftest import SERVICES, TENANT, VaultEnv, create_field, detokenize, healthy, tokenize
 
 COUNT = 240
@@ -105,7 +105,7 @@ async def test_a_rotation_whose_process_is_killed_is_resumed_by_another(start_va
     [process] = vault_processes(env.broker.port, database, 1, targets, rotation_batch_size=4,
                                 rotation_lease_seconds=1)
     await healthy(targets[0], pki)
-    async with secure_channel(targets[0], identity(pki, "alice"), SERVICES) as channel:
+    async with secure_channel(targets[0], identity(pki, "alice"), SERVICES, peer=spiffe("server")) as channel:
         rotation = (await tokenvault_pb2_grpc.TokenVaultStub(channel).RotateKeys(
             pb.RotateKeysRequest(parent=TENANT))).rotation
     deadline = time.monotonic() + 30

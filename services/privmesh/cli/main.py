@@ -16,7 +16,7 @@ from rich.table import Table
 from privmesh.fl.participant.cli import participant
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout, check_health
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.pki import LEAF_VALIDITY, DevPki
 
 console = Console()
@@ -121,7 +121,7 @@ def status(state_dir: Path) -> None:
     specs = {s.name: s for s in CATALOG}
 
     async def probe() -> list[str]:
-        return [await check_health(e.target, layout.identity("admin"), specs[e.service].grpc_service)
+        return [await check_health(e.target, layout.identity("admin"), specs[e.service].grpc_service, peer=e.spiffe_id)
                 for e in endpoints]
 
     statuses = asyncio.run(probe())
@@ -150,10 +150,11 @@ def demo(state_dir: Path | None) -> None:
             if mesh is not None:
                 console.print("starting a local mesh…")
                 await mesh.start()
-            targets = {e.service: e.target for e in layout.endpoints()}
-            if not targets:
+            endpoints = layout.endpoints()
+            if not endpoints:
                 raise click.ClickException(f"no mesh is running from {state_dir}")
-            return await run_scenario(DemoContext(layout, console, targets, Path(tmp)))
+            return await run_scenario(DemoContext(layout, console, {e.service: e.target for e in endpoints},
+                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints}))
 
         try:
             ok = asyncio.run(run())
@@ -175,7 +176,7 @@ def evidence() -> None:
 def evidence_export(state_dir: Path, output: Path) -> None:
     """Collects the audit logs of all running services into one bundle (as the auditor identity)."""
     layout = MeshLayout(state_dir)
-    targets = {e.service: e.target for e in layout.endpoints()}
+    targets = {e.service: (e.target, e.spiffe_id) for e in layout.endpoints()}
     if not targets:
         raise click.ClickException(f"no mesh is running from {state_dir}")
     bundle = asyncio.run(export_bundle(targets, layout.identity("auditor")))
@@ -187,13 +188,31 @@ def evidence_export(state_dir: Path, output: Path) -> None:
 @evidence.command("verify")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON {service: audit key id} of the keys to accept (default: the keys in the bundle)")
-def evidence_verify(bundle: Path, trust: Path | None) -> None:
-    """Verifies a bundle offline; names the first bad entry of each broken log. Exits 1 if any is broken."""
+              help="JSON {service: audit key id} of the audit keys to accept")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM of the mesh CA(s): accept an audit key endorsed by its service's mesh certificate")
+@click.option("--trust-domain", default="privmesh.local", show_default=True,
+              help="the trust domain whose service identities may endorse audit keys (with --ca)")
+@click.option("--expect", "expected", multiple=True,
+              help="a service that must be in the bundle (repeatable; default: every privmesh service)")
+@click.option("--since", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="an earlier bundle: each of its services must be present with a head no older and the same "
+                   "entries up to it")
+def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_domain: str, expected: tuple[str, ...],
+                    since: Path | None) -> None:
+    """Verifies a bundle offline against pinned keys; names the first bad entry of each broken log. Exits 1 if any
+    is broken or missing, 2 when nothing is pinned (--trust or --ca is required)."""
+    from cryptography import x509
+
+    if trust is None and ca is None:
+        raise click.UsageError("no pinned audit keys: pass --trust KEYS.json or --ca MESH-CA.pem (a bundle's own "
+                               "keys prove nothing; without a pin a forged bundle would verify)")
     try:
-        data = json.loads(bundle.read_text())
-        trusted = json.loads(trust.read_text()) if trust else None
-        verdicts = verify_bundle(data, trusted)
+        anchors = Trust(json.loads(trust.read_text()) if trust else {},
+                        x509.load_pem_x509_certificates(ca.read_bytes()) if ca else (), trust_domain)
+        earlier = json.loads(since.read_text()) if since else None
+        verdicts = verify_bundle(json.loads(bundle.read_text()), anchors, expected or [s.name for s in CATALOG],
+                                 earlier)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{bundle} is not a readable evidence bundle: {exc}") from exc
     for v in verdicts:

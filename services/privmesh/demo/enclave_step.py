@@ -32,13 +32,15 @@ def _reasons(reply: pb.VerifyAttestationResponse) -> list[str]:
 async def enclave_attestation_step(ctx: DemoContext) -> None:
     target = ctx.targets["attestation-verifier"]
     ca = DevCa.load(enclave_simulator_dir(ctx.layout.root))
-    async with secure_channel(target, ctx.layout.identity("admin")) as admin_channel:
+    async with secure_channel(target, ctx.layout.identity("admin"),
+                              peer=ctx.peers["attestation-verifier"]) as admin_channel:
         admin = attestation_pb2_grpc.AttestationVerifierStub(admin_channel)
         policy = pb.Policy(name=POLICY, require_public_key=True, description="the demo enclave image",
                            allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description=DEFAULT_IMAGE)])
         await admin.PutPolicy(pb.PutPolicyRequest(policy=policy))
         ctx.console.print(f"   operator pinned PCR0..2 of image {DEFAULT_IMAGE!r} in policy {POLICY!r}")
-    async with secure_channel(target, ctx.layout.identity("demo-client")) as channel:
+    async with secure_channel(target, ctx.layout.identity("demo-client"),
+                              peer=ctx.peers["attestation-verifier"]) as channel:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
         enclave = EnclaveApp(SimulatedNsm(ca))
         nonce = (await verifier.IssueChallenge(pb.IssueChallengeRequest())).nonce

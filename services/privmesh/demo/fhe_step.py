@@ -55,7 +55,8 @@ async def encrypted_scoring_step(ctx: DemoContext) -> None:
     else:
         risk = _train(patients)
         ctx.console.print("   (no step-3 model: trained a logistic regression with scikit-learn on 300 patients)")
-    async with secure_channel(target, ctx.layout.identity("admin"), timeout_seconds=120) as admin_channel:
+    async with secure_channel(target, ctx.layout.identity("admin"), timeout_seconds=120,
+                              peer=ctx.peers["fhe-inference"]) as admin_channel:
         admin = fhe_pb2_grpc.FHEInferenceStub(admin_channel)
         try:
             await admin.DeleteModel(pb.DeleteModelRequest(name=f"models/{MODEL_ID}"))  # a rerun replaces it
@@ -69,7 +70,8 @@ async def encrypted_scoring_step(ctx: DemoContext) -> None:
                       f"[{model.logistic_regression.sigmoid.interval_min:g}, "
                       f"{model.logistic_regression.sigmoid.interval_max:g}], "
                       f"{model.input_packing.samples_per_ciphertext} patients per ciphertext")
-    async with secure_channel(target, ctx.layout.identity("demo-client"), timeout_seconds=120) as channel:
+    async with secure_channel(target, ctx.layout.identity("demo-client"), timeout_seconds=120,
+                              peer=ctx.peers["fhe-inference"]) as channel:
         stub = fhe_pb2_grpc.FHEInferenceStub(channel)
         keys = ClientKeys.generate(model)
         session = await register_keys(stub, keys)

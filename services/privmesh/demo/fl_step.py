@@ -39,7 +39,8 @@ async def federated_training_step(ctx: DemoContext) -> None:
     target = ctx.targets["fl-coordinator"]
     services = [pb.DESCRIPTOR.services_by_name["FLCoordinator"]]
     nodes: list[SuperNode] = []
-    async with secure_channel(target, ctx.layout.identity("admin"), services, timeout_seconds=RUN_TIMEOUT) as channel:
+    async with secure_channel(target, ctx.layout.identity("admin"), services, timeout_seconds=RUN_TIMEOUT,
+                              peer=ctx.peers["fl-coordinator"]) as channel:
         fl = fl_pb2_grpc.FLCoordinatorStub(channel)
         federation_id = f"risk-{secrets.token_hex(3)}"
         federation = (await fl.CreateFederation(pb.CreateFederationRequest(

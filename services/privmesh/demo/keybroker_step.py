@@ -37,9 +37,12 @@ async def key_release(ctx: DemoContext, ca: DevCa) -> None:
         allow([client_id], [pb.KEY_OPERATION_GENERATE_DATA_KEY], "hospital-encrypts"),
         allow([client_id], [pb.KEY_OPERATION_DECRYPT], "enclave-only", attested)])
     target = ctx.targets["key-broker"]
-    async with secure_channel(target, ctx.layout.identity("admin"), SERVICES) as admin_channel, \
-            secure_channel(target, ctx.layout.identity("demo-client"), SERVICES) as channel, \
-            secure_channel(ctx.targets["attestation-verifier"], ctx.layout.identity("demo-client")) as verifier:
+    async with secure_channel(target, ctx.layout.identity("admin"), SERVICES,
+                              peer=ctx.peers["key-broker"]) as admin_channel, \
+            secure_channel(target, ctx.layout.identity("demo-client"), SERVICES,
+                           peer=ctx.peers["key-broker"]) as channel, \
+            secure_channel(ctx.targets["attestation-verifier"], ctx.layout.identity("demo-client"),
+                           peer=ctx.peers["attestation-verifier"]) as verifier:
         operator = KeyBrokerClient(admin_channel)
         key = await operator.create_key(description="demo: records readable only inside the enclave",
                                         policy=policy, request_id=str(uuid.uuid4()))
@@ -75,7 +78,7 @@ async def key_release(ctx: DemoContext, ca: DevCa) -> None:
         expect(impostor_outcome.startswith("PERMISSION_DENIED"), "an enclave running another image got the key")
         ctx.console.print(f"   enclave running another image refused: {impostor_outcome}")
         try:
-            await hospital.decrypt(wrapped, CONTEXT)
+            await hospital.decrypt(wrapped, CONTEXT, key=key.name)
         except grpc.aio.AioRpcError as exc:
             error = read_error(exc)
             expect(error.reason == "ATTESTATION_REQUIRED", f"unexpected refusal {error.reason}")

@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
 from rich.console import Console
 
 from privmesh.mesh.local import MeshLayout
-from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 
 
 @dataclass
@@ -19,6 +20,7 @@ class DemoContext:
     console: Console
     targets: dict[str, str]
     work_dir: Path
+    peers: dict[str, str]  # service -> the SPIFFE ID its clients pin (mesh.json)
     facts: dict[str, object] = field(default_factory=dict)
 
 
@@ -41,10 +43,14 @@ def expect(condition: bool, message: str) -> None:
 
 async def evidence_step(ctx: DemoContext) -> None:
     """6. Export every service's audit log as one bundle, verify it offline, and show that tampering is found."""
-    bundle = await export_bundle(ctx.targets, ctx.layout.identity("auditor"))
+    bundle = await export_bundle({s: (t, ctx.peers[s]) for s, t in ctx.targets.items()},
+                                 ctx.layout.identity("auditor"))
     path = ctx.work_dir / "evidence.json"
     path.write_text(json.dumps(bundle, indent=1))
-    verdicts = verify_bundle(bundle)
+    # Offline, against the mesh CA only: each service's certificate must endorse its audit key.
+    trust = Trust(roots=x509.load_pem_x509_certificates(ctx.layout.pki.ca_file.read_bytes()),
+                  trust_domain=ctx.layout.pki.trust_domain)
+    verdicts = verify_bundle(bundle, trust, ctx.targets)
     for verdict in verdicts:
         ctx.console.print(f"   {verdict.service}: {verdict.entries} entries, key {verdict.key_id[:16]}…, "
                           f"{'intact' if verdict.ok else 'BROKEN: ' + verdict.finding.message}")  # type: ignore[union-attr]
@@ -53,7 +59,7 @@ async def evidence_step(ctx: DemoContext) -> None:
     victim = next((s for s in tampered["services"] if s["entries"]), None)
     if victim is not None:
         victim["entries"][0]["principal"] = "spiffe://privmesh.local/ns/privmesh/sa/mallory"
-        [broken] = [v for v in verify_bundle(tampered) if v.service == victim["service"]]
+        [broken] = [v for v in verify_bundle(tampered, trust) if v.service == victim["service"]]
         expect(not broken.ok, "a tampered bundle verified")
         ctx.console.print(f"   tampered copy refused: {broken.finding.message}")  # type: ignore[union-attr]
     ctx.console.print(f"   bundle written to {path}")

@@ -45,7 +45,8 @@ PROFILES = {
 
 async def _vault_key(ctx: DemoContext) -> str:
     """The key-broker key for patient records, created once (a re-run on the same state finds it)."""
-    async with secure_channel(ctx.targets["key-broker"], ctx.layout.identity("admin"), KEYBROKER_SERVICES) as ch:
+    async with secure_channel(ctx.targets["key-broker"], ctx.layout.identity("admin"), KEYBROKER_SERVICES,
+                              peer=ctx.peers["key-broker"]) as ch:
         broker = KeyBrokerClient(ch)
         name = f"aliases/{KEY_ALIAS}"
         try:
@@ -74,7 +75,8 @@ async def tokenvault_step(ctx: DemoContext) -> None:
     key = await _vault_key(ctx)
     target = ctx.targets["token-vault"]
     services = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
-    async with secure_channel(target, ctx.layout.identity("admin"), services) as admin_channel:
+    async with secure_channel(target, ctx.layout.identity("admin"), services,
+                              peer=ctx.peers["token-vault"]) as admin_channel:
         admin = tokenvault_pb2_grpc.TokenVaultStub(admin_channel)
         for field_id, profile in PROFILES.items():
             try:
@@ -89,7 +91,8 @@ async def tokenvault_step(ctx: DemoContext) -> None:
         patients = records.patients(PATIENTS)
         items = [pb.TokenizeItem(field=field_id, value=getattr(p, field_id), subject_id=p.patient_id)
                  for p in patients for field_id in PROFILES]
-        async with secure_channel(target, ctx.layout.identity("demo-client"), services) as client_channel:
+        async with secure_channel(target, ctx.layout.identity("demo-client"), services,
+                                  peer=ctx.peers["token-vault"]) as client_channel:
             client = tokenvault_pb2_grpc.TokenVaultStub(client_channel)
             step = BATCH_PATIENTS * len(PROFILES)
             tokens = []

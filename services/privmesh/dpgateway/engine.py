@@ -40,6 +40,7 @@ os.environ.setdefault("POLARS_AUTO_NEW_STREAMING", "1")
 EPOCH = date(1970, 1, 1)
 MEASUREMENT_CACHE = 256
 HIDDEN_COUNT = "__partition_count"
+ACCURACY_STEPS = 200  # 0.99^200 ~ 0.13: far more narrowing than rounding to integer accuracies ever needs
 PROBE_SILENT = 1e6  # relative scale of the partition count while another component is probed
 
 
@@ -266,6 +267,19 @@ def _accuracy_scale(mechanism: str, integer: bool, accuracy: float, alpha: float
                  else dp.accuracy_to_gaussian_scale(accuracy, alpha))
 
 
+def _scale_for_accuracy(mechanism: str, integer: bool, budgeting: Budgeting) -> float:
+    """The closed-form scale for the target accuracy, narrowed by 1% steps while discrete noise (whose accuracy
+    is an integer, rounded up) misses it: at most ACCURACY_STEPS steps (a scale 7x smaller), since a target
+    that discrete noise cannot reach would otherwise shrink the scale into a denormal that 0.99x leaves fixed."""
+    scale = _accuracy_scale(mechanism, integer, budgeting.accuracy, budgeting.alpha)
+    for _ in range(ACCURACY_STEPS):
+        if noise_accuracy(mechanism, integer, scale, budgeting.alpha) <= budgeting.accuracy:
+            return scale
+        scale *= 0.99
+    raise CompileError("privacy.target_accuracy", "no noise scale reaches this accuracy for an integer "
+                       "aggregate; ask for a larger target_accuracy", "ACCURACY_UNREACHABLE")
+
+
 class DatasetEngine:
     """The OpenDP context of one dataset (one source version) and its compiled measurements."""
 
@@ -405,10 +419,7 @@ class DatasetEngine:
                     if c.role == "quantile":
                         raise CompileError("privacy.target_accuracy", "QUANTILE has no accuracy in the column's "
                                            "units; give a privacy_loss", "ACCURACY_UNREACHABLE")
-                    scale = _accuracy_scale(self.mechanism, c.integer, budgeting.accuracy, budgeting.alpha)
-                    while noise_accuracy(self.mechanism, c.integer, scale, budgeting.alpha) > budgeting.accuracy:
-                        scale *= 0.99  # discrete noise: its accuracy is an integer, rounded up
-                    scales[c.name] = scale
+                    scales[c.name] = _scale_for_accuracy(self.mechanism, c.integer, budgeting)
         delta = budgeting.loss.delta if budgeting.loss is not None else 0.0
         for _ in range(4):  # closed-form scales can overshoot the share by a rounding error; widen and rebuild
             compiled = self._assemble(plan, parts, scales, delta)

@@ -23,7 +23,7 @@ from privmesh.dpgateway.datasets import DatasetExists, DatasetStore, EtagMismatc
 from privmesh.dpgateway.engine import Budgeting, CompileError, DatasetEngine, ReleaseFailed, SourceUnavailable
 from privmesh.dpgateway.ledger import WIDE, Budget, BudgetExceeded, Ledger, LedgerEntry, NoBudget, Reservation
 from privmesh.dpgateway.ledger import EtagMismatch as BudgetEtagMismatch
-from privmesh.dpgateway.loss import Loss, unit_problems
+from privmesh.dpgateway.loss import Loss, exact, unit_problems
 from privmesh.dpgateway.plan import KeysMode, Plan, digest, plan_from_canonical, validate_plan
 from privmesh.dpgateway.results import Estimate, NoisyComponent, Row, build_answer
 from privmesh.dpgateway.schema import Accounting, DatasetSpec, validate_dataset
@@ -118,13 +118,13 @@ def _refusal(field_path: str, message: str, reason: str) -> InvalidArgument:
 
 class GatewayService:
     def __init__(self, datasets: DatasetStore, ledger: Ledger, reader: sources.SourceReader, audit: AuditLog,
-                 limits: Limits, may_query: Callable[[str], bool]) -> None:
+                 limits: Limits, authorize: Callable[[str], None]) -> None:
         self.datasets = datasets
         self.ledger = ledger
         self.reader = reader
         self.audit = audit
         self.limits = limits
-        self.may_query = may_query  # the authorization policy's say on "datasets/{id}" for the current call
+        self.authorize = authorize  # refuses unless the policy allows the current call on the resource
         self._engines: dict[str, tuple[DatasetEngine, int]] = {}
         self._engine_lock = asyncio.Lock()
 
@@ -207,7 +207,7 @@ class GatewayService:
         if budget is None and stored is None:
             raise NotFound("DATASET_NOT_FOUND", f"no dataset datasets/{dataset_id}")
         if budget is None:
-            budget = Budget(dataset_id, analyst, None, Loss(), Loss(), 0, "")
+            budget = Budget(dataset_id, analyst, None, exact(()), exact(()), 0, "")
         wide = None
         if analyst != WIDE:
             found = await asyncio.to_thread(self.ledger.get_budget, dataset_id, WIDE)
@@ -248,8 +248,7 @@ class GatewayService:
         field_path = "sql" if query.sql is not None else "query.dataset"
         missing = _refusal(field_path, f"no dataset {query.dataset_id!r} on which you have a budget",
                            "DATASET_NOT_FOUND")
-        if not self.may_query(f"datasets/{query.dataset_id}"):
-            raise missing
+        self.authorize(f"datasets/{query.dataset_id}")  # the SQL's dataset is known only here
         stored = await asyncio.to_thread(self.datasets.get, query.dataset_id)
         if stored is None:
             raise missing

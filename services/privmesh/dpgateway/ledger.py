@@ -2,12 +2,12 @@
 
 Caps and spending per (analyst, dataset), and optionally per dataset across analysts (analyst "*"). A
 query's cost is reserved in ONE transaction that locks the analyst's and the dataset-wide rows and checks
-spent + reserved + cost <= cap for both (SQLite's BEGIN IMMEDIATE serializes writers across processes;
-PostgreSQL's SELECT ... FOR UPDATE locks the rows, always analyst first, then "*", so no deadlock). Only
-then is data read. On success the reservation becomes spending in one transaction with the stored release;
-it is refunded only when the query failed before any data was read. Committed spending is never undone.
-A reservation left by a crashed process is charged in full at the next start (`recover_stale`): nobody can
-prove its query read no data.
+spent + reserved + cost <= cap for both, exactly (loss.py: sums round up, what remains rounds down). SQLite's
+BEGIN IMMEDIATE serializes writers across processes; PostgreSQL's SELECT ... FOR UPDATE locks the rows, always
+analyst first, then "*", so no deadlock. Only then is data read. On success the reservation becomes spending
+in one transaction with the stored release; it is refunded only when the query failed before any data was
+read. Committed spending is never undone. A reservation left by a crashed process is charged in full at the
+next start (`recover_stale`): nobody can prove its query read no data.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmesh.dpgateway.datasets import now_us
-from privmesh.dpgateway.loss import Loss
+from privmesh.dpgateway.loss import Exact, Loss, exact, fits, left, rounded_up
 from privmesh.runtime.db import Cursor, Database
 
 WIDE = "*"  # the analyst name of a dataset-wide budget
@@ -47,16 +47,29 @@ class Budget:
     dataset_id: str
     analyst: str
     cap: Loss | None
-    spent: Loss
-    reserved: Loss
+    spent_exact: Exact  # summed from the ledger's entries, without rounding
+    reserved_exact: Exact
     update_us: int
     etag: str
+
+    @property
+    def spent(self) -> Loss:
+        return rounded_up(self.spent_exact)
+
+    @property
+    def reserved(self) -> Loss:
+        return rounded_up(self.reserved_exact)
+
+    @property
+    def used(self) -> Exact:
+        return (self.spent_exact[0] + self.reserved_exact[0], self.spent_exact[1] + self.reserved_exact[1],
+                self.spent_exact[2] + self.reserved_exact[2])
 
     @property
     def remaining(self) -> Loss:
         if self.cap is None:
             return Loss()
-        return self.cap.minus(self.spent + self.reserved)
+        return left(self.cap, self.used)
 
 
 @dataclass(frozen=True)
@@ -96,9 +109,9 @@ def _loss(values: Sequence[Any]) -> Loss:
     return Loss(float(values[0] or 0.0), float(values[1] or 0.0), float(values[2] or 0.0))
 
 
-def _budget(dataset_id: str, analyst: str, row: Sequence[Any], reserved: Loss) -> Budget:
+def _budget(dataset_id: str, analyst: str, row: Sequence[Any], spent: Exact, reserved: Exact) -> Budget:
     cap = _loss(row[1:4]) if row[0] else None
-    return Budget(dataset_id, analyst, cap, _loss(row[4:7]), reserved, int(row[7]), str(row[8]))
+    return Budget(dataset_id, analyst, cap, spent, reserved, int(row[7]), str(row[8]))
 
 
 class Ledger:
@@ -133,16 +146,19 @@ class Ledger:
         select = f"SELECT {_BUDGET_COLUMNS} FROM dp_budgets WHERE dataset_id = ? AND analyst = ?"  # noqa: S608
         cur.execute(self.db.locking(select), (dataset_id, analyst))
         row = cur.fetchone()
-        return None if row is None else _budget(dataset_id, analyst, row, self._reserved(cur, dataset_id, analyst))
+        return None if row is None else _budget(dataset_id, analyst, row, *self._sums(cur, dataset_id, analyst))
 
     @staticmethod
-    def _reserved(cur: Cursor, dataset_id: str, analyst: str) -> Loss:
-        """What in-flight queries hold, summed from their entries (no running total to drift)."""
+    def _sums(cur: Cursor, dataset_id: str, analyst: str) -> tuple[Exact, Exact]:
+        """What was spent and what in-flight queries hold, summed exactly from the entries (no running total
+        to drift, no rounding to pass a cap)."""
         mine = "" if analyst == WIDE else " AND analyst = ?"
-        cur.execute("SELECT SUM(res_eps), SUM(res_delta), SUM(res_rho) FROM dp_ledger "  # noqa: S608 (constant parts)
-                    f"WHERE state = 'RESERVED' AND dataset_id = ?{mine}",
+        cur.execute("SELECT state, res_eps, res_delta, res_rho, chg_eps, chg_delta, chg_rho "  # noqa: S608
+                    f"FROM dp_ledger WHERE state IN ('RESERVED', 'COMMITTED') AND dataset_id = ?{mine}",
                     (dataset_id,) if analyst == WIDE else (dataset_id, analyst))
-        return _loss(cur.fetchone())
+        rows = cur.fetchall()
+        return (exact(_loss(r[4:7]) for r in rows if r[0] == "COMMITTED"),
+                exact(_loss(r[1:4]) for r in rows if r[0] == "RESERVED"))
 
     def _ensure_wide(self, cur: Cursor, dataset_id: str) -> None:
         cur.execute("INSERT INTO dp_budgets (dataset_id, analyst, has_cap, spent_eps, spent_delta, spent_rho, "
@@ -150,9 +166,14 @@ class Ledger:
                     "ON CONFLICT (dataset_id, analyst) DO NOTHING", (dataset_id, WIDE, now_us(), secrets.token_hex(8)))
 
     def _spend(self, cur: Cursor, dataset_id: str, analyst: str, spent: Loss) -> None:
-        cur.execute("UPDATE dp_budgets SET spent_eps = spent_eps + ?, spent_delta = spent_delta + ?, "
-                    "spent_rho = spent_rho + ?, update_us = ?, etag = ? WHERE dataset_id = ? AND analyst = ?",
-                    (spent.epsilon, spent.delta, spent.rho, now_us(), secrets.token_hex(8), dataset_id, analyst))
+        """Adds to the running total of a (locked) budget row, rounded up, for readers of the table; the checks
+        use the exact sum of the entries."""
+        cur.execute(self.db.locking("SELECT spent_eps, spent_delta, spent_rho FROM dp_budgets "
+                                    "WHERE dataset_id = ? AND analyst = ?"), (dataset_id, analyst))
+        now_spent = _loss(cur.fetchone()) + spent
+        cur.execute("UPDATE dp_budgets SET spent_eps = ?, spent_delta = ?, spent_rho = ?, update_us = ?, etag = ? "
+                    "WHERE dataset_id = ? AND analyst = ?",
+                    (*_parts(now_spent), now_us(), secrets.token_hex(8), dataset_id, analyst))
 
     def get_budget(self, dataset_id: str, analyst: str) -> Budget | None:
         with self.db.transaction() as cur:
@@ -192,9 +213,9 @@ class Ledger:
             self._ensure_wide(cur, dataset_id)
             wide = self._lock_budget(cur, dataset_id, WIDE)
             assert wide is not None
-            if not (own.spent + own.reserved + cost).within(own.cap):
+            if not fits(own.used, cost, own.cap):
                 raise BudgetExceeded("analyst")
-            if wide.cap is not None and not (wide.spent + wide.reserved + cost).within(wide.cap):
+            if wide.cap is not None and not fits(wide.used, cost, wide.cap):
                 raise BudgetExceeded("dataset")
             remaining = own.remaining.minus(cost)
             if wide.cap is not None:

@@ -4,12 +4,19 @@ The ledger uses additive (basic sequential) composition in the dataset's own uni
 APPROXIMATE_DP adds epsilons and deltas, ZCDP adds rhos (and the deltas of private partition selection).
 This is exactly what OpenDP's fully adaptive compositor does for these measures, and a query's cost is its
 measurement's privacy map at the dataset's d_in, so the ledger's sum is an upper bound on the true loss.
+
+Binary floats cannot hold most sums exactly, so the arithmetic is directed: a sum (what was spent) is the
+exact sum rounded UP, a difference (what remains) is rounded DOWN, and comparisons with a cap are exact
+(fractions.Fraction holds every float exactly). A spend that would pass a cap by one ulp is refused, and
+rounding never makes the ledger report less spent than was.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from privmesh.dpgateway.schema import Accounting
 
@@ -21,16 +28,17 @@ class Loss:
     rho: float = 0.0
 
     def __add__(self, other: Loss) -> Loss:
-        return Loss(self.epsilon + other.epsilon, self.delta + other.delta, self.rho + other.rho)
+        """The component-wise sum, rounded up."""
+        return total((self, other))
 
     def minus(self, other: Loss) -> Loss:
-        """Component-wise difference, never below 0 (what remains of a cap)."""
-        return Loss(max(0.0, self.epsilon - other.epsilon), max(0.0, self.delta - other.delta),
-                    max(0.0, self.rho - other.rho))
+        """Component-wise difference rounded down, never below 0 (what remains of a cap)."""
+        return Loss(*(max(0.0, _down(Fraction(a) - Fraction(b))) for a, b in zip(_parts(self), _parts(other),
+                                                                                   strict=True)))
 
     def within(self, cap: Loss) -> bool:
-        """Whether every component is at most the cap's (no tolerance: a cap is never exceeded)."""
-        return self.epsilon <= cap.epsilon and self.delta <= cap.delta and self.rho <= cap.rho
+        """Whether every component is at most the cap's, compared exactly (a cap is never exceeded)."""
+        return all(Fraction(a) <= Fraction(b) for a, b in zip(_parts(self), _parts(cap), strict=True))
 
     def smaller(self, other: Loss) -> Loss:
         return Loss(min(self.epsilon, other.epsilon), min(self.delta, other.delta), min(self.rho, other.rho))
@@ -38,6 +46,52 @@ class Loss:
     def primary(self, accounting: Accounting) -> float:
         """The component the noise scales are solved for (epsilon, or rho for zCDP)."""
         return self.rho if accounting is Accounting.ZCDP else self.epsilon
+
+
+def _parts(loss: Loss) -> tuple[float, float, float]:
+    return loss.epsilon, loss.delta, loss.rho
+
+
+def _up(exact: Fraction) -> float:
+    """The smallest float >= exact."""
+    nearest = float(exact)
+    return math.nextafter(nearest, math.inf) if Fraction(nearest) < exact else nearest
+
+
+def _down(exact: Fraction) -> float:
+    """The largest float <= exact."""
+    nearest = float(exact)
+    return math.nextafter(nearest, -math.inf) if Fraction(nearest) > exact else nearest
+
+
+Exact = tuple[Fraction, Fraction, Fraction]  # (epsilon, delta, rho) without rounding
+
+
+def exact(losses: Iterable[Loss]) -> Exact:
+    """The exact component-wise sum of `losses`."""
+    sums = (Fraction(0), Fraction(0), Fraction(0))
+    for loss in losses:
+        sums = (sums[0] + Fraction(loss.epsilon), sums[1] + Fraction(loss.delta), sums[2] + Fraction(loss.rho))
+    return sums
+
+
+def rounded_up(value: Exact) -> Loss:
+    return Loss(*(_up(v) for v in value))
+
+
+def total(losses: Iterable[Loss]) -> Loss:
+    """The exact component-wise sum of `losses`, each component rounded up."""
+    return rounded_up(exact(losses))
+
+
+def fits(used: Exact, cost: Loss, cap: Loss) -> bool:
+    """Whether used + cost is at most the cap in every component, exactly."""
+    return all(u + Fraction(c) <= Fraction(k) for u, c, k in zip(used, _parts(cost), _parts(cap), strict=True))
+
+
+def left(cap: Loss, used: Exact) -> Loss:
+    """What remains of `cap` once `used` is spent, rounded down, never below 0."""
+    return Loss(*(max(0.0, _down(Fraction(k) - u)) for k, u in zip(_parts(cap), used, strict=True)))
 
 
 def unit_problems(loss: Loss, accounting: Accounting, *, for_cap: bool) -> list[tuple[str, str]]:

@@ -32,7 +32,7 @@ async def build(runtime: Runtime, settings: DPGatewaySettings) -> Sequence[Regis
     limits = Limits(settings.max_epsilon_per_query, settings.max_rho_per_query, settings.max_delta_per_query)
     service = GatewayService(DatasetStore(db), ledger,
                              SourceReader(settings.cache_dir, settings.s3_endpoint_url, settings.s3_region),
-                             runtime.audit, limits, runtime.authorizer.allows_resource)
+                             runtime.audit, limits, runtime.authorizer.require)
     servicer = DPGatewayServicer(service, runtime.authorizer)
 
     def register(server: grpc.aio.Server) -> None:

@@ -33,11 +33,10 @@ from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
-from privmesh.runtime.errors import InvalidArgument, PermissionDenied
-from privmesh.runtime.paging import decode_token, name_page, page_size, paginate
+from privmesh.runtime.errors import InvalidArgument
+from privmesh.runtime.paging import decode_token, name_page, page_size, visible_page
 
 MAX_REQUEST_BYTES = 1024 * 1024
-METHOD = "/" + pb.DESCRIPTOR.services_by_name["DPGateway"].full_name + "/"
 
 
 def _ts_us(micros: int) -> Timestamp:
@@ -259,7 +258,6 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         if request.dataset.ByteSize() > MAX_REQUEST_BYTES:
             raise InvalidArgument.single("dataset", f"encodes to more than {MAX_REQUEST_BYTES} bytes",
                                          "SCHEMA_INVALID")
-        self._authorizer.require(f"datasets/{request.dataset_id}")
         spec = spec_from_proto(request.dataset_id, request.dataset)
         stored = await self._service.register_dataset(spec, request.request_id)
         return pb.RegisterDatasetResponse(dataset=dataset_to_proto(stored))
@@ -267,21 +265,22 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
     async def GetDataset(self, request: pb.GetDatasetRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetDatasetResponse:
         dataset_id = _name(request.name, "name")
-        self._authorizer.require(f"datasets/{dataset_id}")
         return pb.GetDatasetResponse(dataset=dataset_to_proto(await self._service.get_dataset(dataset_id)))
 
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
         limit, after = name_page(request)
-        fetched = await self._service.list_datasets(after, limit + 1)
-        page, token = paginate(fetched, limit, lambda d: d.spec.dataset_id)
-        visible = self._authorizer.visible(page, lambda d: f"datasets/{d.spec.dataset_id}")
-        return pb.ListDatasetsResponse(datasets=[dataset_to_proto(d) for d in visible], next_page_token=token)
+
+        async def fetch(start: str | None, count: int) -> list[pb.Dataset]:
+            return [dataset_to_proto(d) for d in await self._service.list_datasets(start or "", count)]
+
+        page, token = await visible_page(fetch, after, limit, lambda d: d.name.removeprefix("datasets/"),
+                                         self._authorizer.visible)
+        return pb.ListDatasetsResponse(datasets=page, next_page_token=token)
 
     async def DeleteDataset(self, request: pb.DeleteDatasetRequest,
                             context: grpc.aio.ServicerContext) -> pb.DeleteDatasetResponse:
         dataset_id = _name(request.name, "name")
-        self._authorizer.require(f"datasets/{dataset_id}")
         await self._service.delete_dataset(dataset_id, request.etag)
         return pb.DeleteDatasetResponse()
 
@@ -316,7 +315,6 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
 
     async def SetBudget(self, request: pb.SetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.SetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
-        self._authorizer.require(f"datasets/{dataset_id}")
         analyst = _analyst(request.analyst, required=True)
         cap = Loss(request.cap.epsilon, request.cap.delta, request.cap.rho) if request.HasField("cap") else None
         budget = await self._service.set_budget(dataset_id, analyst, cap, request.etag)
@@ -324,11 +322,8 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
 
     async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
-        caller = current_principal.get()
-        analyst = _analyst(request.analyst, required=False) or caller
-        admin = self._authorizer.allows(caller, METHOD[1:] + "SetBudget", f"datasets/{dataset_id}")
-        if analyst != caller and not admin:
-            raise PermissionDenied("PERMISSION_DENIED_BY_POLICY", "reading another analyst's budget is administrative")
+        # Another analyst's budget needs the "datasets/{dataset}:analysts" view, checked by the runtime.
+        analyst = _analyst(request.analyst, required=False) or current_principal.get()
         budget, wide = await self._service.get_budget(dataset_id, analyst)
         accounting = await self._service.accounting_of(dataset_id)
         reply = pb.GetBudgetResponse(budget=budget_to_proto(budget, accounting))
@@ -342,9 +337,14 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         analyst = _analyst(request.analyst, required=False)
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
-        fetched = await self._service.list_ledger(dataset_id, analyst, after, limit + 1)
-        page, token = paginate(fetched, limit, lambda e: e.sequence)
-        return pb.ListLedgerResponse(entries=[entry_to_proto(e) for e in page], next_page_token=token)
+
+        async def fetch(start: int | None, count: int) -> list[pb.LedgerEntry]:
+            return [entry_to_proto(e) for e in await self._service.list_ledger(dataset_id, analyst, start or 0, count)]
+
+        # Entries of datasets the caller may not list, and other analysts' without the ":analysts" view, are
+        # filtered before paging.
+        page, token = await visible_page(fetch, after, limit, lambda e: e.sequence, self._authorizer.visible)
+        return pb.ListLedgerResponse(entries=page, next_page_token=token)
 
 
 def _analyst(value: str, required: bool) -> str:

@@ -2,10 +2,10 @@
 
 Key release works like AWS KMS's Recipient flow: the enclave attests with a document that carries its
 ephemeral RSA-3072 public key (DER SubjectPublicKeyInfo) and the verifier's nonce; the key broker checks
-the document and returns the data key encrypted to that public key with RSAES-OAEP-SHA-256; only this
-process holds the private key, so only it can unwrap. Unlike KMS, whose CiphertextForRecipient is a CMS
-EnvelopedData (RSA-OAEP key transport + AES content encryption), privmesh's own broker sends the plain
-RSA-OAEP-SHA-256 ciphertext of the 32-byte key: one primitive, nothing to parse inside the enclave.
+the document and returns the data key encrypted to that public key; only this process holds the private key,
+so only it can unwrap. The broker says which of two formats it sent: RSAES_OAEP (the broker's own, the
+RSA-OAEP-SHA-256 ciphertext of the 32-byte key) or CMS_ENVELOPED_DATA (KMS's CiphertextForRecipient, made by
+AWS KMS itself on the aws-kms backend; opened by privmesh.enclave.cms).
 
 Records are AES-256-GCM: 12-byte nonce || ciphertext || 16-byte tag, optional associated data. The
 plaintext stays inside: by default the ``decrypt`` op answers only its length and SHA-256; a workload
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from privmesh.enclave.cms import MAX_CMS, CmsError, open_data_key
 from privmesh.enclave.nsm import MAX_ATTESTATION_FIELD, Nsm, NsmError
 from privmesh.enclave.vsock import FrameClient, ProtocolError, b64, b64_field, b64_optional_field
 
@@ -40,8 +41,11 @@ _KEY_REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 # What the enclave asks the parent-side proxy (the service code implements these in its handler).
 PROXY_OP_CHALLENGE = "challenge"  # {} -> {"nonce": b64}
 # {"key_id", "document": b64, "encryption_context", optional "ciphertext_blob": b64 (a wrapped data key to open)}
-#   -> {"ciphertext_for_recipient": b64}; implemented by privmesh.keybroker.enclave_proxy
+#   -> {"ciphertext_for_recipient": b64, "ciphertext_format"}; implemented by privmesh.keybroker.enclave_proxy
 PROXY_OP_DATA_KEY = "data_key"
+# The two values of "ciphertext_format" (the contract's RecipientCiphertextFormat names without prefix).
+FORMAT_RSAES_OAEP = "RSAES_OAEP"
+FORMAT_CMS = "CMS_ENVELOPED_DATA"
 
 RecordProcessor = Callable[[bytes], Mapping[str, Any]]
 
@@ -106,8 +110,15 @@ class EnclaveApp:
         """An attestation document binding this enclave's public key, the nonce and optional user data."""
         return self._nsm.attest(public_key=self.public_key_der, user_data=user_data, nonce=nonce)
 
-    def unwrap_data_key(self, ciphertext_for_recipient: bytes) -> bytes:
-        """Decrypt a data key wrapped to this enclave's public key (RSAES-OAEP-SHA-256)."""
+    def unwrap_data_key(self, ciphertext_for_recipient: bytes, ciphertext_format: object) -> bytes:
+        """Decrypt a data key wrapped to this enclave's public key, in the format the broker named."""
+        if ciphertext_format == FORMAT_CMS:
+            try:
+                return open_data_key(ciphertext_for_recipient, self._private_key, self.public_key_der)
+            except CmsError as exc:
+                raise UnwrapError(str(exc)) from None
+        if ciphertext_format != FORMAT_RSAES_OAEP:
+            raise UnwrapError(f"ciphertext_format must be {FORMAT_RSAES_OAEP} or {FORMAT_CMS}")
         try:
             key = self._private_key.decrypt(ciphertext_for_recipient, _oaep())
         except ValueError as exc:
@@ -159,8 +170,8 @@ class EnclaveApp:
         if wrapped_key is not None:
             request["ciphertext_blob"] = b64(wrapped_key)
         reply = parent.request(request)
-        wrapped = b64_field(reply, "ciphertext_for_recipient", max_len=1024)
-        self.store_key(key_ref, self.unwrap_data_key(wrapped))
+        wrapped = b64_field(reply, "ciphertext_for_recipient", max_len=MAX_CMS)
+        self.store_key(key_ref, self.unwrap_data_key(wrapped, reply.get("ciphertext_format")))
         return key_ref
 
     # --- the request loop's handler (the parent drives these over vsock) ---
@@ -179,12 +190,12 @@ class EnclaveApp:
                 code = "INVALID_ARGUMENT" if exc.code in ("InvalidArgument", "InputTooLarge") else "INTERNAL"
                 raise ProtocolError(code, f"NSM refused: {exc.code}") from exc
         if op == "unwrap":
-            wrapped = b64_field(request, "ciphertext_for_recipient", max_len=1024)
+            wrapped = b64_field(request, "ciphertext_for_recipient", max_len=MAX_CMS)
             key_ref = request.get("key_ref", DEFAULT_KEY_REF)
             if not isinstance(key_ref, str):
                 raise ProtocolError("INVALID_ARGUMENT", "key_ref must be a string")
             try:
-                self.store_key(key_ref, self.unwrap_data_key(wrapped))
+                self.store_key(key_ref, self.unwrap_data_key(wrapped, request.get("ciphertext_format")))
             except UnwrapError as exc:
                 raise ProtocolError("INVALID_ARGUMENT", str(exc)) from exc
             return {"key_ref": key_ref}

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -152,10 +152,12 @@ class FheService:
             raise NotFound("SESSION_EXPIRED", "the session expired; register the keys again")
         return found
 
-    async def delete_session(self, session_id: str, owner: str) -> None:
+    async def delete_session(self, session_id: str, owner: str, authorize: Callable[[str], None]) -> None:
+        """Deletes the caller's session once `authorize` accepted its model (expired sessions too)."""
         found = await asyncio.to_thread(self.sessions.get, session_id) if session_id else None
         if found is None or not hmac.compare_digest(found.owner, owner):
             raise NotFound("SESSION_NOT_FOUND", f"no session named sessions/{session_id}")
+        authorize(f"models/{found.model_id}")
         await self.audit.append("DeleteSession", resource=found.name, details={"model": f"models/{found.model_id}"})
         await asyncio.to_thread(self.sessions.delete, session_id)
         await self._forget(found)

@@ -37,14 +37,16 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     runtime.on_close.append(db.close)
     registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
     await asyncio.to_thread(registry.load_configured, settings.model_files)
-    limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes)
+    key_files = KeyFiles(settings.key_dir)  # created before the workers, whose sandbox may read only there
+    limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
+                          str(settings.key_dir))
     checker = Worker("checker", max_sessions=1, limits=limits)
     evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
                   for i in range(settings.evaluation_workers)]
     for worker in (checker, *evaluators):
         runtime.on_close.append(worker.close)
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))
-    service = FheService(registry, SessionStore(db), KeyFiles(settings.key_dir), checker, evaluators, runtime.audit,
+    service = FheService(registry, SessionStore(db), key_files, checker, evaluators, runtime.audit,
                          settings.max_sessions_per_principal)
     sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_seconds))
 

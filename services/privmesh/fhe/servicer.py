@@ -30,7 +30,7 @@ from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument
-from privmesh.runtime.paging import name_page, paginate
+from privmesh.runtime.paging import name_page, visible_page
 
 ACTIVATIONS = {"identity": pb.ACTIVATION_KIND_IDENTITY, "square": pb.ACTIVATION_KIND_SQUARE,
                "polynomial": pb.ACTIVATION_KIND_POLYNOMIAL}
@@ -170,26 +170,26 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         limit, after = name_page(request)
         kind = reverse(KINDS).get(request.kind) if request.kind else None
-        fetched = self._service.registry.list(after, limit + 1, kind)
-        page, token = paginate(fetched, limit, lambda m: m.spec.model_id)
-        visible = self._authorizer.visible(page, lambda m: m.spec.name)
-        return pb.ListModelsResponse(models=[model_to_proto(m) for m in visible], next_page_token=token)
+
+        async def fetch(start: str | None, count: int) -> list[pb.Model]:
+            return [model_to_proto(m) for m in self._service.registry.list(start or "", count, kind)]
+
+        page, token = await visible_page(fetch, after, limit, lambda m: m.name.removeprefix("models/"),
+                                         self._authorizer.visible)
+        return pb.ListModelsResponse(models=page, next_page_token=token)
 
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
         model_id = _resource_id(request.name, "models", "name")
-        self._authorizer.require(f"models/{model_id}")
         return pb.GetModelResponse(model=model_to_proto(await self._service.model(model_id)))
 
     async def CreateModel(self, request: pb.CreateModelRequest,
                           context: grpc.aio.ServicerContext) -> pb.CreateModelResponse:
-        self._authorizer.require(f"models/{request.model_id}")
         return pb.CreateModelResponse(model=model_to_proto(
             await self._service.create_model(request.model_id, request.model_file)))
 
     async def DeleteModel(self, request: pb.DeleteModelRequest,
                           context: grpc.aio.ServicerContext) -> pb.DeleteModelResponse:
         model_id = _resource_id(request.name, "models", "name")
-        self._authorizer.require(f"models/{model_id}")
         await self._service.delete_model(model_id)
         return pb.DeleteModelResponse()
 
@@ -199,19 +199,19 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
         if first is None or first.WhichOneof("payload") != "header":
             raise _out_of_order("the first message must be the header")
         upload = _upload(first.header)
-        self._authorizer.require(f"models/{upload.model_id}")
         session = await self._service.register_keys(current_principal.get(), upload, _key_chunks(request_iterator))
         return pb.RegisterKeysResponse(session=session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetSessionResponse:
-        session_id = _resource_id(request.name, "sessions", "name")
-        return pb.GetSessionResponse(session=session_to_proto(
-            await self._service.session(session_id, current_principal.get())))
+        session = await self._service.session(_resource_id(request.name, "sessions", "name"), current_principal.get())
+        self._authorizer.require(f"models/{session.model_id}")
+        return pb.GetSessionResponse(session=session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest,
                             context: grpc.aio.ServicerContext) -> pb.DeleteSessionResponse:
-        await self._service.delete_session(_resource_id(request.name, "sessions", "name"), current_principal.get())
+        await self._service.delete_session(_resource_id(request.name, "sessions", "name"), current_principal.get(),
+                                           self._authorizer.require)
         return pb.DeleteSessionResponse()
 
     async def Infer(self, request_iterator: AsyncIterator[pb.InferRequest],
@@ -222,6 +222,7 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
             raise _out_of_order("the first message must be start")
         session_id = _resource_id(first.start.session, "sessions", "start.session")
         session, spec = await self._service.open_inference(session_id, current_principal.get())
+        self._authorizer.require(f"models/{session.model_id}")  # a session outlives a narrowed policy
         # Three stages: the reader receives input n + 2 while the evaluator has queued input n + 1 on the worker
         # behind input n, whose result is audited and sent here once it is ready. The worker always has its next
         # input at hand, so it waits neither for the network, nor for the audit log, nor for this process.

@@ -83,10 +83,12 @@ class WorkerTimedOut(WorkerCrashed):
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """What one sandbox process may use: seconds per request, and bytes of address space (0: no cap)."""
+    """What one sandbox process may use: seconds per request, bytes of address space (0: no cap), and the one
+    directory it may read (the sessions' key files; see sandbox.py)."""
 
     seconds_per_request: float = 300.0
     address_space_bytes: int = 0
+    key_dir: str = ""
 
 
 # --- inside the worker process ------------------------------------------------------------------------------
@@ -292,7 +294,7 @@ def _memory_exhausted(message: str) -> Rejected:
     return Rejected("DEVICE_MEMORY_EXHAUSTED", message)
 
 
-def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int,
+def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, key_dir: str,
            evaluator: EvaluatorSettings | None = None) -> None:
     evaluator = evaluator or EvaluatorSettings()
     device = None
@@ -306,6 +308,20 @@ def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int,
         resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
     stream = channel.makefile("rwb")
     sandbox = _Sandbox(max_sessions, evaluator, device)
+    # Everything a request runs is imported before the process is confined (imports read files).
+    import privmesh.fhe.circuit
+    import privmesh.fhe.model
+    import privmesh.fhe.openfhe_evaluator
+    import privmesh.fhe.params
+    from privmesh.fhe.sandbox import confine
+
+    if device is not None:
+        import torch
+
+        import privmesh.fhe.gpu.evaluator  # noqa: F401
+        torch.zeros(1, device=device)  # CUDA opens its device files now, before the file system is closed
+    layers = confine([channel.fileno()], Path(key_dir) if key_dir else None)
+    log.info("FHE worker confined: %s", ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in layers.items()))
     _write(stream, (_READY, None))
     while True:
         request = _read(stream)
@@ -349,7 +365,7 @@ class _Process:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions,
                                                                                     limits.address_space_bytes,
-                                                                                    evaluator),
+                                                                                    limits.key_dir, evaluator),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)

@@ -21,7 +21,7 @@ from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
-from privmesh.runtime.identity import own_principal
+from privmesh.runtime.identity import own_principal, peer_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
 SERVICE_NAME = fl_pb2.DESCRIPTOR.services_by_name["FLCoordinator"].full_name
@@ -55,12 +55,15 @@ async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration
         env=dict(zip(REPORT_ENV, (report_address, str(cfg.tls.ca_file), str(cfg.tls.cert_file),
                                   str(cfg.tls.key_file)), strict=True))))
     db = Database(settings.database)
-    channels: list[grpc.aio.Channel] = [secure_channel(settings.key_broker_target, me, KEYBROKER_SERVICES,
-                                                       settings.call_timeout_seconds)]
+    channels: list[grpc.aio.Channel] = [secure_channel(
+        settings.key_broker_target, me, KEYBROKER_SERVICES, settings.call_timeout_seconds,
+        peer=peer_principal(settings.key_broker_identity, cfg.tls.cert_file, "key-broker"))]
     verifier = None
     if settings.attestation_verifier_target:
         verifier = secure_channel(settings.attestation_verifier_target, me, ATTESTATION_SERVICES,
-                                  settings.call_timeout_seconds)
+                                  settings.call_timeout_seconds,
+                                  peer=peer_principal(settings.attestation_verifier_identity, cfg.tls.cert_file,
+                                                      "attestation-verifier"))
         channels.append(verifier)
     advertised = settings.advertised_fleet_address or superlink.config.fleet_address
     service = CoordinatorService(CoordinatorStore(db), superlink, runtime.audit, ModelVault(channels[0], principal),

@@ -1,5 +1,6 @@
-"""FLCoordinator and FLRunReporter over gRPC: resource-level authorization, paging, streaming of events and
-models; the domain service does the rest."""
+"""FLCoordinator and FLRunReporter over gRPC: paging over visible items, streaming of events and models; the
+runtime authorizes the resources each method declares (the decrypted model is the "{name}:decrypted" view), and
+the domain service does the rest."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from privmesh.fl.coordinator.service import CoordinatorService, federation_of
+from privmesh.fl.coordinator.service import CoordinatorService
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_method, current_principal
+from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import InvalidArgument, PermissionDenied
-from privmesh.runtime.paging import decode_token, name_page, page_size, paginate
+from privmesh.runtime.paging import decode_token, name_page, page_size, visible_page
 
 CHUNK = 1024 * 1024
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -34,78 +35,73 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
 
     async def CreateFederation(self, request: pb.CreateFederationRequest,
                                context: grpc.aio.ServicerContext) -> pb.CreateFederationResponse:
-        self._authorizer.require(f"federations/{request.federation_id}")
         federation = await self._service.create_federation(request, current_principal.get())
         return pb.CreateFederationResponse(federation=federation)
 
     async def GetFederation(self, request: pb.GetFederationRequest,
                             context: grpc.aio.ServicerContext) -> pb.GetFederationResponse:
-        self._authorizer.require(request.name)
         return pb.GetFederationResponse(federation=await self._service.get_federation(request.name))
 
     async def ListFederations(self, request: pb.ListFederationsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListFederationsResponse:
         limit, after = name_page(request)
-        page, token = paginate(await self._service.list_federations(after, limit + 1), limit, lambda f: f.name)
-        return pb.ListFederationsResponse(
-            federations=self._authorizer.visible(page, lambda f: f.name), next_page_token=token)
+
+        async def fetch(start: str | None, count: int) -> list[pb.Federation]:
+            return await self._service.list_federations(start or "", count)
+
+        page, token = await visible_page(fetch, after, limit, lambda f: f.name, self._authorizer.visible)
+        return pb.ListFederationsResponse(federations=page, next_page_token=token)
 
     async def RegisterParticipant(self, request: pb.RegisterParticipantRequest,
                                   context: grpc.aio.ServicerContext) -> pb.RegisterParticipantResponse:
-        self._authorizer.require(request.parent)
         participant = await self._service.register_participant(request, current_principal.get())
         return pb.RegisterParticipantResponse(participant=participant)
 
     async def ListParticipants(self, request: pb.ListParticipantsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListParticipantsResponse:
-        self._authorizer.require(request.parent)
         limit, after = name_page(request)
-        found = await self._service.list_participants(request.parent, after, limit + 1)
-        page, token = paginate(found, limit, lambda p: p.name)
+
+        async def fetch(start: str | None, count: int) -> list[pb.Participant]:
+            return await self._service.list_participants(request.parent, start or "", count)
+
+        page, token = await visible_page(fetch, after, limit, lambda p: p.name, self._authorizer.visible)
         return pb.ListParticipantsResponse(participants=page, next_page_token=token)
 
     async def RemoveParticipant(self, request: pb.RemoveParticipantRequest,
                                 context: grpc.aio.ServicerContext) -> pb.RemoveParticipantResponse:
-        self._authorizer.require(federation_of(request.name))
         await self._service.remove_participant(request.name)
         return pb.RemoveParticipantResponse()
 
     async def StartRun(self, request: pb.StartRunRequest, context: grpc.aio.ServicerContext) -> pb.StartRunResponse:
-        self._authorizer.require(request.parent)
         return pb.StartRunResponse(run=await self._service.start_run(request, current_principal.get()))
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
-        self._authorizer.require(federation_of(request.name))
         run = await self._service.get_run(request.name)
         return pb.GetRunResponse(run=_basic(run) if request.view == pb.RUN_VIEW_BASIC else run)
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
-        self._authorizer.require(request.parent)
         limit = page_size(request.page_size, 50, 500)
         before = decode_token(request.page_token, int)
-        found = await self._service.list_runs(request.parent, None if before is None else int(before), limit + 1,
-                                              request.state)
-        page, token = paginate(found, limit, lambda pair: pair[0])
+
+        async def fetch(start: int | None, count: int) -> list[tuple[int, pb.Run]]:
+            return await self._service.list_runs(request.parent, start, count, request.state)
+
+        page, token = await visible_page(fetch, None if before is None else int(before), limit, lambda pair: pair[0],
+                                         lambda pairs: [p for p in pairs if self._authorizer.visible([p[1]])])
         runs = [run if request.view == pb.RUN_VIEW_FULL else _basic(run) for _, run in page]
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
     async def StopRun(self, request: pb.StopRunRequest, context: grpc.aio.ServicerContext) -> pb.StopRunResponse:
-        self._authorizer.require(federation_of(request.name))
         return pb.StopRunResponse(run=await self._service.stop_run(request.name))
 
     async def WatchRun(self, request: pb.WatchRunRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchRunResponse]:
-        self._authorizer.require(federation_of(request.name))
         async for event in self._service.watch_run(request.name, request.after_sequence):
             yield pb.WatchRunResponse(event=event)
 
     async def GetModel(self, request: pb.GetModelRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetModelResponse]:
-        self._authorizer.require(request.name)
         decrypted = request.representation == pb.MODEL_REPRESENTATION_DECRYPTED
-        if decrypted and not self._authorizer.allows(current_principal.get(), current_method.get(),
-                                                     f"{request.name}:decrypted"):
-            raise PermissionDenied("MODEL_DECRYPTION_DENIED", "the principal may not fetch the decrypted model")
         header, payload = await self._service.get_model(request.name, decrypted)
         yield pb.GetModelResponse(header=header)
         for offset in range(0, len(payload), CHUNK):

@@ -28,10 +28,14 @@ class FlSettings(BaseModel):
     superlink_tls: SuperLinkTls | None = Field(None, description="the SuperLink's TLS; default: the mesh "
                                                "certificate of this service")
     key_broker_target: str = Field(description="host:port of key-broker (mTLS with this service's identity)")
+    key_broker_identity: str | None = Field(None, description="SPIFFE ID key-broker must present (pinned); default: "
+                                            "key-broker in this service's trust domain and namespace")
     default_model_key: str = Field("aliases/fl-models", min_length=1, description="key-broker key for trained "
                                    "models when a federation names none; an alias is created on first use")
     attestation_verifier_target: str | None = Field(None, description="host:port of attestation-verifier; "
                                                     "required for federations that ask for attestation")
+    attestation_verifier_identity: str | None = Field(None, description="SPIFFE ID attestation-verifier must "
+                                                      "present (pinned); default: in this service's mesh")
     report_address: str | None = Field(None, description="where the ServerApp reaches this service; default: "
                                        "server.listen (which then needs a fixed port)")
     call_timeout_seconds: float = Field(10.0, gt=0, le=120, description="deadline of calls to peers")

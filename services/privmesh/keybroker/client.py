@@ -73,9 +73,9 @@ class KeyBrokerClient:
         return reply.plaintext
 
     async def re_encrypt(self, wrapped: bytes, destination_key: str, source_context: Mapping[str, str] | None = None,
-                         destination_context: Mapping[str, str] | None = None) -> bytes:
+                         destination_context: Mapping[str, str] | None = None, source_key: str = "") -> bytes:
         reply = await self.stub.ReEncrypt(pb.ReEncryptRequest(
-            ciphertext_blob=wrapped, source_encryption_context=dict(source_context or {}),
+            ciphertext_blob=wrapped, source_encryption_context=dict(source_context or {}), source_key=source_key,
             destination_key=destination_key, destination_encryption_context=dict(destination_context or {})))
         return reply.ciphertext_blob
 

@@ -71,10 +71,15 @@ class EnclaveKeyProxy:
                 made = self._run(lambda: self._broker.GenerateDataKey(pb.GenerateDataKeyRequest(
                     key=key, encryption_context=context, recipient=recipient)))
                 return {"ciphertext_for_recipient": b64(made.ciphertext_for_recipient),
+                        "ciphertext_format": _format(made.ciphertext_format),
                         "ciphertext_blob": b64(made.ciphertext_blob)}
             opened = self._run(lambda: self._broker.Decrypt(pb.DecryptRequest(
                 ciphertext_blob=wrapped, encryption_context=context, key=key, recipient=recipient)))
-            return {"ciphertext_for_recipient": b64(opened.ciphertext_for_recipient)}
+            return {"ciphertext_for_recipient": b64(opened.ciphertext_for_recipient),
+                    "ciphertext_format": _format(opened.ciphertext_format)}
         raise ProtocolError("INVALID_ARGUMENT", f"unknown op (expected {PROXY_OP_CHALLENGE} or {PROXY_OP_DATA_KEY})")
 
 
+def _format(value: int) -> str:
+    """The enclave's name of a RecipientCiphertextFormat (the enum name without its prefix)."""
+    return pb.RecipientCiphertextFormat.Name(value).removeprefix("RECIPIENT_CIPHERTEXT_FORMAT_")

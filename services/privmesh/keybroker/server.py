@@ -21,7 +21,7 @@ from privmesh.keybroker.store import KeyStore
 from privmesh.keybroker.v1 import keybroker_pb2, keybroker_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
-from privmesh.runtime.identity import own_principal
+from privmesh.runtime.identity import own_principal, peer_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
 SERVICE_NAME = keybroker_pb2.DESCRIPTOR.services_by_name["KeyBroker"].full_name
@@ -49,13 +49,15 @@ async def build(runtime: Runtime, settings: KeyBrokerSettings) -> Sequence[Regis
     verifier = None
     if attestation.verifier_target:
         channel = secure_channel(attestation.verifier_target, ClientIdentity(tls.ca_file, tls.cert_file, tls.key_file),
-                                 [VERIFIER], timeout_seconds=attestation.timeout_seconds)
+                                 [VERIFIER], timeout_seconds=attestation.timeout_seconds,
+                                 peer=peer_principal(attestation.verifier_identity, tls.cert_file,
+                                                     "attestation-verifier"))
         runtime.on_close.append(channel.close)
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
     judge = RecipientJudge(verifier, attestation.jwks_file, attestation.audience or own_principal(tls.cert_file),
                            attestation.issuer, attestation.timeout_seconds)
     service = KeyBrokerService(KeyStore(db), make_backends(settings), settings.default_backend, runtime.audit, judge,
-                               timedelta(seconds=settings.min_deletion_waiting_seconds))
+                               timedelta(seconds=settings.min_deletion_waiting_seconds), runtime.authorizer)
     sweeper = asyncio.get_running_loop().create_task(run_periodically(settings.sweep_seconds, service.sweep))
 
     async def stop_sweeper() -> None:

@@ -35,11 +35,13 @@ from privmesh.keybroker.release import Evidence, RecipientJudge, Released, encry
 from privmesh.keybroker.store import AliasTaken, Caching, KeyRecord, KeyStore, VersionRecord, now_us
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import SYSTEM_PRINCIPAL, current_principal
 from privmesh.runtime.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -100,8 +102,9 @@ class MessageResult:
 
 class KeyBrokerService:
     def __init__(self, store: KeyStore, backends: dict[str, Backend], default_backend: str, audit: AuditLog,
-                 judge: RecipientJudge, min_waiting: timedelta) -> None:
+                 judge: RecipientJudge, min_waiting: timedelta, authorizer: Authorizer) -> None:
         self.store = store
+        self.authorizer = authorizer  # the service policy's layer: "keys/{key_id}" as resolved from a name or blob
         self.backends = backends
         self.default_backend = default_backend
         self.audit = audit
@@ -163,6 +166,7 @@ class KeyBrokerService:
 
     async def _authorize(self, operation: str, record: KeyRecord, op: int, context: dict[str, str],
                          has_recipient: bool = False) -> Decision:
+        self.authorizer.require(record.name)
         policy = await self._policy(record.key_id)
         try:
             return decide(policy, current_principal.get(), op, context, has_recipient)
@@ -304,6 +308,8 @@ class KeyBrokerService:
         visible = []
         principal = current_principal.get()
         for _, key_id in page:
+            if not self.authorizer.allows_resource(f"keys/{key_id}"):
+                continue
             record = await asyncio.to_thread(self.store.get, key_id)
             policy, _, _ = await asyncio.to_thread(self.store.policy, key_id)
             try:
@@ -554,32 +560,43 @@ class KeyBrokerService:
     async def _hand_out(self, operation: str, record: KeyRecord, version: int, plaintext: bytes, blob: bytes,
                         context: dict[str, str], decision: Decision, released: Released | None,
                         with_plaintext: bool) -> DataKeyResult:
+        wrapped = b""
+        if released is not None:  # wrapped before the release is recorded: the entry states what happened
+            try:
+                wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
+            except Exception:
+                await self._audit(operation, record, "FAILURE", reason="RECIPIENT_WRAP_FAILED", key_version=version,
+                                  recipient_module_id=released.module_id)
+                raise Internal("RECIPIENT_WRAP_FAILED", "the data key could not be wrapped to the recipient") from None
         await self._audit_release(operation, record, version, context, decision, released)
         if released is not None:
-            wrapped = await asyncio.to_thread(encrypt_for_recipient, released.public_key_der, plaintext)
             return DataKeyResult(record, version, b"", blob, wrapped, released)
         return DataKeyResult(record, version, plaintext if with_plaintext else b"", blob)
 
-    async def _blob_owner(self, blob: bytes, context: dict[str, str], field: str, expected: str) -> KeyRecord:
-        """The key that wrapped a blob (checked against the `expected` key name when given)."""
+    async def _blob_owner(self, blob: bytes, field: str, expected: str, key_field: str) -> KeyRecord:
+        """The key that wrapped a blob, found without decrypting anything, so that the policy is checked before
+        any plaintext exists: the key its header names (local blobs), else the `expected` key the caller names
+        (required then: KMS's CiphertextBlob format is not documented, and the backend's decrypt is then held
+        to that key, as KMS's KeyId holds it). A blob that names another key than `expected` is refused."""
         if not blob or len(blob) > MAX_BLOB:
             raise InvalidArgument.single(field, f"1..{MAX_BLOB} bytes required")
-        expected_record = await self.resolve(expected, "key") if expected else None
-        owner: KeyRecord | None = None
+        expected_record = await self.resolve(expected, key_field) if expected else None
         for backend in self.backends.values():
             try:
-                named = await self._call(backend.blob_key, blob, context, inline=not backend.blocking)
+                named = backend.blob_key(blob)
             except InvalidCiphertext:
                 raise invalid_ciphertext(field) from None
-            if named is None:
-                continue
-            ident = named[0]
-            owner = await self._record("id", ident, self.store.get) if backend.name == "local" else \
-                await self._record("arn", ident, self.store.by_arn)
-            break
-        if owner is None or (expected_record is not None and owner.key_id != expected_record.key_id):
-            raise invalid_ciphertext(field)
-        return await self.settle(owner)
+            if named is not None:
+                owner = await self._record("id", named[0], self.store.get)
+                if owner is None or (expected_record is not None and owner.key_id != expected_record.key_id):
+                    raise invalid_ciphertext(field)
+                return await self.settle(owner)
+        if expected_record is not None and self._backend(expected_record).opaque_blobs:
+            return expected_record
+        if expected_record is None and any(backend.opaque_blobs for backend in self.backends.values()):
+            raise InvalidArgument.single(key_field, "required for a ciphertext that does not name its key (an "
+                                         "aws-kms blob): the broker authorizes before anything is decrypted")
+        raise invalid_ciphertext(field)
 
     async def _unwrap(self, record: KeyRecord, blob: bytes, context: dict[str, str], field: str) -> tuple[bytes, int]:
         try:
@@ -594,7 +611,7 @@ class KeyBrokerService:
 
     async def decrypt(self, blob: bytes, context: dict[str, str], key: str, evidence: Evidence | None) -> DataKeyResult:
         context = contexts.validate(context)
-        record = await self._blob_owner(blob, context, "ciphertext_blob", key)
+        record = await self._blob_owner(blob, "ciphertext_blob", key, "key")
         decision = await self._authorize("Decrypt", record, pb.KEY_OPERATION_DECRYPT, context, evidence is not None)
         self._usable(record)
         released = await self._release_target("Decrypt", record, context, evidence, decision)
@@ -613,7 +630,7 @@ class KeyBrokerService:
         destination_context = contexts.validate(destination_context, "destination_encryption_context")
         if not destination:
             raise InvalidArgument.single("destination_key", "required")
-        source = await self._blob_owner(blob, source_context, "ciphertext_blob", source_key)
+        source = await self._blob_owner(blob, "ciphertext_blob", source_key, "source_key")
         target = await self.resolve(destination, "destination_key")
         from_decision = await self._authorize("ReEncrypt", source, pb.KEY_OPERATION_RE_ENCRYPT_FROM, source_context)
         to_decision = await self._authorize("ReEncrypt", target, pb.KEY_OPERATION_RE_ENCRYPT_TO, destination_context)

@@ -21,6 +21,8 @@ class AwsKmsSettings(_Strict):
 class AttestationSettings(_Strict):
     verifier_target: str | None = Field(None, description="host:port of the attestation-verifier (mTLS with this "
                                         "service's identity); judges attestation documents, serves its JWKS")
+    verifier_identity: str | None = Field(None, description="SPIFFE ID the verifier must present (pinned); "
+                                          "default: attestation-verifier in this service's trust domain and namespace")
     jwks_file: FilePath | None = Field(None, description="the verifier's result-token keys (JWKS JSON), for "
                                        "offline token verification; default: fetched from verifier_target")
     issuer: str = Field("privmesh-attestation-verifier", min_length=1, description="`iss` of result tokens")

@@ -128,10 +128,6 @@ class KeyStore:
         with self.db.transaction() as cur:
             return self._key(cur, f"alias = ? AND state <> {pb.KEY_STATE_DESTROYED}", alias)
 
-    def by_arn(self, arn: str) -> KeyRecord | None:
-        with self.db.transaction() as cur:
-            return self._key(cur, "arn = ? AND arn <> ''", arn)
-
     def page(self, after_seq: int, limit: int, backend: str | None, show_destroyed: bool) -> list[tuple[int, str]]:
         """(seq, key id) of keys after `after_seq`, oldest first."""
         sql = "SELECT seq, key_id FROM keybroker_keys WHERE seq > ?"

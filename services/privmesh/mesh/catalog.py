@@ -19,6 +19,8 @@ class ServiceSpec:
     local_settings: Callable[[Path], dict[str, Any]]  # the `service:` section for a local state directory
     client_methods: tuple[str, ...] = ()  # what the demo client may call (authorization policy globs)
     peer_methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other service -> methods it may call
+    # Stronger views the local operator (admin) is granted by name (no wildcard or default resource grants one).
+    admin_views: tuple[str, ...] = ()
 
 
 def peer_target(state_dir: Path, service: str) -> str | None:
@@ -124,6 +126,7 @@ CATALOG: tuple[ServiceSpec, ...] = (
         # Per-field detokenize policies decide what the demo client sees (masks, by the demo's fields).
         client_methods=(f"{TOKENVAULT}/Tokenize", f"{TOKENVAULT}/Detokenize", f"{TOKENVAULT}/GetField",
                         f"{TOKENVAULT}/ListFields"),
+        admin_views=("tenants/*/fields/*:plaintext",),
     ),
     ServiceSpec(
         name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
@@ -135,6 +138,7 @@ CATALOG: tuple[ServiceSpec, ...] = (
         local_settings=_dpgateway_settings,
         client_methods=(f"{DPGATEWAY}/Query", f"{DPGATEWAY}/QuerySql", f"{DPGATEWAY}/GetBudget",
                         f"{DPGATEWAY}/GetDataset", f"{DPGATEWAY}/ListDatasets"),
+        admin_views=("datasets/*:analysts",),
     ),
     ServiceSpec(
         name="fl-coordinator", module="privmesh.fl", grpc_service=FL,
@@ -142,5 +146,6 @@ CATALOG: tuple[ServiceSpec, ...] = (
         client_methods=(f"{FL}/GetFederation", f"{FL}/ListFederations", f"{FL}/ListParticipants", f"{FL}/GetRun",
                         f"{FL}/ListRuns", f"{FL}/WatchRun"),
         peer_methods={"fl-coordinator": (f"{FL_REPORTER}/*",)},  # its own ServerApps report runs
+        admin_views=("federations/*/runs/*/model:decrypted",),
     ),
 )

@@ -32,6 +32,7 @@ class Endpoint:
     target: str
     metrics: str
     pid: int
+    spiffe_id: str  # what clients pin: the identity the service's certificate must carry
 
 
 class MeshLayout:
@@ -67,6 +68,10 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
     ]
+    views = [view for spec in specs for view in spec.admin_views]
+    if views:
+        rules.append({"name": "admin-views", "principals": [pki.spiffe_id("admin")], "methods": ["*"],
+                      "resources": views})
     for spec in specs:
         if spec.client_methods:
             rules.append({"name": f"demo-client-{spec.name}", "principals": [pki.spiffe_id("demo-client")],
@@ -113,10 +118,12 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
     return configs
 
 
-async def check_health(target: str, identity: ClientIdentity, service: str = "", timeout: float = 2.0) -> str:
-    """The health status name of `service` at `target` ("UNREACHABLE" when the call fails)."""
+async def check_health(target: str, identity: ClientIdentity, service: str = "", timeout: float = 2.0, *,
+                       peer: str) -> str:
+    """The health status name of `service` at `target` ("UNREACHABLE" when the call fails, or when the server
+    is not `peer`)."""
     try:
-        async with secure_channel(target, identity, timeout_seconds=timeout) as channel:
+        async with secure_channel(target, identity, timeout_seconds=timeout, peer=peer) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except Exception:
@@ -142,7 +149,7 @@ class LocalMesh:
             server = yaml.safe_load(configs[spec.name].read_text())["server"]
             self.endpoints.append(Endpoint(spec.name, server["listen"],
                                            f"http://127.0.0.1:{server['metrics']['port']}/metrics",
-                                           self.processes[spec.name].pid))
+                                           self.processes[spec.name].pid, self.layout.pki.spiffe_id(spec.name)))
         self.layout.mesh_file.write_text(json.dumps({"endpoints": [e.__dict__ for e in self.endpoints]}, indent=2))
 
     async def start(self, timeout: float = 60.0) -> list[Endpoint]:
@@ -151,7 +158,8 @@ class LocalMesh:
         admin = self.layout.identity("admin")
         deadline = time.monotonic() + timeout
         for endpoint, spec in zip(self.endpoints, self.specs, strict=True):
-            while (status := await check_health(endpoint.target, admin, spec.grpc_service)) != "SERVING":
+            while (status := await check_health(endpoint.target, admin, spec.grpc_service,
+                                                peer=endpoint.spiffe_id)) != "SERVING":
                 if self.processes[spec.name].poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     log_file = self.layout.log_dir / f"{spec.name}.log"

@@ -1,5 +1,13 @@
-"""The client-channel builder: mTLS with the caller's mesh identity, a default deadline on every call, and
-retries (through the gRPC service config) only for methods the contract marks idempotent."""
+"""The client-channel builder: mTLS with the caller's mesh identity, the server's expected SPIFFE ID pinned, a
+default deadline on every call, and retries (through the gRPC service config) only for methods the contract marks
+idempotent.
+
+The pin is gRPC's own target-name check: with `grpc.ssl_target_name_override` set to the expected SPIFFE ID's DNS
+form (`SpiffeId.dns_name`, which every mesh certificate carries beside its URI SAN), the TLS handshake fails
+unless the server certificate from the mesh CA names that identity, so another mesh identity cannot pose as the
+service ("Hostname Verification Check failed"). gRPC Python has no other hook into the client's certificate check,
+and gRPC matches DNS SANs only, not URI SANs.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 from grpc_health.v1 import health_pb2
 
 from privmesh.common.v1 import common_pb2
+from privmesh.runtime.identity import SpiffeId
 from privmesh.runtime.tls import channel_credentials
 
 RETRYABLE = ("UNAVAILABLE",)
@@ -53,11 +62,21 @@ def service_config(services: Iterable[ServiceDescriptor], timeout_seconds: float
     return {"methodConfig": configs}
 
 
+def pinned_options(target: str, peer: str) -> list[tuple[str, str]]:
+    """The channel options that make the handshake accept only a server certificate carrying `peer` (a SPIFFE ID),
+    while the HTTP/2 authority stays the target's host."""
+    host = target.rpartition(":")[0] or target
+    return [("grpc.ssl_target_name_override", SpiffeId.parse(peer).dns_name), ("grpc.default_authority", host)]
+
+
 def secure_channel(target: str, identity: ClientIdentity, services: Iterable[ServiceDescriptor] = (),
-                   timeout_seconds: float = 30.0, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """An aio channel to a mesh service. Calls without an explicit timeout get `timeout_seconds`."""
+                   timeout_seconds: float = 30.0, max_message_bytes: int = 4 * 1024 * 1024, *,
+                   peer: str) -> grpc.aio.Channel:
+    """An aio channel to the mesh service whose SPIFFE ID is `peer`. Calls without an explicit timeout get
+    `timeout_seconds`."""
     credentials = channel_credentials(identity.ca_file, identity.cert_file, identity.key_file)
-    options = [
+    options: list[tuple[str, object]] = [
+        *pinned_options(target, peer),
         ("grpc.service_config", json.dumps(service_config(services, timeout_seconds))),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", max_message_bytes),

@@ -12,3 +12,5 @@ SYSTEM_PRINCIPAL = "system"
 
 current_principal: ContextVar[str] = ContextVar("privmesh_principal", default=SYSTEM_PRINCIPAL)
 current_method: ContextVar[str] = ContextVar("privmesh_method", default="")
+# Set once the serving code audited a refusal itself, so the interceptor does not audit it a second time.
+refusal_audited: ContextVar[bool] = ContextVar("privmesh_refusal_audited", default=False)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 from pydantic import BaseModel, ConfigDict
 
+from privmesh.runtime.access import Declaration
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
@@ -59,7 +60,10 @@ async def build(runtime: Runtime, settings: EchoSettings) -> Sequence[Registrati
     runtime.on_close.append(echo.db.close)
     handlers = {"Echo": _handler(echo.echo), "Put": _handler(echo.put), "Fail": _handler(echo.fail)}
     generic = grpc.method_handlers_generic_handler(SERVICE, handlers)
-    return [Registration(SERVICE, lambda server: server.add_generic_rpc_handlers((generic,)))]
+    declarations = {f"{SERVICE}/Echo": Declaration.without_contract(f"{SERVICE}/Echo"),
+                    f"{SERVICE}/Fail": Declaration.without_contract(f"{SERVICE}/Fail"),
+                    f"{SERVICE}/Put": Declaration.without_contract(f"{SERVICE}/Put", ("items/{name}",))}
+    return [Registration(SERVICE, lambda server: server.add_generic_rpc_handlers((generic,)), declarations)]
 
 
 DEFINITION = ServiceDefinition("echo", "echo.privmesh.dev", EchoSettings, build)

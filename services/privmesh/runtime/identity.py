@@ -27,6 +27,13 @@ class SpiffeId:
     def uri(self) -> str:
         return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
+    @property
+    def dns_name(self) -> str:
+        """The same identity as a DNS name (under the reserved `.invalid`, so it never names a host): every mesh
+        certificate carries it beside the URI SAN because gRPC's client checks a server's DNS SANs only (see
+        runtime/client.py). Injective: namespaces hold no dot, and the trust domain is the last part but two."""
+        return f"{self.service_account}.{self.namespace}.{self.trust_domain}.spiffe.invalid"
+
     def __str__(self) -> str:
         return self.uri
 
@@ -62,3 +69,12 @@ def own_principal(cert_file: str | Path) -> str:
     if principal is None:
         raise ValueError(f"{cert_file} carries no single SPIFFE identity")
     return principal
+
+
+def peer_principal(configured: str | None, cert_file: str | Path, service: str) -> str:
+    """The SPIFFE ID a service pins when it calls `service`: the configured one, else that service's in this
+    service's own mesh (same trust domain and namespace)."""
+    if configured:
+        return SpiffeId.parse(configured).uri
+    own = SpiffeId.parse(own_principal(cert_file))
+    return SpiffeId(own.trust_domain, own.namespace, service).uri

@@ -1,5 +1,12 @@
 """The one server interceptor: mTLS identity, deny-by-default authorization, error translation, metrics,
-access logs and tracing, applied to every method of every service on the server.
+access logs and tracing, applied to every method of every service on the server. Every refusal (an
+unauthenticated or foreign peer, a method or resource the policy denies) is audited with its reason, unless the
+serving code audited it itself.
+
+Authorization follows each method's declaration in its contract (runtime/access.py): the method, then every
+resource the request names (for a client-streaming method, its first message) before the handler runs; after
+it, a resource the handler had to resolve must have been checked, and reply items the caller may not see are
+dropped. A method without a declaration is never wrapped: the server refuses to start.
 
 Handlers are wrapped once, as they are registered (`InterceptedServer`), not through grpc.aio's interceptor
 pipeline, which runs a chain of coroutines on every call to look the handler up again.
@@ -18,8 +25,10 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
-from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_method, current_principal
+from privmesh.runtime.access import Declaration, DeclarationError, declaration
+from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
+from privmesh.runtime.context import current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.logs import redact
@@ -37,25 +46,52 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
-                 tracer: trace.Tracer | None = None, access_log: bool = False) -> None:
+                 tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
+                 audit: AuditLog) -> None:
         self._authorizer = authorizer
+        self._audit = audit
+        self._trust_prefix = f"spiffe://{trust_domain}/"
         self._domain = error_domain
         self._metrics = metrics
         self._tracer = tracer
         self._access_log = access_log
+        self.declarations: dict[str, Declaration] = {}  # of contract-less services, by method
+
+    def declaration_of(self, method: str) -> Declaration | None:
+        """The method's declaration (None for health and reflection); DeclarationError when it has none."""
+        if method.split("/", 1)[0] in ALWAYS_ALLOWED_SERVICES:
+            return None
+        return self.declarations.get(method) or declaration(method)
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
         status = to_grpc_status(error, self._domain)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    async def _audit_refusal(self, method: str, principal: str, error: ServiceError) -> None:
+        """Records a refusal; the call is refused whether or not the record could be written."""
+        try:
+            await self._audit.append(method.rpartition("/")[2], outcome="DENIED", principal=principal,
+                                     details={"reason": error.reason, "method": method})
+        except ServiceError:
+            log.error("a refusal of %s could not be audited", method)
+
+    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, principal: str,
+                      error: ServiceError) -> NoReturn:
+        await self._audit_refusal(method, principal, error)
+        await self._abort(context, error)
+
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
         if principal is None:
-            await self._abort(context, Unauthenticated("UNAUTHENTICATED_PEER",
-                                                       "a client certificate with one SPIFFE URI SAN is required"))
+            await self._refuse(method, context, "", Unauthenticated(
+                "UNAUTHENTICATED_PEER", "a client certificate with one SPIFFE URI SAN is required"))
+        if not principal.startswith(self._trust_prefix):
+            await self._refuse(method, context, principal, Unauthenticated(
+                "FOREIGN_TRUST_DOMAIN", f"{principal} is outside this service's trust domain "
+                                        f"({self._trust_prefix.removesuffix('/')})"))
         if not self._authorizer.allows_method(principal, method):
-            await self._abort(context, PermissionDenied("PERMISSION_DENIED_BY_POLICY",
-                                                        f"{principal} may not call {method}"))
+            await self._refuse(method, context, principal, PermissionDenied(
+                "PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}"))
         return principal
 
     def _span(self, method: str, context: grpc.aio.ServicerContext, principal: str) -> Any:
@@ -77,31 +113,37 @@ class MeshInterceptor:
             log.info("rpc", extra={"fields": fields})
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks."""
+        """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
+        declared = self.declaration_of(method)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            behavior = self._unary_response(inner, method)
+            behavior = self._unary_response(inner, method, declared)
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
         else:
             inner = handler.unary_stream or handler.stream_stream
-            behavior = self._streaming_response(inner, method)
+            behavior = self._streaming_response(inner, method, declared)
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
         return factory(behavior, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
+    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
+                    declared: Declaration | None) -> AsyncIterator[None]:
         """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
+        call_token = self._authorizer.begin(declared) if declared is not None else None
+        refusal_token = refusal_audited.set(False)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
             with self._span(method, context, principal):
                 yield
         except ServiceError as error:
             code = error.code
+            if code == grpc.StatusCode.PERMISSION_DENIED and not refusal_audited.get():
+                await self._audit_refusal(method, principal, error)
             await self._abort(context, error)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -112,23 +154,53 @@ class MeshInterceptor:
             await self._abort(context, Internal("INTERNAL", "internal error"))
         finally:
             self._finish(method, principal, code, start, request)
+            if call_token is not None:
+                self._authorizer.end(call_token)
             current_principal.reset(principal_token)
             current_method.reset(method_token)
+            refusal_audited.reset(refusal_token)
 
-    def _unary_response(self, inner: Any, method: str) -> Callable[..., Awaitable[Any]]:
+    async def _authorized_request(self, request: Any, declared: Declaration | None) -> Any:
+        """The request once the caller may act on every resource it names (a stream: its first message)."""
+        if declared is None or not declared.request:
+            return request
+        if isinstance(request, Message):
+            self._authorizer.authorize_request(request)
+            return request
+        stream = aiter(request)
+        first = await anext(stream, None)
+        if first is None:
+            return stream
+        self._authorizer.authorize_request(first)
+        return _prepend(first, stream)
+
+    def _unary_response(self, inner: Any, method: str, declared: Declaration | None) \
+            -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, context, request):
-                return await inner(request, context)
+            async with self._call(method, context, request, declared):
+                reply = await inner(await self._authorized_request(request, declared), context)
+                if declared is not None:
+                    self._authorizer.authorize_reply(reply if isinstance(reply, Message) else None)
+                return reply
 
         return behavior
 
-    def _streaming_response(self, inner: Any, method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None) \
+            -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, context, request):
-                async for item in inner(request, context):
+            async with self._call(method, context, request, declared):
+                async for item in inner(await self._authorized_request(request, declared), context):
+                    if declared is not None:
+                        self._authorizer.authorize_reply(None)
                     yield item
 
         return behavior
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 class _WrappingGenericHandler(grpc.GenericRpcHandler):
@@ -146,7 +218,11 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
             handler = self._inner.service(handler_call_details)
             if handler is None:
                 return None
-            wrapped = self._wrapped[method] = self._interceptor.wrap(handler, method.lstrip("/"))
+            try:
+                wrapped = self._wrapped[method] = self._interceptor.wrap(handler, method.lstrip("/"))
+            except DeclarationError:
+                log.exception("refusing %s: it declares no authorization", method)
+                return None
         return wrapped
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from privmesh.runtime.errors import InvalidArgument
 
 T = TypeVar("T")
+P = TypeVar("P", str, int)
 
 
 def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
@@ -51,3 +52,23 @@ def paginate(fetched: Sequence[T], limit: int, position: Callable[[T], str | int
     """Splits what a store returned for `limit + 1` rows into this page and the next page's token."""
     page = list(fetched[:limit])
     return page, encode_token(position(page[-1])) if len(fetched) > limit else ""
+
+
+async def visible_page(fetch: Callable[[P | None, int], Awaitable[Sequence[T]]], start: P | None, limit: int,
+                       position: Callable[[T], P], visible: Callable[[Sequence[T]], list[T]],
+                       max_batches: int = 20) -> tuple[list[T], str]:
+    """A page of `limit` items the caller may see, filtered before paging: batches are fetched after `start`
+    until the page is full or the store is exhausted. A scan that hits `max_batches` returns a shorter page whose
+    token continues after the last item scanned (AIP-158 allows short pages), so no call scans without bound."""
+    found: list[T] = []
+    after = start
+    for _ in range(max_batches):
+        fetched = await fetch(after, limit + 1)
+        found.extend(visible(fetched))
+        if len(found) > limit:
+            page = found[:limit]
+            return page, encode_token(position(page[-1]))
+        if len(fetched) <= limit:
+            return found, ""
+        after = position(fetched[-1])
+    return found, encode_token(after) if after is not None else ""

@@ -102,7 +102,8 @@ class DevPki:
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = ec.generate_private_key(ec.SECP256R1())
         start = not_before or (_now() - dt.timedelta(minutes=5))
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(self.spiffe_id(name))]
+        spiffe = SpiffeId(self.trust_domain, self.namespace, name)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe.uri), x509.DNSName(spiffe.dns_name)]
         sans += [x509.DNSName(d) for d in dns_names]
         sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         cert = (

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,14 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
+from privmesh.runtime.access import Declaration
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
 from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.authz import Authorizer, PolicyError
 from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
@@ -53,10 +55,12 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Registration:
-    """A servicer and the generated add_*_to_server function (or a generic handler) that registers it."""
+    """A servicer and the generated add_*_to_server function (or a generic handler) that registers it.
+    A service without a contract declares its methods' authorization here; others declare it in the contract."""
 
     service_name: str
     register: Callable[[grpc.aio.Server], None]
+    declarations: Mapping[str, Declaration] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class MeshServer:
 
     async def start(self) -> None:
         cfg, name = self.config, self.definition.name
+        me = own_principal(cfg.tls.cert_file)
+        if not me.startswith(f"spiffe://{cfg.trust_domain}/"):
+            raise ConfigError(f"server.tls.cert_file: {me} is outside server.trust_domain {cfg.trust_domain}")
         authorizer = Authorizer.from_file(cfg.authz_policy)
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
@@ -99,7 +106,8 @@ class MeshServer:
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
-        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log)
+        interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
+                                      trust_domain=cfg.trust_domain, audit=audit)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -108,8 +116,9 @@ class MeshServer:
         registrations = list(await self.definition.build(self._runtime, self.settings))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
-            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit), s)))
+            lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(AuditLogServicer(audit, cfg.tls), s)))
         for registration in registrations:
+            interceptor.declarations.update(registration.declarations)
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

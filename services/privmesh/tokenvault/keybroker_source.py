@@ -43,9 +43,10 @@ def caching_of(limits: Limits) -> kb.DataKeyCaching | None:
 
 
 class KeyBrokerSource:
-    def __init__(self, identity: ClientIdentity, target: str, timeout_seconds: float = 10.0,
-                 principal: str = "") -> None:
+    def __init__(self, identity: ClientIdentity, target: str, timeout_seconds: float, principal: str,
+                 peer: str) -> None:
         self._identity = identity
+        self._peer = peer  # the key-broker's SPIFFE ID, pinned
         self._principal = principal  # the vault's own SPIFFE ID: the only one its subject KEKs let in
         self._target = target
         self._timeout = timeout_seconds
@@ -56,7 +57,7 @@ class KeyBrokerSource:
         if self._stub is None:
             if not self._target:
                 raise KeySourceError(True, "key_broker_target is not configured")
-            self._channel = secure_channel(self._target, self._identity, [SERVICE], self._timeout)
+            self._channel = secure_channel(self._target, self._identity, [SERVICE], self._timeout, peer=self._peer)
             self._stub = keybroker_pb2_grpc.KeyBrokerStub(self._channel)
         return self._stub
 
@@ -110,11 +111,12 @@ class KeyBrokerSource:
             raise self._failed(exc) from None
         return str(reply.key.name)
 
-    async def schedule_deletion(self, key: str, waiting_seconds: int) -> None:
+    async def schedule_deletion(self, key: str, waiting_seconds: int) -> int | None:
         try:
-            await self._client().ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(
+            reply = await self._client().ScheduleKeyDeletion(kb.ScheduleKeyDeletionRequest(
                 name=key, waiting_period=Duration(seconds=waiting_seconds)))
         except grpc.aio.AioRpcError as exc:
             if read_error(exc).reason == "KEY_DESTROYED":
-                return  # shredded already (a retried ForgetSubject)
+                return None  # shredded already (a retried ForgetSubject)
             raise self._failed(exc) from None
+        return int(reply.key.deletion_time.ToMicroseconds())

@@ -133,9 +133,10 @@ class Keyring:
             self._keks.popitem(last=False)
         return name
 
-    async def shred(self, kek: str) -> None:
-        """Schedules a subject KEK's destruction (UNAVAILABLE / FAILED_PRECONDITION when key-broker cannot)."""
-        await call(lambda: self.source.schedule_deletion(kek, self.kek_deletion_waiting_seconds))
+    async def shred(self, kek: str) -> int | None:
+        """Schedules a subject KEK's destruction (UNAVAILABLE / FAILED_PRECONDITION when key-broker cannot);
+        returns its deletion time (microseconds), None when it is destroyed already."""
+        return await call(lambda: self.source.schedule_deletion(kek, self.kek_deletion_waiting_seconds))
 
     async def shred_buried(self) -> int:
         """Schedules the deletion of deleted fields' subject KEKs; how many key-broker accepted. Stops at the

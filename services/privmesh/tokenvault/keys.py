@@ -79,8 +79,9 @@ class DataKeySource(Protocol):
         that names nobody: its resource name."""
         ...
 
-    async def schedule_deletion(self, key: str, waiting_seconds: int) -> None:
-        """Schedules the key's destruction; a key already pending deletion or destroyed counts as done."""
+    async def schedule_deletion(self, key: str, waiting_seconds: int) -> int | None:
+        """Schedules the key's destruction; a key already pending deletion or destroyed counts as done. Returns
+        when key-broker destroys it (microseconds since the epoch), None when it is destroyed already."""
         ...
 
 

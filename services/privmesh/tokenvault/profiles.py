@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from privmesh.runtime.errors import FieldViolation
 from privmesh.tokenvault import shapes
 from privmesh.tokenvault.ff1 import FF1, RADIX_10, RADIX_36, RADIX_62, Alphabet, domain_ok, encrypt_strings
-from privmesh.tokenvault.masking import Mask, mask_from_proto
+from privmesh.tokenvault.masking import Mask, Unmaskable, mask_from_proto
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 ALPHABETS = {pb.ALPHABET_UNSPECIFIED: RADIX_10, pb.ALPHABET_RADIX_10: RADIX_10, pb.ALPHABET_RADIX_36: RADIX_36,
@@ -29,6 +29,8 @@ ALPHABETS = {pb.ALPHABET_UNSPECIFIED: RADIX_10, pb.ALPHABET_RADIX_10: RADIX_10, 
 _PREFIX_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 EMAIL_LOCAL_LENGTH = 16
 DEFAULT_REPLACEMENT_DOMAIN = "tokenized.invalid"
+SMALL_SPACE = 1000  # token spaces this small are listed whole when drawn tokens collide
+FIXED_POINT_TWEAK = b"\x00fixed-point"  # appended to a card field's tweak for its FF1 fixed points
 
 
 class Problem(Exception):
@@ -63,7 +65,7 @@ class Profile:
     reversible = True  # has entries that Detokenize can return
     derived = False  # tokens come from `derive` (value + key); otherwise from `draw`
     deterministic = False  # the same value keeps its token (derived, or found again by value hash)
-    never_equal_input = False
+    never_equal_input = False  # a token never equals its value (card numbers)
 
     def check(self, value: str) -> None:
         """Raises Problem when this profile cannot tokenize `value`."""
@@ -90,6 +92,11 @@ class Profile:
 
     def draw_many(self, values: Sequence[str]) -> list[str]:
         return [self.draw(v) for v in values]
+
+    def alternatives(self, value: str) -> list[str] | None:
+        """Every token `draw` can give for `value` when there are at most SMALL_SPACE (None otherwise), so
+        that a collision in a small space is settled by one look-up instead of by redrawing."""
+        return None
 
 
 class RandomProfile(Profile):
@@ -226,26 +233,60 @@ class ShapedProfile(Profile):
 
     def draw(self, value: str) -> str:
         shape = self._shape(value)
-        while True:
-            token = shape.render("".join(secrets.choice("0123456789") for _ in shape.free))
-            if not (self.never_equal_input and token == value):
-                return token
+        return shape.render(_digits(secrets.randbelow(10 ** len(shape.free)), len(shape.free)))
+
+    def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
+        parsed = [self._shape(v) for v in values]
+        free = encrypt_strings(FF1(keys.token_key, 10), RADIX_10, [s.free for s in parsed], self.tweak)
+        return [s.render(f) for s, f in zip(parsed, free, strict=True)]
+
+    def alternatives(self, value: str) -> list[str] | None:
+        shape = self._shape(value)
+        size = len(shape.free)
+        if 10 ** size > SMALL_SPACE:
+            return None
+        return [token for token in (shape.render(_digits(n, size)) for n in range(10 ** size))
+                if not (self.never_equal_input and token == value)]
+
+
+class CardNumberProfile(ShapedProfile):
+    """A card token never equals its card number, with no loop that a value can steer (docs/token-vault.md,
+    "Security"). Drawn: uniform over the other 10^n - 1 free-digit strings. FF1: when the free digits x are a
+    fixed point (FF1(x) = x; a random permutation of 10^n strings has one on average), cycle-walking would
+    repeat x forever, and no other Luhn-valid token is left (FF1 is a bijection onto them all). Such a value's
+    token is FF1 under a second tweak, rendered with a deliberately failing Luhn check: Luhn-invalid tokens
+    come only from fixed points and differ among themselves, so tokens stay distinct and never the input."""
+
+    never_equal_input = True
+
+    def draw(self, value: str) -> str:
+        shape = self._shape(value)
+        size = len(shape.free)
+        drawn = secrets.randbelow(10 ** size - 1)  # check() leaves at least one free digit
+        return shape.render(_digits(drawn + (drawn >= int(shape.free)), size))
 
     def derive(self, values: Sequence[str], keys: FieldKeys) -> list[str]:
         cipher = FF1(keys.token_key, 10)
         parsed = [self._shape(v) for v in values]
-        free = encrypt_strings(cipher, RADIX_10, [s.free for s in parsed], self.tweak)
-        tokens = [s.render(f) for s, f in zip(parsed, free, strict=True)]
-        for index, (value, shape) in enumerate(zip(values, parsed, strict=True)):
-            walked = free[index]
-            while self.never_equal_input and tokens[index] == value:  # cycle-walk: still a permutation
-                walked = encrypt_strings(cipher, RADIX_10, [walked], self.tweak)[0]
-                tokens[index] = shape.render(walked)
+        free = [s.free for s in parsed]
+        enciphered = encrypt_strings(cipher, RADIX_10, free, self.tweak)
+        tokens = [s.render(f) for s, f in zip(parsed, enciphered, strict=True)]
+        fixed = [i for i, (old, new) in enumerate(zip(free, enciphered, strict=True)) if old == new]
+        if fixed:
+            flagged = encrypt_strings(cipher, RADIX_10, [free[i] for i in fixed], self.tweak + FIXED_POINT_TWEAK)
+            for index, digits in zip(fixed, flagged, strict=True):
+                tokens[index] = _flagged(parsed[index], digits)
         return tokens
 
 
-class CardNumberProfile(ShapedProfile):
-    never_equal_input = True
+def _digits(number: int, size: int) -> str:
+    return f"{number:0{size}d}" if size else ""
+
+
+def _flagged(shape: shapes.Shape, free: str) -> str:
+    if shape.flagged is None:
+        raise AssertionError("card shapes render flagged tokens")
+    return shape.flagged(free)
 
 
 class EmailProfile(Profile):
@@ -295,6 +336,12 @@ class MaskingProfile(Profile):
 
     def __init__(self, mask: Mask) -> None:
         self.mask = mask
+
+    def check(self, value: str) -> None:
+        try:
+            self.mask.apply(value)
+        except Unmaskable:
+            raise Problem("VALUE_UNMASKABLE", "the mask would equal the value") from None
 
     def draw(self, value: str) -> str:
         return self.mask.apply(value)

@@ -11,7 +11,7 @@ import grpc
 
 from privmesh.runtime.client import ClientIdentity
 from privmesh.runtime.db import Database
-from privmesh.runtime.identity import own_principal
+from privmesh.runtime.identity import own_principal, peer_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 from privmesh.tokenvault.field_service import FieldService
 from privmesh.tokenvault.keybroker_source import KeyBrokerSource
@@ -46,7 +46,8 @@ async def build(runtime: Runtime, settings: TokenVaultSettings) -> Sequence[Regi
     store = Store(db)
     tls = runtime.config.tls
     source = KeyBrokerSource(ClientIdentity(tls.ca_file, tls.cert_file, tls.key_file), settings.key_broker_target,
-                             settings.key_broker_timeout_seconds, own_principal(tls.cert_file))
+                             settings.key_broker_timeout_seconds, own_principal(tls.cert_file),
+                             peer_principal(settings.key_broker_identity, tls.cert_file, "key-broker"))
     keyring = Keyring(source, store, settings.subject_key_deletion_waiting_seconds)
     rotations = Rotations(store, keyring, runtime.audit, settings.rotation_batch_size, settings.rotation_lease_seconds)
     purger = asyncio.create_task(_maintain(store, keyring, rotations, settings.purge_interval_seconds))

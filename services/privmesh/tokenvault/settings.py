@@ -11,6 +11,8 @@ class TokenVaultSettings(BaseModel):
     database: str = Field(description="sqlite:///path or postgresql://... for fields, entries and rotations")
     max_batch_items: int = Field(1000, ge=1, le=1000, description="largest Tokenize/Detokenize/DeleteTokens batch")
     key_broker_target: str = Field("", description="host:port of key-broker (mTLS with this service's identity)")
+    key_broker_identity: str | None = Field(None, description="SPIFFE ID key-broker must present (pinned); default: "
+                                            "key-broker in this service's trust domain and namespace")
     key_broker_timeout_seconds: float = Field(10.0, gt=0, le=120)
     purge_interval_seconds: float = Field(60.0, gt=0, le=86400, description="how often expired entries are deleted")
     subject_key_deletion_waiting_seconds: int = Field(

@@ -29,7 +29,9 @@ class Shape:
 
     free: str
     render: Callable[[str], str]
-    luhn: bool = False  # the rendered token's digits must pass the Luhn check (a card number)
+    # Card numbers: the token of `render` with its fix digit made to fail the Luhn check on purpose (the
+    # token of a value whose free digits FF1 leaves in place; docs/token-vault.md, "Security").
+    flagged: Callable[[str], str] | None = None
 
 
 ShapeParser = Callable[[str], "Shape | None"]
@@ -69,21 +71,21 @@ def card_number(value: str, keep_first_six: bool, keep_last_four: bool) -> Shape
     kept_tail = 4 if keep_last_four else 0
     replaceable = digits[kept_head:len(digits) - kept_tail]
     free_positions, fix = replaceable[:-1], replaceable[-1]
+    fix_index = digits.index(fix)
 
-    def render(new: str) -> str:
+    def render(new: str, luhn_ok: bool = True) -> str:
         token = list(_splice(value, free_positions, new))
-        token[fix] = "0"
         body = [token[i] for i in digits]
-        fix_index = digits.index(fix)
-        # Solve for the fix digit: try the ten candidates (cheap, and exact for any fix position).
-        for candidate in "0123456789":
-            body[fix_index] = candidate
-            if luhn_valid("".join(body)):
-                token[fix] = candidate
-                break
+        if fix_index == len(digits) - 1:  # the check digit itself
+            valid = luhn_digit("".join(body[:-1]))
+        else:  # solve for an inner fix digit: try the ten candidates (cheap, and exact for any position)
+            valid = next(c for c in "0123456789"
+                         if luhn_valid("".join(body[:fix_index]) + c + "".join(body[fix_index + 1:])))
+        # Luhn detects every single-digit change: any other digit at the fix position fails the check.
+        token[fix] = valid if luhn_ok else str((int(valid) + 1) % 10)
         return "".join(token)
 
-    return Shape("".join(value[i] for i in free_positions), render, luhn=True)
+    return Shape("".join(value[i] for i in free_positions), render, lambda new: render(new, luhn_ok=False))
 
 
 def ssn(value: str, keep_last_four: bool) -> Shape | None:

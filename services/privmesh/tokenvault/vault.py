@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -30,9 +30,11 @@ from privmesh.runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
 )
 from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
+from privmesh.tokenvault.masking import Unmaskable
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
 from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, Store, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
@@ -41,6 +43,8 @@ MAX_TOKEN_LENGTH = 256
 MAX_SUBJECT_BYTES = 256
 MAX_PURPOSE_LENGTH = 256
 WRITE_ATTEMPTS = 4
+# Redraws of one colliding shaped token: with a fraction p of its shape's tokens issued, all fail with p^32.
+MAX_DRAWS = 32
 T = TypeVar("T")
 
 
@@ -363,11 +367,10 @@ class Vault:
         if not profile.deterministic:
             chosen = list(plan.tokens)
             taken = self.store.tokens_taken(cur, tenant, plan.name, chosen)  # short shaped tokens can collide
-            seen: set[str] = set()
             for position in items:
-                while chosen[position] in taken or chosen[position] in seen:
-                    chosen[position] = profile.draw(plan.values[position])
-                seen.add(chosen[position])
+                if chosen[position] in taken:
+                    chosen[position] = self._redraw(cur, tenant, plan, position, taken)
+                taken.add(chosen[position])
             for position in items:
                 index = plan.indices[position]
                 tokens[index] = chosen[position]
@@ -384,8 +387,8 @@ class Vault:
                 value_hash = hashes[position]
                 if value_hash not in token_of_value:
                     token = plan.tokens[position]
-                    while token in taken:
-                        token = profile.draw(plan.values[position])
+                    if token in taken:
+                        token = self._redraw(cur, tenant, plan, position, taken)
                     taken.add(token)
                     token_of_value[value_hash] = token
         for position in items:
@@ -408,10 +411,31 @@ class Vault:
                 entry_of[(value_hash, subject)] = (entry_id, token, later)
         return NewEntries.of(new_entries), extend
 
+    def _redraw(self, cur: Cursor, tenant: str, plan: _FieldPlan, position: int, taken: set[str]) -> str:
+        """A drawn token for the item that is neither stored nor `taken`, found in bounded time: from the whole
+        list of a small token space (TOKEN_SPACE_EXHAUSTED when none is left), else in at most MAX_DRAWS draws.
+        An unbounded redraw would never return once a shape with few free digits has run out."""
+        profile, value = plan.field.profile, plan.values[position]
+        every = profile.alternatives(value)
+        if every is not None:
+            stored = self.store.tokens_taken(cur, tenant, plan.name, every)
+            free = [token for token in every if token not in taken and token not in stored]
+            if free:
+                return secrets.choice(free)
+        else:
+            for _ in range(MAX_DRAWS):
+                token = profile.draw(value)
+                if token not in taken and not self.store.tokens_taken(cur, tenant, plan.name, [token]):
+                    return token
+        raise ResourceExhausted("TOKEN_SPACE_EXHAUSTED", f"item {plan.indices[position]}: no unused token of its "
+                                "shape was found; nothing was written")
+
     # --- Detokenize -----------------------------------------------------------------------------------
 
     async def detokenize(self, tenant: str, refs: Sequence[tuple[str, str]], view: int, purpose: str,
-                         request_id: str = "") -> list[Detokenized]:
+                         plaintext_granted: Callable[[str], bool], request_id: str = "") -> list[Detokenized]:
+        """`plaintext_granted(field)`: whether the service policy grants the caller the field's plaintext view; the
+        field's own detokenize policy must grant it too, else the value is masked (or refused when asked for)."""
         self.check_batch_size(len(refs))
         if len(purpose) > MAX_PURPOSE_LENGTH:
             raise InvalidArgument.single("purpose", f"at most {MAX_PURPOSE_LENGTH} characters")
@@ -423,6 +447,8 @@ class Vault:
         refused = []
         for name in sorted({f for f, _ in refs}):
             allowed = fields[name].view_for(principal)
+            if allowed == pb.DETOKENIZE_VIEW_VALUE and not plaintext_granted(name):
+                allowed = pb.DETOKENIZE_VIEW_MASKED
             wanted = allowed if view == pb.DETOKENIZE_VIEW_UNSPECIFIED else view
             if allowed == pb.DETOKENIZE_VIEW_UNSPECIFIED or (wanted == pb.DETOKENIZE_VIEW_VALUE
                                                             and allowed != pb.DETOKENIZE_VIEW_VALUE):
@@ -472,12 +498,17 @@ class Vault:
                 raise Internal("ENTRY_CORRUPT", f"an entry of item {index} does not decrypt") from None
             field_view = views[entry.field]
             if field_view == pb.DETOKENIZE_VIEW_MASKED:
-                value = fields[entry.field].detokenize_mask.apply(value)
+                try:
+                    value = fields[entry.field].detokenize_mask.apply(value)
+                except Unmaskable:
+                    raise PermissionDenied("VALUE_UNMASKABLE", f"the mask of item {index} would equal its value",
+                                           {"items": str(index)}) from None
             results.append(Detokenized(value, field_view))
-        if not replayed:
-            await self.audit.append("Detokenize", resource=resource, details=details)
-            if request_id:
-                await asyncio.to_thread(self._remember, tenant, "Detokenize", request_id, fingerprint, b"")
+        # Every disclosure is audited, a repeat of an earlier request too (marked as such): it shows the values again.
+        await self.audit.append("Detokenize", resource=resource, details={**details, "replay": "true"} if replayed
+                                else details)
+        if request_id and not replayed:
+            await asyncio.to_thread(self._remember, tenant, "Detokenize", request_id, fingerprint, b"")
         return results
 
     async def _entry_ids(self, loaded: LoadedField, tokens: Sequence[str]) -> dict[str, str]:
@@ -538,8 +569,8 @@ class Vault:
 
         return await asyncio.to_thread(write)
 
-    async def forget_subject(self, tenant: str, subject_id: str, request_id: str = "") -> tuple[dict[str, int], bool]:
-        """Entries deleted per field, and whether a subject key was destroyed."""
+    async def forget_subject(self, tenant: str, subject_id: str, request_id: str = "") -> Erasure:
+        """What the erasure did: entries deleted per field, subject keys scheduled for destruction (and when)."""
         if not subject_id:
             raise InvalidArgument.single("subject_id", "required")
         if len(subject_id.encode()) > MAX_SUBJECT_BYTES:
@@ -551,7 +582,7 @@ class Vault:
         if request_id:
             replayed = await asyncio.to_thread(self._replay, tenant, "ForgetSubject", request_id, fingerprint)
             if replayed is not None:
-                return _decode_counts(replayed)
+                return _decode_erasure(replayed)
         await self.audit.append("ForgetSubject", resource=f"tenants/{tenant}",
                                 details={"fields": ",".join(sorted(hashes))})
         shredding = {f.stored.field for f in fields if f.config.subject_key_shredding and f.stored.field in hashes}
@@ -560,7 +591,7 @@ class Vault:
             found = {name: self.store.subject_kek(tenant, name, hashes[name], cur) for name in sorted(shredding)}
             return {name: kek for name, kek in found.items() if kek is not None}
 
-        def write(shredded: dict[str, str]) -> tuple[dict[str, int], dict[str, list[str]]] | None:
+        def write(shredded: dict[str, str], deletions: dict[str, int]) -> Erasure | None:
             """Deletes the subject's rows; None (nothing deleted) if a KEK appeared since it was shredded."""
             counts: dict[str, int] = {}
             key_ids: dict[str, list[str]] = {}
@@ -571,30 +602,36 @@ class Vault:
                     entries, key_ids[name] = self.store.forget_subject(cur, tenant, name, subject_hash)
                     if entries:
                         counts[name] = entries
+                # Destroyed only when data keys went and no subject key is still waiting for its destruction.
+                pending = any(when > now_us() for when in deletions.values())
+                erasure = Erasure(counts, (bool(shredded) or any(key_ids.values())) and not pending, deletions,
+                                  key_ids)
                 if request_id:
                     self.store.remember(cur, tenant, "ForgetSubject", request_id, fingerprint,
-                                        _encode_counts(counts, bool(shredded) or any(key_ids.values())))
-            return counts, key_ids
+                                        _encode_erasure(erasure))
+            return erasure
 
         for _ in range(WRITE_ATTEMPTS):
             # The KEKs are shredded first: if key-broker cannot, nothing is deleted (the call is retried whole).
             shredded = await asyncio.to_thread(keks)
-            for kek in shredded.values():
-                await self.keyring.shred(kek)
-            written = await asyncio.to_thread(write, shredded)
+            deletions = {}
+            for name, kek in shredded.items():
+                when = await self.keyring.shred(kek)
+                if when is not None:
+                    deletions[name] = when
+            written = await asyncio.to_thread(write, shredded, deletions)
             if written is not None:
                 break
         else:
             raise Internal("WRITE_CONFLICT", "the subject kept being tokenized meanwhile; retry")
-        counts, key_ids = written
-        destroyed = bool(shredded) or any(key_ids.values())
         for name in hashes:
-            self.keyring.forget_subject(tenant, name, hashes[name], key_ids[name])
-        await self.audit.append("SubjectForgotten", resource=f"tenants/{tenant}",
-                                details={"count": str(sum(counts.values())), "subject_key_destroyed": str(destroyed),
-                                         "subject_keys_shredded": str(len(shredded)),
-                                         "fields": ",".join(f"{k}={v}" for k, v in sorted(counts.items()))})
-        return counts, destroyed
+            self.keyring.forget_subject(tenant, name, hashes[name], written.data_key_ids.get(name, []))
+        await self.audit.append("SubjectForgotten", resource=f"tenants/{tenant}", details={
+            "count": str(sum(written.counts.values())), "subject_key_destroyed": str(written.destroyed),
+            "subject_keys_shredded": str(len(shredded)),
+            "subject_key_deletions": ",".join(f"{k}@{v}" for k, v in sorted(written.deletions.items())),
+            "fields": ",".join(f"{k}={v}" for k, v in sorted(written.counts.items()))})
+        return written
 
 
 @dataclass
@@ -657,13 +694,28 @@ def _decode_tokens(raw: bytes) -> tuple[list[str], list[int | None]]:
             [r.expire_time.ToMicroseconds() if r.HasField("expire_time") else None for r in reply.results])
 
 
-def _encode_counts(counts: dict[str, int], destroyed: bool) -> bytes:
-    return pb.ForgetSubjectResponse(deleted_by_field=counts, subject_key_destroyed=destroyed).SerializeToString()
+@dataclass(frozen=True)
+class Erasure:
+    """What ForgetSubject did: entries deleted per field; whether the subject's keys are gone now; the subject
+    keys only scheduled for destruction (field -> deletion time, microseconds)."""
+
+    counts: dict[str, int]
+    destroyed: bool
+    deletions: dict[str, int]
+    data_key_ids: dict[str, list[str]]  # the deleted data keys per field (empty for a replayed answer)
 
 
-def _decode_counts(raw: bytes) -> tuple[dict[str, int], bool]:
+def _encode_erasure(erasure: Erasure) -> bytes:
+    return pb.ForgetSubjectResponse(
+        deleted_by_field=erasure.counts, subject_key_destroyed=erasure.destroyed,
+        subject_key_deletions=[pb.SubjectKeyDeletion(field=name, deletion_time=_ts(when))
+                               for name, when in sorted(erasure.deletions.items())]).SerializeToString()
+
+
+def _decode_erasure(raw: bytes) -> Erasure:
     reply = pb.ForgetSubjectResponse.FromString(raw)
-    return dict(reply.deleted_by_field), reply.subject_key_destroyed
+    return Erasure(dict(reply.deleted_by_field), reply.subject_key_destroyed,
+                   {d.field: d.deletion_time.ToMicroseconds() for d in reply.subject_key_deletions}, {})
 
 
 def _ts(micros: int) -> Timestamp:

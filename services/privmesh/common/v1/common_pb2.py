@@ -26,7 +26,7 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprivmesh/common/v1/common.proto\x12\x12privmesh.common.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x02\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x31\n\x07outcome\x18\x07 \x01(\x0e\x32 .privmesh.common.v1.AuditOutcome\x12<\n\x07\x64\x65tails\x18\x08 \x03(\x0b\x32+.privmesh.common.v1.AuditEntry.DetailsEntry\x12\x15\n\rprevious_hash\x18\t \x01(\x0c\x12\x12\n\nentry_hash\x18\n \x01(\x0c\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0f\x41uditCheckpoint\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"@\n\x17ListAuditEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x18ListAuditEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.privmesh.common.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x1bListAuditCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x1cListAuditCheckpointsResponse\x12\x38\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32#.privmesh.common.v1.AuditCheckpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetAuditHeadRequest\"]\n\x14GetAuditHeadResponse\x12\x31\n\x04head\x18\x01 \x01(\x0b\x32#.privmesh.common.v1.AuditCheckpoint\x12\x12\n\npublic_key\x18\x02 \x01(\x0c*\xa9\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12%\n!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n(ERROR_REASON_PERMISSION_DENIED_BY_POLICY\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x03\x12\"\n\x1e\x45RROR_REASON_AUDIT_UNAVAILABLE\x10\x04\x12#\n\x1f\x45RROR_REASON_RESOURCE_NOT_FOUND\x10\x05\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x06\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x07*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x03\x32\xe1\x02\n\x08\x41uditLog\x12r\n\x10ListAuditEntries\x12+.privmesh.common.v1.ListAuditEntriesRequest\x1a,.privmesh.common.v1.ListAuditEntriesResponse\"\x03\x90\x02\x01\x12~\n\x14ListAuditCheckpoints\x12/.privmesh.common.v1.ListAuditCheckpointsRequest\x1a\x30.privmesh.common.v1.ListAuditCheckpointsResponse\"\x03\x90\x02\x01\x12\x61\n\x0cGetAuditHead\x12\'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse:2\n\tsensitive\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\x08\x42[\n\x16\x64\x65v.privmesh.common.v1P\x01Z?github.com/privmesh/privmesh/gen/go/privmesh/common/v1;commonv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprivmesh/common/v1/common.proto\x12\x12privmesh.common.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x01\n\x13MethodAuthorization\x12\x33\n\x07request\x18\x01 \x03(\x0b\x32\".privmesh.common.v1.ResourceAccess\x12\x34\n\x08resolved\x18\x02 \x03(\x0b\x32\".privmesh.common.v1.ResourceAccess\x12\x13\n\x0bitems_field\x18\x03 \x01(\t\x12\x30\n\x04item\x18\x04 \x03(\x0b\x32\".privmesh.common.v1.ResourceAccess\x12\x14\n\x0cservice_wide\x18\x05 \x01(\x08\"0\n\x0eResourceAccess\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x0c\n\x04when\x18\x02 \x01(\t\"\xdd\x02\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x31\n\x07outcome\x18\x07 \x01(\x0e\x32 .privmesh.common.v1.AuditOutcome\x12<\n\x07\x64\x65tails\x18\x08 \x03(\x0b\x32+.privmesh.common.v1.AuditEntry.DetailsEntry\x12\x15\n\rprevious_hash\x18\t \x01(\x0c\x12\x12\n\nentry_hash\x18\n \x01(\x0c\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0f\x41uditCheckpoint\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"@\n\x17ListAuditEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x18ListAuditEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.privmesh.common.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x1bListAuditCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x1cListAuditCheckpointsResponse\x12\x38\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32#.privmesh.common.v1.AuditCheckpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetAuditHeadRequest\"\x91\x01\n\x14GetAuditHeadResponse\x12\x31\n\x04head\x18\x01 \x01(\x0b\x32#.privmesh.common.v1.AuditCheckpoint\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\t\x12\x17\n\x0fkey_endorsement\x18\x04 \x01(\x0c*\xd5\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12%\n!ERROR_REASON_UNAUTHENTICATED_PEER\x10\x01\x12,\n(ERROR_REASON_PERMISSION_DENIED_BY_POLICY\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x03\x12\"\n\x1e\x45RROR_REASON_AUDIT_UNAVAILABLE\x10\x04\x12#\n\x1f\x45RROR_REASON_RESOURCE_NOT_FOUND\x10\x05\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x06\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x07\x12*\n&ERROR_REASON_AUTHORIZATION_NOT_APPLIED\x10\x08*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x03\x32\xf6\x02\n\x08\x41uditLog\x12x\n\x10ListAuditEntries\x12+.privmesh.common.v1.ListAuditEntriesRequest\x1a,.privmesh.common.v1.ListAuditEntriesResponse\"\t\x90\x02\x01\xb2\xbb\x18\x02(\x01\x12\x84\x01\n\x14ListAuditCheckpoints\x12/.privmesh.common.v1.ListAuditCheckpointsRequest\x1a\x30.privmesh.common.v1.ListAuditCheckpointsResponse\"\t\x90\x02\x01\xb2\xbb\x18\x02(\x01\x12i\n\x0cGetAuditHead\x12\'.privmesh.common.v1.GetAuditHeadRequest\x1a(.privmesh.common.v1.GetAuditHeadResponse\"\x06\xb2\xbb\x18\x02(\x01:2\n\tsensitive\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\x08:`\n\rauthorization\x12\x1e.google.protobuf.MethodOptions\x18\xb6\x87\x03 \x01(\x0b\x32\'.privmesh.common.v1.MethodAuthorizationB[\n\x16\x64\x65v.privmesh.common.v1P\x01Z?github.com/privmesh/privmesh/gen/go/privmesh/common/v1;commonv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,31 +37,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITENTRY_DETAILSENTRY']._loaded_options = None
   _globals['_AUDITENTRY_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_AUDITLOG'].methods_by_name['ListAuditEntries']._loaded_options = None
-  _globals['_AUDITLOG'].methods_by_name['ListAuditEntries']._serialized_options = b'\220\002\001'
+  _globals['_AUDITLOG'].methods_by_name['ListAuditEntries']._serialized_options = b'\220\002\001\262\273\030\002(\001'
   _globals['_AUDITLOG'].methods_by_name['ListAuditCheckpoints']._loaded_options = None
-  _globals['_AUDITLOG'].methods_by_name['ListAuditCheckpoints']._serialized_options = b'\220\002\001'
-  _globals['_ERRORREASON']._serialized_start=1097
-  _globals['_ERRORREASON']._serialized_end=1394
-  _globals['_AUDITOUTCOME']._serialized_start=1396
-  _globals['_AUDITOUTCOME']._serialized_end=1521
-  _globals['_AUDITENTRY']._serialized_start=123
-  _globals['_AUDITENTRY']._serialized_end=472
-  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_start=426
-  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_end=472
-  _globals['_AUDITCHECKPOINT']._serialized_start=475
-  _globals['_AUDITCHECKPOINT']._serialized_end=623
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=625
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=689
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=691
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=791
-  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_start=793
-  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_end=861
-  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_start=863
-  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_end=976
-  _globals['_GETAUDITHEADREQUEST']._serialized_start=978
-  _globals['_GETAUDITHEADREQUEST']._serialized_end=999
-  _globals['_GETAUDITHEADRESPONSE']._serialized_start=1001
-  _globals['_GETAUDITHEADRESPONSE']._serialized_end=1094
-  _globals['_AUDITLOG']._serialized_start=1524
-  _globals['_AUDITLOG']._serialized_end=1877
+  _globals['_AUDITLOG'].methods_by_name['ListAuditCheckpoints']._serialized_options = b'\220\002\001\262\273\030\002(\001'
+  _globals['_AUDITLOG'].methods_by_name['GetAuditHead']._loaded_options = None
+  _globals['_AUDITLOG'].methods_by_name['GetAuditHead']._serialized_options = b'\262\273\030\002(\001'
+  _globals['_ERRORREASON']._serialized_start=1424
+  _globals['_ERRORREASON']._serialized_end=1765
+  _globals['_AUDITOUTCOME']._serialized_start=1767
+  _globals['_AUDITOUTCOME']._serialized_end=1892
+  _globals['_METHODAUTHORIZATION']._serialized_start=123
+  _globals['_METHODAUTHORIZATION']._serialized_end=344
+  _globals['_RESOURCEACCESS']._serialized_start=346
+  _globals['_RESOURCEACCESS']._serialized_end=394
+  _globals['_AUDITENTRY']._serialized_start=397
+  _globals['_AUDITENTRY']._serialized_end=746
+  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_start=700
+  _globals['_AUDITENTRY_DETAILSENTRY']._serialized_end=746
+  _globals['_AUDITCHECKPOINT']._serialized_start=749
+  _globals['_AUDITCHECKPOINT']._serialized_end=897
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=899
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=963
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=965
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=1065
+  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_start=1067
+  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_end=1135
+  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_start=1137
+  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_end=1250
+  _globals['_GETAUDITHEADREQUEST']._serialized_start=1252
+  _globals['_GETAUDITHEADREQUEST']._serialized_end=1273
+  _globals['_GETAUDITHEADRESPONSE']._serialized_start=1276
+  _globals['_GETAUDITHEADRESPONSE']._serialized_end=1421
+  _globals['_AUDITLOG']._serialized_start=1895
+  _globals['_AUDITLOG']._serialized_end=2269
 # @@protoc_insertion_point(module_scope)

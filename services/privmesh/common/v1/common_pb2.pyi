@@ -21,6 +21,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_RESOURCE_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_AUTHORIZATION_NOT_APPLIED: _ClassVar[ErrorReason]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,12 +37,37 @@ ERROR_REASON_AUDIT_UNAVAILABLE: ErrorReason
 ERROR_REASON_RESOURCE_NOT_FOUND: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_AUTHORIZATION_NOT_APPLIED: ErrorReason
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome
 AUDIT_OUTCOME_FAILURE: AuditOutcome
 SENSITIVE_FIELD_NUMBER: _ClassVar[int]
 sensitive: _descriptor.FieldDescriptor
+AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+authorization: _descriptor.FieldDescriptor
+
+class MethodAuthorization(_message.Message):
+    __slots__ = ("request", "resolved", "items_field", "item", "service_wide")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_WIDE_FIELD_NUMBER: _ClassVar[int]
+    request: _containers.RepeatedCompositeFieldContainer[ResourceAccess]
+    resolved: _containers.RepeatedCompositeFieldContainer[ResourceAccess]
+    items_field: str
+    item: _containers.RepeatedCompositeFieldContainer[ResourceAccess]
+    service_wide: bool
+    def __init__(self, request: _Optional[_Iterable[_Union[ResourceAccess, _Mapping]]] = ..., resolved: _Optional[_Iterable[_Union[ResourceAccess, _Mapping]]] = ..., items_field: _Optional[str] = ..., item: _Optional[_Iterable[_Union[ResourceAccess, _Mapping]]] = ..., service_wide: _Optional[bool] = ...) -> None: ...
+
+class ResourceAccess(_message.Message):
+    __slots__ = ("template", "when")
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    template: str
+    when: str
+    def __init__(self, template: _Optional[str] = ..., when: _Optional[str] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("sequence", "time", "service", "principal", "operation", "resource", "outcome", "details", "previous_hash", "entry_hash")
@@ -127,9 +153,13 @@ class GetAuditHeadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetAuditHeadResponse(_message.Message):
-    __slots__ = ("head", "public_key")
+    __slots__ = ("head", "public_key", "certificate_chain", "key_endorsement")
     HEAD_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    KEY_ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     head: AuditCheckpoint
     public_key: bytes
-    def __init__(self, head: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    certificate_chain: str
+    key_endorsement: bytes
+    def __init__(self, head: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., public_key: _Optional[bytes] = ..., certificate_chain: _Optional[str] = ..., key_endorsement: _Optional[bytes] = ...) -> None: ...

@@ -139,15 +139,17 @@ class DPGatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBudget(self, request, context):
-        """Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's is an
-        administrative call.
+        """Reads a cap, what is spent, reserved and remaining. Analysts may read their own; reading another's (or the
+        dataset-wide one) needs a policy rule naming the view "datasets/{dataset}:analysts".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLedger(self, request, context):
-        """Lists ledger entries (spends and cap changes), oldest first.
+        """Lists ledger entries (spends and cap changes), oldest first: only of datasets the caller's rules cover, and
+        other analysts' entries (and the dataset-wide cap's) only with the "datasets/{dataset}:analysts" view; the
+        entries are filtered before paging.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from privmesh.fl.v1 import fl_pb2, reporter_pb2, reporter_pb2_grpc
+from privmesh.runtime.client import pinned_options
+from privmesh.runtime.identity import own_principal
 from privmesh.runtime.tls import channel_credentials
 
 REPORT_ENV = ("PRIVMESH_FL_REPORT_TARGET", "PRIVMESH_FL_REPORT_CA", "PRIVMESH_FL_REPORT_CERT",
@@ -50,7 +52,9 @@ def decode_arrays(infos: Sequence[fl_pb2.TensorInfo], data: bytes) -> list[npt.N
 class Reporter:
     def __init__(self, run: str, target: str, ca: Path, cert: Path, key: Path) -> None:
         self.run = run
-        self._channel = grpc.secure_channel(target, channel_credentials(ca, cert, key))
+        # The coordinator reports to itself: it must present the very identity this ServerApp was given.
+        self._channel = grpc.secure_channel(target, channel_credentials(ca, cert, key),
+                                            options=pinned_options(target, own_principal(cert)))
         self._stub = reporter_pb2_grpc.FLRunReporterStub(self._channel)
 
     @classmethod

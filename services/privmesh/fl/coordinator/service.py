@@ -280,7 +280,11 @@ class CoordinatorService:
                          total_rounds=federation.num_rounds, starter=starter, create_time=_now())
         if spec.dp is not None:
             d = federation.differential_privacy
-            run.privacy.CopyFrom(fl_pb2.PrivacySpent(epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP))
+            seen_by = ("fl-coordinator ServerApp: the unmasked SecAgg+ sum of clipped updates, before central noise"
+                       if federation.HasField("secure_aggregation") else
+                       "fl-coordinator ServerApp: every clipped update and their sum, before central noise")
+            run.privacy.CopyFrom(fl_pb2.PrivacySpent(epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP,
+                                                     unnoised_aggregate_seen_by=seen_by))
             if d.HasField("target_epsilon"):
                 run.privacy.target_epsilon = d.target_epsilon
         try:

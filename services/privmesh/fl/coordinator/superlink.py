@@ -24,6 +24,9 @@ import grpc
 from flwr.proto import control_pb2, control_pb2_grpc, fab_pb2
 from flwr.supercore.constant import NOOP_FEDERATION
 
+from privmesh.runtime.client import pinned_options
+from privmesh.runtime.identity import own_principal
+
 log = logging.getLogger("privmesh.fl.superlink")
 CONTROL_TIMEOUT = 30.0
 
@@ -79,9 +82,10 @@ class SuperLink:
         self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
-        self._channel = grpc.secure_channel(
-            f"127.0.0.1:{self.control_port}",
-            grpc.ssl_channel_credentials(root_certificates=config.ca_file.read_bytes()))
+        target = f"127.0.0.1:{self.control_port}"
+        self._channel = grpc.secure_channel(  # the SuperLink presents the certificate it was started with
+            target, grpc.ssl_channel_credentials(root_certificates=config.ca_file.read_bytes()),
+            options=pinned_options(target, own_principal(config.cert_file)))
         self._control = control_pb2_grpc.ControlStub(self._channel)
 
     @property

@@ -472,16 +472,18 @@ class RunParticipant(_message.Message):
     def __init__(self, participant: _Optional[str] = ..., rounds_completed: _Optional[int] = ..., rounds_dropped: _Optional[int] = ..., join_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class PrivacySpent(_message.Message):
-    __slots__ = ("epsilon", "delta", "target_epsilon", "accountant")
+    __slots__ = ("epsilon", "delta", "target_epsilon", "accountant", "unnoised_aggregate_seen_by")
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
+    UNNOISED_AGGREGATE_SEEN_BY_FIELD_NUMBER: _ClassVar[int]
     epsilon: float
     delta: float
     target_epsilon: float
     accountant: DpAccountant
-    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ...) -> None: ...
+    unnoised_aggregate_seen_by: str
+    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ..., unnoised_aggregate_seen_by: _Optional[str] = ...) -> None: ...
 
 class EncryptionInfo(_message.Message):
     __slots__ = ("format", "key", "encryption_context")

@@ -26,7 +26,7 @@ from privmesh.common.v1 import common_pb2 as privmesh_dot_common_dot_v1_dot_comm
 from privmesh.fl.v1 import fl_pb2 as privmesh_dot_fl_dot_v1_dot_fl__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprivmesh/fl/v1/reporter.proto\x12\x0eprivmesh.fl.v1\x1a\x1fprivmesh/common/v1/common.proto\x1a\x17privmesh/fl/v1/fl.proto\">\n\x12ReportedRoundStart\x12\r\n\x05round\x18\x01 \x01(\r\x12\x19\n\x11selected_node_ids\x18\x02 \x03(\x04\"w\n\x10ReportedRoundEnd\x12-\n\x07metrics\x18\x01 \x01(\x0b\x32\x1c.privmesh.fl.v1.RoundMetrics\x12\x1a\n\x12\x63ompleted_node_ids\x18\x02 \x03(\x04\x12\x18\n\x10\x64ropped_node_ids\x18\x03 \x03(\x04\"S\n\x0eReportedRunEnd\x12\x30\n\nend_reason\x18\x01 \x01(\x0e\x32\x1c.privmesh.fl.v1.RunEndReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xce\x01\n\x10ReportRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x39\n\x0bround_start\x18\x02 \x01(\x0b\x32\".privmesh.fl.v1.ReportedRoundStartH\x00\x12\x35\n\tround_end\x18\x03 \x01(\x0b\x32 .privmesh.fl.v1.ReportedRoundEndH\x00\x12\x31\n\x07run_end\x18\x04 \x01(\x0b\x32\x1e.privmesh.fl.v1.ReportedRunEndH\x00\x42\x08\n\x06report\"+\n\x11ReportRunResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\"r\n\x13UploadedModelHeader\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12+\n\x07tensors\x18\x03 \x03(\x0b\x32\x1a.privmesh.fl.v1.TensorInfo\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"m\n\x12UploadModelRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.privmesh.fl.v1.UploadedModelHeaderH\x00\x12\x15\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x04\xa8\xbb\x18\x01H\x00\x42\t\n\x07payload\"A\n\x13UploadModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.privmesh.fl.v1.StoredModel2\xbb\x01\n\rFLRunReporter\x12P\n\tReportRun\x12 .privmesh.fl.v1.ReportRunRequest\x1a!.privmesh.fl.v1.ReportRunResponse\x12X\n\x0bUploadModel\x12\".privmesh.fl.v1.UploadModelRequest\x1a#.privmesh.fl.v1.UploadModelResponse(\x01\x42O\n\x12\x64\x65v.privmesh.fl.v1P\x01Z7github.com/privmesh/privmesh/gen/go/privmesh/fl/v1;flv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprivmesh/fl/v1/reporter.proto\x12\x0eprivmesh.fl.v1\x1a\x1fprivmesh/common/v1/common.proto\x1a\x17privmesh/fl/v1/fl.proto\">\n\x12ReportedRoundStart\x12\r\n\x05round\x18\x01 \x01(\r\x12\x19\n\x11selected_node_ids\x18\x02 \x03(\x04\"w\n\x10ReportedRoundEnd\x12-\n\x07metrics\x18\x01 \x01(\x0b\x32\x1c.privmesh.fl.v1.RoundMetrics\x12\x1a\n\x12\x63ompleted_node_ids\x18\x02 \x03(\x04\x12\x18\n\x10\x64ropped_node_ids\x18\x03 \x03(\x04\"S\n\x0eReportedRunEnd\x12\x30\n\nend_reason\x18\x01 \x01(\x0e\x32\x1c.privmesh.fl.v1.RunEndReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xce\x01\n\x10ReportRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x39\n\x0bround_start\x18\x02 \x01(\x0b\x32\".privmesh.fl.v1.ReportedRoundStartH\x00\x12\x35\n\tround_end\x18\x03 \x01(\x0b\x32 .privmesh.fl.v1.ReportedRoundEndH\x00\x12\x31\n\x07run_end\x18\x04 \x01(\x0b\x32\x1e.privmesh.fl.v1.ReportedRunEndH\x00\x42\x08\n\x06report\"+\n\x11ReportRunResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\"r\n\x13UploadedModelHeader\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12+\n\x07tensors\x18\x03 \x03(\x0b\x32\x1a.privmesh.fl.v1.TensorInfo\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"m\n\x12UploadModelRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.privmesh.fl.v1.UploadedModelHeaderH\x00\x12\x15\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x04\xa8\xbb\x18\x01H\x00\x42\t\n\x07payload\"A\n\x13UploadModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.privmesh.fl.v1.StoredModel2\xcb\x01\n\rFLRunReporter\x12X\n\tReportRun\x12 .privmesh.fl.v1.ReportRunRequest\x1a!.privmesh.fl.v1.ReportRunResponse\"\x06\xb2\xbb\x18\x02(\x01\x12`\n\x0bUploadModel\x12\".privmesh.fl.v1.UploadModelRequest\x1a#.privmesh.fl.v1.UploadModelResponse\"\x06\xb2\xbb\x18\x02(\x01(\x01\x42O\n\x12\x64\x65v.privmesh.fl.v1P\x01Z7github.com/privmesh/privmesh/gen/go/privmesh/fl/v1;flv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.privmesh.fl.v1P\001Z7github.com/privmesh/privmesh/gen/go/privmesh/fl/v1;flv1'
   _globals['_UPLOADMODELREQUEST'].fields_by_name['chunk']._loaded_options = None
   _globals['_UPLOADMODELREQUEST'].fields_by_name['chunk']._serialized_options = b'\250\273\030\001'
+  _globals['_FLRUNREPORTER'].methods_by_name['ReportRun']._loaded_options = None
+  _globals['_FLRUNREPORTER'].methods_by_name['ReportRun']._serialized_options = b'\262\273\030\002(\001'
+  _globals['_FLRUNREPORTER'].methods_by_name['UploadModel']._loaded_options = None
+  _globals['_FLRUNREPORTER'].methods_by_name['UploadModel']._serialized_options = b'\262\273\030\002(\001'
   _globals['_REPORTEDROUNDSTART']._serialized_start=107
   _globals['_REPORTEDROUNDSTART']._serialized_end=169
   _globals['_REPORTEDROUNDEND']._serialized_start=171
@@ -53,5 +57,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADMODELRESPONSE']._serialized_start=858
   _globals['_UPLOADMODELRESPONSE']._serialized_end=923
   _globals['_FLRUNREPORTER']._serialized_start=926
-  _globals['_FLRUNREPORTER']._serialized_end=1113
+  _globals['_FLRUNREPORTER']._serialized_end=1129
 # @@protoc_insertion_point(module_scope)

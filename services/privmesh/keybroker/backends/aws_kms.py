@@ -16,7 +16,6 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from privmesh.keybroker import blob as blobs
 from privmesh.keybroker.backends.base import (
     BackendError,
     ImportParameters,
@@ -49,9 +48,8 @@ def generate_data_key_request(key_id: str, context: dict[str, str], document: by
 
 
 def decrypt_request(key_id: str, blob: bytes, context: dict[str, str], document: bytes | None = None) -> dict[str, Any]:
-    params: dict[str, Any] = {"CiphertextBlob": blob, "EncryptionContext": context}
-    if key_id:
-        params["KeyId"] = key_id
+    """Always with KeyId: KMS then refuses a blob of another key instead of decrypting it."""
+    params: dict[str, Any] = {"CiphertextBlob": blob, "EncryptionContext": context, "KeyId": key_id}
     if document is not None:
         params["Recipient"] = recipient(document)
     return params
@@ -77,6 +75,7 @@ class AwsKmsBackend:
     name = "aws-kms"
     releases_to_recipients = True
     blocking = True  # HTTP to KMS
+    opaque_blobs = True  # KMS's CiphertextBlob format is not documented
 
     def __init__(self, region: str, endpoint_url: str | None, timeout: float) -> None:
         config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 3, "mode": "standard"})
@@ -135,10 +134,10 @@ class AwsKmsBackend:
     def unwrap(self, key: KeyRef, blob: bytes, context: dict[str, str]) -> tuple[bytes, int]:
         return bytes(self._call("decrypt", **decrypt_request(key.key_id, blob, context))["Plaintext"]), 0
 
-    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
-        if blobs.is_local(blob):
-            return None
-        return str(self._call("decrypt", **decrypt_request("", blob, context))["KeyId"]), 0
+    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
+        """None: KMS does not document where its CiphertextBlob names the key, and asking KMS would decrypt
+        before the broker's policy is checked; callers name the key, and every Decrypt carries it as KeyId."""
+        return None
 
     def re_encrypt(self, source: KeyRef, blob: bytes, source_context: dict[str, str], destination: KeyRef,
                    version: int, destination_context: dict[str, str]) -> tuple[bytes, int]:

@@ -54,6 +54,7 @@ class Backend(Protocol):
     name: str  # "local" or "aws-kms"
     releases_to_recipients: bool  # whether the backend encrypts to an attested document's key itself (KMS)
     blocking: bool  # whether wrap/unwrap/generate do I/O (then they run in worker threads)
+    opaque_blobs: bool  # whether its blobs do not name their key readably (callers must name it: KMS)
 
     def create_key(self, key_id: str, description: str, external: bool) -> KeyRef:
         """Creates the key (and version 1's material unless external); returns how the backend names it."""
@@ -70,8 +71,9 @@ class Backend(Protocol):
     def unwrap(self, key: KeyRef, blob: bytes, context: dict[str, str]) -> tuple[bytes, int]:
         """The plaintext and the version that wrapped it."""
 
-    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
-        """(key id or ARN, version) of the key that wrapped a blob, or None if it is not this backend's."""
+    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
+        """(key id, version) that a blob's own header names, read without decrypting and without I/O; None when
+        the blob is not this backend's or does not name its key readably (InvalidCiphertext: malformed)."""
 
     def generate_for_recipient(self, key: KeyRef, context: dict[str, str], document: bytes) -> tuple[bytes, bytes]:
         """(wrap, ciphertext for the attested recipient) made by the backend itself (KMS's Recipient)."""

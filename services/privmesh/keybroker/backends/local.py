@@ -56,6 +56,7 @@ class LocalBackend:
     name = "local"
     releases_to_recipients = False
     blocking = False  # in-memory AES-GCM: microseconds, run on the event loop
+    opaque_blobs = False  # its blobs name their key and version in a header
 
     def __init__(self, keystore_file: Path, root_key: bytes) -> None:
         self._keystore = Keystore(keystore_file, root_key)
@@ -106,7 +107,7 @@ class LocalBackend:
         plaintext = os.urandom(DATA_KEY_SIZE)
         return plaintext, self.wrap(key, version, plaintext, context)
 
-    def blob_key(self, blob: bytes, context: dict[str, str]) -> tuple[str, int] | None:
+    def blob_key(self, blob: bytes) -> tuple[str, int] | None:
         if not blobs.is_local(blob):
             return None
         try:

@@ -1,4 +1,6 @@
-"""Evidence bundles: the audit logs and signed heads of every service in one JSON file, verifiable offline.
+"""Evidence bundles: the audit logs and signed heads of every service in one JSON file, verifiable offline
+against keys the auditor pins (key ids, or the mesh CA that endorses each service's audit key), never against
+the keys the bundle carries alone.
 
 Export reads each service's head first and then exactly the entries it covers, so a bundle is consistent
 even while the services keep writing.
@@ -9,15 +11,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
-from privmesh.runtime.audit.chain import Finding, verify_log
+from privmesh.runtime.audit.chain import Checkpoint, Entry, Finding, verify_log
+from privmesh.runtime.audit.endorsement import EndorsementError, verify_endorsement
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
 from privmesh.runtime.client import ClientIdentity, secure_channel
 
@@ -25,40 +30,45 @@ FORMAT = "privmesh-evidence/1"
 PAGE = 1000
 
 
-async def export_service(target: str, identity: ClientIdentity) -> dict[str, Any]:
-    async with secure_channel(target, identity, timeout_seconds=30) as channel:
+async def export_service(target: str, identity: ClientIdentity, peer: str) -> dict[str, Any]:
+    async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
         stub = common_pb2_grpc.AuditLogStub(channel)
         head = await stub.GetAuditHead(common_pb2.GetAuditHeadRequest())
+        covered = head.head.sequence
+        # Paging stops at an empty page, so each page adds at least one item, and at what the head covers: at
+        # most `covered` + 1 pages each, whatever the server answers.
         entries: list[common_pb2.AuditEntry] = []
         token = ""
-        while len(entries) < head.head.sequence:
+        while len(entries) < covered:
             page = await stub.ListAuditEntries(common_pb2.ListAuditEntriesRequest(page_size=PAGE, page_token=token))
             entries += page.entries
             token = page.next_page_token
-            if not token:
+            if not token or not page.entries:
                 break
         checkpoints: list[common_pb2.AuditCheckpoint] = []
         token = ""
-        while True:
+        while len(checkpoints) <= covered:  # checkpoints have distinct sequences, listed in ascending order
             more = await stub.ListAuditCheckpoints(common_pb2.ListAuditCheckpointsRequest(page_size=PAGE,
                                                                                           page_token=token))
             checkpoints += more.checkpoints
             token = more.next_page_token
-            if not token:
+            if not token or not more.checkpoints or more.checkpoints[-1].sequence >= covered:
                 break
-    covered = head.head.sequence
     return {
         "service": head.head.service,
         "endpoint": target,
         "public_key": base64.b64encode(head.public_key).decode(),
+        "certificate_chain": head.certificate_chain,
+        "key_endorsement": base64.b64encode(head.key_endorsement).decode(),
         "head": json_format.MessageToDict(head.head),
         "checkpoints": [json_format.MessageToDict(c) for c in checkpoints if c.sequence <= covered],
         "entries": [json_format.MessageToDict(e) for e in entries[:covered]],
     }
 
 
-async def export_bundle(targets: Mapping[str, str], identity: ClientIdentity) -> dict[str, Any]:
-    services = [await export_service(target, identity) for target in targets.values()]
+async def export_bundle(endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity) -> dict[str, Any]:
+    """Every service's log; `endpoints` maps each service to its (target, pinned SPIFFE ID)."""
+    services = [await export_service(target, identity, peer) for target, peer in endpoints.values()]
     return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services}
 
 
@@ -74,25 +84,85 @@ class ServiceVerdict:
         return self.finding is None
 
 
-def verify_bundle(bundle: Mapping[str, Any], trusted_keys: Mapping[str, str] | None = None) -> list[ServiceVerdict]:
-    """Verifies every service's chain against its signed head. With `trusted_keys` (service -> key id),
-    a log signed by any other key fails: without it, the keys in the bundle are taken at their word."""
-    if bundle.get("format") != FORMAT:
-        raise ValueError(f"not a {FORMAT} bundle")
-    verdicts = []
+class NoTrustAnchor(ValueError):
+    """Verification was asked for with nothing pinned: a bundle's own keys prove nothing."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the auditor pins: audit key ids per service, and/or the mesh CA(s) whose certificates endorse each
+    service's audit key (a key endorsed by the service's SPIFFE ID in `trust_domain`)."""
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+    roots: Sequence[x509.Certificate] = ()
+    trust_domain: str = "privmesh.local"
+
+
+def _head(section: Mapping[str, Any]) -> Checkpoint:
+    return checkpoint_from_proto(json_format.ParseDict(section["head"], common_pb2.AuditCheckpoint()))
+
+
+def _key_finding(section: Mapping[str, Any], raw_key: bytes, key_id: str, head: Checkpoint,
+                 trust: Trust) -> Finding | None:
+    """Why the section's audit key is not the pinned (or CA-endorsed) key of its service, or None."""
+    service = section["service"]
+    if service in trust.keys:
+        return None if hmac.compare_digest(trust.keys[service], key_id) else \
+            Finding(0, f"audit key {key_id[:16]}... is not the trusted key")
+    if not trust.roots:
+        return Finding(0, "no pinned audit key for this service")
+    at = dt.datetime.fromtimestamp(head.time_us / 1e6, dt.timezone.utc)
+    try:
+        verify_endorsement(section.get("certificate_chain", ""), base64.b64decode(section.get("key_endorsement", "")),
+                           raw_key, service, list(trust.roots), trust.trust_domain, at)
+    except EndorsementError as exc:
+        return Finding(0, f"audit key {key_id[:16]}... is not vouched for: {exc}")
+    return None
+
+
+def _since_finding(entries: Sequence[Entry], head: Checkpoint, seen: Checkpoint) -> Finding | None:
+    """Why this log is not a continuation of the head seen in an earlier bundle, or None."""
+    if head.sequence < seen.sequence:
+        return Finding(0, f"head at {head.sequence} is older than the head at {seen.sequence} of the earlier bundle")
+    if seen.sequence and entries[seen.sequence - 1].entry_hash != seen.head_hash:
+        return Finding(seen.sequence, f"entries up to {seen.sequence} differ from the earlier bundle's: "
+                                      "the log was rewritten since")
+    return None
+
+
+def verify_bundle(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[str] = (),
+                  since: Mapping[str, Any] | None = None) -> list[ServiceVerdict]:
+    """Verifies every service's chain against its signed head and its key against what `trust` pins; every
+    `expected` service (and every service of the earlier bundle `since`) must be present, with a head no older
+    than the earlier one and the same entries up to it. Raises NoTrustAnchor when `trust` pins nothing."""
+    if not trust.keys and not trust.roots:
+        raise NoTrustAnchor("no pinned audit keys: give the trusted key ids or the mesh CA that endorses them; "
+                            "the keys a bundle carries prove nothing on their own")
+    for data in (bundle, since):
+        if data is not None and data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} bundle")
+    seen = {s["service"]: _head(s) for s in (since or {}).get("services", [])}
+    verdicts: list[ServiceVerdict] = []
+    present: set[str] = set()
     for section in bundle["services"]:
         service = section["service"]
         raw_key = base64.b64decode(section["public_key"])
         key_id = hashlib.sha256(raw_key).hexdigest()
-        if trusted_keys is not None and trusted_keys.get(service) != key_id:
-            verdicts.append(ServiceVerdict(service, len(section["entries"]), key_id,
-                                           Finding(0, f"audit key {key_id[:16]}... is not the trusted key")))
-            continue
-        public_key = Ed25519PublicKey.from_public_bytes(raw_key)
         entries = [entry_from_proto(json_format.ParseDict(e, common_pb2.AuditEntry())) for e in section["entries"]]
-        checkpoints = [checkpoint_from_proto(json_format.ParseDict(c, common_pb2.AuditCheckpoint()))
-                       for c in section["checkpoints"]]
-        head = checkpoint_from_proto(json_format.ParseDict(section["head"], common_pb2.AuditCheckpoint()))
-        verdicts.append(ServiceVerdict(service, len(entries), key_id,
-                                       verify_log(service, entries, checkpoints, head, public_key)))
+        if service in present:
+            verdicts.append(ServiceVerdict(service, len(entries), key_id, Finding(0, "appears twice in the bundle")))
+            continue
+        present.add(service)
+        head = _head(section)
+        finding = _key_finding(section, raw_key, key_id, head, trust)
+        if finding is None:
+            checkpoints = [checkpoint_from_proto(json_format.ParseDict(c, common_pb2.AuditCheckpoint()))
+                           for c in section["checkpoints"]]
+            finding = verify_log(service, entries, checkpoints, head, Ed25519PublicKey.from_public_bytes(raw_key))
+        if finding is None and service in seen:
+            finding = _since_finding(entries, head, seen[service])
+        verdicts.append(ServiceVerdict(service, len(entries), key_id, finding))
+    for service in sorted({*expected, *seen} - present):
+        why = "was in the earlier bundle" if service in seen else "is expected"
+        verdicts.append(ServiceVerdict(service, 0, "", Finding(0, f"missing from the bundle (it {why})")))
     return verdicts

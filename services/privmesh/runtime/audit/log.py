@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from privmesh.runtime.audit.chain import Checkpoint, Entry, Event
 from privmesh.runtime.audit.store import AuditStore
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import current_principal, refusal_audited
 from privmesh.runtime.errors import Unavailable
 
 log = logging.getLogger("privmesh.audit")
@@ -69,7 +69,10 @@ class AuditLog:
         self._pending.append((event, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        entry = await future
+        if outcome == "DENIED":
+            refusal_audited.set(True)
+        return entry
 
     async def _flush(self) -> None:
         try:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry
+from privmesh.runtime.audit.endorsement import endorse
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.config import TlsConfig
 from privmesh.runtime.paging import decode_token, page_size, paginate
 
 
@@ -45,8 +50,9 @@ def checkpoint_from_proto(msg: common_pb2.AuditCheckpoint) -> Checkpoint:
 
 
 class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditLog, tls: TlsConfig) -> None:
         self._audit = audit
+        self._tls = tls
 
     async def ListAuditEntries(self, request: common_pb2.ListAuditEntriesRequest,
                                context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
@@ -67,4 +73,8 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                            context: grpc.aio.ServicerContext) -> common_pb2.GetAuditHeadResponse:
         head = await self._audit.checkpoint()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw)
+        # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
+        chain, endorsement = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file), raw,
+                                                     self._audit.service)
+        return common_pb2.GetAuditHeadResponse(head=checkpoint_to_proto(head), public_key=raw,
+                                               certificate_chain=chain, key_endorsement=endorsement)

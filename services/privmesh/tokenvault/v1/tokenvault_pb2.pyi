@@ -39,6 +39,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_KEY_BROKER_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_KEY_BROKER_REFUSED: _ClassVar[ErrorReason]
     ERROR_REASON_TTL_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_TOKEN_SPACE_EXHAUSTED: _ClassVar[ErrorReason]
+    ERROR_REASON_VALUE_UNMASKABLE: _ClassVar[ErrorReason]
 
 class Alphabet(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -92,6 +94,8 @@ ERROR_REASON_REQUEST_ID_CONFLICT: ErrorReason
 ERROR_REASON_KEY_BROKER_UNAVAILABLE: ErrorReason
 ERROR_REASON_KEY_BROKER_REFUSED: ErrorReason
 ERROR_REASON_TTL_INVALID: ErrorReason
+ERROR_REASON_TOKEN_SPACE_EXHAUSTED: ErrorReason
+ERROR_REASON_VALUE_UNMASKABLE: ErrorReason
 ALPHABET_UNSPECIFIED: Alphabet
 ALPHABET_RADIX_10: Alphabet
 ALPHABET_RADIX_36: Alphabet
@@ -463,7 +467,7 @@ class ForgetSubjectRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., subject_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ForgetSubjectResponse(_message.Message):
-    __slots__ = ("deleted_count", "deleted_by_field", "subject_key_destroyed", "forget_time")
+    __slots__ = ("deleted_count", "deleted_by_field", "subject_key_destroyed", "forget_time", "subject_key_deletions")
     class DeletedByFieldEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -475,11 +479,21 @@ class ForgetSubjectResponse(_message.Message):
     DELETED_BY_FIELD_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_KEY_DESTROYED_FIELD_NUMBER: _ClassVar[int]
     FORGET_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_KEY_DELETIONS_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
     deleted_by_field: _containers.ScalarMap[str, int]
     subject_key_destroyed: bool
     forget_time: _timestamp_pb2.Timestamp
-    def __init__(self, deleted_count: _Optional[int] = ..., deleted_by_field: _Optional[_Mapping[str, int]] = ..., subject_key_destroyed: _Optional[bool] = ..., forget_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    subject_key_deletions: _containers.RepeatedCompositeFieldContainer[SubjectKeyDeletion]
+    def __init__(self, deleted_count: _Optional[int] = ..., deleted_by_field: _Optional[_Mapping[str, int]] = ..., subject_key_destroyed: _Optional[bool] = ..., forget_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subject_key_deletions: _Optional[_Iterable[_Union[SubjectKeyDeletion, _Mapping]]] = ...) -> None: ...
+
+class SubjectKeyDeletion(_message.Message):
+    __slots__ = ("field", "deletion_time")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DELETION_TIME_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    deletion_time: _timestamp_pb2.Timestamp
+    def __init__(self, field: _Optional[str] = ..., deletion_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RotateKeysRequest(_message.Message):
     __slots__ = ("parent", "fields", "rotate_master_keys", "request_id")
