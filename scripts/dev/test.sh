@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, then lint, contract checks and the whole test suite.
+# The test command (README, .ci/run): set-up, then lint, contract checks, the whole test suite and the polyglot
+# clients (scripts/dev/clients.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/dev/setup.sh
@@ -15,7 +16,17 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   fi
 fi
 
+# helm, kube-apiserver, kube-scheduler, etcd and the Kubernetes OpenAPI schemas for tests/k8s (built from the Go
+# module proxy once, then cached under ~/.cache/privmesh).
+scripts/dev/k8s-tools.sh
+
 echo "== ruff"
 .venv/bin/ruff check services tests scripts
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+
+# The Go, TypeScript and Java SDKs against a local mesh; skipped when pytest was given arguments (a partial run).
+if [ $# -eq 0 ]; then
+  echo "== polyglot clients"
+  scripts/dev/clients.sh
+fi

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from privmesh.attestation.nitro import NitroVerifier, load_pinned_root
+from privmesh.enclave.simulator import DevCa
 
 NITRO_DIR = Path(__file__).resolve().parents[1] / "data" / "nitro"
 PRODUCTION = "blocky_nitro_attestation.b64"
@@ -211,3 +212,13 @@ def nitro_pki_verifier(nitro_pki: Pki) -> NitroVerifier:
 
 def reasons(refusals: Iterable[Any]) -> set[str]:
     return {r.reason for r in refusals}
+
+
+@pytest.fixture(scope="module")
+def dev_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevCa, Path]:
+    """The enclave simulator's development CA and its root file (a verifier's dev_root_files)."""
+    directory = tmp_path_factory.mktemp("enclave-sim")
+    ca = DevCa.load_or_create(directory)
+    root = directory / "dev-root.pem"
+    root.write_bytes(ca.root_pem)
+    return ca, root

@@ -427,3 +427,20 @@ def test_path_that_is_only_the_pinned_root(nitro_pki: Pki, nitro_pki_verifier: N
     # The document's leaf *is* the pinned root: a CA cannot be the leaf.
     raw = nitro_pki.document(certificate=nitro_pki.root, cabundle=[nitro_pki.root], sign_with=nitro_pki.root_key)
     assert verify(nitro_pki_verifier, raw, SYNTH_AT) == {"CERTIFICATE_CONSTRAINTS"}
+
+
+@pytest.mark.parametrize("which", ["certificate", "intermediate"])
+def test_certificate_with_an_altered_version_field_is_refused(nitro_pki: Pki, nitro_pki_verifier: NitroVerifier,
+                                                              which: str) -> None:
+    """cryptography raises InvalidVersion (not a ValueError) for a version other than v1..v3: a refusal, not
+    an error."""
+    def altered(der: bytes) -> bytes:
+        at = der.index(b"\xa0\x03\x02\x01\x02")  # TBSCertificate's [0] EXPLICIT version v3
+        return der[:at] + b"\xa0\x03\x02\x01\x07" + der[at + 5:]
+
+    if which == "certificate":
+        document = nitro_pki.document(certificate=altered(nitro_pki.leaf))
+    else:
+        document = nitro_pki.document(cabundle=[nitro_pki.root, altered(nitro_pki.inter)])
+    found = verify(nitro_pki_verifier, document, SYNTH_AT)
+    assert "CHAIN_INVALID" in found

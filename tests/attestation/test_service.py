@@ -18,7 +18,7 @@ from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.enclave.app import EnclaveApp
-from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
+from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
@@ -33,15 +33,6 @@ RULES = [
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 AUDIENCE = "spiffe://privmesh.local/ns/privmesh/sa/key-broker"
-
-
-@pytest.fixture(scope="module")
-def dev_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevCa, Path]:
-    directory = tmp_path_factory.mktemp("enclave-sim")
-    ca = DevCa.load_or_create(directory)
-    root = directory / "dev-root.pem"
-    root.write_bytes(ca.root_pem)
-    return ca, root
 
 
 async def start(start_server, tmp_path: Path, pki: DevPki, dev_root: Path | None):  # type: ignore[no-untyped-def]

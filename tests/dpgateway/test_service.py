@@ -185,8 +185,6 @@ BAD = [
     ("epsilon on zCDP", pb.QueryRequest(query=count_query(), privacy=eps(1.0)),
      "privacy.privacy_loss.epsilon privacy.privacy_loss.rho", "PRIVACY_LOSS_INVALID"),
     ("rho nan", pb.QueryRequest(query=count_query(), privacy=rho(math.nan)), "privacy", "PRIVACY_LOSS_INVALID"),
-    ("over budget", pb.QueryRequest(query=count_query(), privacy=rho(4.9), force_new_release=True), "privacy",
-     "BUDGET_EXCEEDED"),
     ("private keys without delta", pb.QueryRequest(query=count_query(
         group_by=["sex"], group_keys=pb.GroupKeys(mode=pb.GROUP_KEYS_MODE_PRIVATE)), privacy=rho(0.1)),
      "privacy.privacy_loss.delta", "DELTA_REQUIRED"),
@@ -227,6 +225,12 @@ async def test_refusals_are_uniform_named_and_spend_nothing(ready: Gateway) -> N
         assert [v.field for v in error.violations] == ["sql"], label
         shapes.add((error.code, error.domain))
     assert len(shapes) == 1  # one shape whatever was wrong
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # a well-formed query over the caller's own quota
+        await ready.analyst.Query(pb.QueryRequest(query=count_query(), privacy=rho(4.9), force_new_release=True))
+    error = read_error(exc.value)
+    assert (error.code, error.reason, [v.field for v in error.violations]) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", ["privacy"])
+    assert error.quota_violations == (f"datasets/patients/budgets/{spiffe(ANALYST)}",)
     assert await snapshot(ready) == before
 
 

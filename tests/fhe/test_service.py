@@ -23,6 +23,8 @@ from tests.fhe.conftest import Fhe, keys_for, model, small_model_files
 
 pytestmark = pytest.mark.insecure_params
 
+RETRY_ID, PG_RETRY_ID = "9a1e44c0-0000-4000-8000-000000000001", "9a1e44c0-0000-4000-8000-000000000002"
+
 
 def _raw(count: int, features: int = 6, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (count, features))
@@ -74,13 +76,13 @@ async def test_encrypted_inference_matches_plaintext_for_every_model_kind(fhe: F
 
 async def test_session_lifecycle_retry_delete_and_isolation(fhe: Fhe) -> None:
     keys = await keys_for(fhe.bob, "linear")
-    session = await register_keys(fhe.bob, keys, ttl=timedelta(minutes=5), request_id="retry-1")
-    again = await register_keys(fhe.bob, keys, ttl=timedelta(minutes=5), request_id="retry-1")
+    session = await register_keys(fhe.bob, keys, ttl=timedelta(minutes=5), request_id=RETRY_ID)
+    again = await register_keys(fhe.bob, keys, ttl=timedelta(minutes=5), request_id=RETRY_ID)
     assert again.name == session.name and len(fhe.sessions()) == 1
     assert (session.expire_time.seconds - session.create_time.seconds) == 300
     other = await keys_for(fhe.bob, "linear")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await register_keys(fhe.bob, other, request_id="retry-1")
+        await register_keys(fhe.bob, other, request_id=RETRY_ID)
     assert read_error(caught.value).reason == "REQUEST_ID_CONFLICT" and len(fhe.sessions()) == 1
     for call in (fhe.stub.GetSession(pb.GetSessionRequest(name=session.name)),
                  fhe.stub.DeleteSession(pb.DeleteSessionRequest(name=session.name))):
@@ -209,11 +211,11 @@ async def test_sessions_and_runtime_models_on_postgres(start_server, tmp_path: P
         await stub.CreateModel(pb.CreateModelRequest(model_id="pg", model_file=model_file(
             "linear_regression", weights=[1.0, 2.0], bias=0.0, security="HEStd_NotSet")))
         keys = ClientKeys.generate(await model(stub, "pg"))
-        session = await register_keys(stub, keys, request_id="pg-1")
+        session = await register_keys(stub, keys, request_id=PG_RETRY_ID)
         scores = await infer(stub, session.name, keys, np.array([[0.5, 0.25]]))
         assert abs(scores[0, 0] - 1.0) < 1e-3
         assert (await stub.GetSession(pb.GetSessionRequest(name=session.name))).session.inference_count == 1
-        assert (await register_keys(stub, keys, request_id="pg-1")).name == session.name
+        assert (await register_keys(stub, keys, request_id=PG_RETRY_ID)).name == session.name
     await server.stop(grace=0)
     restarted = await start_server(fhe_server.DEFINITION, config)  # sessions and run-time models persist
     async with secure_channel(f"127.0.0.1:{restarted.port}", identity(pki, "alice"), peer=spiffe("server")) as channel:

@@ -111,7 +111,7 @@ async def test_bad_input_gets_its_code_and_changes_nothing(broker: Broker) -> No
          "INVALID_FIELD"),
         (broker.stub.CreateKey(pb.CreateKeyRequest(policy=pb.KeyPolicy(statements=[pb.PolicyStatement(
             effect=pb.POLICY_EFFECT_ALLOW, principals=["mallory"], operations=[99])]))),
-         grpc.StatusCode.INVALID_ARGUMENT, "KEY_POLICY_INVALID"),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"),  # the runtime refuses an undeclared enum value
     ]
     for call, code, reason in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
@@ -190,19 +190,23 @@ async def test_health_reports_each_service(echo_server, pki: DevPki) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_reflection_lists_and_describes_services(echo_server, pki: DevPki) -> None:
+@pytest.mark.parametrize("service", ["grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"])
+async def test_reflection_lists_and_describes_services(echo_server, pki: DevPki, service: str) -> None:
     async with channel(echo_server, identity(pki, "bob")) as ch:
-        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        # v1's messages are v1alpha's under another package: the same (de)serializers speak both.
+        info = ch.stream_stream(f"/{service}/ServerReflectionInfo",
+                                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
 
         async def ask(request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
-            call = stub.ServerReflectionInfo()
+            call = info()
             await call.write(request)
             await call.done_writing()
             return await call.read()
 
         listed = await ask(reflection_pb2.ServerReflectionRequest(list_services=""))
         names = {s.name for s in listed.list_services_response.service}
-        assert {"privmesh.common.v1.AuditLog", "grpc.health.v1.Health", echo.SERVICE} <= names
+        assert {"privmesh.common.v1.AuditLog", "grpc.health.v1.Health", echo.SERVICE, service} <= names
         described = await ask(reflection_pb2.ServerReflectionRequest(
             file_containing_symbol="privmesh.common.v1.AuditLog"))
         assert described.file_descriptor_response.file_descriptor_proto

@@ -80,7 +80,7 @@ def whole_domain() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=1, deadline=None)  # 10^6 values a key: one random key a run
 @given(st.binary(min_size=32, max_size=32))
 def test_derive_is_injective_and_never_the_input_on_a_whole_domain(secret: bytes) -> None:
     keys = field_keys(secret)

@@ -125,7 +125,7 @@ def _decode(data: bytes, field: str) -> Any:
         )
         value = decoder.decode()
     except Exception as exc:  # cbor2 wraps most errors, but hooks and buffers can raise others
-        raise MalformedDocument(field, f"not well-formed CBOR ({type(exc).__name__}: {exc})") from None
+        raise MalformedDocument(field, f"not well-formed CBOR ({exc})") from None
     if stream.tell() != len(data):
         raise MalformedDocument(field, f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
     return value

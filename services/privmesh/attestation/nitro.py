@@ -74,7 +74,7 @@ def load_pinned_root(pem: bytes, pin_sha256: str = AWS_NITRO_ROOT_SHA256) -> x50
     so a swapped file cannot silently change what the verifier trusts."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise UntrustedRoot(f"not a PEM certificate: {exc}") from None
     actual = fingerprint_sha256(cert.public_bytes(_DER))
     if actual != _normalise_pin(pin_sha256):
@@ -155,7 +155,7 @@ class NitroVerifier:
         if cert is None:
             try:
                 cert = x509.load_der_x509_certificate(der)
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):  # InvalidVersion (an altered version field) is no ValueError
                 return None
             if cache:
                 self._certs.put(der, cert)

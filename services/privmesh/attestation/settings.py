@@ -17,3 +17,6 @@ class AttestationSettings(BaseModel):
     token_signing_key_file: Path = Field(description="EC P-256 key (PEM) that signs result tokens; created if absent")
     issuer: str = Field("privmesh-attestation-verifier", min_length=1, description="`iss` of result tokens")
     token_ttl_seconds: int = Field(300, ge=10, le=3600)
+    policy_files: tuple[FilePath, ...] = Field(
+        (), description="policies (YAML, see attestation/policy_files.py) put at start, e.g. the PCRs of the "
+                        "deployment's enclave image; a stored policy of the same name is replaced")

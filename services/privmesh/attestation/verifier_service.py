@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from privmesh.attestation.document import MAX_DOCUMENT_BYTES, MalformedDocument, Refusal, parse_document
 from privmesh.attestation.nitro import NitroVerifier
-from privmesh.attestation.policy import Claims, Policy, claims_of, evaluate, needs_nonce_check
+from privmesh.attestation.policy import NAME_PATTERN, Claims, Policy, claims_of, evaluate, needs_nonce_check
 from privmesh.attestation.store import EtagMismatch, NonceState, NonceStore, PolicyStore, StoredPolicy
 from privmesh.attestation.tokens import ResultTokenIssuer, UnsupportedEnclaveKey
 from privmesh.runtime.audit.log import AuditLog
@@ -49,7 +49,10 @@ class AttestationService:
         nonce, expire_us = await asyncio.to_thread(self.nonces.issue, ttl)
         return nonce, datetime.fromtimestamp(expire_us / 1e6, timezone.utc)
 
-    async def _policy(self, name: str) -> StoredPolicy:
+    async def _policy(self, name: str, field: str = "name") -> StoredPolicy:
+        if not NAME_PATTERN.fullmatch(name):  # a name no policy can have (empty included): not NOT_FOUND
+            raise InvalidArgument.single(field, "must be 1..63 lower-case letters, digits or '-', starting and "
+                                                "ending with a letter or digit")
         stored = await asyncio.to_thread(self.policies.get, name)
         if stored is None:
             raise NotFound("POLICY_NOT_FOUND", f"no policy named {name!r}")
@@ -62,8 +65,9 @@ class AttestationService:
         try:
             doc = parse_document(document)
         except MalformedDocument as exc:
-            raise InvalidArgument.single("document", f"{exc.field}: {exc.message}", "DOCUMENT_MALFORMED") from None
-        stored = await self._policy(policy_name)
+            where = "document" if exc.field == "document" else f"document.{exc.field}"
+            raise InvalidArgument.single(where, exc.message, "DOCUMENT_MALFORMED") from None
+        stored = await self._policy(policy_name, "policy")
         replay = verification_time is not None
         at = verification_time if verification_time is not None else self.clock()
         refusals = self.verifier.verify(doc, at) + evaluate(stored.policy, doc, at)

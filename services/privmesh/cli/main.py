@@ -93,7 +93,7 @@ def up(state_dir: Path) -> None:
     mesh = LocalMesh(layout)
 
     async def run() -> None:
-        await mesh.start()
+        await mesh.start(progress=lambda line: console.print(line))
         _print_endpoints(layout)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -149,7 +149,7 @@ def demo(state_dir: Path | None) -> None:
         async def run() -> bool:
             if mesh is not None:
                 console.print("starting a local mesh…")
-                await mesh.start()
+                await mesh.start(progress=lambda line: console.print(f"   {line}"))
             endpoints = layout.endpoints()
             if not endpoints:
                 raise click.ClickException(f"no mesh is running from {state_dir}")

@@ -4,6 +4,11 @@ The operator creates a federation (logistic regression, FedAvg, SecAgg+ over the
 client-side clipping and an RDP accountant); each hospital makes an ECDSA key pair, registers its public key and
 starts a Flower SuperNode on its own CSV; one run trains the model; the coordinator stores it encrypted under a
 key-broker key. The operator fetches it (decrypted, as the policy allows the admin) for step 4 to serve.
+
+With three participants, client-level DP noise (std = noise multiplier x clipping norm / 3 per weight) is
+large next to one round's clipped update; the noise multiplier 0.4 keeps the chance that noise alone makes
+the accuracy check below fail at about 1e-7 (under 1e-6; tests/demo/test_fl_quality.py estimates it by
+importance sampling on the same records and training), at a projected epsilon the step prints.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.runtime.client import secure_channel
 
 PATIENTS = 300
-RUN_TIMEOUT = 120.0
+RUN_TIMEOUT = 600.0  # a generous bound: a busy machine trains slowly, and a run that ends sooner returns sooner
+NOISE_MULTIPLIER = 0.4
+MIN_ACCURACY = 0.6  # "better than guessing"; see the module docstring for its false-failure probability
 
 
 def _federation() -> pb.Federation:
@@ -32,7 +39,7 @@ def _federation() -> pb.Federation:
         strategy=pb.Strategy(fed_avg=pb.FedAvgParameters(), fraction_evaluate=0.0),
         secure_aggregation=pb.SecureAggregation(num_shares=3, reconstruction_threshold=2),
         differential_privacy=pb.DifferentialPrivacy(clipping_mode=pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED,
-                                                    noise_multiplier=1.0, clipping_norm=1.5, delta=1e-3))
+                                                    noise_multiplier=NOISE_MULTIPLIER, clipping_norm=1.5, delta=1e-3))
 
 
 async def federated_training_step(ctx: DemoContext) -> None:
@@ -92,6 +99,6 @@ async def federated_training_step(ctx: DemoContext) -> None:
                            + float(intercept[0]) > 0) == bool(p.high_risk)) for p in patients)
         ctx.console.print(f"   decrypted for the operator in memory: accuracy {correct / len(patients):.0%} on the "
                           "hospitals' records")
-        expect(correct / len(patients) > 0.6, "the trained model is no better than guessing")
+        expect(correct / len(patients) > MIN_ACCURACY, "the trained model is no better than guessing")
         ctx.facts["risk_model"] = {"features": list(records.FEATURES), "weights": weights,
                                    "bias": float(intercept[0])}

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from google.rpc.error_details_pb2 import QuotaFailure
+
 from privmesh.dpgateway import source as sources
 from privmesh.dpgateway.datasets import DatasetExists, DatasetStore, EtagMismatch, StoredDataset, encode_spec, now_us
 from privmesh.dpgateway.engine import Budgeting, CompileError, DatasetEngine, ReleaseFailed, SourceUnavailable
@@ -37,6 +39,7 @@ from privmesh.runtime.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 
@@ -114,6 +117,14 @@ def decode_release(release_id: str, dataset_id: str, body: str) -> Release:
 
 def _refusal(field_path: str, message: str, reason: str) -> InvalidArgument:
     return InvalidArgument.single(field_path, message, reason)
+
+
+def _over_budget(dataset_id: str, cap_holder: str, message: str) -> ResourceExhausted:
+    """An exhausted privacy budget: a quota of the caller's (AIP-193), not a bad request."""
+    quota = QuotaFailure(violations=[QuotaFailure.Violation(subject=f"datasets/{dataset_id}/budgets/{cap_holder}",
+                                                            description=message)])
+    return ResourceExhausted("BUDGET_EXCEEDED", message, violations=[FieldViolation("privacy", message)],
+                             extra_details=[quota])
 
 
 class GatewayService:
@@ -377,8 +388,8 @@ class GatewayService:
             await self.audit.append("SpendBudget", resource=f"datasets/{spec.dataset_id}", outcome="DENIED",
                                     details={"analyst": analyst, "query_digest": key, "cost": _loss_text(cost),
                                              "reason": f"BUDGET_EXCEEDED ({exc.which} cap)"})
-            raise _refusal("privacy", f"the cost ({_loss_text(cost)}) exceeds what remains of the {exc.which} cap",
-                           "BUDGET_EXCEEDED") from None
+            raise _over_budget(spec.dataset_id, analyst if exc.which == "analyst" else WIDE,
+                               f"the cost ({_loss_text(cost)}) exceeds what remains of the {exc.which} cap") from None
 
     async def _audit_spend(self, dataset_id: str, analyst: str, key: str, cost: Loss, remaining: Loss,
                            state: str) -> None:

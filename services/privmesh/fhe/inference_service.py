@@ -124,8 +124,10 @@ class FheService:
         try:
             created = await self.registry.create(model_id, model_file)
         except InvalidModel as exc:
-            raise InvalidArgument.single("model_file" if not str(exc).startswith("model_id") else "model_id",
-                                         str(exc), "MODEL_INVALID") from None
+            text = str(exc)
+            if text.startswith("model_id: "):  # the id, not the file: its own field, named once
+                raise InvalidArgument.single("model_id", text.removeprefix("model_id: "), "MODEL_INVALID") from None
+            raise InvalidArgument.single("model_file", text, "MODEL_INVALID") from None
         except TestModelsDisabled:
             raise FailedPrecondition("TEST_MODELS_DISABLED", "this server serves only models with 128-bit security "
                                      "(HEStd_128_classic)") from None

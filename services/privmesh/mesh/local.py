@@ -11,9 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +25,16 @@ from privmesh.runtime.pki import DevPki
 
 CLIENTS = ("admin", "auditor", "demo-client")
 RENEW_MARGIN_HOURS = 2
+START_TIMEOUT_SECONDS = 600.0  # a loaded CI machine can take minutes; a service that exits is reported at once
+PROGRESS_EVERY_SECONDS = 10.0
+LOG_TAIL_LINES = 20
+#: Per caller identity, on every service of a local mesh: far above what the demo, the tests or the soak
+#: send, far below what a runaway client can.
+LOCAL_RATE_LIMITS = [{"name": "all-methods", "methods": ["*"], "per_second": 500, "burst": 1000}]
+
+
+class MeshStartError(RuntimeError):
+    """A service of the mesh exited or did not become healthy; the message names it and quotes its log."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
                           "signing_key_file": str(data_dir / "audit-signing-key.pem")},
                 "metrics": {"enabled": True, "port": _free_port()},
                 "state_dir": str(data_dir),
+                "rate_limits": LOCAL_RATE_LIMITS,
             },
             "service": spec.local_settings(layout.root),
         }
@@ -139,33 +151,81 @@ class LocalMesh:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints: list[Endpoint] = []
 
+    def _launch(self, name: str, config: Path) -> subprocess.Popen[bytes]:
+        module = next(s.module for s in self.specs if s.name == name)
+        with (self.layout.log_dir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
+                                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
     def _spawn(self) -> None:
         configs = prepare(self.layout, self.specs)
         for spec in self.specs:
-            with (self.layout.log_dir / f"{spec.name}.log").open("ab") as log:
-                self.processes[spec.name] = subprocess.Popen(
-                    [sys.executable, "-m", spec.module, "--config", str(configs[spec.name])],
-                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.processes[spec.name] = self._launch(spec.name, configs[spec.name])
             server = yaml.safe_load(configs[spec.name].read_text())["server"]
             self.endpoints.append(Endpoint(spec.name, server["listen"],
                                            f"http://127.0.0.1:{server['metrics']['port']}/metrics",
                                            self.processes[spec.name].pid, self.layout.pki.spiffe_id(spec.name)))
         self.layout.mesh_file.write_text(json.dumps({"endpoints": [e.__dict__ for e in self.endpoints]}, indent=2))
 
-    async def start(self, timeout: float = 60.0) -> list[Endpoint]:
-        """Starts every service and returns once each reports SERVING (or raises, having stopped them all)."""
+    async def start(self, timeout: float = START_TIMEOUT_SECONDS,
+                    progress: Callable[[str], None] | None = None) -> list[Endpoint]:
+        """Starts every service and returns once each reports SERVING. Waits as long as a busy machine needs
+        (up to `timeout`), telling `progress` every PROGRESS_EVERY_SECONDS what it still waits for; a service
+        that exits, or is not SERVING by then, stops them all and raises MeshStartError with its log's tail."""
         self._spawn()
-        admin = self.layout.identity("admin")
-        deadline = time.monotonic() + timeout
-        for endpoint, spec in zip(self.endpoints, self.specs, strict=True):
-            while (status := await check_health(endpoint.target, admin, spec.grpc_service,
-                                                peer=endpoint.spiffe_id)) != "SERVING":
-                if self.processes[spec.name].poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    log_file = self.layout.log_dir / f"{spec.name}.log"
-                    raise RuntimeError(f"{spec.name} did not become healthy ({status}); see {log_file}")
-                await asyncio.sleep(0.2)
+        await self._wait_serving([s.name for s in self.specs], timeout, progress)
         return self.endpoints
+
+    async def restart(self, name: str, timeout: float = START_TIMEOUT_SECONDS) -> Endpoint:
+        """Starts one service again (e.g. after it was killed) on its configuration and port; waits as `start`."""
+        process = self.processes[name]
+        if process.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self.processes[name] = self._launch(name, self.layout.config_dir / f"{name}.yaml")
+        index = [s.name for s in self.specs].index(name)
+        self.endpoints[index] = Endpoint(**{**self.endpoints[index].__dict__, "pid": self.processes[name].pid})
+        await self._wait_serving([name], timeout, None)
+        return self.endpoints[index]
+
+    async def _wait_serving(self, names: list[str], timeout: float, progress: Callable[[str], None] | None) -> None:
+        admin = self.layout.identity("admin")
+        started = time.monotonic()
+        next_report = started + PROGRESS_EVERY_SECONDS
+        specs = {s.name: s for s in self.specs}
+        endpoints = {e.service: e for e in self.endpoints}
+        waiting = list(names)
+        statuses = {name: "UNREACHABLE" for name in waiting}
+        while waiting:
+            for name in list(waiting):
+                process = self.processes[name]
+                if process.poll() is not None:
+                    self._fail(name, f"{name} exited with status {process.returncode} while starting")
+                endpoint = endpoints[name]
+                statuses[name] = await check_health(endpoint.target, admin, specs[name].grpc_service,
+                                                    peer=endpoint.spiffe_id)
+                if statuses[name] == "SERVING":
+                    waiting.remove(name)
+            if not waiting:
+                break
+            now = time.monotonic()
+            if now - started > timeout:
+                self._fail(waiting[0], f"{waiting[0]} did not become healthy within {timeout:.0f} s "
+                                       f"({statuses[waiting[0]]})")
+            if progress is not None and now >= next_report:
+                progress(f"waiting for {', '.join(waiting)} ({now - started:.0f} s)")
+                next_report = now + PROGRESS_EVERY_SECONDS
+            await asyncio.sleep(0.2)
+
+    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        log_file = self.layout.log_dir / f"{name}.log"
+        if not log_file.exists():
+            return ""
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def _fail(self, name: str, problem: str) -> NoReturn:
+        self.stop()
+        log_file = self.layout.log_dir / f"{name}.log"
+        raise MeshStartError(f"{problem}; the last lines of {log_file}:\n{self.log_tail(name)}")
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (each service drains), then SIGKILL whatever is still running after `grace` seconds."""

@@ -60,8 +60,42 @@ class TracingConfig(_Strict):
     exporter: Literal["none", "console"] = "none"
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port with a port in 0..65535")
+    return value
+
+
+class KubernetesAuthConfig(_Strict):
+    """Callers outside the mesh present a Kubernetes service-account token on a port of their own."""
+
+    listen: str = Field(description="host:port of the TLS port (no client certificate) that takes tokens")
+    audience: str = Field("privmesh", min_length=1, description="the audience tokens must be bound to")
+    cache_seconds: float = Field(10.0, ge=0, le=300, description="how long a positive review is reused")
+    kubeconfig: FilePath | None = Field(None, description="None: in-cluster (the pod's own service account)")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _host_port(value)
+
+
+class RateLimitGroup(_Strict):
+    """Calls to `methods` (authorization-policy globs), per caller identity: `per_second` on average, at
+    most `burst` at once. A method counts against the first group that matches it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    methods: tuple[str, ...] = Field(min_length=1)
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:0", description="host:port; port 0 picks a free port")
+    health_listen: str | None = Field(None, description="host:port of a plaintext port serving only "
+                                      "grpc.health.v1 (the kubelet's grpc probe cannot do mTLS); None: no such port")
+    kubernetes_auth: KubernetesAuthConfig | None = Field(None, description="accept service-account tokens")
     trust_domain: str = Field("privmesh.local", pattern=r"^[a-z0-9.\-_]{1,255}$")
     tls: TlsConfig
     authz_policy: FilePath = Field(description="YAML authorization policy (deny by default)")
@@ -72,14 +106,12 @@ class ServerConfig(_Strict):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     drain_seconds: float = Field(10.0, ge=0, le=300)
     state_dir: Path = Field(Path("."), description="where the service keeps local state")
+    rate_limits: tuple[RateLimitGroup, ...] = Field((), description="per-identity token buckets; none: unlimited")
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port with a port in 0..65535")
-        return value
+    def _addresses(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

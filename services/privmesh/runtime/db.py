@@ -9,6 +9,7 @@ processes serialize instead of interleaving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import psycopg
+
+from privmesh.runtime.errors import Unavailable
 
 Dialect = Literal["sqlite", "postgres"]
 T = TypeVar("T")
@@ -27,6 +30,33 @@ class Cursor(Protocol):
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+
+
+# SQLite's messages for a write its storage refused (Python 3.10's sqlite3 has no error codes yet).
+_SQLITE_STORAGE_FAILURES = ("database or disk is full", "readonly database", "disk i/o error",
+                            "unable to open database file")
+
+
+class StorageUnavailable(Unavailable):
+    """The storage refused the operation (a full, read-only or failing disk; a lost database connection):
+    UNAVAILABLE, since a retry may succeed once an operator fixed it; the transaction was rolled back."""
+
+    def __init__(self) -> None:
+        super().__init__("STORAGE_UNAVAILABLE", "the service's storage cannot accept writes now; nothing was changed")
+
+
+def _raise_storage_failure(exc: BaseException) -> None:
+    if isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _SQLITE_STORAGE_FAILURES):
+        raise StorageUnavailable() from exc
+
+
+@contextmanager
+def _storage_failures() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        _raise_storage_failure(exc)
+        raise
 
 
 class Database:
@@ -72,21 +102,30 @@ class Database:
         with self._lock:
             if self.dialect == "sqlite":
                 cursor = self._sqlite.cursor()
-                cursor.execute("BEGIN IMMEDIATE")
+                with _storage_failures():
+                    cursor.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteCursor(cursor)
-                except BaseException:
-                    cursor.execute("ROLLBACK")
+                except BaseException as exc:
+                    with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
+                        cursor.execute("ROLLBACK")
+                    _raise_storage_failure(exc)
                     raise
-                cursor.execute("COMMIT")
+                with _storage_failures():
+                    try:
+                        cursor.execute("COMMIT")
+                    except sqlite3.Error:
+                        with contextlib.suppress(sqlite3.Error):
+                            cursor.execute("ROLLBACK")
+                        raise
             else:
                 conn = self._postgres()
                 try:
                     with conn.transaction(), conn.cursor() as cursor:
                         yield _PgCursor(cursor, self)
-                except psycopg.OperationalError:
+                except psycopg.OperationalError as exc:
                     conn.close()
-                    raise
+                    raise StorageUnavailable() from exc
 
     async def call_from_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a short store call from the event loop: inline on SQLite, whose commits are local and take

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -33,12 +34,13 @@ class ServiceError(Exception):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
     def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None,
-                 violations: Iterable[FieldViolation] = ()) -> None:
+                 violations: Iterable[FieldViolation] = (), extra_details: Iterable[Message] = ()) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.metadata = dict(metadata or {})
         self.violations = tuple(violations)
+        self.extra_details = tuple(extra_details)  # further google.rpc details: RetryInfo, QuotaFailure...
 
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
@@ -131,6 +133,10 @@ def to_grpc_status(error: ServiceError, domain: str) -> grpc.Status:
         packed_bad = any_pb2.Any()
         packed_bad.Pack(bad)
         details.append(packed_bad)
+    for extra in error.extra_details:
+        packed_extra = any_pb2.Any()
+        packed_extra.Pack(extra)
+        details.append(packed_extra)
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
     return rpc_status.to_status(status)
 
@@ -145,6 +151,8 @@ class ErrorDetails:
     domain: str | None
     metadata: dict[str, str]
     violations: tuple[FieldViolation, ...]
+    retry_delay_seconds: float | None = None  # from RetryInfo
+    quota_violations: tuple[str, ...] = ()  # QuotaFailure subjects
 
 
 def read_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> ErrorDetails:
@@ -154,6 +162,8 @@ def read_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> ErrorDetails:
     reason = domain = None
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
+    retry_delay: float | None = None
+    quota: list[str] = []
     message = error.details() or ""
     if status is not None:
         message = status.message
@@ -166,7 +176,15 @@ def read_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> ErrorDetails:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(FieldViolation(v.field, v.description, v.reason) for v in bad.field_violations)
-    return ErrorDetails(code, message, reason, domain, metadata, tuple(violations))
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                failure = error_details_pb2.QuotaFailure()
+                detail.Unpack(failure)
+                quota.extend(v.subject for v in failure.violations)
+    return ErrorDetails(code, message, reason, domain, metadata, tuple(violations), retry_delay, tuple(quota))
 
 
 def _status_from_trailers(error: grpc.RpcError | grpc.aio.AioRpcError) -> status_pb2.Status | None:

@@ -31,8 +31,11 @@ from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
 from privmesh.runtime.context import current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
+from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
 from privmesh.runtime.logs import redact
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
+from privmesh.runtime.requests import check_request, checked_stream, guard_deserializer
 
 log = logging.getLogger("privmesh.rpc")
 
@@ -47,8 +50,11 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 class MeshInterceptor:
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
                  tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
-                 audit: AuditLog) -> None:
+                 audit: AuditLog, token_reviewer: TokenReviewer | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         self._authorizer = authorizer
+        self._token_reviewer = token_reviewer
+        self._limiter = limiter
         self._audit = audit
         self._trust_prefix = f"spiffe://{trust_domain}/"
         self._domain = error_domain
@@ -82,6 +88,16 @@ class MeshInterceptor:
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
+        if principal is None and self._token_reviewer is not None and not context.peer_identities():
+            # No client certificate at all: only the token port allows that; its callers present a token.
+            token = bearer_token(context.invocation_metadata())
+            if token is None:
+                await self._refuse(method, context, "", Unauthenticated(
+                    "UNAUTHENTICATED_PEER", "a client certificate or a service-account bearer token is required"))
+            try:
+                principal = await self._token_reviewer.principal(token)
+            except ServiceError as error:
+                await self._refuse(method, context, "", error)
         if principal is None:
             await self._refuse(method, context, "", Unauthenticated(
                 "UNAUTHENTICATED_PEER", "a client certificate with one SPIFFE URI SAN is required"))
@@ -115,29 +131,35 @@ class MeshInterceptor:
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
         declared = self.declaration_of(method)
+        streaming_request = bool(handler.stream_unary or handler.stream_stream)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            behavior = self._unary_response(inner, method, declared)
+            behavior = self._unary_response(inner, method, declared, streaming_request)
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
         else:
             inner = handler.unary_stream or handler.stream_stream
-            behavior = self._streaming_response(inner, method, declared)
+            behavior = self._streaming_response(inner, method, declared, streaming_request)
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
-        return factory(behavior, request_deserializer=handler.request_deserializer,
+        return factory(behavior, request_deserializer=guard_deserializer(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
     async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
-                    declared: Declaration | None) -> AsyncIterator[None]:
-        """Admits the caller, sets the call context, and turns whatever the handler raises into a status."""
+                    declared: Declaration | None, streaming_request: bool) -> AsyncIterator[None]:
+        """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
+        they are read), sets the call context, and turns whatever the handler raises into a status."""
         principal = await self._admit(method, context)
         principal_token, method_token = current_principal.set(principal), current_method.set(method)
         call_token = self._authorizer.begin(declared) if declared is not None else None
         refusal_token = refusal_audited.set(False)
         start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
+            if self._limiter is not None:
+                self._limiter.acquire(principal, method)
+            if not streaming_request:
+                check_request(request)
             with self._span(method, context, principal):
                 yield
         except ServiceError as error:
@@ -174,22 +196,24 @@ class MeshInterceptor:
         self._authorizer.authorize_request(first)
         return _prepend(first, stream)
 
-    def _unary_response(self, inner: Any, method: str, declared: Declaration | None) \
+    def _unary_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, context, request, declared):
-                reply = await inner(await self._authorized_request(request, declared), context)
+            async with self._call(method, context, request, declared, streaming_request):
+                checked = checked_stream(request) if streaming_request else request
+                reply = await inner(await self._authorized_request(checked, declared), context)
                 if declared is not None:
                     self._authorizer.authorize_reply(reply if isinstance(reply, Message) else None)
                 return reply
 
         return behavior
 
-    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None) \
+    def _streaming_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, context, request, declared):
-                async for item in inner(await self._authorized_request(request, declared), context):
+            async with self._call(method, context, request, declared, streaming_request):
+                checked = checked_stream(request) if streaming_request else request
+                async for item in inner(await self._authorized_request(checked, declared), context):
                     if declared is not None:
                         self._authorizer.authorize_reply(None)
                     yield item

@@ -1,6 +1,7 @@
-"""The server builder every service uses: grpc.aio with mTLS on its one port, the mesh interceptor,
-health (a status per service), reflection, the AuditLog service, metrics on a separate port, and a
-graceful drain on SIGTERM.
+"""The server builder every service uses: grpc.aio with mTLS on its port, the mesh interceptor,
+health (a status per service), reflection (v1 and v1alpha), the AuditLog service, metrics on a separate port, and
+a graceful drain on SIGTERM. Optional: a plaintext health-only port (for the kubelet's grpc probe) and a TLS port
+for callers with Kubernetes service-account tokens (runtime.kubeauth).
 
 A service provides a ServiceDefinition; `python -m privmesh.<service>` calls `run_service` with it.
 """
@@ -20,7 +21,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
@@ -34,8 +34,11 @@ from privmesh.runtime.config import ConfigError, ServerConfig, load_config
 from privmesh.runtime.db import Database
 from privmesh.runtime.identity import own_principal
 from privmesh.runtime.interceptor import InterceptedServer, MeshInterceptor
+from privmesh.runtime.kubeauth import TokenReviewer
 from privmesh.runtime.logs import configure_logging
 from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.ratelimit import RateLimiter
+from privmesh.runtime.reflection import enable_reflection
 from privmesh.runtime.tls import server_credentials
 from privmesh.runtime.tracing import make_tracer
 
@@ -82,8 +85,11 @@ class MeshServer:
         self._span_exporter = span_exporter
         self.port = 0
         self.metrics_port = 0
+        self.health_port = 0
+        self.token_port = 0
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._runtime: Runtime | None = None
         self._db: Database | None = None
         self._service_names: list[str] = []
@@ -106,8 +112,11 @@ class MeshServer:
         self._runtime = Runtime(name, cfg, audit, authorizer)
         metrics = ServerMetrics(name)
         tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
+        reviewer = (None if cfg.kubernetes_auth is None
+                    else TokenReviewer.from_config(cfg.kubernetes_auth, cfg.trust_domain))
         interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
-                                      trust_domain=cfg.trust_domain, audit=audit)
+                                      trust_domain=cfg.trust_domain, audit=audit, token_reviewer=reviewer,
+                                      limiter=RateLimiter(cfg.rate_limits) if cfg.rate_limits else None)
         server = InterceptedServer(grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -122,21 +131,38 @@ class MeshServer:
             registration.register(server)
         self._service_names = [r.service_name for r in registrations]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], server)
+        enable_reflection([*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
         self.port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls))
         if self.port == 0:
             raise OSError(f"could not bind {cfg.listen}")
+        if cfg.kubernetes_auth is not None:
+            self.token_port = server.add_secure_port(cfg.kubernetes_auth.listen,
+                                                     server_credentials(cfg.tls, require_client_auth=False))
+            if self.token_port == 0:
+                raise OSError(f"could not bind {cfg.kubernetes_auth.listen}")
         await server.start()
         self._server = server
+        if cfg.health_listen is not None:
+            await self._start_health_port(cfg.health_listen)
         if cfg.metrics.enabled:
             self.metrics_port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         self._metrics = metrics
         for service_name in ["", *self._service_names]:
             await self.health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"fields": {"port": self.port, "metrics_port": self.metrics_port,
+                                              "health_port": self.health_port, "token_port": self.token_port,
                                               "services": self._service_names}})
+
+    async def _start_health_port(self, address: str) -> None:
+        """A plaintext port with grpc.health.v1 only, for the kubelet's native grpc probe: the same statuses as
+        the mTLS port, nothing else registered (no service, no reflection), not behind the interceptor."""
+        health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        self.health_port = health_server.add_insecure_port(address)
+        if self.health_port == 0:
+            raise OSError(f"could not bind {address}")
+        await health_server.start()
+        self._health_server = health_server
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: reports NOT_SERVING, lets in-flight calls finish within the grace period, seals the log."""
@@ -145,6 +171,9 @@ class MeshServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.drain_seconds if grace is None else grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None
         self._metrics.close()
         assert self._runtime is not None
         try:

@@ -21,8 +21,9 @@ def _stamp(config: TlsConfig) -> tuple[float, ...]:
     return tuple(Path(p).stat().st_mtime_ns for p in (config.ca_file, config.key_file, config.cert_file))
 
 
-def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
-    """Requires and verifies a client certificate from the mesh CA on every connection."""
+def server_credentials(config: TlsConfig, require_client_auth: bool = True) -> grpc.ServerCredentials:
+    """Requires and verifies a client certificate from the mesh CA on every connection (without
+    `require_client_auth`: server authentication only, for the service-account token port)."""
     ca, key, cert = _read(config)
     initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
     last = {"stamp": _stamp(config)}
@@ -40,7 +41,7 @@ def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
         log.info("tls certificate files changed; new handshakes use them")
         return grpc.ssl_server_certificate_configuration([(key_now, cert_now)], root_certificates=ca_now)
 
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=require_client_auth)
 
 
 def channel_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:

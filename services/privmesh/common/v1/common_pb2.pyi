@@ -22,6 +22,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
     ERROR_REASON_AUTHORIZATION_NOT_APPLIED: _ClassVar[ErrorReason]
+    ERROR_REASON_MALFORMED_REQUEST: _ClassVar[ErrorReason]
+    ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +40,8 @@ ERROR_REASON_RESOURCE_NOT_FOUND: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
 ERROR_REASON_AUTHORIZATION_NOT_APPLIED: ErrorReason
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason
+ERROR_REASON_RATE_LIMITED: ErrorReason
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome

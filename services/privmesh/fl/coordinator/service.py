@@ -46,10 +46,17 @@ def _now() -> Timestamp:
     return stamp
 
 
-def _key_of(name: str, parts: int, field: str, what: str) -> list[str]:
-    pieces = name.split("/")
-    if len(pieces) != parts * 2 or any(not p for p in pieces):
-        raise InvalidArgument.single(field, f"must be a {what} name")
+PARTICIPANT_NAME = "federations/{federation}/participants/{participant}"
+RUN_NAME = "federations/{federation}/runs/{run}"
+
+
+def _key_of(name: str, field: str, template: str) -> list[str]:
+    """The pieces of a resource name shaped as `template` (e.g. "federations/{federation}/runs/{run}"); a
+    name of another kind, or with an empty segment, is INVALID_ARGUMENT naming `field`."""
+    pieces, expected = name.split("/"), template.split("/")
+    if len(pieces) != len(expected) or any(not p for p in pieces) or any(
+            want != got for want, got in zip(expected[::2], pieces[::2], strict=True)):
+        raise InvalidArgument.single(field, f"must be a {template} name")
     return pieces
 
 
@@ -122,8 +129,8 @@ class CoordinatorService:
             raise AlreadyExists("FEDERATION_ALREADY_EXISTS", f"{f.name} already exists") from None
         return f
 
-    async def get_federation(self, name: str) -> fl_pb2.Federation:
-        _key_of(name, 1, "name", "federations/{federation}")
+    async def get_federation(self, name: str, field: str = "name") -> fl_pb2.Federation:
+        _key_of(name, field, "federations/{federation}")
         found = await asyncio.to_thread(self.store.federation, name)
         if found is None:
             raise NotFound("FEDERATION_NOT_FOUND", f"no federation named {name!r}")
@@ -142,7 +149,7 @@ class CoordinatorService:
 
     async def register_participant(self, request: fl_pb2.RegisterParticipantRequest,
                                    registrant: str) -> fl_pb2.Participant:
-        federation = await self.get_federation(request.parent)
+        federation = await self.get_federation(request.parent, "parent")
         name = f"{request.parent}/participants/{request.participant_id}"
         if not federations.ID_PATTERN.match(request.participant_id):
             raise InvalidArgument.single("participant_id", "lower-case letters, digits and '-', 1..63 characters, "
@@ -216,13 +223,14 @@ class CoordinatorService:
         return participant
 
     async def participant(self, name: str) -> fl_pb2.Participant:
+        _key_of(name, "name", PARTICIPANT_NAME)
         found = await asyncio.to_thread(self.store.participant, name)
         if found is None:
             raise NotFound("PARTICIPANT_NOT_FOUND", f"no participant named {name!r}")
         return found
 
     async def list_participants(self, parent: str, after: str, limit: int) -> list[fl_pb2.Participant]:
-        await self.get_federation(parent)
+        await self.get_federation(parent, "parent")
         found = await asyncio.to_thread(self.store.participants, parent, after, limit)
         try:
             nodes = await self.superlink.node_status()
@@ -236,7 +244,7 @@ class CoordinatorService:
         return found
 
     async def remove_participant(self, name: str) -> None:
-        _key_of(name, 2, "name", "federations/{federation}/participants/{participant}")
+        _key_of(name, "name", PARTICIPANT_NAME)
         found = await asyncio.to_thread(self.store.participant, name)
         if found is None:
             return  # idempotent
@@ -252,7 +260,7 @@ class CoordinatorService:
 
     # --- runs ----------------------------------------------------------------------------------------------
     async def start_run(self, request: fl_pb2.StartRunRequest, starter: str) -> fl_pb2.Run:
-        federation = await self.get_federation(request.parent)
+        federation = await self.get_federation(request.parent, "parent")
         digest = request_digest(request)
         earlier = await self._earlier(request.request_id, digest)
         if earlier is not None:
@@ -296,14 +304,14 @@ class CoordinatorService:
         return run
 
     async def get_run(self, name: str) -> fl_pb2.Run:
-        _key_of(name, 2, "name", "federations/{federation}/runs/{run}")
+        _key_of(name, "name", RUN_NAME)
         found = await asyncio.to_thread(self.store.run, name)
         if found is None:
             raise NotFound("RUN_NOT_FOUND", f"no run named {name!r}")
         return found
 
     async def list_runs(self, parent: str, before: int | None, limit: int, state: int) -> list[tuple[int, fl_pb2.Run]]:
-        await self.get_federation(parent)
+        await self.get_federation(parent, "parent")
         return await asyncio.to_thread(self.store.runs, parent, before, limit, state)
 
     async def stop_run(self, name: str) -> fl_pb2.Run:

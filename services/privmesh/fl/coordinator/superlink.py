@@ -105,6 +105,27 @@ class SuperLink:
                 "--control-api-address", f"127.0.0.1:{self.control_port}",
                 "--serverappio-api-address", f"127.0.0.1:{self.serverappio_port}"]
 
+    @property
+    def pid_file(self) -> Path:
+        return self.config.state_dir / "superlink.pid"
+
+    def _stop_orphan(self) -> None:
+        """A coordinator killed with SIGKILL leaves its SuperLink (own session) running, holding the Fleet
+        port and the database: the next start ends that process group first, if it is still that SuperLink."""
+        try:
+            pid = int(self.pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if b"privmesh.fl.coordinator.superlink_main" not in command or str(self.database).encode() not in command:
+            return
+        log.warning("stopping the SuperLink a previous run left behind", extra={"fields": {"pid": pid}})
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def _spawn(self) -> None:
         c = self.config
         c.state_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +136,7 @@ class SuperLink:
             # Its own session, so stopping it also stops the SuperExec and ServerApp processes it spawned.
             self._process = subprocess.Popen(self._command(), stdout=out, stderr=subprocess.STDOUT, env=env,
                                              start_new_session=True)
+        self.pid_file.write_text(str(self._process.pid))
         log.info("superlink started", extra={"fields": {"pid": self._process.pid, "fleet": c.fleet_address}})
 
     async def _wait_ready(self, timeout: float) -> None:
@@ -132,6 +154,7 @@ class SuperLink:
 
     async def start(self, timeout: float = 60.0) -> None:
         self._stopping = False
+        self._stop_orphan()
         self._spawn()
         await self._wait_ready(timeout)
         self._supervisor = asyncio.create_task(self._supervise())

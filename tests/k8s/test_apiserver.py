@@ -1,0 +1,188 @@
+"""The chart on a real kube-apiserver (with etcd and kube-scheduler, built from the Kubernetes sources): node groups
+as Node objects, the rendered chart applied with strict server-side apply, and where the scheduler puts each pod.
+
+There is no kube-controller-manager: the test creates each workload's pods from its pod template (replicas of a
+Deployment or StatefulSet, one per matching node for a DaemonSet) and there is no kubelet: Node objects are
+written directly, their not-ready taint removed (nothing else would), their capacity set on the status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, render
+from tests.k8s.cluster import get, server_side_apply
+
+pytestmark = pytest.mark.slow
+
+CPU_MEMORY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+NODES: dict[str, dict[str, Any]] = {
+    # name: (node group, extra capacity, taint)
+    "general-a": {"group": "general", "zone": "eu-west-1a", "capacity": {}, "taint": None},
+    "general-b": {"group": "general", "zone": "eu-west-1b", "capacity": {}, "taint": None},
+    "general-c": {"group": "general", "zone": "eu-west-1c", "capacity": {}, "taint": None},
+    "nitro-a": {"group": "nitro", "zone": "eu-west-1a",
+                "capacity": {"aws.ec2.nitro/nitro_enclaves": "1", "hugepages-2Mi": "2Gi"},
+                "taint": {"key": "aws.ec2.nitro/nitro_enclaves", "value": "true", "effect": "NoSchedule"}},
+    "nitro-b": {"group": "nitro", "zone": "eu-west-1b",
+                "capacity": {"aws.ec2.nitro/nitro_enclaves": "1", "hugepages-2Mi": "2Gi"},
+                "taint": {"key": "aws.ec2.nitro/nitro_enclaves", "value": "true", "effect": "NoSchedule"}},
+    "gpu-a": {"group": "gpu", "zone": "eu-west-1a", "capacity": {"nvidia.com/gpu": "1"},
+              "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
+    "gpu-b": {"group": "gpu", "zone": "eu-west-1b", "capacity": {"nvidia.com/gpu": "1"},
+              "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
+}
+CERT_MANAGER = ("cert-manager.io/v1", "Certificate")  # a CRD of cert-manager, which this control plane lacks
+
+
+def _create_nodes(core: client.CoreV1Api) -> None:
+    for name, node in NODES.items():
+        labels = {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": node["zone"],
+                  "privmesh.dev/node-group": node["group"]}
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+        # The not-ready taint the API server adds at creation would keep every pod off: the node lifecycle
+        # controller (absent here) removes it from a ready node; this is what it would leave.
+        core.patch_node(name, {"spec": {"taints": [node["taint"]] if node["taint"] else None}})
+        capacity = {**CPU_MEMORY, **node["capacity"]}
+        core.patch_node_status(name, {"status": {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
+                            "lastHeartbeatTime": None, "lastTransitionTime": None}]}})
+
+
+def _bound_claim(core: client.CoreV1Api, name: str) -> None:
+    """A ReadWriteMany claim bound to its volume, as the PV controller (absent here) would leave them."""
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{name}-pv"},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "nfs": {"server": "fs.example.internal", "path": "/"},
+                 "claimRef": {"namespace": NAMESPACE, "name": name}}})
+    core.create_namespaced_persistent_volume_claim(NAMESPACE, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{name}-pv",
+                 "resources": {"requests": {"storage": "10Gi"}}}})
+    core.patch_persistent_volume_status(f"{name}-pv", {"status": {"phase": "Bound"}})
+    core.patch_namespaced_persistent_volume_claim_status(name, NAMESPACE, {"status": {
+        "phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": {"storage": "10Gi"}}})
+
+
+def _pods_for(workload: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
+    template = workload["spec"]["template"]
+    return [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"{workload['metadata']['name']}-{i}", "labels": template["metadata"]["labels"]},
+             "spec": template["spec"]} for i in range(replicas)]
+
+
+def _wait_scheduled(api: Any, names: set[str], timeout: float = 120.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [p for p in get(api, f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
+                if p["metadata"]["name"] in names]
+        placed = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods}
+        if len(placed) == len(names) and all(placed.values()):
+            return {pod: str(node) for pod, node in placed.items()}
+        if time.monotonic() > deadline:
+            unscheduled = {p["metadata"]["name"]: [c.get("message") for c in p.get("status", {}).get("conditions", ())]
+                           for p in pods if not p["spec"].get("nodeName")}
+            raise AssertionError(f"not scheduled after {timeout} s: {unscheduled}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """eks.yaml rendered and applied; the workloads' pods created and scheduled: (objects, pod -> node)."""
+    core = client.CoreV1Api(api)
+    _create_nodes(core)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+    # Pods of the workloads that name no service account (the dev PostgreSQL, the device plugin) use `default`,
+    # which only kube-controller-manager would create.
+    core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="default")))
+    _bound_claim(core, "fhe-keys-efs")  # eks.yaml's shared evaluation keys (EFS in the docs)
+    objects = render(EXAMPLES / "eks.yaml")
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) != CERT_MANAGER:
+            server_side_apply(api, obj, NAMESPACE)
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    pods: list[dict[str, Any]] = []
+    for name, workload in {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}.items():
+        replicas = workload["spec"].get("replicas", hpas[name]["spec"]["minReplicas"] if name in hpas else 1)
+        pods += _pods_for(workload, replicas)
+    for daemonset in by_kind(objects, "DaemonSet").values():
+        pods += _pods_for(daemonset, sum(1 for n in NODES.values() if n["group"] == "nitro"))
+    for pod in pods:
+        server_side_apply(api, pod, NAMESPACE)
+    return objects, _wait_scheduled(api, {p["metadata"]["name"] for p in pods})
+
+
+def _group(node: str) -> str:
+    return str(NODES[node]["group"])
+
+
+def test_enclave_pods_only_on_nitro_fhe_only_on_gpu_nothing_else_there(installed) -> None:
+    objects, placement = installed
+    workloads = {**by_kind(objects, "Deployment"), **by_kind(objects, "DaemonSet")}
+    assert {"enclave-parent", "fhe-inference", "key-broker", "nitro-enclaves-device-plugin"} <= set(workloads)
+    seen: dict[str, set[str]] = {}
+    for pod, node in placement.items():
+        workload = pod.rsplit("-", 1)[0]
+        seen.setdefault(workload, set()).add(_group(node))
+    assert seen.pop("enclave-parent") == {"nitro"}
+    assert seen.pop("nitro-enclaves-device-plugin") == {"nitro"}
+    assert seen.pop("fhe-inference") == {"gpu"}
+    assert seen and all(groups == {"general"} for groups in seen.values()), seen
+    # Each enclave pod takes a Nitro node's one enclave device: two pods, two nodes.
+    assert len({node for pod, node in placement.items() if pod.startswith("enclave-parent-")}) == 2
+
+
+def test_replicas_spread_over_nodes(installed) -> None:
+    _, placement = installed
+    nodes = [node for pod, node in placement.items() if pod.startswith("key-broker-")]
+    assert len(nodes) == 3 and len(set(nodes)) == 3  # topology spread: one per general node
+
+
+def test_pdbs_network_policies_and_hpas_accepted(installed, api: Any) -> None:
+    objects, _ = installed
+
+    def names(group_version: str, plural: str) -> dict[str, Any]:
+        items = get(api, f"/apis/{group_version}/namespaces/{NAMESPACE}/{plural}")["items"]
+        return {o["metadata"]["name"]: o for o in items}
+
+    pdbs = names("policy/v1", "poddisruptionbudgets")
+    assert set(pdbs) == set(by_kind(objects, "PodDisruptionBudget"))
+    assert pdbs["token-vault"]["spec"]["minAvailable"] == 1
+    policies = names("networking.k8s.io/v1", "networkpolicies")
+    assert set(policies) == set(by_kind(objects, "NetworkPolicy"))
+    assert policies["privmesh-default-deny"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert set(names("autoscaling/v2", "horizontalpodautoscalers")) == {"key-broker", "token-vault"}
+
+
+def test_strict_apply_refuses_an_unknown_field(installed, api: Any) -> None:
+    objects, _ = installed
+    deployment = by_kind(objects, "Deployment")["token-vault"]
+    bad = {**deployment, "spec": {**deployment["spec"], "replicaz": 3}}
+    with pytest.raises(ApiException) as refused:
+        server_side_apply(api, bad, NAMESPACE, dry_run=True)
+    # Server-side apply answers an unknown field with "failed to create typed patch object ... field not declared
+    # in schema" (an InternalError, 500, for apply patches), naming the field.
+    body = str(refused.value.body)
+    assert ".spec.replicaz: field not declared in schema" in body, body
+
+
+@pytest.mark.parametrize("values", ["local.yaml", "eks.yaml"])
+def test_examples_pass_a_strict_server_side_dry_run(installed, api: Any, values: str) -> None:
+    for obj in render(EXAMPLES / values):
+        if (obj["apiVersion"], obj["kind"]) != CERT_MANAGER:
+            server_side_apply(api, obj, NAMESPACE, dry_run=True)
+
+
+def test_service_account_objects_carry_irsa(installed, api: Any) -> None:
+    accounts = {a["metadata"]["name"]: a for a in get(api, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts")["items"]}
+    role = accounts["key-broker"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role.endswith(":role/privmesh-key-broker")
+    assert "annotations" not in accounts["token-vault"]["metadata"]
