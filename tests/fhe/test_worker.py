@@ -57,7 +57,8 @@ class LinearSession:
         return ("evaluate", "session", self.keys.key_pair.publicKey.GetKeyTag(), self.parts, self.spec, [ciphertext])
 
     def assert_scores(self, reply: Any, value: float) -> None:
-        outputs, _ = reply
+        outputs, _, evaluator = reply
+        assert evaluator == "openfhe-cpu"
         expected = self.spec.predict(np.full((2, 6), value))
         assert np.max(np.abs(self.keys.decrypt(outputs[0], 2) - expected)) < self.spec.tolerance
 

@@ -20,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from privmesh.fhe.model import InvalidModel, ModelSpec
-from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
 from privmesh.fhe.params import CkksParams
 from privmesh.fhe.registry import ModelRegistry, RegisteredModel, TestModelsDisabled
 from privmesh.fhe.store import KeyFiles, KeyPart, KeyTagInUse, Session, SessionStore, now_us
@@ -49,7 +48,6 @@ log = logging.getLogger("privmesh.fhe")
 MAX_CHUNK_BYTES = 1024 * 1024
 DEFAULT_TTL = timedelta(hours=1)
 MIN_TTL, MAX_TTL = timedelta(minutes=1), timedelta(hours=24)
-EVALUATOR = OpenFheEvaluator.name  # the backend the workers use
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def _rejected(found: Rejected, field_prefix: str) -> ServiceError:
         return FailedPrecondition(found.reason, found.message, {"fields": ",".join(found.fields)})
     if found.reason == "EVALUATION_FAILED":
         return FailedPrecondition(found.reason, found.message)
-    if found.reason == "TIME_LIMIT_EXCEEDED":
+    if found.reason in ("TIME_LIMIT_EXCEEDED", "DEVICE_MEMORY_EXHAUSTED"):
         return ResourceExhausted(found.reason, found.message)
     if found.reason == "KEYS_INCOMPLETE":
         return _incomplete(list(found.fields), found.message)
@@ -334,7 +332,7 @@ class FheService:
         return self._worker_specs[spec.etag]
 
     async def start_evaluation(self, session: Session, spec: ModelSpec, ciphertexts: list[bytes]) \
-            -> tuple[Session, asyncio.Future[tuple[list[bytes], float] | Rejected]]:
+            -> tuple[Session, asyncio.Future[tuple[list[bytes], float, str] | Rejected]]:
         """Checks that the session is still live (not deleted or expired mid-stream) and queues one input on the
         session's worker without waiting for it, so the worker has the next input at hand when it finishes this
         one. Returns the evaluation to pass to `release`; cancel it to withdraw the input."""
@@ -344,9 +342,10 @@ class FheService:
                                       self._worker_spec(spec), ciphertexts)
 
     async def release(self, session: Session, spec: ModelSpec, sample_count: int,
-                      evaluation: asyncio.Future[tuple[list[bytes], float] | Rejected]) -> tuple[list[bytes], float]:
+                      evaluation: asyncio.Future[tuple[list[bytes], float, str] | Rejected]) \
+            -> tuple[list[bytes], float, str]:
         """Waits for an input's evaluation, audits it (model, session, sample count), and only then returns its
-        outputs."""
+        outputs, the seconds it took and the evaluator that computed it."""
         try:
             result = await evaluation
         except WorkerTimedOut:

@@ -41,7 +41,8 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
                           str(settings.key_dir))
     checker = Worker("checker", max_sessions=1, limits=limits)
-    evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits) for i in range(settings.evaluation_workers)]
+    evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
+                  for i in range(settings.evaluation_workers)]
     for worker in (checker, *evaluators):
         runtime.on_close.append(worker.close)
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))

@@ -14,7 +14,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.fhe.convert import KINDS, PART_KINDS, PART_NAMES, params_from_proto, params_to_proto, reverse
 from privmesh.fhe.inference_service import (
-    EVALUATOR,
     MAX_CHUNK_BYTES,
     Chunk,
     DeclaredPart,
@@ -239,12 +238,13 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                 if isinstance(item, BaseException):
                     raise item
                 received, current, evaluation = item
-                outputs, seconds = await self._service.release(current, spec, received.sample_count, evaluation)
+                outputs, seconds, evaluator = await self._service.release(current, spec, received.sample_count,
+                                                                          evaluation)
                 duration = Duration()
                 duration.FromNanoseconds(int(seconds * 1e9))
                 yield pb.InferResponse(output=pb.InferOutput(
                     input_id=received.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
-                    sample_count=received.sample_count, evaluation_duration=duration, evaluator=EVALUATOR))
+                    sample_count=received.sample_count, evaluation_duration=duration, evaluator=evaluator))
                 for index, output in enumerate(outputs):
                     for offset in range(0, len(output), MAX_CHUNK_BYTES):
                         yield pb.InferResponse(chunk=pb.CiphertextChunk(

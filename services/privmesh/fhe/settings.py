@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath
+
+
+class EvaluatorSettings(BaseModel):
+    """Which CKKS evaluator runs the circuits: OpenFHE on the CPU, or the torch evaluator (privmesh.fhe.gpu, the
+    `gpu` extra) on a CUDA GPU when one is visible, else on the CPU with the reason logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["openfhe", "torch"] = "openfhe"
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="torch only: auto takes CUDA when present")
+    memory_bytes_per_session: int = Field(
+        default=8 << 30, ge=0, description="torch only: device memory a session's evaluation keys may take; a "
+                                           "session past it is refused with RESOURCE_EXHAUSTED (0: no bound)")
 
 
 class FheSettings(BaseModel):
@@ -27,4 +42,5 @@ class FheSettings(BaseModel):
                                     "make OpenFHE exhaust the node's memory; 0 removes the cap")
     worker_sessions: int = Field(32, ge=1, le=10_000, description="sessions whose keys a worker keeps loaded")
     max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
+    evaluator: EvaluatorSettings = EvaluatorSettings()
     sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys are deleted")

@@ -20,6 +20,12 @@ the sandbox instead of pushing the node into the OOM killer; and a request that 
 its process killed and fails with WorkerTimedOut, so an input that makes the evaluator loop cannot hold a
 worker forever (a gRPC deadline only bounds the caller's wait, not the worker's work).
 
+With `evaluator.backend: torch` the evaluation workers run the circuits with the torch evaluator
+(privmesh.fhe.gpu) on the device chosen at start (CUDA when visible, else the CPU, the reason logged): a session's
+evaluation keys go to the device once, when its first input arrives, and leave with the session; a session whose
+keys would exceed the per-session device memory is refused (DEVICE_MEMORY_EXHAUSTED), as is an input that runs the
+device out of memory. A CUDA worker has no address-space cap (CUDA reserves far more address space than it uses).
+
 Key checks run in their own worker, apart from the evaluation workers, because OpenFHE keeps evaluation keys
 in process-wide maps indexed by key tag: checking an upload must never overwrite the keys another session is
 using. Evaluation workers only ever load keys that passed the check and whose tag no other live session has.
@@ -42,6 +48,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from privmesh.fhe.settings import EvaluatorSettings
 
 log = logging.getLogger("privmesh.fhe.worker")
 
@@ -96,11 +104,13 @@ def _context_differences(uploaded: Any, reference: Any) -> tuple[str, ...]:
 class _Sandbox:
     """The worker's state: the sessions whose keys are loaded (LRU) and the circuits bound to them."""
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, evaluator: EvaluatorSettings | None = None, device: Any = None) -> None:
         import openfhe
 
         self.openfhe = openfhe
         self.max_sessions = max_sessions
+        self.evaluator = evaluator or EvaluatorSettings()
+        self.device = device  # the torch device, with the torch backend
         self.sessions: OrderedDict[str, Any] = OrderedDict()
         self.circuits: dict[tuple[str, str], Any] = {}
 
@@ -109,7 +119,11 @@ class _Sandbox:
         for context in list(self.sessions.values()):
             context.ClearEvalAutomorphismKeys()
         self.sessions.clear()
-        self.circuits.clear()
+        self.circuits.clear()  # drops the torch evaluators, and with them the keys on the device
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
     def check_keys(self, params_json: dict[str, Any], parts: dict[str, str]) -> dict[str, Any] | Rejected:
         from privmesh.fhe.params import CkksParams, create_context
@@ -191,9 +205,8 @@ class _Sandbox:
         return context
 
     def evaluate(self, session_id: str, key_tag: str, parts: dict[str, str], spec: Any,
-                 ciphertexts: list[bytes]) -> tuple[list[bytes], float] | Rejected:
+                 ciphertexts: list[bytes]) -> tuple[list[bytes], float, str] | Rejected:
         from privmesh.fhe.circuit import Circuit
-        from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
 
         o = self.openfhe
         context = self._session(session_id, parts)
@@ -212,14 +225,48 @@ class _Sandbox:
             inputs.append(ciphertext)
         key = (session_id, spec.etag)
         if key not in self.circuits:
-            self.circuits[key] = Circuit(spec, OpenFheEvaluator(context))
+            evaluator = self._evaluator(context, parts)
+            if isinstance(evaluator, Rejected):
+                return evaluator
+            self.circuits[key] = Circuit(spec, evaluator)
+        circuit = self.circuits[key]
         started = time.perf_counter()
         try:
-            output = self.circuits[key](inputs[0])
+            if self.evaluator.backend == "torch":
+                output = circuit.ev.dump(circuit(circuit.ev.load(ciphertexts[0])))
+            else:
+                output = o.Serialize(circuit(inputs[0]), o.BINARY)
+        except MemoryError:  # torch.cuda.OutOfMemoryError is one
+            del self.circuits[key]
+            return _memory_exhausted("evaluating the input ran the device out of memory")
         except Exception:
             return Rejected("EVALUATION_FAILED", "the evaluator could not compute the model on this input")
         elapsed = time.perf_counter() - started
-        return [o.Serialize(output, o.BINARY)], elapsed
+        return [output], elapsed, self.evaluator_name
+
+    @property
+    def evaluator_name(self) -> str:
+        """What InferOutput.evaluator reports: openfhe-cpu, torch-cuda or torch-cpu."""
+        return "openfhe-cpu" if self.evaluator.backend == "openfhe" else f"torch-{self.device.type}"
+
+    def _evaluator(self, context: Any, parts: dict[str, str]) -> Any:
+        """The session's evaluator: OpenFHE's, or the torch one with the session's keys moved to the device."""
+        from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
+
+        if self.evaluator.backend == "openfhe":
+            return OpenFheEvaluator(context)
+        from privmesh.fhe.gpu.evaluator import DeviceMemoryExceeded, TorchEvaluator
+
+        o = self.openfhe
+        public = o.DeserializePublicKeyString(Path(parts[PUBLIC_KEY]).read_bytes(), o.BINARY)
+        keys = {part: Path(parts[part]).read_bytes() if part in parts else None
+                for part in (RELINEARIZATION_KEY, ROTATION_KEYS)}
+        try:
+            return TorchEvaluator(context, public, keys[RELINEARIZATION_KEY], keys[ROTATION_KEYS], self.device,
+                                  self.evaluator.memory_bytes_per_session)
+        except (DeviceMemoryExceeded, MemoryError) as exc:
+            return _memory_exhausted(str(exc) if isinstance(exc, DeviceMemoryExceeded) else
+                                     "the session's evaluation keys do not fit in the device's memory")
 
     def forget(self, session_id: str) -> None:
         if session_id in self.sessions:
@@ -243,18 +290,36 @@ def _write(stream: io.BufferedIOBase, message: tuple[str, Any]) -> None:
     stream.flush()
 
 
-def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, key_dir: str) -> None:
-    if address_space_bytes:
+def _memory_exhausted(message: str) -> Rejected:
+    return Rejected("DEVICE_MEMORY_EXHAUSTED", message)
+
+
+def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, key_dir: str,
+           evaluator: EvaluatorSettings | None = None) -> None:
+    evaluator = evaluator or EvaluatorSettings()
+    device = None
+    if evaluator.backend == "torch":
+        from privmesh.fhe.gpu.evaluator import pick_device
+
+        device, reason = pick_device(evaluator.device)
+        (log.warning if evaluator.device == "cuda" and device.type != "cuda" else log.info)(
+            "FHE torch evaluator on %s: %s", device, reason)
+    if address_space_bytes and (device is None or device.type != "cuda"):
         resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
     stream = channel.makefile("rwb")
-    sandbox = _Sandbox(max_sessions)
+    sandbox = _Sandbox(max_sessions, evaluator, device)
     # Everything a request runs is imported before the process is confined (imports read files).
     import privmesh.fhe.circuit
     import privmesh.fhe.model
     import privmesh.fhe.openfhe_evaluator
-    import privmesh.fhe.params  # noqa: F401
+    import privmesh.fhe.params
     from privmesh.fhe.sandbox import confine
 
+    if device is not None:
+        import torch
+
+        import privmesh.fhe.gpu.evaluator  # noqa: F401
+        torch.zeros(1, device=device)  # CUDA opens its device files now, before the file system is closed
     layers = confine([channel.fileno()], Path(key_dir) if key_dir else None)
     log.info("FHE worker confined: %s", ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in layers.items()))
     _write(stream, (_READY, None))
@@ -292,14 +357,15 @@ class _Process:
         self._writer = writer
 
     @classmethod
-    async def start(cls, label: str, max_sessions: int, limits: WorkerLimits) -> _Process:
+    async def start(cls, label: str, max_sessions: int, limits: WorkerLimits,
+                    evaluator: EvaluatorSettings | None = None) -> _Process:
         """A new process, once it has said it is ready (OpenFHE imported)."""
         parent, child = socket.socketpair()
         for end in (parent, child):  # a whole request or reply fits: neither side waits for the other to read
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions,
                                                                                     limits.address_space_bytes,
-                                                                                    limits.key_dir),
+                                                                                    limits.key_dir, evaluator),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)
@@ -364,10 +430,12 @@ class _Call:
 class Worker:
     """One sandbox process, replaced when it dies, fed DEPTH requests at once (see the module docstring)."""
 
-    def __init__(self, label: str, max_sessions: int = 32, limits: WorkerLimits = WorkerLimits()) -> None:
+    def __init__(self, label: str, max_sessions: int = 32, limits: WorkerLimits = WorkerLimits(),
+                 evaluator: EvaluatorSettings | None = None) -> None:
         self.label = label
         self.max_sessions = max_sessions
         self.limits = limits
+        self.evaluator = evaluator
         self._calls: deque[_Call] = deque()  # unanswered, oldest first; the handed ones come first
         self._process: _Process | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -376,7 +444,7 @@ class Worker:
     async def start(self) -> None:
         """Starts the process before the first request (it is started on demand otherwise)."""
         if self._process is None:
-            self._process = await _Process.start(self.label, self.max_sessions, self.limits)
+            self._process = await _Process.start(self.label, self.max_sessions, self.limits, self.evaluator)
 
     def submit(self, operation: str, *args: Any) -> asyncio.Future[Any]:
         """Queues one request and returns its reply's future at once, so a caller can queue the next request
@@ -419,7 +487,7 @@ class Worker:
         while self._calls:
             try:
                 if self._process is None:
-                    self._process = await _Process.start(self.label, self.max_sessions, self.limits)
+                    self._process = await _Process.start(self.label, self.max_sessions, self.limits, self.evaluator)
                     self._hand_over()
                 # The process answers each message within the limit: STARTED at once, the reply once it ran.
                 kind, value = await asyncio.wait_for(self._process.receive(), self.limits.seconds_per_request)

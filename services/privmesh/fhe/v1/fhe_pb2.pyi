@@ -38,6 +38,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MODEL_ALREADY_EXISTS: _ClassVar[ErrorReason]
     ERROR_REASON_TEST_MODELS_DISABLED: _ClassVar[ErrorReason]
     ERROR_REASON_TIME_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_DEVICE_MEMORY_EXHAUSTED: _ClassVar[ErrorReason]
 
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -123,6 +124,7 @@ ERROR_REASON_MODEL_INVALID: ErrorReason
 ERROR_REASON_MODEL_ALREADY_EXISTS: ErrorReason
 ERROR_REASON_TEST_MODELS_DISABLED: ErrorReason
 ERROR_REASON_TIME_LIMIT_EXCEEDED: ErrorReason
+ERROR_REASON_DEVICE_MEMORY_EXHAUSTED: ErrorReason
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_LINEAR_REGRESSION: ModelKind
 MODEL_KIND_LOGISTIC_REGRESSION: ModelKind
