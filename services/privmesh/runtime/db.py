@@ -70,10 +70,11 @@ class Database:
             self.dialect = "sqlite"
             path = Path(url[len("sqlite:///"):])
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._sqlite.execute("PRAGMA journal_mode=WAL")
-            self._sqlite.execute("PRAGMA synchronous=NORMAL")
-            self._sqlite.execute("PRAGMA foreign_keys=ON")
+            with _storage_failures():  # e.g. a read-only directory without the WAL's files: no start
+                self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+                self._sqlite.execute("PRAGMA journal_mode=WAL")
+                self._sqlite.execute("PRAGMA synchronous=NORMAL")
+                self._sqlite.execute("PRAGMA foreign_keys=ON")
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgres"
             self._pg: psycopg.Connection[Any] | None = None
