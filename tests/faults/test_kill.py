@@ -1,16 +1,20 @@
 """kill -9 of a stateful service in the middle of its writes (dp-gateway in the middle of queries), then a
-restart: every write the service acknowledged is still there, a query's charge is never lost, and every
-service's audit log still verifies against its signed head. One local mesh (own processes, mTLS)."""
+restart: every write the service acknowledged is still there (every token still detokenizes, every model
+and key session is still served), a query's charge is never lost, and every service's audit log still
+verifies against its signed head. One local mesh (own processes, mTLS)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from cryptography import x509
 
@@ -20,6 +24,10 @@ from privmesh.demo import records
 from privmesh.demo.fl_step import _federation
 from privmesh.dpgateway.v1 import dpgateway_pb2 as dp
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
+from privmesh.fhe.client import ClientKeys, infer, register_keys
+from privmesh.fhe.model import model_file
+from privmesh.fhe.v1 import fhe_pb2 as fhe
+from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.fl.v1 import fl_pb2 as fl
 from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.keybroker.client import allow
@@ -28,11 +36,16 @@ from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import LocalMesh, MeshLayout
 from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.client import secure_channel
+from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
+from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
 
 pytestmark = pytest.mark.slow
 Write = Callable[[int], Awaitable[object]]
 Check = Callable[[int], Awaitable[bool]]  # calls after the restart wait for the channel to reconnect
 COST = 0.01  # rho per query
+TENANT = "tenants/killed"
+WEIGHTS, BIAS = np.array([0.5, -0.25, 1.0]), 0.1
+VAULT_OPERATIONS = (kb.KEY_OPERATION_GENERATE_DATA_KEY, kb.KEY_OPERATION_DECRYPT)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +98,13 @@ async def _survives(mesh: LocalMesh, service: str, write: Write, check: Check) -
     acknowledged = await _kill_during_writes(mesh, service, write)
     lost = [i for i in acknowledged if not await check(i)]
     assert not lost, f"{service} lost acknowledged writes {lost} of {acknowledged}"
+    databases = sorted((mesh.layout.data_dir / service).glob("*.db"))
+    assert databases and all(_intact(db) for db in databases), databases  # nothing half-written
+
+
+def _intact(database: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as conn:
+        return bool(conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)])
 
 
 async def test_attestation_policies_survive_kill_9(mesh: LocalMesh) -> None:
@@ -157,6 +177,58 @@ async def test_dp_gateway_charges_survive_kill_9_during_queries(mesh: LocalMesh,
     # Every answered query stays charged; one killed mid-query may be charged too (its reservation), never less.
     assert len(acknowledged) * COST - 1e-9 <= budget.spent.rho <= (len(acknowledged) + 2) * COST + 1e-9
     assert budget.reserved.rho == 0
+
+
+async def test_token_vault_tokens_survive_kill_9_during_tokenize(mesh: LocalMesh) -> None:
+    admin = mesh.layout.pki.spiffe_id("admin")
+    async with _channel(mesh, "key-broker") as broker_channel:
+        policy = kb.KeyPolicy(statements=[allow([mesh.layout.pki.spiffe_id("token-vault")], VAULT_OPERATIONS)])
+        await keybroker_pb2_grpc.KeyBrokerStub(broker_channel).CreateKey(
+            kb.CreateKeyRequest(alias="kill-vault", policy=policy), wait_for_ready=True)
+    tokens: dict[int, str] = {}
+    async with _channel(mesh, "token-vault") as channel:
+        stub = tokenvault_pb2_grpc.TokenVaultStub(channel)
+        rules = [tv.DetokenizeRule(principals=[admin], view=tv.DETOKENIZE_VIEW_VALUE)]
+        await stub.CreateField(tv.CreateFieldRequest(parent=TENANT, field_id="secret", field=tv.Field(
+            profile=tv.TokenProfile(random=tv.RandomProfile()), key="aliases/kill-vault",
+            detokenize_policy=tv.DetokenizePolicy(rules=rules))))
+
+        async def write(i: int) -> object:  # random tokens: each one is a new vault entry
+            reply = await stub.Tokenize(tv.TokenizeRequest(parent=TENANT, items=[
+                tv.TokenizeItem(field="secret", value=f"value-{i}")]))
+            tokens[i] = reply.results[0].token
+            return reply
+
+        async def check(i: int) -> bool:
+            reply = await stub.Detokenize(tv.DetokenizeRequest(
+                parent=TENANT, items=[tv.TokenRef(field="secret", token=tokens[i])], view=tv.DETOKENIZE_VIEW_VALUE,
+                purpose="fault test"), wait_for_ready=True)
+            return bool(reply.results[0].value == f"value-{i}")
+
+        await _survives(mesh, "token-vault", write, check)
+
+
+async def test_fhe_models_and_key_sessions_survive_kill_9(mesh: LocalMesh) -> None:
+    linear = model_file("linear_regression", weights=WEIGHTS, bias=BIAS)  # 128-bit security (the default)
+    async with _channel(mesh, "fhe-inference") as channel:
+        stub = fhe_pb2_grpc.FHEInferenceStub(channel)
+        model = (await stub.CreateModel(fhe.CreateModelRequest(model_id="kept", model_file=linear))).model
+        keys = await asyncio.to_thread(ClientKeys.generate, model)
+        session = await register_keys(stub, keys)
+
+        async def write(i: int) -> object:
+            return await stub.CreateModel(fhe.CreateModelRequest(model_id=f"kill-{i}", model_file=linear))
+
+        async def check(i: int) -> bool:
+            found = await stub.GetModel(fhe.GetModelRequest(name=f"models/kill-{i}"), wait_for_ready=True)
+            return bool(found.model.weights_sha256 == model.weights_sha256)
+
+        await _survives(mesh, "fhe-inference", write, check)
+        kept = await stub.GetSession(fhe.GetSessionRequest(name=session.name), wait_for_ready=True)
+        assert kept.session.model == "models/kept" and kept.session.key_parts == session.key_parts
+        features = np.array([[0.2, -0.4, 0.6]])
+        scores = await infer(stub, session.name, keys, features)  # its stored keys still serve inference
+    assert np.allclose(scores[:, 0], features @ WEIGHTS + BIAS, atol=1e-3), scores
 
 
 async def test_every_audit_log_verifies_after_the_kills(mesh: LocalMesh) -> None:
