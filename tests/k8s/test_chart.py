@@ -239,9 +239,10 @@ def test_fhe_evaluator_backend_is_passed_through() -> None:
         return yaml.safe_load(by_kind(objects, "ConfigMap")["fhe-inference-config"]["data"]["config.yaml"])[
             "service"].get("evaluator")
 
-    assert evaluator() is None  # empty backend: the service's default
-    assert evaluator("fhe.evaluator.backend=torch") == {"backend": "torch", "device": "cuda"}
-    assert evaluator("fhe.evaluator.backend=torch", "fhe.gpu.enabled=false") == {"backend": "torch", "device": "auto"}
+    assert evaluator() == {"backend": "torch", "device": "cuda"}  # the EKS example: torch on the GPUs
+    assert evaluator("fhe.evaluator.backend=") is None  # empty backend: the service's default
+    assert evaluator("fhe.evaluator.device=") == {"backend": "torch", "device": "cuda"}  # GPUs on: cuda
+    assert evaluator("fhe.evaluator.device=", "fhe.gpu.enabled=false") == {"backend": "torch", "device": "auto"}
     assert evaluator("fhe.evaluator.backend=openfhe", "fhe.evaluator.device=cpu") == {"backend": "openfhe",
                                                                                      "device": "cpu"}
 

@@ -110,6 +110,9 @@ const (
 	// Checking the keys or evaluating one input ran past the server's time limit per request
 	// (worker_seconds_per_request) (RESOURCE_EXHAUSTED); the sandbox process doing it was killed and replaced.
 	ErrorReason_ERROR_REASON_TIME_LIMIT_EXCEEDED ErrorReason = 23
+	// The session's evaluation keys or working set would exceed the device memory allowed to one session
+	// (evaluator.memory_bytes_per_session, torch evaluator) (RESOURCE_EXHAUSTED).
+	ErrorReason_ERROR_REASON_DEVICE_MEMORY_EXHAUSTED ErrorReason = 24
 )
 
 // Enum value maps for ErrorReason.
@@ -139,6 +142,7 @@ var (
 		21: "ERROR_REASON_MODEL_ALREADY_EXISTS",
 		22: "ERROR_REASON_TEST_MODELS_DISABLED",
 		23: "ERROR_REASON_TIME_LIMIT_EXCEEDED",
+		24: "ERROR_REASON_DEVICE_MEMORY_EXHAUSTED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                 0,
@@ -165,6 +169,7 @@ var (
 		"ERROR_REASON_MODEL_ALREADY_EXISTS":        21,
 		"ERROR_REASON_TEST_MODELS_DISABLED":        22,
 		"ERROR_REASON_TIME_LIMIT_EXCEEDED":         23,
+		"ERROR_REASON_DEVICE_MEMORY_EXHAUSTED":     24,
 	}
 )
 
@@ -3443,7 +3448,7 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\x05model\x18\x01 \x01(\v2\x16.privmesh.fhe.v1.ModelR\x05model\"(\n" +
 	"\x12DeleteModelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteModelResponse*\xfa\x06\n" +
+	"\x13DeleteModelResponse*\xa4\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cERROR_REASON_MODEL_NOT_FOUND\x10\x01\x12\"\n" +
@@ -3469,7 +3474,8 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\x1aERROR_REASON_MODEL_INVALID\x10\x14\x12%\n" +
 	"!ERROR_REASON_MODEL_ALREADY_EXISTS\x10\x15\x12%\n" +
 	"!ERROR_REASON_TEST_MODELS_DISABLED\x10\x16\x12$\n" +
-	" ERROR_REASON_TIME_LIMIT_EXCEEDED\x10\x17*\x81\x01\n" +
+	" ERROR_REASON_TIME_LIMIT_EXCEEDED\x10\x17\x12(\n" +
+	"$ERROR_REASON_DEVICE_MEMORY_EXHAUSTED\x10\x18*\x81\x01\n" +
 	"\tModelKind\x12\x1a\n" +
 	"\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cMODEL_KIND_LINEAR_REGRESSION\x10\x01\x12\"\n" +
