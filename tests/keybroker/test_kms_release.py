@@ -19,8 +19,8 @@ from rich.console import Console
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.demo.context import DemoContext
 from privmesh.demo.keybroker_step import VERIFIER_POLICY, key_release
-from privmesh.demo.scenario import DemoContext
 from privmesh.enclave.app import FORMAT_CMS, EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.keybroker import server as keybroker_server

@@ -140,7 +140,8 @@ def status(state_dir: Path) -> None:
               help="use the mesh running from this state directory instead of starting a temporary one")
 def demo(state_dir: Path | None) -> None:
     """Runs the end-to-end scenario of DESIGN.md against a local mesh; exits 1 if a step fails."""
-    from privmesh.demo.scenario import DemoContext, run_scenario
+    from privmesh.demo.context import DemoContext
+    from privmesh.demo.scenario import run_scenario
 
     with tempfile.TemporaryDirectory(prefix="privmesh-demo-") as tmp:
         layout = MeshLayout(state_dir or Path(tmp) / "mesh")

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from privmesh.demo import records
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.client import secure_channel

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.demo.context import DemoContext, expect
 from privmesh.demo.keybroker_step import key_release
-from privmesh.demo.scenario import DemoContext, expect
 from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.mesh.catalog import enclave_simulator_dir

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from privmesh.demo import records
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.fhe.client import ClientKeys, infer, register_keys
 from privmesh.fhe.model import model_file
 from privmesh.fhe.v1 import fhe_pb2 as pb

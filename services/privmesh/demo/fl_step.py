@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 
 from privmesh.demo import records
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv
 from privmesh.fl.v1 import fl_pb2 as pb

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.enclave.vsock import FrameClient, RemoteError, serve_proxy

@@ -1,27 +1,18 @@
-"""The scenario's steps, in the order of docs/architecture.md. Any failing step makes the demo fail."""
+"""The scenario: the only place that knows its steps and their order (docs/architecture.md). Any failing step
+makes the demo fail."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from cryptography import x509
-from rich.console import Console
-
-from privmesh.mesh.local import MeshLayout
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
-
-
-@dataclass
-class DemoContext:
-    layout: MeshLayout
-    console: Console
-    targets: dict[str, str]
-    work_dir: Path
-    peers: dict[str, str]  # service -> the SPIFFE ID its clients pin (mesh.json)
-    facts: dict[str, object] = field(default_factory=dict)
+from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.dpgateway_step import dpgateway_step
+from privmesh.demo.enclave_step import enclave_attestation_step
+from privmesh.demo.evidence_step import evidence_step
+from privmesh.demo.fhe_step import encrypted_scoring_step
+from privmesh.demo.fl_step import federated_training_step
+from privmesh.demo.tokenvault_step import tokenvault_step
 
 
 @dataclass(frozen=True)
@@ -32,51 +23,7 @@ class Step:
     run: Callable[[DemoContext], Awaitable[None]]
 
 
-class StepFailed(Exception):
-    """A step's check did not hold."""
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise StepFailed(message)
-
-
-async def evidence_step(ctx: DemoContext) -> None:
-    """6. Export every service's audit log as one bundle, verify it offline, and show that tampering is found."""
-    bundle = await export_bundle({s: (t, ctx.peers[s]) for s, t in ctx.targets.items()},
-                                 ctx.layout.identity("auditor"))
-    path = ctx.work_dir / "evidence.json"
-    path.write_text(json.dumps(bundle, indent=1))
-    # Offline, against the mesh CA only: each service's certificate must endorse its audit key.
-    trust = Trust(roots=x509.load_pem_x509_certificates(ctx.layout.pki.ca_file.read_bytes()),
-                  trust_domain=ctx.layout.pki.trust_domain)
-    verdicts = verify_bundle(bundle, trust, ctx.targets)
-    for verdict in verdicts:
-        ctx.console.print(f"   {verdict.service}: {verdict.entries} entries, key {verdict.key_id[:16]}…, "
-                          f"{'intact' if verdict.ok else 'BROKEN: ' + verdict.finding.message}")  # type: ignore[union-attr]
-    expect(all(v.ok for v in verdicts), "the exported audit logs do not verify")
-    tampered = json.loads(path.read_text())
-    victim = next((s for s in tampered["services"] if s["entries"]), None)
-    if victim is not None:
-        victim["entries"][0]["principal"] = "spiffe://privmesh.local/ns/privmesh/sa/mallory"
-        [broken] = [v for v in verify_bundle(tampered, trust) if v.service == victim["service"]]
-        expect(not broken.ok, "a tampered bundle verified")
-        ctx.console.print(f"   tampered copy refused: {broken.finding.message}")  # type: ignore[union-attr]
-    ctx.console.print(f"   bundle written to {path}")
-    from privmesh.demo.transparency_step import fork_step, pinned_keys, receipt_step
-
-    trust = pinned_keys(ctx)
-    await receipt_step(ctx, trust)
-    await fork_step(ctx, trust)
-
-
 def _steps() -> list[Step]:
-    from privmesh.demo.dpgateway_step import dpgateway_step
-    from privmesh.demo.enclave_step import enclave_attestation_step
-    from privmesh.demo.fhe_step import encrypted_scoring_step
-    from privmesh.demo.fl_step import federated_training_step
-    from privmesh.demo.tokenvault_step import tokenvault_step
-
     return [
         Step(1, "patient records tokenized by token-vault with key-broker data keys", ("token-vault", "key-broker"),
              tokenvault_step),

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from privmesh.demo import records
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
 from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
-from privmesh.demo.scenario import DemoContext, expect
+from privmesh.demo.context import DemoContext, expect
 from privmesh.runtime.audit import checkpoint as notes
 from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
 from privmesh.runtime.audit.chain import Event

@@ -1,0 +1,29 @@
+"""What every step of the scenario shares: the mesh it runs against, and how a step says a check failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from privmesh.mesh.local import MeshLayout
+
+
+@dataclass
+class DemoContext:
+    layout: MeshLayout
+    console: Console
+    targets: dict[str, str]
+    work_dir: Path
+    peers: dict[str, str]  # service -> the SPIFFE ID its clients pin (mesh.json)
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    """A step's check did not hold."""
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
