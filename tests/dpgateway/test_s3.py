@@ -3,32 +3,20 @@ downloaded once per object version into the gateway's cache, then queried like l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import polars as pl
 import pytest
-from moto.server import ThreadedMotoServer
 
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from tests.dpgateway.conftest import count_query, register_patients, rho
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="hospital-data")
-    yield endpoint, client
-    server.stop()
+def s3(moto_s3: tuple[str, Any]) -> tuple[str, Any]:
+    moto_s3[1].create_bucket(Bucket="hospital-data")
+    return moto_s3
 
 
 async def test_parquet_on_s3_object_and_prefix(open_gateway, s3: tuple[str, Any], patients_frame: pl.DataFrame,  # type: ignore[no-untyped-def]

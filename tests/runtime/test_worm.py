@@ -5,15 +5,12 @@ without Object Lock is refused with nothing written."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
-from moto.server import ThreadedMotoServer
 
 from privmesh.runtime.audit import worm
 from privmesh.runtime.audit.chain import Event
@@ -23,16 +20,8 @@ from privmesh.runtime.db import Database
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    server.stop()
+def s3(moto_s3: tuple[str, Any]) -> tuple[str, Any]:
+    return moto_s3
 
 
 def _bundle(store: AuditStore) -> dict[str, Any]:
