@@ -117,6 +117,7 @@ CASES: dict[str, Case] = {
     f"{ATT}/GetPolicy": Case(lambda t: av.GetPolicyRequest(name="target")),
     f"{ATT}/ListPolicies": listing(),
     f"{ATT}/DeletePolicy": Case(lambda t: av.DeletePolicyRequest(name="target")),
+    f"{ATT}/ListVerificationResults": listing(),
     f"{ATT}/GetVerificationKeys": wide(),
     f"{AUD}/ListAuditEntries": wide(),
     f"{AUD}/ListAuditCheckpoints": wide(),
