@@ -38,11 +38,15 @@ RULES = [
 ]
 
 
-@pytest.fixture
-async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    ports = {name: _free_port() for name in NAMES}
+async def start_mesh(tmp_path: Path, pki: DevPki, start_server: Any, names: tuple[str, ...] = NAMES,
+                     witnesses: dict[str, int] | None = None, interval: float = 0,
+                     audit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Echo servers `names`, each witnessed by the others (and by `witnesses`: name -> port), cosigning every
+    `interval` seconds when set; `audit` overrides audit settings (e.g. the signing key file)."""
+    ports = {name: _free_port() for name in names}
+    peers = {**(witnesses or {}), **ports}
     servers = {}
-    for name in NAMES:
+    for name in names:
         pki.issue(name)
         home = tmp_path / name
         home.mkdir()
@@ -51,11 +55,17 @@ async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # 
         config = yaml.safe_load(path.read_text())
         bundle = pki.bundle(name)
         config["server"]["tls"].update(cert_file=str(bundle.cert_file), key_file=str(bundle.key_file))
-        config["server"]["audit"]["witnesses"] = [{"service": peer, "target": f"127.0.0.1:{ports[peer]}"}
-                                                  for peer in NAMES if peer != name]
+        config["server"]["audit"].update(witnesses=[{"service": peer, "target": f"127.0.0.1:{port}"}
+                                                    for peer, port in peers.items() if peer != name],
+                                         cosign_interval_seconds=interval, **(audit or {}))
         path.write_text(yaml.safe_dump(config))
         servers[name] = await start_server(dataclasses.replace(echo.DEFINITION, name=name), path)
     return servers
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return await start_mesh(tmp_path, pki, start_server)
 
 
 def _raw(server: Any) -> bytes:

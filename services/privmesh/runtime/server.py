@@ -47,6 +47,11 @@ from privmesh.runtime.tracing import make_tracer
 log = logging.getLogger("privmesh.server")
 
 
+
+async def _head_size(audit: AuditLog) -> int:
+    """Signs a checkpoint of the current head (the periodic cosigning's step) and returns its size."""
+    return int((await audit.checkpoint()).sequence)
+
 @dataclass
 class Runtime:
     """What the runtime hands a service when it builds it."""
@@ -94,6 +99,7 @@ class MeshServer:
         self._health_server: grpc.aio.Server | None = None
         self._runtime: Runtime | None = None
         self._db: Database | None = None
+        self._cosigning: asyncio.Task[None] | None = None
         self._service_names: list[str] = []
 
     @property
@@ -157,6 +163,9 @@ class MeshServer:
         self._metrics = metrics
         for service_name in ["", *self._service_names]:
             await self.health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        if cosigners is not None and cfg.audit.cosign_interval_seconds:
+            self._cosigning = asyncio.create_task(cosigners.run(cfg.audit.cosign_interval_seconds,
+                                                                lambda: _head_size(audit)))
         log.info("serving", extra={"fields": {"port": self.port, "metrics_port": self.metrics_port,
                                               "health_port": self.health_port, "token_port": self.token_port,
                                               "services": self._service_names}})
@@ -176,6 +185,9 @@ class MeshServer:
         """Drains: reports NOT_SERVING, lets in-flight calls finish within the grace period, seals the log."""
         if self._server is None:
             return
+        if self._cosigning is not None:
+            self._cosigning.cancel()
+            self._cosigning = None
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.drain_seconds if grace is None else grace)
         self._server = None

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -117,6 +117,8 @@ class Witness:
                             (self.name, head.origin, request.log_public_key, head.size, head.root,
                              notes.Note(note.text, (*note.signatures, cosignature)).render()))
         if refusal is not None:
+            log.error("split view of %s: checkpoint of size %d refused (%s); kept as evidence", head.origin,
+                      head.size, refusal)
             raise FailedPrecondition(INCONSISTENT, f"checkpoint of {head.origin} refused: {refusal}")
         return cosignature.line()
 
@@ -185,6 +187,10 @@ class Cosigners:
                             old_size=old, consistency_proof=proof, checkpoint=note, log_public_key=self._public_key))
                     except grpc.aio.AioRpcError as exc:
                         details = read_error(exc)
+                        if details.reason == INCONSISTENT:
+                            log.error("split view: witness %s refused this log's checkpoint of size %d as "
+                                      "inconsistent with what it cosigned", peer.service, size)
+                            return
                         if details.reason != SIZE_MISMATCH:
                             raise
                         self._sizes[peer.service] = int(details.metadata.get("latest_size", "0"))
@@ -193,6 +199,16 @@ class Cosigners:
                     return
         except (grpc.aio.AioRpcError, ValueError) as exc:
             log.warning("witness %s did not cosign checkpoint %d: %s", peer.service, size, exc)
+
+    async def run(self, interval: float, sign: Callable[[], Awaitable[int]]) -> None:
+        """Every `interval` seconds, signs a checkpoint (`sign` returns its size) and has it cosigned; an error
+        is logged and the loop goes on, so a witness that is down delays cosigning, never the service."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.collect(await sign())
+            except Exception:
+                log.exception("periodic cosigning failed")
 
     def _keep(self, peer: Peer, size: int, note: str, reply: common_pb2.AddCheckpointResponse) -> None:
         name = notes.witness_name(self._trust_domain, peer.service)
