@@ -1,7 +1,7 @@
 """The auditor console against a local mesh holding the demo's state: one mesh, the demo's six steps run
 against it, then every console page in Debian's headless Chromium (playwright-core). The numbers each page
-shows equal what the services' gRPC APIs return to the auditor; a log tampered with afterwards shows as
-broken. Screenshots of every page are kept in $PRIVMESH_ARTIFACTS/console-demo (default
+shows equal what the services' gRPC APIs return to the auditor; the log whose history step 6 forged shows the
+fork, and a log tampered with afterwards shows as broken. Screenshots of every page are kept in $PRIVMESH_ARTIFACTS/console-demo (default
 test-artifacts/console-demo, gitignored)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import LocalMesh, MeshLayout
-from privmesh.runtime.audit.bundle import Trust
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
@@ -144,8 +144,10 @@ async def test_the_console_shows_the_demo_state_in_chromium(demo_mesh: MeshLayou
         assert set(overview) == set(before)
         for service, row in overview.items():
             assert before[service] <= int(row[1]) <= after[service], (service, row)
-            assert row[6].startswith("verified"), row
             assert row[4], f"{service}'s latest tree checkpoint shows no cosigner"
+        # step 6 forged token-vault's history with its stolen key: a witness refused it, the console says so
+        assert overview.pop("token-vault")[6].startswith("BROKEN: fork")
+        assert all(row[6].startswith("verified") for row in overview.values()), overview
         keys = shown["/state/keys"]
         assert sorted(r[0] for r in _table(keys, "ListKeys")) == api["keys"] and api["keys"]
         assert all("auditor-reads" in r[7] for r in _table(keys, "ListKeys"))
@@ -165,15 +167,15 @@ async def test_the_console_shows_the_demo_state_in_chromium(demo_mesh: MeshLayou
         assert sum("REJECTED" in r[3] for r in verdicts) == api["rejected"]
         assert shown["/audit?principal=demo-client"]["tables"][0]["rows"]
 
-        audit_db = layout.data_dir / "token-vault" / "audit.db"
+        audit_db = layout.data_dir / "key-broker" / "audit.db"
         with sqlite3.connect(audit_db) as conn:
             conn.execute("DROP TRIGGER audit_entries_no_update")
             conn.execute("UPDATE audit_entries SET principal = 'spiffe://privmesh.local/ns/privmesh/sa/mallory' "
                          "WHERE sequence = 3")
         tampered = await _browse(base, chromium, shots / "tampered", ["/"])
         rows = {row[0]: row for row in _table(tampered["/"], "services")}
-        assert rows["token-vault"][6].startswith("BROKEN")
-        assert all(r[6].startswith("verified") for s, r in rows.items() if s != "token-vault")
+        assert rows.pop("key-broker")[6].startswith("BROKEN") and rows.pop("token-vault")[6].startswith("BROKEN")
+        assert all(r[6].startswith("verified") for r in rows.values()), rows
     finally:
         await runner.cleanup()
     assert all((shots / f"{name}.png").stat().st_size > 0 for name in ("overview", "state-keys", "state-budgets"))

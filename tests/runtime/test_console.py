@@ -17,7 +17,7 @@ from aiohttp import web
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.console.app import AuditorConsole
-from privmesh.runtime.audit.bundle import Trust
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity, spiffe

@@ -22,7 +22,8 @@ from aiohttp import web
 
 from privmesh.console.inventory import PAGES, cell, inventory, spending
 from privmesh.runtime.audit import checkpoint as notes
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import ClientIdentity
 
 COOKIE = "privmesh_console"

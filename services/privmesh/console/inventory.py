@@ -62,7 +62,7 @@ def _path(full_name: str) -> str:
     return f"/{service}/{method}"
 
 
-METHODS = tuple(_path(m) for m in (*(s.method for s in SOURCES), KEY_POLICY, BUDGET, RUNS))
+METHODS = tuple(_path(m)[1:] for m in (*(s.method for s in SOURCES), KEY_POLICY, BUDGET, RUNS))  # as rules name them
 # The read-only views the auditor needs: other analysts' ledger entries and budgets.
 AUDITOR_VIEWS = ("datasets/*:analysts",)
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.access import Declaration
-from privmesh.runtime.audit.checkpoint import log_origin, raw_public_key
+from privmesh.runtime.audit.checkpoint import log_origin
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
 from privmesh.runtime.audit.store import AuditStore
@@ -135,11 +135,11 @@ class MeshServer:
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
             lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(
-                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners), s)))
+                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners, cfg.trust_domain), s)))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditWitness"].full_name,
             lambda s: common_pb2_grpc.add_AuditWitnessServicer_to_server(
-                AuditWitnessServicer(witness, raw_public_key(key.public_key())), s)))
+                AuditWitnessServicer(witness, cfg.tls), s)))
         for registration in registrations:
             interceptor.declarations.update(registration.declarations)
             registration.register(server)

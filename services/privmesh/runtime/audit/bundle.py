@@ -11,20 +11,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry, Finding, verify_log
-from privmesh.runtime.audit.endorsement import EndorsementError, verify_endorsement
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
 from privmesh.runtime.audit.transparency import export_tree, export_witnessed, tree_findings
+from privmesh.runtime.audit.trust import Trust, key_problem
 from privmesh.runtime.client import ClientIdentity, secure_channel
 
 FORMAT = "privmesh-evidence/1"
@@ -96,36 +94,16 @@ class NoTrustAnchor(ValueError):
     """Verification was asked for with nothing pinned: a bundle's own keys prove nothing."""
 
 
-@dataclass(frozen=True)
-class Trust:
-    """What the auditor pins: audit key ids per service, and/or the mesh CA(s) whose certificates endorse each
-    service's audit key (a key endorsed by the service's SPIFFE ID in `trust_domain`)."""
-
-    keys: Mapping[str, str] = field(default_factory=dict)
-    roots: Sequence[x509.Certificate] = ()
-    trust_domain: str = "privmesh.local"
-
-
 def _head(section: Mapping[str, Any]) -> Checkpoint:
     return checkpoint_from_proto(json_format.ParseDict(section["head"], common_pb2.AuditCheckpoint()))
 
 
-def _key_finding(section: Mapping[str, Any], raw_key: bytes, key_id: str, head: Checkpoint,
-                 trust: Trust) -> Finding | None:
+def _key_finding(section: Mapping[str, Any], raw_key: bytes, head: Checkpoint, trust: Trust) -> Finding | None:
     """Why the section's audit key is not the pinned (or CA-endorsed) key of its service, or None."""
-    service = section["service"]
-    if service in trust.keys:
-        return None if hmac.compare_digest(trust.keys[service], key_id) else \
-            Finding(0, f"audit key {key_id[:16]}... is not the trusted key")
-    if not trust.roots:
-        return Finding(0, "no pinned audit key for this service")
     at = dt.datetime.fromtimestamp(head.time_us / 1e6, dt.timezone.utc)
-    try:
-        verify_endorsement(section.get("certificate_chain", ""), base64.b64decode(section.get("key_endorsement", "")),
-                           raw_key, service, list(trust.roots), trust.trust_domain, at)
-    except EndorsementError as exc:
-        return Finding(0, f"audit key {key_id[:16]}... is not vouched for: {exc}")
-    return None
+    problem = key_problem(trust, section["service"], raw_key, section.get("certificate_chain", ""),
+                          base64.b64decode(section.get("key_endorsement", "")), at)
+    return None if problem is None else Finding(0, f"audit {problem}")
 
 
 def _since_finding(entries: Sequence[Entry], head: Checkpoint, seen: Checkpoint) -> Finding | None:
@@ -174,7 +152,7 @@ def _verify_chains(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[s
             continue
         present.add(service)
         head = _head(section)
-        finding = _key_finding(section, raw_key, key_id, head, trust)
+        finding = _key_finding(section, raw_key, head, trust)
         if finding is None:
             checkpoints = [checkpoint_from_proto(json_format.ParseDict(c, common_pb2.AuditCheckpoint()))
                            for c in section["checkpoints"]]
