@@ -1,8 +1,8 @@
 """The auditor console against a local mesh holding the demo's state: one mesh, the demo's six steps run
 against it, then every console page in Debian's headless Chromium (playwright-core). The numbers each page
-shows equal what the services' gRPC APIs return to the auditor; the log whose history step 6 forged shows the
-fork, and a log tampered with afterwards shows as broken. Screenshots of every page are kept in $PRIVMESH_ARTIFACTS/console-demo (default
-test-artifacts/console-demo, gitignored)."""
+shows equal what the services' gRPC APIs return to the auditor; the log whose history step 6 forged shows
+the fork, and a log tampered with afterwards shows as broken. Screenshots of every page are kept in
+$PRIVMESH_ARTIFACTS/console-demo (default test-artifacts/console-demo, gitignored)."""
 
 from __future__ import annotations
 

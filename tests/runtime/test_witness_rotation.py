@@ -2,7 +2,8 @@
 restarted with a new `audit.witness_key_file` cosigns with the new key under the same name; each cosignature
 line carries its key's ID (C2SP signed-note), so receipts of checkpoints cosigned before and after the
 rotation pick the right key and both verify while the verifier accepts the old and the new key (or the mesh
-CA, which endorses both), and only the matching one verifies once the overlap ends."""
+CA, which endorses both), only the matching one verifies once the overlap ends, and an evidence bundle counts
+the new key's cosignatures once it is pinned."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from cryptography import x509
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime import echo
 from privmesh.runtime.audit import checkpoint as notes
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 from privmesh.runtime.audit.log import load_or_create_signing_key
 from privmesh.runtime.audit.receipt import to_json, verify_receipt
 from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity
-from tests.runtime.test_witness import _peer, _raw, _target, _trust, _work, start_mesh
+from tests.runtime.test_witness import _endpoints, _peer, _raw, _target, _trust, _work, start_mesh
 
 
 async def _receipt(server: Any, pki: DevPki) -> dict[str, Any]:
@@ -73,3 +75,9 @@ async def test_checkpoints_cosigned_before_and_after_a_witness_key_rotation_veri
     for receipt in (before, after):
         verdict = verify_receipt(receipt, ca, min_witnesses=2)
         assert verdict.ok and verdict.witnesses == ("wb", "wc"), verdict.problem
+    # `evidence verify` counts wb's cosignatures under its new witness key too (pinned, or endorsed by the CA)
+    bundle = await export_bundle(_endpoints(mesh), identity(pki, "auditor"))
+    for trust in (Trust({**pins, "wb": [pins["wb"], _id(new)]}), ca):
+        verdicts = verify_bundle(bundle, trust, min_witnesses=2)
+        assert all(v.ok for v in verdicts), [v.finding for v in verdicts]
+    assert not all(v.ok for v in verify_bundle(bundle, Trust(pins), min_witnesses=2))  # the new key not pinned

@@ -167,10 +167,14 @@ class WitnessedLog(_message.Message):
     def __init__(self, origin: _Optional[str] = ..., log_public_key: _Optional[bytes] = ..., latest_checkpoint: _Optional[str] = ..., refused_checkpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListWitnessedCheckpointsResponse(_message.Message):
-    __slots__ = ("logs",)
+    __slots__ = ("logs", "witness_public_key", "witness_key_endorsement")
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_KEY_ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     logs: _containers.RepeatedCompositeFieldContainer[WitnessedLog]
-    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ...) -> None: ...
+    witness_public_key: bytes
+    witness_key_endorsement: KeyEndorsement
+    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ..., witness_public_key: _Optional[bytes] = ..., witness_key_endorsement: _Optional[_Union[KeyEndorsement, _Mapping]] = ...) -> None: ...
 
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

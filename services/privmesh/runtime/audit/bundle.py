@@ -69,13 +69,13 @@ async def export_service(target: str, identity: ClientIdentity, peer: str) -> di
 
 async def export_bundle(endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity) -> dict[str, Any]:
     """Every service's log; `endpoints` maps each service to its (target, pinned SPIFFE ID)."""
-    witnessed = {}
+    witnessed, witness_keys = {}, {}
     for service, (target, peer) in endpoints.items():  # witnesses first: no log is then behind what was cosigned
         async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
-            witnessed[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
+            witnessed[service], witness_keys[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
     services = [await export_service(target, identity, peer) for target, peer in endpoints.values()]
     return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services,
-            "witnessed": witnessed}
+            "witnessed": witnessed, "witness_keys": witness_keys}
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,20 @@ def verify_bundle(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[st
     sections = {s["service"]: s for s in reversed(bundle["services"])}
     pinned = {v.service: base64.b64decode(sections[v.service]["public_key"])
               for v in verdicts if v.ok and v.service in sections}
-    found = tree_findings(bundle, pinned, trust.trust_domain, min_witnesses, since)
+    found = tree_findings(bundle, pinned, trust.trust_domain, min_witnesses, since, _witness_keys(bundle, trust))
     return [replace(v, finding=found[v.service]) if v.service in found else v for v in verdicts]
+
+
+def _witness_keys(bundle: Mapping[str, Any], trust: Trust) -> dict[str, bytes]:
+    """Each service's current witness key (when it has one apart from its audit key) that `trust` accepts."""
+    created = dt.datetime.fromisoformat(bundle.get("created", dt.datetime.now(dt.timezone.utc).isoformat()))
+    accepted = {}
+    for service, key in bundle.get("witness_keys", {}).items():
+        raw = base64.b64decode(key.get("public_key", ""))
+        if len(raw) == 32 and key_problem(trust, service, raw, key.get("certificate_chain", ""),
+                                          base64.b64decode(key.get("key_endorsement", "")), created) is None:
+            accepted[service] = raw
+    return accepted
 
 
 def _verify_chains(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[str] = (),

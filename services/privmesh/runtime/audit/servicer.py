@@ -149,8 +149,13 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
     async def ListWitnessedCheckpoints(self, request: common_pb2.ListWitnessedCheckpointsRequest,
                                        context: grpc.aio.ServicerContext
                                        ) -> common_pb2.ListWitnessedCheckpointsResponse:
-        logs = await asyncio.to_thread(self._witness.witnessed) if self._witness is not None else []
+        if self._witness is None:
+            return common_pb2.ListWitnessedCheckpointsResponse()
+        logs = await asyncio.to_thread(self._witness.witnessed)
+        chain, signature = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file),
+                                                   self._witness.public_key, self._audit.service)
         return common_pb2.ListWitnessedCheckpointsResponse(logs=[
             common_pb2.WitnessedLog(origin=w.origin, log_public_key=w.log_public_key,
                                     latest_checkpoint=w.latest_checkpoint, refused_checkpoints=w.refused_checkpoints)
-            for w in logs])
+            for w in logs], witness_public_key=self._witness.public_key,
+            witness_key_endorsement=common_pb2.KeyEndorsement(certificate_chain=chain, signature=signature))
