@@ -194,6 +194,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, list) and value and isinstance(value[0], dict) and "state" in value[0]:
         return "; ".join(f"{r.get('name', '')}: {r.get('state', '').removeprefix('RUN_STATE_')} "
                          f"{r.get('completedRounds', 0)}/{r.get('totalRounds', 0)}" for r in value)
+    if isinstance(value, dict) and not value:
+        return ""
     if isinstance(value, dict) and value and all(isinstance(v, int | float) for v in value.values()):
         return ", ".join(f"{k}={v:g}" for k, v in sorted(value.items()))
     return cell(value)[:200]
