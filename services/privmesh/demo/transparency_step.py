@@ -48,8 +48,8 @@ async def receipt_step(ctx: DemoContext, trust: dict[str, str]) -> None:
             verdict = verify_receipt(json.loads(path.read_text()), pins, min_witnesses=2)
             expect(verdict.ok, f"the receipt does not verify: {verdict.problem}")
         ctx.console.print(f"   receipt for {service} entry {verdict.sequence} ({receipt.entry.operation}) verified "
-                          f"offline (pinned keys, and mesh CA): in the tree of {verdict.size}, cosigned by "
-                          f"{', '.join(verdict.witnesses)}")
+                          f"offline: in the tree of {verdict.size}, cosigned by {', '.join(verdict.witnesses)} "
+                          "(under the pinned keys, and under the mesh CA)")
         return
     expect(False, "the demo client has no audit entry to get a receipt for")
 
