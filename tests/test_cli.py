@@ -62,7 +62,7 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
                       cwd=tmp_path)
         assert partial.returncode == 1 and "missing from the bundle" in partial.stdout
         bundle = json.loads((tmp_path / "bundle.json").read_text())
-        _receipt_verifies_against_the_mesh_ca(tmp_path, next(s["service"] for s in bundle["services"] if s["entries"]))
+        _receipt_verifies_against_the_mesh_ca(tmp_path)
         head = bundle["services"][0]["head"]
         head["sequence"] = str(int(head.get("sequence", 0)) + 1)  # claims an entry the signature never covered
         (tmp_path / "forged.json").write_text(json.dumps(bundle))
@@ -80,9 +80,29 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
     assert '"message": "draining"' in log
 
 
-def _receipt_verifies_against_the_mesh_ca(tmp_path: Path, service: str) -> None:
-    fetched = run("evidence", "receipt", "--state-dir", "mesh", service, "--sequence", "1", "--identity", "auditor",
-                  "-o", "receipt.json", cwd=tmp_path)
+def _receipt_verifies_against_the_mesh_ca(tmp_path: Path) -> None:
+    """A refused call leaves the demo client an audit entry; its receipt verifies under the mesh CA alone."""
+    import asyncio
+
+    import grpc
+
+    from privmesh.mesh.local import MeshLayout
+    from privmesh.runtime.client import secure_channel
+
+    layout = MeshLayout(tmp_path / "mesh")
+    [(target, peer)] = [(e.target, e.spiffe_id) for e in layout.endpoints() if e.service == "attestation-verifier"]
+
+    async def refused_call() -> grpc.StatusCode:
+        async with secure_channel(target, layout.identity("demo-client"), timeout_seconds=30, peer=peer) as channel:
+            try:
+                await channel.unary_unary("/privmesh.attestation.v1.AttestationVerifier/DeletePolicy")(b"")
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    assert asyncio.run(refused_call()) == grpc.StatusCode.PERMISSION_DENIED
+    fetched = run("evidence", "receipt", "--state-dir", "mesh", "attestation-verifier", "-o", "receipt.json",
+                  cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr
     unpinned = run("evidence", "verify-receipt", "receipt.json", cwd=tmp_path)
     assert unpinned.returncode == 2 and "no pinned audit keys" in unpinned.stderr
