@@ -1,7 +1,8 @@
-"""The demo passes every time, also on a machine kept busy: `privmesh demo` runs PRIVMESH_DEMO_RUNS times
-(1 in CI, whose 2 cores make each run take minutes, and the console test runs it once more; `PRIVMESH_DEMO_RUNS=10` for the full check) while one
-busy-looping process per core competes for the CPU. Every run must pass, and print no line of the gRPC C
-core (e.g. ssl_transport_security.cc about the handshakes the demo refuses on purpose)."""
+"""The demo passes every time, also on a machine kept busy: `privmesh demo` runs PRIVMESH_DEMO_RUNS times (1 in
+CI, whose 2 cores make each run take minutes, and tests/demo/test_console_demo.py runs it once more;
+`PRIVMESH_DEMO_RUNS=10` for the full check) while one busy-looping process per core competes for the CPU. Every
+run must pass, and print no line of the gRPC C core (e.g. ssl_transport_security.cc about the handshakes the
+demo refuses on purpose)."""
 
 from __future__ import annotations
 
