@@ -1,0 +1,139 @@
+"""FLARE federations through the coordinator, with real processes on loopback: the coordinator provisions and
+supervises a FLARE server (its own FLARE CA), three hospitals are admitted with Nitro attestation bound to their
+keys, fetch their startup kits through the API and run FLARE clients; a run trains the demo's model end to end,
+the model is stored encrypted under a key-broker key, and a removed site's kit stops working.
+The tests share one environment and run in file order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zipfile
+from io import BytesIO
+
+import grpc
+import numpy as np
+import pytest
+
+from privmesh.attestation.v1 import attestation_pb2 as apb
+from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
+from privmesh.fl.app.report import decode_arrays
+from privmesh.fl.coordinator.keys import parse_public_key
+from privmesh.fl.participant.sdk import FlareClient
+from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.runtime.errors import read_error
+from tests.fl.conftest import FlEnv
+from tests.fl.test_coordinator import create, federation, fetch, kinds
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+FLARE = True  # the module's fl_env runs a FLARE server beside the SuperLink
+PARENT = "federations/flare-risk"
+RUN_TIMEOUT = 240.0
+clients: dict[str, FlareClient] = {}
+
+
+async def connected(env: FlEnv, seconds: float = 90.0) -> list[pb.Participant]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        listed = list((await env.stub.ListParticipants(pb.ListParticipantsRequest(parent=PARENT))).participants)
+        if listed and all(p.connected for p in listed):
+            return listed
+        await asyncio.sleep(1.0)
+    pytest.fail(f"FLARE sites not connected after {seconds} s:\n" + "\n".join(
+        c.log_text()[-2000:] for c in clients.values()))
+
+
+async def test_flare_federation_refuses_what_flare_does_not_do(fl_env: FlEnv) -> None:
+    for field, override in (("federation.secure_aggregation", {"secure_aggregation": pb.SecureAggregation(
+            num_shares=3, reconstruction_threshold=2)}), ("federation.strategy.fed_adam", {
+            "strategy": pb.Strategy(fed_adam=pb.FedAdamParameters())})):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await create(fl_env, "flare-bad", federation(engine=pb.FL_ENGINE_FLARE, **override))
+        error = read_error(refused.value)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.reason == "ENGINE_FEATURE_UNSUPPORTED" and error.violations[0].field == field
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await fl_env.stub.GetFederation(pb.GetFederationRequest(name="federations/flare-bad"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl_env: FlEnv) -> None:
+    await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+        name="flare-sites", require_nonce=False,
+        allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
+    created = await create(fl_env, "flare-risk", federation(
+        engine=pb.FL_ENGINE_FLARE, num_rounds=2, admission=pb.AdmissionPolicy(require_attestation=True,
+                                                                          attestation_policy="flare-sites")))
+    assert created.engine == pb.FL_ENGINE_FLARE and created.flare.server_address.startswith("localhost:")
+    assert "BEGIN CERTIFICATE" in created.flare.root_certificate_pem and not created.superlink.fleet_address
+    nsm = SimulatedNsm(fl_env.enclave_ca)
+    for hospital in fl_env.hospitals:
+        pem = hospital.keys.public_key_pem()
+        digest = parse_public_key(pem, pb.PUBLIC_KEY_FORMAT_PEM).digest
+        request = pb.RegisterParticipantRequest(parent=PARENT, participant_id=hospital.name, public_key=pem,
+                                                public_key_format=pb.PUBLIC_KEY_FORMAT_PEM)
+        bad = SimulatedNsm(fl_env.enclave_ca, image="tampered").attest(user_data=digest)
+        with pytest.raises(grpc.aio.AioRpcError) as rejected:  # a site with a bad attestation is refused
+            await fl_env.stub.RegisterParticipant(pb.RegisterParticipantRequest(
+                **{f.name: v for f, v in request.ListFields()}, attestation_document=bad))
+        assert read_error(rejected.value).reason == "ATTESTATION_REJECTED"
+        name = f"{PARENT}/participants/{hospital.name}"
+        with pytest.raises(grpc.aio.AioRpcError) as no_kit:  # no kit before admission
+            await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+        assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
+        request.attestation_document = nsm.attest(user_data=digest)
+        admitted = (await fl_env.stub.RegisterParticipant(request)).participant
+        assert admitted.flare_site == f"flare-risk_{hospital.name}" and admitted.attestation.policy == "flare-sites"
+        kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+        files = zipfile.ZipFile(BytesIO(kit.startup_kit)).namelist()
+        assert {"startup/client.crt", "startup/client.key", "startup/rootCA.pem", "startup/fed_client.json"} <= set(
+            files)
+        clients[hospital.name] = FlareClient(kit.startup_kit, kit.site, hospital.data,
+                                             fl_env.tmp / hospital.name / "flare").start()
+    await connected(fl_env)
+    run = (await fl_env.stub.StartRun(pb.StartRunRequest(parent=PARENT))).run
+    assert run.flare_job_id and not run.flower_run_id
+    events = [r.event async for r in fl_env.stub.WatchRun(pb.WatchRunRequest(name=run.name), timeout=RUN_TIMEOUT)]
+    ended = (await fl_env.stub.GetRun(pb.GetRunRequest(name=run.name))).run
+    assert ended.state == pb.RUN_STATE_SUCCEEDED, (ended.end_message, kinds(events))
+    assert ended.completed_rounds == 2 and all(r.participants_completed == 3 for r in ended.rounds)
+    assert {p.participant.rsplit("/", 1)[1] for p in ended.participants} == {h.name for h in fl_env.hospitals}
+    assert "accuracy" not in ended.rounds[0].metrics and ended.rounds[-1].num_examples == 90
+    # At rest the model is an envelope under the federation's key-broker key; only the decrypted view opens it.
+    header, envelope = await fetch(fl_env.stub, ended.model.name, pb.MODEL_REPRESENTATION_ENCRYPTED)
+    assert header.encryption.key == "aliases/fl-models" and header.encryption.encryption_context["run"] == run.name
+    stored = {row[-1] for row in fl_env.rows("fl_models")}
+    assert envelope in stored and all(b"\x93NUMPY" not in blob for blob in stored)
+    plain, data = await fetch(fl_env.stub, ended.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+    coef, intercept = decode_arrays(plain.tensors, data)
+    assert coef.shape == (6, 1) and np.abs(coef).sum() > 0 and intercept.shape == (1,)
+    with pytest.raises(grpc.aio.AioRpcError) as reader:
+        await fetch(fl_env.reader, ended.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+    assert reader.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    audited = [(a[0], a[3].get("engine", "")) for a in fl_env.audit() if a[1].startswith(PARENT)]
+    assert ("CreateFederation", "FL_ENGINE_FLARE") in audited and ("StartRun", "FL_ENGINE_FLARE") in audited
+    assert sum(op == "GetStartupKit" for op, _ in audited) == 3 and ("StoreModel", "") in audited
+
+
+async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
+    gone = fl_env.hospitals[0]
+    name = f"{PARENT}/participants/{gone.name}"
+    kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+    await fl_env.stub.RemoveParticipant(pb.RemoveParticipantRequest(name=name))
+    clients.pop(gone.name).stop()
+    retry = FlareClient(kit.startup_kit, kit.site, gone.data, fl_env.tmp / gone.name / "flare-again").start()
+    try:
+        deadline = time.monotonic() + 60
+        while "disabled" not in retry.log_text() and "unauthenticated" not in retry.log_text().lower():
+            assert time.monotonic() < deadline, retry.log_text()[-3000:]
+            await asyncio.sleep(1.0)
+        listed = await fl_env.stub.ListParticipants(pb.ListParticipantsRequest(parent=PARENT))
+        assert [p.flare_site for p in listed.participants] == [f"flare-risk_{h.name}" for h in fl_env.hospitals[1:]]
+        with pytest.raises(grpc.aio.AioRpcError) as no_kit:
+            await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+        assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        retry.stop()
+        for client in clients.values():
+            client.stop()
