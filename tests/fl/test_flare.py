@@ -137,3 +137,21 @@ async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
         retry.stop()
         for client in clients.values():
             client.stop()
+
+
+async def test_the_nitro_authorizer_accepts_only_what_attestation_verifier_accepts(fl_env: FlEnv) -> None:
+    from privmesh.fl.flare.nitro_authorizer import NitroAuthorizer
+    from tests.conftest import spiffe
+
+    coordinator = fl_env.pki.bundle("fl-coordinator")
+    document = fl_env.tmp / "nitro-document"
+    document.write_bytes(SimulatedNsm(fl_env.enclave_ca).attest(user_data=b"\1" * 32))
+    target = fl_env.coordinator.settings.attestation_verifier_target  # type: ignore[attr-defined]
+    authorizer = NitroAuthorizer(target, spiffe("server"), "flare-sites", str(fl_env.pki.ca_file),
+                                 str(coordinator.cert_file), str(coordinator.key_file), str(document))
+    assert authorizer.get_namespace() == "x-aws-nitro"
+    token = await asyncio.to_thread(authorizer.generate)
+    assert await asyncio.to_thread(authorizer.verify, token)
+    document.write_bytes(SimulatedNsm(fl_env.enclave_ca, image="tampered").attest(user_data=b"\1" * 32))
+    for bad in (await asyncio.to_thread(authorizer.generate), "not base64!", "", token[:-8]):
+        assert not await asyncio.to_thread(authorizer.verify, bad)
