@@ -8,9 +8,12 @@ The tests share one environment and run in file order.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import time
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
+from privmesh.fl import accountant
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
 from privmesh.fl.participant.sdk import FlareClient
@@ -31,6 +35,7 @@ FLARE = True  # the module's fl_env runs a FLARE server beside the SuperLink
 PARENT = "federations/flare-risk"
 RUN_TIMEOUT = 240.0
 clients: dict[str, FlareClient] = {}
+documents: dict[str, bytes] = {}  # the attestation document that admitted each hospital
 
 
 async def connected(env: FlEnv, seconds: float = 90.0) -> list[pb.Participant]:
@@ -59,12 +64,15 @@ async def test_flare_federation_refuses_what_flare_does_not_do(fl_env: FlEnv) ->
 
 
 async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl_env: FlEnv) -> None:
-    await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
-        name="flare-sites", require_nonce=False,
-        allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
+    for name, nonce in (("flare-sites", True), ("flare-cc", False)):
+        await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+            name=name, require_nonce=nonce,
+            allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
     created = await create(fl_env, "flare-risk", federation(
         engine=pb.FL_ENGINE_FLARE, num_rounds=2, admission=pb.AdmissionPolicy(require_attestation=True,
-                                                                          attestation_policy="flare-sites")))
+                                                                          attestation_policy="flare-sites"),
+        differential_privacy=pb.DifferentialPrivacy(clipping_mode=pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED,
+                                                    noise_multiplier=0.4, clipping_norm=1.5, delta=1e-3)))
     assert created.engine == pb.FL_ENGINE_FLARE and created.flare.server_address.startswith("localhost:")
     assert "BEGIN CERTIFICATE" in created.flare.root_certificate_pem and not created.superlink.fleet_address
     nsm = SimulatedNsm(fl_env.enclave_ca)
@@ -82,7 +90,8 @@ async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl
         with pytest.raises(grpc.aio.AioRpcError) as no_kit:  # no kit before admission
             await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
         assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
-        request.attestation_document = nsm.attest(user_data=digest)
+        nonce = (await fl_env.verifier.IssueChallenge(apb.IssueChallengeRequest())).nonce
+        request.attestation_document = documents[hospital.name] = nsm.attest(user_data=digest, nonce=nonce)
         admitted = (await fl_env.stub.RegisterParticipant(request)).participant
         assert admitted.flare_site == f"flare-risk_{hospital.name}" and admitted.attestation.policy == "flare-sites"
         kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
@@ -100,6 +109,11 @@ async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl
     assert ended.completed_rounds == 2 and all(r.participants_completed == 3 for r in ended.rounds)
     assert {p.participant.rsplit("/", 1)[1] for p in ended.participants} == {h.name for h in fl_env.hospitals}
     assert "accuracy" not in ended.rounds[0].metrics and ended.rounds[-1].num_examples == 90
+    # DP is reported for what the FLARE workflow does: central noise on clipped updates, the same accountant.
+    assert [r.epsilon for r in ended.rounds] == pytest.approx(
+        [accountant.epsilon(1.0, 0.4, r, 1e-3) for r in (1, 2)])
+    assert ended.privacy.epsilon == pytest.approx(ended.rounds[-1].epsilon)
+    assert ended.privacy.unnoised_aggregate_seen_by.startswith("fl-coordinator FLARE workflow: every clipped update")
     # At rest the model is an envelope under the federation's key-broker key; only the decrypted view opens it.
     header, envelope = await fetch(fl_env.stub, ended.model.name, pb.MODEL_REPRESENTATION_ENCRYPTED)
     assert header.encryption.key == "aliases/fl-models" and header.encryption.encryption_context["run"] == run.name
@@ -114,6 +128,23 @@ async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl
     audited = [(a[0], a[3].get("engine", "")) for a in fl_env.audit() if a[1].startswith(PARENT)]
     assert ("CreateFederation", "FL_ENGINE_FLARE") in audited and ("StartRun", "FL_ENGINE_FLARE") in audited
     assert sum(op == "GetStartupKit" for op, _ in audited) == 3 and ("StoreModel", "") in audited
+    # FLARE's own audit log is committed, segment by segment and without gaps, into the coordinator's audit chain.
+    flare_log = (fl_env.tmp / "fl" / "flare" / "server" / "audit.log").read_bytes()
+    folded = [a[3] for a in fl_env.audit() if a[0] == "FlareAuditLog"]
+    assert folded and folded[0]["from_byte"] == "0" and "job_mgmt.submit_job" in ",".join(f["actions"] for f in folded)
+    for earlier, later in itertools.pairwise(folded):
+        assert earlier["to_byte"] == later["from_byte"]
+    for segment in folded:
+        data = flare_log[int(segment["from_byte"]):int(segment["to_byte"])]
+        assert hashlib.sha256(data).hexdigest() == segment["sha256"]
+    # The FLARE server listens on the configured host only (FLARE alone would bind every interface).
+    port = int(created.flare.server_address.rsplit(":", 1)[1])
+
+    def listeners(table: str) -> list[str]:
+        rows = [line.split() for line in Path(table).read_text().splitlines()[1:]]
+        return [r[1] for r in rows if r[3] == "0A" and int(r[1].rsplit(":", 1)[1], 16) == port]
+
+    assert listeners("/proc/net/tcp") == [f"0100007F:{port:04X}"] and listeners("/proc/net/tcp6") == []
 
 
 async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
@@ -122,6 +153,12 @@ async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
     kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
     await fl_env.stub.RemoveParticipant(pb.RemoveParticipantRequest(name=name))
     clients.pop(gone.name).stop()
+    with pytest.raises(grpc.aio.AioRpcError) as replayed:  # its admitting document cannot admit it again
+        await fl_env.stub.RegisterParticipant(pb.RegisterParticipantRequest(
+            parent=PARENT, participant_id=gone.name, public_key=gone.keys.public_key_pem(),
+            public_key_format=pb.PUBLIC_KEY_FORMAT_PEM, attestation_document=documents[gone.name]))
+    assert read_error(replayed.value).reason == "ATTESTATION_REJECTED"
+    assert "NONCE_REPLAYED" in read_error(replayed.value).metadata["refusals"]
     retry = FlareClient(kit.startup_kit, kit.site, gone.data, fl_env.tmp / gone.name / "flare-again").start()
     try:
         deadline = time.monotonic() + 60
@@ -147,7 +184,7 @@ async def test_the_nitro_authorizer_accepts_only_what_attestation_verifier_accep
     document = fl_env.tmp / "nitro-document"
     document.write_bytes(SimulatedNsm(fl_env.enclave_ca).attest(user_data=b"\1" * 32))
     target = fl_env.coordinator.settings.attestation_verifier_target  # type: ignore[attr-defined]
-    authorizer = NitroAuthorizer(target, spiffe("server"), "flare-sites", str(fl_env.pki.ca_file),
+    authorizer = NitroAuthorizer(target, spiffe("server"), "flare-cc", str(fl_env.pki.ca_file),
                                  str(coordinator.cert_file), str(coordinator.key_file), str(document))
     assert authorizer.get_namespace() == "x-aws-nitro"
     token = await asyncio.to_thread(authorizer.generate)

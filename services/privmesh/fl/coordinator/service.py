@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import tempfile
 import time
@@ -54,6 +55,9 @@ def _now() -> Timestamp:
 
 
 PARTICIPANT_NAME = "federations/{federation}/participants/{participant}"
+FLARE_ACTION = re.compile(rb"\[A:([^\] ]+)")
+FLARE_FOLD_SECONDS = 60.0  # and at the end of every FLARE run
+FLARE_POLLING = {"check_status", "get_job_meta", "_logout", "_cert_login"}
 RUN_NAME = "federations/{federation}/runs/{run}"
 
 
@@ -97,6 +101,7 @@ class CoordinatorService:
         self.options = options
         self._changed: dict[str, asyncio.Condition] = {}
         self._monitor: asyncio.Task[None] | None = None
+        self._folded_at = 0.0
 
     # --- federations ---------------------------------------------------------------------------------------
     async def _earlier(self, request_id: str, digest: str) -> str | None:
@@ -556,6 +561,8 @@ class CoordinatorService:
                 if m.state == fl_pb2.ROUND_STATE_RUNNING:
                     m.state = fl_pb2.ROUND_STATE_ABANDONED
 
+        if run.flare_job_id:
+            await self.fold_flare_audit()
         await self.audit.append("RunFinished", resource=name, outcome="SUCCESS" if state != fl_pb2.RUN_STATE_FAILED
                                 else "FAILED", details={"state": fl_pb2.RunState.Name(state),
                                                         "end_reason": fl_pb2.RunEndReason.Name(reason),
@@ -640,10 +647,30 @@ class CoordinatorService:
             try:
                 for run in await asyncio.to_thread(self.store.active_runs):
                     await self._check(run)
+                if time.monotonic() - self._folded_at > FLARE_FOLD_SECONDS:
+                    await self.fold_flare_audit()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("run supervision failed")
+
+    async def fold_flare_audit(self) -> None:
+        """Commits FLARE's own audit log into the coordinator's hash-chained audit log (so evidence bundles cover
+        it): one FlareAuditLog entry per new segment, with its byte range, SHA-256 and the actions it records
+        (the coordinator's own status polling left out of the list, never out of the digest)."""
+        if self.flare is None:
+            return
+        self._folded_at = time.monotonic()
+        segment = await asyncio.to_thread(self.flare.audit_segment)
+        if segment is None:
+            return
+        start, data = segment
+        actions = sorted({a.decode(errors="replace") for a in FLARE_ACTION.findall(data)} - FLARE_POLLING)
+        await self.audit.append("FlareAuditLog", resource=f"flare/{self.flare.config.provisioner.project}", details={
+            "file": "audit.log", "from_byte": str(start), "to_byte": str(start + len(data)),
+            "lines": str(data.count(b"\n")), "sha256": hashlib.sha256(data).hexdigest(),
+            "actions": ",".join(actions)[:1000]})
+        await asyncio.to_thread(self.flare.mark_folded, start + len(data))
 
     async def _engine_status(self, run: fl_pb2.Run) -> tuple[bool, str, bool] | None:
         """(finished, how, engine restarted) of the run on its engine; None while the engine is unreachable."""

@@ -157,6 +157,23 @@ class FlareServer:
                     raise FlareError(f"{type(exc).__name__}: {exc}") from None
         return await asyncio.to_thread(run)
 
+    def audit_segment(self) -> tuple[int, bytes] | None:
+        """FLARE's own audit log (the server's audit.log) after the part already folded into the mesh's audit:
+        (start offset, whole lines), or None when nothing new was written."""
+        path = self.workspace / "audit.log"
+        if not path.exists():
+            return None
+        folded = self.workspace / "audit.folded"
+        start = int(folded.read_text()) if folded.exists() else 0
+        with path.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+        data = data[:data.rfind(b"\n") + 1]
+        return (start, data) if data else None
+
+    def mark_folded(self, end: int) -> None:
+        (self.workspace / "audit.folded").write_text(str(end))
+
     async def submit(self, job_dir: Path) -> str:
         return str(await self._call(lambda s: s.submit_job(str(job_dir))))
 
