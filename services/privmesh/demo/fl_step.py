@@ -70,16 +70,16 @@ async def federated_training_step(ctx: DemoContext) -> None:
             for hospital in records.HOSPITALS:
                 home = ctx.work_dir / "fl" / federation_id / hospital
                 keys = ParticipantKeys.load_or_create(home)
-                data = write_training_csv(home / "records.csv", records.FEATURES, "high_risk", [
+                csv_path = write_training_csv(home / "records.csv", records.FEATURES, "high_risk", [
                     (records.scaled_features(p), p.high_risk) for p in patients if p.hospital == hospital])
                 participant = (await fl.RegisterParticipant(pb.RegisterParticipantRequest(
                     parent=federation.name, participant_id=hospital, display_name=hospital.title(),
                     public_key=keys.public_key_ssh(), public_key_format=pb.PUBLIC_KEY_FORMAT_SSH))).participant
                 if flare:
                     kit = await fl.GetStartupKit(pb.GetStartupKitRequest(name=participant.name))
-                    nodes.append(FlareClient(kit.startup_kit, kit.site, data, home / "flare").start())
+                    nodes.append(FlareClient(kit.startup_kit, kit.site, csv_path, home / "flare").start())
                 else:
-                    nodes.append(SuperNode(keys, federation.superlink.fleet_address, root, data,
+                    nodes.append(SuperNode(keys, federation.superlink.fleet_address, root, csv_path,
                                            home / "work").start())
                 runner = f"FLARE client (site {participant.flare_site})" if flare else "SuperNode"
                 ctx.console.print(f"   {hospital}: key {participant.public_key_fingerprint[:16]}… admitted "

@@ -53,7 +53,7 @@ def aggregate(spec: RunSpec, current: Arrays, updates: Sequence[tuple[Arrays, in
     """FedAvg (example-weighted) without DP; with DP the unweighted mean of clipped updates plus central noise."""
     if spec.dp is None:
         total = sum(n for _, n in updates)
-        return [sum(w[i] * n for w, n in updates) / total for i in range(len(current))]
+        return [np.sum([w[i] * n for w, n in updates], axis=0) / total for i in range(len(current))]
     clipped = []
     for weights, _ in updates:
         copy = [w.copy() for w in weights]
@@ -67,7 +67,7 @@ def aggregate(spec: RunSpec, current: Arrays, updates: Sequence[tuple[Arrays, in
     return mean
 
 
-class RunController(ModelController):
+class RunController(ModelController):  # type: ignore[misc]  # FLARE ships no type information
     """Runs the spec's rounds and reports each to the coordinator (when the environment names it)."""
 
     def __init__(self, spec: str) -> None:

@@ -24,7 +24,7 @@ from privmesh.fl.flare.controller import NUM_EXAMPLES
 from privmesh.fl.flare.kit import DATA_ENV
 
 
-class LocalTrainer(Executor):
+class LocalTrainer(Executor):  # type: ignore[misc]  # FLARE ships no type information
     def __init__(self, spec: str) -> None:
         super().__init__()
         self.spec = RunSpec.from_json(spec)
