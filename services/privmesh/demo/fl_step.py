@@ -31,7 +31,7 @@ NOISE_MULTIPLIER = 0.4
 MIN_ACCURACY = 0.6  # "better than guessing"; see the module docstring for its false-failure probability
 
 
-def _federation(engine: str) -> pb.Federation:
+def _federation(engine: str = "flower") -> pb.Federation:
     f = pb.Federation(
         display_name="cardiovascular risk", description="scenario step 3", num_rounds=1, min_participants=3,
         model=pb.ModelSpec(feature_count=len(records.FEATURES), class_count=2,
