@@ -84,7 +84,7 @@ class Reader:
         target, peer = self.endpoints[service]
         replies = []
         async with secure_channel(target, self.identity, timeout_seconds=10, peer=peer) as channel:
-            stub = channel.unary_unary(_path(full_name), request_serializer=lambda m: m.SerializeToString(),
+            stub: Any = channel.unary_unary(_path(full_name), request_serializer=lambda m: m.SerializeToString(),
                                        response_deserializer=response_class.FromString)
             for request in requests:
                 reply = await stub(json_format.ParseDict(dict(request), request_class()))
