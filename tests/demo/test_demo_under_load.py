@@ -40,5 +40,7 @@ def test_demo_passes_every_run_under_a_cpu_hog(tmp_path: Path, cpu_hog: None) ->
         output = result.stdout + result.stderr
         stray = [line for line in output.splitlines() if any(m in line for m in C_CORE_MARKERS)]
         if result.returncode != 0 or "demo passed" not in result.stdout or stray:
-            failures.append(f"run {run + 1}: exit {result.returncode}, stray lines {stray}\n{output[-3000:]}")
+            failed_steps = [line for line in output.splitlines() if "FAILED" in line]
+            failures.append(f"run {run + 1}: exit {result.returncode}, failed steps {failed_steps}, "
+                            f"stray lines {stray}\n{output[-3000:]}")
     assert not failures, "\n\n".join(failures)
