@@ -131,7 +131,8 @@ CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
         client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
-                        f"{FHE}/DeleteSession", f"{FHE}/Infer"),
+                        f"{FHE}/DeleteSession", f"{FHE}/Infer", f"{FHE}/SubmitJob", f"{FHE}/GetJob",
+                        f"{FHE}/ListJobs", f"{FHE}/GetJobResult", f"{FHE}/CancelJob"),
     ),
     ServiceSpec(
         name="dp-gateway", module="privmesh.dpgateway", grpc_service=DPGATEWAY,
