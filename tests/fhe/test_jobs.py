@@ -24,10 +24,12 @@ from privmesh.fhe.client import (
     submit_job,
     wait_for_job,
 )
+from privmesh.fhe.jobs import InputInfo, Job, JobState, JobStore
 from privmesh.fhe.model import load_model
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.client import secure_channel
+from privmesh.runtime.db import Database
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity, server_config, spiffe
@@ -228,3 +230,21 @@ async def test_jobs_on_postgresql(start_server, tmp_path: Path, pki: DevPki, pos
         assert len(rest.jobs) == 1 and rest.jobs[0].name > first.name and not rest.next_page_token
         succeeded = await bob.ListJobs(pb.ListJobsRequest(state=pb.JOB_STATE_SUCCEEDED))
         assert len(succeeded.jobs) == 2
+
+
+def test_a_job_interrupted_too_often_fails_instead_of_resuming(tmp_path: Path) -> None:
+    """The store's recovery rule: a running job whose lease lapsed is claimed again (resumed) until it was started
+    max_attempts times; then it is failed with JOB_INTERRUPTED, never silently dropped."""
+    store = JobStore(Database(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    job = Job("0" * 16 + "a" * 16, spiffe("bob"), "s" * 32, "linear", JobState.QUEUED, (InputInfo(0, 1, (10,)),), 10,
+              1)
+    assert store.create(job, max_unfinished=1) and not store.create(job, max_unfinished=1)
+    now = 1_000_000
+    for attempt in (1, 2, 3):
+        claimed, interrupted = store.claim(f"runner-{attempt}", now, lease_us=10, max_attempts=3)
+        assert claimed is not None and claimed.attempts == attempt and interrupted == []
+        assert store.claim("other", now, lease_us=10, max_attempts=3) == (None, [])  # leased: nobody else takes it
+        now += 11  # the runner was killed: its lease lapses
+    claimed, [failed] = store.claim("runner-4", now, lease_us=10, max_attempts=3)
+    assert claimed is None and failed.state == JobState.FAILED and failed.failure_reason == "JOB_INTERRUPTED"
+    assert store.unfinished(spiffe("bob")) == 0

@@ -1,7 +1,7 @@
 """Runs queued jobs through synchronous inference's own evaluation path (FheService.start_evaluation and
-release: the same sandboxed workers, time limits and per-input audit), one input after another, recording each
-output before the next; a job interrupted by a restart is claimed again once its lease lapses and resumes after
-its last recorded output.
+release: the same sandboxed workers, time limits and per-input audit), pipelined like Infer (the worker holds
+the next input while it evaluates the current one), recording each output in order. A job interrupted by a
+restart is claimed again once its lease lapses and resumes after its last recorded output.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -17,7 +18,7 @@ from privmesh.fhe.inference_service import FheService
 from privmesh.fhe.jobs.model import Job, JobLimits, JobState
 from privmesh.fhe.jobs.service import JobService
 from privmesh.fhe.jobs.store import OutputInfo
-from privmesh.fhe.store import now_us
+from privmesh.fhe.store import Session, now_us
 from privmesh.fhe.worker import Rejected
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import ServiceError
@@ -87,17 +88,26 @@ class JobRunner:
 
     async def _run(self, job: Job) -> None:
         current_principal.set(job.owner)  # this task's context: the work is done, and audited, for the job's owner
-        evaluation: asyncio.Future[Evaluated | Rejected] | None = None
+        pending: deque[tuple[int, Session, asyncio.Future[Evaluated | Rejected]]] = deque()
         try:
             session, spec = await self.fhe.open_inference(job.session_id, job.owner)
-            for position in range(job.completed, job.input_count):
+            positions = iter(range(job.completed, job.input_count))
+
+            async def queue_next() -> None:
+                """Hands the next input to the worker, so it has it at hand when it finishes the current one."""
+                position = next(positions, None)
+                if position is not None:
+                    ciphertexts = await asyncio.to_thread(self.jobs.files.read_input, job.job_id, position,
+                                                          len(job.inputs[position].sizes))
+                    pending.append((position, *await self.fhe.start_evaluation(session, spec, ciphertexts)))
+
+            await queue_next()
+            while pending:
+                await queue_next()
+                position, current, evaluation = pending.popleft()
                 info = job.inputs[position]
-                ciphertexts = await asyncio.to_thread(self.jobs.files.read_input, job.job_id, position,
-                                                      len(info.sizes))
-                current, evaluation = await self.fhe.start_evaluation(session, spec, ciphertexts)
                 outputs, seconds, evaluator = await self._await(job, self.fhe.release(current, spec, info.sample_count,
                                                                                       evaluation))
-                evaluation = None
                 await asyncio.to_thread(self.jobs.files.write_output, job.job_id, position, outputs)
                 recorded = OutputInfo(position, info.input_id, info.sample_count, tuple(len(o) for o in outputs),
                                       int(seconds * 1_000_000), evaluator)
@@ -115,7 +125,7 @@ class JobRunner:
             log.exception("job %s failed unexpectedly", job.name)
             await self._finish(job, JobState.FAILED, "EVALUATION_FAILED", "the server failed while running the job")
         finally:
-            if evaluation is not None:
+            for _, _, evaluation in pending:  # withdrawn, never released
                 evaluation.cancel()
 
     async def _await(self, job: Job, release: Coroutine[Any, Any, Evaluated]) -> Evaluated:
