@@ -241,10 +241,11 @@ def test_a_job_interrupted_too_often_fails_instead_of_resuming(tmp_path: Path) -
     assert store.create(job, max_unfinished=1) and not store.create(job, max_unfinished=1)
     now = 1_000_000
     for attempt in (1, 2, 3):
-        claimed, interrupted = store.claim(f"runner-{attempt}", now, lease_us=10, max_attempts=3)
+        claimed, interrupted = store.claim(f"runner-{attempt}", now, lease_us=10, max_attempts=3, ttl_us=5)
         assert claimed is not None and claimed.attempts == attempt and interrupted == []
-        assert store.claim("other", now, lease_us=10, max_attempts=3) == (None, [])  # leased: nobody else takes it
+        assert store.claim("other", now, lease_us=10, max_attempts=3, ttl_us=5) == (None, [])  # leased: not taken
         now += 11  # the runner was killed: its lease lapses
-    claimed, [failed] = store.claim("runner-4", now, lease_us=10, max_attempts=3)
+    claimed, [failed] = store.claim("runner-4", now, lease_us=10, max_attempts=3, ttl_us=5)
     assert claimed is None and failed.state == JobState.FAILED and failed.failure_reason == "JOB_INTERRUPTED"
-    assert store.unfinished(spiffe("bob")) == 0
+    assert store.unfinished(spiffe("bob")) == 0 and failed.expire_us == now + 5  # kept, then swept like any other
+    assert store.expired(now + 6) == [job.job_id]

@@ -33,7 +33,7 @@ class JobSettings(BaseModel):
     max_queued_per_principal: int = Field(
         default=8, ge=1, le=10_000, description="unfinished (queued or running) jobs a principal may have; one more "
                                                 "is refused with RESOURCE_EXHAUSTED")
-    max_inputs_per_job: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_inputs_per_job: int = Field(default=10_000, ge=1, le=100_000)
     max_bytes_per_job: int = Field(default=16 << 30, ge=1, description="the total ciphertext bytes of one job")
     result_ttl_seconds: float = Field(
         default=86_400.0, gt=0, le=30 * 86_400, description="how long a finished job and its outputs are kept")

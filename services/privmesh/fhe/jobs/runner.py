@@ -46,6 +46,10 @@ class JobRunner:
     def _lease_us(self) -> int:
         return int(self.limits.lease.total_seconds() * 1_000_000)
 
+    @property
+    def _ttl_us(self) -> int:
+        return int(self.limits.result_ttl.total_seconds() * 1_000_000)
+
     async def run_forever(self) -> None:
         """Claims and runs jobs, at most `concurrency` at once, until cancelled."""
         running: set[asyncio.Task[None]] = set()
@@ -80,7 +84,7 @@ class JobRunner:
     async def _claim(self) -> Job | None:
         now = now_us()
         job, interrupted = await asyncio.to_thread(self.jobs.store.claim, self.runner_id, now, self._lease_us,
-                                                   self.limits.max_attempts)
+                                                   self.limits.max_attempts, self._ttl_us)
         for failed in interrupted:
             await asyncio.to_thread(self.jobs.files.discard, failed.job_id)
             await self._audit_end(failed)
@@ -108,7 +112,10 @@ class JobRunner:
                 info = job.inputs[position]
                 outputs, seconds, evaluator = await self._await(job, self.fhe.release(current, spec, info.sample_count,
                                                                                       evaluation))
-                await asyncio.to_thread(self.jobs.files.write_output, job.job_id, position, outputs)
+                try:
+                    await asyncio.to_thread(self.jobs.files.write_output, job.job_id, position, outputs)
+                except FileNotFoundError:  # cancelled meanwhile: its directory is gone
+                    raise _Lost from None
                 recorded = OutputInfo(position, info.input_id, info.sample_count, tuple(len(o) for o in outputs),
                                       int(seconds * 1_000_000), evaluator)
                 if not await asyncio.to_thread(self.jobs.store.record_output, job.job_id, self.runner_id, recorded,
@@ -145,7 +152,7 @@ class JobRunner:
     async def _finish(self, job: Job, state: JobState, reason: str = "", message: str = "") -> None:
         now = now_us()
         ended = await asyncio.to_thread(self.jobs.store.finish, job.job_id, self.runner_id, state, now,
-                                        now + int(self.limits.result_ttl.total_seconds() * 1_000_000), reason, message)
+                                        now + self._ttl_us, reason, message)
         if ended is None:
             return
         if state != JobState.SUCCEEDED:

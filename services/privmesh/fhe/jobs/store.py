@@ -117,9 +117,11 @@ class JobStore:
                             (*params, count))
         return [_job(r) for r in rows]
 
-    def claim(self, runner: str, now_us: int, lease_us: int, max_attempts: int) -> tuple[Job | None, list[Job]]:
+    def claim(self, runner: str, now_us: int, lease_us: int, max_attempts: int, ttl_us: int) \
+            -> tuple[Job | None, list[Job]]:
         """Takes the oldest queued job, or a running one whose lease lapsed (its runner died), for `runner`; returns
-        it and the jobs found interrupted `max_attempts` times, which are failed instead (JOB_INTERRUPTED)."""
+        it and the jobs found interrupted `max_attempts` times, which are failed instead (JOB_INTERRUPTED) and kept
+        `ttl_us` like any finished job."""
         interrupted: list[Job] = []
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
         with self.db.transaction() as cur:
@@ -132,7 +134,7 @@ class JobStore:
                 job = _job(row)
                 if job.attempts >= max_attempts:
                     message = f"the service stopped {job.attempts} times while running the job; it was not resumed"
-                    self._end(cur, job.job_id, JobState.FAILED, now_us, None, "JOB_INTERRUPTED", message)
+                    self._end(cur, job.job_id, JobState.FAILED, now_us, now_us + ttl_us, "JOB_INTERRUPTED", message)
                     interrupted.append(self._get(cur, job.job_id) or job)
                     continue
                 cur.execute("UPDATE fhe_jobs SET state = ?, runner = ?, lease_until_us = ?, attempts = attempts + 1, "
