@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +251,22 @@ def test_a_job_interrupted_too_often_fails_instead_of_resuming(tmp_path: Path) -
     assert claimed is None and failed.state == JobState.FAILED and failed.failure_reason == "JOB_INTERRUPTED"
     assert store.unfinished(spiffe("bob")) == 0 and failed.expire_us == now + 5  # kept, then swept like any other
     assert store.expired(now + 6) == [job.job_id]
+
+
+def test_two_replicas_racing_on_postgresql_never_exceed_the_queue_bound(postgres_db: str) -> None:
+    """Two service replicas (two connections) submit for one principal at the same moment, 20 times over: the
+    bound of one unfinished job admits exactly one each time (a row lock alone let both in)."""
+    stores = [JobStore(Database(postgres_db)) for _ in range(2)]
+    for owner_index in range(20):
+        owner = spiffe(f"racer-{owner_index}")
+        barrier = threading.Barrier(2)
+
+        def submit(store: JobStore, job_id: str, owner: str = owner, barrier: threading.Barrier = barrier) -> bool:
+            job = Job(job_id, owner, "s" * 32, "linear", JobState.QUEUED, (InputInfo(0, 1, (10,)),), 10, 1)
+            barrier.wait()
+            return store.create(job, max_unfinished=1)
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(submit, stores, [f"{owner_index:016x}{side:016x}" for side in range(2)]))
+        assert sorted(results) == [False, True]
+        assert stores[0].unfinished(owner) == 1

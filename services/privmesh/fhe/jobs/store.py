@@ -80,7 +80,8 @@ class JobStore:
         """Stores a queued job unless its owner already has `max_unfinished` unfinished jobs (then False)."""
         inputs = json.dumps([[i.input_id, i.sample_count, list(i.sizes)] for i in job.inputs])
         with self.db.transaction() as cur:
-            if self._unfinished(cur, job.owner, lock=True) >= max_unfinished:
+            self.db.serialize(cur, f"fhe_jobs/{job.owner}")
+            if self._unfinished(cur, job.owner) >= max_unfinished:
                 return False
             cur.execute(f"INSERT INTO fhe_jobs ({_COLUMNS}, runner, lease_until_us) "  # noqa: S608
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '', '', NULL, NULL, NULL, ?, ?, '', 0)",
@@ -88,9 +89,8 @@ class JobStore:
                          job.create_us, job.request_id, job.request_digest))
             return True
 
-    def _unfinished(self, cur: Cursor, owner: str, lock: bool = False) -> int:
-        select = "SELECT job_id FROM fhe_jobs WHERE owner = ? AND state IN (?, ?)"
-        cur.execute(self.db.locking(select) if lock else select, (owner, *_UNFINISHED))
+    def _unfinished(self, cur: Cursor, owner: str) -> int:
+        cur.execute("SELECT job_id FROM fhe_jobs WHERE owner = ? AND state IN (?, ?)", (owner, *_UNFINISHED))
         return len(cur.fetchall())
 
     def unfinished(self, owner: str) -> int:
