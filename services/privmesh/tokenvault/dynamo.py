@@ -49,8 +49,20 @@ from privmesh.tokenvault.store import (
 MAX_TRANSACTION_ITEMS = 100  # TransactWriteItems' limit
 MAX_BATCH_GET = 100  # BatchGetItem's limit
 MAX_BATCH_WRITE = 25  # BatchWriteItem's limit
+TTL_ATTRIBUTE = "expires_at"
 _SERIALIZE = TypeSerializer().serialize
 _DESERIALIZE = TypeDeserializer().deserialize
+
+
+def create_table(client: Any, table: str) -> None:
+    """Creates the vault's table as serverless/template.yaml declares it (local development and tests)."""
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                              {"AttributeName": "sk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                   {"AttributeName": "sk", "KeyType": "RANGE"}])
+    client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True,
+                                                                          "AttributeName": TTL_ATTRIBUTE})
 
 
 def _epoch_s(micros: int | None) -> int | None:
@@ -68,6 +80,15 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 def _bytes(value: Any) -> bytes:
     return bytes(value.value) if hasattr(value, "value") else bytes(value)
+
+
+def _subject_key(subject_hash: bytes) -> str:
+    """A subject's key in a value's claim ("-": no subject; DynamoDB refuses empty map keys)."""
+    return subject_hash.hex() or "-"
+
+
+def _subject_hash(key: str) -> bytes:
+    return b"" if key == "-" else bytes.fromhex(key)
 
 
 def _live(expire_us: Any, now: int) -> bool:
@@ -281,9 +302,10 @@ class DynamoStore:
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        condition = "pk = :pk AND begins_with(sk, :prefix)" if prefix else "pk = :pk"
         params: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
-                                  "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                                  "ExpressionAttributeValues": _item(**{":pk": pk, ":prefix": prefix})}
+                                  "KeyConditionExpression": condition,
+                                  "ExpressionAttributeValues": _item(**{":pk": pk, ":prefix": prefix or None})}
         while True:
             with _reachable():
                 page = self.client.query(**params)
@@ -444,7 +466,7 @@ class DynamoStore:
             cur.values[(pk, value_hash)] = _Value(int(item["ver"]), str(item["token"]), live,
                                                   dirty=len(live) != len(item.get("subjects", {})))
             for subject, entry in live.items():
-                rows.append((entry["id"], str(item["token"]), value_hash, bytes.fromhex(subject), entry["exp"]))
+                rows.append((entry["id"], str(item["token"]), value_hash, _subject_hash(subject), entry["exp"]))
                 cur.entry_values[entry["id"]] = (pk, value_hash, subject)
         return rows
 
@@ -467,7 +489,7 @@ class DynamoStore:
             if value_hash is not None:
                 value = cur.values.setdefault((pk, value_hash), _Value(0, "", {}))
                 value.token = value.token or token
-                value.subjects[subject_hash.hex()] = {"id": entry_id, "exp": expire_us}
+                value.subjects[_subject_key(subject_hash)] = {"id": entry_id, "exp": expire_us}
                 value.dirty = True
             if token:
                 ids, exclusive, _ = cur.token_adds.get((pk, token), ([], value_hash is None, value_hash))
@@ -532,7 +554,8 @@ class DynamoStore:
                 cur.writes.append({"Update": {
                     **key, "Key": _item(pk=pk, sk="V#" + _bytes(entry["value_hash"]).hex()),
                     "UpdateExpression": "REMOVE subjects.#s ADD ver :one",
-                    "ConditionExpression": "subjects.#s.id = :id", "ExpressionAttributeNames": {"#s": subject},
+                    "ConditionExpression": "subjects.#s.id = :id",
+                    "ExpressionAttributeNames": {"#s": subject or "-"},
                     "ExpressionAttributeValues": {":one": _SERIALIZE(1), ":id": _SERIALIZE(entry_id)}}})
         return count
 
