@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from privmesh.keybroker.backends.aws_kms import AwsKmsBackend
 from privmesh.runtime.access import declaration
+from privmesh.runtime.audit.checkpoint import log_origin
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.authz import Authorizer
@@ -68,8 +69,9 @@ class ServerlessVault:
         source = KmsKeySource(AwsKmsBackend(settings.region, settings.kms_endpoint, settings.timeout_seconds), limits)
         self.keyring = Keyring(source, self.store)
         key = _signing_key(settings.audit_signing_key)
-        self.audit = AuditLog(AuditStore(Database(settings.audit_database), "token-vault", key,
-                                         settings.audit_checkpoint_every), key.public_key())
+        chain = AuditStore(Database(settings.audit_database), "token-vault", key, settings.audit_checkpoint_every,
+                           log_origin(settings.trust_domain, "token-vault"))
+        self.audit = AuditLog(chain, key.public_key())
         self.authorizer = Authorizer.from_file(Path(settings.authz_policy))
         self.vault = Vault(self.store, self.keyring, self.audit, settings.max_batch_items)
         self.servicer = TokenVaultServicer(self.vault, FieldService(self.store, self.keyring, self.audit), None,
