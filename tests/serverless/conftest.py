@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from privmesh.serverless.local import Emulator
 from privmesh.tokenvault.dynamo import create_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,12 +44,6 @@ POLICY = {"rules": [
     {"name": "analyst", "principals": [principal("analyst")], "methods": [f"{TV}/Detokenize", f"{TV}/Tokenize"],
      "resources": ["tenants/acme/fields/*"]},
 ]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -128,43 +118,6 @@ def make_stack(aws: Aws, tmp: Path, name: str, audit_key: Path | None = None, au
     return Stack(aws, table, bucket, key["Arn"], env, tmp)
 
 
-class Emulator:
-    """One Lambda execution environment: aws-lambda-rie bound to loopback, running awslambdaric."""
-
-    def __init__(self, handler: str, env: dict[str, str], log: Path) -> None:
-        self.port, api = _free_port(), _free_port()
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [str(RIE), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-             "--runtime-api-address", f"127.0.0.1:{api}", sys.executable, "-m", "awslambdaric", handler],
-            env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env},
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise RuntimeError("aws-lambda-rie did not start")
-
-    def invoke(self, event: Any) -> Any:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations",
-                                         data=json.dumps(event).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            return json.loads(reply.read())
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
 def rie() -> Path:
     assert RIE.exists(), "run scripts/dev/lambda-rie.sh first (scripts/dev/test.sh does)"
@@ -176,7 +129,7 @@ def emulators(rie: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
     started: list[Emulator] = []
 
     def start(stack: Stack, handler: str = "privmesh.serverless.handler.tokenvault") -> Emulator:
-        emulator = Emulator(handler, stack.env, tmp_path / "rie.log")
+        emulator = Emulator(rie, handler, stack.env, tmp_path / "rie.log", cwd=ROOT)
         started.append(emulator)
         return emulator
 
