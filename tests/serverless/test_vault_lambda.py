@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from privmesh.serverless.local import Emulator
 from privmesh.tokenvault.dynamo import DynamoStore
-from tests.serverless.conftest import REGION, Aws, Stack, http_event, make_stack, principal
+from tests.serverless.conftest import REGION, ROOT, Aws, Stack, http_event, make_stack, principal
 
 TENANT = "tenants/acme"
 
@@ -44,19 +46,25 @@ def _store(stack: Stack) -> DynamoStore:
     return DynamoStore(stack.table, REGION, stack.aws.endpoint)
 
 
-@pytest.fixture
-def stack(aws: Aws, tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
-    stack = make_stack(aws, tmp_path, request.node.name.replace("_", "-")[:40].strip("-"))
-    stack.env["PRIVMESH_TABLE"] = stack.table
-    return stack
+@pytest.fixture(scope="module")
+def stack(aws: Aws, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """One deployment for the module; each test uses fields of its own."""
+    return make_stack(aws, tmp_path_factory.mktemp("stack"), "vault")
+
+
+@pytest.fixture(scope="module")
+def vault(stack: Stack, rie: Path) -> Iterator[Emulator]:
+    """The vault function's execution environment, warm after its first test."""
+    with Emulator(rie, "privmesh.serverless.handler.tokenvault", stack.env, stack.tmp / "rie.log",
+                  cwd=ROOT) as emulator:
+        yield emulator
 
 
 def _items(field: str, values: list[str], subject: str = "") -> list[dict[str, str]]:
     return [{"field": field, "value": v, **({"subjectId": subject} if subject else {})} for v in values]
 
 
-def test_tokenize_detokenize_and_refusals_are_audited(stack: Stack, emulators: Any) -> None:
-    vault = emulators(stack)
+def test_tokenize_detokenize_and_refusals_are_audited(stack: Stack, vault: Emulator) -> None:
     _field(vault, stack, "email", {"random": {}})
     batch = {"parent": TENANT, "items": _items("email", ["a@x.org", "b@x.org"])}
     tokenized = _ok(vault.invoke(http_event("Tokenize", batch, caller="analyst")))
@@ -79,8 +87,7 @@ def test_tokenize_detokenize_and_refusals_are_audited(stack: Stack, emulators: A
     assert not any("a@x.org" in json.dumps(d) for *_, d in audit)
 
 
-def test_deterministic_join_and_direct_invocation(stack: Stack, emulators: Any) -> None:
-    vault = emulators(stack)
+def test_deterministic_join_and_direct_invocation(stack: Stack, vault: Emulator) -> None:
     _field(vault, stack, "ssn", {"deterministic": {}})
     first = _ok(vault.invoke(http_event("Tokenize", {"parent": TENANT, "items": _items("ssn", ["111", "222"])},
                                         caller="pipeline")))["results"]
@@ -91,8 +98,8 @@ def test_deterministic_join_and_direct_invocation(stack: Stack, emulators: Any) 
     assert _store(stack).count_entries("acme", "ssn") == 2
 
 
-def test_concurrent_invocations_on_one_value_make_one_token(stack: Stack, emulators: Any) -> None:
-    functions = [emulators(stack) for _ in range(3)]
+def test_concurrent_invocations_on_one_value_make_one_token(stack: Stack, vault: Emulator, emulators: Any) -> None:
+    functions = [vault, emulators(stack)]  # two execution environments, as two concurrent invocations get
     _field(functions[0], stack, "card", {"deterministic": {}})
     event = http_event("Tokenize", {"parent": TENANT, "items": _items("card", ["4111", "4222", "4333"])},
                        caller="pipeline")
@@ -103,8 +110,7 @@ def test_concurrent_invocations_on_one_value_make_one_token(stack: Stack, emulat
     assert _store(stack).count_entries("acme", "card") == 3
 
 
-def test_ttl_expiry_and_erasure_by_subject(stack: Stack, emulators: Any) -> None:
-    vault = emulators(stack)
+def test_ttl_expiry_and_erasure_by_subject(stack: Stack, vault: Emulator) -> None:
     _field(vault, stack, "name", {"random": {}})
     short = _ok(vault.invoke(http_event("Tokenize", {"parent": TENANT, "items": [
         {"field": "name", "value": "Ada", "subjectId": "p-1", "ttl": "1s"}]})))["results"][0]
@@ -128,19 +134,18 @@ def test_ttl_expiry_and_erasure_by_subject(stack: Stack, emulators: Any) -> None
     assert left["results"][0]["value"] == "Cy" and store.count_entries("acme", "name") == 1
 
 
-def test_malformed_events_and_oversized_batches_write_nothing(stack: Stack, emulators: Any) -> None:
-    vault = emulators(stack)
-    _field(vault, stack, "ssn", {"deterministic": {}})
+def test_malformed_events_and_oversized_batches_write_nothing(stack: Stack, vault: Emulator) -> None:
+    _field(vault, stack, "ssn2", {"deterministic": {}})
     before = _store(stack).client.scan(TableName=stack.table)["Count"]
     cases = [
         (http_event("Tokenize", None, raw="{not json"), 400, "BODY_INVALID", ["body"]),
-        (http_event("Tokenize", {"parent": TENANT, "items": [{"field": "ssn", "value": "1", "bogus": 1}]}), 400,
+        (http_event("Tokenize", {"parent": TENANT, "items": [{"field": "ssn2", "value": "1", "bogus": 1}]}), 400,
          "BODY_INVALID", ["body"]),
-        (http_event("Tokenize", {"parent": TENANT, "items": _items("ssn", ["1"] * 201)}), 400, "BATCH_TOO_LARGE",
+        (http_event("Tokenize", {"parent": TENANT, "items": _items("ssn2", ["1"] * 201)}), 400, "BATCH_TOO_LARGE",
          ["items"]),
-        (http_event("Tokenize", {"parent": TENANT, "items": _items("ssn", ["1", ""])}), 400, "VALUE_EMPTY",
+        (http_event("Tokenize", {"parent": TENANT, "items": _items("ssn2", ["1", ""])}), 400, "VALUE_EMPTY",
          ["items[1].value"]),
-        (http_event("Tokenize", {"parent": "acme", "items": _items("ssn", ["1"])}), 400, "INVALID_FIELD",
+        (http_event("Tokenize", {"parent": "acme", "items": _items("ssn2", ["1"])}), 400, "INVALID_FIELD",
          ["parent"]),
         ({"method": "Tokenize"}, 400, "EVENT_INVALID", ["event"]),
         (["not", "an", "event"], 400, "EVENT_INVALID", ["event"]),
@@ -152,31 +157,30 @@ def test_malformed_events_and_oversized_batches_write_nothing(stack: Stack, emul
     assert _store(stack).client.scan(TableName=stack.table)["Count"] == before
 
 
-def test_s3_batch_file_tokenizes_a_column(stack: Stack, emulators: Any) -> None:
-    admin = emulators(stack)
-    _field(admin, stack, "ssn", {"deterministic": {}})
+def test_s3_batch_file_tokenizes_a_column(stack: Stack, vault: Emulator, emulators: Any) -> None:
+    _field(vault, stack, "ssn3", {"deterministic": {}})
     files = emulators(stack, "privmesh.serverless.handler.s3_batch")
     rows = ["id,ssn,city"] + [f"{n},{100 + n % 7},Paris" for n in range(450)] + ["450,,Lyon"]
     s3 = stack.aws.s3
-    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn/ssn/day1.csv", Body="\n".join(rows).encode())
-    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn/nope/day2.csv", Body=b"id,ssn\n1,2\n")
+    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn3/ssn/day1.csv", Body="\n".join(rows).encode())
+    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn3/nope/day2.csv", Body=b"id,ssn\n1,2\n")
     big = b"ssn\n" + b"123456789\n" * 8000
-    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn/ssn/big.csv", Body=big)
+    s3.put_object(Bucket=stack.bucket, Key="incoming/acme/ssn3/ssn/big.csv", Body=big)
     event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {
         "bucket": {"name": stack.bucket}, "object": {"key": key, "size": size}}}
-        for key, size in (("incoming/acme/ssn/ssn/day1.csv", 100), ("incoming/acme/ssn/nope/day2.csv", 12),
-                          ("incoming/acme/ssn/ssn/big.csv", len(big)))]}
+        for key, size in (("incoming/acme/ssn3/ssn/day1.csv", 100), ("incoming/acme/ssn3/nope/day2.csv", 12),
+                          ("incoming/acme/ssn3/ssn/big.csv", len(big)))]}
     outcome = files.invoke(event)["files"]
-    assert outcome[0] == {"output": "tokenized/acme/ssn/ssn/day1.csv"}
+    assert outcome[0] == {"output": "tokenized/acme/ssn3/ssn/day1.csv"}
     assert outcome[1]["error"] == "COLUMN_NOT_FOUND" and outcome[2]["error"] == "FILE_TOO_LARGE"
-    out = s3.get_object(Bucket=stack.bucket, Key="tokenized/acme/ssn/ssn/day1.csv")["Body"].read().decode()
+    out = s3.get_object(Bucket=stack.bucket, Key="tokenized/acme/ssn3/ssn/day1.csv")["Body"].read().decode()
     lines = [line.split(",") for line in out.splitlines()]
     assert lines[0] == ["id", "ssn", "city"] and len(lines) == 452 and lines[-1] == ["450", "", "Lyon"]
     by_value = {}
     for (_, ssn, _), (_, token, _) in zip((r.split(",") for r in rows[1:-1]), lines[1:-1], strict=True):
         assert token != ssn
         assert by_value.setdefault(ssn, token) == token  # deterministic: one token per value across batches
-    report = json.loads(s3.get_object(Bucket=stack.bucket, Key="failed/acme/ssn/nope/day2.csv.json")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=stack.bucket, Key="failed/acme/ssn3/nope/day2.csv.json")["Body"].read())
     assert report["error"]["code"] == 400
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket)["Contents"]}
-    assert "tokenized/acme/ssn/ssn/big.csv" not in keys and "tokenized/acme/ssn/nope/day2.csv" not in keys
+    assert "tokenized/acme/ssn3/ssn/big.csv" not in keys and "tokenized/acme/ssn3/nope/day2.csv" not in keys
