@@ -4,7 +4,6 @@ for real under the AWS Lambda Runtime Interface Emulator (scripts/dev/lambda-rie
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,24 +54,10 @@ class Aws:
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[Aws]:
-    """One moto server (KMS, DynamoDB, S3 on one loopback port), reached over HTTP as AWS would be."""
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    yield Aws(endpoint, *(boto3.client(s, endpoint_url=endpoint, region_name=REGION)
-                          for s in ("kms", "dynamodb", "s3")))
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def aws(moto_server: str) -> Aws:
+    """moto's KMS, DynamoDB and S3 (tests/conftest.py's moto server) and clients for them."""
+    return Aws(moto_server, *(boto3.client(s, endpoint_url=moto_server, region_name=REGION)
+                              for s in ("kms", "dynamodb", "s3")))
 
 
 @dataclass
@@ -113,6 +98,7 @@ def make_stack(aws: Aws, tmp: Path, name: str, audit_key: Path | None = None, au
            "PRIVMESH_S3_PRINCIPAL": principal("s3-batch"),
            "PRIVMESH_AUDIT_DATABASE": f"sqlite:///{audit_db or tmp / 'audit.db'}",
            "PRIVMESH_AUDIT_SIGNING_KEY": audit_key.read_text(), "PRIVMESH_AUDIT_CHECKPOINT_EVERY": "5",
+           "PRIVMESH_TIMEOUT_SECONDS": "60",
            "PRIVMESH_MAX_BATCH_ITEMS": "200", "PRIVMESH_MAX_FILE_BYTES": "65536",
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
     return Stack(aws, table, bucket, key["Arn"], env, tmp)
