@@ -30,13 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.duration_pb2 import Duration
 
-from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
-from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout
 from privmesh.runtime.client import secure_channel
+from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
+from privmesh.sdk.keybroker.client import KeyBrokerClient, allow
 from privmesh.serverless.local import Emulator
 from privmesh.tokenvault.dynamo import create_table
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb

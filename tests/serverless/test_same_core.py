@@ -14,14 +14,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from privmesh.keybroker import server as keybroker_server
-from privmesh.keybroker.client import SERVICES as KB_SERVICES
-from privmesh.keybroker.client import KeyBrokerClient
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.runtime.audit.bundle import FORMAT, Trust, export_service, verify_bundle
 from privmesh.runtime.audit.chain import key_id
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.keybroker.client import SERVICES as KB_SERVICES
+from privmesh.sdk.keybroker.client import KeyBrokerClient
 from privmesh.tokenvault import server as tokenvault_server
 from privmesh.tokenvault.dynamo import DynamoStore
 from privmesh.tokenvault.store import Store

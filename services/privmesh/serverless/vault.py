@@ -112,7 +112,7 @@ class ServerlessVault:
             self.authorizer.authorize_request(parsed)
             # The servicer reads nothing from its gRPC context: the serverless call passes none.
             handler = getattr(self.servicer, method_name)
-            reply = cast(Message, await handler(parsed, cast(grpc.aio.ServicerContext, None)))
+            reply = cast(Message, await handler(parsed, cast("grpc.aio.ServicerContext[Any, Any]", None)))
             self.authorizer.authorize_reply(reply)
             return reply
         finally:
