@@ -5,6 +5,8 @@ out. One vault per execution environment, built on the first (cold) invocation.
   request in protobuf JSON; or a direct invocation `{"method": ..., "request": {...}}` (Step Functions, SDK),
   whose caller is the configured direct principal, since Lambda does not say who invoked it.
 - `s3_batch`: S3 object-created events (privmesh.serverless.s3batch).
+- `fhe_score`: fhe-inference's synchronous scoring (privmesh.serverless.fhe), over HTTP or direct invocation
+  (`{"request": {...}}`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Any
 
 from privmesh.runtime.errors import InvalidArgument, ServiceError
 from privmesh.serverless.errors import error_body, http_response, http_status
+from privmesh.serverless.fhe import ServerlessFhe
 from privmesh.serverless.identity import http_principal
 from privmesh.serverless.s3batch import BatchFiles
-from privmesh.serverless.settings import ServerlessSettings
+from privmesh.serverless.settings import FheEntrySettings, ServerlessSettings
 from privmesh.serverless.vault import DOMAIN, ServerlessVault, reply_json, run
+
+FHE_DOMAIN = "fhe.privmesh.dev"
 
 _VAULT: ServerlessVault | None = None
 _FILES: BatchFiles | None = None
+_FHE: ServerlessFhe | None = None
 
 
 def vault() -> ServerlessVault:
@@ -88,3 +94,28 @@ def s3_batch(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if _FILES is None:
         _FILES = BatchFiles(vault())
     return _FILES.handle(event)
+
+
+def fhe_score(event: Any, context: Any) -> dict[str, Any]:
+    global _FHE
+    if _FHE is None:
+        _FHE = ServerlessFhe(FheEntrySettings())  # type: ignore[call-arg]  # from the environment
+    served = _FHE
+    http = isinstance(event, Mapping) and event.get("version") == "2.0" and "requestContext" in event
+    try:
+        if http:
+            body = _body(event, served.settings.max_body_bytes)
+            principal = http_principal(event, served.settings.trust_domain)
+        else:
+            if not isinstance(event, Mapping) or not isinstance(event.get("request"), Mapping):
+                raise InvalidArgument.single("event", "must be {\"request\": {...}}", "EVENT_INVALID")
+            body = json.dumps(event["request"])
+            if len(body) > served.settings.max_body_bytes:
+                raise InvalidArgument.single("request", f"at most {served.settings.max_body_bytes} bytes",
+                                             "BODY_TOO_LARGE")
+            principal = served.settings.direct_principal or None
+        reply = run(served.score(principal, body))
+    except ServiceError as error:
+        status, failure = http_status(error), error_body(error, FHE_DOMAIN)
+        return http_response(status, failure) if http else {"statusCode": status, "body": failure}
+    return http_response(200, reply) if http else {"statusCode": 200, "body": reply}

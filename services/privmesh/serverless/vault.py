@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +33,7 @@ from privmesh.runtime.db import Database
 from privmesh.runtime.errors import Internal, InvalidArgument, NotFound, PermissionDenied, ServiceError
 from privmesh.runtime.requests import check_request
 from privmesh.serverless.kms import KmsKeySource
-from privmesh.serverless.settings import ServerlessSettings
+from privmesh.serverless.settings import EntrySettings, ServerlessSettings
 from privmesh.tokenvault.dynamo import DynamoStore
 from privmesh.tokenvault.field_service import FieldService
 from privmesh.tokenvault.keyring import Keyring
@@ -49,6 +50,7 @@ METHODS: dict[str, type[Message]] = {
     "ForgetSubject": pb.ForgetSubjectRequest, "CreateField": pb.CreateFieldRequest, "GetField": pb.GetFieldRequest,
 }
 log = logging.getLogger("privmesh.serverless")
+T = TypeVar("T")
 
 
 def _signing_key(pem: str) -> Ed25519PrivateKey:
@@ -56,6 +58,14 @@ def _signing_key(pem: str) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("PRIVMESH_AUDIT_SIGNING_KEY is not an Ed25519 private key")
     return key
+
+
+def audit_log(settings: EntrySettings, service: str) -> AuditLog:
+    """The service's own audit chain in the mesh's audit database, signed with the service's audit key."""
+    key = _signing_key(settings.audit_signing_key)
+    chain = AuditStore(Database(settings.audit_database), service, key, settings.audit_checkpoint_every,
+                       log_origin(settings.trust_domain, service))
+    return AuditLog(chain, key.public_key())
 
 
 class ServerlessVault:
@@ -68,10 +78,7 @@ class ServerlessVault:
             if settings.cache_max_age_seconds > 0 else Limits()
         source = KmsKeySource(AwsKmsBackend(settings.region, settings.kms_endpoint, settings.timeout_seconds), limits)
         self.keyring = Keyring(source, self.store)
-        key = _signing_key(settings.audit_signing_key)
-        chain = AuditStore(Database(settings.audit_database), "token-vault", key, settings.audit_checkpoint_every,
-                           log_origin(settings.trust_domain, "token-vault"))
-        self.audit = AuditLog(chain, key.public_key())
+        self.audit = audit_log(settings, "token-vault")
         self.authorizer = Authorizer.from_file(Path(settings.authz_policy))
         self.vault = Vault(self.store, self.keyring, self.audit, settings.max_batch_items)
         self.servicer = TokenVaultServicer(self.vault, FieldService(self.store, self.keyring, self.audit), None,
@@ -80,50 +87,54 @@ class ServerlessVault:
     async def call(self, principal: str | None, method_name: str, request: Message | bytes | str) -> Message:
         """Serves one call as `principal` (None: no verifiable caller); ServiceError on any refusal or failure.
         `request` is the message, or its protobuf JSON (parsed strictly, never echoed back)."""
-        method = f"{SERVICE}/{method_name}"
-        tokens = (current_principal.set(principal or ""), current_method.set(method), refusal_audited.set(False))
-        try:
-            return await self._admitted(principal, method_name, method, request)
-        except ServiceError as error:
-            if error.code == grpc.StatusCode.PERMISSION_DENIED and not refusal_audited.get():
-                await self._audit_refusal(method_name, method, principal or "", error)
-            raise
-        except Exception as exc:  # never a stack trace to the caller; the type alone to the log
-            log.error("unexpected %s in %s", type(exc).__name__, method)
-            raise Internal("INTERNAL", "internal error") from None
-        finally:
-            current_principal.reset(tokens[0])
-            current_method.reset(tokens[1])
-            refusal_audited.reset(tokens[2])
-
-    async def _admitted(self, principal: str | None, method_name: str, method: str,
-                        request: Message | bytes | str) -> Message:
-        if principal is None:
-            raise PermissionDenied("UNKNOWN_CALLER", "the caller has no IAM identity this vault can map")
         message_type = METHODS.get(method_name)
         if message_type is None:
             raise NotFound("METHOD_NOT_FOUND", f"no method {method_name} here")
-        if not self.authorizer.allows_method(principal, method):
-            raise PermissionDenied("PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}")
-        parsed = request if isinstance(request, Message) else parse_request(message_type, request)
-        check_request(parsed)
-        call = self.authorizer.begin(declaration(method))
-        try:
+
+        async def serve(method: str) -> Message:
+            parsed = request if isinstance(request, Message) else parse_request(message_type, request)
+            check_request(parsed)
             self.authorizer.authorize_request(parsed)
             # The servicer reads nothing from its gRPC context: the serverless call passes none.
             handler = getattr(self.servicer, method_name)
             reply = cast(Message, await handler(parsed, cast("grpc.aio.ServicerContext[Any, Any]", None)))
             self.authorizer.authorize_reply(reply)
             return reply
-        finally:
-            self.authorizer.end(call)
 
-    async def _audit_refusal(self, method_name: str, method: str, principal: str, error: ServiceError) -> None:
+        return await admitted(self.audit, self.authorizer, principal, f"{SERVICE}/{method_name}", serve)
+
+
+async def admitted(audit: AuditLog, authorizer: Authorizer, principal: str | None, method: str,
+                   serve: Callable[[str], Awaitable[T]]) -> T:
+    """What the mesh's interceptor does around a call, for a function: the caller's principal in the call context,
+    refused (and audited) unless known and allowed the method, the method's resource declaration in force while
+    `serve` runs, and any unexpected failure answered as INTERNAL without details (its type alone is logged)."""
+    tokens = (current_principal.set(principal or ""), current_method.set(method), refusal_audited.set(False))
+    try:
+        if principal is None:
+            raise PermissionDenied("UNKNOWN_CALLER", "the caller has no IAM identity this function can map")
+        if not authorizer.allows_method(principal, method):
+            raise PermissionDenied("PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}")
+        call = authorizer.begin(declaration(method))
         try:
-            await self.audit.append(method_name, outcome="DENIED", principal=principal,
-                                    details={"reason": error.reason, "method": method})
-        except ServiceError:
-            log.error("a refusal of %s could not be audited", method)
+            return await serve(method)
+        finally:
+            authorizer.end(call)
+    except ServiceError as error:
+        if error.code == grpc.StatusCode.PERMISSION_DENIED and not refusal_audited.get():
+            try:
+                await audit.append(method.rpartition("/")[2], outcome="DENIED", principal=principal or "",
+                                   details={"reason": error.reason, "method": method})
+            except ServiceError:
+                log.error("a refusal of %s could not be audited", method)
+        raise
+    except Exception as exc:  # never a stack trace to the caller; the type alone to the log
+        log.error("unexpected %s in %s", type(exc).__name__, method)
+        raise Internal("INTERNAL", "internal error") from None
+    finally:
+        current_principal.reset(tokens[0])
+        current_method.reset(tokens[1])
+        refusal_audited.reset(tokens[2])
 
 
 def parse_request(message_type: type[Message], raw: bytes | str) -> Message:
