@@ -36,7 +36,8 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
                "BatchRole": {"dynamodb": [table], "kms": [key], "s3": [
                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/incoming/*"},
                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/tokenized/*"},
-                   {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/failed/*"}]}}
+                   {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/failed/*"}]},
+               "FheRole": {"elasticfilesystem": ["*"]}}  # mounts only the key directory's access point:
     roles = {name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
     assert roles == set(allowed)
     for name, limits in allowed.items():
@@ -49,6 +50,9 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
             reachable = limits[services.pop()]
             targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert all(t in reachable for t in targets), (name, statement)
+            if actions[0].startswith("elasticfilesystem:"):
+                assert statement["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"] == \
+                    {"Ref": "FheKeysAccessPointArn"}
             if actions[0].startswith("kms:"):
                 assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:service"] == "token-vault"
     functions = {n: r for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
@@ -59,5 +63,5 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
 
 def test_image_installs_from_the_pinned_constraints_and_the_policy_loads() -> None:
     dockerfile = (ROOT / "serverless" / "Dockerfile").read_text()
-    assert "--constraint /tmp/privmesh/constraints.txt" in dockerfile and "[serverless]" in dockerfile
+    assert "--constraint /tmp/privmesh/constraints.txt" in dockerfile and "ARG EXTRAS=serverless" in dockerfile
     Authorizer.from_file(ROOT / "serverless" / "policy.yaml")
