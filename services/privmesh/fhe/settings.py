@@ -22,6 +22,17 @@ class EvaluatorSettings(BaseModel):
                                            "session past it is refused with RESOURCE_EXHAUSTED (0: no bound)")
 
 
+class SandboxSettings(BaseModel):
+    """Who the sandbox processes run as when the server runs as root (see docs/security.md): another user and
+    group than the server's, with no supplementary groups, so the service's key files are not theirs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uid: int = Field(65534, ge=1, le=2**31 - 1, description="user id of the sandbox processes (not root)")
+    gid: int = Field(65534, ge=1, le=2**31 - 1, description="group id of the sandbox processes (not root, and "
+                                                            "no group that may read the service's secrets)")
+
+
 class FheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,4 +54,5 @@ class FheSettings(BaseModel):
     worker_sessions: int = Field(32, ge=1, le=10_000, description="sessions whose keys a worker keeps loaded")
     max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
     evaluator: EvaluatorSettings = EvaluatorSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys are deleted")

@@ -48,6 +48,8 @@ def _now() -> Timestamp:
 
 PARTICIPANT_NAME = "federations/{federation}/participants/{participant}"
 RUN_NAME = "federations/{federation}/runs/{run}"
+# PrivacySpent.unnoised_aggregate_seen_by with distributed noise: the ServerApp unmasks a sum already noised.
+UNNOISED_SEEN_BY_NOBODY = "nobody"
 
 
 def _key_of(name: str, field: str, template: str) -> list[str]:
@@ -279,7 +281,8 @@ class CoordinatorService:
         await self.audit.append("StartRun", resource=name, details={
             "participants": str(len(members)), "num_rounds": str(federation.num_rounds), "fab_sha256": fab_hash,
             "secure_aggregation": str(spec.secagg is not None).lower(), "differential_privacy":
-            str(spec.dp is not None).lower()})
+            str(spec.dp is not None).lower(),
+            **({"dp_noise": "distributed" if spec.dp.distributed else "central"} if spec.dp is not None else {})})
         try:
             flower_run_id = await self.superlink.start_run(fab, fab_hash)
         except SuperLinkError as exc:
@@ -288,11 +291,13 @@ class CoordinatorService:
                          total_rounds=federation.num_rounds, starter=starter, create_time=_now())
         if spec.dp is not None:
             d = federation.differential_privacy
-            seen_by = ("fl-coordinator ServerApp: the unmasked SecAgg+ sum of clipped updates, before central noise"
+            seen_by = (UNNOISED_SEEN_BY_NOBODY if spec.dp.distributed else
+                       "fl-coordinator ServerApp: the unmasked SecAgg+ sum of clipped updates, before central noise"
                        if federation.HasField("secure_aggregation") else
                        "fl-coordinator ServerApp: every clipped update and their sum, before central noise")
-            run.privacy.CopyFrom(fl_pb2.PrivacySpent(epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP,
-                                                     unnoised_aggregate_seen_by=seen_by))
+            run.privacy.CopyFrom(fl_pb2.PrivacySpent(
+                epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP, unnoised_aggregate_seen_by=seen_by,
+                noise=fl_pb2.DP_NOISE_DISTRIBUTED if spec.dp.distributed else fl_pb2.DP_NOISE_CENTRAL))
             if d.HasField("target_epsilon"):
                 run.privacy.target_epsilon = d.target_epsilon
         try:

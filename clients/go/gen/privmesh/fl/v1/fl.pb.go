@@ -403,6 +403,64 @@ func (DpAccountant) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{4}
 }
 
+// Who adds the DP noise.
+type DpNoise int32
+
+const (
+	// Never sent; read as CENTRAL.
+	DpNoise_DP_NOISE_UNSPECIFIED DpNoise = 0
+	// The coordinator's ServerApp adds all the noise to the aggregate (Flower's fixed-clipping wrappers): it sees the
+	// aggregate before the noise.
+	DpNoise_DP_NOISE_CENTRAL DpNoise = 1
+	// Each sampled participant adds its share of the Gaussian noise (standard deviation noise_multiplier *
+	// clipping_norm / sqrt(sampled participants)) to its clipped update before SecAgg+ masks it, so the sum of the
+	// shares is the central noise and nobody sees the un-noised aggregate. Needs secure_aggregation and
+	// CLIENT_SIDE_FIXED clipping; updates are averaged with equal weights. When participants drop out of a round,
+	// fewer shares reach the sum: the accountant counts the noise that was actually added (see PrivacySpent).
+	DpNoise_DP_NOISE_DISTRIBUTED DpNoise = 2
+)
+
+// Enum value maps for DpNoise.
+var (
+	DpNoise_name = map[int32]string{
+		0: "DP_NOISE_UNSPECIFIED",
+		1: "DP_NOISE_CENTRAL",
+		2: "DP_NOISE_DISTRIBUTED",
+	}
+	DpNoise_value = map[string]int32{
+		"DP_NOISE_UNSPECIFIED": 0,
+		"DP_NOISE_CENTRAL":     1,
+		"DP_NOISE_DISTRIBUTED": 2,
+	}
+)
+
+func (x DpNoise) Enum() *DpNoise {
+	p := new(DpNoise)
+	*p = x
+	return p
+}
+
+func (x DpNoise) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DpNoise) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
+}
+
+func (DpNoise) Type() protoreflect.EnumType {
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
+}
+
+func (x DpNoise) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DpNoise.Descriptor instead.
+func (DpNoise) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+}
+
 // The format of a participant's public key.
 type PublicKeyFormat int32
 
@@ -444,11 +502,11 @@ func (x PublicKeyFormat) String() string {
 }
 
 func (PublicKeyFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
 }
 
 func (PublicKeyFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
 }
 
 func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
@@ -457,7 +515,7 @@ func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PublicKeyFormat.Descriptor instead.
 func (PublicKeyFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
 }
 
 // An elliptic curve for ECDSA keys.
@@ -501,11 +559,11 @@ func (x EcCurve) String() string {
 }
 
 func (EcCurve) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
 }
 
 func (EcCurve) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
 }
 
 func (x EcCurve) Number() protoreflect.EnumNumber {
@@ -514,7 +572,7 @@ func (x EcCurve) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EcCurve.Descriptor instead.
 func (EcCurve) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 // The lifecycle of a run.
@@ -571,11 +629,11 @@ func (x RunState) String() string {
 }
 
 func (RunState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
 }
 
 func (RunState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
 }
 
 func (x RunState) Number() protoreflect.EnumNumber {
@@ -584,7 +642,7 @@ func (x RunState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunState.Descriptor instead.
 func (RunState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 // Why a run ended.
@@ -648,11 +706,11 @@ func (x RunEndReason) String() string {
 }
 
 func (RunEndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
 }
 
 func (RunEndReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
 }
 
 func (x RunEndReason) Number() protoreflect.EnumNumber {
@@ -661,7 +719,7 @@ func (x RunEndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunEndReason.Descriptor instead.
 func (RunEndReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 // The state of one round.
@@ -705,11 +763,11 @@ func (x RoundState) String() string {
 }
 
 func (RoundState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
 }
 
 func (RoundState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
 }
 
 func (x RoundState) Number() protoreflect.EnumNumber {
@@ -718,7 +776,7 @@ func (x RoundState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RoundState.Descriptor instead.
 func (RoundState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
 // How much of a Run is returned.
@@ -758,11 +816,11 @@ func (x RunView) String() string {
 }
 
 func (RunView) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
 }
 
 func (RunView) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
 }
 
 func (x RunView) Number() protoreflect.EnumNumber {
@@ -771,7 +829,7 @@ func (x RunView) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunView.Descriptor instead.
 func (RunView) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
 }
 
 // Why a participant left a run or a round.
@@ -819,11 +877,11 @@ func (x DropReason) String() string {
 }
 
 func (DropReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
 }
 
 func (DropReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
 }
 
 func (x DropReason) Number() protoreflect.EnumNumber {
@@ -832,7 +890,7 @@ func (x DropReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DropReason.Descriptor instead.
 func (DropReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
 }
 
 // How GetModel delivers the model.
@@ -872,11 +930,11 @@ func (x ModelRepresentation) String() string {
 }
 
 func (ModelRepresentation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
 }
 
 func (ModelRepresentation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
 }
 
 func (x ModelRepresentation) Number() protoreflect.EnumNumber {
@@ -885,7 +943,7 @@ func (x ModelRepresentation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ModelRepresentation.Descriptor instead.
 func (ModelRepresentation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 // The format of an encrypted model.
@@ -923,11 +981,11 @@ func (x EnvelopeFormat) String() string {
 }
 
 func (EnvelopeFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
 }
 
 func (EnvelopeFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
 }
 
 func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
@@ -936,7 +994,7 @@ func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnvelopeFormat.Descriptor instead.
 func (EnvelopeFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 // Logistic regression: sigmoid (binary) or softmax (multinomial) over a linear layer.
@@ -1726,7 +1784,9 @@ type DifferentialPrivacy struct {
 	// a run stops before any round that would take epsilon above it.
 	TargetEpsilon *float64 `protobuf:"fixed64,5,opt,name=target_epsilon,json=targetEpsilon,proto3,oneof" json:"target_epsilon,omitempty"`
 	// The accountant.
-	Accountant    DpAccountant `protobuf:"varint,6,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
+	Accountant DpAccountant `protobuf:"varint,6,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
+	// Who adds the noise (default CENTRAL).
+	Noise         DpNoise `protobuf:"varint,7,opt,name=noise,proto3,enum=privmesh.fl.v1.DpNoise" json:"noise,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1801,6 +1861,13 @@ func (x *DifferentialPrivacy) GetAccountant() DpAccountant {
 		return x.Accountant
 	}
 	return DpAccountant_DP_ACCOUNTANT_UNSPECIFIED
+}
+
+func (x *DifferentialPrivacy) GetNoise() DpNoise {
+	if x != nil {
+		return x.Noise
+	}
+	return DpNoise_DP_NOISE_UNSPECIFIED
 }
 
 // Who may join the federation.
@@ -2563,13 +2630,15 @@ type PrivacySpent struct {
 	TargetEpsilon *float64 `protobuf:"fixed64,3,opt,name=target_epsilon,json=targetEpsilon,proto3,oneof" json:"target_epsilon,omitempty"`
 	// The accountant.
 	Accountant DpAccountant `protobuf:"varint,4,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
-	// Who sees the round's aggregate before the DP noise is added. The noise is central (Flower's fixed-clipping
-	// wrappers add it to the aggregate), so it is always the coordinator's ServerApp: with SecAgg+ it sees only
-	// the unmasked sum of the clipped updates, never one participant's update; without SecAgg+ it sees every
-	// clipped update too. Distributed noise (each participant adding its share before masking) is not offered.
+	// Who sees the round's aggregate before the DP noise is added. With CENTRAL noise, the coordinator's ServerApp:
+	// with SecAgg+ it sees only the unmasked sum of the clipped updates, never one participant's update; without
+	// SecAgg+ it sees every clipped update too. With DISTRIBUTED noise, nobody: "nobody".
 	UnnoisedAggregateSeenBy string `protobuf:"bytes,5,opt,name=unnoised_aggregate_seen_by,json=unnoisedAggregateSeenBy,proto3" json:"unnoised_aggregate_seen_by,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Who added the noise. With DISTRIBUTED noise each round's epsilon counts the shares that reached the sum (a
+	// round where k of the m sampled participants completed has noise multiplier noise_multiplier * sqrt(k / m)).
+	Noise         DpNoise `protobuf:"varint,6,opt,name=noise,proto3,enum=privmesh.fl.v1.DpNoise" json:"noise,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrivacySpent) Reset() {
@@ -2635,6 +2704,13 @@ func (x *PrivacySpent) GetUnnoisedAggregateSeenBy() string {
 		return x.UnnoisedAggregateSeenBy
 	}
 	return ""
+}
+
+func (x *PrivacySpent) GetNoise() DpNoise {
+	if x != nil {
+		return x.Noise
+	}
+	return DpNoise_DP_NOISE_UNSPECIFIED
 }
 
 // How a stored model is encrypted.
@@ -5167,7 +5243,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0f_clipping_rangeB\x15\n" +
 	"\x13_quantization_rangeB\x10\n" +
 	"\x0e_modulus_rangeB\r\n" +
-	"\v_max_weight\"\xbd\x02\n" +
+	"\v_max_weight\"\xec\x02\n" +
 	"\x13DifferentialPrivacy\x12C\n" +
 	"\rclipping_mode\x18\x01 \x01(\x0e2\x1e.privmesh.fl.v1.DpClippingModeR\fclippingMode\x12)\n" +
 	"\x10noise_multiplier\x18\x02 \x01(\x01R\x0fnoiseMultiplier\x12#\n" +
@@ -5176,7 +5252,8 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0etarget_epsilon\x18\x05 \x01(\x01H\x00R\rtargetEpsilon\x88\x01\x01\x12<\n" +
 	"\n" +
 	"accountant\x18\x06 \x01(\x0e2\x1c.privmesh.fl.v1.DpAccountantR\n" +
-	"accountantB\x11\n" +
+	"accountant\x12-\n" +
+	"\x05noise\x18\a \x01(\x0e2\x17.privmesh.fl.v1.DpNoiseR\x05noiseB\x11\n" +
 	"\x0f_target_epsilon\"q\n" +
 	"\x0fAdmissionPolicy\x12/\n" +
 	"\x13require_attestation\x18\x01 \x01(\bR\x12requireAttestation\x12-\n" +
@@ -5258,7 +5335,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x10rounds_completed\x18\x02 \x01(\rR\x0froundsCompleted\x12%\n" +
 	"\x0erounds_dropped\x18\x03 \x01(\rR\rroundsDropped\x127\n" +
 	"\tjoin_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinTime\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\"\xf8\x01\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\"\xa7\x02\n" +
 	"\fPrivacySpent\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12*\n" +
@@ -5266,7 +5343,8 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\n" +
 	"accountant\x18\x04 \x01(\x0e2\x1c.privmesh.fl.v1.DpAccountantR\n" +
 	"accountant\x12;\n" +
-	"\x1aunnoised_aggregate_seen_by\x18\x05 \x01(\tR\x17unnoisedAggregateSeenByB\x11\n" +
+	"\x1aunnoised_aggregate_seen_by\x18\x05 \x01(\tR\x17unnoisedAggregateSeenBy\x12-\n" +
+	"\x05noise\x18\x06 \x01(\x0e2\x17.privmesh.fl.v1.DpNoiseR\x05noiseB\x11\n" +
 	"\x0f_target_epsilon\"\x86\x02\n" +
 	"\x0eEncryptionInfo\x126\n" +
 	"\x06format\x18\x01 \x01(\x0e2\x1e.privmesh.fl.v1.EnvelopeFormatR\x06format\x12\x10\n" +
@@ -5492,7 +5570,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\"DP_CLIPPING_MODE_CLIENT_SIDE_FIXED\x10\x02*D\n" +
 	"\fDpAccountant\x12\x1d\n" +
 	"\x19DP_ACCOUNTANT_UNSPECIFIED\x10\x00\x12\x15\n" +
-	"\x11DP_ACCOUNTANT_RDP\x10\x01*\x85\x01\n" +
+	"\x11DP_ACCOUNTANT_RDP\x10\x01*S\n" +
+	"\aDpNoise\x12\x18\n" +
+	"\x14DP_NOISE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10DP_NOISE_CENTRAL\x10\x01\x12\x18\n" +
+	"\x14DP_NOISE_DISTRIBUTED\x10\x02*\x85\x01\n" +
 	"\x0fPublicKeyFormat\x12!\n" +
 	"\x1dPUBLIC_KEY_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PUBLIC_KEY_FORMAT_PEM\x10\x01\x12\x19\n" +
@@ -5608,7 +5690,7 @@ func file_privmesh_fl_v1_fl_proto_rawDescGZIP() []byte {
 	return file_privmesh_fl_v1_fl_proto_rawDescData
 }
 
-var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
+var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 15)
 var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(ErrorReason)(0),                    // 0: privmesh.fl.v1.ErrorReason
@@ -5616,186 +5698,189 @@ var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(LocalOptimizer)(0),                 // 2: privmesh.fl.v1.LocalOptimizer
 	(DpClippingMode)(0),                 // 3: privmesh.fl.v1.DpClippingMode
 	(DpAccountant)(0),                   // 4: privmesh.fl.v1.DpAccountant
-	(PublicKeyFormat)(0),                // 5: privmesh.fl.v1.PublicKeyFormat
-	(EcCurve)(0),                        // 6: privmesh.fl.v1.EcCurve
-	(RunState)(0),                       // 7: privmesh.fl.v1.RunState
-	(RunEndReason)(0),                   // 8: privmesh.fl.v1.RunEndReason
-	(RoundState)(0),                     // 9: privmesh.fl.v1.RoundState
-	(RunView)(0),                        // 10: privmesh.fl.v1.RunView
-	(DropReason)(0),                     // 11: privmesh.fl.v1.DropReason
-	(ModelRepresentation)(0),            // 12: privmesh.fl.v1.ModelRepresentation
-	(EnvelopeFormat)(0),                 // 13: privmesh.fl.v1.EnvelopeFormat
-	(*LogisticRegressionSpec)(nil),      // 14: privmesh.fl.v1.LogisticRegressionSpec
-	(*MlpSpec)(nil),                     // 15: privmesh.fl.v1.MlpSpec
-	(*ModelSpec)(nil),                   // 16: privmesh.fl.v1.ModelSpec
-	(*LocalTraining)(nil),               // 17: privmesh.fl.v1.LocalTraining
-	(*FedAvgParameters)(nil),            // 18: privmesh.fl.v1.FedAvgParameters
-	(*FedProxParameters)(nil),           // 19: privmesh.fl.v1.FedProxParameters
-	(*FedAdamParameters)(nil),           // 20: privmesh.fl.v1.FedAdamParameters
-	(*Strategy)(nil),                    // 21: privmesh.fl.v1.Strategy
-	(*SecureAggregation)(nil),           // 22: privmesh.fl.v1.SecureAggregation
-	(*DifferentialPrivacy)(nil),         // 23: privmesh.fl.v1.DifferentialPrivacy
-	(*AdmissionPolicy)(nil),             // 24: privmesh.fl.v1.AdmissionPolicy
-	(*SuperLinkEndpoint)(nil),           // 25: privmesh.fl.v1.SuperLinkEndpoint
-	(*Federation)(nil),                  // 26: privmesh.fl.v1.Federation
-	(*AdmissionAttestation)(nil),        // 27: privmesh.fl.v1.AdmissionAttestation
-	(*Participant)(nil),                 // 28: privmesh.fl.v1.Participant
-	(*RoundMetrics)(nil),                // 29: privmesh.fl.v1.RoundMetrics
-	(*RunParticipant)(nil),              // 30: privmesh.fl.v1.RunParticipant
-	(*PrivacySpent)(nil),                // 31: privmesh.fl.v1.PrivacySpent
-	(*EncryptionInfo)(nil),              // 32: privmesh.fl.v1.EncryptionInfo
-	(*StoredModel)(nil),                 // 33: privmesh.fl.v1.StoredModel
-	(*Run)(nil),                         // 34: privmesh.fl.v1.Run
-	(*RoundStarted)(nil),                // 35: privmesh.fl.v1.RoundStarted
-	(*RoundFinished)(nil),               // 36: privmesh.fl.v1.RoundFinished
-	(*ParticipantJoined)(nil),           // 37: privmesh.fl.v1.ParticipantJoined
-	(*ParticipantDropped)(nil),          // 38: privmesh.fl.v1.ParticipantDropped
-	(*RunFinished)(nil),                 // 39: privmesh.fl.v1.RunFinished
-	(*RunFailed)(nil),                   // 40: privmesh.fl.v1.RunFailed
-	(*RunEvent)(nil),                    // 41: privmesh.fl.v1.RunEvent
-	(*TensorInfo)(nil),                  // 42: privmesh.fl.v1.TensorInfo
-	(*ModelHeader)(nil),                 // 43: privmesh.fl.v1.ModelHeader
-	(*ModelChunk)(nil),                  // 44: privmesh.fl.v1.ModelChunk
-	(*CreateFederationRequest)(nil),     // 45: privmesh.fl.v1.CreateFederationRequest
-	(*CreateFederationResponse)(nil),    // 46: privmesh.fl.v1.CreateFederationResponse
-	(*GetFederationRequest)(nil),        // 47: privmesh.fl.v1.GetFederationRequest
-	(*GetFederationResponse)(nil),       // 48: privmesh.fl.v1.GetFederationResponse
-	(*ListFederationsRequest)(nil),      // 49: privmesh.fl.v1.ListFederationsRequest
-	(*ListFederationsResponse)(nil),     // 50: privmesh.fl.v1.ListFederationsResponse
-	(*RegisterParticipantRequest)(nil),  // 51: privmesh.fl.v1.RegisterParticipantRequest
-	(*RegisterParticipantResponse)(nil), // 52: privmesh.fl.v1.RegisterParticipantResponse
-	(*ListParticipantsRequest)(nil),     // 53: privmesh.fl.v1.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 54: privmesh.fl.v1.ListParticipantsResponse
-	(*RemoveParticipantRequest)(nil),    // 55: privmesh.fl.v1.RemoveParticipantRequest
-	(*RemoveParticipantResponse)(nil),   // 56: privmesh.fl.v1.RemoveParticipantResponse
-	(*StartRunRequest)(nil),             // 57: privmesh.fl.v1.StartRunRequest
-	(*StartRunResponse)(nil),            // 58: privmesh.fl.v1.StartRunResponse
-	(*GetRunRequest)(nil),               // 59: privmesh.fl.v1.GetRunRequest
-	(*GetRunResponse)(nil),              // 60: privmesh.fl.v1.GetRunResponse
-	(*ListRunsRequest)(nil),             // 61: privmesh.fl.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),            // 62: privmesh.fl.v1.ListRunsResponse
-	(*StopRunRequest)(nil),              // 63: privmesh.fl.v1.StopRunRequest
-	(*StopRunResponse)(nil),             // 64: privmesh.fl.v1.StopRunResponse
-	(*WatchRunRequest)(nil),             // 65: privmesh.fl.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),            // 66: privmesh.fl.v1.WatchRunResponse
-	(*GetModelRequest)(nil),             // 67: privmesh.fl.v1.GetModelRequest
-	(*GetModelResponse)(nil),            // 68: privmesh.fl.v1.GetModelResponse
-	nil,                                 // 69: privmesh.fl.v1.RoundMetrics.MetricsEntry
-	nil,                                 // 70: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	(*durationpb.Duration)(nil),         // 71: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 72: google.protobuf.Timestamp
+	(DpNoise)(0),                        // 5: privmesh.fl.v1.DpNoise
+	(PublicKeyFormat)(0),                // 6: privmesh.fl.v1.PublicKeyFormat
+	(EcCurve)(0),                        // 7: privmesh.fl.v1.EcCurve
+	(RunState)(0),                       // 8: privmesh.fl.v1.RunState
+	(RunEndReason)(0),                   // 9: privmesh.fl.v1.RunEndReason
+	(RoundState)(0),                     // 10: privmesh.fl.v1.RoundState
+	(RunView)(0),                        // 11: privmesh.fl.v1.RunView
+	(DropReason)(0),                     // 12: privmesh.fl.v1.DropReason
+	(ModelRepresentation)(0),            // 13: privmesh.fl.v1.ModelRepresentation
+	(EnvelopeFormat)(0),                 // 14: privmesh.fl.v1.EnvelopeFormat
+	(*LogisticRegressionSpec)(nil),      // 15: privmesh.fl.v1.LogisticRegressionSpec
+	(*MlpSpec)(nil),                     // 16: privmesh.fl.v1.MlpSpec
+	(*ModelSpec)(nil),                   // 17: privmesh.fl.v1.ModelSpec
+	(*LocalTraining)(nil),               // 18: privmesh.fl.v1.LocalTraining
+	(*FedAvgParameters)(nil),            // 19: privmesh.fl.v1.FedAvgParameters
+	(*FedProxParameters)(nil),           // 20: privmesh.fl.v1.FedProxParameters
+	(*FedAdamParameters)(nil),           // 21: privmesh.fl.v1.FedAdamParameters
+	(*Strategy)(nil),                    // 22: privmesh.fl.v1.Strategy
+	(*SecureAggregation)(nil),           // 23: privmesh.fl.v1.SecureAggregation
+	(*DifferentialPrivacy)(nil),         // 24: privmesh.fl.v1.DifferentialPrivacy
+	(*AdmissionPolicy)(nil),             // 25: privmesh.fl.v1.AdmissionPolicy
+	(*SuperLinkEndpoint)(nil),           // 26: privmesh.fl.v1.SuperLinkEndpoint
+	(*Federation)(nil),                  // 27: privmesh.fl.v1.Federation
+	(*AdmissionAttestation)(nil),        // 28: privmesh.fl.v1.AdmissionAttestation
+	(*Participant)(nil),                 // 29: privmesh.fl.v1.Participant
+	(*RoundMetrics)(nil),                // 30: privmesh.fl.v1.RoundMetrics
+	(*RunParticipant)(nil),              // 31: privmesh.fl.v1.RunParticipant
+	(*PrivacySpent)(nil),                // 32: privmesh.fl.v1.PrivacySpent
+	(*EncryptionInfo)(nil),              // 33: privmesh.fl.v1.EncryptionInfo
+	(*StoredModel)(nil),                 // 34: privmesh.fl.v1.StoredModel
+	(*Run)(nil),                         // 35: privmesh.fl.v1.Run
+	(*RoundStarted)(nil),                // 36: privmesh.fl.v1.RoundStarted
+	(*RoundFinished)(nil),               // 37: privmesh.fl.v1.RoundFinished
+	(*ParticipantJoined)(nil),           // 38: privmesh.fl.v1.ParticipantJoined
+	(*ParticipantDropped)(nil),          // 39: privmesh.fl.v1.ParticipantDropped
+	(*RunFinished)(nil),                 // 40: privmesh.fl.v1.RunFinished
+	(*RunFailed)(nil),                   // 41: privmesh.fl.v1.RunFailed
+	(*RunEvent)(nil),                    // 42: privmesh.fl.v1.RunEvent
+	(*TensorInfo)(nil),                  // 43: privmesh.fl.v1.TensorInfo
+	(*ModelHeader)(nil),                 // 44: privmesh.fl.v1.ModelHeader
+	(*ModelChunk)(nil),                  // 45: privmesh.fl.v1.ModelChunk
+	(*CreateFederationRequest)(nil),     // 46: privmesh.fl.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 47: privmesh.fl.v1.CreateFederationResponse
+	(*GetFederationRequest)(nil),        // 48: privmesh.fl.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 49: privmesh.fl.v1.GetFederationResponse
+	(*ListFederationsRequest)(nil),      // 50: privmesh.fl.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 51: privmesh.fl.v1.ListFederationsResponse
+	(*RegisterParticipantRequest)(nil),  // 52: privmesh.fl.v1.RegisterParticipantRequest
+	(*RegisterParticipantResponse)(nil), // 53: privmesh.fl.v1.RegisterParticipantResponse
+	(*ListParticipantsRequest)(nil),     // 54: privmesh.fl.v1.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 55: privmesh.fl.v1.ListParticipantsResponse
+	(*RemoveParticipantRequest)(nil),    // 56: privmesh.fl.v1.RemoveParticipantRequest
+	(*RemoveParticipantResponse)(nil),   // 57: privmesh.fl.v1.RemoveParticipantResponse
+	(*StartRunRequest)(nil),             // 58: privmesh.fl.v1.StartRunRequest
+	(*StartRunResponse)(nil),            // 59: privmesh.fl.v1.StartRunResponse
+	(*GetRunRequest)(nil),               // 60: privmesh.fl.v1.GetRunRequest
+	(*GetRunResponse)(nil),              // 61: privmesh.fl.v1.GetRunResponse
+	(*ListRunsRequest)(nil),             // 62: privmesh.fl.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),            // 63: privmesh.fl.v1.ListRunsResponse
+	(*StopRunRequest)(nil),              // 64: privmesh.fl.v1.StopRunRequest
+	(*StopRunResponse)(nil),             // 65: privmesh.fl.v1.StopRunResponse
+	(*WatchRunRequest)(nil),             // 66: privmesh.fl.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),            // 67: privmesh.fl.v1.WatchRunResponse
+	(*GetModelRequest)(nil),             // 68: privmesh.fl.v1.GetModelRequest
+	(*GetModelResponse)(nil),            // 69: privmesh.fl.v1.GetModelResponse
+	nil,                                 // 70: privmesh.fl.v1.RoundMetrics.MetricsEntry
+	nil,                                 // 71: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	(*durationpb.Duration)(nil),         // 72: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 73: google.protobuf.Timestamp
 }
 var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	1,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
-	14, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
-	15, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
+	15, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
+	16, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
 	2,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
-	18, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
-	19, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
-	20, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
-	71, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
+	19, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
+	20, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
+	21, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
+	72, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
 	3,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
 	4,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	16, // 10: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
-	17, // 11: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
-	21, // 12: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
-	71, // 13: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
-	71, // 14: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
-	22, // 15: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
-	23, // 16: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
-	24, // 17: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
-	25, // 18: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
-	72, // 19: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
-	72, // 20: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
-	6,  // 21: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
-	27, // 22: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
-	72, // 23: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
-	72, // 24: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 25: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
-	72, // 26: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
-	72, // 27: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
-	69, // 28: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
-	72, // 29: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
-	4,  // 30: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	13, // 31: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
-	70, // 32: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	32, // 33: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	72, // 34: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 35: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
-	8,  // 36: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	29, // 37: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
-	30, // 38: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
-	31, // 39: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	33, // 40: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
-	72, // 41: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	72, // 42: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	72, // 43: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	29, // 44: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
-	11, // 45: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
-	7,  // 46: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
-	8,  // 47: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	31, // 48: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	33, // 49: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
-	8,  // 50: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	72, // 51: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	35, // 52: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
-	36, // 53: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
-	37, // 54: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
-	38, // 55: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
-	39, // 56: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
-	40, // 57: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
-	12, // 58: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	16, // 59: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
-	32, // 60: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	42, // 61: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
-	26, // 62: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 63: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 64: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 65: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
-	5,  // 66: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
-	6,  // 67: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
-	28, // 68: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
-	28, // 69: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
-	34, // 70: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
-	10, // 71: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
-	34, // 72: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
-	7,  // 73: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
-	10, // 74: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
-	34, // 75: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
-	34, // 76: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
-	41, // 77: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
-	12, // 78: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	43, // 79: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
-	44, // 80: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
-	45, // 81: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
-	47, // 82: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
-	49, // 83: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
-	51, // 84: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
-	53, // 85: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
-	55, // 86: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
-	57, // 87: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
-	59, // 88: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
-	61, // 89: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
-	63, // 90: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
-	65, // 91: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
-	67, // 92: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
-	46, // 93: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
-	48, // 94: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
-	50, // 95: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
-	52, // 96: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
-	54, // 97: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
-	56, // 98: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
-	58, // 99: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
-	60, // 100: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
-	62, // 101: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
-	64, // 102: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
-	66, // 103: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
-	68, // 104: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
-	93, // [93:105] is the sub-list for method output_type
-	81, // [81:93] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	5,  // 10: privmesh.fl.v1.DifferentialPrivacy.noise:type_name -> privmesh.fl.v1.DpNoise
+	17, // 11: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
+	18, // 12: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
+	22, // 13: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
+	72, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
+	72, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
+	23, // 16: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
+	24, // 17: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
+	25, // 18: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
+	26, // 19: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
+	73, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
+	73, // 21: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
+	7,  // 22: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
+	28, // 23: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
+	73, // 24: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
+	73, // 25: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
+	10, // 26: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
+	73, // 27: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
+	73, // 28: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
+	70, // 29: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
+	73, // 30: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
+	4,  // 31: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	5,  // 32: privmesh.fl.v1.PrivacySpent.noise:type_name -> privmesh.fl.v1.DpNoise
+	14, // 33: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
+	71, // 34: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	33, // 35: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	73, // 36: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 37: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
+	9,  // 38: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	30, // 39: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
+	31, // 40: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
+	32, // 41: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	34, // 42: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
+	73, // 43: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	73, // 44: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	73, // 45: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	30, // 46: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
+	12, // 47: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
+	8,  // 48: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
+	9,  // 49: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	32, // 50: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	34, // 51: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
+	9,  // 52: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	73, // 53: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	36, // 54: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
+	37, // 55: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
+	38, // 56: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
+	39, // 57: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
+	40, // 58: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
+	41, // 59: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
+	13, // 60: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	17, // 61: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
+	33, // 62: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	43, // 63: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
+	27, // 64: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
+	27, // 65: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	27, // 66: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	27, // 67: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
+	6,  // 68: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
+	7,  // 69: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
+	29, // 70: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
+	29, // 71: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
+	35, // 72: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
+	11, // 73: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
+	35, // 74: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
+	8,  // 75: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
+	11, // 76: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
+	35, // 77: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
+	35, // 78: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
+	42, // 79: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
+	13, // 80: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	44, // 81: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
+	45, // 82: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
+	46, // 83: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
+	48, // 84: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
+	50, // 85: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
+	52, // 86: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
+	54, // 87: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
+	56, // 88: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
+	58, // 89: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
+	60, // 90: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
+	62, // 91: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
+	64, // 92: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
+	66, // 93: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
+	68, // 94: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
+	47, // 95: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
+	49, // 96: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
+	51, // 97: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
+	53, // 98: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
+	55, // 99: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
+	57, // 100: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
+	59, // 101: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
+	61, // 102: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
+	63, // 103: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
+	65, // 104: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
+	67, // 105: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
+	69, // 106: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
+	95, // [95:107] is the sub-list for method output_type
+	83, // [83:95] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_fl_v1_fl_proto_init() }
@@ -5840,7 +5925,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fl_v1_fl_proto_rawDesc), len(file_privmesh_fl_v1_fl_proto_rawDesc)),
-			NumEnums:      14,
+			NumEnums:      15,
 			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
