@@ -200,7 +200,8 @@ def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
 
 async def test_a_request_past_the_time_limit_is_killed_and_the_queued_ones_run_on_a_fresh_worker(
         tmp_path: Path, linear: LinearSession) -> None:
-    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0))
+    # Long enough for a fresh worker to load the session and evaluate on a loaded two-core CI machine.
+    worker = Worker("test", limits=WorkerLimits(seconds_per_request=4.0))
     await worker.start()
     try:
         pid = worker.pid

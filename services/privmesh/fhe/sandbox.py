@@ -8,7 +8,8 @@ In order (each step the kernel lacks is skipped with a logged warning; what was 
 - started as root: the worker becomes `uid`:`gid` (65534, nobody, by default) with no supplementary groups, so
   the service's files (TLS key, audit signing key, databases: 0600/0640 of the server) are not its own. It
   needs nothing from them: the session key files it reads come as descriptors the server opened (worker.py);
-- Landlock: the file system is read-only and limited to the Python installation (code, no secrets);
+- Landlock: the file system is read-only and limited to the Python installation (code, no secrets); it binds
+  the calling thread only (OpenFHE's import has started one more), the seccomp filter and the uid bind all;
 - seccomp, an allow-list (ALLOWED) of the calls that OpenFHE and the torch evaluator make after start-up, found
   by tracing the worker under the evaluation, key-check and model-circuit tests (strace -f; see
   docs/security.md). Refused with EPERM, so that the code that tries them fails cleanly: any open of a file
@@ -23,8 +24,9 @@ In order (each step the kernel lacks is skipped with a logged warning; what was 
 Architectures: x86_64 and aarch64 (Graviton); any other refuses to start a worker (fail closed), as does a
 kernel that refuses the filter for another reason than lacking seccomp.
 
-The filter is built by libseccomp through pyseccomp (a ctypes binding); Landlock has no Python binding on PyPI,
-so its three system calls are made here with ctypes.
+The filter is built by libseccomp through pyseccomp (a ctypes binding; libseccomp2 is in every Debian and Ubuntu
+base image, and without it no worker starts); Landlock has no Python binding on PyPI, so its three system calls
+are made here with ctypes.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ class SandboxSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    uid: int = Field(65534, ge=1, le=2**31 - 1, description="user id of the sandbox processes (not root)")
-    gid: int = Field(65534, ge=1, le=2**31 - 1, description="group id of the sandbox processes (not root, and "
+    uid: int = Field(default=65534, ge=1, le=2**31 - 1, description="user id of the sandbox processes (not root)")
+    gid: int = Field(default=65534, ge=1, le=2**31 - 1, description="group id of the sandbox processes (not root, and "
                                                             "no group that may read the service's secrets)")
 
 
