@@ -215,6 +215,7 @@ def test_store_keeps_keys_unique_and_events_in_sequence(store: CoordinatorStore)
 
 
 def _distributed(**secagg: Any) -> pb.Federation:
+    secagg.setdefault("max_weight", 1.0)  # every update has weight 1
     return pb.Federation(
         num_rounds=2, min_participants=3, model=pb.ModelSpec(feature_count=6, class_count=2, label_name="y",
                                                              logistic_regression=pb.LogisticRegressionSpec()),
@@ -242,6 +243,7 @@ def test_distributed_noise_shares_sum_to_the_central_noise() -> None:
     ({"secure_aggregation": None}, "federation.differential_privacy.noise"),
     ({"clipping_mode": pb.DP_CLIPPING_MODE_SERVER_SIDE_FIXED}, "federation.differential_privacy.clipping_mode"),
     ({"clipping_range": 1.0}, "federation.secure_aggregation.clipping_range"),  # 8 shares are 2.31
+    ({"max_weight": 1000.0}, "federation.secure_aggregation.quantization_range"),  # shares scaled by 1/1000
     ({"quantization_range": 1024}, "federation.secure_aggregation.quantization_range"),
 ])
 def test_distributed_noise_refuses_what_would_not_add_up(change: dict[str, Any], field: str) -> None:

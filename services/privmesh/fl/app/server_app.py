@@ -68,13 +68,13 @@ class FederationClientManager(SimpleClientManager):
 
 class DistributedNoiseClipping(DifferentialPrivacyClientSideFixedClipping):
     """Distributed noise: the participants clip (the clipping norm goes out in each round's config, as with central
-    DP) and add the noise before masking (app/noise.py), so the aggregate is released as SecAgg+ unmasks it."""
+    DP) and add the noise before masking (app/noise.py), so the aggregate is released as SecAgg+ unmasks it. A
+    failure does not void the round (Flower's wrappers drop it, as their central noise assumes m updates): the
+    sum holds the shares of the k participants whose masked updates arrived, and the round is accounted so."""
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[tuple[ClientProxy, FitRes] | BaseException]
                       ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if failures:
-            return None, {}
         return self.strategy.aggregate_fit(server_round, results, failures)
 
 

@@ -169,14 +169,16 @@ def _dp(f: fl_pb2.Federation) -> Violations:
 def _distributed_noise(f: fl_pb2.Federation, v: Violations) -> None:
     """Distributed noise needs SecAgg+ (else each lightly noised update is seen) and client-side clipping, and
     a share that SecAgg+ neither clips (clipping_range >= 8 shares) nor drowns in rounding (step <= share / 100),
-    for the largest share (the fewest participants a round samples: min_participants)."""
+    for the share of the fewest participants a round samples (min_participants), as SecAgg+ scales it (by
+    1 / max_weight: max_weight 1 suits updates of weight 1)."""
     d, secagg, path = f.differential_privacy, secagg_spec(f), "federation.differential_privacy.noise"
     if secagg is None:
         v.add(path, "distributed noise needs secure_aggregation (each update carries only a share of the noise)")
     elif d.clipping_mode != fl_pb2.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED:
         v.add(path, "distributed noise needs CLIENT_SIDE_FIXED clipping")
     else:
-        share = d.noise_multiplier * d.clipping_norm / math.sqrt(max(f.min_participants, 1))
+        # SecAgg+ scales each update by its weight over max_weight (weight 1 here) before clipping and rounding.
+        share = d.noise_multiplier * d.clipping_norm / math.sqrt(max(f.min_participants, 1)) / secagg.max_weight
         v.check(secagg.clipping_range >= 8 * share, "federation.secure_aggregation.clipping_range",
                 f"must be at least 8 noise shares ({8 * share:.4g}) so that SecAgg+ does not clip the noise")
         step = 2 * secagg.clipping_range / secagg.quantization_range
