@@ -37,7 +37,7 @@ from tests.conftest import identity, spiffe
 from tests.fl.conftest import COORDINATOR, FlEnv, Hospital
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-RUN_TIMEOUT = 400.0
+RUN_TIMEOUT = 150.0
 
 STOP_ID = "5f0c7a52-0000-4000-8000-000000000001"
 
