@@ -511,7 +511,7 @@ async def test_distributed_noise_gives_the_aggregate_the_promised_variance_and_n
                        feature_names=list(records.FEATURES), label_name="high_risk", seed=seed)
     await create(fl_env, "distributed", federation(
         differential_privacy=dp, model=mlp, secure_aggregation=pb.SecureAggregation(
-            num_shares=3, reconstruction_threshold=2, max_weight=1.0, timeout=Duration(seconds=30))))
+            num_shares=3, reconstruction_threshold=2, max_weight=1.0, timeout=Duration(seconds=60))))
     if any(h.node is not None for h in fl_env.hospitals):  # after the module's other tests
         await move_participants(fl_env, "federations/private", "federations/distributed")
     else:  # alone (-k): the hospitals join this federation first
