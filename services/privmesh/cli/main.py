@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -138,10 +139,16 @@ def status(state_dir: Path) -> None:
 @main.command()
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="use the mesh running from this state directory instead of starting a temporary one")
-def demo(state_dir: Path | None) -> None:
+@click.option("--fl-engine", type=click.Choice(["flower", "flare"]), default="flower", show_default=True,
+              help="the engine of the federated-training step (flare: the temporary mesh runs a FLARE server)")
+def demo(state_dir: Path | None, fl_engine: str) -> None:
     """Runs the end-to-end scenario of DESIGN.md against a local mesh; exits 1 if a step fails."""
     from privmesh.demo.context import DemoContext
     from privmesh.demo.scenario import run_scenario
+    from privmesh.mesh.catalog import LOCAL_FLARE_ENV
+
+    if fl_engine == "flare":
+        os.environ[LOCAL_FLARE_ENV] = "1"
 
     with tempfile.TemporaryDirectory(prefix="privmesh-demo-") as tmp:
         layout = MeshLayout(state_dir or Path(tmp) / "mesh")
@@ -155,7 +162,8 @@ def demo(state_dir: Path | None) -> None:
             if not endpoints:
                 raise click.ClickException(f"no mesh is running from {state_dir}")
             return await run_scenario(DemoContext(layout, console, {e.service: e.target for e in endpoints},
-                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints}))
+                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints},
+                                                  fl_engine=fl_engine))
 
         try:
             ok = asyncio.run(run())

@@ -5,6 +5,7 @@ A service appears here only once it is real: nothing that answers UNIMPLEMENTED 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,9 @@ def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
     return {"database": f"sqlite:///{data / 'dpgateway.db'}", "cache_dir": str(data / "source-cache")}
 
 
+LOCAL_FLARE_ENV = "PRIVMESH_LOCAL_FLARE"
+
+
 def _fl_settings(state_dir: Path) -> dict[str, Any]:
     import socket
 
@@ -91,10 +95,13 @@ def _fl_settings(state_dir: Path) -> dict[str, Any]:
         sock.bind(("127.0.0.1", 0))
         fleet_port = sock.getsockname()[1]
     data = state_dir / "data" / "fl-coordinator"
-    return {"database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
-            "fleet_address": f"127.0.0.1:{fleet_port}",
-            "key_broker_target": peer_target(state_dir, "key-broker") or "",
-            "attestation_verifier_target": peer_target(state_dir, "attestation-verifier") or ""}
+    settings: dict[str, Any] = {
+        "database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
+        "fleet_address": f"127.0.0.1:{fleet_port}", "key_broker_target": peer_target(state_dir, "key-broker") or "",
+        "attestation_verifier_target": peer_target(state_dir, "attestation-verifier") or ""}
+    if os.environ.get(LOCAL_FLARE_ENV) == "1":  # `privmesh demo --fl-engine flare`: a FLARE server on loopback
+        settings["flare"] = {"address": "localhost:0", "directory": str(data / "flare")}
+    return settings
 
 
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"

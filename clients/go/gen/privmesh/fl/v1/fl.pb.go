@@ -101,6 +101,13 @@ const (
 	ErrorReason_ERROR_REASON_KEY_BROKER_UNAVAILABLE ErrorReason = 23
 	// A request_id was reused with a different request (ALREADY_EXISTS).
 	ErrorReason_ERROR_REASON_REQUEST_ID_CONFLICT ErrorReason = 24
+	// The federation's configuration asks for something its engine does not do, e.g. SecAgg+ or FedAdam on FLARE
+	// (INVALID_ARGUMENT); a field violation names the field.
+	ErrorReason_ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED ErrorReason = 25
+	// The FLARE server could not be reached or refused the operation (UNAVAILABLE); no partial state was kept.
+	ErrorReason_ERROR_REASON_FLARE_SERVER_UNAVAILABLE ErrorReason = 26
+	// A startup kit was asked for a participant of a federation whose engine is not FLARE (FAILED_PRECONDITION).
+	ErrorReason_ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE ErrorReason = 27
 )
 
 // Enum value maps for ErrorReason.
@@ -131,6 +138,9 @@ var (
 		22: "ERROR_REASON_MODEL_DECRYPTION_DENIED",
 		23: "ERROR_REASON_KEY_BROKER_UNAVAILABLE",
 		24: "ERROR_REASON_REQUEST_ID_CONFLICT",
+		25: "ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED",
+		26: "ERROR_REASON_FLARE_SERVER_UNAVAILABLE",
+		27: "ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                   0,
@@ -158,6 +168,9 @@ var (
 		"ERROR_REASON_MODEL_DECRYPTION_DENIED":       22,
 		"ERROR_REASON_KEY_BROKER_UNAVAILABLE":        23,
 		"ERROR_REASON_REQUEST_ID_CONFLICT":           24,
+		"ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED":    25,
+		"ERROR_REASON_FLARE_SERVER_UNAVAILABLE":      26,
+		"ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE":    27,
 	}
 )
 
@@ -186,6 +199,60 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{0}
+}
+
+// The federated-learning framework that runs a federation.
+type FlEngine int32
+
+const (
+	// Never sent; read as FLOWER.
+	FlEngine_FL_ENGINE_UNSPECIFIED FlEngine = 0
+	// Flower's deployment engine: a SuperLink the coordinator supervises; participants run SuperNodes.
+	FlEngine_FL_ENGINE_FLOWER FlEngine = 1
+	// NVIDIA FLARE: a FLARE server the coordinator provisions and supervises; participants run FLARE clients from
+	// startup kits the coordinator issues after admission (GetStartupKit). No SecAgg+ and no FedAdam on FLARE.
+	FlEngine_FL_ENGINE_FLARE FlEngine = 2
+)
+
+// Enum value maps for FlEngine.
+var (
+	FlEngine_name = map[int32]string{
+		0: "FL_ENGINE_UNSPECIFIED",
+		1: "FL_ENGINE_FLOWER",
+		2: "FL_ENGINE_FLARE",
+	}
+	FlEngine_value = map[string]int32{
+		"FL_ENGINE_UNSPECIFIED": 0,
+		"FL_ENGINE_FLOWER":      1,
+		"FL_ENGINE_FLARE":       2,
+	}
+)
+
+func (x FlEngine) Enum() *FlEngine {
+	p := new(FlEngine)
+	*p = x
+	return p
+}
+
+func (x FlEngine) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlEngine) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_fl_v1_fl_proto_enumTypes[1].Descriptor()
+}
+
+func (FlEngine) Type() protoreflect.EnumType {
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[1]
+}
+
+func (x FlEngine) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlEngine.Descriptor instead.
+func (FlEngine) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{1}
 }
 
 // The activation of an MLP's hidden layers.
@@ -229,11 +296,11 @@ func (x MlpActivation) String() string {
 }
 
 func (MlpActivation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[1].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[2].Descriptor()
 }
 
 func (MlpActivation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[1]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[2]
 }
 
 func (x MlpActivation) Number() protoreflect.EnumNumber {
@@ -242,7 +309,7 @@ func (x MlpActivation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MlpActivation.Descriptor instead.
 func (MlpActivation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{1}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{2}
 }
 
 // The optimizer of local training on a participant.
@@ -282,11 +349,11 @@ func (x LocalOptimizer) String() string {
 }
 
 func (LocalOptimizer) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[2].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[3].Descriptor()
 }
 
 func (LocalOptimizer) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[2]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[3]
 }
 
 func (x LocalOptimizer) Number() protoreflect.EnumNumber {
@@ -295,7 +362,7 @@ func (x LocalOptimizer) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LocalOptimizer.Descriptor instead.
 func (LocalOptimizer) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{2}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{3}
 }
 
 // Where and how updates are clipped for differential privacy.
@@ -337,11 +404,11 @@ func (x DpClippingMode) String() string {
 }
 
 func (DpClippingMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[3].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[4].Descriptor()
 }
 
 func (DpClippingMode) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[3]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[4]
 }
 
 func (x DpClippingMode) Number() protoreflect.EnumNumber {
@@ -350,7 +417,7 @@ func (x DpClippingMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DpClippingMode.Descriptor instead.
 func (DpClippingMode) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{3}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{4}
 }
 
 // The privacy accountant.
@@ -387,11 +454,11 @@ func (x DpAccountant) String() string {
 }
 
 func (DpAccountant) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[4].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
 }
 
 func (DpAccountant) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[4]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
 }
 
 func (x DpAccountant) Number() protoreflect.EnumNumber {
@@ -400,7 +467,7 @@ func (x DpAccountant) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DpAccountant.Descriptor instead.
 func (DpAccountant) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{4}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
 }
 
 // Who adds the DP noise.
@@ -445,11 +512,11 @@ func (x DpNoise) String() string {
 }
 
 func (DpNoise) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
 }
 
 func (DpNoise) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
 }
 
 func (x DpNoise) Number() protoreflect.EnumNumber {
@@ -458,7 +525,7 @@ func (x DpNoise) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DpNoise.Descriptor instead.
 func (DpNoise) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
 }
 
 // The format of a participant's public key.
@@ -502,11 +569,11 @@ func (x PublicKeyFormat) String() string {
 }
 
 func (PublicKeyFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
 }
 
 func (PublicKeyFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
 }
 
 func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
@@ -515,7 +582,7 @@ func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PublicKeyFormat.Descriptor instead.
 func (PublicKeyFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 // An elliptic curve for ECDSA keys.
@@ -559,11 +626,11 @@ func (x EcCurve) String() string {
 }
 
 func (EcCurve) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
 }
 
 func (EcCurve) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
 }
 
 func (x EcCurve) Number() protoreflect.EnumNumber {
@@ -572,7 +639,7 @@ func (x EcCurve) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EcCurve.Descriptor instead.
 func (EcCurve) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 // The lifecycle of a run.
@@ -629,11 +696,11 @@ func (x RunState) String() string {
 }
 
 func (RunState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
 }
 
 func (RunState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
 }
 
 func (x RunState) Number() protoreflect.EnumNumber {
@@ -642,7 +709,7 @@ func (x RunState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunState.Descriptor instead.
 func (RunState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 // Why a run ended.
@@ -706,11 +773,11 @@ func (x RunEndReason) String() string {
 }
 
 func (RunEndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
 }
 
 func (RunEndReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
 }
 
 func (x RunEndReason) Number() protoreflect.EnumNumber {
@@ -719,7 +786,7 @@ func (x RunEndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunEndReason.Descriptor instead.
 func (RunEndReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
 // The state of one round.
@@ -763,11 +830,11 @@ func (x RoundState) String() string {
 }
 
 func (RoundState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
 }
 
 func (RoundState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
 }
 
 func (x RoundState) Number() protoreflect.EnumNumber {
@@ -776,7 +843,7 @@ func (x RoundState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RoundState.Descriptor instead.
 func (RoundState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
 }
 
 // How much of a Run is returned.
@@ -816,11 +883,11 @@ func (x RunView) String() string {
 }
 
 func (RunView) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
 }
 
 func (RunView) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
 }
 
 func (x RunView) Number() protoreflect.EnumNumber {
@@ -829,7 +896,7 @@ func (x RunView) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunView.Descriptor instead.
 func (RunView) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
 }
 
 // Why a participant left a run or a round.
@@ -877,11 +944,11 @@ func (x DropReason) String() string {
 }
 
 func (DropReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
 }
 
 func (DropReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
 }
 
 func (x DropReason) Number() protoreflect.EnumNumber {
@@ -890,7 +957,7 @@ func (x DropReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DropReason.Descriptor instead.
 func (DropReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 // How GetModel delivers the model.
@@ -930,11 +997,11 @@ func (x ModelRepresentation) String() string {
 }
 
 func (ModelRepresentation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
 }
 
 func (ModelRepresentation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
 }
 
 func (x ModelRepresentation) Number() protoreflect.EnumNumber {
@@ -943,7 +1010,7 @@ func (x ModelRepresentation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ModelRepresentation.Descriptor instead.
 func (ModelRepresentation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 // The format of an encrypted model.
@@ -981,11 +1048,11 @@ func (x EnvelopeFormat) String() string {
 }
 
 func (EnvelopeFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[15].Descriptor()
 }
 
 func (EnvelopeFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[15]
 }
 
 func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
@@ -994,7 +1061,7 @@ func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnvelopeFormat.Descriptor instead.
 func (EnvelopeFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
 }
 
 // Logistic regression: sigmoid (binary) or softmax (multinomial) over a linear layer.
@@ -1982,6 +2049,70 @@ func (x *SuperLinkEndpoint) GetRootCertificatesPem() string {
 	return ""
 }
 
+// Where participants' FLARE clients connect.
+type FlareEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The FLARE server's address, "host:port" (its FL and admin port).
+	ServerAddress string `protobuf:"bytes,1,opt,name=server_address,json=serverAddress,proto3" json:"server_address,omitempty"`
+	// PEM of the FLARE root CA that signed the server's and the sites' certificates.
+	RootCertificatePem string `protobuf:"bytes,2,opt,name=root_certificate_pem,json=rootCertificatePem,proto3" json:"root_certificate_pem,omitempty"`
+	// The FLARE project name.
+	Project       string `protobuf:"bytes,3,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlareEndpoint) Reset() {
+	*x = FlareEndpoint{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlareEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlareEndpoint) ProtoMessage() {}
+
+func (x *FlareEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlareEndpoint.ProtoReflect.Descriptor instead.
+func (*FlareEndpoint) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FlareEndpoint) GetServerAddress() string {
+	if x != nil {
+		return x.ServerAddress
+	}
+	return ""
+}
+
+func (x *FlareEndpoint) GetRootCertificatePem() string {
+	if x != nil {
+		return x.RootCertificatePem
+	}
+	return ""
+}
+
+func (x *FlareEndpoint) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
 // A group of data owners training one model.
 type Federation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2021,14 +2152,18 @@ type Federation struct {
 	// Output only: the principal (SPIFFE ID) that created it.
 	Creator string `protobuf:"bytes,17,opt,name=creator,proto3" json:"creator,omitempty"`
 	// Output only.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The engine that runs the federation (default FLOWER). What each engine guarantees: docs/fl-coordinator.md.
+	Engine FlEngine `protobuf:"varint,19,opt,name=engine,proto3,enum=privmesh.fl.v1.FlEngine" json:"engine,omitempty"`
+	// Output only: where participants' FLARE clients connect; set for FLARE federations only.
+	Flare         *FlareEndpoint `protobuf:"bytes,20,opt,name=flare,proto3" json:"flare,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Federation) Reset() {
 	*x = Federation{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2175,7 @@ func (x *Federation) String() string {
 func (*Federation) ProtoMessage() {}
 
 func (x *Federation) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2188,7 @@ func (x *Federation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Federation.ProtoReflect.Descriptor instead.
 func (*Federation) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Federation) GetName() string {
@@ -2182,6 +2317,20 @@ func (x *Federation) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Federation) GetEngine() FlEngine {
+	if x != nil {
+		return x.Engine
+	}
+	return FlEngine_FL_ENGINE_UNSPECIFIED
+}
+
+func (x *Federation) GetFlare() *FlareEndpoint {
+	if x != nil {
+		return x.Flare
+	}
+	return nil
+}
+
 // The outcome of a participant's attestation at admission.
 type AdmissionAttestation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2199,7 +2348,7 @@ type AdmissionAttestation struct {
 
 func (x *AdmissionAttestation) Reset() {
 	*x = AdmissionAttestation{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2360,7 @@ func (x *AdmissionAttestation) String() string {
 func (*AdmissionAttestation) ProtoMessage() {}
 
 func (x *AdmissionAttestation) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2373,7 @@ func (x *AdmissionAttestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmissionAttestation.ProtoReflect.Descriptor instead.
 func (*AdmissionAttestation) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdmissionAttestation) GetPolicy() string {
@@ -2271,7 +2420,8 @@ type Participant struct {
 	Curve EcCurve `protobuf:"varint,5,opt,name=curve,proto3,enum=privmesh.fl.v1.EcCurve" json:"curve,omitempty"`
 	// Output only: the attestation that admitted it; absent when none was required or sent.
 	Attestation *AdmissionAttestation `protobuf:"bytes,6,opt,name=attestation,proto3" json:"attestation,omitempty"`
-	// Output only: the Flower node id of its SuperNode; 0 until it first connects.
+	// Output only: the Flower node id of its SuperNode (assigned at admission); on FLARE an id the coordinator
+	// assigns, which round reports use.
 	NodeId uint64 `protobuf:"varint,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Output only: whether its SuperNode is connected to the SuperLink now.
 	Connected bool `protobuf:"varint,8,opt,name=connected,proto3" json:"connected,omitempty"`
@@ -2280,14 +2430,16 @@ type Participant struct {
 	// Output only: the principal (SPIFFE ID) that registered it.
 	Registrant string `protobuf:"bytes,10,opt,name=registrant,proto3" json:"registrant,omitempty"`
 	// Output only.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only: the FLARE site name of its client (FLARE federations only).
+	FlareSite     string `protobuf:"bytes,12,opt,name=flare_site,json=flareSite,proto3" json:"flare_site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2451,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2464,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Participant) GetName() string {
@@ -2392,6 +2544,13 @@ func (x *Participant) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Participant) GetFlareSite() string {
+	if x != nil {
+		return x.FlareSite
+	}
+	return ""
+}
+
 // Aggregated metrics of one round; never per-participant values, never weights.
 type RoundMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2425,7 +2584,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2596,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2609,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoundMetrics) GetRound() uint32 {
@@ -2556,7 +2715,7 @@ type RunParticipant struct {
 
 func (x *RunParticipant) Reset() {
 	*x = RunParticipant{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2727,7 @@ func (x *RunParticipant) String() string {
 func (*RunParticipant) ProtoMessage() {}
 
 func (x *RunParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2740,7 @@ func (x *RunParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunParticipant.ProtoReflect.Descriptor instead.
 func (*RunParticipant) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{16}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunParticipant) GetParticipant() string {
@@ -2643,7 +2802,7 @@ type PrivacySpent struct {
 
 func (x *PrivacySpent) Reset() {
 	*x = PrivacySpent{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2814,7 @@ func (x *PrivacySpent) String() string {
 func (*PrivacySpent) ProtoMessage() {}
 
 func (x *PrivacySpent) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2827,7 @@ func (x *PrivacySpent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrivacySpent.ProtoReflect.Descriptor instead.
 func (*PrivacySpent) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{17}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrivacySpent) GetEpsilon() float64 {
@@ -2728,7 +2887,7 @@ type EncryptionInfo struct {
 
 func (x *EncryptionInfo) Reset() {
 	*x = EncryptionInfo{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2899,7 @@ func (x *EncryptionInfo) String() string {
 func (*EncryptionInfo) ProtoMessage() {}
 
 func (x *EncryptionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2912,7 @@ func (x *EncryptionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptionInfo.ProtoReflect.Descriptor instead.
 func (*EncryptionInfo) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{18}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EncryptionInfo) GetFormat() EnvelopeFormat {
@@ -2798,7 +2957,7 @@ type StoredModel struct {
 
 func (x *StoredModel) Reset() {
 	*x = StoredModel{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +2969,7 @@ func (x *StoredModel) String() string {
 func (*StoredModel) ProtoMessage() {}
 
 func (x *StoredModel) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +2982,7 @@ func (x *StoredModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredModel.ProtoReflect.Descriptor instead.
 func (*StoredModel) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{19}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StoredModel) GetName() string {
@@ -2904,14 +3063,16 @@ type Run struct {
 	// When the first round started; unset while PENDING.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When it ended; unset while not ended.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// FLARE's job id on the FLARE server (FLARE federations; flower_run_id is 0 then).
+	FlareJobId    string `protobuf:"bytes,18,opt,name=flare_job_id,json=flareJobId,proto3" json:"flare_job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3084,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3097,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{20}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Run) GetName() string {
@@ -3058,6 +3219,13 @@ func (x *Run) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Run) GetFlareJobId() string {
+	if x != nil {
+		return x.FlareJobId
+	}
+	return ""
+}
+
 // A round began.
 type RoundStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3071,7 +3239,7 @@ type RoundStarted struct {
 
 func (x *RoundStarted) Reset() {
 	*x = RoundStarted{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3251,7 @@ func (x *RoundStarted) String() string {
 func (*RoundStarted) ProtoMessage() {}
 
 func (x *RoundStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3264,7 @@ func (x *RoundStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStarted.ProtoReflect.Descriptor instead.
 func (*RoundStarted) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{21}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RoundStarted) GetRound() uint32 {
@@ -3124,7 +3292,7 @@ type RoundFinished struct {
 
 func (x *RoundFinished) Reset() {
 	*x = RoundFinished{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3304,7 @@ func (x *RoundFinished) String() string {
 func (*RoundFinished) ProtoMessage() {}
 
 func (x *RoundFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3317,7 @@ func (x *RoundFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundFinished.ProtoReflect.Descriptor instead.
 func (*RoundFinished) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{22}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RoundFinished) GetMetrics() *RoundMetrics {
@@ -3172,7 +3340,7 @@ type ParticipantJoined struct {
 
 func (x *ParticipantJoined) Reset() {
 	*x = ParticipantJoined{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3352,7 @@ func (x *ParticipantJoined) String() string {
 func (*ParticipantJoined) ProtoMessage() {}
 
 func (x *ParticipantJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3365,7 @@ func (x *ParticipantJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantJoined.ProtoReflect.Descriptor instead.
 func (*ParticipantJoined) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{23}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ParticipantJoined) GetParticipant() string {
@@ -3229,7 +3397,7 @@ type ParticipantDropped struct {
 
 func (x *ParticipantDropped) Reset() {
 	*x = ParticipantDropped{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3409,7 @@ func (x *ParticipantDropped) String() string {
 func (*ParticipantDropped) ProtoMessage() {}
 
 func (x *ParticipantDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3422,7 @@ func (x *ParticipantDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantDropped.ProtoReflect.Descriptor instead.
 func (*ParticipantDropped) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{24}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ParticipantDropped) GetParticipant() string {
@@ -3295,7 +3463,7 @@ type RunFinished struct {
 
 func (x *RunFinished) Reset() {
 	*x = RunFinished{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3475,7 @@ func (x *RunFinished) String() string {
 func (*RunFinished) ProtoMessage() {}
 
 func (x *RunFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3488,7 @@ func (x *RunFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFinished.ProtoReflect.Descriptor instead.
 func (*RunFinished) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{25}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunFinished) GetState() RunState {
@@ -3364,7 +3532,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3544,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3557,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{26}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RunFailed) GetEndReason() RunEndReason {
@@ -3432,7 +3600,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3612,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3625,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{27}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunEvent) GetSequence() uint64 {
@@ -3605,7 +3773,7 @@ type TensorInfo struct {
 
 func (x *TensorInfo) Reset() {
 	*x = TensorInfo{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3785,7 @@ func (x *TensorInfo) String() string {
 func (*TensorInfo) ProtoMessage() {}
 
 func (x *TensorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3798,7 @@ func (x *TensorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TensorInfo.ProtoReflect.Descriptor instead.
 func (*TensorInfo) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{28}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TensorInfo) GetName() string {
@@ -3686,7 +3854,7 @@ type ModelHeader struct {
 
 func (x *ModelHeader) Reset() {
 	*x = ModelHeader{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3698,7 +3866,7 @@ func (x *ModelHeader) String() string {
 func (*ModelHeader) ProtoMessage() {}
 
 func (x *ModelHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3711,7 +3879,7 @@ func (x *ModelHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelHeader.ProtoReflect.Descriptor instead.
 func (*ModelHeader) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{29}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ModelHeader) GetName() string {
@@ -3783,7 +3951,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +3963,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +3976,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{30}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ModelChunk) GetOffset() uint64 {
@@ -3840,7 +4008,7 @@ type CreateFederationRequest struct {
 
 func (x *CreateFederationRequest) Reset() {
 	*x = CreateFederationRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3852,7 +4020,7 @@ func (x *CreateFederationRequest) String() string {
 func (*CreateFederationRequest) ProtoMessage() {}
 
 func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3865,7 +4033,7 @@ func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
 func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{31}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateFederationRequest) GetFederationId() string {
@@ -3900,7 +4068,7 @@ type CreateFederationResponse struct {
 
 func (x *CreateFederationResponse) Reset() {
 	*x = CreateFederationResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4080,7 @@ func (x *CreateFederationResponse) String() string {
 func (*CreateFederationResponse) ProtoMessage() {}
 
 func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4093,7 @@ func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
 func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{32}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateFederationResponse) GetFederation() *Federation {
@@ -3946,7 +4114,7 @@ type GetFederationRequest struct {
 
 func (x *GetFederationRequest) Reset() {
 	*x = GetFederationRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3958,7 +4126,7 @@ func (x *GetFederationRequest) String() string {
 func (*GetFederationRequest) ProtoMessage() {}
 
 func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3971,7 +4139,7 @@ func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationRequest.ProtoReflect.Descriptor instead.
 func (*GetFederationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{33}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetFederationRequest) GetName() string {
@@ -3992,7 +4160,7 @@ type GetFederationResponse struct {
 
 func (x *GetFederationResponse) Reset() {
 	*x = GetFederationResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4004,7 +4172,7 @@ func (x *GetFederationResponse) String() string {
 func (*GetFederationResponse) ProtoMessage() {}
 
 func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4017,7 +4185,7 @@ func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationResponse.ProtoReflect.Descriptor instead.
 func (*GetFederationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{34}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetFederationResponse) GetFederation() *Federation {
@@ -4040,7 +4208,7 @@ type ListFederationsRequest struct {
 
 func (x *ListFederationsRequest) Reset() {
 	*x = ListFederationsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4220,7 @@ func (x *ListFederationsRequest) String() string {
 func (*ListFederationsRequest) ProtoMessage() {}
 
 func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4233,7 @@ func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{35}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListFederationsRequest) GetPageSize() int32 {
@@ -4095,7 +4263,7 @@ type ListFederationsResponse struct {
 
 func (x *ListFederationsResponse) Reset() {
 	*x = ListFederationsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4107,7 +4275,7 @@ func (x *ListFederationsResponse) String() string {
 func (*ListFederationsResponse) ProtoMessage() {}
 
 func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4120,7 +4288,7 @@ func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{36}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListFederationsResponse) GetFederations() []*Federation {
@@ -4165,7 +4333,7 @@ type RegisterParticipantRequest struct {
 
 func (x *RegisterParticipantRequest) Reset() {
 	*x = RegisterParticipantRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +4345,7 @@ func (x *RegisterParticipantRequest) String() string {
 func (*RegisterParticipantRequest) ProtoMessage() {}
 
 func (x *RegisterParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +4358,7 @@ func (x *RegisterParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterParticipantRequest.ProtoReflect.Descriptor instead.
 func (*RegisterParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{37}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegisterParticipantRequest) GetParent() string {
@@ -4260,7 +4428,7 @@ type RegisterParticipantResponse struct {
 
 func (x *RegisterParticipantResponse) Reset() {
 	*x = RegisterParticipantResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4272,7 +4440,7 @@ func (x *RegisterParticipantResponse) String() string {
 func (*RegisterParticipantResponse) ProtoMessage() {}
 
 func (x *RegisterParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4285,7 +4453,7 @@ func (x *RegisterParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RegisterParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{38}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RegisterParticipantResponse) GetParticipant() *Participant {
@@ -4310,7 +4478,7 @@ type ListParticipantsRequest struct {
 
 func (x *ListParticipantsRequest) Reset() {
 	*x = ListParticipantsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4322,7 +4490,7 @@ func (x *ListParticipantsRequest) String() string {
 func (*ListParticipantsRequest) ProtoMessage() {}
 
 func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4335,7 +4503,7 @@ func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsRequest.ProtoReflect.Descriptor instead.
 func (*ListParticipantsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{39}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListParticipantsRequest) GetParent() string {
@@ -4372,7 +4540,7 @@ type ListParticipantsResponse struct {
 
 func (x *ListParticipantsResponse) Reset() {
 	*x = ListParticipantsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4552,7 @@ func (x *ListParticipantsResponse) String() string {
 func (*ListParticipantsResponse) ProtoMessage() {}
 
 func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4565,7 @@ func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsResponse.ProtoReflect.Descriptor instead.
 func (*ListParticipantsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{40}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListParticipantsResponse) GetParticipants() []*Participant {
@@ -4425,7 +4593,7 @@ type RemoveParticipantRequest struct {
 
 func (x *RemoveParticipantRequest) Reset() {
 	*x = RemoveParticipantRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4605,7 @@ func (x *RemoveParticipantRequest) String() string {
 func (*RemoveParticipantRequest) ProtoMessage() {}
 
 func (x *RemoveParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4618,7 @@ func (x *RemoveParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantRequest.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{41}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveParticipantRequest) GetName() string {
@@ -4469,7 +4637,7 @@ type RemoveParticipantResponse struct {
 
 func (x *RemoveParticipantResponse) Reset() {
 	*x = RemoveParticipantResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4481,7 +4649,7 @@ func (x *RemoveParticipantResponse) String() string {
 func (*RemoveParticipantResponse) ProtoMessage() {}
 
 func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4494,7 +4662,117 @@ func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{42}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{43}
+}
+
+// Request for GetStartupKit.
+type GetStartupKitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The participant's name, "federations/{federation}/participants/{participant}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStartupKitRequest) Reset() {
+	*x = GetStartupKitRequest{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStartupKitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStartupKitRequest) ProtoMessage() {}
+
+func (x *GetStartupKitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStartupKitRequest.ProtoReflect.Descriptor instead.
+func (*GetStartupKitRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetStartupKitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response of GetStartupKit.
+type GetStartupKitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A zip archive of the site's FLARE workspace (startup/ and local/); it holds the site's private key.
+	StartupKit []byte `protobuf:"bytes,1,opt,name=startup_kit,json=startupKit,proto3" json:"startup_kit,omitempty"`
+	// Lower-case hex SHA-256 of startup_kit.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The FLARE site name.
+	Site          string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStartupKitResponse) Reset() {
+	*x = GetStartupKitResponse{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStartupKitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStartupKitResponse) ProtoMessage() {}
+
+func (x *GetStartupKitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStartupKitResponse.ProtoReflect.Descriptor instead.
+func (*GetStartupKitResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GetStartupKitResponse) GetStartupKit() []byte {
+	if x != nil {
+		return x.StartupKit
+	}
+	return nil
+}
+
+func (x *GetStartupKitResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *GetStartupKitResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 // Request for StartRun.
@@ -4510,7 +4788,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4522,7 +4800,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4535,7 +4813,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{43}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StartRunRequest) GetParent() string {
@@ -4563,7 +4841,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4575,7 +4853,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4588,7 +4866,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{44}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -4611,7 +4889,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +4901,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +4914,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{45}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetRunRequest) GetName() string {
@@ -4664,7 +4942,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4676,7 +4954,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4689,7 +4967,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -4718,7 +4996,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +5008,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +5021,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListRunsRequest) GetParent() string {
@@ -4794,7 +5072,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4806,7 +5084,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4819,7 +5097,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -4847,7 +5125,7 @@ type StopRunRequest struct {
 
 func (x *StopRunRequest) Reset() {
 	*x = StopRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4859,7 +5137,7 @@ func (x *StopRunRequest) String() string {
 func (*StopRunRequest) ProtoMessage() {}
 
 func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4872,7 +5150,7 @@ func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunRequest.ProtoReflect.Descriptor instead.
 func (*StopRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StopRunRequest) GetName() string {
@@ -4893,7 +5171,7 @@ type StopRunResponse struct {
 
 func (x *StopRunResponse) Reset() {
 	*x = StopRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4905,7 +5183,7 @@ func (x *StopRunResponse) String() string {
 func (*StopRunResponse) ProtoMessage() {}
 
 func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4918,7 +5196,7 @@ func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunResponse.ProtoReflect.Descriptor instead.
 func (*StopRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StopRunResponse) GetRun() *Run {
@@ -4941,7 +5219,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5231,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5244,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchRunRequest) GetName() string {
@@ -4994,7 +5272,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5006,7 +5284,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5019,7 +5297,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchRunResponse) GetEvent() *RunEvent {
@@ -5045,7 +5323,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5057,7 +5335,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5070,7 +5348,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -5103,7 +5381,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5115,7 +5393,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5128,7 +5406,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetModelResponse) GetPayload() isGetModelResponse_Payload {
@@ -5260,7 +5538,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x12attestation_policy\x18\x02 \x01(\tR\x11attestationPolicy\"l\n" +
 	"\x11SuperLinkEndpoint\x12#\n" +
 	"\rfleet_address\x18\x01 \x01(\tR\ffleetAddress\x122\n" +
-	"\x15root_certificates_pem\x18\x02 \x01(\tR\x13rootCertificatesPem\"\xd7\a\n" +
+	"\x15root_certificates_pem\x18\x02 \x01(\tR\x13rootCertificatesPem\"\x82\x01\n" +
+	"\rFlareEndpoint\x12%\n" +
+	"\x0eserver_address\x18\x01 \x01(\tR\rserverAddress\x120\n" +
+	"\x14root_certificate_pem\x18\x02 \x01(\tR\x12rootCertificatePem\x12\x18\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\"\xbe\b\n" +
 	"\n" +
 	"Federation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
@@ -5283,14 +5565,16 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\tsuperlink\x18\x10 \x01(\v2!.privmesh.fl.v1.SuperLinkEndpointR\tsuperlink\x12\x18\n" +
 	"\acreator\x18\x11 \x01(\tR\acreator\x12;\n" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTimeB\x14\n" +
+	"createTime\x120\n" +
+	"\x06engine\x18\x13 \x01(\x0e2\x18.privmesh.fl.v1.FlEngineR\x06engine\x123\n" +
+	"\x05flare\x18\x14 \x01(\v2\x1d.privmesh.fl.v1.FlareEndpointR\x05flareB\x14\n" +
 	"\x12_projected_epsilon\"\xb1\x01\n" +
 	"\x14AdmissionAttestation\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12'\n" +
 	"\x0fdocument_sha256\x18\x02 \x01(\tR\x0edocumentSha256\x12\x1b\n" +
 	"\tmodule_id\x18\x03 \x01(\tR\bmoduleId\x12;\n" +
 	"\vverify_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"verifyTime\"\xf3\x03\n" +
+	"verifyTime\"\x92\x04\n" +
 	"\vParticipant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12*\n" +
@@ -5306,7 +5590,9 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"registrant\x12;\n" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa5\x05\n" +
+	"createTime\x12\x1d\n" +
+	"\n" +
+	"flare_site\x18\f \x01(\tR\tflareSite\"\xa5\x05\n" +
 	"\fRoundMetrics\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.privmesh.fl.v1.RoundStateR\x05state\x129\n" +
@@ -5362,7 +5648,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x14encrypted_size_bytes\x18\x04 \x01(\x04R\x12encryptedSizeBytes\x12)\n" +
 	"\x10encrypted_sha256\x18\x05 \x01(\tR\x0fencryptedSha256\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8b\x06\n" +
+	"createTime\"\xad\x06\n" +
 	"\x03Run\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.privmesh.fl.v1.RunStateR\x05state\x12;\n" +
@@ -5385,7 +5671,9 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"createTime\x129\n" +
 	"\n" +
 	"start_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"Y\n" +
+	"\bend_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12 \n" +
+	"\fflare_job_id\x18\x12 \x01(\tR\n" +
+	"flareJobId\"Y\n" +
 	"\fRoundStarted\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x123\n" +
 	"\x15participants_selected\x18\x02 \x01(\rR\x14participantsSelected\"G\n" +
@@ -5490,7 +5778,14 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
 	"\x18RemoveParticipantRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19RemoveParticipantResponse\"H\n" +
+	"\x19RemoveParticipantResponse\"*\n" +
+	"\x14GetStartupKitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"j\n" +
+	"\x15GetStartupKitResponse\x12%\n" +
+	"\vstartup_kit\x18\x01 \x01(\fB\x04\xa8\xbb\x18\x01R\n" +
+	"startupKit\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"H\n" +
 	"\x0fStartRunRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1d\n" +
 	"\n" +
@@ -5527,7 +5822,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x10GetModelResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.privmesh.fl.v1.ModelHeaderH\x00R\x06header\x122\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x1a.privmesh.fl.v1.ModelChunkH\x00R\x05chunkB\t\n" +
-	"\apayload*\xf4\a\n" +
+	"\apayload*\xf9\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_FEDERATION_NOT_FOUND\x10\x01\x12*\n" +
@@ -5554,7 +5849,14 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	" ERROR_REASON_MODEL_NOT_AVAILABLE\x10\x15\x12(\n" +
 	"$ERROR_REASON_MODEL_DECRYPTION_DENIED\x10\x16\x12'\n" +
 	"#ERROR_REASON_KEY_BROKER_UNAVAILABLE\x10\x17\x12$\n" +
-	" ERROR_REASON_REQUEST_ID_CONFLICT\x10\x18*|\n" +
+	" ERROR_REASON_REQUEST_ID_CONFLICT\x10\x18\x12+\n" +
+	"'ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED\x10\x19\x12)\n" +
+	"%ERROR_REASON_FLARE_SERVER_UNAVAILABLE\x10\x1a\x12+\n" +
+	"'ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE\x10\x1b*P\n" +
+	"\bFlEngine\x12\x19\n" +
+	"\x15FL_ENGINE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10FL_ENGINE_FLOWER\x10\x01\x12\x13\n" +
+	"\x0fFL_ENGINE_FLARE\x10\x02*|\n" +
 	"\rMlpActivation\x12\x1e\n" +
 	"\x1aMLP_ACTIVATION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MLP_ACTIVATION_RELU\x10\x01\x12\x17\n" +
@@ -5626,7 +5928,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x1eMODEL_REPRESENTATION_DECRYPTED\x10\x02*Y\n" +
 	"\x0eEnvelopeFormat\x12\x1f\n" +
 	"\x1bENVELOPE_FORMAT_UNSPECIFIED\x10\x00\x12&\n" +
-	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xc3\v\n" +
+	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xb4\f\n" +
 	"\rFLCoordinator\x12\x8a\x01\n" +
 	"\x10CreateFederation\x12'.privmesh.fl.v1.CreateFederationRequest\x1a(.privmesh.fl.v1.CreateFederationResponse\"#\xb2\xbb\x18\x1f\n" +
 	"\x1d\n" +
@@ -5649,7 +5951,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x11RemoveParticipant\x12(.privmesh.fl.v1.RemoveParticipantRequest\x1a).privmesh.fl.v1.RemoveParticipantResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
 	"\b\n" +
-	"\x06{name}\x90\x02\x02\x12_\n" +
+	"\x06{name}\x90\x02\x02\x12o\n" +
+	"\rGetStartupKit\x12$.privmesh.fl.v1.GetStartupKitRequest\x1a%.privmesh.fl.v1.GetStartupKitResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12_\n" +
 	"\bStartRun\x12\x1f.privmesh.fl.v1.StartRunRequest\x1a .privmesh.fl.v1.StartRunResponse\"\x10\xb2\xbb\x18\f\n" +
 	"\n" +
 	"\n" +
@@ -5690,197 +5996,205 @@ func file_privmesh_fl_v1_fl_proto_rawDescGZIP() []byte {
 	return file_privmesh_fl_v1_fl_proto_rawDescData
 }
 
-var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 15)
-var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 16)
+var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(ErrorReason)(0),                    // 0: privmesh.fl.v1.ErrorReason
-	(MlpActivation)(0),                  // 1: privmesh.fl.v1.MlpActivation
-	(LocalOptimizer)(0),                 // 2: privmesh.fl.v1.LocalOptimizer
-	(DpClippingMode)(0),                 // 3: privmesh.fl.v1.DpClippingMode
-	(DpAccountant)(0),                   // 4: privmesh.fl.v1.DpAccountant
-	(DpNoise)(0),                        // 5: privmesh.fl.v1.DpNoise
-	(PublicKeyFormat)(0),                // 6: privmesh.fl.v1.PublicKeyFormat
-	(EcCurve)(0),                        // 7: privmesh.fl.v1.EcCurve
-	(RunState)(0),                       // 8: privmesh.fl.v1.RunState
-	(RunEndReason)(0),                   // 9: privmesh.fl.v1.RunEndReason
-	(RoundState)(0),                     // 10: privmesh.fl.v1.RoundState
-	(RunView)(0),                        // 11: privmesh.fl.v1.RunView
-	(DropReason)(0),                     // 12: privmesh.fl.v1.DropReason
-	(ModelRepresentation)(0),            // 13: privmesh.fl.v1.ModelRepresentation
-	(EnvelopeFormat)(0),                 // 14: privmesh.fl.v1.EnvelopeFormat
-	(*LogisticRegressionSpec)(nil),      // 15: privmesh.fl.v1.LogisticRegressionSpec
-	(*MlpSpec)(nil),                     // 16: privmesh.fl.v1.MlpSpec
-	(*ModelSpec)(nil),                   // 17: privmesh.fl.v1.ModelSpec
-	(*LocalTraining)(nil),               // 18: privmesh.fl.v1.LocalTraining
-	(*FedAvgParameters)(nil),            // 19: privmesh.fl.v1.FedAvgParameters
-	(*FedProxParameters)(nil),           // 20: privmesh.fl.v1.FedProxParameters
-	(*FedAdamParameters)(nil),           // 21: privmesh.fl.v1.FedAdamParameters
-	(*Strategy)(nil),                    // 22: privmesh.fl.v1.Strategy
-	(*SecureAggregation)(nil),           // 23: privmesh.fl.v1.SecureAggregation
-	(*DifferentialPrivacy)(nil),         // 24: privmesh.fl.v1.DifferentialPrivacy
-	(*AdmissionPolicy)(nil),             // 25: privmesh.fl.v1.AdmissionPolicy
-	(*SuperLinkEndpoint)(nil),           // 26: privmesh.fl.v1.SuperLinkEndpoint
-	(*Federation)(nil),                  // 27: privmesh.fl.v1.Federation
-	(*AdmissionAttestation)(nil),        // 28: privmesh.fl.v1.AdmissionAttestation
-	(*Participant)(nil),                 // 29: privmesh.fl.v1.Participant
-	(*RoundMetrics)(nil),                // 30: privmesh.fl.v1.RoundMetrics
-	(*RunParticipant)(nil),              // 31: privmesh.fl.v1.RunParticipant
-	(*PrivacySpent)(nil),                // 32: privmesh.fl.v1.PrivacySpent
-	(*EncryptionInfo)(nil),              // 33: privmesh.fl.v1.EncryptionInfo
-	(*StoredModel)(nil),                 // 34: privmesh.fl.v1.StoredModel
-	(*Run)(nil),                         // 35: privmesh.fl.v1.Run
-	(*RoundStarted)(nil),                // 36: privmesh.fl.v1.RoundStarted
-	(*RoundFinished)(nil),               // 37: privmesh.fl.v1.RoundFinished
-	(*ParticipantJoined)(nil),           // 38: privmesh.fl.v1.ParticipantJoined
-	(*ParticipantDropped)(nil),          // 39: privmesh.fl.v1.ParticipantDropped
-	(*RunFinished)(nil),                 // 40: privmesh.fl.v1.RunFinished
-	(*RunFailed)(nil),                   // 41: privmesh.fl.v1.RunFailed
-	(*RunEvent)(nil),                    // 42: privmesh.fl.v1.RunEvent
-	(*TensorInfo)(nil),                  // 43: privmesh.fl.v1.TensorInfo
-	(*ModelHeader)(nil),                 // 44: privmesh.fl.v1.ModelHeader
-	(*ModelChunk)(nil),                  // 45: privmesh.fl.v1.ModelChunk
-	(*CreateFederationRequest)(nil),     // 46: privmesh.fl.v1.CreateFederationRequest
-	(*CreateFederationResponse)(nil),    // 47: privmesh.fl.v1.CreateFederationResponse
-	(*GetFederationRequest)(nil),        // 48: privmesh.fl.v1.GetFederationRequest
-	(*GetFederationResponse)(nil),       // 49: privmesh.fl.v1.GetFederationResponse
-	(*ListFederationsRequest)(nil),      // 50: privmesh.fl.v1.ListFederationsRequest
-	(*ListFederationsResponse)(nil),     // 51: privmesh.fl.v1.ListFederationsResponse
-	(*RegisterParticipantRequest)(nil),  // 52: privmesh.fl.v1.RegisterParticipantRequest
-	(*RegisterParticipantResponse)(nil), // 53: privmesh.fl.v1.RegisterParticipantResponse
-	(*ListParticipantsRequest)(nil),     // 54: privmesh.fl.v1.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 55: privmesh.fl.v1.ListParticipantsResponse
-	(*RemoveParticipantRequest)(nil),    // 56: privmesh.fl.v1.RemoveParticipantRequest
-	(*RemoveParticipantResponse)(nil),   // 57: privmesh.fl.v1.RemoveParticipantResponse
-	(*StartRunRequest)(nil),             // 58: privmesh.fl.v1.StartRunRequest
-	(*StartRunResponse)(nil),            // 59: privmesh.fl.v1.StartRunResponse
-	(*GetRunRequest)(nil),               // 60: privmesh.fl.v1.GetRunRequest
-	(*GetRunResponse)(nil),              // 61: privmesh.fl.v1.GetRunResponse
-	(*ListRunsRequest)(nil),             // 62: privmesh.fl.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),            // 63: privmesh.fl.v1.ListRunsResponse
-	(*StopRunRequest)(nil),              // 64: privmesh.fl.v1.StopRunRequest
-	(*StopRunResponse)(nil),             // 65: privmesh.fl.v1.StopRunResponse
-	(*WatchRunRequest)(nil),             // 66: privmesh.fl.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),            // 67: privmesh.fl.v1.WatchRunResponse
-	(*GetModelRequest)(nil),             // 68: privmesh.fl.v1.GetModelRequest
-	(*GetModelResponse)(nil),            // 69: privmesh.fl.v1.GetModelResponse
-	nil,                                 // 70: privmesh.fl.v1.RoundMetrics.MetricsEntry
-	nil,                                 // 71: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	(*durationpb.Duration)(nil),         // 72: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 73: google.protobuf.Timestamp
+	(FlEngine)(0),                       // 1: privmesh.fl.v1.FlEngine
+	(MlpActivation)(0),                  // 2: privmesh.fl.v1.MlpActivation
+	(LocalOptimizer)(0),                 // 3: privmesh.fl.v1.LocalOptimizer
+	(DpClippingMode)(0),                 // 4: privmesh.fl.v1.DpClippingMode
+	(DpAccountant)(0),                   // 5: privmesh.fl.v1.DpAccountant
+	(DpNoise)(0),                        // 6: privmesh.fl.v1.DpNoise
+	(PublicKeyFormat)(0),                // 7: privmesh.fl.v1.PublicKeyFormat
+	(EcCurve)(0),                        // 8: privmesh.fl.v1.EcCurve
+	(RunState)(0),                       // 9: privmesh.fl.v1.RunState
+	(RunEndReason)(0),                   // 10: privmesh.fl.v1.RunEndReason
+	(RoundState)(0),                     // 11: privmesh.fl.v1.RoundState
+	(RunView)(0),                        // 12: privmesh.fl.v1.RunView
+	(DropReason)(0),                     // 13: privmesh.fl.v1.DropReason
+	(ModelRepresentation)(0),            // 14: privmesh.fl.v1.ModelRepresentation
+	(EnvelopeFormat)(0),                 // 15: privmesh.fl.v1.EnvelopeFormat
+	(*LogisticRegressionSpec)(nil),      // 16: privmesh.fl.v1.LogisticRegressionSpec
+	(*MlpSpec)(nil),                     // 17: privmesh.fl.v1.MlpSpec
+	(*ModelSpec)(nil),                   // 18: privmesh.fl.v1.ModelSpec
+	(*LocalTraining)(nil),               // 19: privmesh.fl.v1.LocalTraining
+	(*FedAvgParameters)(nil),            // 20: privmesh.fl.v1.FedAvgParameters
+	(*FedProxParameters)(nil),           // 21: privmesh.fl.v1.FedProxParameters
+	(*FedAdamParameters)(nil),           // 22: privmesh.fl.v1.FedAdamParameters
+	(*Strategy)(nil),                    // 23: privmesh.fl.v1.Strategy
+	(*SecureAggregation)(nil),           // 24: privmesh.fl.v1.SecureAggregation
+	(*DifferentialPrivacy)(nil),         // 25: privmesh.fl.v1.DifferentialPrivacy
+	(*AdmissionPolicy)(nil),             // 26: privmesh.fl.v1.AdmissionPolicy
+	(*SuperLinkEndpoint)(nil),           // 27: privmesh.fl.v1.SuperLinkEndpoint
+	(*FlareEndpoint)(nil),               // 28: privmesh.fl.v1.FlareEndpoint
+	(*Federation)(nil),                  // 29: privmesh.fl.v1.Federation
+	(*AdmissionAttestation)(nil),        // 30: privmesh.fl.v1.AdmissionAttestation
+	(*Participant)(nil),                 // 31: privmesh.fl.v1.Participant
+	(*RoundMetrics)(nil),                // 32: privmesh.fl.v1.RoundMetrics
+	(*RunParticipant)(nil),              // 33: privmesh.fl.v1.RunParticipant
+	(*PrivacySpent)(nil),                // 34: privmesh.fl.v1.PrivacySpent
+	(*EncryptionInfo)(nil),              // 35: privmesh.fl.v1.EncryptionInfo
+	(*StoredModel)(nil),                 // 36: privmesh.fl.v1.StoredModel
+	(*Run)(nil),                         // 37: privmesh.fl.v1.Run
+	(*RoundStarted)(nil),                // 38: privmesh.fl.v1.RoundStarted
+	(*RoundFinished)(nil),               // 39: privmesh.fl.v1.RoundFinished
+	(*ParticipantJoined)(nil),           // 40: privmesh.fl.v1.ParticipantJoined
+	(*ParticipantDropped)(nil),          // 41: privmesh.fl.v1.ParticipantDropped
+	(*RunFinished)(nil),                 // 42: privmesh.fl.v1.RunFinished
+	(*RunFailed)(nil),                   // 43: privmesh.fl.v1.RunFailed
+	(*RunEvent)(nil),                    // 44: privmesh.fl.v1.RunEvent
+	(*TensorInfo)(nil),                  // 45: privmesh.fl.v1.TensorInfo
+	(*ModelHeader)(nil),                 // 46: privmesh.fl.v1.ModelHeader
+	(*ModelChunk)(nil),                  // 47: privmesh.fl.v1.ModelChunk
+	(*CreateFederationRequest)(nil),     // 48: privmesh.fl.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 49: privmesh.fl.v1.CreateFederationResponse
+	(*GetFederationRequest)(nil),        // 50: privmesh.fl.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 51: privmesh.fl.v1.GetFederationResponse
+	(*ListFederationsRequest)(nil),      // 52: privmesh.fl.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 53: privmesh.fl.v1.ListFederationsResponse
+	(*RegisterParticipantRequest)(nil),  // 54: privmesh.fl.v1.RegisterParticipantRequest
+	(*RegisterParticipantResponse)(nil), // 55: privmesh.fl.v1.RegisterParticipantResponse
+	(*ListParticipantsRequest)(nil),     // 56: privmesh.fl.v1.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 57: privmesh.fl.v1.ListParticipantsResponse
+	(*RemoveParticipantRequest)(nil),    // 58: privmesh.fl.v1.RemoveParticipantRequest
+	(*RemoveParticipantResponse)(nil),   // 59: privmesh.fl.v1.RemoveParticipantResponse
+	(*GetStartupKitRequest)(nil),        // 60: privmesh.fl.v1.GetStartupKitRequest
+	(*GetStartupKitResponse)(nil),       // 61: privmesh.fl.v1.GetStartupKitResponse
+	(*StartRunRequest)(nil),             // 62: privmesh.fl.v1.StartRunRequest
+	(*StartRunResponse)(nil),            // 63: privmesh.fl.v1.StartRunResponse
+	(*GetRunRequest)(nil),               // 64: privmesh.fl.v1.GetRunRequest
+	(*GetRunResponse)(nil),              // 65: privmesh.fl.v1.GetRunResponse
+	(*ListRunsRequest)(nil),             // 66: privmesh.fl.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),            // 67: privmesh.fl.v1.ListRunsResponse
+	(*StopRunRequest)(nil),              // 68: privmesh.fl.v1.StopRunRequest
+	(*StopRunResponse)(nil),             // 69: privmesh.fl.v1.StopRunResponse
+	(*WatchRunRequest)(nil),             // 70: privmesh.fl.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),            // 71: privmesh.fl.v1.WatchRunResponse
+	(*GetModelRequest)(nil),             // 72: privmesh.fl.v1.GetModelRequest
+	(*GetModelResponse)(nil),            // 73: privmesh.fl.v1.GetModelResponse
+	nil,                                 // 74: privmesh.fl.v1.RoundMetrics.MetricsEntry
+	nil,                                 // 75: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	(*durationpb.Duration)(nil),         // 76: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 77: google.protobuf.Timestamp
 }
 var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
-	1,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
-	15, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
-	16, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
-	2,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
-	19, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
-	20, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
-	21, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
-	72, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
-	3,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
-	4,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	5,  // 10: privmesh.fl.v1.DifferentialPrivacy.noise:type_name -> privmesh.fl.v1.DpNoise
-	17, // 11: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
-	18, // 12: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
-	22, // 13: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
-	72, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
-	72, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
-	23, // 16: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
-	24, // 17: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
-	25, // 18: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
-	26, // 19: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
-	73, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
-	73, // 21: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
-	7,  // 22: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
-	28, // 23: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
-	73, // 24: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
-	73, // 25: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
-	10, // 26: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
-	73, // 27: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
-	73, // 28: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
-	70, // 29: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
-	73, // 30: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
-	4,  // 31: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	5,  // 32: privmesh.fl.v1.PrivacySpent.noise:type_name -> privmesh.fl.v1.DpNoise
-	14, // 33: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
-	71, // 34: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	33, // 35: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	73, // 36: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 37: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
-	9,  // 38: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	30, // 39: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
-	31, // 40: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
-	32, // 41: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	34, // 42: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
-	73, // 43: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	73, // 44: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	73, // 45: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	30, // 46: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
-	12, // 47: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
-	8,  // 48: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
-	9,  // 49: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	32, // 50: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	34, // 51: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
-	9,  // 52: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	73, // 53: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	36, // 54: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
-	37, // 55: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
-	38, // 56: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
-	39, // 57: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
-	40, // 58: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
-	41, // 59: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
-	13, // 60: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	17, // 61: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
-	33, // 62: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	43, // 63: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
-	27, // 64: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
-	27, // 65: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	27, // 66: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	27, // 67: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
-	6,  // 68: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
-	7,  // 69: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
-	29, // 70: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
-	29, // 71: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
-	35, // 72: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
-	11, // 73: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
-	35, // 74: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
-	8,  // 75: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
-	11, // 76: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
-	35, // 77: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
-	35, // 78: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
-	42, // 79: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
-	13, // 80: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	44, // 81: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
-	45, // 82: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
-	46, // 83: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
-	48, // 84: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
-	50, // 85: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
-	52, // 86: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
-	54, // 87: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
-	56, // 88: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
-	58, // 89: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
-	60, // 90: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
-	62, // 91: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
-	64, // 92: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
-	66, // 93: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
-	68, // 94: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
-	47, // 95: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
-	49, // 96: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
-	51, // 97: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
-	53, // 98: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
-	55, // 99: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
-	57, // 100: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
-	59, // 101: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
-	61, // 102: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
-	63, // 103: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
-	65, // 104: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
-	67, // 105: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
-	69, // 106: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
-	95, // [95:107] is the sub-list for method output_type
-	83, // [83:95] is the sub-list for method input_type
-	83, // [83:83] is the sub-list for extension type_name
-	83, // [83:83] is the sub-list for extension extendee
-	0,  // [0:83] is the sub-list for field type_name
+	2,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
+	16, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
+	17, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
+	3,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
+	20, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
+	21, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
+	22, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
+	76, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
+	4,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
+	5,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	6,  // 10: privmesh.fl.v1.DifferentialPrivacy.noise:type_name -> privmesh.fl.v1.DpNoise
+	18, // 11: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
+	19, // 12: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
+	23, // 13: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
+	76, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
+	76, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
+	24, // 16: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
+	25, // 17: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
+	26, // 18: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
+	27, // 19: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
+	77, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: privmesh.fl.v1.Federation.engine:type_name -> privmesh.fl.v1.FlEngine
+	28, // 22: privmesh.fl.v1.Federation.flare:type_name -> privmesh.fl.v1.FlareEndpoint
+	77, // 23: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
+	8,  // 24: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
+	30, // 25: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
+	77, // 26: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
+	77, // 27: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
+	11, // 28: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
+	77, // 29: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
+	77, // 30: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
+	74, // 31: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
+	77, // 32: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
+	5,  // 33: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	6,  // 34: privmesh.fl.v1.PrivacySpent.noise:type_name -> privmesh.fl.v1.DpNoise
+	15, // 35: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
+	75, // 36: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	35, // 37: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	77, // 38: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 39: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
+	10, // 40: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	32, // 41: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
+	33, // 42: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
+	34, // 43: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	36, // 44: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
+	77, // 45: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	77, // 46: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	77, // 47: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	32, // 48: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
+	13, // 49: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
+	9,  // 50: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
+	10, // 51: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	34, // 52: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	36, // 53: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
+	10, // 54: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	77, // 55: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	38, // 56: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
+	39, // 57: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
+	40, // 58: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
+	41, // 59: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
+	42, // 60: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
+	43, // 61: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
+	14, // 62: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	18, // 63: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
+	35, // 64: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	45, // 65: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
+	29, // 66: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 67: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 68: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 69: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
+	7,  // 70: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
+	8,  // 71: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
+	31, // 72: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
+	31, // 73: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
+	37, // 74: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
+	12, // 75: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
+	37, // 76: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
+	9,  // 77: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
+	12, // 78: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
+	37, // 79: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
+	37, // 80: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
+	44, // 81: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
+	14, // 82: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	46, // 83: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
+	47, // 84: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
+	48, // 85: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
+	50, // 86: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
+	52, // 87: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
+	54, // 88: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
+	56, // 89: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
+	58, // 90: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
+	60, // 91: privmesh.fl.v1.FLCoordinator.GetStartupKit:input_type -> privmesh.fl.v1.GetStartupKitRequest
+	62, // 92: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
+	64, // 93: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
+	66, // 94: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
+	68, // 95: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
+	70, // 96: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
+	72, // 97: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
+	49, // 98: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
+	51, // 99: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
+	53, // 100: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
+	55, // 101: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
+	57, // 102: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
+	59, // 103: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
+	61, // 104: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
+	63, // 105: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
+	65, // 106: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
+	67, // 107: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
+	69, // 108: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
+	71, // 109: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
+	73, // 110: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
+	98, // [98:111] is the sub-list for method output_type
+	85, // [85:98] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_fl_v1_fl_proto_init() }
@@ -5905,10 +6219,10 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		(*SecureAggregation_ReconstructionThresholdFraction)(nil),
 	}
 	file_privmesh_fl_v1_fl_proto_msgTypes[9].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[12].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[15].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[17].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[27].OneofWrappers = []any{
+	file_privmesh_fl_v1_fl_proto_msgTypes[13].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[16].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[18].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[28].OneofWrappers = []any{
 		(*RunEvent_RoundStarted)(nil),
 		(*RunEvent_RoundFinished)(nil),
 		(*RunEvent_ParticipantJoined)(nil),
@@ -5916,7 +6230,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		(*RunEvent_RunFinished)(nil),
 		(*RunEvent_RunFailed)(nil),
 	}
-	file_privmesh_fl_v1_fl_proto_msgTypes[54].OneofWrappers = []any{
+	file_privmesh_fl_v1_fl_proto_msgTypes[57].OneofWrappers = []any{
 		(*GetModelResponse_Header)(nil),
 		(*GetModelResponse_Chunk)(nil),
 	}
@@ -5925,8 +6239,8 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fl_v1_fl_proto_rawDesc), len(file_privmesh_fl_v1_fl_proto_rawDesc)),
-			NumEnums:      15,
-			NumMessages:   57,
+			NumEnums:      16,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
