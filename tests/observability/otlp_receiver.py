@@ -79,7 +79,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self._received = received
 
-    def Export(self, request: trace_service_pb2.ExportTraceServiceRequest,  # noqa: N802 (the proto's name)
+    def Export(self, request: trace_service_pb2.ExportTraceServiceRequest,
                context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
         self._received.add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -100,7 +100,7 @@ def http_receiver(received: Received) -> tuple[ThreadingHTTPServer, int]:
     """A started OTLP/HTTP receiver (POST /v1/traces, application/x-protobuf) on loopback."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.path != "/v1/traces":
                 self.send_error(404)

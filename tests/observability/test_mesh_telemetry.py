@@ -72,11 +72,13 @@ def test_a_refused_call_is_counted_traced_and_logged_with_its_reason(observed: O
             stub = keybroker_pb2_grpc.KeyBrokerStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.CreateKey(kb.CreateKeyRequest(alias="refused"))
+        async with secure_channel(endpoint.target, observed.mesh.layout.identity("admin"),
+                                  peer=endpoint.spiffe_id) as channel:
             garbage = channel.unary_unary("/privmesh.keybroker.v1.KeyBroker/GetKey")
             with pytest.raises(grpc.aio.AioRpcError) as malformed:
                 await garbage(b"\xff\xff\xff")
             assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            return error.value.code()
+        return error.value.code()
 
     assert asyncio.run(refused()) == grpc.StatusCode.PERMISSION_DENIED
     body = observed.scrape("key-broker")
