@@ -41,13 +41,13 @@ from privmesh.fl.coordinator.superlink import free_port
 from privmesh.fl.v1 import fl_pb2 as fl
 from privmesh.fl.v1 import reporter_pb2 as rp
 from privmesh.keybroker import server as keybroker_server
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.runtime.access import Declaration
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, KeyBrokerClient, allow
 from privmesh.tokenvault import server as tokenvault_server
 from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
 from tests.conftest import identity, server_config, spiffe

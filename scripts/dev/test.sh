@@ -26,6 +26,8 @@ scripts/dev/chromium.sh >/dev/null
 
 echo "== ruff"
 .venv/bin/ruff check services tests scripts
+echo "== import contracts (pyproject.toml [tool.importlinter], docs/architecture.md)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
 

@@ -16,11 +16,11 @@ from privmesh.attestation.policy_files import put_policy_files
 from privmesh.attestation.servicer import AttestationServicer
 from privmesh.attestation.settings import AttestationSettings
 from privmesh.attestation.store import NonceStore, PolicyStore
-from privmesh.attestation.tokens import ResultTokenIssuer
 from privmesh.attestation.v1 import attestation_pb2, attestation_pb2_grpc
 from privmesh.attestation.verifier_service import AttestationService
 from privmesh.runtime.db import Database
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
+from privmesh.sdk.attestation.tokens import ResultTokenIssuer
 
 SERVICE_NAME = attestation_pb2.DESCRIPTOR.services_by_name["AttestationVerifier"].full_name
 

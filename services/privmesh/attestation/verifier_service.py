@@ -13,9 +13,9 @@ from privmesh.attestation.document import MAX_DOCUMENT_BYTES, MalformedDocument,
 from privmesh.attestation.nitro import NitroVerifier
 from privmesh.attestation.policy import NAME_PATTERN, Claims, Policy, claims_of, evaluate, needs_nonce_check
 from privmesh.attestation.store import EtagMismatch, NonceState, NonceStore, PolicyStore, StoredPolicy
-from privmesh.attestation.tokens import ResultTokenIssuer, UnsupportedEnclaveKey
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.errors import Aborted, InvalidArgument, NotFound
+from privmesh.sdk.attestation.tokens import ResultTokenIssuer, UnsupportedEnclaveKey
 
 DEFAULT_CHALLENGE_TTL = timedelta(seconds=60)
 MAX_CHALLENGE_TTL = timedelta(minutes=10)

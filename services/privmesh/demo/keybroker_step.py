@@ -15,13 +15,13 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.demo.context import DemoContext, expect
 from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
-from privmesh.enclave.vsock import FrameClient, RemoteError, serve_proxy
-from privmesh.keybroker.client import SERVICES, KeyBrokerClient, allow
 from privmesh.keybroker.enclave_proxy import EnclaveKeyProxy
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.enclave.vsock import FrameClient, RemoteError, serve_proxy
+from privmesh.sdk.keybroker.client import SERVICES, KeyBrokerClient, allow
 
 VERIFIER_POLICY = "demo-enclave"
 CONTEXT = {"dataset": "patients", "purpose": "enclave-analytics"}

@@ -17,11 +17,11 @@ from google.protobuf.duration_pb2 import Duration
 
 from privmesh.demo import records
 from privmesh.demo.context import DemoContext, expect
-from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
-from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.runtime.client import secure_channel
+from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
+from privmesh.sdk.keybroker.client import KeyBrokerClient, allow
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
 

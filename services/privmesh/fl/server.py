@@ -18,11 +18,11 @@ from privmesh.fl.coordinator.vault import ModelVault
 from privmesh.fl.servicer import FLCoordinatorServicer, FLRunReporterServicer
 from privmesh.fl.settings import FlSettings
 from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
-from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.identity import own_principal, peer_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
+from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
 
 SERVICE_NAME = fl_pb2.DESCRIPTOR.services_by_name["FLCoordinator"].full_name
 REPORTER_NAME = reporter_pb2.DESCRIPTOR.services_by_name["FLRunReporter"].full_name
