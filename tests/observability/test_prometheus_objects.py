@@ -4,9 +4,11 @@ metric a dashboard, an alert or the unit tests' series names is one some service
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,12 @@ def test_dashboards_and_alerts_name_only_exported_metrics(observed: ObservedMesh
 def test_the_name_check_catches_a_metric_that_does_not_exist() -> None:
     assert SELECTOR.findall('sum(rate(grpc_server_handled_totl{job="x"}[5m])) / up[1m]') == \
         ["grpc_server_handled_totl", "up"]
+
+
+def test_dashboards_are_the_generators() -> None:
+    sys.path.insert(0, str(ROOT / "scripts" / "dev"))
+    try:
+        dashboards = importlib.import_module("dashboards")
+    finally:
+        sys.path.pop(0)
+    assert dashboards.main(["--check"]) == 0
