@@ -21,6 +21,8 @@ fi
 scripts/dev/k8s-tools.sh
 # promtool for tests/observability (built from the Prometheus module once, then cached under ~/.cache/privmesh).
 scripts/dev/obs-tools.sh
+# The AWS Lambda Runtime Interface Emulator the serverless tests run the handlers under (built once, cached).
+scripts/dev/lambda-rie.sh
 # The console's browser test drives Debian's Chromium (installed where missing; no browser is downloaded).
 scripts/dev/chromium.sh >/dev/null
 
