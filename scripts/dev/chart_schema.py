@@ -94,6 +94,8 @@ def build() -> dict[str, Any]:
     image = _strict({"repository": {"type": "string", "minLength": 1}, "tag": string,
                      "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository"])
     pcr = {"type": "string", "pattern": "^([0-9a-f]{96})?$", "description": "SHA-384, 96 lower-case hex digits"}
+    duration = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
+    labels = {"type": "object", "additionalProperties": string}
 
     def service(key: str, extra: dict[str, Any] | None = None, max_replicas: int = 100) -> dict[str, Any]:
         props = {
@@ -174,7 +176,18 @@ def build() -> dict[str, Any]:
             "nitro": _strict({"label": label, "taint": taint}, ["label", "taint"]),
             "gpu": _strict({"label": label, "taint": taint}, ["label", "taint"]),
         }),
-        "metrics": _strict({"scrapeNamespaceSelector": selector}),
+        "metrics": _strict({
+            "scrapeNamespaceSelector": selector,
+            "serviceMonitor": _strict({"enabled": {"type": "boolean"}, "interval": duration,
+                                       "scrapeTimeout": duration, "labels": labels}),
+            "prometheusRule": _strict({"enabled": {"type": "boolean"}, "labels": labels}),
+            "dashboards": _strict({"enabled": {"type": "boolean"}, "labels": labels}),
+        }),
+        "tracing": _strict({"exporter": {"enum": ["none", "otlp"]},
+                            "otlpEndpoint": {"type": "string", "pattern": "^(https?://[^\\s]+)?$"},
+                            "otlpProtocol": {"enum": ["grpc", "http/protobuf"]},
+                            "sampleRatio": {"type": "number", "minimum": 0, "maximum": 1},
+                            "collector": _strict({"peers": peers, "port": port})}),
         "networkPolicy": _strict({"enabled": {"type": "boolean"}, "clients": peers, "kubeletCidrs": cidrs,
                                   "dns": _strict({"namespaceSelector": selector, "podSelector": selector})}),
         "services": services,
