@@ -33,7 +33,7 @@ SERVICES: dict[str, tuple[type[BaseModel], set[str]]] = {
     "keyBroker": (KeyBrokerSettings, {"database", "keystore_file", "root_key_file", "root_key_env", "aws_kms",
                                       "default_backend"}),
     "tokenVault": (TokenVaultSettings, {"database", "key_broker_target"}),
-    "fheInference": (FheSettings, {"database", "key_dir", "model_files", "evaluator"}),
+    "fheInference": (FheSettings, {"database", "key_dir", "model_files", "evaluator", "sandbox"}),
     "dpGateway": (DPGatewaySettings, {"database", "cache_dir", "s3_region"}),
     "flCoordinator": (FlSettings, {"database", "superlink_dir", "fleet_address", "advertised_fleet_address",
                                    "superlink_tls", "report_address", "key_broker_target",
@@ -152,6 +152,8 @@ def build() -> dict[str, Any]:
                               "cacheSeconds": {"type": "number", "minimum": 0, "maximum": 300}}),
         "termination": _strict({"preStopSeconds": {"type": "integer", "minimum": 0, "maximum": 60},
                                 "drainSeconds": {"type": "integer", "minimum": 0, "maximum": 300}}),
+        "audit": _strict({"witnesses": {"type": "boolean"},
+                          "cosignIntervalSeconds": {"type": "number", "minimum": 0, "maximum": 86400}}),
         "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
         "postgresql": _strict({
             "mode": {"enum": ["none", "dev", "external"]},
@@ -180,6 +182,9 @@ def build() -> dict[str, Any]:
             "evaluator": _strict({"backend": {"enum": ["", "openfhe", "torch"]},
                                   "device": {"enum": ["", "auto", "cpu", "cuda"]}}),
             "gpu": _strict({"enabled": {"type": "boolean"}, "count": {"type": "integer", "minimum": 1, "maximum": 16}}),
+            # Not 0 and not the pod's fsGroup (10001), whose members may read the mounted secrets.
+            "sandbox": _strict({key: {"type": "integer", "minimum": 1, "maximum": 2**31 - 1, "not": {"const": 10001}}
+                                for key in ("uid", "gid")}, ["uid", "gid"]),
         }),
         "enclave": _strict({
             "enabled": {"type": "boolean"},

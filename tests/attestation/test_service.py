@@ -30,6 +30,8 @@ RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{SERVICE}/*"]},
     {"name": "verify-only", "principals": [spiffe("bob")], "methods": [f"{SERVICE}/VerifyAttestation"],
      "resources": ["policies/simulated"]},
+    {"name": "verdicts-of-simulated", "principals": [spiffe("auditor")],
+     "methods": [f"{SERVICE}/ListVerificationResults"], "resources": ["policies/simulated/**"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 AUDIENCE = "spiffe://privmesh.local/ns/privmesh/sa/key-broker"
@@ -290,3 +292,5 @@ async def test_nitrotpm_documents_are_judged_under_nitrotpm_policies(verifier, d
     assert _reasons(crossed) == {"KIND_MISMATCH"} and not crossed.result_token
     kinds = [d["kind"] for op, _, _, d in _audit(tmp_path) if op == "VerifyAttestation"]
     assert kinds == ["NITRO_TPM", "NITRO_TPM", "NITRO_TPM"]
+    results = await stub.ListVerificationResults(pb.ListVerificationResultsRequest())
+    assert [r.kind for r in results.results] == ["aws-nitrotpm"] * 3

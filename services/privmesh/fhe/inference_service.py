@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from privmesh.fhe.worker import (
     PUBLIC_KEY,
     RELINEARIZATION_KEY,
     ROTATION_KEYS,
+    KeyPaths,
     Rejected,
     Worker,
     WorkerCrashed,
@@ -81,6 +82,17 @@ def required_parts(spec: ModelSpec) -> tuple[str, ...]:
     if spec.params.rotation_indices:
         parts.append(ROTATION_KEYS)
     return tuple(parts)
+
+
+def check_input(spec: ModelSpec, sample_count: int, sizes: Sequence[int], field: str = "input") -> None:
+    """An input's declared shape against the model, before any of its bytes is read (Infer and jobs)."""
+    if len(sizes) != 1 or not 1 <= sample_count <= spec.samples_per_ciphertext:
+        raise InvalidArgument.single(field, f"one ciphertext of 1..{spec.samples_per_ciphertext} samples",
+                                     "INPUT_SHAPE_MISMATCH")
+    for index, size in enumerate(sizes):
+        if not 0 < size <= spec.limits.max_ciphertext_bytes:
+            raise InvalidArgument.single(f"{field}.ciphertexts[{index}].size_bytes", "must be 1.."
+                                         f"{spec.limits.max_ciphertext_bytes}", "CIPHERTEXT_TOO_LARGE")
 
 
 def _timed_out(what: str) -> Rejected:
@@ -237,7 +249,7 @@ class FheService:
         directory = await asyncio.to_thread(self.keys.new_upload)
         try:
             received = await self._receive(upload, chunks, directory)
-            paths = {kind: str(KeyFiles.part_path(directory, kind)) for kind in received}
+            paths = KeyPaths({kind: str(KeyFiles.part_path(directory, kind)) for kind in received})
             try:
                 verdict = await self.checker.call("check_keys", spec.params.to_json(), paths)
             except WorkerTimedOut:
@@ -338,8 +350,8 @@ class FheService:
         one. Returns the evaluation to pass to `release`; cancel it to withdraw the input."""
         current = await self.session(session.session_id, session.owner)
         worker = self.evaluators[int(current.session_id[:8], 16) % len(self.evaluators)]
-        return current, worker.submit("evaluate", current.session_id, current.key_tag, self.keys.parts(current),
-                                      self._worker_spec(spec), ciphertexts)
+        return current, worker.submit("evaluate", current.session_id, current.key_tag,
+                                      KeyPaths(self.keys.parts(current)), self._worker_spec(spec), ciphertexts)
 
     async def release(self, session: Session, spec: ModelSpec, sample_count: int,
                       evaluation: asyncio.Future[tuple[list[bytes], float, str] | Rejected]) \

@@ -77,7 +77,9 @@ def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
 def _fhe_settings(state_dir: Path) -> dict[str, Any]:
     data = state_dir / "data" / "fhe-inference"
     # Production models only (HEStd_128_classic); the demo registers its model at run time with CreateModel.
-    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys")}
+    # A short job lease: one node, so a job whose process was killed is resumed seconds after the restart.
+    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys"),
+            "jobs": {"lease_seconds": 3, "poll_seconds": 0.5}}
 
 
 def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
@@ -138,7 +140,8 @@ CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
         client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
-                        f"{FHE}/DeleteSession", f"{FHE}/Infer"),
+                        f"{FHE}/DeleteSession", f"{FHE}/Infer", f"{FHE}/SubmitJob", f"{FHE}/GetJob",
+                        f"{FHE}/ListJobs", f"{FHE}/GetJobResult", f"{FHE}/CancelJob"),
     ),
     ServiceSpec(
         name="dp-gateway", module="privmesh.dpgateway", grpc_service=DPGATEWAY,
