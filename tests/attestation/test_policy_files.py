@@ -66,3 +66,23 @@ async def test_a_bad_policy_file_names_the_field_and_stores_nothing(start_server
         await start_server(attestation_server.DEFINITION, path)
     assert error.value.field.endswith(field)
     assert _policy_rows(tmp_path) == []
+
+
+def test_a_policy_file_names_the_kind(tmp_path: Path) -> None:
+    from privmesh.attestation.policy_files import load_policy_file
+
+    path = tmp_path / "ami.yaml"
+    path.write_text(yaml.safe_dump({"name": "trainer-ami", "kind": "NITRO_TPM", "allowed_pcr_sets": [
+        {"description": "AMI v3, standard boot", "pcrs": {4: "ab" * 48, 12: "cd" * 48}},
+        {"description": "AMI v3, Secure Boot", "pcrs": {7: "ef" * 48}}]}))
+    policy = load_policy_file(path)
+    assert policy.kind == "NITRO_TPM" and [sorted(s.pcrs) for s in policy.allowed_pcr_sets] == [[4, 12], [7]]
+    path.write_text(yaml.safe_dump({"name": "trainer-ami", "kind": "TDX",
+                                    "allowed_pcr_sets": [{"pcrs": {4: "ab" * 48}}]}))
+    with pytest.raises(InvalidPolicy):
+        load_policy_file(path)
+    path.write_text(yaml.safe_dump({"name": "trainer-ami", "kind": "NITRO_TPM",
+                                    "allowed_pcr_sets": [{"pcrs": {24: "ab" * 48}}]}))
+    with pytest.raises(InvalidPolicy) as info:
+        load_policy_file(path)
+    assert info.value.field.endswith("allowed_pcr_sets[0].pcrs")

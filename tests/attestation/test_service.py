@@ -197,6 +197,8 @@ async def test_policy_validation_names_the_field_and_stores_nothing(verifier) ->
         (_policy("ok", {0: b"\1" * 47}), "policy.allowed_pcr_sets[0].pcrs[0]"),
         (_policy("ok", {40: b"\1" * 48}), "policy.allowed_pcr_sets[0].pcrs"),
         (_policy("ok", {0: b"\1" * 48}, max_document_age=Duration(seconds=3 * 86400)), "policy.max_document_age"),
+        (_policy("ok", {24: b"\1" * 48}, kind=pb.ATTESTATION_KIND_NITRO_TPM), "policy.allowed_pcr_sets[0].pcrs"),
+        (_policy("ok", {4: b"\1" * 48}, kind=7), "policy.kind"),
     ]
     for policy, field in bad:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -255,3 +257,40 @@ async def test_policy_change_fails_closed_when_audit_cannot_be_written(verifier)
             await call
         assert read_error(err.value).reason == "AUDIT_UNAVAILABLE"
     assert _policy_rows(tmp_path) == rows
+
+
+async def test_nitrotpm_documents_are_judged_under_nitrotpm_policies(verifier, dev_ca) -> None:
+    """An instance booted from an attestable AMI: accepted once with a challenge under a NITRO_TPM policy
+    (PCR4+PCR12), its kind in the claims, the audit and the token; refused under an enclave policy."""
+    from privmesh.enclave.nitrotpm_simulator import SimulatedNitroTpm, ami_pcrs
+
+    stub, _, tmp_path = verifier
+    boot = {i: v for i, v in ami_pcrs("ami-v7").items() if i in (4, 12)}
+    put = await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy("ami", boot, kind=pb.ATTESTATION_KIND_NITRO_TPM)))
+    assert put.policy.kind == pb.ATTESTATION_KIND_NITRO_TPM
+    got = await stub.GetPolicy(pb.GetPolicyRequest(name="ami"))
+    assert got.policy.kind == pb.ATTESTATION_KIND_NITRO_TPM and dict(got.policy.allowed_pcr_sets[0].pcrs) == boot
+    await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy("simulated", image_pcrs(DEFAULT_IMAGE))))
+    assert (await stub.GetPolicy(pb.GetPolicyRequest(name="simulated"))).policy.kind == \
+        pb.ATTESTATION_KIND_NITRO_ENCLAVE  # unspecified on the wire: an enclave policy
+    instance = EnclaveApp(SimulatedNitroTpm(dev_ca[0], ami="ami-v7"))
+    nonce = (await stub.IssueChallenge(pb.IssueChallengeRequest())).nonce
+    document = instance.attest(nonce)
+    reply = await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=document, policy="ami",
+                                                                     audience=AUDIENCE))
+    assert reply.verdict == pb.VERDICT_ACCEPTED, reply.refusals
+    assert reply.claims.kind == pb.ATTESTATION_KIND_NITRO_TPM and len(reply.claims.pcrs) == 24
+    keys = json.loads((await stub.GetVerificationKeys(pb.GetVerificationKeysRequest())).jwks_json)
+    claims = verify_result_token(reply.result_token, keys, AUDIENCE, "privmesh-attestation-verifier",
+                                 datetime.now(timezone.utc))
+    assert claims["kind"] == "NITRO_TPM" and claims["policy_pcrs"] == {str(i): v.hex() for i, v in boot.items()}
+    replay = await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=document, policy="ami"))
+    assert _reasons(replay) == {"NONCE_REPLAYED"}
+    nonce = (await stub.IssueChallenge(pb.IssueChallengeRequest())).nonce
+    crossed = await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=instance.attest(nonce),
+                                                                       policy="simulated"))
+    assert _reasons(crossed) == {"KIND_MISMATCH"} and not crossed.result_token
+    kinds = [d["kind"] for op, _, _, d in _audit(tmp_path) if op == "VerifyAttestation"]
+    assert kinds == ["NITRO_TPM", "NITRO_TPM", "NITRO_TPM"]
+    results = await stub.ListVerificationResults(pb.ListVerificationResultsRequest())
+    assert [r.kind for r in results.results] == ["aws-nitrotpm"] * 3

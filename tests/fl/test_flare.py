@@ -194,3 +194,24 @@ async def test_the_nitro_authorizer_accepts_only_what_attestation_verifier_accep
     document.write_bytes(SimulatedNsm(fl_env.enclave_ca, image="tampered").attest(user_data=b"\1" * 32))
     for bad in (await asyncio.to_thread(authorizer.generate), "not base64!", "", token[:-8]):
         assert not await asyncio.to_thread(authorizer.verify, bad)
+
+
+async def test_the_nitro_authorizer_accepts_nitrotpm_documents_under_a_nitrotpm_policy(fl_env: FlEnv) -> None:
+    from privmesh.enclave.nitrotpm_simulator import SimulatedNitroTpm, ami_pcrs
+    from privmesh.fl.flare.nitro_authorizer import NitroAuthorizer
+    from tests.conftest import spiffe
+
+    pcrs = ami_pcrs("flare-site-ami")
+    await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+        name="flare-cc-tpm", require_nonce=False, kind=apb.ATTESTATION_KIND_NITRO_TPM,
+        allowed_pcr_sets=[apb.PcrSet(pcrs={4: pcrs[4], 12: pcrs[12]}, description="site AMI v1")])))
+    coordinator = fl_env.pki.bundle("fl-coordinator")
+    document = fl_env.tmp / "nitrotpm-document"
+    target = fl_env.coordinator.settings.attestation_verifier_target  # type: ignore[attr-defined]
+    authorizer = NitroAuthorizer(target, spiffe("server"), "flare-cc-tpm", str(fl_env.pki.ca_file),
+                                 str(coordinator.cert_file), str(coordinator.key_file), str(document))
+    document.write_bytes(SimulatedNitroTpm(fl_env.enclave_ca, ami="flare-site-ami").attest(user_data=b"\1" * 32))
+    assert await asyncio.to_thread(authorizer.verify, await asyncio.to_thread(authorizer.generate))
+    for wrong in (SimulatedNitroTpm(fl_env.enclave_ca, ami="another-ami"), SimulatedNsm(fl_env.enclave_ca)):
+        document.write_bytes(wrong.attest(user_data=b"\1" * 32))  # another AMI; an enclave under a TPM policy
+        assert not await asyncio.to_thread(authorizer.verify, await asyncio.to_thread(authorizer.generate))

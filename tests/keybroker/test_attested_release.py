@@ -5,8 +5,10 @@ foreign tokens and mismatched keys are refused with PERMISSION_DENIED and a reas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.attestation.tokens import verify_result_token
 from privmesh.sdk.enclave.vsock import FORMAT_RSAES_OAEP, FrameClient, RemoteError, serve_proxy
 from privmesh.sdk.keybroker.client import allow
 from tests.conftest import identity, server_config, spiffe
@@ -220,3 +223,42 @@ async def test_a_release_whose_wrapping_fails_is_audited_as_a_failure(mesh: Mesh
     assert read_error(caught.value).reason == "RECIPIENT_WRAP_FAILED"
     decrypts = [(outcome, d.get("reason")) for _, op, _, outcome, d in mesh.broker.audit() if op == "Decrypt"]
     assert decrypts == [("FAILURE", "RECIPIENT_WRAP_FAILED")]  # no SUCCESS entry for a key never released
+
+
+async def test_an_instance_on_an_attestable_ami_gets_keys_on_the_same_terms(mesh: Mesh) -> None:
+    """NitroTPM (attestable AMI): a NITRO_TPM verifier policy pins PCR4+PCR12; the key policy names it and the
+    AMI's PCRs; document and token paths release only to that AMI, never to another or to an enclave."""
+    from privmesh.enclave.nitrotpm_simulator import SimulatedNitroTpm, ami_pcrs
+
+    boot = {i: v for i, v in ami_pcrs("trainer-ami-v3").items() if i in (4, 12)}
+    await mesh.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+        name="ami", require_public_key=True, kind=apb.ATTESTATION_KIND_NITRO_TPM,
+        allowed_pcr_sets=[apb.PcrSet(pcrs={4: bytes(48), 12: bytes(48)}, description="retired"),
+                          apb.PcrSet(pcrs=boot, description="trainer AMI v3")])))
+    condition = pb.PolicyConditions(attestation=pb.AttestationCondition(
+        verifier_policy="ami", allowed_pcr_sets=[pb.PcrSet(pcrs=boot, description="v3")]))
+    key = await mesh.broker.alice.create_key(alias="ami-records", policy=pb.KeyPolicy(statements=[
+        allow([ALICE], ADMIN_OPERATIONS, "admin"),
+        allow([ALICE], [pb.KEY_OPERATION_GENERATE_DATA_KEY], "instance", condition)]))
+    instance = EnclaveApp(SimulatedNitroTpm(mesh.ca, ami="trainer-ami-v3"))
+    reply = await mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
+        key=key.name, recipient=pb.Recipient(attestation_document=await _document(mesh, instance),
+                                             public_key=instance.public_key_der)))
+    assert len(instance.unwrap_data_key(reply.ciphertext_for_recipient, FORMAT_RSAES_OAEP)) == 32
+    assert reply.recipient.verifier_policy == "ami" and "-tpm" in reply.recipient.module_id
+    verdict = await mesh.verifier.VerifyAttestation(apb.VerifyAttestationRequest(
+        document=await _document(mesh, instance), policy="ami", audience=BROKER_ID))
+    assert verdict.claims.kind == apb.ATTESTATION_KIND_NITRO_TPM
+    keys = json.loads((await mesh.verifier.GetVerificationKeys(apb.GetVerificationKeysRequest())).jwks_json)
+    claims = verify_result_token(verdict.result_token, keys, BROKER_ID, "privmesh-attestation-verifier",
+                                 datetime.now(timezone.utc))
+    assert claims["kind"] == "NITRO_TPM" and claims["policy_pcrs"] == {str(i): v.hex() for i, v in boot.items()}
+    token_reply = await mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
+        key=key.name, recipient=pb.Recipient(attestation_result_token=verdict.result_token)))
+    assert len(instance.unwrap_data_key(token_reply.ciphertext_for_recipient, FORMAT_RSAES_OAEP)) == 32
+    for other, reasons in ((EnclaveApp(SimulatedNitroTpm(mesh.ca, ami="trainer-ami-v2")), "PCR_MISMATCH"),
+                           (EnclaveApp(SimulatedNsm(mesh.ca)), "KIND_MISMATCH")):
+        code, reason, refusals = await _refusal(mesh.broker.stub.GenerateDataKey(pb.GenerateDataKeyRequest(
+            key=key.name, recipient=pb.Recipient(attestation_document=await _document(mesh, other),
+                                                 public_key=other.public_key_der))))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and reasons in refusals, (reason, refusals)

@@ -170,3 +170,20 @@ def test_recipient_and_import_requests_are_well_formed_for_kms() -> None:
     bad["Recipient"]["Unknown"] = 1
     with pytest.raises(ParamValidationError):
         _validate("GenerateDataKey", bad)
+
+
+def test_key_policy_statements_use_kmss_recipient_attestation_condition_keys() -> None:
+    """The exact condition key names KMS documents for Recipient requests: NitroTPMPCR<n> for NitroTPM
+    documents (attestable AMIs), PCR<n> for enclave documents; values lower-case hex, compared ignoring case."""
+    pcr4, pcr12 = bytes(range(48)), bytes(range(48, 96))
+    statement = aws_kms.recipient_statement("ami-v3", "arn:aws:iam::111122223333:role/key-broker", "NITRO_TPM",
+                                    {12: pcr12, 4: pcr4})
+    assert statement["Effect"] == "Allow" and statement["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Condition"] == {"StringEqualsIgnoreCase": {
+        "kms:RecipientAttestation:NitroTPMPCR4": pcr4.hex(), "kms:RecipientAttestation:NitroTPMPCR12": pcr12.hex()}}
+    assert aws_kms.recipient_conditions("NITRO_ENCLAVE", {0: pcr4}) == {
+        "StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": pcr4.hex()}}
+    for kind, pcrs in (("NITRO_TPM", {}), ("NITRO_TPM", {24: pcr4}), ("NITRO_TPM", {4: b"short"}),
+                       ("SEV_SNP", {4: pcr4})):
+        with pytest.raises(ValueError):
+            aws_kms.recipient_conditions(kind, pcrs)

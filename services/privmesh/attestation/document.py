@@ -1,4 +1,9 @@
-"""Bounded parsing of AWS Nitro Enclave attestation documents (COSE_Sign1 carrying a CBOR payload).
+"""Bounded parsing of AWS Nitro attestation documents (COSE_Sign1 carrying a CBOR payload), of both kinds:
+Nitro Enclave documents (`pcrs`, a definite-length payload map) and NitroTPM documents from instances booted
+from attestable AMIs (`nitrotpm_pcrs`, an indefinite-length payload map, as the NitroTPM emits it).
+
+Indefinite length is accepted for the NitroTPM payload's top-level map only, so that map is walked here
+item by item (cbor2 can only allow indefinite lengths for a whole item); everything inside stays strict.
 
 Parsing checks shape only (types, lengths, the ES384 protected header); whether the document is
 *trustworthy* is for `nitro.NitroVerifier` and `policy.evaluate`, which return `Refusal`s. Every
@@ -23,9 +28,19 @@ MAX_DOCUMENT_BYTES = 32 * 1024
 MAX_CBOR_DEPTH = 8
 MAX_MODULE_ID_CHARS = 256
 MAX_DIGEST_CHARS = 16
-MAX_PCRS = 32
 PCR_INDEX_MAX = 31
 PCR_VALUE_LENGTHS = frozenset({32, 48, 64})
+#: A NitroTPM reports PCR0..23 (a TPM 2.0 bank), each SHA-384.
+TPM_PCR_INDEX_MAX = 23
+TPM_PCR_VALUE_LENGTHS = frozenset({48})
+#: The payload map has 9 keys today; bound the item-by-item walk of an indefinite-length map.
+MAX_PAYLOAD_KEYS = 16
+KIND_NITRO_ENCLAVE = "NITRO_ENCLAVE"
+KIND_NITRO_TPM = "NITRO_TPM"
+#: The AttestationKind names of the contract, "ATTESTATION_KIND_" removed.
+KINDS = frozenset({KIND_NITRO_ENCLAVE, KIND_NITRO_TPM})
+_INDEFINITE_MAP = 0xBF
+_BREAK = 0xFF
 MAX_CERTIFICATE_BYTES = 1024 * 4
 MAX_CABUNDLE_ENTRIES = 16
 MAX_OPTIONAL_BYTES = 1024
@@ -58,7 +73,7 @@ REFUSAL_REASONS = frozenset({
     "SIGNATURE_INVALID", "CHAIN_INVALID", "ROOT_NOT_TRUSTED", "CERTIFICATE_EXPIRED",
     "CERTIFICATE_CONSTRAINTS", "DOCUMENT_STALE", "NONCE_UNKNOWN", "NONCE_REPLAYED", "NONCE_MISSING",
     "PCR_MISMATCH", "DEBUG_ENCLAVE", "PUBLIC_KEY_MISSING", "USER_DATA_MISMATCH", "DIGEST_UNSUPPORTED",
-    "PUBLIC_KEY_UNSUPPORTED",
+    "PUBLIC_KEY_UNSUPPORTED", "KIND_MISMATCH",
 })
 
 
@@ -90,6 +105,8 @@ class AttestationDocument:
     protected: bytes
     payload: bytes
     signature: bytes
+    #: NITRO_ENCLAVE (`pcrs`) or NITRO_TPM (`nitrotpm_pcrs`, held in `pcrs` here).
+    kind: str = KIND_NITRO_ENCLAVE
 
 
 class _TagRefused(Exception):
@@ -110,25 +127,63 @@ def _refuse_tag(tag: cbor2.CBORTag, _immutable: bool = False) -> Any:
     raise _TagRefused(f"tag {tag.tag} is not allowed")
 
 
+def _strict_decoder(stream: io.BytesIO, max_depth: int = MAX_CBOR_DEPTH) -> cbor2.CBORDecoder:
+    return cbor2.CBORDecoder(
+        stream,
+        tag_hook=_refuse_tag,
+        semantic_decoders=_NO_SEMANTIC_TAGS,
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
+
+
 def _decode(data: bytes, field: str) -> Any:
     """Decodes exactly one CBOR item, strictly: no semantic tags, no indefinite lengths, no duplicate
     keys, bounded depth, no trailing bytes."""
     stream = io.BytesIO(data)
     try:
-        decoder = cbor2.CBORDecoder(
-            stream,
-            tag_hook=_refuse_tag,
-            semantic_decoders=_NO_SEMANTIC_TAGS,
-            max_depth=MAX_CBOR_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
-        value = decoder.decode()
+        value = _strict_decoder(stream).decode()
     except Exception as exc:  # cbor2 wraps most errors, but hooks and buffers can raise others
         raise MalformedDocument(field, f"not well-formed CBOR ({exc})") from None
+    _no_trailing(stream, data, field)
+    return value
+
+
+def _no_trailing(stream: io.BytesIO, data: bytes, field: str) -> None:
     if stream.tell() != len(data):
         raise MalformedDocument(field, f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
-    return value
+
+
+def _decode_indefinite_map(data: bytes, field: str) -> dict[Any, Any]:
+    """Decodes an indefinite-length map (0xBF ... 0xFF) whose keys and values are strict CBOR: the one
+    place the NitroTPM format needs indefinite length. Duplicate keys, a missing break, more than
+    MAX_PAYLOAD_KEYS entries and trailing bytes are refused."""
+    stream = io.BytesIO(data)
+    stream.read(1)  # the 0xBF head, checked by the caller
+    decoder = _strict_decoder(stream, MAX_CBOR_DEPTH - 1)  # the map itself is one level
+    items: dict[Any, Any] = {}
+    while True:
+        head = stream.read(1)
+        if not head:
+            _fail(field, "the indefinite-length map has no break byte")
+        if head[0] == _BREAK:
+            break
+        if len(items) >= MAX_PAYLOAD_KEYS:
+            _fail(field, f"the map has more than {MAX_PAYLOAD_KEYS} entries")
+        stream.seek(-1, io.SEEK_CUR)
+        try:
+            key = decoder.decode()
+            value = decoder.decode()
+        except Exception as exc:  # as in _decode: one error type for every malformed input
+            raise MalformedDocument(field, f"not well-formed CBOR ({exc})") from None
+        if not isinstance(key, str):
+            _fail(field, "map keys must be text strings")
+        if key in items:
+            _fail(field, f"duplicate key {key!r}")
+        items[key] = value
+    _no_trailing(stream, data, field)
+    return items
 
 
 def _fail(field: str, message: str) -> NoReturn:
@@ -164,18 +219,38 @@ def _uint(value: Any, field: str, high: int) -> int:
     return int(value)
 
 
-def _pcrs(value: Any) -> Mapping[int, bytes]:
+def _pcrs(value: Any, field: str = "pcrs", index_max: int = PCR_INDEX_MAX,
+          lengths: frozenset[int] = PCR_VALUE_LENGTHS) -> Mapping[int, bytes]:
     if not isinstance(value, Mapping):
-        _fail("pcrs", f"must be a map, not {type(value).__name__}")
-    if not 1 <= len(value) <= MAX_PCRS:
-        _fail("pcrs", f"must have 1..{MAX_PCRS} entries, has {len(value)}")
+        _fail(field, f"must be a map, not {type(value).__name__}")
+    if not 1 <= len(value) <= index_max + 1:
+        _fail(field, f"must have 1..{index_max + 1} entries, has {len(value)}")
     pcrs: dict[int, bytes] = {}
     for index, pcr in value.items():
-        _uint(index, "pcrs", PCR_INDEX_MAX)
-        if not isinstance(pcr, bytes) or len(pcr) not in PCR_VALUE_LENGTHS:
-            _fail(f"pcrs[{index}]", "must be a byte string of 32, 48 or 64 bytes")
+        _uint(index, field, index_max)
+        if not isinstance(pcr, bytes) or len(pcr) not in lengths:
+            _fail(f"{field}[{index}]", f"must be a byte string of {' or '.join(map(str, sorted(lengths)))} bytes")
         pcrs[index] = pcr
     return MappingProxyType(dict(sorted(pcrs.items())))
+
+
+def _payload(payload_bytes: bytes) -> tuple[Mapping[str, Any], str]:
+    """The payload map and the document's kind; each kind must come in its own map encoding."""
+    indefinite = payload_bytes[0] == _INDEFINITE_MAP
+    payload = (_decode_indefinite_map(payload_bytes, "payload") if indefinite
+               else _decode(payload_bytes, "payload"))
+    if not isinstance(payload, Mapping):
+        _fail("payload", f"must be a map, not {type(payload).__name__}")
+    if not all(isinstance(key, str) for key in payload):
+        _fail("payload", "map keys must be text strings")
+    if "pcrs" in payload and "nitrotpm_pcrs" in payload:
+        _fail("payload", "carries both pcrs and nitrotpm_pcrs")
+    kind = KIND_NITRO_TPM if "nitrotpm_pcrs" in payload else KIND_NITRO_ENCLAVE
+    if kind == KIND_NITRO_TPM and not indefinite:
+        _fail("payload", "a NitroTPM payload must be an indefinite-length map, as the NitroTPM encodes it")
+    if kind == KIND_NITRO_ENCLAVE and indefinite:
+        _fail("payload", "indefinite length is allowed in NitroTPM payloads only")
+    return payload, kind
 
 
 def _cabundle(value: Any) -> tuple[bytes, ...]:
@@ -235,20 +310,19 @@ def parse_document(raw: bytes) -> AttestationDocument:
     if not raw:
         _fail("document", "is empty")
     protected, payload_bytes, signature = _split_cose(bytes(raw))
-    payload = _decode(payload_bytes, "payload")
-    if not isinstance(payload, Mapping):
-        _fail("payload", f"must be a map, not {type(payload).__name__}")
-    if not all(isinstance(key, str) for key in payload):
-        _fail("payload", "map keys must be text strings")
-    for required in ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"):
+    payload, kind = _payload(payload_bytes)
+    pcr_field = "nitrotpm_pcrs" if kind == KIND_NITRO_TPM else "pcrs"
+    for required in ("module_id", "digest", "timestamp", pcr_field, "certificate", "cabundle"):
         if required not in payload:
             _fail(required, "is missing")
+    pcrs = (_pcrs(payload[pcr_field], pcr_field, TPM_PCR_INDEX_MAX, TPM_PCR_VALUE_LENGTHS) if kind == KIND_NITRO_TPM
+            else _pcrs(payload[pcr_field]))
     millis = _uint(payload["timestamp"], "timestamp", _MAX_TIMESTAMP_MS)
     return AttestationDocument(
         module_id=_text(payload["module_id"], "module_id", MAX_MODULE_ID_CHARS),
         digest=_text(payload["digest"], "digest", MAX_DIGEST_CHARS),
         timestamp=datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=millis),
-        pcrs=_pcrs(payload["pcrs"]),
+        pcrs=pcrs,
         certificate=_bytes(payload["certificate"], "certificate", 1, MAX_CERTIFICATE_BYTES),
         cabundle=_cabundle(payload["cabundle"]),
         public_key=_optional_bytes(payload, "public_key"),
@@ -257,4 +331,5 @@ def parse_document(raw: bytes) -> AttestationDocument:
         protected=protected,
         payload=payload_bytes,
         signature=signature,
+        kind=kind,
     )

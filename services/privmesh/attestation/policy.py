@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .document import MAX_OPTIONAL_BYTES, AttestationDocument, Refusal
+from .document import (
+    KIND_NITRO_ENCLAVE,
+    KIND_NITRO_TPM,
+    KINDS,
+    MAX_OPTIONAL_BYTES,
+    TPM_PCR_INDEX_MAX,
+    AttestationDocument,
+    Refusal,
+)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 PCR_VALUE_BYTES = 48
@@ -57,18 +65,23 @@ class Policy:
     #: None: no requirement; bytes (b"" included): user_data must equal them exactly (absent == b"").
     required_user_data: bytes | None = None
     description: str = ""
+    #: Which documents the policy judges: NITRO_ENCLAVE or NITRO_TPM; a document of the other kind is refused.
+    kind: str = KIND_NITRO_ENCLAVE
 
     def validate(self) -> None:
         """Raises InvalidPolicy for the first invalid field."""
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
             raise InvalidPolicy("name", "must be 1..63 lower-case letters, digits or '-', "
                                         "starting and ending with a letter or digit")
+        if self.kind not in KINDS:
+            raise InvalidPolicy("kind", f"must be one of {', '.join(sorted(KINDS))}")
         if not self.allowed_pcr_sets:
             raise InvalidPolicy("allowed_pcr_sets", "at least one PCR set is required")
         if len(self.allowed_pcr_sets) > MAX_PCR_SETS:
             raise InvalidPolicy("allowed_pcr_sets", f"at most {MAX_PCR_SETS} sets are allowed")
         for i, pcr_set in enumerate(self.allowed_pcr_sets):
-            _validate_pcr_set(pcr_set, f"allowed_pcr_sets[{i}]")
+            _validate_pcr_set(pcr_set, f"allowed_pcr_sets[{i}]",
+                              TPM_PCR_INDEX_MAX if self.kind == KIND_NITRO_TPM else PCR_INDEX_MAX)
         if not timedelta(0) < self.max_document_age <= MAX_DOCUMENT_AGE_LIMIT:
             raise InvalidPolicy("max_document_age", "must be positive and at most 1 day")
         if self.required_user_data is not None and (
@@ -79,13 +92,13 @@ class Policy:
             raise InvalidPolicy("description", f"must be at most {MAX_DESCRIPTION_CHARS} characters")
 
 
-def _validate_pcr_set(pcr_set: PcrSet, path: str) -> None:
+def _validate_pcr_set(pcr_set: PcrSet, path: str, index_max: int) -> None:
     # An empty set would match every enclave: refuse it rather than let a typo allow everything.
     if not pcr_set.pcrs:
         raise InvalidPolicy(f"{path}.pcrs", "must list at least one PCR")
     for index, value in pcr_set.pcrs.items():
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= PCR_INDEX_MAX:
-            raise InvalidPolicy(f"{path}.pcrs", f"PCR index {index!r} is not in 0..{PCR_INDEX_MAX}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= index_max:
+            raise InvalidPolicy(f"{path}.pcrs", f"PCR index {index!r} is not in 0..{index_max}")
         if not isinstance(value, bytes) or len(value) != PCR_VALUE_BYTES:
             raise InvalidPolicy(f"{path}.pcrs[{index}]", f"must be {PCR_VALUE_BYTES} bytes (SHA384)")
     if len(pcr_set.description) > MAX_DESCRIPTION_CHARS:
@@ -105,11 +118,13 @@ class Claims:
     nonce: bytes | None
     debug_mode: bool
     certificate_sha256: str
+    kind: str = KIND_NITRO_ENCLAVE
 
 
 def is_debug_enclave(doc: AttestationDocument) -> bool:
-    """Debug-mode enclaves report PCR0, PCR1 and PCR2 as all zeros."""
-    return all(i in doc.pcrs and not any(doc.pcrs[i]) for i in DEBUG_PCRS)
+    """Debug-mode enclaves report PCR0, PCR1 and PCR2 as all zeros (a NitroTPM has no debug mode, and its
+    PCR0..2 mean firmware, not an enclave image)."""
+    return doc.kind == KIND_NITRO_ENCLAVE and all(i in doc.pcrs and not any(doc.pcrs[i]) for i in DEBUG_PCRS)
 
 
 def claims_of(doc: AttestationDocument) -> Claims:
@@ -124,6 +139,7 @@ def claims_of(doc: AttestationDocument) -> Claims:
         nonce=doc.nonce,
         debug_mode=is_debug_enclave(doc),
         certificate_sha256=hashlib.sha256(doc.certificate).hexdigest(),
+        kind=doc.kind,
     )
 
 
@@ -137,12 +153,27 @@ def _matches(pcr_set: PcrSet, pcrs: Mapping[int, bytes]) -> bool:
     return all(i in pcrs and hmac.compare_digest(pcrs[i], v) for i, v in pcr_set.pcrs.items())
 
 
+def matched_pcrs(policy: Policy, doc: AttestationDocument) -> Mapping[int, bytes]:
+    """The PCRs the policy used: those of the first allowed set the document matches ({} when none does,
+    or when the document is of another kind)."""
+    if doc.kind != policy.kind:
+        return {}
+    for pcr_set in policy.allowed_pcr_sets:
+        if _matches(pcr_set, doc.pcrs):
+            return {i: doc.pcrs[i] for i in sorted(pcr_set.pcrs)}
+    return {}
+
+
 def evaluate(policy: Policy, doc: AttestationDocument, at: datetime) -> list[Refusal]:
     """Every policy check that fails, one refusal each (empty: the document satisfies the policy)."""
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
     refusals: list[Refusal] = []
-    if not any(_matches(s, doc.pcrs) for s in policy.allowed_pcr_sets):
+    if doc.kind != policy.kind:
+        # PCRs of one kind mean nothing under the other (enclave PCR0 is an image, NitroTPM PCR0 firmware).
+        refusals.append(Refusal("KIND_MISMATCH", f"the document is {doc.kind}, policy {policy.name!r} "
+                                                 f"judges {policy.kind} documents"))
+    elif not any(_matches(s, doc.pcrs) for s in policy.allowed_pcr_sets):
         refusals.append(Refusal("PCR_MISMATCH", f"the PCRs match none of the {len(policy.allowed_pcr_sets)} "
                                                 f"allowed sets of policy {policy.name!r}"))
     if not policy.allow_debug and is_debug_enclave(doc):

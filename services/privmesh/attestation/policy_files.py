@@ -7,6 +7,9 @@ and replicas do not add audit entries for nothing.
       - description: enclave image v42
         pcrs: {0: "<96 hex digits>", 1: "...", 2: "..."}
     require_public_key: true        # also: allow_debug, require_nonce, max_document_age_seconds, description
+
+An attestable AMI is pinned the same way, with `kind: NITRO_TPM` and the PCR4/PCR12 (standard boot) or PCR7
+(Secure Boot) values its build published; list one set per AMI version still allowed to run.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,6 +37,7 @@ class _PcrSetFile(_Strict):
 
 class _PolicyFile(_Strict):
     name: str
+    kind: Literal["NITRO_ENCLAVE", "NITRO_TPM"] = "NITRO_ENCLAVE"
     allowed_pcr_sets: tuple[_PcrSetFile, ...]
     allow_debug: bool = False
     require_nonce: bool = True
@@ -59,7 +64,7 @@ def load_policy_file(path: Path) -> Policy:
     policy = Policy(name=data.name, allowed_pcr_sets=sets, allow_debug=data.allow_debug,
                     max_document_age=timedelta(seconds=data.max_document_age_seconds),
                     require_nonce=data.require_nonce, require_public_key=data.require_public_key,
-                    description=data.description)
+                    description=data.description, kind=data.kind)
     try:
         policy.validate()
     except InvalidPolicy as exc:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from privmesh.runtime.db import Database
 
 NITRO_ENCLAVE = "aws-nitro-enclave"
+NITRO_TPM = "aws-nitrotpm"
+#: A parsed document's kind (document.KINDS) -> the VerificationResult.kind recorded for it.
+RESULT_KINDS = {"NITRO_ENCLAVE": NITRO_ENCLAVE, "NITRO_TPM": NITRO_TPM}
 _MAX_US = 10**17  # microseconds: far beyond any clock this runs under
 
 

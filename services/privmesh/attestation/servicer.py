@@ -30,17 +30,29 @@ def _ts_us(micros: int) -> Timestamp:
     return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
+def _kind_name(kind: int) -> str:
+    """AttestationKind -> the domain's kind name; UNSPECIFIED is NITRO_ENCLAVE (policies from before kinds)."""
+    return "NITRO_ENCLAVE" if kind == pb.ATTESTATION_KIND_UNSPECIFIED else pb.AttestationKind.Name(kind).removeprefix(
+        "ATTESTATION_KIND_")
+
+
+def _kind_enum(kind: str) -> int:
+    return pb.AttestationKind.Value("ATTESTATION_KIND_" + kind)
+
+
 def policy_from_proto(msg: pb.Policy) -> Policy:
     if msg.max_document_age.nanos < 0 or msg.max_document_age.seconds < 0:
         raise InvalidArgument.single("policy.max_document_age", "must not be negative")
     age = msg.max_document_age.ToTimedelta() if msg.HasField("max_document_age") else DEFAULT_MAX_DOCUMENT_AGE
+    if msg.kind not in pb.AttestationKind.values():
+        raise InvalidArgument.single("policy.kind", f"unknown kind {msg.kind}")
     policy = Policy(
         name=msg.name,
         allowed_pcr_sets=[PcrSet(dict(s.pcrs), s.description) for s in msg.allowed_pcr_sets],
         allow_debug=msg.allow_debug, max_document_age=age,
         require_nonce=msg.require_nonce if msg.HasField("require_nonce") else True,
         require_public_key=msg.require_public_key,
-        required_user_data=msg.required_user_data or None, description=msg.description)
+        required_user_data=msg.required_user_data or None, description=msg.description, kind=_kind_name(msg.kind))
     try:
         policy.validate()
     except InvalidPolicy as exc:
@@ -57,8 +69,8 @@ def policy_to_proto(stored: StoredPolicy) -> pb.Policy:
                                             for s in policy.allowed_pcr_sets],
         allow_debug=policy.allow_debug, max_document_age=age, require_nonce=policy.require_nonce,
         require_public_key=policy.require_public_key, required_user_data=policy.required_user_data or b"",
-        description=policy.description, etag=stored.etag, create_time=_ts_us(stored.create_us),
-        update_time=_ts_us(stored.update_us))
+        description=policy.description, kind=_kind_enum(policy.kind), etag=stored.etag,
+        create_time=_ts_us(stored.create_us), update_time=_ts_us(stored.update_us))
 
 
 def result_to_proto(result: VerificationResult) -> pb.VerificationResult:
@@ -97,7 +109,8 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
                       for r in verdict.refusals],
             claims=pb.Claims(module_id=c.module_id, digest=c.digest, timestamp=_ts(c.timestamp), pcrs=dict(c.pcrs),
                              public_key=c.public_key or b"", user_data=c.user_data or b"", nonce=c.nonce or b"",
-                             debug_mode=c.debug_mode, certificate_sha256=c.certificate_sha256),
+                             debug_mode=c.debug_mode, certificate_sha256=c.certificate_sha256,
+                             kind=_kind_enum(c.kind)),
             document_sha256=verdict.document_sha256, policy=verdict.policy.policy.name,
             policy_etag=verdict.policy.etag)
         if verdict.token is not None and verdict.token_expires is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
+from privmesh.attestation.document import KIND_NITRO_ENCLAVE
 from privmesh.attestation.policy import PcrSet, Policy
 from privmesh.runtime.db import Database
 
@@ -34,7 +35,7 @@ def _encode(policy: Policy) -> str:
         "allow_debug": policy.allow_debug, "max_document_age_us": policy.max_document_age // timedelta(microseconds=1),
         "require_nonce": policy.require_nonce, "require_public_key": policy.require_public_key,
         "required_user_data": None if policy.required_user_data is None else policy.required_user_data.hex(),
-        "description": policy.description,
+        "description": policy.description, "kind": policy.kind,
     }, sort_keys=True)
 
 
@@ -48,6 +49,7 @@ def _decode(name: str, body: str) -> Policy:
         require_nonce=data["require_nonce"], require_public_key=data["require_public_key"],
         required_user_data=None if data["required_user_data"] is None else bytes.fromhex(data["required_user_data"]),
         description=data["description"],
+        kind=data.get("kind", KIND_NITRO_ENCLAVE),  # policies stored before kinds existed judge enclaves
     )
 
 

@@ -11,8 +11,16 @@ from datetime import datetime, timedelta, timezone
 
 from privmesh.attestation.document import MAX_DOCUMENT_BYTES, MalformedDocument, Refusal, parse_document
 from privmesh.attestation.nitro import NitroVerifier
-from privmesh.attestation.policy import NAME_PATTERN, Claims, Policy, claims_of, evaluate, needs_nonce_check
-from privmesh.attestation.results import NITRO_ENCLAVE, ResultStore, VerificationResult, new_id
+from privmesh.attestation.policy import (
+    NAME_PATTERN,
+    Claims,
+    Policy,
+    claims_of,
+    evaluate,
+    matched_pcrs,
+    needs_nonce_check,
+)
+from privmesh.attestation.results import RESULT_KINDS, ResultStore, VerificationResult, new_id
 from privmesh.attestation.store import EtagMismatch, NonceState, NonceStore, PolicyStore, StoredPolicy
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.context import current_principal
@@ -87,7 +95,8 @@ class AttestationService:
         if not refusals and audience and not replay:
             try:
                 token, expires = self.issuer.mint(claims_of(doc), audience, stored.policy.name, digest,
-                                                  doc.public_key or b"", at)
+                                                  doc.public_key or b"", at, kind=doc.kind,
+                                                  policy_pcrs=matched_pcrs(stored.policy, doc))
             except UnsupportedEnclaveKey:
                 refusals.append(Refusal("PUBLIC_KEY_UNSUPPORTED",
                                         "the document's public_key cannot be bound into a result token"))
@@ -97,18 +106,18 @@ class AttestationService:
             "VerifyAttestation", resource=f"policies/{stored.policy.name}", outcome="SUCCESS" if accepted else "DENIED",
             details={"document_sha256": digest, "policy_etag": stored.etag, "verdict": "ACCEPTED" if accepted
                      else "REJECTED", "reasons": ",".join(sorted({r.reason for r in refusals})),
-                     "module_id": doc.module_id, "replay_at": at.isoformat() if replay else "",
+                     "module_id": doc.module_id, "kind": doc.kind, "replay_at": at.isoformat() if replay else "",
                      "token_minted": str(token is not None).lower()})
         now_us = int(self.clock().timestamp() * 1e6)
         await asyncio.to_thread(self.results.add, VerificationResult(
-            new_id(now_us), NITRO_ENCLAVE, stored.policy.name, stored.etag, accepted,
+            new_id(now_us), RESULT_KINDS[doc.kind], stored.policy.name, stored.etag, accepted,
             tuple(sorted({r.reason for r in refusals})), digest, doc.module_id, current_principal.get(), now_us,
             token is not None, int(at.timestamp() * 1e6) if replay else 0))
         return Verdict(accepted, refusals, claims_of(doc), digest, stored, token, expires)
 
     async def put_policy(self, policy: Policy, etag: str) -> StoredPolicy:
         await self.audit.append("PutPolicy", resource=f"policies/{policy.name}",
-                                details={"pcr_sets": str(len(policy.allowed_pcr_sets)),
+                                details={"pcr_sets": str(len(policy.allowed_pcr_sets)), "kind": policy.kind,
                                          "allow_debug": str(policy.allow_debug).lower()})
         try:
             return await asyncio.to_thread(self.policies.put, policy, etag)

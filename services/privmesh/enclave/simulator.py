@@ -66,7 +66,7 @@ def image_pcrs(image: str | bytes) -> dict[int, bytes]:
     }
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -187,7 +187,7 @@ class DevCa:
     @classmethod
     def generate(cls, now: datetime | None = None, *, lifetime: timedelta = timedelta(days=365)) -> DevCa:
         """Make a fresh chain valid from a day before `now`; the root lives ten years."""
-        start = _aware(now or utcnow()).replace(microsecond=0) - timedelta(days=1)
+        start = aware(now or utcnow()).replace(microsecond=0) - timedelta(days=1)
         root = _issue("root", _name(DEV_ROOT_COMMON_NAME), None, start, start + timedelta(days=3650))
         regional = _issue(
             "regional",
@@ -239,7 +239,7 @@ class DevCa:
 
     def issue_leaf(self, module_id: str, now: datetime) -> CaLevel:
         """A fresh document-signing certificate valid for three hours, as the real NSM's."""
-        now = _aware(now).replace(microsecond=0)
+        now = aware(now).replace(microsecond=0)
         return _issue(
             "leaf",
             _name(f"{module_id}.{REGION}.privmesh"),
@@ -313,6 +313,23 @@ class DevCa:
         return ca
 
 
+def check_attestation_fields(public_key: bytes | None, user_data: bytes | None, nonce: bytes | None) -> None:
+    """The NSM's limits on what a caller may bind into a document."""
+    for name, value in (("public_key", public_key), ("user_data", user_data), ("nonce", nonce)):
+        if value is not None and not isinstance(value, bytes | bytearray):
+            raise NsmError("InvalidArgument", f"{name} must be bytes")
+        if value is not None and len(value) > MAX_ATTESTATION_FIELD:
+            raise NsmError("InputTooLarge", f"{name} is longer than {MAX_ATTESTATION_FIELD} bytes")
+
+
+def cose_sign1(leaf: CaLevel, payload: bytes) -> bytes:
+    """An untagged COSE_Sign1 over `payload`, ES384 by the leaf key with a raw r||s signature."""
+    to_sign = cbor2.dumps(["Signature1", PROTECTED_HEADER, b"", payload])
+    r, s = decode_dss_signature(leaf.key.sign(to_sign, ec.ECDSA(_HASH)))
+    signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
+    return cbor2.dumps([PROTECTED_HEADER, {}, payload, signature])
+
+
 class SimulatedNsm:
     """An NSM in software: same interface and document format as DeviceNsm, signed by a DevCa."""
 
@@ -378,12 +395,8 @@ class SimulatedNsm:
         self, public_key: bytes | None = None, user_data: bytes | None = None, nonce: bytes | None = None
     ) -> bytes:
         """Produce a signed document in exactly the real NSM's format."""
-        for name, value in (("public_key", public_key), ("user_data", user_data), ("nonce", nonce)):
-            if value is not None and not isinstance(value, bytes | bytearray):
-                raise NsmError("InvalidArgument", f"{name} must be bytes")
-            if value is not None and len(value) > MAX_ATTESTATION_FIELD:
-                raise NsmError("InputTooLarge", f"{name} is longer than {MAX_ATTESTATION_FIELD} bytes")
-        now = _aware(self._now())
+        check_attestation_fields(public_key, user_data, nonce)
+        now = aware(self._now())
         leaf = self.ca.issue_leaf(self.module_id, now)
         payload = cbor2.dumps(
             {  # the key order and types of real documents
@@ -398,10 +411,7 @@ class SimulatedNsm:
                 "nonce": None if nonce is None else bytes(nonce),
             }
         )
-        to_sign = cbor2.dumps(["Signature1", PROTECTED_HEADER, b"", payload])
-        r, s = decode_dss_signature(leaf.key.sign(to_sign, ec.ECDSA(_HASH)))
-        signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
-        return cbor2.dumps([PROTECTED_HEADER, {}, payload, signature])
+        return cose_sign1(leaf, payload)
 
     def process_raw(self, request: bytes) -> bytes:
         """Answer a raw CBOR NSM request as the device would (lets DeviceNsm be tested end to end)."""

@@ -39,6 +39,13 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_USER_DATA_MISMATCH: _ClassVar[RefusalReason]
     REFUSAL_REASON_DIGEST_UNSUPPORTED: _ClassVar[RefusalReason]
     REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_KIND_MISMATCH: _ClassVar[RefusalReason]
+
+class AttestationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTESTATION_KIND_UNSPECIFIED: _ClassVar[AttestationKind]
+    ATTESTATION_KIND_NITRO_ENCLAVE: _ClassVar[AttestationKind]
+    ATTESTATION_KIND_NITRO_TPM: _ClassVar[AttestationKind]
 
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +74,10 @@ REFUSAL_REASON_PUBLIC_KEY_MISSING: RefusalReason
 REFUSAL_REASON_USER_DATA_MISMATCH: RefusalReason
 REFUSAL_REASON_DIGEST_UNSUPPORTED: RefusalReason
 REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED: RefusalReason
+REFUSAL_REASON_KIND_MISMATCH: RefusalReason
+ATTESTATION_KIND_UNSPECIFIED: AttestationKind
+ATTESTATION_KIND_NITRO_ENCLAVE: AttestationKind
+ATTESTATION_KIND_NITRO_TPM: AttestationKind
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_ACCEPTED: Verdict
 VERDICT_REJECTED: Verdict
@@ -87,7 +98,7 @@ class PcrSet(_message.Message):
     def __init__(self, pcrs: _Optional[_Mapping[int, bytes]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("name", "allowed_pcr_sets", "allow_debug", "max_document_age", "require_nonce", "require_public_key", "required_user_data", "description", "etag", "create_time", "update_time")
+    __slots__ = ("name", "allowed_pcr_sets", "allow_debug", "max_document_age", "require_nonce", "require_public_key", "required_user_data", "description", "etag", "create_time", "update_time", "kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_PCR_SETS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DEBUG_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +110,7 @@ class Policy(_message.Message):
     ETAG_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
     allowed_pcr_sets: _containers.RepeatedCompositeFieldContainer[PcrSet]
     allow_debug: bool
@@ -110,7 +122,8 @@ class Policy(_message.Message):
     etag: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., allowed_pcr_sets: _Optional[_Iterable[_Union[PcrSet, _Mapping]]] = ..., allow_debug: _Optional[bool] = ..., max_document_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., require_nonce: _Optional[bool] = ..., require_public_key: _Optional[bool] = ..., required_user_data: _Optional[bytes] = ..., description: _Optional[str] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: AttestationKind
+    def __init__(self, name: _Optional[str] = ..., allowed_pcr_sets: _Optional[_Iterable[_Union[PcrSet, _Mapping]]] = ..., allow_debug: _Optional[bool] = ..., max_document_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., require_nonce: _Optional[bool] = ..., require_public_key: _Optional[bool] = ..., required_user_data: _Optional[bytes] = ..., description: _Optional[str] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[AttestationKind, str]] = ...) -> None: ...
 
 class IssueChallengeRequest(_message.Message):
     __slots__ = ("ttl",)
@@ -147,7 +160,7 @@ class Refusal(_message.Message):
     def __init__(self, reason: _Optional[_Union[RefusalReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Claims(_message.Message):
-    __slots__ = ("module_id", "digest", "timestamp", "pcrs", "public_key", "user_data", "nonce", "debug_mode", "certificate_sha256")
+    __slots__ = ("module_id", "digest", "timestamp", "pcrs", "public_key", "user_data", "nonce", "debug_mode", "certificate_sha256", "kind")
     class PcrsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +177,7 @@ class Claims(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     DEBUG_MODE_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     module_id: str
     digest: str
     timestamp: _timestamp_pb2.Timestamp
@@ -173,7 +187,8 @@ class Claims(_message.Message):
     nonce: bytes
     debug_mode: bool
     certificate_sha256: str
-    def __init__(self, module_id: _Optional[str] = ..., digest: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pcrs: _Optional[_Mapping[int, bytes]] = ..., public_key: _Optional[bytes] = ..., user_data: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., debug_mode: _Optional[bool] = ..., certificate_sha256: _Optional[str] = ...) -> None: ...
+    kind: AttestationKind
+    def __init__(self, module_id: _Optional[str] = ..., digest: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pcrs: _Optional[_Mapping[int, bytes]] = ..., public_key: _Optional[bytes] = ..., user_data: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., debug_mode: _Optional[bool] = ..., certificate_sha256: _Optional[str] = ..., kind: _Optional[_Union[AttestationKind, str]] = ...) -> None: ...
 
 class VerifyAttestationResponse(_message.Message):
     __slots__ = ("verdict", "refusals", "claims", "document_sha256", "policy", "policy_etag", "result_token", "result_token_expire_time")

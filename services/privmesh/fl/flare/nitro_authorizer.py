@@ -1,5 +1,5 @@
 """An AWS Nitro authorizer for FLARE's confidential-computing manager (nvflare's CCManager): a site's CC token is
-its Nitro attestation document (a Nitro Enclave's, or a NitroTPM's once attestation-verifier accepts those),
+its Nitro attestation document (a Nitro Enclave's, or a NitroTPM's on an attestable AMI, under a NITRO_TPM policy),
 and verification is attestation-verifier's verdict against a named policy, over mTLS with the mesh identity.
 
 Usable in any FLARE deployment: name it as a component in the site's resources.json and list its id in

@@ -4,11 +4,16 @@ KMS keeps rotations inside one key (RotateKeyOnDemand) and does not say which ro
 versions unwrapped here are reported as 0. Attested release maps to KMS's Recipient parameter (KMS answers
 with CiphertextForRecipient, a CMS EnvelopedData for the enclave's key). The request shapes are built by
 the functions below so that they can be checked against botocore's own KMS service model.
+
+KMS can also check the recipient's measurements itself: `recipient_statement` renders the key-policy
+statement with KMS's attestation condition keys (enclave PCRs, or NitroTPM PCRs for attestable AMIs), a
+second, independent gate beside the broker's own policy and the attestation-verifier's verdict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,8 +40,42 @@ _UNSUPPORTED = {"UnsupportedOperationException", "NotImplementedException", "Not
                 "UnknownOperationException"}
 
 
+#: KMS's condition keys on the attestation document of a Recipient request, by document kind (AWS KMS developer
+#: guide, "Condition keys for Nitro Enclaves" and "Condition keys for NitroTPM"): the PCR index is appended.
+RECIPIENT_PCR_CONDITION_KEYS = {
+    "NITRO_ENCLAVE": "kms:RecipientAttestation:PCR",
+    "NITRO_TPM": "kms:RecipientAttestation:NitroTPMPCR",
+}
+#: The operations those condition keys apply to that the broker calls with a Recipient.
+RECIPIENT_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+_MAX_PCR_INDEX = {"NITRO_ENCLAVE": 31, "NITRO_TPM": 23}
+
+
+def recipient_conditions(kind: str, pcrs: Mapping[int, bytes]) -> dict[str, dict[str, str]]:
+    """The key-policy Condition under which KMS answers a Recipient request only when the document's PCRs
+    equal `pcrs` (KMS wants lower-case hex; StringEqualsIgnoreCase as AWS's examples use). A request without
+    a document fails such a condition, so the statement never allows plaintext answers."""
+    if kind not in RECIPIENT_PCR_CONDITION_KEYS:
+        raise ValueError(f"kind must be one of {', '.join(sorted(RECIPIENT_PCR_CONDITION_KEYS))}")
+    if not pcrs:
+        raise ValueError("at least one PCR is required: an empty condition would allow every recipient")
+    for index, value in pcrs.items():
+        if not 0 <= index <= _MAX_PCR_INDEX[kind] or len(value) != 48:
+            raise ValueError(f"PCR{index} must be 48 bytes (SHA-384) with an index in 0..{_MAX_PCR_INDEX[kind]}")
+    prefix = RECIPIENT_PCR_CONDITION_KEYS[kind]
+    return {"StringEqualsIgnoreCase": {f"{prefix}{i}": pcrs[i].hex() for i in sorted(pcrs)}}
+
+
+def recipient_statement(sid: str, principal_arn: str, kind: str, pcrs: Mapping[int, bytes],
+                        actions: Sequence[str] = RECIPIENT_ACTIONS) -> dict[str, Any]:
+    """A key-policy statement allowing `principal_arn` (the key broker's role) the Recipient operations
+    only for documents of `kind` whose PCRs are `pcrs` (one allowed set; add one statement per set)."""
+    return {"Sid": sid, "Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": list(actions),
+            "Resource": "*", "Condition": recipient_conditions(kind, pcrs)}
+
+
 def recipient(document: bytes) -> dict[str, Any]:
-    """KMS's Recipient parameter for an enclave's attestation document."""
+    """KMS's Recipient parameter for an attestation document (a Nitro Enclave's or a NitroTPM's)."""
     return {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document}
 
 

@@ -89,9 +89,14 @@ class ResultTokenIssuer:
         document_sha256: str,
         public_key_der: bytes,
         now: datetime,
+        *,
+        kind: str = "NITRO_ENCLAVE",
+        policy_pcrs: Mapping[int, bytes] | None = None,
     ) -> tuple[str, datetime]:
-        """Returns (compact JWS, expire time). Raises UnsupportedEnclaveKey when the document's public key
-        cannot be expressed as a JWK (then no key can be released to the enclave anyway)."""
+        """Returns (compact JWS, expire time). `kind` is what produced the document (NITRO_ENCLAVE or
+        NITRO_TPM) and `policy_pcrs` the PCRs the policy checked (the allowed set that matched), so a relying
+        party sees which measurements the verdict rests on. Raises UnsupportedEnclaveKey when the document's
+        public key cannot be expressed as a JWK (then no key can be released to the enclave anyway)."""
         if not audience:
             raise ValueError("audience must not be empty")
         issued = int(_aware(now).timestamp())
@@ -105,7 +110,9 @@ class ResultTokenIssuer:
             "exp": expires,
             "jti": secrets.token_urlsafe(16),
             "policy": policy,
+            "kind": kind,
             "pcrs": {str(i): v.hex() for i, v in sorted(claims.pcrs.items())},
+            "policy_pcrs": {str(i): v.hex() for i, v in sorted((policy_pcrs or {}).items())},
             "document_sha256": document_sha256,
             "cnf": {"jwk": enclave_jwk(public_key_der)},
         }

@@ -4,7 +4,8 @@
 // 	protoc        (unknown)
 // source: privmesh/attestation/v1/attestation.proto
 
-// The attestation verifier: judges AWS Nitro Enclave attestation documents against pinned roots and named
+// The attestation verifier: judges AWS Nitro attestation documents (Nitro Enclaves, and NitroTPM documents
+// of EC2 instances booted from attestable AMIs) against pinned roots and named
 // reference-value policies, issues single-use challenges, and mints short-lived attestation result tokens
 // that the key broker acts on without verifying the document again.
 //
@@ -136,6 +137,8 @@ const (
 	// A result token was asked for, but the document's public_key is not a usable RSA (>= 2048 bits) or EC
 	// (P-256/384/521) SubjectPublicKeyInfo, so no key could be bound into it.
 	RefusalReason_REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED RefusalReason = 15
+	// The document is of another kind than the policy judges (e.g. a NitroTPM document under an enclave policy).
+	RefusalReason_REFUSAL_REASON_KIND_MISMATCH RefusalReason = 16
 )
 
 // Enum value maps for RefusalReason.
@@ -157,6 +160,7 @@ var (
 		13: "REFUSAL_REASON_USER_DATA_MISMATCH",
 		14: "REFUSAL_REASON_DIGEST_UNSUPPORTED",
 		15: "REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED",
+		16: "REFUSAL_REASON_KIND_MISMATCH",
 	}
 	RefusalReason_value = map[string]int32{
 		"REFUSAL_REASON_UNSPECIFIED":             0,
@@ -175,6 +179,7 @@ var (
 		"REFUSAL_REASON_USER_DATA_MISMATCH":      13,
 		"REFUSAL_REASON_DIGEST_UNSUPPORTED":      14,
 		"REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED":  15,
+		"REFUSAL_REASON_KIND_MISMATCH":           16,
 	}
 )
 
@@ -203,6 +208,61 @@ func (x RefusalReason) Number() protoreflect.EnumNumber {
 // Deprecated: Use RefusalReason.Descriptor instead.
 func (RefusalReason) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{1}
+}
+
+// What produced an attestation document.
+type AttestationKind int32
+
+const (
+	// Never sent; in a Policy it means NITRO_ENCLAVE (policies written before kinds existed).
+	AttestationKind_ATTESTATION_KIND_UNSPECIFIED AttestationKind = 0
+	// A Nitro Enclave's NSM: the payload carries `pcrs` (PCR0..2: image, kernel, application; PCR3, 4, 8...).
+	AttestationKind_ATTESTATION_KIND_NITRO_ENCLAVE AttestationKind = 1
+	// The NitroTPM of an EC2 instance (attestable AMIs): the payload, an indefinite-length CBOR map, carries
+	// `nitrotpm_pcrs` (PCR0..23, SHA-384). AWS documents PCR4 + PCR12 (standard boot) and PCR7 (Secure Boot)
+	// for telling that an instance was booted from a given attestable AMI.
+	AttestationKind_ATTESTATION_KIND_NITRO_TPM AttestationKind = 2
+)
+
+// Enum value maps for AttestationKind.
+var (
+	AttestationKind_name = map[int32]string{
+		0: "ATTESTATION_KIND_UNSPECIFIED",
+		1: "ATTESTATION_KIND_NITRO_ENCLAVE",
+		2: "ATTESTATION_KIND_NITRO_TPM",
+	}
+	AttestationKind_value = map[string]int32{
+		"ATTESTATION_KIND_UNSPECIFIED":   0,
+		"ATTESTATION_KIND_NITRO_ENCLAVE": 1,
+		"ATTESTATION_KIND_NITRO_TPM":     2,
+	}
+)
+
+func (x AttestationKind) Enum() *AttestationKind {
+	p := new(AttestationKind)
+	*p = x
+	return p
+}
+
+func (x AttestationKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttestationKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_attestation_v1_attestation_proto_enumTypes[2].Descriptor()
+}
+
+func (AttestationKind) Type() protoreflect.EnumType {
+	return &file_privmesh_attestation_v1_attestation_proto_enumTypes[2]
+}
+
+func (x AttestationKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttestationKind.Descriptor instead.
+func (AttestationKind) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{2}
 }
 
 // The verdict on a document.
@@ -242,11 +302,11 @@ func (x Verdict) String() string {
 }
 
 func (Verdict) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_attestation_v1_attestation_proto_enumTypes[2].Descriptor()
+	return file_privmesh_attestation_v1_attestation_proto_enumTypes[3].Descriptor()
 }
 
 func (Verdict) Type() protoreflect.EnumType {
-	return &file_privmesh_attestation_v1_attestation_proto_enumTypes[2]
+	return &file_privmesh_attestation_v1_attestation_proto_enumTypes[3]
 }
 
 func (x Verdict) Number() protoreflect.EnumNumber {
@@ -255,13 +315,14 @@ func (x Verdict) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Verdict.Descriptor instead.
 func (Verdict) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{2}
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{3}
 }
 
 // A set of PCR values that must all match; a policy allows several sets (rolling deploys).
 type PcrSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// PCR index (0..31) -> the exact expected value (48 bytes for SHA384). Indices not listed are not checked.
+	// PCR index (0..31 for enclaves, 0..23 for NitroTPM) -> the exact expected value (48 bytes, SHA384).
+	// Indices not listed are not checked.
 	Pcrs map[uint32][]byte `protobuf:"bytes,1,rep,name=pcrs,proto3" json:"pcrs,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// A label for operators, e.g. "enclave-image v42".
 	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
@@ -338,7 +399,10 @@ type Policy struct {
 	// Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Which documents the policy judges; a document of another kind is refused (KIND_MISMATCH). Unspecified
+	// means NITRO_ENCLAVE. allow_debug has no effect on NITRO_TPM policies (a NitroTPM has no debug mode).
+	Kind          AttestationKind `protobuf:"varint,12,opt,name=kind,proto3,enum=privmesh.attestation.v1.AttestationKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +512,13 @@ func (x *Policy) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Policy) GetKind() AttestationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AttestationKind_ATTESTATION_KIND_UNSPECIFIED
 }
 
 // Request for IssueChallenge.
@@ -702,8 +773,10 @@ type Claims struct {
 	DebugMode bool `protobuf:"varint,8,opt,name=debug_mode,json=debugMode,proto3" json:"debug_mode,omitempty"`
 	// Lower-case hex SHA-256 of the leaf certificate (DER).
 	CertificateSha256 string `protobuf:"bytes,9,opt,name=certificate_sha256,json=certificateSha256,proto3" json:"certificate_sha256,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Which kind of document it is (`pcrs` holds its nitrotpm_pcrs for NITRO_TPM).
+	Kind          AttestationKind `protobuf:"varint,10,opt,name=kind,proto3,enum=privmesh.attestation.v1.AttestationKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Claims) Reset() {
@@ -799,6 +872,13 @@ func (x *Claims) GetCertificateSha256() string {
 	return ""
 }
 
+func (x *Claims) GetKind() AttestationKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AttestationKind_ATTESTATION_KIND_UNSPECIFIED
+}
+
 // Response of VerifyAttestation.
 type VerifyAttestationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -815,7 +895,8 @@ type VerifyAttestationResponse struct {
 	// The policy's etag at the time of the verdict.
 	PolicyEtag string `protobuf:"bytes,6,opt,name=policy_etag,json=policyEtag,proto3" json:"policy_etag,omitempty"`
 	// When ACCEPTED at the current time with an audience: a compact JWS (ES256) with claims iss, aud, sub
-	// (module id), iat, exp, jti, policy, pcrs, document_sha256 and cnf.jwk (the enclave's public key).
+	// (module id), iat, exp, jti, policy, kind ("NITRO_ENCLAVE" or "NITRO_TPM"), pcrs (all of the document's),
+	// policy_pcrs (those of the allowed set that matched), document_sha256 and cnf.jwk (the bound public key).
 	ResultToken string `protobuf:"bytes,7,opt,name=result_token,json=resultToken,proto3" json:"result_token,omitempty"`
 	// When the token expires.
 	ResultTokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=result_token_expire_time,json=resultTokenExpireTime,proto3" json:"result_token_expire_time,omitempty"`
@@ -1220,7 +1301,8 @@ type VerificationResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource name "policies/{policy}/results/{id}"; ids sort newest first.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The kind of evidence judged: "aws-nitro-enclave" for a Nitro Enclave attestation document.
+	// The kind of evidence judged: "aws-nitro-enclave" for a Nitro Enclave attestation document, "aws-nitrotpm"
+	// for a NitroTPM one (an instance booted from an attestable AMI).
 	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	// The policy the evidence was judged against.
 	Policy string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
@@ -1673,7 +1755,7 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x95\x04\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xd3\x04\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12I\n" +
 	"\x10allowed_pcr_sets\x18\x02 \x03(\v2\x1f.privmesh.attestation.v1.PcrSetR\x0eallowedPcrSets\x12\x1f\n" +
@@ -1689,7 +1771,8 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTimeB\x10\n" +
+	"updateTime\x12<\n" +
+	"\x04kind\x18\f \x01(\x0e2(.privmesh.attestation.v1.AttestationKindR\x04kindB\x10\n" +
 	"\x0e_require_nonce\"D\n" +
 	"\x15IssueChallengeRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"k\n" +
@@ -1704,7 +1787,7 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\x11verification_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10verificationTime\"c\n" +
 	"\aRefusal\x12>\n" +
 	"\x06reason\x18\x01 \x01(\x0e2&.privmesh.attestation.v1.RefusalReasonR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x8f\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xcd\x03\n" +
 	"\x06Claims\x12\x1b\n" +
 	"\tmodule_id\x18\x01 \x01(\tR\bmoduleId\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x128\n" +
@@ -1716,7 +1799,9 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\x05nonce\x18\a \x01(\fR\x05nonce\x12\x1d\n" +
 	"\n" +
 	"debug_mode\x18\b \x01(\bR\tdebugMode\x12-\n" +
-	"\x12certificate_sha256\x18\t \x01(\tR\x11certificateSha256\x1a7\n" +
+	"\x12certificate_sha256\x18\t \x01(\tR\x11certificateSha256\x12<\n" +
+	"\x04kind\x18\n" +
+	" \x01(\x0e2(.privmesh.attestation.v1.AttestationKindR\x04kind\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xae\x03\n" +
@@ -1785,7 +1870,7 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\x1fERROR_REASON_DOCUMENT_MALFORMED\x10\x02\x12!\n" +
 	"\x1dERROR_REASON_POLICY_NOT_FOUND\x10\x03\x12\x1f\n" +
 	"\x1bERROR_REASON_POLICY_INVALID\x10\x04\x12%\n" +
-	"!ERROR_REASON_POLICY_ETAG_MISMATCH\x10\x05*\xdd\x04\n" +
+	"!ERROR_REASON_POLICY_ETAG_MISMATCH\x10\x05*\xff\x04\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12$\n" +
 	" REFUSAL_REASON_SIGNATURE_INVALID\x10\x01\x12 \n" +
@@ -1803,7 +1888,12 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"!REFUSAL_REASON_PUBLIC_KEY_MISSING\x10\f\x12%\n" +
 	"!REFUSAL_REASON_USER_DATA_MISMATCH\x10\r\x12%\n" +
 	"!REFUSAL_REASON_DIGEST_UNSUPPORTED\x10\x0e\x12)\n" +
-	"%REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED\x10\x0f*N\n" +
+	"%REFUSAL_REASON_PUBLIC_KEY_UNSUPPORTED\x10\x0f\x12 \n" +
+	"\x1cREFUSAL_REASON_KIND_MISMATCH\x10\x10*w\n" +
+	"\x0fAttestationKind\x12 \n" +
+	"\x1cATTESTATION_KIND_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eATTESTATION_KIND_NITRO_ENCLAVE\x10\x01\x12\x1e\n" +
+	"\x1aATTESTATION_KIND_NITRO_TPM\x10\x02*N\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10VERDICT_ACCEPTED\x10\x01\x12\x14\n" +
@@ -1841,84 +1931,87 @@ func file_privmesh_attestation_v1_attestation_proto_rawDescGZIP() []byte {
 	return file_privmesh_attestation_v1_attestation_proto_rawDescData
 }
 
-var file_privmesh_attestation_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_privmesh_attestation_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_privmesh_attestation_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_privmesh_attestation_v1_attestation_proto_goTypes = []any{
 	(ErrorReason)(0),                        // 0: privmesh.attestation.v1.ErrorReason
 	(RefusalReason)(0),                      // 1: privmesh.attestation.v1.RefusalReason
-	(Verdict)(0),                            // 2: privmesh.attestation.v1.Verdict
-	(*PcrSet)(nil),                          // 3: privmesh.attestation.v1.PcrSet
-	(*Policy)(nil),                          // 4: privmesh.attestation.v1.Policy
-	(*IssueChallengeRequest)(nil),           // 5: privmesh.attestation.v1.IssueChallengeRequest
-	(*IssueChallengeResponse)(nil),          // 6: privmesh.attestation.v1.IssueChallengeResponse
-	(*VerifyAttestationRequest)(nil),        // 7: privmesh.attestation.v1.VerifyAttestationRequest
-	(*Refusal)(nil),                         // 8: privmesh.attestation.v1.Refusal
-	(*Claims)(nil),                          // 9: privmesh.attestation.v1.Claims
-	(*VerifyAttestationResponse)(nil),       // 10: privmesh.attestation.v1.VerifyAttestationResponse
-	(*PutPolicyRequest)(nil),                // 11: privmesh.attestation.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),               // 12: privmesh.attestation.v1.PutPolicyResponse
-	(*GetPolicyRequest)(nil),                // 13: privmesh.attestation.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),               // 14: privmesh.attestation.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),             // 15: privmesh.attestation.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),            // 16: privmesh.attestation.v1.ListPoliciesResponse
-	(*VerificationResult)(nil),              // 17: privmesh.attestation.v1.VerificationResult
-	(*ListVerificationResultsRequest)(nil),  // 18: privmesh.attestation.v1.ListVerificationResultsRequest
-	(*ListVerificationResultsResponse)(nil), // 19: privmesh.attestation.v1.ListVerificationResultsResponse
-	(*DeletePolicyRequest)(nil),             // 20: privmesh.attestation.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),            // 21: privmesh.attestation.v1.DeletePolicyResponse
-	(*GetVerificationKeysRequest)(nil),      // 22: privmesh.attestation.v1.GetVerificationKeysRequest
-	(*GetVerificationKeysResponse)(nil),     // 23: privmesh.attestation.v1.GetVerificationKeysResponse
-	nil,                                     // 24: privmesh.attestation.v1.PcrSet.PcrsEntry
-	nil,                                     // 25: privmesh.attestation.v1.Claims.PcrsEntry
-	(*durationpb.Duration)(nil),             // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),           // 27: google.protobuf.Timestamp
+	(AttestationKind)(0),                    // 2: privmesh.attestation.v1.AttestationKind
+	(Verdict)(0),                            // 3: privmesh.attestation.v1.Verdict
+	(*PcrSet)(nil),                          // 4: privmesh.attestation.v1.PcrSet
+	(*Policy)(nil),                          // 5: privmesh.attestation.v1.Policy
+	(*IssueChallengeRequest)(nil),           // 6: privmesh.attestation.v1.IssueChallengeRequest
+	(*IssueChallengeResponse)(nil),          // 7: privmesh.attestation.v1.IssueChallengeResponse
+	(*VerifyAttestationRequest)(nil),        // 8: privmesh.attestation.v1.VerifyAttestationRequest
+	(*Refusal)(nil),                         // 9: privmesh.attestation.v1.Refusal
+	(*Claims)(nil),                          // 10: privmesh.attestation.v1.Claims
+	(*VerifyAttestationResponse)(nil),       // 11: privmesh.attestation.v1.VerifyAttestationResponse
+	(*PutPolicyRequest)(nil),                // 12: privmesh.attestation.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),               // 13: privmesh.attestation.v1.PutPolicyResponse
+	(*GetPolicyRequest)(nil),                // 14: privmesh.attestation.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),               // 15: privmesh.attestation.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),             // 16: privmesh.attestation.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),            // 17: privmesh.attestation.v1.ListPoliciesResponse
+	(*VerificationResult)(nil),              // 18: privmesh.attestation.v1.VerificationResult
+	(*ListVerificationResultsRequest)(nil),  // 19: privmesh.attestation.v1.ListVerificationResultsRequest
+	(*ListVerificationResultsResponse)(nil), // 20: privmesh.attestation.v1.ListVerificationResultsResponse
+	(*DeletePolicyRequest)(nil),             // 21: privmesh.attestation.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),            // 22: privmesh.attestation.v1.DeletePolicyResponse
+	(*GetVerificationKeysRequest)(nil),      // 23: privmesh.attestation.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil),     // 24: privmesh.attestation.v1.GetVerificationKeysResponse
+	nil,                                     // 25: privmesh.attestation.v1.PcrSet.PcrsEntry
+	nil,                                     // 26: privmesh.attestation.v1.Claims.PcrsEntry
+	(*durationpb.Duration)(nil),             // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),           // 28: google.protobuf.Timestamp
 }
 var file_privmesh_attestation_v1_attestation_proto_depIdxs = []int32{
-	24, // 0: privmesh.attestation.v1.PcrSet.pcrs:type_name -> privmesh.attestation.v1.PcrSet.PcrsEntry
-	3,  // 1: privmesh.attestation.v1.Policy.allowed_pcr_sets:type_name -> privmesh.attestation.v1.PcrSet
-	26, // 2: privmesh.attestation.v1.Policy.max_document_age:type_name -> google.protobuf.Duration
-	27, // 3: privmesh.attestation.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
-	27, // 4: privmesh.attestation.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
-	26, // 5: privmesh.attestation.v1.IssueChallengeRequest.ttl:type_name -> google.protobuf.Duration
-	27, // 6: privmesh.attestation.v1.IssueChallengeResponse.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 7: privmesh.attestation.v1.VerifyAttestationRequest.verification_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: privmesh.attestation.v1.Refusal.reason:type_name -> privmesh.attestation.v1.RefusalReason
-	27, // 9: privmesh.attestation.v1.Claims.timestamp:type_name -> google.protobuf.Timestamp
-	25, // 10: privmesh.attestation.v1.Claims.pcrs:type_name -> privmesh.attestation.v1.Claims.PcrsEntry
-	2,  // 11: privmesh.attestation.v1.VerifyAttestationResponse.verdict:type_name -> privmesh.attestation.v1.Verdict
-	8,  // 12: privmesh.attestation.v1.VerifyAttestationResponse.refusals:type_name -> privmesh.attestation.v1.Refusal
-	9,  // 13: privmesh.attestation.v1.VerifyAttestationResponse.claims:type_name -> privmesh.attestation.v1.Claims
-	27, // 14: privmesh.attestation.v1.VerifyAttestationResponse.result_token_expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 15: privmesh.attestation.v1.PutPolicyRequest.policy:type_name -> privmesh.attestation.v1.Policy
-	4,  // 16: privmesh.attestation.v1.PutPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
-	4,  // 17: privmesh.attestation.v1.GetPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
-	4,  // 18: privmesh.attestation.v1.ListPoliciesResponse.policies:type_name -> privmesh.attestation.v1.Policy
-	2,  // 19: privmesh.attestation.v1.VerificationResult.verdict:type_name -> privmesh.attestation.v1.Verdict
-	1,  // 20: privmesh.attestation.v1.VerificationResult.refusal_reasons:type_name -> privmesh.attestation.v1.RefusalReason
-	27, // 21: privmesh.attestation.v1.VerificationResult.verify_time:type_name -> google.protobuf.Timestamp
-	27, // 22: privmesh.attestation.v1.VerificationResult.replay_time:type_name -> google.protobuf.Timestamp
-	17, // 23: privmesh.attestation.v1.ListVerificationResultsResponse.results:type_name -> privmesh.attestation.v1.VerificationResult
-	5,  // 24: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:input_type -> privmesh.attestation.v1.IssueChallengeRequest
-	7,  // 25: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:input_type -> privmesh.attestation.v1.VerifyAttestationRequest
-	11, // 26: privmesh.attestation.v1.AttestationVerifier.PutPolicy:input_type -> privmesh.attestation.v1.PutPolicyRequest
-	13, // 27: privmesh.attestation.v1.AttestationVerifier.GetPolicy:input_type -> privmesh.attestation.v1.GetPolicyRequest
-	15, // 28: privmesh.attestation.v1.AttestationVerifier.ListPolicies:input_type -> privmesh.attestation.v1.ListPoliciesRequest
-	20, // 29: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:input_type -> privmesh.attestation.v1.DeletePolicyRequest
-	18, // 30: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:input_type -> privmesh.attestation.v1.ListVerificationResultsRequest
-	22, // 31: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:input_type -> privmesh.attestation.v1.GetVerificationKeysRequest
-	6,  // 32: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:output_type -> privmesh.attestation.v1.IssueChallengeResponse
-	10, // 33: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:output_type -> privmesh.attestation.v1.VerifyAttestationResponse
-	12, // 34: privmesh.attestation.v1.AttestationVerifier.PutPolicy:output_type -> privmesh.attestation.v1.PutPolicyResponse
-	14, // 35: privmesh.attestation.v1.AttestationVerifier.GetPolicy:output_type -> privmesh.attestation.v1.GetPolicyResponse
-	16, // 36: privmesh.attestation.v1.AttestationVerifier.ListPolicies:output_type -> privmesh.attestation.v1.ListPoliciesResponse
-	21, // 37: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:output_type -> privmesh.attestation.v1.DeletePolicyResponse
-	19, // 38: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:output_type -> privmesh.attestation.v1.ListVerificationResultsResponse
-	23, // 39: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:output_type -> privmesh.attestation.v1.GetVerificationKeysResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	25, // 0: privmesh.attestation.v1.PcrSet.pcrs:type_name -> privmesh.attestation.v1.PcrSet.PcrsEntry
+	4,  // 1: privmesh.attestation.v1.Policy.allowed_pcr_sets:type_name -> privmesh.attestation.v1.PcrSet
+	27, // 2: privmesh.attestation.v1.Policy.max_document_age:type_name -> google.protobuf.Duration
+	28, // 3: privmesh.attestation.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
+	28, // 4: privmesh.attestation.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: privmesh.attestation.v1.Policy.kind:type_name -> privmesh.attestation.v1.AttestationKind
+	27, // 6: privmesh.attestation.v1.IssueChallengeRequest.ttl:type_name -> google.protobuf.Duration
+	28, // 7: privmesh.attestation.v1.IssueChallengeResponse.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 8: privmesh.attestation.v1.VerifyAttestationRequest.verification_time:type_name -> google.protobuf.Timestamp
+	1,  // 9: privmesh.attestation.v1.Refusal.reason:type_name -> privmesh.attestation.v1.RefusalReason
+	28, // 10: privmesh.attestation.v1.Claims.timestamp:type_name -> google.protobuf.Timestamp
+	26, // 11: privmesh.attestation.v1.Claims.pcrs:type_name -> privmesh.attestation.v1.Claims.PcrsEntry
+	2,  // 12: privmesh.attestation.v1.Claims.kind:type_name -> privmesh.attestation.v1.AttestationKind
+	3,  // 13: privmesh.attestation.v1.VerifyAttestationResponse.verdict:type_name -> privmesh.attestation.v1.Verdict
+	9,  // 14: privmesh.attestation.v1.VerifyAttestationResponse.refusals:type_name -> privmesh.attestation.v1.Refusal
+	10, // 15: privmesh.attestation.v1.VerifyAttestationResponse.claims:type_name -> privmesh.attestation.v1.Claims
+	28, // 16: privmesh.attestation.v1.VerifyAttestationResponse.result_token_expire_time:type_name -> google.protobuf.Timestamp
+	5,  // 17: privmesh.attestation.v1.PutPolicyRequest.policy:type_name -> privmesh.attestation.v1.Policy
+	5,  // 18: privmesh.attestation.v1.PutPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
+	5,  // 19: privmesh.attestation.v1.GetPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
+	5,  // 20: privmesh.attestation.v1.ListPoliciesResponse.policies:type_name -> privmesh.attestation.v1.Policy
+	3,  // 21: privmesh.attestation.v1.VerificationResult.verdict:type_name -> privmesh.attestation.v1.Verdict
+	1,  // 22: privmesh.attestation.v1.VerificationResult.refusal_reasons:type_name -> privmesh.attestation.v1.RefusalReason
+	28, // 23: privmesh.attestation.v1.VerificationResult.verify_time:type_name -> google.protobuf.Timestamp
+	28, // 24: privmesh.attestation.v1.VerificationResult.replay_time:type_name -> google.protobuf.Timestamp
+	18, // 25: privmesh.attestation.v1.ListVerificationResultsResponse.results:type_name -> privmesh.attestation.v1.VerificationResult
+	6,  // 26: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:input_type -> privmesh.attestation.v1.IssueChallengeRequest
+	8,  // 27: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:input_type -> privmesh.attestation.v1.VerifyAttestationRequest
+	12, // 28: privmesh.attestation.v1.AttestationVerifier.PutPolicy:input_type -> privmesh.attestation.v1.PutPolicyRequest
+	14, // 29: privmesh.attestation.v1.AttestationVerifier.GetPolicy:input_type -> privmesh.attestation.v1.GetPolicyRequest
+	16, // 30: privmesh.attestation.v1.AttestationVerifier.ListPolicies:input_type -> privmesh.attestation.v1.ListPoliciesRequest
+	21, // 31: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:input_type -> privmesh.attestation.v1.DeletePolicyRequest
+	19, // 32: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:input_type -> privmesh.attestation.v1.ListVerificationResultsRequest
+	23, // 33: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:input_type -> privmesh.attestation.v1.GetVerificationKeysRequest
+	7,  // 34: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:output_type -> privmesh.attestation.v1.IssueChallengeResponse
+	11, // 35: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:output_type -> privmesh.attestation.v1.VerifyAttestationResponse
+	13, // 36: privmesh.attestation.v1.AttestationVerifier.PutPolicy:output_type -> privmesh.attestation.v1.PutPolicyResponse
+	15, // 37: privmesh.attestation.v1.AttestationVerifier.GetPolicy:output_type -> privmesh.attestation.v1.GetPolicyResponse
+	17, // 38: privmesh.attestation.v1.AttestationVerifier.ListPolicies:output_type -> privmesh.attestation.v1.ListPoliciesResponse
+	22, // 39: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:output_type -> privmesh.attestation.v1.DeletePolicyResponse
+	20, // 40: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:output_type -> privmesh.attestation.v1.ListVerificationResultsResponse
+	24, // 41: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:output_type -> privmesh.attestation.v1.GetVerificationKeysResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_attestation_v1_attestation_proto_init() }
@@ -1932,7 +2025,7 @@ func file_privmesh_attestation_v1_attestation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_attestation_v1_attestation_proto_rawDesc), len(file_privmesh_attestation_v1_attestation_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,

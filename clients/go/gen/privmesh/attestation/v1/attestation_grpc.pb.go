@@ -4,7 +4,8 @@
 // - protoc             (unknown)
 // source: privmesh/attestation/v1/attestation.proto
 
-// The attestation verifier: judges AWS Nitro Enclave attestation documents against pinned roots and named
+// The attestation verifier: judges AWS Nitro attestation documents (Nitro Enclaves, and NitroTPM documents
+// of EC2 instances booted from attestable AMIs) against pinned roots and named
 // reference-value policies, issues single-use challenges, and mints short-lived attestation result tokens
 // that the key broker acts on without verifying the document again.
 //
