@@ -64,10 +64,9 @@ async def test_flare_federation_refuses_what_flare_does_not_do(fl_env: FlEnv) ->
 
 
 async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl_env: FlEnv) -> None:
-    for name, nonce in (("flare-sites", True), ("flare-cc", False)):
-        await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
-            name=name, require_nonce=nonce,
-            allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
+    await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+        name="flare-sites", require_nonce=True,
+        allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
     created = await create(fl_env, "flare-risk", federation(
         engine=pb.FL_ENGINE_FLARE, num_rounds=2, admission=pb.AdmissionPolicy(require_attestation=True,
                                                                           attestation_policy="flare-sites"),
@@ -182,6 +181,9 @@ async def test_the_nitro_authorizer_accepts_only_what_attestation_verifier_accep
     from privmesh.fl.flare.nitro_authorizer import NitroAuthorizer
     from tests.conftest import spiffe
 
+    await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
+        name="flare-cc", require_nonce=False,  # the authorizer's token carries no challenge (see its docstring)
+        allowed_pcr_sets=[apb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description="trainer")])))
     coordinator = fl_env.pki.bundle("fl-coordinator")
     document = fl_env.tmp / "nitro-document"
     document.write_bytes(SimulatedNsm(fl_env.enclave_ca).attest(user_data=b"\1" * 32))
