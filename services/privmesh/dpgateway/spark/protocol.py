@@ -80,8 +80,8 @@ class ReleaseResponse:
     data_read: bool = False
 
 
-def rational(value: float) -> str:
-    """The exact value of a float as "p/q" (every finite float is a dyadic rational)."""
+def rational(value: float | Fraction) -> str:
+    """The exact value as "p/q" (every finite float is a dyadic rational, so nothing is rounded)."""
     exact = Fraction(value)
     return f"{exact.numerator}/{exact.denominator}"
 

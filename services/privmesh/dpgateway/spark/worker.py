@@ -23,15 +23,15 @@ GAUSSIAN = ("GAUSSIAN", "DISCRETE_GAUSSIAN")  # Tumult reports sigma^2 for these
 
 
 def _exact(text: str) -> Any:
-    import sympy
-    from tmlt.core.utils.exact_number import ExactNumber
+    import sympy  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from tmlt.core.utils.exact_number import ExactNumber  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     numerator, denominator = (int(x) for x in text.split("/"))
     return ExactNumber(sympy.Rational(numerator, denominator))
 
 
 def _budget(accounting: str, c: p.ComponentSpec) -> Any:
-    from tmlt.analytics import ApproxDPBudget, PureDPBudget, RhoZCDPBudget
+    from tmlt.analytics import ApproxDPBudget, PureDPBudget, RhoZCDPBudget  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     if accounting == "ZCDP":
         return RhoZCDPBudget(_exact(c.rho))
@@ -57,7 +57,7 @@ SPARK_TYPES = {"BOOL": "boolean", "INT64": "bigint", "FLOAT64": "double", "STRIN
 
 def _frame(spark: Any, req: p.ReleaseRequest) -> Any:
     """The source, only the columns the query needs, filtered; nulls filled where the owner declared a fill."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     kinds = {c.name: c for c in req.columns}
     uri = req.uri.removeprefix("file://")
@@ -96,14 +96,14 @@ def _condition(col: Any, f: p.FilterSpec, kind: str) -> Any:
 
 
 def _session(df: Any, req: p.ReleaseRequest, budget: Any) -> Any:
-    from tmlt.analytics import AddOneRow, AddRowsWithID, Session
+    from tmlt.analytics import AddOneRow, AddRowsWithID, Session  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     change = AddRowsWithID(id_column=req.unit_column) if req.unit_column else AddOneRow()
     return Session.from_dataframe(privacy_budget=budget, source_id="rows", dataframe=df, protected_change=change)
 
 
 def _query(req: p.ReleaseRequest, c: p.ComponentSpec, keyset: Any) -> Any:
-    from tmlt.analytics import MaxRowsPerID, QueryBuilder
+    from tmlt.analytics import MaxRowsPerID, QueryBuilder  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     builder = QueryBuilder("rows")
     if req.unit_column:
@@ -128,7 +128,7 @@ def _noise(info: list[dict[str, Any]]) -> tuple[str, float]:
 
 
 def release(spark: Any, req: p.ReleaseRequest) -> p.ReleaseResponse:
-    from tmlt.analytics import KeySet
+    from tmlt.analytics import KeySet  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     kinds = {c.name: c.type for c in req.columns}
     try:
@@ -142,6 +142,9 @@ def release(spark: Any, req: p.ReleaseRequest) -> p.ReleaseResponse:
     for c in req.components:
         budget = _budget(req.accounting, c)
         session = _session(df, req, budget)
+        if not req.evaluate and c.role != "keys" and req.group_by and keyset is None:
+            results.append(p.ComponentResult(c.name, "UNKNOWN", 0.0))  # private keys: none known before a release
+            continue
         query = _query(req, c, keyset)
         mechanism, scale = _noise(session._noise_info(query, budget))
         results.append(p.ComponentResult(c.name, mechanism, scale))
@@ -181,7 +184,7 @@ def serve(spark: Any, requests: Iterator[bytes], out: IO[bytes]) -> None:
 def main() -> None:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # only protocol lines on the pipe, whatever a library prints
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     spark = (SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]"))
              .appName("privmesh-dp-engine").config("spark.ui.enabled", "false")
