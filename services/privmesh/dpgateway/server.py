@@ -14,7 +14,7 @@ from privmesh.dpgateway.ledger import Ledger
 from privmesh.dpgateway.servicer import DPGatewayServicer
 from privmesh.dpgateway.settings import DPGatewaySettings
 from privmesh.dpgateway.source import SourceReader
-from privmesh.dpgateway.spark_engine import EngineProcess
+from privmesh.dpgateway.spark_engine import shared_process
 from privmesh.dpgateway.v1 import dpgateway_pb2, dpgateway_pb2_grpc
 from privmesh.runtime.db import Database
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
@@ -30,9 +30,7 @@ async def build(runtime: Runtime, settings: DPGatewaySettings) -> Sequence[Regis
     charged = await asyncio.to_thread(ledger.recover_stale, now_us() - settings.stale_reservation_seconds * 1_000_000)
     if charged:
         await runtime.audit.append("RecoverReservations", details={"charged_in_full": str(charged)})
-    spark = EngineProcess(settings.spark_python, settings.spark_master) if settings.spark_python else None
-    if spark is not None:
-        runtime.on_close.append(lambda: asyncio.to_thread(spark.close))
+    spark = shared_process(settings.spark_python, settings.spark_master) if settings.spark_python else None
     limits = Limits(settings.max_epsilon_per_query, settings.max_rho_per_query, settings.max_delta_per_query)
     service = GatewayService(DatasetStore(db), ledger,
                              SourceReader(settings.cache_dir, settings.s3_endpoint_url, settings.s3_region),

@@ -10,6 +10,8 @@ intervals come from results.py as for Polars. A worker that dies or fails after 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import subprocess
 import threading
@@ -103,6 +105,15 @@ class EngineProcess:
                 except subprocess.TimeoutExpired:
                     self._stop(self._proc)
                 self._proc = None
+
+
+@functools.cache
+def shared_process(python: str, master: str) -> EngineProcess:
+    """The process-wide engine for a Python and master: gateways in one process (tests, a dev mesh) share one
+    Spark driver; it stops when the process exits (or, if the gateway is killed, when its stdin closes)."""
+    process = EngineProcess(python, master)
+    atexit.register(process.close)
+    return process
 
 
 def _read_line(stdout: IO[bytes]) -> bytes:
