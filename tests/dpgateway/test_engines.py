@@ -27,6 +27,7 @@ from tests.conftest import spiffe
 from tests.dpgateway.conftest import ANALYST, Gateway, register_patients
 
 ALPHA = 1e-6
+TIMEOUT = 300  # seconds per call (the channels' deadline): Spark on two shared cores
 ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ["polars", "spark"]
 ENGINE_VALUE = {"polars": pb.DATASET_ENGINE_POLARS, "spark": pb.DATASET_ENGINE_SPARK}
@@ -37,7 +38,9 @@ F = pb.AggregateFunction
 def spark_python() -> str:
     """The Tumult venv's Python (built once into ~/.cache/privmesh by the project script; cached after)."""
     out = subprocess.run([str(ROOT / "scripts/dev/spark-env.sh")], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
+    python = out.stdout.strip().splitlines()[-1]
+    shared_process(python, "local[2]").start()  # one Spark driver for the session, started before any deadline
+    return python
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +54,7 @@ def patients_parquet(patients_frame: pl.DataFrame, tmp_path_factory: pytest.Temp
 def open_engine_gateway(open_gateway: Callable[..., Any], spark_python: str) -> Callable[..., Any]:
     async def open_(engine: str, **service: Any) -> Gateway:
         extra = {"spark_python": spark_python} if engine == "spark" else {}
-        return await open_gateway(**extra, **service)  # type: ignore[no-any-return]
+        return await open_gateway(call_timeout=TIMEOUT, **extra, **service)  # type: ignore[no-any-return]
     return open_
 
 

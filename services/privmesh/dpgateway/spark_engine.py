@@ -71,13 +71,21 @@ class EngineProcess:
             raise SourceUnavailable
         return proc
 
+    def start(self) -> None:
+        """Starts the engine (a Spark driver: seconds) unless it runs; queries otherwise start it first."""
+        with self._lock:
+            self._running()
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        return self._proc
+
     def call(self, request: p.ReleaseRequest) -> p.ReleaseResponse:
         """One request and its reply; SourceUnavailable if the engine cannot start (nothing was sent),
         ReleaseFailed if it dies after the request was sent."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            proc = self._proc
+            proc = self._running()
             stdin, stdout = proc.stdin, proc.stdout
             assert stdin is not None and stdout is not None
             try:
