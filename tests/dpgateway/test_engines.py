@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ["polars", "spark"]
 ENGINE_VALUE = {"polars": pb.DATASET_ENGINE_POLARS, "spark": pb.DATASET_ENGINE_SPARK}
 F = pb.AggregateFunction
+pytestmark = pytest.mark.timeout(900)  # Spark on two cores shared with the rest of CI
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +205,7 @@ async def test_killing_the_spark_engine_mid_query_charges_once_and_a_retry_is_th
     assert failed.value.code() is grpc.StatusCode.INTERNAL and read_error(failed.value).reason == "RELEASE_FAILED"
     budget = await spent(gw)
     assert budget.spent.rho == 0.5 and budget.reserved.rho == 0  # charged once (the ledger's rule), not refunded
-    retry = pb.QuerySqlRequest(sql=request.sql, privacy=request.privacy, request_id="r-1")
+    retry = pb.QuerySqlRequest(sql=request.sql, privacy=request.privacy, request_id=str(uuid.uuid4()))
     first = (await gw.analyst.QuerySql(retry)).release  # the engine restarts
     again = (await gw.analyst.QuerySql(retry)).release
     assert again.release_id == first.release_id and [r.SerializeToString() for r in again.rows] == [
