@@ -30,11 +30,11 @@ from privmesh.fhe.v1 import fhe_pb2 as fhe
 from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.fl.v1 import fl_pb2 as fl
 from privmesh.fl.v1 import fl_pb2_grpc
-from privmesh.keybroker.client import allow
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import LocalMesh, MeshLayout
 from privmesh.runtime.client import secure_channel
+from privmesh.sdk.keybroker.client import allow
 from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc
 

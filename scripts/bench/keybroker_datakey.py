@@ -5,7 +5,7 @@ else shares the cores); and the SDK's envelope encryption throughput (Encryption
 with a broker data key) against cryptography's AES-GCM alone over the same bytes and frame size.
 
 Last lines: `envelope ratio: <envelope MB/s / AES-GCM MB/s>` (median of the rounds; goal >= 0.5; the SDK
-prepares each message, privmesh.keybroker.framing writes its frames) and `ratio: <GenerateDataKey rps /
+prepares each message, privmesh.sdk.keybroker.framing writes its frames) and `ratio: <GenerateDataKey rps /
 echo rps>` (goal >= 0.5).
 
 Usage: .venv/bin/python scripts/bench/keybroker_datakey.py [--seconds 10] [--rounds 5] [--concurrency 32] [--mib 32]
@@ -52,7 +52,7 @@ async def envelope_throughput(client: object, key: str, mib: int, rounds: int) -
     """(SDK envelope MB/s, bare AES-GCM MB/s) per round, alternating, over the same data and frame size."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from privmesh.keybroker.envelope import Envelope
+    from privmesh.sdk.keybroker.envelope import Envelope
 
     frame = 65536
     data = os.urandom(mib * 1024 * 1024)
@@ -71,9 +71,9 @@ async def envelope_throughput(client: object, key: str, mib: int, rounds: int) -
 
 
 async def measure(seconds: float, concurrency: int, rounds: int, mib: int) -> None:
-    from privmesh.keybroker.client import SERVICES, KeyBrokerClient, allow
     from privmesh.keybroker.v1 import keybroker_pb2 as pb
     from privmesh.runtime.client import secure_channel
+    from privmesh.sdk.keybroker.client import SERVICES, KeyBrokerClient, allow
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

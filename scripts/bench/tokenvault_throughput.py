@@ -27,13 +27,13 @@ from benchkit import cpu_seconds
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.duration_pb2 import Duration
 
-from privmesh.keybroker.client import SERVICES as KEYBROKER_SERVICES
-from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout
 from privmesh.runtime.client import secure_channel
+from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
+from privmesh.sdk.keybroker.client import KeyBrokerClient, allow
 from privmesh.tokenvault.ff1 import FF1, RADIX_10, encrypt_strings
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc

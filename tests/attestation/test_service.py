@@ -14,7 +14,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.attestation import server as attestation_server
-from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.enclave.app import EnclaveApp
@@ -22,6 +21,7 @@ from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.attestation.tokens import verify_result_token
 from tests.attestation.conftest import IN_WINDOW, read_document
 from tests.conftest import identity, server_config, spiffe
 
@@ -30,6 +30,8 @@ RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{SERVICE}/*"]},
     {"name": "verify-only", "principals": [spiffe("bob")], "methods": [f"{SERVICE}/VerifyAttestation"],
      "resources": ["policies/simulated"]},
+    {"name": "verdicts-of-simulated", "principals": [spiffe("auditor")],
+     "methods": [f"{SERVICE}/ListVerificationResults"], "resources": ["policies/simulated/**"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 AUDIENCE = "spiffe://privmesh.local/ns/privmesh/sa/key-broker"

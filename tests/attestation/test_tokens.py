@@ -17,7 +17,7 @@ from joserfc.jwk import ECKey, OctKey
 
 from privmesh.attestation.document import AttestationDocument, parse_document
 from privmesh.attestation.policy import Claims, claims_of
-from privmesh.attestation.tokens import (
+from privmesh.sdk.attestation.tokens import (
     InvalidResultToken,
     ResultTokenIssuer,
     UnsupportedEnclaveKey,

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privmesh.enclave.app import (
     DATA_KEY_SIZE,
-    FORMAT_RSAES_OAEP,
     EnclaveApp,
     UnwrapError,
     decrypt_record,
@@ -32,7 +31,8 @@ from privmesh.enclave.app import (
     wrap_for_recipient,
 )
 from privmesh.enclave.simulator import ROOT_FILE, SimulatedNsm
-from privmesh.enclave.vsock import (
+from privmesh.sdk.enclave.vsock import (
+    FORMAT_RSAES_OAEP,
     FrameClient,
     FrameServer,
     ProtocolError,

@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from privmesh.enclave.app import FORMAT_CMS, FORMAT_RSAES_OAEP, EnclaveApp, UnwrapError, wrap_for_recipient
+from privmesh.enclave.app import EnclaveApp, UnwrapError, wrap_for_recipient
 from privmesh.enclave.cms import DOES_NOT_OPEN, recipient_key_id
 from privmesh.enclave.simulator import DevCa, SimulatedNsm
-from privmesh.enclave.vsock import b64
+from privmesh.sdk.enclave.vsock import FORMAT_CMS, FORMAT_RSAES_OAEP, b64
 from tests.enclave.kms_cms import build, ciphertext_for_recipient, kms_ber
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from privmesh.enclave import vsock
-from privmesh.enclave.vsock import (
+from privmesh.sdk.enclave import vsock
+from privmesh.sdk.enclave.vsock import (
     FrameClient,
     FrameServer,
     FrameTooLarge,

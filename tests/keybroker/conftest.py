@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from privmesh.keybroker import server as keybroker_server
-from privmesh.keybroker.client import SERVICES, KeyBrokerClient
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import MeshServer
+from privmesh.sdk.keybroker.client import SERVICES, KeyBrokerClient
 from tests.conftest import identity, server_config, spiffe
 from tests.keybroker.kms_stand_in import KmsStandIn, serve
 

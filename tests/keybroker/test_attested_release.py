@@ -16,16 +16,16 @@ import pytest
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.enclave.app import FORMAT_RSAES_OAEP, EnclaveApp, encrypt_record
+from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
-from privmesh.enclave.vsock import FrameClient, RemoteError, serve_proxy
-from privmesh.keybroker.client import allow
 from privmesh.keybroker.enclave_proxy import EnclaveKeyProxy
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.enclave.vsock import FORMAT_RSAES_OAEP, FrameClient, RemoteError, serve_proxy
+from privmesh.sdk.keybroker.client import allow
 from tests.conftest import identity, server_config, spiffe
 from tests.keybroker.conftest import ALICE, BOB, Broker
 

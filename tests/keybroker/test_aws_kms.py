@@ -17,10 +17,10 @@ from botocore.validate import validate_parameters
 from google.protobuf.duration_pb2 import Duration
 
 from privmesh.keybroker.backends import aws_kms
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, allow
 from tests.keybroker.conftest import ALICE, BOB
 from tests.keybroker.kms_stand_in import KmsStandIn
 

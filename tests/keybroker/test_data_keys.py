@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, allow
 from tests.keybroker.conftest import ALICE, BOB, Broker
 
 CONTEXT = {"tenant": "hospital-a", "purpose": "records"}

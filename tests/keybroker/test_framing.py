@@ -11,8 +11,8 @@ import pytest
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
 from cryptography.exceptions import InvalidTag
 
-from privmesh.keybroker import messages
-from privmesh.keybroker.framing import write_message
+from privmesh.sdk.keybroker import messages
+from privmesh.sdk.keybroker.framing import write_message
 
 FRAME = 128
 DATA_KEY = os.urandom(32)

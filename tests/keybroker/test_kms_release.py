@@ -21,17 +21,18 @@ from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.demo.context import DemoContext
 from privmesh.demo.keybroker_step import VERIFIER_POLICY, key_release
-from privmesh.enclave.app import FORMAT_CMS, EnclaveApp, encrypt_record
+from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.keybroker import server as keybroker_server
 from privmesh.keybroker.backends.aws_kms import AwsKmsBackend
 from privmesh.keybroker.backends.base import KeyRef
-from privmesh.keybroker.client import SERVICES, KeyBrokerClient
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import MeshLayout
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
+from privmesh.sdk.enclave.vsock import FORMAT_CMS
+from privmesh.sdk.keybroker.client import SERVICES, KeyBrokerClient
 from tests.conftest import identity, server_config, spiffe
 from tests.keybroker.conftest import RULES, broker_settings
 from tests.keybroker.kms_stand_in import KmsStandIn

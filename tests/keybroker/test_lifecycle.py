@@ -15,10 +15,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, allow
 from tests.keybroker.conftest import ALICE, BOB, Broker
 
 CONTEXT = {"dataset": "patients"}

@@ -12,11 +12,11 @@ import pytest
 from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
 from google.protobuf.duration_pb2 import Duration
 
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
-from privmesh.keybroker.envelope import Envelope
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, allow
+from privmesh.sdk.keybroker.envelope import Envelope
 from tests.keybroker.conftest import ALICE, BOB, Broker
 
 CONTEXT = {"dataset": "patients", "site": "a"}

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, allow
 from privmesh.keybroker.keystore import Keystore, KeystoreError, load_root_key
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, allow
 from tests.keybroker.conftest import ALICE
 
 POLICY = pb.KeyPolicy(statements=[allow([ALICE], [*ADMIN_OPERATIONS, *CRYPTO_OPERATIONS])])

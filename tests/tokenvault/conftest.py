@@ -19,8 +19,6 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from privmesh.keybroker import server as keybroker_server
-from privmesh.keybroker.client import SERVICES as KB_SERVICES
-from privmesh.keybroker.client import KeyBrokerClient, allow
 from privmesh.keybroker.policy import ADMIN_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.mesh.local import check_health
@@ -28,6 +26,8 @@ from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.pki import DevPki
 from privmesh.runtime.server import MeshServer
+from privmesh.sdk.keybroker.client import SERVICES as KB_SERVICES
+from privmesh.sdk.keybroker.client import KeyBrokerClient, allow
 from privmesh.tokenvault import server as tokenvault_server
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 from privmesh.tokenvault.v1 import tokenvault_pb2_grpc

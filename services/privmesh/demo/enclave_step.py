@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from privmesh.attestation.tokens import verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.demo.context import DemoContext, expect
@@ -20,6 +19,7 @@ from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.mesh.catalog import enclave_simulator_dir
 from privmesh.runtime.client import secure_channel
+from privmesh.sdk.attestation.tokens import verify_result_token
 
 POLICY = "demo-enclave"
 AUDIENCE = "spiffe://privmesh.local/ns/privmesh/sa/key-broker"

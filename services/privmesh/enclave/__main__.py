@@ -14,7 +14,7 @@ from types import FrameType
 from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.nsm import DeviceNsm, Nsm, NsmError
 from privmesh.enclave.simulator import DEFAULT_IMAGE, ROOT_FILE, SimulatedNsm
-from privmesh.enclave.vsock import ENCLAVE_PORT, Address, FrameServer, listen, vsock_listen_address
+from privmesh.sdk.enclave.vsock import ENCLAVE_PORT, Address, FrameServer, listen, vsock_listen_address
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

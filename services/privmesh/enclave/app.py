@@ -28,7 +28,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from privmesh.enclave.cms import MAX_CMS, CmsError, open_data_key
 from privmesh.enclave.nsm import MAX_ATTESTATION_FIELD, Nsm, NsmError
-from privmesh.enclave.vsock import FrameClient, ProtocolError, b64, b64_field, b64_optional_field
+from privmesh.sdk.enclave.vsock import (
+    FORMAT_CMS,
+    FORMAT_RSAES_OAEP,
+    PROXY_OP_CHALLENGE,
+    PROXY_OP_DATA_KEY,
+    FrameClient,
+    ProtocolError,
+    b64,
+    b64_field,
+    b64_optional_field,
+)
 
 RSA_KEY_SIZE = 3072
 DATA_KEY_SIZE = 32
@@ -38,14 +48,6 @@ MAX_RECORD = 512 * 1024
 MAX_KEYS = 64
 DEFAULT_KEY_REF = "default"
 _KEY_REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
-# What the enclave asks the parent-side proxy (the service code implements these in its handler).
-PROXY_OP_CHALLENGE = "challenge"  # {} -> {"nonce": b64}
-# {"key_id", "document": b64, "encryption_context", optional "ciphertext_blob": b64 (a wrapped data key to open)}
-#   -> {"ciphertext_for_recipient": b64, "ciphertext_format"}; implemented by privmesh.keybroker.enclave_proxy
-PROXY_OP_DATA_KEY = "data_key"
-# The two values of "ciphertext_format" (the contract's RecipientCiphertextFormat names without prefix).
-FORMAT_RSAES_OAEP = "RSAES_OAEP"
-FORMAT_CMS = "CMS_ENVELOPED_DATA"
 
 RecordProcessor = Callable[[bytes], Mapping[str, Any]]
 

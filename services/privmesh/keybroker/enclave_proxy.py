@@ -1,5 +1,5 @@
 """The parent-side proxy for an enclave's key requests (the `challenge` and `data_key` ops of
-privmesh.enclave.vsock): it fetches a challenge from the attestation-verifier and asks the key broker for a
+privmesh.sdk.enclave.vsock): it fetches a challenge from the attestation-verifier and asks the key broker for a
 data key with the enclave's attestation document as recipient, under the parent's own mesh identity.
 
 The parent never sees a plaintext data key: the broker answers only with ciphertext for the enclave's
@@ -17,11 +17,17 @@ import grpc
 
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.enclave.app import PROXY_OP_CHALLENGE, PROXY_OP_DATA_KEY
-from privmesh.enclave.vsock import ProtocolError, b64, b64_field, b64_optional_field
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.enclave.vsock import (
+    PROXY_OP_CHALLENGE,
+    PROXY_OP_DATA_KEY,
+    ProtocolError,
+    b64,
+    b64_field,
+    b64_optional_field,
+)
 
 T = TypeVar("T")
 MAX_DOCUMENT = 32 * 1024

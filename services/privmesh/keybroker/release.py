@@ -2,7 +2,7 @@
 
 An attestation document goes to the attestation-verifier (VerifyAttestation over mTLS, under the key
 policy's verifier_policy; it consumes the document's nonce). A result token is verified offline against
-the verifier's JWKS (`privmesh.attestation.tokens.verify_result_token`). Either way the broker then
+the verifier's JWKS (`privmesh.sdk.attestation.tokens.verify_result_token`). Either way the broker then
 checks the key policy's own PCR sets and debug rule on the verified claims, and releases the data key only
 as RSAES-OAEP-SHA-256 ciphertext for the public key bound in the evidence.
 """
@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from joserfc.jwk import RSAKey
 
-from privmesh.attestation.tokens import InvalidResultToken, verify_result_token
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.keybroker.policy import pcrs_allowed
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.errors import PermissionDenied, Unavailable
+from privmesh.sdk.attestation.tokens import InvalidResultToken, verify_result_token
 
 MAX_DOCUMENT = 32 * 1024
 MIN_RSA_BITS = 2048

@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from privmesh.keybroker import context as contexts
-from privmesh.keybroker import messages
 from privmesh.keybroker.backends.base import (
     Backend,
     BackendError,
@@ -48,6 +46,8 @@ from privmesh.runtime.errors import (
     ServiceError,
     Unavailable,
 )
+from privmesh.sdk.keybroker import context as contexts
+from privmesh.sdk.keybroker import messages
 
 T = TypeVar("T")
 log = logging.getLogger("privmesh.keybroker")

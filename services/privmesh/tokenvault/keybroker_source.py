@@ -10,11 +10,11 @@ from collections.abc import Mapping
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from privmesh.keybroker.client import allow
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.errors import read_error
+from privmesh.sdk.keybroker.client import allow
 from privmesh.tokenvault.keys import GeneratedKey, KeySourceError, Limits, UnwrappedKey
 
 SERVICE = kb.DESCRIPTOR.services_by_name["KeyBroker"]

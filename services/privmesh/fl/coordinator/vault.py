@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 import grpc
 
-from privmesh.keybroker.client import CRYPTO_OPERATIONS, KeyBrokerClient, allow
-from privmesh.keybroker.envelope import Envelope
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
+from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, KeyBrokerClient, allow
+from privmesh.sdk.keybroker.envelope import Envelope
 
 
 class ModelVault:

@@ -32,8 +32,8 @@ from privmesh.keybroker.backends.base import (
     MaterialUnavailable,
     Unsupported,
 )
-from privmesh.keybroker.context import aad
 from privmesh.keybroker.keystore import Keystore
+from privmesh.sdk.keybroker.context import aad
 
 IMPORT_TOKEN_TTL = timedelta(hours=24)
 _TOKEN_HEAD = struct.Struct(">16sq")

@@ -4,7 +4,7 @@ message format, with a data key from the broker (GenerateDataKey) and unwrapped 
 The Encryption SDK streams in frames, so memory stays bounded by the frame size whatever the input size
 (the SDK prepares each message; framing.write_message writes its frames, several times faster than the SDK);
 it runs in a worker thread and reaches the broker through the caller's event loop. Messages made here
-decrypt with DecryptMessage and vice versa (see privmesh.keybroker.messages). With `caching`, data keys are
+decrypt with DecryptMessage and vice versa (see privmesh.sdk.keybroker.messages). With `caching`, data keys are
 reused within the given limits through the SDK's caching materials manager (like the broker's own).
 """
 
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from privmesh.keybroker import messages
-from privmesh.keybroker.client import KeyBrokerClient
-from privmesh.keybroker.framing import write_message
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
+from privmesh.sdk.keybroker import messages
+from privmesh.sdk.keybroker.client import KeyBrokerClient
+from privmesh.sdk.keybroker.framing import write_message
 
 DEFAULT_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # unsigned: frames are released as they authenticate
 CHUNK = 1024 * 1024

@@ -1,6 +1,8 @@
 """Attestation result tokens: short-lived compact JWS (ES256) JWTs that carry the verdict's claims and bind
 the enclave's public key (RFC 7800 `cnf.jwk`), so the key broker can release a key wrapped to that key
 without verifying the document again. Built on joserfc; nothing JOSE is hand-rolled here.
+
+Shared: the attestation verifier mints these tokens, the key broker verifies them.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -16,14 +18,22 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, KeySetSerialization, RSAKey
 
-from .policy import Claims
-
 ALGORITHM = "ES256"
 DEFAULT_TTL = timedelta(minutes=5)
 MAX_TTL = timedelta(hours=1)
 DEFAULT_LEEWAY = timedelta(seconds=30)
 MIN_RSA_BITS = 2048
 _ENCLAVE_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
+class TokenSubject(Protocol):
+    """What a token says about the enclave: its module and PCRs (the verifier's parsed claims satisfy it)."""
+
+    @property
+    def module_id(self) -> str: ...
+
+    @property
+    def pcrs(self) -> Mapping[int, bytes]: ...
 
 
 class UnsupportedEnclaveKey(ValueError):
@@ -73,7 +83,7 @@ class ResultTokenIssuer:
 
     def mint(
         self,
-        claims: Claims,
+        claims: TokenSubject,
         audience: str,
         policy: str,
         document_sha256: str,

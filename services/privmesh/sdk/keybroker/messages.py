@@ -26,7 +26,7 @@ from aws_encryption_sdk.key_providers.base import MasterKey, MasterKeyConfig
 from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
 from aws_encryption_sdk.structures import DataKey, EncryptedDataKey, MessageHeader
 
-from privmesh.keybroker.context import user_entries
+from privmesh.sdk.keybroker.context import user_entries
 
 PROVIDER_ID = "privmesh-keybroker"
 SUITES = {

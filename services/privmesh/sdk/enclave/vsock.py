@@ -32,6 +32,15 @@ PARENT_CID = 3  # the parent instance, as seen from inside a Nitro Enclave
 ENCLAVE_PORT = 5000  # the enclave app listens here; the parent drives attest / unwrap / decrypt
 PROXY_PORT = 8000  # the parent-side proxy listens here; the enclave reaches the mesh through it
 
+# What the enclave asks the parent-side proxy (the key broker implements these in its handler).
+PROXY_OP_CHALLENGE = "challenge"  # {} -> {"nonce": b64}
+# {"key_id", "document": b64, "encryption_context", optional "ciphertext_blob": b64 (a wrapped data key to open)}
+#   -> {"ciphertext_for_recipient": b64, "ciphertext_format"}; implemented by privmesh.keybroker.enclave_proxy
+PROXY_OP_DATA_KEY = "data_key"
+# The two values of "ciphertext_format" (the contract's RecipientCiphertextFormat names without prefix).
+FORMAT_RSAES_OAEP = "RSAES_OAEP"
+FORMAT_CMS = "CMS_ENVELOPED_DATA"
+
 
 class FrameError(Exception):
     """The byte stream does not carry a well-formed frame."""

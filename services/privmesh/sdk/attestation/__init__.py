@@ -1,0 +1,1 @@
+"""The attestation verifier's result tokens: minted by the verifier, verified by the key broker."""

@@ -1,0 +1,1 @@
+"""The key broker's client, its encryption contexts and its envelope (AWS Encryption SDK message) format."""
