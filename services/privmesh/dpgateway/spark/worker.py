@@ -14,6 +14,7 @@ import datetime
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -189,6 +190,7 @@ def main() -> None:
     spark = (SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]"))
              .appName("privmesh-dp-engine").config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", os.environ.get("PRIVMESH_SPARK_PARTITIONS", "4"))
+             .config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="privmesh-spark-"))  # Tumult's temp tables
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     out.write(b'{"ready":true}\n')
