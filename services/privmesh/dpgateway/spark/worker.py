@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -185,18 +186,20 @@ def serve(spark: Any, requests: Iterator[bytes], out: IO[bytes]) -> None:
 def main() -> None:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # only protocol lines on the pipe, whatever a library prints
+    warehouse = tempfile.mkdtemp(prefix="privmesh-spark-")
     from pyspark.sql import SparkSession  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     spark = (SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]"))
              .appName("privmesh-dp-engine").config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", os.environ.get("PRIVMESH_SPARK_PARTITIONS", "4"))
-             .config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="privmesh-spark-"))  # Tumult's temp tables
+             .config("spark.sql.warehouse.dir", warehouse)  # Tumult's temp tables
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     out.write(b'{"ready":true}\n')
     out.flush()
     serve(spark, iter(sys.stdin.buffer.readline, b""), out)
     spark.stop()
+    shutil.rmtree(warehouse, ignore_errors=True)
 
 
 if __name__ == "__main__":
