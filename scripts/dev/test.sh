@@ -23,6 +23,8 @@ scripts/dev/k8s-tools.sh
 scripts/dev/obs-tools.sh
 # The AWS Lambda Runtime Interface Emulator the serverless tests run the handlers under (built once, cached).
 scripts/dev/lambda-rie.sh
+# The dp-gateway Spark engine's own venv (Tumult Analytics, pyspark 3.5; Java 17), built once into ~/.cache/privmesh.
+scripts/dev/spark-env.sh >/dev/null
 # The console's browser test drives Debian's Chromium (installed where missing; no browser is downloaded).
 scripts/dev/chromium.sh >/dev/null
 

@@ -103,11 +103,12 @@ async def open_gateway(pki: DevPki, carol: DevPki, start_server: Callable[..., A
     """Starts a gateway (SQLite unless a database URL is given) and opens stubs for the three identities."""
     channels: list[grpc.aio.Channel] = []
 
-    async def open_(database: str | None = None, **service: Any) -> Gateway:
+    async def open_(database: str | None = None, *, call_timeout: float = 30.0, **service: Any) -> Gateway:
         server = await start_server(DEFINITION, gateway_config(tmp_path, pki, database, **service))
         stubs = []
         for name in (ADMIN, ANALYST, OTHER):
-            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), peer=spiffe("server"))
+            channel = secure_channel(f"127.0.0.1:{server.port}", identity(pki, name), peer=spiffe("server"),
+                                     timeout_seconds=call_timeout)
             channels.append(channel)
             stubs.append(dpgateway_pb2_grpc.DPGatewayStub(channel))
         return Gateway(server, *stubs)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from privmesh.dpgateway.schema import Accounting, Column, ColumnType, DataFormat, DatasetSpec, Source
+from privmesh.dpgateway.schema import Accounting, Column, ColumnType, DataFormat, DatasetSpec, Engine, Source
 from privmesh.runtime.db import Database
 
 
@@ -33,7 +33,7 @@ def encode_spec(spec: DatasetSpec) -> str:
                      "fill_value": c.fill_value, "description": c.description} for c in spec.columns],
         "privacy_unit_column": spec.privacy_unit_column, "max_contributions": spec.max_contributions,
         "max_groups": spec.max_groups, "accounting": spec.accounting.value, "max_rows": spec.max_rows,
-        "description": spec.description,
+        "description": spec.description, "engine": spec.engine.value,
     }, sort_keys=True)
 
 
@@ -45,7 +45,8 @@ def decode_spec(dataset_id: str, body: str) -> DatasetSpec:
                            c["description"]) for c in data["columns"])
     return DatasetSpec(dataset_id, Source(src["uri"], DataFormat(src["format"]), src["delimiter"], src["headerless"]),
                        columns, data["privacy_unit_column"], data["max_contributions"], data["max_groups"],
-                       Accounting(data["accounting"]), data["max_rows"], data["description"])
+                       Accounting(data["accounting"]), data["max_rows"], data["description"],
+                       Engine(data.get("engine", Engine.POLARS.value)))
 
 
 class DatasetExists(Exception):

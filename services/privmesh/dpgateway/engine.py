@@ -248,6 +248,43 @@ def _keys_frame(spec: DatasetSpec, by: Sequence[str], keys: Sequence[Sequence[Sc
     return pl.DataFrame(data, schema=schema)
 
 
+def plan_parts(spec: DatasetSpec, plan: Plan) -> list[Part]:
+    """The measurements a plan needs (the main select/group-by and one per histogram) and their components."""
+    main = Part(plan.group_by, None, [], private_keys=plan.keys_mode is KeysMode.PRIVATE and bool(plan.group_by))
+    if plan.group_by and not main.private_keys:
+        main.keys = _keys_frame(spec, plan.group_by, plan.keys)
+    parts = [main]
+    for index, aggregate in enumerate(plan.aggregates):
+        components = _components(spec, index, aggregate)
+        if aggregate.function is Function.HISTOGRAM:
+            column = spec.column(aggregate.column)
+            assert column is not None
+            keys = _keys_frame(spec, [aggregate.column], [(c,) for c in column.categories])
+            parts.append(Part((aggregate.column,), keys, components, histogram_of=index))
+        else:
+            main.components.extend(components)
+    if main.private_keys:
+        # OpenDP's partition selection thresholds a frame-length count (dp.len()) specifically
+        main.components.insert(0, Component(HIDDEN_COUNT, -1, "count", True,
+                                            build=lambda s: dp.len(scale=s, signed=True)))
+    return [p for p in parts if p.components]
+
+
+def component_shares(plan: Plan, parts: list[Part]) -> dict[str, float]:
+    """Each component's share of the loss: the aggregate's weight, split evenly among its components."""
+    shares: dict[str, float] = {}
+    counts: dict[int, int] = {}
+    for part in parts:
+        for c in part.components:
+            counts[c.aggregate] = counts.get(c.aggregate, 0) + 1
+    total = sum(a.weight for a in plan.aggregates) + (1.0 if -1 in counts else 0.0)
+    for part in parts:
+        for c in part.components:
+            weight = 1.0 if c.aggregate < 0 else plan.aggregates[c.aggregate].weight
+            shares[c.name] = weight / total / counts[c.aggregate]
+    return shares
+
+
 def noise_accuracy(mechanism: str, integer: bool, scale: float, alpha: float) -> float:
     """The distance from the exact value that the noise stays within with probability 1 - alpha."""
     if scale <= 0:
@@ -327,27 +364,6 @@ class DatasetEngine:
                                            accountant.output_measure, query.polars_plan, global_scale=1.0,
                                            threshold=threshold)
 
-    def _parts(self, plan: Plan) -> list[Part]:
-        spec = self.spec
-        main = Part(plan.group_by, None, [], private_keys=plan.keys_mode is KeysMode.PRIVATE and bool(plan.group_by))
-        if plan.group_by and not main.private_keys:
-            main.keys = _keys_frame(spec, plan.group_by, plan.keys)
-        parts = [main]
-        for index, aggregate in enumerate(plan.aggregates):
-            components = _components(spec, index, aggregate)
-            if aggregate.function is Function.HISTOGRAM:
-                column = spec.column(aggregate.column)
-                assert column is not None
-                keys = _keys_frame(spec, [aggregate.column], [(c,) for c in column.categories])
-                parts.append(Part((aggregate.column,), keys, components, histogram_of=index))
-            else:
-                main.components.extend(components)
-        if main.private_keys:
-            # OpenDP's partition selection thresholds a frame-length count (dp.len()) specifically
-            main.components.insert(0, Component(HIDDEN_COUNT, -1, "count", True,
-                                                build=lambda s: dp.len(scale=s, signed=True)))
-        return [p for p in parts if p.components]
-
     def _probe(self, plan_key: str, plan: Plan, parts: list[Part]) -> dict[str, float]:
         """Each component's privacy-map constant c (its loss at relative scale 1), cached per plan."""
         with self._lock:
@@ -373,20 +389,6 @@ class DatasetEngine:
                 self._probes.popitem(last=False)
         return constants
 
-    def _weights(self, plan: Plan, parts: list[Part]) -> dict[str, float]:
-        """Each component's share of the loss: the aggregate's weight, split evenly among its components."""
-        shares: dict[str, float] = {}
-        counts: dict[int, int] = {}
-        for part in parts:
-            for c in part.components:
-                counts[c.aggregate] = counts.get(c.aggregate, 0) + 1
-        total = sum(a.weight for a in plan.aggregates) + (1.0 if -1 in counts else 0.0)
-        for part in parts:
-            for c in part.components:
-                weight = 1.0 if c.aggregate < 0 else plan.aggregates[c.aggregate].weight
-                shares[c.name] = weight / total / counts[c.aggregate]
-        return shares
-
     def compile(self, plan_key: str, plan: Plan, budgeting: Budgeting) -> Compiled:
         """The measurements for `plan` spending at most `budgeting.loss` (or reaching its accuracy)."""
         key = f"{plan_key}|{budgeting}"
@@ -406,12 +408,12 @@ class DatasetEngine:
         return compiled
 
     def _compile(self, plan_key: str, plan: Plan, budgeting: Budgeting) -> Compiled:
-        parts = self._parts(plan)
+        parts = plan_parts(self.spec, plan)
         constants = self._probe(plan_key, plan, parts)
         scales: dict[str, float] = {}
         if budgeting.loss is not None:
             target = budgeting.loss.primary(self.accounting)
-            for name, share in self._weights(plan, parts).items():
+            for name, share in component_shares(plan, parts).items():
                 scales[name] = (constants[name] / (target * share)) ** (1 / self.power) if constants[name] else 0.0
         else:
             for part in parts:

@@ -28,7 +28,8 @@ from privmesh.dpgateway.ledger import EtagMismatch as BudgetEtagMismatch
 from privmesh.dpgateway.loss import Loss, exact, unit_problems
 from privmesh.dpgateway.plan import KeysMode, Plan, digest, plan_from_canonical, validate_plan
 from privmesh.dpgateway.results import Estimate, NoisyComponent, Row, build_answer
-from privmesh.dpgateway.schema import Accounting, DatasetSpec, validate_dataset
+from privmesh.dpgateway.schema import Accounting, DatasetSpec, Engine, validate_dataset
+from privmesh.dpgateway.spark_engine import EngineProcess, SparkDatasetEngine
 from privmesh.dpgateway.sql import ParsedSql
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.context import current_principal
@@ -129,20 +130,24 @@ def _over_budget(dataset_id: str, cap_holder: str, message: str) -> ResourceExha
 
 class GatewayService:
     def __init__(self, datasets: DatasetStore, ledger: Ledger, reader: sources.SourceReader, audit: AuditLog,
-                 limits: Limits, authorize: Callable[[str], None]) -> None:
+                 limits: Limits, authorize: Callable[[str], None], spark: EngineProcess | None = None) -> None:
         self.datasets = datasets
         self.ledger = ledger
         self.reader = reader
         self.audit = audit
         self.limits = limits
         self.authorize = authorize  # refuses unless the policy allows the current call on the resource
-        self._engines: dict[str, tuple[DatasetEngine, int]] = {}
+        self.spark = spark  # the Spark engine process, when this gateway runs one
+        self._engines: dict[str, tuple[DatasetEngine | SparkDatasetEngine, int]] = {}
         self._engine_lock = asyncio.Lock()
 
     # --- datasets ------------------------------------------------------------------------------------------
 
     async def register_dataset(self, spec: DatasetSpec, request_id: str) -> StoredDataset:
         validate_dataset(spec)
+        if spec.engine is Engine.SPARK and self.spark is None:
+            raise _refusal("dataset.engine", "this gateway runs no Spark engine (service.spark_python)",
+                           "ENGINE_UNAVAILABLE")
         principal = current_principal.get()
         fingerprint = hashlib.sha256(encode_spec(spec).encode() + spec.dataset_id.encode()).hexdigest()
         if request_id:
@@ -234,12 +239,14 @@ class GatewayService:
 
     # --- queries -------------------------------------------------------------------------------------------
 
-    async def _engine(self, stored: StoredDataset) -> DatasetEngine:
-        """The dataset's OpenDP context for the source as it is now (rebuilt when a file changes)."""
+    async def _engine(self, stored: StoredDataset) -> DatasetEngine | SparkDatasetEngine:
+        """The dataset's engine for the source as it is now (rebuilt when a file changes): its OpenDP context,
+        or the Spark engine's view of it."""
         try:
             opened = await asyncio.to_thread(self.reader.open, stored.spec)
         except sources.SourceError:
             raise SourceUnavailable from None
+        engine: DatasetEngine | SparkDatasetEngine
         async with self._engine_lock:
             found = self._engines.get(stored.uid)
             if found is not None and found[0].fingerprint == opened.fingerprint:
@@ -247,7 +254,10 @@ class GatewayService:
             else:
                 try:
                     rows = await asyncio.to_thread(sources.row_count, stored.spec, opened)
-                    engine = await asyncio.to_thread(DatasetEngine, stored.spec, opened)
+                    if stored.spec.engine is Engine.SPARK and self.spark is not None:
+                        engine = SparkDatasetEngine(stored.spec, opened, self.spark)
+                    else:
+                        engine = await asyncio.to_thread(DatasetEngine, stored.spec, opened)
                 except Exception:
                     raise SourceUnavailable from None
                 self._engines[stored.uid] = (engine, rows)
@@ -349,6 +359,12 @@ class GatewayService:
             raise _refusal("privacy.target_accuracy", "reaching it would cost more than the per-query limit",
                            "ACCURACY_UNREACHABLE")
         if query.validate_only:
+            if isinstance(engine, SparkDatasetEngine):  # Tumult's scales, without reading values
+                try:
+                    compiled = await asyncio.to_thread(engine.describe, compiled)
+                except (SourceUnavailable, ReleaseFailed):
+                    raise Unavailable("SOURCE_UNAVAILABLE", "the Spark engine cannot plan this query now; "
+                                      "nothing was spent") from None
             answer = build_answer(spec, plan, compiled, None, privacy.alpha)
             remaining = await asyncio.to_thread(self.ledger.remaining, spec.dataset_id, analyst)
             return Release("", spec.dataset_id, plan, key, answer.rows, spec.accounting, cost, Loss(), remaining,
@@ -368,6 +384,10 @@ class GatewayService:
         release_id = secrets.token_hex(16)
         try:
             frames = await asyncio.to_thread(engine.release, compiled)
+        except SourceUnavailable:  # the Spark engine could not open the source: nothing was read
+            await self._refund(reservation, spec.dataset_id, analyst, key)
+            raise Unavailable("SOURCE_UNAVAILABLE", "the dataset's source cannot be read now; the reservation was "
+                              "refunded") from None
         except ReleaseFailed:
             await asyncio.to_thread(self.ledger.commit, reservation, "", stored.uid, None, None)
             raise Internal("RELEASE_FAILED", "the query failed after reading data; its cost stays charged") from None

@@ -42,6 +42,13 @@ class Accounting(Enum):
     ZCDP = "ZCDP"
 
 
+class Engine(Enum):
+    """What executes a dataset's queries: OpenDP on Polars in the gateway, or Tumult Analytics on Spark."""
+
+    POLARS = "POLARS"
+    SPARK = "SPARK"
+
+
 class DataFormat(Enum):
     CSV = "CSV"
     PARQUET = "PARQUET"
@@ -77,6 +84,7 @@ class DatasetSpec:
     accounting: Accounting = Accounting.ZCDP
     max_rows: int = DEFAULT_MAX_ROWS
     description: str = ""
+    engine: Engine = Engine.POLARS
     column_index: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from privmesh.dpgateway.ledger import Ledger
 from privmesh.dpgateway.servicer import DPGatewayServicer
 from privmesh.dpgateway.settings import DPGatewaySettings
 from privmesh.dpgateway.source import SourceReader
+from privmesh.dpgateway.spark_engine import shared_process
 from privmesh.dpgateway.v1 import dpgateway_pb2, dpgateway_pb2_grpc
 from privmesh.runtime.db import Database
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
@@ -29,10 +30,11 @@ async def build(runtime: Runtime, settings: DPGatewaySettings) -> Sequence[Regis
     charged = await asyncio.to_thread(ledger.recover_stale, now_us() - settings.stale_reservation_seconds * 1_000_000)
     if charged:
         await runtime.audit.append("RecoverReservations", details={"charged_in_full": str(charged)})
+    spark = shared_process(settings.spark_python, settings.spark_master) if settings.spark_python else None
     limits = Limits(settings.max_epsilon_per_query, settings.max_rho_per_query, settings.max_delta_per_query)
     service = GatewayService(DatasetStore(db), ledger,
                              SourceReader(settings.cache_dir, settings.s3_endpoint_url, settings.s3_region),
-                             runtime.audit, limits, runtime.authorizer.require)
+                             runtime.audit, limits, runtime.authorizer.require, spark)
     servicer = DPGatewayServicer(service, runtime.authorizer)
 
     def register(server: grpc.aio.Server) -> None:

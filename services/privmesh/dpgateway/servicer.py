@@ -24,6 +24,7 @@ from privmesh.dpgateway.schema import (
     ColumnType,
     DataFormat,
     DatasetSpec,
+    Engine,
     Scalar,
     Source,
     infer_format,
@@ -90,7 +91,9 @@ def spec_from_proto(dataset_id: str, msg: pb.Dataset) -> DatasetSpec:
     contributions = msg.max_contributions_per_unit or 1
     return DatasetSpec(dataset_id, Source(source.uri, fmt, source.csv.delimiter or ",", source.csv.headerless),
                        tuple(columns), msg.privacy_unit_column, contributions, msg.max_groups_per_unit, accounting,
-                       msg.max_rows or DEFAULT_MAX_ROWS, msg.description)
+                       msg.max_rows or DEFAULT_MAX_ROWS, msg.description,
+                       Engine(pb.DatasetEngine.Name(msg.engine).removeprefix("DATASET_ENGINE_"))
+                       if msg.engine else Engine.POLARS)
 
 
 def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
@@ -112,7 +115,8 @@ def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
         columns=columns, privacy_unit_column=spec.privacy_unit_column,
         max_contributions_per_unit=spec.max_contributions, max_groups_per_unit=spec.max_groups,
         accounting=pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + spec.accounting.value), uid=stored.uid,
-        create_time=_ts_us(stored.create_us), etag=stored.etag, max_rows=spec.max_rows)
+        create_time=_ts_us(stored.create_us), etag=stored.etag, max_rows=spec.max_rows,
+        engine=pb.DatasetEngine.Value("DATASET_ENGINE_" + spec.engine.value))
 
 
 def _keys(msg: pb.GroupKeys) -> tuple[KeysMode, tuple[tuple[Scalar, ...], ...]]:

@@ -20,5 +20,9 @@ class DPGatewaySettings(BaseModel):
     retain_freed_memory_mb: int = Field(
         256, ge=0, le=1024, description="freed memory each malloc arena keeps for the next release (glibc); "
         "0: the C library's defaults (releases then fault their buffers in afresh, ~1.5x slower)")
+    spark_python: str | None = Field(
+        None, description="the Spark engine's Python (Tumult's venv, scripts/dev/spark-env.sh); None: no Spark engine")
+    spark_master: str = Field("local[2]", description="the Spark master the engine's driver uses (k8s://... in a "
+                              "cluster)")
     stale_reservation_seconds: int = Field(
         900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")

@@ -111,6 +111,12 @@ class SpendState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SPEND_STATE_RESERVED: _ClassVar[SpendState]
     SPEND_STATE_COMMITTED: _ClassVar[SpendState]
     SPEND_STATE_REFUNDED: _ClassVar[SpendState]
+
+class DatasetEngine(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATASET_ENGINE_UNSPECIFIED: _ClassVar[DatasetEngine]
+    DATASET_ENGINE_POLARS: _ClassVar[DatasetEngine]
+    DATASET_ENGINE_SPARK: _ClassVar[DatasetEngine]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_DATASET_NOT_FOUND: ErrorReason
 ERROR_REASON_DATASET_ALREADY_EXISTS: ErrorReason
@@ -181,6 +187,9 @@ SPEND_STATE_UNSPECIFIED: SpendState
 SPEND_STATE_RESERVED: SpendState
 SPEND_STATE_COMMITTED: SpendState
 SPEND_STATE_REFUNDED: SpendState
+DATASET_ENGINE_UNSPECIFIED: DatasetEngine
+DATASET_ENGINE_POLARS: DatasetEngine
+DATASET_ENGINE_SPARK: DatasetEngine
 
 class Value(_message.Message):
     __slots__ = ("null_value", "bool_value", "int_value", "float_value", "string_value")
@@ -241,7 +250,7 @@ class DataSource(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., csv: _Optional[_Union[CsvOptions, _Mapping]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag", "max_rows")
+    __slots__ = ("name", "description", "source", "columns", "privacy_unit_column", "max_contributions_per_unit", "max_groups_per_unit", "accounting", "uid", "create_time", "etag", "max_rows", "engine")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +263,7 @@ class Dataset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     source: DataSource
@@ -266,7 +276,8 @@ class Dataset(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     etag: str
     max_rows: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., max_rows: _Optional[int] = ...) -> None: ...
+    engine: DatasetEngine
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[_Union[DataSource, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ..., privacy_unit_column: _Optional[str] = ..., max_contributions_per_unit: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, str]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., max_rows: _Optional[int] = ..., engine: _Optional[_Union[DatasetEngine, str]] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("column", "operator", "values")

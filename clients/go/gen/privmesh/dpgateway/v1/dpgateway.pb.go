@@ -773,6 +773,62 @@ func (SpendState) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_dpgateway_v1_dpgateway_proto_rawDescGZIP(), []int{9}
 }
 
+// The engine that executes a dataset's queries. Either way the gateway parses, validates and prices the
+// query, reserves and charges the ledger, audits and stores the release; the engine reads the data and adds
+// the noise with a DP library made for it.
+type DatasetEngine int32
+
+const (
+	// Not set; RegisterDataset uses POLARS.
+	DatasetEngine_DATASET_ENGINE_UNSPECIFIED DatasetEngine = 0
+	// OpenDP on Polars, inside the gateway (one node, streaming).
+	DatasetEngine_DATASET_ENGINE_POLARS DatasetEngine = 1
+	// Tumult Analytics on Apache Spark, in a separate engine process (local[N] or a Kubernetes cluster).
+	// COUNT, SUM, MEAN and HISTOGRAM; VARIANCE and QUANTILE are refused (ENGINE_UNSUPPORTED).
+	DatasetEngine_DATASET_ENGINE_SPARK DatasetEngine = 2
+)
+
+// Enum value maps for DatasetEngine.
+var (
+	DatasetEngine_name = map[int32]string{
+		0: "DATASET_ENGINE_UNSPECIFIED",
+		1: "DATASET_ENGINE_POLARS",
+		2: "DATASET_ENGINE_SPARK",
+	}
+	DatasetEngine_value = map[string]int32{
+		"DATASET_ENGINE_UNSPECIFIED": 0,
+		"DATASET_ENGINE_POLARS":      1,
+		"DATASET_ENGINE_SPARK":       2,
+	}
+)
+
+func (x DatasetEngine) Enum() *DatasetEngine {
+	p := new(DatasetEngine)
+	*p = x
+	return p
+}
+
+func (x DatasetEngine) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DatasetEngine) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_dpgateway_v1_dpgateway_proto_enumTypes[10].Descriptor()
+}
+
+func (DatasetEngine) Type() protoreflect.EnumType {
+	return &file_privmesh_dpgateway_v1_dpgateway_proto_enumTypes[10]
+}
+
+func (x DatasetEngine) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DatasetEngine.Descriptor instead.
+func (DatasetEngine) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_dpgateway_v1_dpgateway_proto_rawDescGZIP(), []int{10}
+}
+
 // A typed scalar: a filter operand, a category, a group key.
 type Value struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1220,7 +1276,10 @@ type Dataset struct {
 	// it, so a tighter bound gives less noise. The bound is checked whenever the source is opened (Parquet
 	// metadata, CSV line count) before a query reads values; a source holding more rows is refused
 	// (SOURCE_UNAVAILABLE, refunded).
-	MaxRows       uint64 `protobuf:"varint,12,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	MaxRows uint64 `protobuf:"varint,12,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	// Immutable. The engine that reads the rows and adds the noise; UNSPECIFIED: POLARS. Choose SPARK for a
+	// dataset larger than one node holds (docs/dp-gateway.md, "Engines").
+	Engine        DatasetEngine `protobuf:"varint,13,opt,name=engine,proto3,enum=privmesh.dpgateway.v1.DatasetEngine" json:"engine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1337,6 +1396,13 @@ func (x *Dataset) GetMaxRows() uint64 {
 		return x.MaxRows
 	}
 	return 0
+}
+
+func (x *Dataset) GetEngine() DatasetEngine {
+	if x != nil {
+		return x.Engine
+	}
+	return DatasetEngine_DATASET_ENGINE_UNSPECIFIED
 }
 
 // One condition on rows; a query's filters are AND-ed.
@@ -3696,7 +3762,7 @@ const file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc = "" +
 	"DataSource\x12\x10\n" +
 	"\x03uri\x18\x01 \x01(\tR\x03uri\x129\n" +
 	"\x06format\x18\x02 \x01(\x0e2!.privmesh.dpgateway.v1.DataFormatR\x06format\x123\n" +
-	"\x03csv\x18\x03 \x01(\v2!.privmesh.dpgateway.v1.CsvOptionsR\x03csv\"\x9d\x04\n" +
+	"\x03csv\x18\x03 \x01(\v2!.privmesh.dpgateway.v1.CsvOptionsR\x03csv\"\xdb\x04\n" +
 	"\aDataset\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x129\n" +
@@ -3713,7 +3779,8 @@ const file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x12\n" +
 	"\x04etag\x18\v \x01(\tR\x04etag\x12\x19\n" +
-	"\bmax_rows\x18\f \x01(\x04R\amaxRows\"\x99\x01\n" +
+	"\bmax_rows\x18\f \x01(\x04R\amaxRows\x12<\n" +
+	"\x06engine\x18\r \x01(\x0e2$.privmesh.dpgateway.v1.DatasetEngineR\x06engine\"\x99\x01\n" +
 	"\x06Filter\x12\x16\n" +
 	"\x06column\x18\x01 \x01(\tR\x06column\x12A\n" +
 	"\boperator\x18\x02 \x01(\x0e2%.privmesh.dpgateway.v1.FilterOperatorR\boperator\x124\n" +
@@ -3976,7 +4043,11 @@ const file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc = "" +
 	"\x17SPEND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SPEND_STATE_RESERVED\x10\x01\x12\x19\n" +
 	"\x15SPEND_STATE_COMMITTED\x10\x02\x12\x18\n" +
-	"\x14SPEND_STATE_REFUNDED\x10\x032\xf6\t\n" +
+	"\x14SPEND_STATE_REFUNDED\x10\x03*d\n" +
+	"\rDatasetEngine\x12\x1e\n" +
+	"\x1aDATASET_ENGINE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15DATASET_ENGINE_POLARS\x10\x01\x12\x18\n" +
+	"\x14DATASET_ENGINE_SPARK\x10\x022\xf6\t\n" +
 	"\tDPGateway\x12\x8f\x01\n" +
 	"\x0fRegisterDataset\x12-.privmesh.dpgateway.v1.RegisterDatasetRequest\x1a..privmesh.dpgateway.v1.RegisterDatasetResponse\"\x1d\xb2\xbb\x18\x19\n" +
 	"\x17\n" +
@@ -4028,7 +4099,7 @@ func file_privmesh_dpgateway_v1_dpgateway_proto_rawDescGZIP() []byte {
 	return file_privmesh_dpgateway_v1_dpgateway_proto_rawDescData
 }
 
-var file_privmesh_dpgateway_v1_dpgateway_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_privmesh_dpgateway_v1_dpgateway_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
 var file_privmesh_dpgateway_v1_dpgateway_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_privmesh_dpgateway_v1_dpgateway_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: privmesh.dpgateway.v1.ErrorReason
@@ -4041,134 +4112,136 @@ var file_privmesh_dpgateway_v1_dpgateway_proto_goTypes = []any{
 	(Mechanism)(0),                  // 7: privmesh.dpgateway.v1.Mechanism
 	(LedgerEntryKind)(0),            // 8: privmesh.dpgateway.v1.LedgerEntryKind
 	(SpendState)(0),                 // 9: privmesh.dpgateway.v1.SpendState
-	(*Value)(nil),                   // 10: privmesh.dpgateway.v1.Value
-	(*Bounds)(nil),                  // 11: privmesh.dpgateway.v1.Bounds
-	(*ColumnSchema)(nil),            // 12: privmesh.dpgateway.v1.ColumnSchema
-	(*CsvOptions)(nil),              // 13: privmesh.dpgateway.v1.CsvOptions
-	(*DataSource)(nil),              // 14: privmesh.dpgateway.v1.DataSource
-	(*Dataset)(nil),                 // 15: privmesh.dpgateway.v1.Dataset
-	(*Filter)(nil),                  // 16: privmesh.dpgateway.v1.Filter
-	(*GroupKey)(nil),                // 17: privmesh.dpgateway.v1.GroupKey
-	(*GroupKeys)(nil),               // 18: privmesh.dpgateway.v1.GroupKeys
-	(*Aggregate)(nil),               // 19: privmesh.dpgateway.v1.Aggregate
-	(*StructuredQuery)(nil),         // 20: privmesh.dpgateway.v1.StructuredQuery
-	(*PrivacyLoss)(nil),             // 21: privmesh.dpgateway.v1.PrivacyLoss
-	(*PrivacySpec)(nil),             // 22: privmesh.dpgateway.v1.PrivacySpec
-	(*ConfidenceInterval)(nil),      // 23: privmesh.dpgateway.v1.ConfidenceInterval
-	(*NoisyComponent)(nil),          // 24: privmesh.dpgateway.v1.NoisyComponent
-	(*Estimate)(nil),                // 25: privmesh.dpgateway.v1.Estimate
-	(*ResultRow)(nil),               // 26: privmesh.dpgateway.v1.ResultRow
-	(*Release)(nil),                 // 27: privmesh.dpgateway.v1.Release
-	(*RegisterDatasetRequest)(nil),  // 28: privmesh.dpgateway.v1.RegisterDatasetRequest
-	(*RegisterDatasetResponse)(nil), // 29: privmesh.dpgateway.v1.RegisterDatasetResponse
-	(*GetDatasetRequest)(nil),       // 30: privmesh.dpgateway.v1.GetDatasetRequest
-	(*GetDatasetResponse)(nil),      // 31: privmesh.dpgateway.v1.GetDatasetResponse
-	(*ListDatasetsRequest)(nil),     // 32: privmesh.dpgateway.v1.ListDatasetsRequest
-	(*ListDatasetsResponse)(nil),    // 33: privmesh.dpgateway.v1.ListDatasetsResponse
-	(*DeleteDatasetRequest)(nil),    // 34: privmesh.dpgateway.v1.DeleteDatasetRequest
-	(*DeleteDatasetResponse)(nil),   // 35: privmesh.dpgateway.v1.DeleteDatasetResponse
-	(*QueryRequest)(nil),            // 36: privmesh.dpgateway.v1.QueryRequest
-	(*QueryResponse)(nil),           // 37: privmesh.dpgateway.v1.QueryResponse
-	(*QuerySqlRequest)(nil),         // 38: privmesh.dpgateway.v1.QuerySqlRequest
-	(*QuerySqlResponse)(nil),        // 39: privmesh.dpgateway.v1.QuerySqlResponse
-	(*Budget)(nil),                  // 40: privmesh.dpgateway.v1.Budget
-	(*SetBudgetRequest)(nil),        // 41: privmesh.dpgateway.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),       // 42: privmesh.dpgateway.v1.SetBudgetResponse
-	(*GetBudgetRequest)(nil),        // 43: privmesh.dpgateway.v1.GetBudgetRequest
-	(*GetBudgetResponse)(nil),       // 44: privmesh.dpgateway.v1.GetBudgetResponse
-	(*LedgerEntry)(nil),             // 45: privmesh.dpgateway.v1.LedgerEntry
-	(*ListLedgerRequest)(nil),       // 46: privmesh.dpgateway.v1.ListLedgerRequest
-	(*ListLedgerResponse)(nil),      // 47: privmesh.dpgateway.v1.ListLedgerResponse
-	(structpb.NullValue)(0),         // 48: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
+	(DatasetEngine)(0),              // 10: privmesh.dpgateway.v1.DatasetEngine
+	(*Value)(nil),                   // 11: privmesh.dpgateway.v1.Value
+	(*Bounds)(nil),                  // 12: privmesh.dpgateway.v1.Bounds
+	(*ColumnSchema)(nil),            // 13: privmesh.dpgateway.v1.ColumnSchema
+	(*CsvOptions)(nil),              // 14: privmesh.dpgateway.v1.CsvOptions
+	(*DataSource)(nil),              // 15: privmesh.dpgateway.v1.DataSource
+	(*Dataset)(nil),                 // 16: privmesh.dpgateway.v1.Dataset
+	(*Filter)(nil),                  // 17: privmesh.dpgateway.v1.Filter
+	(*GroupKey)(nil),                // 18: privmesh.dpgateway.v1.GroupKey
+	(*GroupKeys)(nil),               // 19: privmesh.dpgateway.v1.GroupKeys
+	(*Aggregate)(nil),               // 20: privmesh.dpgateway.v1.Aggregate
+	(*StructuredQuery)(nil),         // 21: privmesh.dpgateway.v1.StructuredQuery
+	(*PrivacyLoss)(nil),             // 22: privmesh.dpgateway.v1.PrivacyLoss
+	(*PrivacySpec)(nil),             // 23: privmesh.dpgateway.v1.PrivacySpec
+	(*ConfidenceInterval)(nil),      // 24: privmesh.dpgateway.v1.ConfidenceInterval
+	(*NoisyComponent)(nil),          // 25: privmesh.dpgateway.v1.NoisyComponent
+	(*Estimate)(nil),                // 26: privmesh.dpgateway.v1.Estimate
+	(*ResultRow)(nil),               // 27: privmesh.dpgateway.v1.ResultRow
+	(*Release)(nil),                 // 28: privmesh.dpgateway.v1.Release
+	(*RegisterDatasetRequest)(nil),  // 29: privmesh.dpgateway.v1.RegisterDatasetRequest
+	(*RegisterDatasetResponse)(nil), // 30: privmesh.dpgateway.v1.RegisterDatasetResponse
+	(*GetDatasetRequest)(nil),       // 31: privmesh.dpgateway.v1.GetDatasetRequest
+	(*GetDatasetResponse)(nil),      // 32: privmesh.dpgateway.v1.GetDatasetResponse
+	(*ListDatasetsRequest)(nil),     // 33: privmesh.dpgateway.v1.ListDatasetsRequest
+	(*ListDatasetsResponse)(nil),    // 34: privmesh.dpgateway.v1.ListDatasetsResponse
+	(*DeleteDatasetRequest)(nil),    // 35: privmesh.dpgateway.v1.DeleteDatasetRequest
+	(*DeleteDatasetResponse)(nil),   // 36: privmesh.dpgateway.v1.DeleteDatasetResponse
+	(*QueryRequest)(nil),            // 37: privmesh.dpgateway.v1.QueryRequest
+	(*QueryResponse)(nil),           // 38: privmesh.dpgateway.v1.QueryResponse
+	(*QuerySqlRequest)(nil),         // 39: privmesh.dpgateway.v1.QuerySqlRequest
+	(*QuerySqlResponse)(nil),        // 40: privmesh.dpgateway.v1.QuerySqlResponse
+	(*Budget)(nil),                  // 41: privmesh.dpgateway.v1.Budget
+	(*SetBudgetRequest)(nil),        // 42: privmesh.dpgateway.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),       // 43: privmesh.dpgateway.v1.SetBudgetResponse
+	(*GetBudgetRequest)(nil),        // 44: privmesh.dpgateway.v1.GetBudgetRequest
+	(*GetBudgetResponse)(nil),       // 45: privmesh.dpgateway.v1.GetBudgetResponse
+	(*LedgerEntry)(nil),             // 46: privmesh.dpgateway.v1.LedgerEntry
+	(*ListLedgerRequest)(nil),       // 47: privmesh.dpgateway.v1.ListLedgerRequest
+	(*ListLedgerResponse)(nil),      // 48: privmesh.dpgateway.v1.ListLedgerResponse
+	(structpb.NullValue)(0),         // 49: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil),   // 50: google.protobuf.Timestamp
 }
 var file_privmesh_dpgateway_v1_dpgateway_proto_depIdxs = []int32{
-	48, // 0: privmesh.dpgateway.v1.Value.null_value:type_name -> google.protobuf.NullValue
+	49, // 0: privmesh.dpgateway.v1.Value.null_value:type_name -> google.protobuf.NullValue
 	3,  // 1: privmesh.dpgateway.v1.ColumnSchema.type:type_name -> privmesh.dpgateway.v1.ColumnType
-	11, // 2: privmesh.dpgateway.v1.ColumnSchema.bounds:type_name -> privmesh.dpgateway.v1.Bounds
-	10, // 3: privmesh.dpgateway.v1.ColumnSchema.categories:type_name -> privmesh.dpgateway.v1.Value
-	10, // 4: privmesh.dpgateway.v1.ColumnSchema.fill_value:type_name -> privmesh.dpgateway.v1.Value
+	12, // 2: privmesh.dpgateway.v1.ColumnSchema.bounds:type_name -> privmesh.dpgateway.v1.Bounds
+	11, // 3: privmesh.dpgateway.v1.ColumnSchema.categories:type_name -> privmesh.dpgateway.v1.Value
+	11, // 4: privmesh.dpgateway.v1.ColumnSchema.fill_value:type_name -> privmesh.dpgateway.v1.Value
 	2,  // 5: privmesh.dpgateway.v1.DataSource.format:type_name -> privmesh.dpgateway.v1.DataFormat
-	13, // 6: privmesh.dpgateway.v1.DataSource.csv:type_name -> privmesh.dpgateway.v1.CsvOptions
-	14, // 7: privmesh.dpgateway.v1.Dataset.source:type_name -> privmesh.dpgateway.v1.DataSource
-	12, // 8: privmesh.dpgateway.v1.Dataset.columns:type_name -> privmesh.dpgateway.v1.ColumnSchema
+	14, // 6: privmesh.dpgateway.v1.DataSource.csv:type_name -> privmesh.dpgateway.v1.CsvOptions
+	15, // 7: privmesh.dpgateway.v1.Dataset.source:type_name -> privmesh.dpgateway.v1.DataSource
+	13, // 8: privmesh.dpgateway.v1.Dataset.columns:type_name -> privmesh.dpgateway.v1.ColumnSchema
 	1,  // 9: privmesh.dpgateway.v1.Dataset.accounting:type_name -> privmesh.dpgateway.v1.PrivacyAccounting
-	49, // 10: privmesh.dpgateway.v1.Dataset.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 11: privmesh.dpgateway.v1.Filter.operator:type_name -> privmesh.dpgateway.v1.FilterOperator
-	10, // 12: privmesh.dpgateway.v1.Filter.values:type_name -> privmesh.dpgateway.v1.Value
-	10, // 13: privmesh.dpgateway.v1.GroupKey.values:type_name -> privmesh.dpgateway.v1.Value
-	6,  // 14: privmesh.dpgateway.v1.GroupKeys.mode:type_name -> privmesh.dpgateway.v1.GroupKeysMode
-	17, // 15: privmesh.dpgateway.v1.GroupKeys.keys:type_name -> privmesh.dpgateway.v1.GroupKey
-	4,  // 16: privmesh.dpgateway.v1.Aggregate.function:type_name -> privmesh.dpgateway.v1.AggregateFunction
-	16, // 17: privmesh.dpgateway.v1.StructuredQuery.filters:type_name -> privmesh.dpgateway.v1.Filter
-	18, // 18: privmesh.dpgateway.v1.StructuredQuery.group_keys:type_name -> privmesh.dpgateway.v1.GroupKeys
-	19, // 19: privmesh.dpgateway.v1.StructuredQuery.aggregates:type_name -> privmesh.dpgateway.v1.Aggregate
-	21, // 20: privmesh.dpgateway.v1.PrivacySpec.privacy_loss:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	7,  // 21: privmesh.dpgateway.v1.NoisyComponent.mechanism:type_name -> privmesh.dpgateway.v1.Mechanism
-	7,  // 22: privmesh.dpgateway.v1.Estimate.mechanism:type_name -> privmesh.dpgateway.v1.Mechanism
-	23, // 23: privmesh.dpgateway.v1.Estimate.confidence_interval:type_name -> privmesh.dpgateway.v1.ConfidenceInterval
-	24, // 24: privmesh.dpgateway.v1.Estimate.components:type_name -> privmesh.dpgateway.v1.NoisyComponent
-	10, // 25: privmesh.dpgateway.v1.ResultRow.group_key:type_name -> privmesh.dpgateway.v1.Value
-	25, // 26: privmesh.dpgateway.v1.ResultRow.estimates:type_name -> privmesh.dpgateway.v1.Estimate
-	20, // 27: privmesh.dpgateway.v1.Release.plan:type_name -> privmesh.dpgateway.v1.StructuredQuery
-	26, // 28: privmesh.dpgateway.v1.Release.rows:type_name -> privmesh.dpgateway.v1.ResultRow
-	1,  // 29: privmesh.dpgateway.v1.Release.accounting:type_name -> privmesh.dpgateway.v1.PrivacyAccounting
-	21, // 30: privmesh.dpgateway.v1.Release.privacy_loss:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 31: privmesh.dpgateway.v1.Release.charged:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 32: privmesh.dpgateway.v1.Release.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	49, // 33: privmesh.dpgateway.v1.Release.release_time:type_name -> google.protobuf.Timestamp
-	15, // 34: privmesh.dpgateway.v1.RegisterDatasetRequest.dataset:type_name -> privmesh.dpgateway.v1.Dataset
-	15, // 35: privmesh.dpgateway.v1.RegisterDatasetResponse.dataset:type_name -> privmesh.dpgateway.v1.Dataset
-	15, // 36: privmesh.dpgateway.v1.GetDatasetResponse.dataset:type_name -> privmesh.dpgateway.v1.Dataset
-	15, // 37: privmesh.dpgateway.v1.ListDatasetsResponse.datasets:type_name -> privmesh.dpgateway.v1.Dataset
-	20, // 38: privmesh.dpgateway.v1.QueryRequest.query:type_name -> privmesh.dpgateway.v1.StructuredQuery
-	22, // 39: privmesh.dpgateway.v1.QueryRequest.privacy:type_name -> privmesh.dpgateway.v1.PrivacySpec
-	27, // 40: privmesh.dpgateway.v1.QueryResponse.release:type_name -> privmesh.dpgateway.v1.Release
-	18, // 41: privmesh.dpgateway.v1.QuerySqlRequest.group_keys:type_name -> privmesh.dpgateway.v1.GroupKeys
-	22, // 42: privmesh.dpgateway.v1.QuerySqlRequest.privacy:type_name -> privmesh.dpgateway.v1.PrivacySpec
-	27, // 43: privmesh.dpgateway.v1.QuerySqlResponse.release:type_name -> privmesh.dpgateway.v1.Release
-	1,  // 44: privmesh.dpgateway.v1.Budget.accounting:type_name -> privmesh.dpgateway.v1.PrivacyAccounting
-	21, // 45: privmesh.dpgateway.v1.Budget.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 46: privmesh.dpgateway.v1.Budget.spent:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 47: privmesh.dpgateway.v1.Budget.reserved:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 48: privmesh.dpgateway.v1.Budget.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	49, // 49: privmesh.dpgateway.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
-	21, // 50: privmesh.dpgateway.v1.SetBudgetRequest.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	40, // 51: privmesh.dpgateway.v1.SetBudgetResponse.budget:type_name -> privmesh.dpgateway.v1.Budget
-	40, // 52: privmesh.dpgateway.v1.GetBudgetResponse.budget:type_name -> privmesh.dpgateway.v1.Budget
-	40, // 53: privmesh.dpgateway.v1.GetBudgetResponse.dataset_budget:type_name -> privmesh.dpgateway.v1.Budget
-	49, // 54: privmesh.dpgateway.v1.LedgerEntry.time:type_name -> google.protobuf.Timestamp
-	8,  // 55: privmesh.dpgateway.v1.LedgerEntry.kind:type_name -> privmesh.dpgateway.v1.LedgerEntryKind
-	9,  // 56: privmesh.dpgateway.v1.LedgerEntry.state:type_name -> privmesh.dpgateway.v1.SpendState
-	21, // 57: privmesh.dpgateway.v1.LedgerEntry.reserved:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 58: privmesh.dpgateway.v1.LedgerEntry.charged:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 59: privmesh.dpgateway.v1.LedgerEntry.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	21, // 60: privmesh.dpgateway.v1.LedgerEntry.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
-	49, // 61: privmesh.dpgateway.v1.LedgerEntry.update_time:type_name -> google.protobuf.Timestamp
-	45, // 62: privmesh.dpgateway.v1.ListLedgerResponse.entries:type_name -> privmesh.dpgateway.v1.LedgerEntry
-	28, // 63: privmesh.dpgateway.v1.DPGateway.RegisterDataset:input_type -> privmesh.dpgateway.v1.RegisterDatasetRequest
-	30, // 64: privmesh.dpgateway.v1.DPGateway.GetDataset:input_type -> privmesh.dpgateway.v1.GetDatasetRequest
-	32, // 65: privmesh.dpgateway.v1.DPGateway.ListDatasets:input_type -> privmesh.dpgateway.v1.ListDatasetsRequest
-	34, // 66: privmesh.dpgateway.v1.DPGateway.DeleteDataset:input_type -> privmesh.dpgateway.v1.DeleteDatasetRequest
-	36, // 67: privmesh.dpgateway.v1.DPGateway.Query:input_type -> privmesh.dpgateway.v1.QueryRequest
-	38, // 68: privmesh.dpgateway.v1.DPGateway.QuerySql:input_type -> privmesh.dpgateway.v1.QuerySqlRequest
-	41, // 69: privmesh.dpgateway.v1.DPGateway.SetBudget:input_type -> privmesh.dpgateway.v1.SetBudgetRequest
-	43, // 70: privmesh.dpgateway.v1.DPGateway.GetBudget:input_type -> privmesh.dpgateway.v1.GetBudgetRequest
-	46, // 71: privmesh.dpgateway.v1.DPGateway.ListLedger:input_type -> privmesh.dpgateway.v1.ListLedgerRequest
-	29, // 72: privmesh.dpgateway.v1.DPGateway.RegisterDataset:output_type -> privmesh.dpgateway.v1.RegisterDatasetResponse
-	31, // 73: privmesh.dpgateway.v1.DPGateway.GetDataset:output_type -> privmesh.dpgateway.v1.GetDatasetResponse
-	33, // 74: privmesh.dpgateway.v1.DPGateway.ListDatasets:output_type -> privmesh.dpgateway.v1.ListDatasetsResponse
-	35, // 75: privmesh.dpgateway.v1.DPGateway.DeleteDataset:output_type -> privmesh.dpgateway.v1.DeleteDatasetResponse
-	37, // 76: privmesh.dpgateway.v1.DPGateway.Query:output_type -> privmesh.dpgateway.v1.QueryResponse
-	39, // 77: privmesh.dpgateway.v1.DPGateway.QuerySql:output_type -> privmesh.dpgateway.v1.QuerySqlResponse
-	42, // 78: privmesh.dpgateway.v1.DPGateway.SetBudget:output_type -> privmesh.dpgateway.v1.SetBudgetResponse
-	44, // 79: privmesh.dpgateway.v1.DPGateway.GetBudget:output_type -> privmesh.dpgateway.v1.GetBudgetResponse
-	47, // 80: privmesh.dpgateway.v1.DPGateway.ListLedger:output_type -> privmesh.dpgateway.v1.ListLedgerResponse
-	72, // [72:81] is the sub-list for method output_type
-	63, // [63:72] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	50, // 10: privmesh.dpgateway.v1.Dataset.create_time:type_name -> google.protobuf.Timestamp
+	10, // 11: privmesh.dpgateway.v1.Dataset.engine:type_name -> privmesh.dpgateway.v1.DatasetEngine
+	5,  // 12: privmesh.dpgateway.v1.Filter.operator:type_name -> privmesh.dpgateway.v1.FilterOperator
+	11, // 13: privmesh.dpgateway.v1.Filter.values:type_name -> privmesh.dpgateway.v1.Value
+	11, // 14: privmesh.dpgateway.v1.GroupKey.values:type_name -> privmesh.dpgateway.v1.Value
+	6,  // 15: privmesh.dpgateway.v1.GroupKeys.mode:type_name -> privmesh.dpgateway.v1.GroupKeysMode
+	18, // 16: privmesh.dpgateway.v1.GroupKeys.keys:type_name -> privmesh.dpgateway.v1.GroupKey
+	4,  // 17: privmesh.dpgateway.v1.Aggregate.function:type_name -> privmesh.dpgateway.v1.AggregateFunction
+	17, // 18: privmesh.dpgateway.v1.StructuredQuery.filters:type_name -> privmesh.dpgateway.v1.Filter
+	19, // 19: privmesh.dpgateway.v1.StructuredQuery.group_keys:type_name -> privmesh.dpgateway.v1.GroupKeys
+	20, // 20: privmesh.dpgateway.v1.StructuredQuery.aggregates:type_name -> privmesh.dpgateway.v1.Aggregate
+	22, // 21: privmesh.dpgateway.v1.PrivacySpec.privacy_loss:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	7,  // 22: privmesh.dpgateway.v1.NoisyComponent.mechanism:type_name -> privmesh.dpgateway.v1.Mechanism
+	7,  // 23: privmesh.dpgateway.v1.Estimate.mechanism:type_name -> privmesh.dpgateway.v1.Mechanism
+	24, // 24: privmesh.dpgateway.v1.Estimate.confidence_interval:type_name -> privmesh.dpgateway.v1.ConfidenceInterval
+	25, // 25: privmesh.dpgateway.v1.Estimate.components:type_name -> privmesh.dpgateway.v1.NoisyComponent
+	11, // 26: privmesh.dpgateway.v1.ResultRow.group_key:type_name -> privmesh.dpgateway.v1.Value
+	26, // 27: privmesh.dpgateway.v1.ResultRow.estimates:type_name -> privmesh.dpgateway.v1.Estimate
+	21, // 28: privmesh.dpgateway.v1.Release.plan:type_name -> privmesh.dpgateway.v1.StructuredQuery
+	27, // 29: privmesh.dpgateway.v1.Release.rows:type_name -> privmesh.dpgateway.v1.ResultRow
+	1,  // 30: privmesh.dpgateway.v1.Release.accounting:type_name -> privmesh.dpgateway.v1.PrivacyAccounting
+	22, // 31: privmesh.dpgateway.v1.Release.privacy_loss:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 32: privmesh.dpgateway.v1.Release.charged:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 33: privmesh.dpgateway.v1.Release.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	50, // 34: privmesh.dpgateway.v1.Release.release_time:type_name -> google.protobuf.Timestamp
+	16, // 35: privmesh.dpgateway.v1.RegisterDatasetRequest.dataset:type_name -> privmesh.dpgateway.v1.Dataset
+	16, // 36: privmesh.dpgateway.v1.RegisterDatasetResponse.dataset:type_name -> privmesh.dpgateway.v1.Dataset
+	16, // 37: privmesh.dpgateway.v1.GetDatasetResponse.dataset:type_name -> privmesh.dpgateway.v1.Dataset
+	16, // 38: privmesh.dpgateway.v1.ListDatasetsResponse.datasets:type_name -> privmesh.dpgateway.v1.Dataset
+	21, // 39: privmesh.dpgateway.v1.QueryRequest.query:type_name -> privmesh.dpgateway.v1.StructuredQuery
+	23, // 40: privmesh.dpgateway.v1.QueryRequest.privacy:type_name -> privmesh.dpgateway.v1.PrivacySpec
+	28, // 41: privmesh.dpgateway.v1.QueryResponse.release:type_name -> privmesh.dpgateway.v1.Release
+	19, // 42: privmesh.dpgateway.v1.QuerySqlRequest.group_keys:type_name -> privmesh.dpgateway.v1.GroupKeys
+	23, // 43: privmesh.dpgateway.v1.QuerySqlRequest.privacy:type_name -> privmesh.dpgateway.v1.PrivacySpec
+	28, // 44: privmesh.dpgateway.v1.QuerySqlResponse.release:type_name -> privmesh.dpgateway.v1.Release
+	1,  // 45: privmesh.dpgateway.v1.Budget.accounting:type_name -> privmesh.dpgateway.v1.PrivacyAccounting
+	22, // 46: privmesh.dpgateway.v1.Budget.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 47: privmesh.dpgateway.v1.Budget.spent:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 48: privmesh.dpgateway.v1.Budget.reserved:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 49: privmesh.dpgateway.v1.Budget.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	50, // 50: privmesh.dpgateway.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
+	22, // 51: privmesh.dpgateway.v1.SetBudgetRequest.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	41, // 52: privmesh.dpgateway.v1.SetBudgetResponse.budget:type_name -> privmesh.dpgateway.v1.Budget
+	41, // 53: privmesh.dpgateway.v1.GetBudgetResponse.budget:type_name -> privmesh.dpgateway.v1.Budget
+	41, // 54: privmesh.dpgateway.v1.GetBudgetResponse.dataset_budget:type_name -> privmesh.dpgateway.v1.Budget
+	50, // 55: privmesh.dpgateway.v1.LedgerEntry.time:type_name -> google.protobuf.Timestamp
+	8,  // 56: privmesh.dpgateway.v1.LedgerEntry.kind:type_name -> privmesh.dpgateway.v1.LedgerEntryKind
+	9,  // 57: privmesh.dpgateway.v1.LedgerEntry.state:type_name -> privmesh.dpgateway.v1.SpendState
+	22, // 58: privmesh.dpgateway.v1.LedgerEntry.reserved:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 59: privmesh.dpgateway.v1.LedgerEntry.charged:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 60: privmesh.dpgateway.v1.LedgerEntry.cap:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	22, // 61: privmesh.dpgateway.v1.LedgerEntry.remaining:type_name -> privmesh.dpgateway.v1.PrivacyLoss
+	50, // 62: privmesh.dpgateway.v1.LedgerEntry.update_time:type_name -> google.protobuf.Timestamp
+	46, // 63: privmesh.dpgateway.v1.ListLedgerResponse.entries:type_name -> privmesh.dpgateway.v1.LedgerEntry
+	29, // 64: privmesh.dpgateway.v1.DPGateway.RegisterDataset:input_type -> privmesh.dpgateway.v1.RegisterDatasetRequest
+	31, // 65: privmesh.dpgateway.v1.DPGateway.GetDataset:input_type -> privmesh.dpgateway.v1.GetDatasetRequest
+	33, // 66: privmesh.dpgateway.v1.DPGateway.ListDatasets:input_type -> privmesh.dpgateway.v1.ListDatasetsRequest
+	35, // 67: privmesh.dpgateway.v1.DPGateway.DeleteDataset:input_type -> privmesh.dpgateway.v1.DeleteDatasetRequest
+	37, // 68: privmesh.dpgateway.v1.DPGateway.Query:input_type -> privmesh.dpgateway.v1.QueryRequest
+	39, // 69: privmesh.dpgateway.v1.DPGateway.QuerySql:input_type -> privmesh.dpgateway.v1.QuerySqlRequest
+	42, // 70: privmesh.dpgateway.v1.DPGateway.SetBudget:input_type -> privmesh.dpgateway.v1.SetBudgetRequest
+	44, // 71: privmesh.dpgateway.v1.DPGateway.GetBudget:input_type -> privmesh.dpgateway.v1.GetBudgetRequest
+	47, // 72: privmesh.dpgateway.v1.DPGateway.ListLedger:input_type -> privmesh.dpgateway.v1.ListLedgerRequest
+	30, // 73: privmesh.dpgateway.v1.DPGateway.RegisterDataset:output_type -> privmesh.dpgateway.v1.RegisterDatasetResponse
+	32, // 74: privmesh.dpgateway.v1.DPGateway.GetDataset:output_type -> privmesh.dpgateway.v1.GetDatasetResponse
+	34, // 75: privmesh.dpgateway.v1.DPGateway.ListDatasets:output_type -> privmesh.dpgateway.v1.ListDatasetsResponse
+	36, // 76: privmesh.dpgateway.v1.DPGateway.DeleteDataset:output_type -> privmesh.dpgateway.v1.DeleteDatasetResponse
+	38, // 77: privmesh.dpgateway.v1.DPGateway.Query:output_type -> privmesh.dpgateway.v1.QueryResponse
+	40, // 78: privmesh.dpgateway.v1.DPGateway.QuerySql:output_type -> privmesh.dpgateway.v1.QuerySqlResponse
+	43, // 79: privmesh.dpgateway.v1.DPGateway.SetBudget:output_type -> privmesh.dpgateway.v1.SetBudgetResponse
+	45, // 80: privmesh.dpgateway.v1.DPGateway.GetBudget:output_type -> privmesh.dpgateway.v1.GetBudgetResponse
+	48, // 81: privmesh.dpgateway.v1.DPGateway.ListLedger:output_type -> privmesh.dpgateway.v1.ListLedgerResponse
+	73, // [73:82] is the sub-list for method output_type
+	64, // [64:73] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_dpgateway_v1_dpgateway_proto_init() }
@@ -4192,7 +4265,7 @@ func file_privmesh_dpgateway_v1_dpgateway_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc), len(file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc)),
-			NumEnums:      10,
+			NumEnums:      11,
 			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
