@@ -6,7 +6,6 @@ import hashlib
 import math
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -32,7 +31,7 @@ from privmesh.dpgateway.sql import parse_sql
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.paging import decode_token, name_page, page_size, visible_page
 
@@ -254,7 +253,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         self._authorizer = authorizer
 
     async def RegisterDataset(self, request: pb.RegisterDatasetRequest,
-                              context: grpc.aio.ServicerContext) -> pb.RegisterDatasetResponse:
+                              context: CallContext) -> pb.RegisterDatasetResponse:
         if request.dataset.ByteSize() > MAX_REQUEST_BYTES:
             raise InvalidArgument.single("dataset", f"encodes to more than {MAX_REQUEST_BYTES} bytes",
                                          "SCHEMA_INVALID")
@@ -263,12 +262,12 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return pb.RegisterDatasetResponse(dataset=dataset_to_proto(stored))
 
     async def GetDataset(self, request: pb.GetDatasetRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetDatasetResponse:
+                         context: CallContext) -> pb.GetDatasetResponse:
         dataset_id = _name(request.name, "name")
         return pb.GetDatasetResponse(dataset=dataset_to_proto(await self._service.get_dataset(dataset_id)))
 
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
+                           context: CallContext) -> pb.ListDatasetsResponse:
         limit, after = name_page(request)
 
         async def fetch(start: str | None, count: int) -> list[pb.Dataset]:
@@ -279,7 +278,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return pb.ListDatasetsResponse(datasets=page, next_page_token=token)
 
     async def DeleteDataset(self, request: pb.DeleteDatasetRequest,
-                            context: grpc.aio.ServicerContext) -> pb.DeleteDatasetResponse:
+                            context: CallContext) -> pb.DeleteDatasetResponse:
         dataset_id = _name(request.name, "name")
         await self._service.delete_dataset(dataset_id, request.etag)
         return pb.DeleteDatasetResponse()
@@ -288,7 +287,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         stored = await self._service.find_dataset(dataset_id)
         return {c.name: c.type for c in stored.spec.columns} if stored else {}
 
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
+    async def Query(self, request: pb.QueryRequest, context: CallContext) -> pb.QueryResponse:
         _check_size(request)
         privacy = privacy_from_proto(request.privacy)
         _check_loss_finite(privacy)
@@ -302,7 +301,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         release = await self._service.query(query)
         return pb.QueryResponse(release=release_to_proto(release, await self._types(dataset_id)))
 
-    async def QuerySql(self, request: pb.QuerySqlRequest, context: grpc.aio.ServicerContext) -> pb.QuerySqlResponse:
+    async def QuerySql(self, request: pb.QuerySqlRequest, context: CallContext) -> pb.QuerySqlResponse:
         _check_size(request)
         privacy = privacy_from_proto(request.privacy)
         _check_loss_finite(privacy)
@@ -313,14 +312,14 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         release = await self._service.query(query)
         return pb.QuerySqlResponse(release=release_to_proto(release, await self._types(parsed.dataset_id)))
 
-    async def SetBudget(self, request: pb.SetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.SetBudgetResponse:
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: CallContext) -> pb.SetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
         analyst = _analyst(request.analyst, required=True)
         cap = Loss(request.cap.epsilon, request.cap.delta, request.cap.rho) if request.HasField("cap") else None
         budget = await self._service.set_budget(dataset_id, analyst, cap, request.etag)
         return pb.SetBudgetResponse(budget=budget_to_proto(budget, await self._service.accounting_of(dataset_id)))
 
-    async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
+    async def GetBudget(self, request: pb.GetBudgetRequest, context: CallContext) -> pb.GetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
         # Another analyst's budget needs the "datasets/{dataset}:analysts" view, checked by the runtime.
         analyst = _analyst(request.analyst, required=False) or current_principal.get()
@@ -332,7 +331,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return reply
 
     async def ListLedger(self, request: pb.ListLedgerRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListLedgerResponse:
+                         context: CallContext) -> pb.ListLedgerResponse:
         dataset_id = _name(request.dataset, "dataset") if request.dataset else ""
         analyst = _analyst(request.analyst, required=False)
         limit = page_size(request.page_size, 100, 1000)

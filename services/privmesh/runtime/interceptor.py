@@ -28,7 +28,7 @@ from opentelemetry.propagate import extract
 from privmesh.runtime.access import Declaration, DeclarationError, declaration
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
-from privmesh.runtime.context import current_method, current_principal, refusal_audited
+from privmesh.runtime.context import CallContext, current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
@@ -40,7 +40,7 @@ from privmesh.runtime.requests import check_request, checked_stream, guard_deser
 log = logging.getLogger("privmesh.rpc")
 
 
-def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
+def _principal_of(context: CallContext) -> str | None:
     sans = context.peer_identities()
     if not sans or context.peer_identity_key() != SAN_PROPERTY:
         return None
@@ -69,7 +69,7 @@ class MeshInterceptor:
             return None
         return self.declarations.get(method) or declaration(method)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
+    async def _abort(self, context: CallContext, error: ServiceError) -> NoReturn:
         status = to_grpc_status(error, self._domain)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -81,12 +81,12 @@ class MeshInterceptor:
         except ServiceError:
             log.error("a refusal of %s could not be audited", method)
 
-    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, principal: str,
+    async def _refuse(self, method: str, context: CallContext, principal: str,
                       error: ServiceError) -> NoReturn:
         await self._audit_refusal(method, principal, error)
         await self._abort(context, error)
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
+    async def _admit(self, method: str, context: CallContext) -> str:
         principal = _principal_of(context)
         if principal is None and self._token_reviewer is not None and not context.peer_identities():
             # No client certificate at all: only the token port allows that; its callers present a token.
@@ -110,7 +110,7 @@ class MeshInterceptor:
                 "PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}"))
         return principal
 
-    def _span(self, method: str, context: grpc.aio.ServicerContext, principal: str) -> Any:
+    def _span(self, method: str, context: CallContext, principal: str) -> Any:
         if self._tracer is None:
             return contextlib.nullcontext()
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -146,7 +146,7 @@ class MeshInterceptor:
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
+    async def _call(self, method: str, context: CallContext, request: Any,
                     declared: Declaration | None, streaming_request: bool) -> AsyncIterator[None]:
         """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
         they are read), sets the call context, and turns whatever the handler raises into a status."""
@@ -198,7 +198,7 @@ class MeshInterceptor:
 
     def _unary_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., Awaitable[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def behavior(request: Any, context: CallContext) -> Any:
             async with self._call(method, context, request, declared, streaming_request):
                 checked = checked_stream(request) if streaming_request else request
                 reply = await inner(await self._authorized_request(checked, declared), context)
@@ -210,7 +210,7 @@ class MeshInterceptor:
 
     def _streaming_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., AsyncIterator[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def behavior(request: Any, context: CallContext) -> AsyncIterator[Any]:
             async with self._call(method, context, request, declared, streaming_request):
                 checked = checked_stream(request) if streaming_request else request
                 async for item in inner(await self._authorized_request(checked, declared), context):

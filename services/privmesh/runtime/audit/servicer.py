@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -16,7 +15,7 @@ from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.audit.witness import Cosigners, Witness
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.config import TlsConfig
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument, NotFound
 from privmesh.runtime.paging import decode_token, page_size, paginate
 
@@ -72,14 +71,14 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return head
 
     async def ListAuditEntries(self, request: common_pb2.ListAuditEntriesRequest,
-                               context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
+                               context: CallContext) -> common_pb2.ListAuditEntriesResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         entries, token = paginate(await self._audit.entries(after, limit + 1), limit, lambda e: e.sequence)
         return common_pb2.ListAuditEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
 
     async def ListAuditCheckpoints(self, request: common_pb2.ListAuditCheckpointsRequest,
-                                   context: grpc.aio.ServicerContext) -> common_pb2.ListAuditCheckpointsResponse:
+                                   context: CallContext) -> common_pb2.ListAuditCheckpointsResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         found, token = paginate(await self._audit.checkpoints(after, limit + 1), limit, lambda c: c.sequence)
@@ -87,7 +86,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                                                        next_page_token=token)
 
     async def GetAuditHead(self, request: common_pb2.GetAuditHeadRequest,
-                           context: grpc.aio.ServicerContext) -> common_pb2.GetAuditHeadResponse:
+                           context: CallContext) -> common_pb2.GetAuditHeadResponse:
         head = await self._signed_head()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
@@ -97,7 +96,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                                                certificate_chain=chain, key_endorsement=endorsement)
 
     async def GetAuditReceipt(self, request: common_pb2.GetAuditReceiptRequest,
-                              context: grpc.aio.ServicerContext) -> common_pb2.GetAuditReceiptResponse:
+                              context: CallContext) -> common_pb2.GetAuditReceiptResponse:
         principal = current_principal.get()
         tlog = self._audit.store.tlog
         sequence = int(request.sequence)
@@ -120,7 +119,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
             inclusion_proof=proof.hashes, public_keys=keys))
 
     async def ListTreeCheckpoints(self, request: common_pb2.ListTreeCheckpointsRequest,
-                                  context: grpc.aio.ServicerContext) -> common_pb2.ListTreeCheckpointsResponse:
+                                  context: CallContext) -> common_pb2.ListTreeCheckpointsResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         rows = await asyncio.to_thread(self._audit.store.tlog.checkpoints, after, limit + 1)
@@ -128,7 +127,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return common_pb2.ListTreeCheckpointsResponse(checkpoints=[note for _, note in found], next_page_token=token)
 
     async def GetConsistencyProof(self, request: common_pb2.GetConsistencyProofRequest,
-                                  context: grpc.aio.ServicerContext) -> common_pb2.GetConsistencyProofResponse:
+                                  context: CallContext) -> common_pb2.GetConsistencyProofResponse:
         size = (await asyncio.to_thread(self._audit.store.tlog.latest_checkpoint_size)) or 0
         if not 0 < request.first_size <= request.second_size:
             raise InvalidArgument.single("first_size", "must be at least 1 and at most second_size")
@@ -138,7 +137,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return common_pb2.GetConsistencyProofResponse(proof=proof)
 
     async def ListWitnessedCheckpoints(self, request: common_pb2.ListWitnessedCheckpointsRequest,
-                                       context: grpc.aio.ServicerContext
+                                       context: CallContext
                                        ) -> common_pb2.ListWitnessedCheckpointsResponse:
         logs = await asyncio.to_thread(self._witness.witnessed) if self._witness is not None else []
         return common_pb2.ListWitnessedCheckpointsResponse(logs=[

@@ -26,7 +26,7 @@ from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.audit.tlog import TransparencyLog
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.config import ServerConfig
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, read_error
 from privmesh.runtime.identity import SpiffeId, peer_principal
@@ -138,7 +138,7 @@ class AuditWitnessServicer(common_pb2_grpc.AuditWitnessServicer):
         self._public_key = public_key
 
     async def AddCheckpoint(self, request: common_pb2.AddCheckpointRequest,
-                            context: grpc.aio.ServicerContext) -> common_pb2.AddCheckpointResponse:
+                            context: CallContext) -> common_pb2.AddCheckpointResponse:
         line = await asyncio.to_thread(self._witness.add_checkpoint, current_principal.get(), request)
         return common_pb2.AddCheckpointResponse(cosignature=line, witness_public_key=self._public_key)
 
