@@ -80,7 +80,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
         c = verdict.claims
         reply = pb.VerifyAttestationResponse(
             verdict=pb.VERDICT_ACCEPTED if verdict.accepted else pb.VERDICT_REJECTED,
-            refusals=[pb.Refusal(reason=pb.RefusalReason.Value("REFUSAL_REASON_" + r.reason), message=r.message)
+            refusals=[pb.Refusal(reason="REFUSAL_REASON_" + r.reason, message=r.message)
                       for r in verdict.refusals],
             claims=pb.Claims(module_id=c.module_id, digest=c.digest, timestamp=_ts(c.timestamp), pcrs=dict(c.pcrs),
                              public_key=c.public_key or b"", user_data=c.user_data or b"", nonce=c.nonce or b"",

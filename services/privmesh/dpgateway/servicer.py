@@ -96,7 +96,7 @@ def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
     spec = stored.spec
     columns = []
     for c in spec.columns:
-        column = pb.ColumnSchema(name=c.name, type=pb.ColumnType.Value("COLUMN_TYPE_" + c.type.value),
+        column = pb.ColumnSchema(name=c.name, type="COLUMN_TYPE_" + c.type.value,
                                  nullable=c.nullable, categories=[value_of(v, c.type) for v in c.categories],
                                  description=c.description)
         if c.bounds is not None:
@@ -106,11 +106,11 @@ def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
         columns.append(column)
     return pb.Dataset(
         name=f"datasets/{spec.dataset_id}", description=spec.description,
-        source=pb.DataSource(uri=spec.source.uri, format=pb.DataFormat.Value("DATA_FORMAT_" + spec.source.format.value),
+        source=pb.DataSource(uri=spec.source.uri, format="DATA_FORMAT_" + spec.source.format.value,
                              csv=pb.CsvOptions(delimiter=spec.source.delimiter, headerless=spec.source.headerless)),
         columns=columns, privacy_unit_column=spec.privacy_unit_column,
         max_contributions_per_unit=spec.max_contributions, max_groups_per_unit=spec.max_groups,
-        accounting=pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + spec.accounting.value), uid=stored.uid,
+        accounting="PRIVACY_ACCOUNTING_" + spec.accounting.value, uid=stored.uid,
         create_time=_ts_us(stored.create_us), etag=stored.etag, max_rows=spec.max_rows)
 
 
@@ -140,15 +140,15 @@ def plan_from_proto(msg: pb.StructuredQuery) -> Plan:
 def plan_to_proto(plan: Plan, spec_types: dict[str, ColumnType]) -> pb.StructuredQuery:
     return pb.StructuredQuery(
         dataset=f"datasets/{plan.dataset_id}",
-        filters=[pb.Filter(column=f.column, operator=pb.FilterOperator.Value("FILTER_OPERATOR_" + f.operator.value),
+        filters=[pb.Filter(column=f.column, operator="FILTER_OPERATOR_" + f.operator.value,
                            values=[value_of(v, spec_types.get(f.column)) for v in f.values]) for f in plan.filters],
         group_by=list(plan.group_by),
-        group_keys=pb.GroupKeys(mode=pb.GroupKeysMode.Value("GROUP_KEYS_MODE_" + plan.keys_mode.value),
+        group_keys=pb.GroupKeys(mode="GROUP_KEYS_MODE_" + plan.keys_mode.value,
                                 keys=[pb.GroupKey(values=[value_of(v, spec_types.get(c))
                                                           for v, c in zip(k, plan.group_by, strict=True)])
                                       for k in plan.keys]) if plan.group_by else None,
         aggregates=[pb.Aggregate(alias=a.alias,
-                                 function=pb.AggregateFunction.Value("AGGREGATE_FUNCTION_" + a.function.value),
+                                 function="AGGREGATE_FUNCTION_" + a.function.value,
                                  column=a.column, quantiles=a.quantiles, candidates=a.candidates, weight=a.weight)
                     for a in plan.aggregates])
 
@@ -191,7 +191,7 @@ def release_to_proto(release: Release, types: dict[str, ColumnType]) -> pb.Relea
         rows=[pb.ResultRow(group_key=[value_of(v, types.get(c)) for v, c in zip(r.key, release.plan.group_by,
                                                                                  strict=True)],
                            estimates=[_estimate(e) for e in r.estimates]) for r in release.rows],
-        accounting=pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + release.accounting.value),
+        accounting="PRIVACY_ACCOUNTING_" + release.accounting.value,
         privacy_loss=loss_to_proto(release.privacy_loss), charged=loss_to_proto(release.charged),
         remaining=loss_to_proto(release.remaining), alpha=release.alpha,
         partition_threshold=release.partition_threshold, cached=release.cached,
@@ -200,8 +200,8 @@ def release_to_proto(release: Release, types: dict[str, ColumnType]) -> pb.Relea
 
 def budget_to_proto(budget: Budget, accounting: Accounting | None) -> pb.Budget:
     out = pb.Budget(dataset=f"datasets/{budget.dataset_id}", analyst=budget.analyst,
-                    accounting=(pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + accounting.value)
-                                if accounting else 0),
+                    accounting=("PRIVACY_ACCOUNTING_" + accounting.value
+                                if accounting else None),
                     spent=loss_to_proto(budget.spent), reserved=loss_to_proto(budget.reserved),
                     remaining=loss_to_proto(budget.remaining), etag=budget.etag)
     if budget.cap is not None:
@@ -214,9 +214,9 @@ def budget_to_proto(budget: Budget, accounting: Accounting | None) -> pb.Budget:
 def entry_to_proto(entry: LedgerEntry) -> pb.LedgerEntry:
     out = pb.LedgerEntry(
         sequence=entry.sequence, time=_ts_us(entry.time_us),
-        kind=pb.LedgerEntryKind.Value("LEDGER_ENTRY_KIND_" + entry.kind), dataset=f"datasets/{entry.dataset_id}",
+        kind="LEDGER_ENTRY_KIND_" + entry.kind, dataset=f"datasets/{entry.dataset_id}",
         analyst=entry.analyst, principal=entry.principal,
-        state=pb.SpendState.Value("SPEND_STATE_" + entry.state) if entry.state else 0,
+        state="SPEND_STATE_" + entry.state if entry.state else None,
         query_digest=entry.query_digest, release_id=entry.release_id, cached=entry.cached,
         remaining=loss_to_proto(entry.remaining), update_time=_ts_us(entry.update_us))
     if entry.kind == "SPEND":

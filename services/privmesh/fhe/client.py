@@ -20,6 +20,7 @@ from datetime import timedelta
 import numpy as np
 import openfhe
 from google.protobuf.duration_pb2 import Duration
+from numpy.typing import NDArray
 
 from privmesh.fhe.circuit import Packing
 from privmesh.fhe.convert import params_from_proto
@@ -56,7 +57,7 @@ class ClientKeys:
     def packing(self) -> Packing:
         return packing_of(self.model)
 
-    def key_parts(self) -> list[tuple[int, bytes]]:
+    def key_parts(self) -> list[tuple[pb.KeyPartKind, bytes]]:
         """The parts RegisterKeys needs, serialized in OpenFHE's BINARY format (never the secret key)."""
         tag = self.key_pair.publicKey.GetKeyTag()
         serialized = {
@@ -67,18 +68,18 @@ class ClientKeys:
         }
         return [(kind, serialized[kind]()) for kind in self.model.required_key_parts]
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+    def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as the model declares."""
         offsets = np.array([f.offset for f in self.model.features])
         scales = np.array([f.scale or 1.0 for f in self.model.features])
         return (np.asarray(raw, dtype=float) - offsets) / scales
 
-    def encrypt(self, samples: np.ndarray) -> bytes:
+    def encrypt(self, samples: NDArray[np.float64]) -> bytes:
         """One input: preprocessed samples (at most samples_per_ciphertext) packed and encrypted."""
         plaintext = self.context.MakeCKKSPackedPlaintext([float(v) for v in self.packing.pack(samples)])
         return bytes(openfhe.Serialize(self.context.Encrypt(self.key_pair.publicKey, plaintext), openfhe.BINARY))
 
-    def decrypt(self, output: bytes, count: int) -> np.ndarray:
+    def decrypt(self, output: bytes, count: int) -> NDArray[np.float64]:
         """The model's outputs (count x values_per_sample) of one output ciphertext."""
         ciphertext = openfhe.DeserializeCiphertextString(output, openfhe.BINARY)
         plaintext = self.context.Decrypt(self.key_pair.secretKey, ciphertext)
@@ -143,8 +144,8 @@ async def collect_outputs(call: AsyncIterator[pb.InferResponse]) -> list[bytes]:
     return outputs
 
 
-async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: np.ndarray,
-                timeout: float = 600.0) -> np.ndarray:
+async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: NDArray[np.float64],
+                timeout: float = 600.0) -> NDArray[np.float64]:
     """Encrypts raw feature vectors (samples x features) in batches, has the model evaluated on the server, and
     decrypts the outputs locally (samples x values_per_sample)."""
     samples = keys.preprocess(np.atleast_2d(raw))

@@ -60,7 +60,8 @@ def key_to_proto(record: KeyRecord) -> pb.Key:
     primary = record.version(record.primary_version)
     return pb.Key(
         name=record.name, key_id=record.key_id, alias=record.alias, description=record.description,
-        backend=BACKEND_ENUM[record.backend], origin=record.origin, key_spec=pb.KEY_SPEC_AES_256, state=record.state,
+        backend=BACKEND_ENUM[record.backend], origin=pb.KeyOrigin.Name(record.origin), key_spec=pb.KEY_SPEC_AES_256,
+        state=pb.KeyState.Name(record.state),
         primary_version=record.primary_version, rotation_period=_duration_us(record.rotation_period_us),
         next_rotation_time=_ts_us(record.next_rotation_us), data_key_caching=caching_to_proto(record.caching),
         deletion_time=_ts_us(record.deletion_us),
@@ -72,7 +73,8 @@ def key_to_proto(record: KeyRecord) -> pb.Key:
 def version_to_proto(record: KeyRecord, number: int) -> pb.KeyVersion:
     version = record.version(number)
     assert version is not None
-    return pb.KeyVersion(name=f"{record.name}/versions/{number}", version=number, state=version.state,
+    return pb.KeyVersion(name=f"{record.name}/versions/{number}", version=number,
+                         state=pb.KeyVersionState.Name(version.state),
                          primary=number == record.primary_version, create_time=_ts_us(version.create_us),
                          material_expire_time=_ts_us(version.material_expire_us),
                          destroy_time=_ts_us(version.destroy_us))
@@ -140,7 +142,7 @@ def _data_key_spec(spec: int) -> None:
         raise InvalidArgument.single("key_spec", "only AES_256")
 
 
-def _format(result: DataKeyResult) -> int | None:
+def _format(result: DataKeyResult) -> pb.RecipientCiphertextFormat | None:
     if result.recipient is None:
         return None
     cms = pb.RECIPIENT_CIPHERTEXT_FORMAT_CMS_ENVELOPED_DATA

@@ -128,7 +128,7 @@ class MeshInterceptor:
                 fields["request"] = redact(request)
             log.info("rpc", extra={"fields": fields})
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
         declared = self.declaration_of(method)
         streaming_request = bool(handler.stream_unary or handler.stream_stream)
@@ -233,9 +233,9 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
     def __init__(self, inner: grpc.GenericRpcHandler, interceptor: MeshInterceptor) -> None:
         self._inner = inner
         self._interceptor = interceptor
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
@@ -262,7 +262,7 @@ class InterceptedServer(grpc.aio.Server):
             [_WrappingGenericHandler(handler, self._interceptor) for handler in generic_rpc_handlers])
 
     def add_registered_method_handlers(self, service_name: str,
-                                       method_handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+                                       method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
         self._server.add_registered_method_handlers(service_name, {
             name: self._interceptor.wrap(handler, f"{service_name}/{name}")
             for name, handler in method_handlers.items()})

@@ -71,7 +71,7 @@ def rotation_to_proto(view: RotationView) -> pb.Rotation:
     body = view.body
     rotation = pb.Rotation(name=f"tenants/{view.tenant}/rotations/{view.id}", fields=body["fields"],
                            rotate_master_keys=body["rotate_master_keys"],
-                           state=pb.RotationState.Value("ROTATION_STATE_" + view.state),
+                           state="ROTATION_STATE_" + view.state,
                            entries_total=view.total, entries_done=view.done, create_time=_ts(body["create_us"]),
                            error_reason=body.get("error_reason", ""), error_message=body.get("error_message", ""),
                            requested_by=body["requested_by"])
@@ -152,7 +152,8 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
 
         results = await self._vault.detokenize(tenant, [(i.field, i.token) for i in request.items], request.view,
                                                request.purpose, plaintext_granted, request.request_id)
-        return pb.DetokenizeResponse(results=[pb.DetokenizedValue(value=r.value, view=r.view) for r in results])
+        return pb.DetokenizeResponse(results=[pb.DetokenizedValue(value=r.value, view=pb.DetokenizeView.Name(r.view))
+                                                 for r in results])
 
     async def DeleteTokens(self, request: pb.DeleteTokensRequest,
                            context: CallContext) -> pb.DeleteTokensResponse:

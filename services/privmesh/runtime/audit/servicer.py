@@ -34,7 +34,7 @@ def entry_to_proto(entry: Entry) -> common_pb2.AuditEntry:
     return common_pb2.AuditEntry(
         sequence=entry.sequence, time=_timestamp(entry.time_us), service=entry.service, principal=entry.principal,
         operation=entry.operation, resource=entry.resource,
-        outcome=common_pb2.AuditOutcome.Value("AUDIT_OUTCOME_" + entry.outcome), details=dict(entry.details),
+        outcome="AUDIT_OUTCOME_" + entry.outcome, details=dict(entry.details),
         previous_hash=entry.previous_hash, entry_hash=entry.entry_hash)
 
 
