@@ -179,3 +179,25 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
     endpoint = f"http://{host}:{port}"
     yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """One moto server for a module (every AWS service it emulates on one loopback port, reached over HTTP as an
+    AWS endpoint is), with test credentials in the environment; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

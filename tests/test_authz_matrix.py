@@ -12,6 +12,7 @@ exactly the contracts' methods, so a new method fails here until it has a declar
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
@@ -33,7 +35,7 @@ from privmesh.demo import records
 from privmesh.dpgateway import server as dp_server
 from privmesh.dpgateway.v1 import dpgateway_pb2 as dp
 from privmesh.fhe import server as fhe_server
-from privmesh.fhe.client import ClientKeys, register_keys
+from privmesh.fhe.client import ClientKeys, register_keys, submit_job
 from privmesh.fhe.v1 import fhe_pb2 as fh
 from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.fl import server as fl_server
@@ -117,6 +119,7 @@ CASES: dict[str, Case] = {
     f"{ATT}/GetPolicy": Case(lambda t: av.GetPolicyRequest(name="target")),
     f"{ATT}/ListPolicies": listing(),
     f"{ATT}/DeletePolicy": Case(lambda t: av.DeletePolicyRequest(name="target")),
+    f"{ATT}/ListVerificationResults": listing(),
     f"{ATT}/GetVerificationKeys": wide(),
     f"{AUD}/ListAuditEntries": wide(),
     f"{AUD}/ListAuditCheckpoints": wide(),
@@ -146,6 +149,12 @@ CASES: dict[str, Case] = {
     f"{FHE}/CreateModel": Case(lambda t: fh.CreateModelRequest(model_id="linear", model_file=b"{}")),
     f"{FHE}/DeleteModel": Case(lambda t: fh.DeleteModelRequest(name="models/linear")),
     f"{FHE}/Infer": Case(lambda t: [fh.InferRequest(start=fh.InferStart(session=t["session"]))], holder=True),
+    f"{FHE}/SubmitJob": Case(lambda t: [fh.SubmitJobRequest(start=fh.JobStart(session=t["session"], input_count=1))],
+                             holder=True),
+    f"{FHE}/GetJob": Case(lambda t: fh.GetJobRequest(name=t["job"]), holder=True),
+    f"{FHE}/ListJobs": Case(lambda t: None, lists=True, holder=True),
+    f"{FHE}/GetJobResult": Case(lambda t: fh.GetJobResultRequest(name=t["job"]), holder=True),
+    f"{FHE}/CancelJob": Case(lambda t: fh.CancelJobRequest(name=t["job"]), holder=True),
     f"{FLC}/CreateFederation": Case(lambda t: fl.CreateFederationRequest(federation_id="target")),
     f"{FLC}/GetFederation": Case(lambda t: fl.GetFederationRequest(name="federations/target")),
     f"{FLC}/ListFederations": listing(),
@@ -153,6 +162,7 @@ CASES: dict[str, Case] = {
                                                                                participant_id="p")),
     f"{FLC}/ListParticipants": Case(lambda t: fl.ListParticipantsRequest(parent="federations/target")),
     f"{FLC}/RemoveParticipant": Case(lambda t: fl.RemoveParticipantRequest(name="federations/target/participants/p")),
+    f"{FLC}/GetStartupKit": Case(lambda t: fl.GetStartupKitRequest(name="federations/target/participants/p")),
     f"{FLC}/StartRun": Case(lambda t: fl.StartRunRequest(parent="federations/target")),
     f"{FLC}/GetRun": Case(lambda t: fl.GetRunRequest(name="federations/target/runs/r1")),
     f"{FLC}/ListRuns": Case(lambda t: fl.ListRunsRequest(parent="federations/target")),
@@ -426,15 +436,31 @@ async def test_fhe_inference(start_server, tmp_path: Path, identities: DevPki, o
         {"name": "holder-keys", "principals": [spiffe(HOLDER)],
          "methods": [f"{FHE}/RegisterKeys", f"{FHE}/GetModel"]},
         {"name": "holder-sessions", "principals": [spiffe(HOLDER)],
-         "methods": [f"{FHE}/GetSession", f"{FHE}/DeleteSession", f"{FHE}/Infer"], "resources": ["models/other"]},
+         "methods": [f"{FHE}/GetSession", f"{FHE}/DeleteSession", f"{FHE}/Infer", f"{FHE}/SubmitJob", f"{FHE}/GetJob",
+                     f"{FHE}/ListJobs", f"{FHE}/GetJobResult", f"{FHE}/CancelJob"], "resources": ["models/other"]},
+        # The holder's job is on a model it may submit to, and nothing else: every other job method is refused.
+        {"name": "holder-jobs", "principals": [spiffe(HOLDER)], "methods": [f"{FHE}/SubmitJob"],
+         "resources": ["models/linear-jobs"]},
     ]
+    settings = fhe_settings(tmp_path, jobs={"poll_seconds": 0.1})
+    (tmp_path / "models" / "linear-jobs.json").write_bytes((tmp_path / "models" / "linear.json").read_bytes())
+    settings["model_files"].append(str(tmp_path / "models" / "linear-jobs.json"))
     server = await start_server(fhe_server.DEFINITION,
-                                server_config(tmp_path, identities, policy(services, holder), fhe_settings(tmp_path)))
+                                server_config(tmp_path, identities, policy(services, holder), settings))
     channels = open_channels(f"127.0.0.1:{server.port}")
     stub = fhe_pb2_grpc.FHEInferenceStub(channels[HOLDER])
     model = (await stub.GetModel(fh.GetModelRequest(name="models/linear"))).model
     session = await register_keys(stub, ClientKeys.generate(model), ttl=timedelta(minutes=5))
-    targets = Targets(["models/", session.name], [], {"session": session.name})
+    keys = ClientKeys.generate((await stub.GetModel(fh.GetModelRequest(name="models/linear-jobs"))).model)
+    job_session = await register_keys(stub, keys, ttl=timedelta(minutes=5))
+    job = await submit_job(stub, job_session.name, [(keys.encrypt(keys.preprocess(np.ones((1, 6)))), 1)])
+    for _ in range(600):  # the holder may not read its job: wait on the stored state, so no case sees it change
+        with sqlite3.connect(tmp_path / "fhe.db") as conn:
+            if conn.execute("SELECT state FROM fhe_jobs").fetchall() == [("SUCCEEDED",)]:
+                break
+        await asyncio.sleep(0.1)
+    targets = Targets(["models/", session.name, job_session.name, job.name], [],
+                      {"session": session.name, "job": job.name})
     await run_cases(Harness(tmp_path, services, channels, targets), services)
 
 

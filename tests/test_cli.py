@@ -62,6 +62,7 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
                       cwd=tmp_path)
         assert partial.returncode == 1 and "missing from the bundle" in partial.stdout
         bundle = json.loads((tmp_path / "bundle.json").read_text())
+        _receipt_verifies_against_the_mesh_ca(tmp_path)
         head = bundle["services"][0]["head"]
         head["sequence"] = str(int(head.get("sequence", 0)) + 1)  # claims an entry the signature never covered
         (tmp_path / "forged.json").write_text(json.dumps(bundle))
@@ -77,6 +78,40 @@ def test_up_status_evidence_and_clean_stop(tmp_path: Path) -> None:
     assert not mesh_file.exists()
     log = (tmp_path / "mesh" / "logs" / "attestation-verifier.log").read_text()
     assert '"message": "draining"' in log
+
+
+def _receipt_verifies_against_the_mesh_ca(tmp_path: Path) -> None:
+    """A refused call leaves the demo client an audit entry; its receipt verifies under the mesh CA alone."""
+    import asyncio
+
+    import grpc
+
+    from privmesh.mesh.local import MeshLayout
+    from privmesh.runtime.client import secure_channel
+
+    layout = MeshLayout(tmp_path / "mesh")
+    [(target, peer)] = [(e.target, e.spiffe_id) for e in layout.endpoints() if e.service == "attestation-verifier"]
+
+    async def refused_call() -> grpc.StatusCode:
+        async with secure_channel(target, layout.identity("demo-client"), timeout_seconds=30, peer=peer) as channel:
+            try:
+                await channel.unary_unary("/privmesh.attestation.v1.AttestationVerifier/DeletePolicy")(b"")
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    assert asyncio.run(refused_call()) == grpc.StatusCode.PERMISSION_DENIED
+    fetched = run("evidence", "receipt", "--state-dir", "mesh", "attestation-verifier", "-o", "receipt.json",
+                  cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    unpinned = run("evidence", "verify-receipt", "receipt.json", cwd=tmp_path)
+    assert unpinned.returncode == 2 and "no pinned audit keys" in unpinned.stderr
+    verified = run("evidence", "verify-receipt", "receipt.json", "--ca", "mesh/pki/ca.crt", "--min-witnesses", "2",
+                   cwd=tmp_path)
+    assert verified.returncode == 0 and "cosigned by" in verified.stdout, verified.stdout + verified.stderr
+    short = run("evidence", "verify-receipt", "receipt.json", "--ca", "mesh/pki/ca.crt", "--min-witnesses", "99",
+                cwd=tmp_path)
+    assert short.returncode == 1 and "99 required" in short.stdout
 
 
 def _console_reads_the_mesh(tmp_path: Path) -> None:
@@ -109,8 +144,10 @@ def _console_reads_the_mesh(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
         assert len(overview["services"]) == 6 and all(s["ok"] for s in overview["services"]), overview
-        sections = get("/api/services")["sections"]
-        assert len(sections) == 7 and not [s for s in sections if s["error"]], sections
+        from privmesh.console.inventory import PAGES, SOURCES
+
+        sections = [s for page in PAGES for s in get(f"/api/state/{page}")["sections"]]
+        assert len(sections) == len(SOURCES) + 1 and not [s for s in sections if s["error"]], sections  # + budgets
     finally:
         console.terminate()
         console.wait(timeout=30)

@@ -152,6 +152,8 @@ def build() -> dict[str, Any]:
                               "cacheSeconds": {"type": "number", "minimum": 0, "maximum": 300}}),
         "termination": _strict({"preStopSeconds": {"type": "integer", "minimum": 0, "maximum": 60},
                                 "drainSeconds": {"type": "integer", "minimum": 0, "maximum": 300}}),
+        "audit": _strict({"witnesses": {"type": "boolean"},
+                          "cosignIntervalSeconds": {"type": "number", "minimum": 0, "maximum": 86400}}),
         "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
         "postgresql": _strict({
             "mode": {"enum": ["none", "dev", "external"]},

@@ -30,6 +30,8 @@ RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{SERVICE}/*"]},
     {"name": "verify-only", "principals": [spiffe("bob")], "methods": [f"{SERVICE}/VerifyAttestation"],
      "resources": ["policies/simulated"]},
+    {"name": "verdicts-of-simulated", "principals": [spiffe("auditor")],
+     "methods": [f"{SERVICE}/ListVerificationResults"], "resources": ["policies/simulated/**"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 AUDIENCE = "spiffe://privmesh.local/ns/privmesh/sa/key-broker"

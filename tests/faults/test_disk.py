@@ -19,8 +19,9 @@ import pytest
 from privmesh.attestation import server as attestation_server
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 from privmesh.runtime.audit.chain import key_id
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import StorageUnavailable
 from privmesh.runtime.errors import read_error

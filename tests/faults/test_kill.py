@@ -24,7 +24,7 @@ from privmesh.demo import records
 from privmesh.demo.fl_step import _federation
 from privmesh.dpgateway.v1 import dpgateway_pb2 as dp
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
-from privmesh.fhe.client import ClientKeys, infer, register_keys
+from privmesh.fhe.client import ClientKeys, infer, job_result, register_keys, submit_job, wait_for_job
 from privmesh.fhe.model import model_file
 from privmesh.fhe.v1 import fhe_pb2 as fhe
 from privmesh.fhe.v1 import fhe_pb2_grpc
@@ -33,7 +33,8 @@ from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
 from privmesh.mesh.local import LocalMesh, MeshLayout
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.sdk.keybroker.client import allow
 from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
@@ -229,6 +230,41 @@ async def test_fhe_models_and_key_sessions_survive_kill_9(mesh: LocalMesh) -> No
         features = np.array([[0.2, -0.4, 0.6]])
         scores = await infer(stub, session.name, keys, features)  # its stored keys still serve inference
     assert np.allclose(scores[:, 0], features @ WEIGHTS + BIAS, atol=1e-3), scores
+
+
+async def test_fhe_jobs_survive_kill_9_while_running(mesh: LocalMesh) -> None:
+    """A job killed mid-run resumes after its last recorded output, and a job queued behind it runs too: both
+    succeed and every output decrypts to the model's value."""
+    linear = model_file("linear_regression", weights=WEIGHTS, bias=BIAS)
+    features = np.array([[0.2, -0.4, 0.6], [0.1, 0.3, -0.5]])
+    async with _channel(mesh, "fhe-inference") as channel:
+        stub = fhe_pb2_grpc.FHEInferenceStub(channel)
+        model = (await stub.CreateModel(fhe.CreateModelRequest(model_id="jobs", model_file=linear))).model
+        keys = await asyncio.to_thread(ClientKeys.generate, model)
+        session = await register_keys(stub, keys)
+        ciphertext = await asyncio.to_thread(keys.encrypt, keys.preprocess(features))
+        running = await submit_job(stub, session.name, [(ciphertext, 2)] * 30)
+        queued = await submit_job(stub, session.name, [(ciphertext, 2)] * 2)
+        for _ in range(1200):
+            seen = (await stub.GetJob(fhe.GetJobRequest(name=running.name))).job
+            if seen.completed_input_count >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert seen.state == fhe.JOB_STATE_RUNNING and 1 <= seen.completed_input_count < 30, seen
+        os.kill(mesh.processes["fhe-inference"].pid, signal.SIGKILL)
+        mesh.processes["fhe-inference"].wait()
+        await mesh.restart("fhe-inference")
+        await stub.GetJob(fhe.GetJobRequest(name=running.name), wait_for_ready=True)
+        for job, count in ((running, 30), (queued, 2)):
+            done = await wait_for_job(stub, job.name, poll_seconds=0.2, progress=False, timeout=300)
+            assert done.completed_input_count == count
+            outputs = await job_result(stub, job.name)
+            assert len(outputs) == count
+            for output in outputs:
+                scores = await asyncio.to_thread(keys.decrypt, output, 2)
+                assert np.allclose(scores[:, 0], keys.preprocess(features) @ WEIGHTS + BIAS, atol=1e-3), scores
+        assert done.attempt_count == 1
+        assert (await stub.GetJob(fhe.GetJobRequest(name=running.name))).job.attempt_count == 2  # resumed
 
 
 async def test_every_audit_log_verifies_after_the_kills(mesh: LocalMesh) -> None:

@@ -27,7 +27,8 @@ RULES = [
     {"name": "admin", "principals": [spiffe("alice")], "methods": [f"{SERVICE}/*"]},
     {"name": "users", "principals": [spiffe("bob")], "methods": [
         f"{SERVICE}/ListModels", f"{SERVICE}/GetModel", f"{SERVICE}/RegisterKeys", f"{SERVICE}/GetSession",
-        f"{SERVICE}/DeleteSession", f"{SERVICE}/Infer"]},
+        f"{SERVICE}/DeleteSession", f"{SERVICE}/Infer", f"{SERVICE}/SubmitJob", f"{SERVICE}/GetJob",
+        f"{SERVICE}/ListJobs", f"{SERVICE}/GetJobResult", f"{SERVICE}/CancelJob"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
 ]
 TEST = {"security": "HEStd_NotSet", "ring_dimension": 2048}

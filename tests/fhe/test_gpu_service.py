@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from privmesh.fhe import server as fhe_server
-from privmesh.fhe.client import MAX_CHUNK_BYTES, infer, register_keys
+from privmesh.fhe.client import MAX_CHUNK_BYTES, infer, infer_job, register_keys
 from privmesh.fhe.model import load_model
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
@@ -93,3 +93,18 @@ def test_settings_refuse_an_unknown_backend(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="backend"):
         FheSettings(**fhe_settings(tmp_path, evaluator={"backend": "cuda-magic"}))
+
+
+async def test_torch_backend_runs_jobs_on_the_same_path(torch_fhe: Fhe) -> None:
+    """An asynchronous job goes through the same evaluation workers: on the torch evaluator (CUDA where visible)
+    its outputs decrypt to the model and say which evaluator computed them."""
+    keys = await keys_for(torch_fhe.bob, "linear")
+    session = await register_keys(torch_fhe.bob, keys)
+    raw = np.random.default_rng(6).uniform(-1, 1, (3, 6))
+    scores = await infer_job(torch_fhe.bob, session.name, keys, raw, progress=False, poll_seconds=0.2)
+    expected = load_model("linear", small_model_files()["linear"]).predict(raw)
+    assert np.max(np.abs(scores - expected)) < keys.model.tolerance
+    [job] = (await torch_fhe.bob.ListJobs(pb.ListJobsRequest())).jobs
+    replies = [r async for r in torch_fhe.bob.GetJobResult(pb.GetJobResultRequest(name=job.name))]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert [r.output.evaluator for r in replies if r.WhichOneof("payload") == "output"] == [f"torch-{device}"]

@@ -141,7 +141,7 @@ def fl_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
+async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> AsyncIterator[FlEnv]:
     for name in (COORDINATOR, "key-broker", "attestation-verifier"):
         pki.issue(name)
     servers: list[MeshServer] = []
@@ -160,9 +160,11 @@ async def fl_env(fl_tmp: Path, pki: DevPki) -> AsyncIterator[FlEnv]:
         "database": f"sqlite:///{av_dir / 'attestation.db'}", "token_signing_key_file": str(av_dir / "token.pem"),
         "dev_root_files": [str(fl_tmp / "dev-root.pem")]})))
     kb_target, av_target = (f"127.0.0.1:{s.port}" for s in servers)
-    settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
+    settings: dict[str, object] = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
                 "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_port()}"}
+    if getattr(request.module, "FLARE", False):  # a module that tests FLARE federations: a FLARE server too
+        settings["flare"] = {"address": f"localhost:{free_port()}"}
     config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
     data = config.read_text().replace(str(pki.bundle("server").cert_file), str(pki.bundle(COORDINATOR).cert_file))

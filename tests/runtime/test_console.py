@@ -17,7 +17,7 @@ from aiohttp import web
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.console.app import AuditorConsole
-from privmesh.runtime.audit.bundle import Trust
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity, spiffe
@@ -128,8 +128,8 @@ async def test_the_pages_in_headless_chromium(console: str, mesh: dict[str, Any]
     assert set(rows) == set(api)
     for name, row in rows.items():
         assert int(row[1]) == api[name]["entries"]
-        assert row[4].startswith("BROKEN") == (not api[name]["ok"])
-    assert rows["wb"][4].startswith("BROKEN") and rows["wa"][4].startswith("verified")
+        assert row[6].startswith("BROKEN") == (not api[name]["ok"])
+    assert rows["wb"][6].startswith("BROKEN") and rows["wa"][6].startswith("verified")
     assert shown["entries"] and all(spiffe("alice") == e[3] for e in shown["entries"])
     assert shown["count"] == f"{len(shown['entries'])} entries"
     assert (shots / "overview.png").stat().st_size > 0 and (shots / "audit.png").stat().st_size > 0

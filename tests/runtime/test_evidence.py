@@ -16,10 +16,11 @@ from google.protobuf import json_format
 
 from privmesh.common.v1 import common_pb2
 from privmesh.runtime import echo
-from privmesh.runtime.audit.bundle import NoTrustAnchor, Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import NoTrustAnchor, export_bundle, verify_bundle
 from privmesh.runtime.audit.chain import sign_checkpoint
 from privmesh.runtime.audit.endorsement import endorse
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, checkpoint_to_proto
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.pki import DevPki
 from tests.conftest import identity, server_config, spiffe

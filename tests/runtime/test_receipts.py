@@ -14,6 +14,7 @@ import pytest
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime import echo
 from privmesh.runtime.audit.receipt import to_json, verify_receipt
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
@@ -44,8 +45,8 @@ async def _receipt(server: Any, pki: DevPki, who: str, sequence: int = 0) -> com
         return (await stub.GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=sequence))).receipt
 
 
-def _trust(server: Any) -> dict[str, str]:
-    return {"echo": hashlib.sha256(_raw_key(server)).hexdigest()}
+def _trust(server: Any) -> Trust:
+    return Trust({"echo": hashlib.sha256(_raw_key(server)).hexdigest()})
 
 
 def _raw_key(server: Any) -> bytes:
@@ -121,7 +122,7 @@ async def test_a_receipt_verifies_only_against_the_pinned_key(server, pki: DevPk
     async with _channel(server, identity(pki, "alice")) as ch:
         await ch.unary_unary(ECHO + "Put")(b"a=1")
     receipt = to_json(await _receipt(server, pki, "alice"))
-    verdict = verify_receipt(receipt, {"echo": "00" * 32}, min_witnesses=0)
-    assert not verdict.ok and "pinned" in (verdict.problem or "")
+    verdict = verify_receipt(receipt, Trust({"echo": "00" * 32}), min_witnesses=0)
+    assert not verdict.ok and "not the trusted key" in (verdict.problem or "")
     verdict = verify_receipt(receipt, _trust(server), min_witnesses=1)
     assert not verdict.ok and "witnesses" in (verdict.problem or "")

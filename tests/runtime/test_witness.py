@@ -21,6 +21,7 @@ from privmesh.runtime.audit.chain import Event
 from privmesh.runtime.audit.log import load_or_create_signing_key
 from privmesh.runtime.audit.receipt import to_json, verify_receipt
 from privmesh.runtime.audit.store import AuditStore
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import read_error
@@ -38,11 +39,15 @@ RULES = [
 ]
 
 
-@pytest.fixture
-async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    ports = {name: _free_port() for name in NAMES}
+async def start_mesh(tmp_path: Path, pki: DevPki, start_server: Any, names: tuple[str, ...] = NAMES,
+                     witnesses: dict[str, int] | None = None, interval: float = 0,
+                     audit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Echo servers `names`, each witnessed by the others (and by `witnesses`: name -> port), cosigning every
+    `interval` seconds when set; `audit` overrides audit settings (e.g. the signing key file)."""
+    ports = {name: _free_port() for name in names}
+    peers = {**(witnesses or {}), **ports}
     servers = {}
-    for name in NAMES:
+    for name in names:
         pki.issue(name)
         home = tmp_path / name
         home.mkdir()
@@ -51,11 +56,17 @@ async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # 
         config = yaml.safe_load(path.read_text())
         bundle = pki.bundle(name)
         config["server"]["tls"].update(cert_file=str(bundle.cert_file), key_file=str(bundle.key_file))
-        config["server"]["audit"]["witnesses"] = [{"service": peer, "target": f"127.0.0.1:{ports[peer]}"}
-                                                  for peer in NAMES if peer != name]
+        config["server"]["audit"].update(witnesses=[{"service": peer, "target": f"127.0.0.1:{port}"}
+                                                    for peer, port in peers.items() if peer != name],
+                                         cosign_interval_seconds=interval, **(audit or {}))
         path.write_text(yaml.safe_dump(config))
         servers[name] = await start_server(dataclasses.replace(echo.DEFINITION, name=name), path)
     return servers
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path, pki: DevPki, start_server) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return await start_mesh(tmp_path, pki, start_server)
 
 
 def _raw(server: Any) -> bytes:
@@ -106,13 +117,13 @@ async def test_each_service_cosigns_the_others_and_receipts_carry_the_cosignatur
                                      mesh[peer].audit.public_key) is not None
     async with secure_channel(_target(a), identity(pki, "alice"), timeout_seconds=10, peer=_peer(a)) as ch:
         reply = await common_pb2_grpc.AuditLogStub(ch).GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=5))
-    verdict = verify_receipt(to_json(reply.receipt), _trust(mesh), min_witnesses=2)
+    verdict = verify_receipt(to_json(reply.receipt), Trust(_trust(mesh)), min_witnesses=2)
     assert verdict.ok, verdict.problem
     assert verdict.witnesses == ("wb", "wc")
     # a witness that is not pinned does not count
     trust = _trust(mesh)
     del trust["wc"]
-    assert verify_receipt(to_json(reply.receipt), trust, min_witnesses=2).problem
+    assert verify_receipt(to_json(reply.receipt), Trust(trust), min_witnesses=2).problem
 
 
 async def test_a_fork_signed_with_a_stolen_key_is_refused_and_kept_as_evidence(mesh, pki: DevPki,
@@ -181,7 +192,7 @@ async def test_the_witness_refuses_what_it_must(mesh, pki: DevPki) -> None:
 
 async def test_a_log_rewritten_with_its_stolen_key_shows_as_a_split_view_in_the_bundle(
         mesh, pki: DevPki, tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
-    from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+    from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 
     await _work(mesh["wa"], pki, 5)
     auditor = identity(pki, "auditor")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from privmesh.attestation.nitro import AWS_NITRO_ROOT_SHA256, NitroVerifier
 from privmesh.attestation.policy_files import put_policy_files
+from privmesh.attestation.results import ResultStore
 from privmesh.attestation.servicer import AttestationServicer
 from privmesh.attestation.settings import AttestationSettings
 from privmesh.attestation.store import NonceStore, PolicyStore
@@ -51,7 +52,8 @@ async def build(runtime: Runtime, settings: AttestationSettings) -> Sequence[Reg
     runtime.on_close.append(db.close)
     issuer = ResultTokenIssuer(load_or_create_token_key(settings.token_signing_key_file), settings.issuer,
                                timedelta(seconds=settings.token_ttl_seconds))
-    service = AttestationService(make_verifier(settings), PolicyStore(db), NonceStore(db), issuer, runtime.audit)
+    service = AttestationService(make_verifier(settings), PolicyStore(db), NonceStore(db), issuer, runtime.audit,
+                                 ResultStore(db))
     await put_policy_files(service, settings.policy_files)
     servicer = AttestationServicer(service, runtime.authorizer)
 

@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.attestation.policy import DEFAULT_MAX_DOCUMENT_AGE, InvalidPolicy, PcrSet, Policy
+from privmesh.attestation.results import VerificationResult
 from privmesh.attestation.store import StoredPolicy
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
@@ -60,6 +61,18 @@ def policy_to_proto(stored: StoredPolicy) -> pb.Policy:
         update_time=_ts_us(stored.update_us))
 
 
+def result_to_proto(result: VerificationResult) -> pb.VerificationResult:
+    reply = pb.VerificationResult(
+        name=result.name, kind=result.kind, policy=result.policy, policy_etag=result.policy_etag,
+        verdict=pb.VERDICT_ACCEPTED if result.accepted else pb.VERDICT_REJECTED,
+        refusal_reasons=["REFUSAL_REASON_" + r for r in result.reasons],
+        document_sha256=result.document_sha256, module_id=result.module_id, principal=result.principal,
+        verify_time=_ts_us(result.verify_us), token_minted=result.token_minted)
+    if result.replay_us:
+        reply.replay_time.CopyFrom(_ts_us(result.replay_us))
+    return reply
+
+
 class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
     def __init__(self, service: AttestationService, authorizer: Authorizer) -> None:
         self._service = service
@@ -108,6 +121,18 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
 
         page, token = await visible_page(fetch, after, limit, lambda p: p.name, self._authorizer.visible)
         return pb.ListPoliciesResponse(policies=page, next_page_token=token)
+
+    async def ListVerificationResults(self, request: pb.ListVerificationResultsRequest,
+                                      context: CallContext) -> pb.ListVerificationResultsResponse:
+        limit, after = name_page(request)
+        await self._service.open_results(request.policy)
+
+        async def fetch(start: str | None, count: int) -> list[pb.VerificationResult]:
+            return [result_to_proto(r) for r in await self._service.list_results(start or "", count, request.policy)]
+
+        page, token = await visible_page(fetch, after, limit, lambda r: r.name.rsplit("/", 1)[1],
+                                         self._authorizer.visible)
+        return pb.ListVerificationResultsResponse(results=page, next_page_token=token)
 
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
                            context: CallContext) -> pb.DeletePolicyResponse:

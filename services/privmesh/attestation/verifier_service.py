@@ -12,8 +12,10 @@ from datetime import datetime, timedelta, timezone
 from privmesh.attestation.document import MAX_DOCUMENT_BYTES, MalformedDocument, Refusal, parse_document
 from privmesh.attestation.nitro import NitroVerifier
 from privmesh.attestation.policy import NAME_PATTERN, Claims, Policy, claims_of, evaluate, needs_nonce_check
+from privmesh.attestation.results import NITRO_ENCLAVE, ResultStore, VerificationResult, new_id
 from privmesh.attestation.store import EtagMismatch, NonceState, NonceStore, PolicyStore, StoredPolicy
 from privmesh.runtime.audit.log import AuditLog
+from privmesh.runtime.context import current_principal
 from privmesh.runtime.errors import Aborted, InvalidArgument, NotFound
 from privmesh.sdk.attestation.tokens import ResultTokenIssuer, UnsupportedEnclaveKey
 
@@ -34,9 +36,11 @@ class Verdict:
 
 class AttestationService:
     def __init__(self, verifier: NitroVerifier, policies: PolicyStore, nonces: NonceStore, issuer: ResultTokenIssuer,
-                 audit: AuditLog, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 audit: AuditLog, results: ResultStore,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.verifier = verifier
         self.policies = policies
+        self.results = results
         self.nonces = nonces
         self.issuer = issuer
         self.audit = audit
@@ -95,6 +99,11 @@ class AttestationService:
                      else "REJECTED", "reasons": ",".join(sorted({r.reason for r in refusals})),
                      "module_id": doc.module_id, "replay_at": at.isoformat() if replay else "",
                      "token_minted": str(token is not None).lower()})
+        now_us = int(self.clock().timestamp() * 1e6)
+        await asyncio.to_thread(self.results.add, VerificationResult(
+            new_id(now_us), NITRO_ENCLAVE, stored.policy.name, stored.etag, accepted,
+            tuple(sorted({r.reason for r in refusals})), digest, doc.module_id, current_principal.get(), now_us,
+            token is not None, int(at.timestamp() * 1e6) if replay else 0))
         return Verdict(accepted, refusals, claims_of(doc), digest, stored, token, expires)
 
     async def put_policy(self, policy: Policy, etag: str) -> StoredPolicy:
@@ -111,6 +120,15 @@ class AttestationService:
 
     async def list_policies(self, after: str, limit: int) -> list[StoredPolicy]:
         return await asyncio.to_thread(self.policies.list, after, limit)
+
+    async def open_results(self, policy: str) -> None:
+        """Validates a listing's filter and audits the read before any result is returned (fail closed)."""
+        if policy and not NAME_PATTERN.fullmatch(policy):
+            raise InvalidArgument.single("policy", "not a policy name")
+        await self.audit.append("ListVerificationResults", resource=f"policies/{policy or '-'}/results")
+
+    async def list_results(self, after: str, limit: int, policy: str) -> list[VerificationResult]:
+        return await asyncio.to_thread(self.results.list, after, limit, policy)
 
     async def delete_policy(self, name: str, etag: str) -> None:
         await self._policy(name)

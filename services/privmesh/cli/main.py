@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -16,7 +17,8 @@ from rich.table import Table
 from privmesh.fl.participant.cli import participant
 from privmesh.mesh.catalog import CATALOG
 from privmesh.mesh.local import LocalMesh, MeshLayout, check_health
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.pki import LEAF_VALIDITY, DevPki
 
 console = Console()
@@ -138,10 +140,16 @@ def status(state_dir: Path) -> None:
 @main.command()
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="use the mesh running from this state directory instead of starting a temporary one")
-def demo(state_dir: Path | None) -> None:
+@click.option("--fl-engine", type=click.Choice(["flower", "flare"]), default="flower", show_default=True,
+              help="the engine of the federated-training step (flare: the temporary mesh runs a FLARE server)")
+def demo(state_dir: Path | None, fl_engine: str) -> None:
     """Runs the end-to-end scenario of DESIGN.md against a local mesh; exits 1 if a step fails."""
     from privmesh.demo.context import DemoContext
     from privmesh.demo.scenario import run_scenario
+    from privmesh.mesh.catalog import LOCAL_FLARE_ENV
+
+    if fl_engine == "flare":
+        os.environ[LOCAL_FLARE_ENV] = "1"
 
     with tempfile.TemporaryDirectory(prefix="privmesh-demo-") as tmp:
         layout = MeshLayout(state_dir or Path(tmp) / "mesh")
@@ -155,7 +163,8 @@ def demo(state_dir: Path | None) -> None:
             if not endpoints:
                 raise click.ClickException(f"no mesh is running from {state_dir}")
             return await run_scenario(DemoContext(layout, console, {e.service: e.target for e in endpoints},
-                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints}))
+                                                  Path(tmp), {e.service: e.spiffe_id for e in endpoints},
+                                                  fl_engine=fl_engine))
 
         try:
             ok = asyncio.run(run())
@@ -169,6 +178,20 @@ def demo(state_dir: Path | None) -> None:
 @main.group()
 def evidence() -> None:
     """Evidence bundles: every service's audit log and signed head, verifiable offline."""
+
+
+def _pins(trust: Path | None, ca: Path | None, trust_domain: str) -> Trust:
+    """What --trust and --ca pin; a usage error (exit 2) when neither is given."""
+    from cryptography import x509
+
+    if trust is None and ca is None:
+        raise click.UsageError("no pinned audit keys: pass --trust KEYS.json or --ca MESH-CA.pem (the keys evidence "
+                               "carries prove nothing; without a pin forged evidence would verify)")
+    try:
+        return Trust(json.loads(trust.read_text()) if trust else {},
+                     x509.load_pem_x509_certificates(ca.read_bytes()) if ca else (), trust_domain)
+    except ValueError as exc:
+        raise click.ClickException(f"the pins are not readable: {exc}") from exc
 
 
 @evidence.command("export")
@@ -205,14 +228,8 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, trust_dom
                     since: Path | None, min_witnesses: int) -> None:
     """Verifies a bundle offline against pinned keys; names the first bad entry of each broken log. Exits 1 if any
     is broken or missing, 2 when nothing is pinned (--trust or --ca is required)."""
-    from cryptography import x509
-
-    if trust is None and ca is None:
-        raise click.UsageError("no pinned audit keys: pass --trust KEYS.json or --ca MESH-CA.pem (a bundle's own "
-                               "keys prove nothing; without a pin a forged bundle would verify)")
+    anchors = _pins(trust, ca, trust_domain)
     try:
-        anchors = Trust(json.loads(trust.read_text()) if trust else {},
-                        x509.load_pem_x509_certificates(ca.read_bytes()) if ca else (), trust_domain)
         earlier = json.loads(since.read_text()) if since else None
         verdicts = verify_bundle(json.loads(bundle.read_text()), anchors, expected or [s.name for s in CATALOG],
                                  earlier, min_witnesses)
@@ -249,18 +266,23 @@ def evidence_receipt(state_dir: Path, service: str, sequence: int, who: str, out
 
 @evidence.command("verify-receipt")
 @click.argument("receipt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="JSON {service: audit key id} of the log's and the witnesses' keys to accept")
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {service: key id, or a list of key ids during a rotation} of the log's and the "
+                   "witnesses' keys to accept")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM of the mesh CA(s): accept a key endorsed by its service's mesh certificate")
 @click.option("--trust-domain", default="privmesh.local", show_default=True)
 @click.option("--min-witnesses", type=click.IntRange(min=0), default=1, show_default=True,
-              help="pinned services other than the log that must have cosigned the checkpoint")
-def evidence_verify_receipt(receipt: Path, trust: Path, trust_domain: str, min_witnesses: int) -> None:
-    """Verifies a receipt offline: entry hash, signed checkpoint, inclusion proof, witnesses. Exits 1 if bad."""
+              help="the quorum: accepted services other than the log that must have cosigned the checkpoint")
+def evidence_verify_receipt(receipt: Path, trust: Path | None, ca: Path | None, trust_domain: str,
+                            min_witnesses: int) -> None:
+    """Verifies a receipt offline: entry hash, signed checkpoint, inclusion proof, witnesses' cosignatures.
+    Exits 1 if bad, 2 when nothing is pinned (--trust or --ca is required)."""
     from privmesh.runtime.audit.receipt import verify_receipt
 
+    anchors = _pins(trust, ca, trust_domain)
     try:
-        verdict = verify_receipt(json.loads(receipt.read_text()), json.loads(trust.read_text()), trust_domain,
-                                 min_witnesses)
+        verdict = verify_receipt(json.loads(receipt.read_text()), anchors, min_witnesses)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{receipt} is not a readable receipt: {exc}") from exc
     if verdict.ok:

@@ -1,7 +1,8 @@
 """`privmesh console`: a read-only web page for auditors, on loopback, that shows every service's audit
 trail and its verification state (chain, Merkle tree, witnesses) with a search by principal, resource and
-time. It reads only through the services' gRPC AuditLog APIs, as the auditor identity, and verifies what it
-reads against pinned audit keys, exactly as `privmesh evidence verify` does.
+time, and each service's own state (inventory.PAGES: keys, token fields, budgets, federations, attestation,
+models). It reads only through the services' gRPC APIs, as the auditor identity, and verifies the audit logs
+against pinned audit keys, exactly as `privmesh evidence verify` does.
 
 Access needs the console's token (printed at start; `Authorization: Bearer <token>`, or `/login?token=`,
 which sets an HttpOnly cookie); every other request is refused. Nothing on the page can change anything.
@@ -19,8 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from privmesh.console.inventory import cell, inventory, spending
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.console.inventory import PAGES, cell, inventory, spending
+from privmesh.runtime.audit import checkpoint as notes
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import ClientIdentity
 
 COOKIE = "privmesh_console"
@@ -56,6 +59,8 @@ class AuditorConsole:
             tree = section.get("tree", {}).get("checkpoints", [])
             services.append({"service": section["service"], "entries": len(section["entries"]),
                              "key_id": verdict.key_id, "ok": verdict.ok, "tree_checkpoints": len(tree),
+                             "tree_size": _size(tree[-1]) if tree else 0,
+                             "witnesses": _cosigners(tree[-1]) if tree else [],
                              "finding": verdict.finding.message if verdict.finding else "",
                              "first_bad_entry": verdict.finding.sequence if verdict.finding else 0})
             rows += [Row(section["service"], int(e.get("sequence", 0)), e.get("time", ""), e.get("principal", ""),
@@ -89,28 +94,36 @@ class AuditorConsole:
         application.router.add_get("/audit", self._audit)
         application.router.add_get("/api/overview", self._api_overview)
         application.router.add_get("/api/audit", self._api_audit)
-        application.router.add_get("/services", self._services)
-        application.router.add_get("/api/services", self._api_services)
+        application.router.add_get("/state/{page}", self._state)
+        application.router.add_get("/api/state/{page}", self._api_state)
         return application
 
-    async def _api_services(self, request: web.Request) -> web.Response:
-        return web.json_response({"sections": await inventory(self.endpoints, self.identity)})
+    def _page_name(self, request: web.Request) -> str:
+        page = request.match_info["page"]
+        if page not in PAGES:
+            raise web.HTTPNotFound(text=f"no page {page!r}")
+        return page
 
-    async def _services(self, request: web.Request) -> web.Response:
+    async def _api_state(self, request: web.Request) -> web.Response:
+        sections = await inventory(self.endpoints, self.identity, self._page_name(request))
+        return web.json_response({"sections": sections})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        page = self._page_name(request)
         parts = []
-        for section in await inventory(self.endpoints, self.identity):
+        for section in await inventory(self.endpoints, self.identity, page):
             items = section["items"]
-            columns = sorted({k for item in items for k in item})[:10]
+            columns = COLUMNS.get(section["method"]) or sorted({k for item in items for k in item})[:10]
             header = "".join(f"<th>{_e(c)}</th>" for c in columns)
-            rows = "".join("<tr>" + "".join(f"<td>{_e(cell(item.get(c, ''))[:120])}</td>" for c in columns) + "</tr>"
+            rows = "".join("<tr>" + "".join(f"<td>{_e(_shown(item.get(c, '')))}</td>" for c in columns) + "</tr>"
                            for item in items)
             note = f"<p class='error'>{_e(section['error'])}</p>" if section["error"] else \
-                f"<p>{len(items)} items</p>"
+                f"<p class='count'>{len(items)} items</p>"
             parts.append(f"<h2 id='{_e(section['method'])}'>{_e(section['service'])}: {_e(section['title'])}</h2>"
                          f"{note}<table data-method='{_e(section['method'])}'><tr>{header}</tr>{rows}</table>")
             if section["method"] == "ListLedger":
                 parts.append(_chart(spending(items)))
-        return _page("Services", "".join(parts) + "<p><a href='/'>overview</a></p>")
+        return _page(PAGES[page], "".join(parts))
 
     async def _api_overview(self, request: web.Request) -> web.Response:
         services, _ = await self.snapshot()
@@ -137,13 +150,13 @@ class AuditorConsole:
         services, _ = await self.snapshot()
         body = "".join(
             f"<tr class='{'ok' if s['ok'] else 'broken'}'><td>{_e(s['service'])}</td><td>{s['entries']}</td>"
-            f"<td>{s['tree_checkpoints']}</td><td><code>{_e(s['key_id'][:16])}</code></td>"
+            f"<td>{s['tree_checkpoints']}</td><td>{s['tree_size']}</td><td>{_e(', '.join(s['witnesses']))}</td>"
+            f"<td><code>{_e(s['key_id'][:16])}</code></td>"
             f"<td>{'verified: chain, tree, witnesses' if s['ok'] else 'BROKEN: ' + _e(s['finding'])}</td></tr>"
             for s in services)
         return _page("Audit logs", "<table id='services'><tr><th>service</th><th>entries</th><th>tree checkpoints"
-                                   "</th><th>audit key</th><th>verification</th></tr>" + body + "</table>"
-                                   "<p><a href='/audit'>search the audit trail</a> · <a href='/services'>"
-                                   "keys, tokens, budgets, federations, policies</a></p>")
+                                   "</th><th>tree size</th><th>cosigned by</th><th>audit key</th><th>verification"
+                                   "</th></tr>" + body + "</table>")
 
     async def _audit(self, request: web.Request) -> web.Response:
         _, rows = await self.snapshot()
@@ -158,7 +171,50 @@ class AuditorConsole:
                        f"<td>{_e(r.outcome)}</td></tr>" for r in found)
         return _page("Audit trail", form + f"<p id='count'>{len(found)} entries</p><table id='entries'><tr>"
                      "<th>service</th><th>#</th><th>time</th><th>principal</th><th>operation</th><th>resource</th>"
-                     "<th>outcome</th></tr>" + body + "</table><p><a href='/'>overview</a></p>")
+                     "<th>outcome</th></tr>" + body + "</table>")
+
+
+# The columns each table shows (others: the first ten keys of its items).
+COLUMNS = {
+    "ListKeys": ("name", "alias", "state", "keySpec", "primaryVersion", "rotationPeriod", "nextRotationTime",
+                 "policy"),
+    "ListFields": ("name", "key", "mayDetokenize", "defaultTtl", "subjectKeyShredding"),
+    "ListDatasets": ("name", "description", "privacyUnitColumn"),
+    "ListLedger": ("sequence", "time", "kind", "dataset", "analyst", "state", "charged", "cap", "remaining"),
+    "GetBudget": ("dataset", "analyst", "cap", "spent", "reserved"),
+    "ListFederations": ("name", "displayName", "numRounds", "runs"),
+    "ListPolicies": ("name", "description", "allowDebug", "requireNonce", "updateTime"),
+    "ListVerificationResults": ("verifyTime", "kind", "policy", "verdict", "refusalReasons", "moduleId", "principal",
+                                "tokenMinted"),
+}
+
+
+def _shown(value: Any) -> str:
+    """A cell: runs as "name: state rounds", losses as "rho=…", the rest as text or compact JSON (cut at 200)."""
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "state" in value[0]:
+        return "; ".join(f"{r.get('name', '')}: {r.get('state', '').removeprefix('RUN_STATE_')} "
+                         f"{r.get('completedRounds', 0)}/{r.get('totalRounds', 0)}" for r in value)
+    if isinstance(value, dict) and not value:
+        return ""
+    if isinstance(value, dict) and value and all(isinstance(v, int | float) for v in value.values()):
+        return ", ".join(f"{k}={v:g}" for k, v in sorted(value.items()))
+    return cell(value)[:200]
+
+
+def _size(note: str) -> int:
+    try:
+        return notes.parse_checkpoint(notes.parse_note(note).text).size
+    except notes.NoteError:
+        return 0
+
+
+def _cosigners(note: str) -> list[str]:
+    """The services named by the witness signature lines of a checkpoint (verify checks them; this only shows)."""
+    try:
+        signatures = notes.parse_note(note).signatures
+    except notes.NoteError:
+        return []
+    return sorted({s.name.rsplit("/", 1)[1] for s in signatures if "/witness/" in s.name})
 
 
 def _chart(series: Mapping[str, list[tuple[str, float]]]) -> str:
@@ -184,9 +240,14 @@ def _e(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _nav() -> str:
+    links = [("/", "audit logs"), ("/audit", "audit trail"), *((f"/state/{p}", t.lower()) for p, t in PAGES.items())]
+    return "<nav>" + " · ".join(f"<a href='{href}'>{_e(text)}</a>" for href, text in links) + "</nav>"
+
+
 def _page(title: str, content: str) -> web.Response:
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:.3em .6em;font-size:90%}tr.broken{background:#fdd}tr.ok td:last-child{color:#060}")
     return web.Response(text=f"<!doctype html><html><head><meta charset='utf-8'><title>privmesh · {_e(title)}"
-                             f"</title><style>{style}</style></head><body><h1>{_e(title)}</h1>{content}</body></html>",
+                             f"</title><style>{style}</style></head><body>{_nav()}<h1>{_e(title)}</h1>{content}</body></html>",
                         content_type="text/html")

@@ -18,6 +18,7 @@ class DemoContext:
     work_dir: Path
     peers: dict[str, str]  # service -> the SPIFFE ID its clients pin (mesh.json)
     facts: dict[str, object] = field(default_factory=dict)
+    fl_engine: str = "flower"  # or "flare": the engine of step 3's federation
 
 
 class StepFailed(Exception):

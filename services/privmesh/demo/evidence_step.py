@@ -8,7 +8,8 @@ from cryptography import x509
 
 from privmesh.demo.context import DemoContext, expect
 from privmesh.demo.transparency_step import fork_step, pinned_keys, receipt_step
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
+from privmesh.runtime.audit.trust import Trust
 
 
 async def evidence_step(ctx: DemoContext) -> None:

@@ -16,7 +16,7 @@ from privmesh.demo.context import DemoContext, expect
 from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.keybroker.enclave_proxy import EnclaveKeyProxy
-from privmesh.keybroker.policy import ADMIN_OPERATIONS
+from privmesh.keybroker.policy import ADMIN_OPERATIONS, AUDIT_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
@@ -34,6 +34,7 @@ async def key_release(ctx: DemoContext, ca: DevCa) -> None:
         verifier_policy=VERIFIER_POLICY, allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE))]))
     policy = pb.KeyPolicy(statements=[
         allow([admin_id], ADMIN_OPERATIONS, "operator"),
+        allow([ctx.layout.pki.spiffe_id("auditor")], AUDIT_OPERATIONS, "auditor-reads"),
         allow([client_id], [pb.KEY_OPERATION_GENERATE_DATA_KEY], "hospital-encrypts"),
         allow([client_id], [pb.KEY_OPERATION_DECRYPT], "enclave-only", attested)])
     target = ctx.targets["key-broker"]

@@ -28,8 +28,9 @@ def _steps() -> list[Step]:
         Step(1, "patient records tokenized by token-vault with key-broker data keys", ("token-vault", "key-broker"),
              tokenvault_step),
         Step(2, "analysts query dp-gateway; the ledger refuses an overspend", ("dp-gateway",), dpgateway_step),
-        Step(3, "three hospitals train a risk model with fl-coordinator (Flower, SecAgg+, DP); the model is stored "
-                "encrypted under a key-broker key", ("fl-coordinator", "key-broker"), federated_training_step),
+        Step(3, "three hospitals train a risk model with fl-coordinator (Flower with SecAgg+, or FLARE; DP); the "
+                "model is stored encrypted under a key-broker key", ("fl-coordinator", "key-broker"),
+             federated_training_step),
         Step(4, "the model is served by fhe-inference: a client encrypts a patient's features, gets an encrypted "
              "score, decrypts it locally", ("fhe-inference",),
              encrypted_scoring_step),

@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from privmesh.demo import records
 from privmesh.demo.context import DemoContext, expect
-from privmesh.keybroker.policy import ADMIN_OPERATIONS
+from privmesh.keybroker.policy import ADMIN_OPERATIONS, AUDIT_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.runtime.client import secure_channel
 from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
@@ -56,6 +56,7 @@ async def _vault_key(ctx: DemoContext) -> str:
                 raise
             policy = kb.KeyPolicy(statements=[
                 allow([ctx.layout.pki.spiffe_id("admin")], ADMIN_OPERATIONS, "operator"),
+                allow([ctx.layout.pki.spiffe_id("auditor")], AUDIT_OPERATIONS, "auditor-reads"),
                 allow([ctx.layout.pki.spiffe_id("token-vault")], VAULT_OPERATIONS, "token-vault")])
             # Data keys may be reused for 5 minutes: the vault encrypts a batch under one key, within these limits.
             caching = kb.DataKeyCaching(max_age=Duration(seconds=300), max_messages=1_000_000)

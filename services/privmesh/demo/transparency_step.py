@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.demo.context import DemoContext, expect
 from privmesh.runtime.audit import checkpoint as notes
-from privmesh.runtime.audit.bundle import Trust, export_bundle, verify_bundle
+from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 from privmesh.runtime.audit.chain import Event
 from privmesh.runtime.audit.log import load_or_create_signing_key
 from privmesh.runtime.audit.receipt import fetch_receipt, to_json, verify_receipt
 from privmesh.runtime.audit.store import AuditStore
+from privmesh.runtime.audit.trust import Trust
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import read_error
@@ -41,10 +43,13 @@ async def receipt_step(ctx: DemoContext, trust: dict[str, str]) -> None:
             continue  # the demo client did nothing on this service
         path = ctx.work_dir / "receipt.json"
         path.write_text(json.dumps(to_json(receipt), indent=1))
-        verdict = verify_receipt(json.loads(path.read_text()), trust, TRUST_DOMAIN, min_witnesses=2)
-        expect(verdict.ok, f"the receipt does not verify: {verdict.problem}")
+        ca = x509.load_pem_x509_certificates(ctx.layout.pki.ca_file.read_bytes())
+        for pins in (Trust(trust, trust_domain=TRUST_DOMAIN), Trust(roots=ca, trust_domain=TRUST_DOMAIN)):
+            verdict = verify_receipt(json.loads(path.read_text()), pins, min_witnesses=2)
+            expect(verdict.ok, f"the receipt does not verify: {verdict.problem}")
         ctx.console.print(f"   receipt for {service} entry {verdict.sequence} ({receipt.entry.operation}) verified "
-                          f"offline: in the tree of {verdict.size}, cosigned by {', '.join(verdict.witnesses)}")
+                          f"offline: in the tree of {verdict.size}, cosigned by {', '.join(verdict.witnesses)} "
+                          "(under the pinned keys, and under the mesh CA)")
         return
     expect(False, "the demo client has no audit entry to get a receipt for")
 

@@ -5,6 +5,12 @@
     session = await register_keys(stub, model, keys)  # context, public key, evaluation keys, in 1 MiB chunks
     scores = await infer(stub, session.name, keys, raw_features)   # encrypt, evaluate remotely, decrypt here
 
+Long batches go through an asynchronous job instead, which survives the client going away:
+
+    job = await submit_job(stub, session.name, ciphertexts)        # (ciphertext, sample count) pairs, streamed
+    job = await wait_for_job(stub, job.name)                       # a progress bar until it ends
+    outputs = await job_result(stub, job.name)                     # the encrypted outputs, in input order
+
 The secret key lives only in ClientKeys; nothing here serializes it.
 """
 
@@ -12,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +28,7 @@ import numpy as np
 import openfhe
 from google.protobuf.duration_pb2 import Duration
 from numpy.typing import NDArray
+from rich.progress import Progress
 
 from privmesh.fhe.circuit import Packing
 from privmesh.fhe.convert import params_from_proto
@@ -87,6 +95,18 @@ class ClientKeys:
         return self.packing.unpack(plaintext.GetRealPackedValue(), count)
 
 
+FINISHED = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+class JobFailed(Exception):
+    """A job ended without outputs (failed or cancelled); `job` says why."""
+
+    def __init__(self, job: pb.Job) -> None:
+        super().__init__(f"{job.name} {pb.JobState.Name(job.state)}: {pb.ErrorReason.Name(job.failure_reason)} "
+                         f"{job.failure_message}")
+        self.job = job
+
+
 def _chunks(data: bytes) -> list[bytes]:
     return [data[offset:offset + MAX_CHUNK_BYTES] for offset in range(0, len(data), MAX_CHUNK_BYTES)]
 
@@ -119,17 +139,16 @@ async def infer_encrypted(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
     async def requests() -> AsyncIterator[pb.InferRequest]:
         yield pb.InferRequest(start=pb.InferStart(session=session))
         for input_id, (ciphertext, count) in enumerate(inputs):
-            yield pb.InferRequest(input=pb.InferInput(input_id=input_id, sample_count=count,
-                                                      ciphertexts=[pb.CiphertextInfo(size_bytes=len(ciphertext))]))
-            for index, piece in enumerate(_chunks(ciphertext)):
-                yield pb.InferRequest(chunk=pb.CiphertextChunk(input_id=input_id, offset=index * MAX_CHUNK_BYTES,
-                                                               data=piece))
+            for message in _input_messages(input_id, ciphertext, count):
+                yield pb.InferRequest(input=message) if isinstance(message, pb.InferInput) else \
+                    pb.InferRequest(chunk=message)
 
     return await collect_outputs(stub.Infer(requests(), timeout=timeout))
 
 
-async def collect_outputs(call: AsyncIterator[pb.InferResponse]) -> list[bytes]:
-    """Reassembles the output ciphertexts of an Infer call (one per input, in order)."""
+async def collect_outputs(call: AsyncIterator[pb.InferResponse] | AsyncIterator[pb.GetJobResultResponse]) \
+        -> list[bytes]:
+    """Reassembles the output ciphertexts of an Infer or GetJobResult call (one per input, in order)."""
     outputs: list[bytes] = []
     current = bytearray()
     async for reply in call:
@@ -144,8 +163,77 @@ async def collect_outputs(call: AsyncIterator[pb.InferResponse]) -> list[bytes]:
     return outputs
 
 
-async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: NDArray[np.float64],
-                timeout: float = 600.0) -> NDArray[np.float64]:
+def _input_messages(input_id: int, ciphertext: bytes, count: int) -> Iterator[pb.InferInput | pb.CiphertextChunk]:
+    """Infer's input framing (SubmitJob uses the same): the input's header, then its ciphertext in 1 MiB chunks."""
+    yield pb.InferInput(input_id=input_id, sample_count=count,
+                        ciphertexts=[pb.CiphertextInfo(size_bytes=len(ciphertext))])
+    for index, piece in enumerate(_chunks(ciphertext)):
+        yield pb.CiphertextChunk(input_id=input_id, offset=index * MAX_CHUNK_BYTES, data=piece)
+
+
+async def submit_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inputs: Iterable[tuple[bytes, int]],
+                     count: int | None = None, request_id: str | None = None, timeout: float = 600.0) -> pb.Job:
+    """Submits encrypted inputs (ciphertext, sample count) as an asynchronous job; they are read from `inputs` as
+    they are sent, so a generator keeps one input in memory. `count` is the number of inputs (taken from `inputs`
+    when it has a length). Retries with the same request_id return the same job."""
+    if count is None:
+        inputs = inputs if isinstance(inputs, Sequence) else list(inputs)
+        count = len(inputs)
+    start = pb.JobStart(session=session, input_count=count, request_id=request_id or str(uuid.uuid4()))
+
+    async def requests() -> AsyncIterator[pb.SubmitJobRequest]:
+        yield pb.SubmitJobRequest(start=start)
+        for input_id, (ciphertext, samples) in enumerate(inputs):
+            for message in _input_messages(input_id, ciphertext, samples):
+                yield pb.SubmitJobRequest(input=message) if isinstance(message, pb.InferInput) else \
+                    pb.SubmitJobRequest(chunk=message)
+
+    return (await stub.SubmitJob(requests(), timeout=timeout)).job
+
+
+async def wait_for_job(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, poll_seconds: float = 1.0,
+                       progress: bool = True, timeout: float | None = None) -> pb.Job:
+    """Polls a job until it ends, showing its progress (inputs evaluated) as a bar on the terminal; returns the
+    succeeded job, raises JobFailed for a failed or cancelled one and TimeoutError past `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        while True:
+            job = (await stub.GetJob(pb.GetJobRequest(name=name))).job
+            bar.update(task, total=job.input_count, completed=job.completed_input_count,
+                       description=f"{name} {pb.JobState.Name(job.state).removeprefix('JOB_STATE_').lower()}")
+            if job.state in FINISHED:
+                if job.state != pb.JOB_STATE_SUCCEEDED:
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not finish in {timeout} s")
+            await asyncio.sleep(poll_seconds)
+
+
+async def job_result(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, timeout: float = 600.0) -> list[bytes]:
+    """The encrypted outputs of a succeeded job, one per input, in input order."""
+    return await collect_outputs(stub.GetJobResult(pb.GetJobResultRequest(name=name), timeout=timeout))
+
+
+async def infer_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: np.ndarray,
+                    progress: bool = True, poll_seconds: float = 1.0) -> np.ndarray:
+    """`infer` through an asynchronous job: encrypts the batches, submits them, waits with a progress bar, fetches
+    and decrypts the outputs (samples x values_per_sample)."""
+    samples = keys.preprocess(np.atleast_2d(raw))
+    per = keys.packing.samples_per_ciphertext
+    batches = [samples[i:i + per] for i in range(0, len(samples), per)]
+    ciphertexts = [(await asyncio.to_thread(keys.encrypt, batch), len(batch)) for batch in batches]
+    job = await submit_job(stub, session, ciphertexts)
+    await wait_for_job(stub, job.name, poll_seconds, progress)
+    outputs = await job_result(stub, job.name)
+    decrypted = [await asyncio.to_thread(keys.decrypt, out, count) for out, (_, count) in zip(outputs, ciphertexts,
+                                                                                             strict=True)]
+    return np.vstack(decrypted)
+
+
+async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: np.ndarray,
+                timeout: float = 600.0) -> np.ndarray:
     """Encrypts raw feature vectors (samples x features) in batches, has the model evaluated on the server, and
     decrypts the outputs locally (samples x values_per_sample)."""
     samples = keys.preprocess(np.atleast_2d(raw))

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -81,6 +81,17 @@ def required_parts(spec: ModelSpec) -> tuple[str, ...]:
     if spec.params.rotation_indices:
         parts.append(ROTATION_KEYS)
     return tuple(parts)
+
+
+def check_input(spec: ModelSpec, sample_count: int, sizes: Sequence[int], field: str = "input") -> None:
+    """An input's declared shape against the model, before any of its bytes is read (Infer and jobs)."""
+    if len(sizes) != 1 or not 1 <= sample_count <= spec.samples_per_ciphertext:
+        raise InvalidArgument.single(field, f"one ciphertext of 1..{spec.samples_per_ciphertext} samples",
+                                     "INPUT_SHAPE_MISMATCH")
+    for index, size in enumerate(sizes):
+        if not 0 < size <= spec.limits.max_ciphertext_bytes:
+            raise InvalidArgument.single(f"{field}.ciphertexts[{index}].size_bytes", "must be 1.."
+                                         f"{spec.limits.max_ciphertext_bytes}", "CIPHERTEXT_TOO_LARGE")
 
 
 def _timed_out(what: str) -> Rejected:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 import grpc
 
 from privmesh.fhe.inference_service import FheService
+from privmesh.fhe.jobs import JobFiles, JobLimits, JobRunner, JobService, JobStore
 from privmesh.fhe.registry import ModelRegistry
 from privmesh.fhe.servicer import FheServicer
 from privmesh.fhe.settings import FheSettings
@@ -23,13 +25,22 @@ SERVICE_NAME = fhe_pb2.DESCRIPTOR.services_by_name["FHEInference"].full_name
 log = logging.getLogger("privmesh.fhe")
 
 
-async def _sweep_forever(service: FheService, every: float) -> None:
+async def _sweep_forever(sweeps: Sequence[Callable[[], Awaitable[int]]], every: float) -> None:
     while True:
         await asyncio.sleep(every)
-        try:
-            await service.sweep()
-        except Exception:  # the next sweep retries; sessions past expiry are refused regardless
-            log.exception("sweeping expired sessions failed")
+        for sweep in sweeps:
+            try:
+                await sweep()
+            except Exception:  # the next sweep retries; sessions and jobs past expiry are refused regardless
+                log.exception("sweeping expired sessions or jobs failed")
+
+
+def _jobs(settings: FheSettings, db: Database, service: FheService, runtime: Runtime) -> JobService:
+    jobs = settings.jobs
+    limits = JobLimits(jobs.max_queued_per_principal, jobs.max_inputs_per_job, jobs.max_bytes_per_job,
+                       timedelta(seconds=jobs.result_ttl_seconds), timedelta(seconds=jobs.lease_seconds),
+                       jobs.max_attempts)
+    return JobService(service, JobStore(db), JobFiles(jobs.job_dir(settings.key_dir)), runtime.audit, limits)
 
 
 async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registration]:
@@ -48,15 +59,20 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))
     service = FheService(registry, SessionStore(db), key_files, checker, evaluators, runtime.audit,
                          settings.max_sessions_per_principal)
-    sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_seconds))
+    jobs = _jobs(settings, db, service, runtime)
+    runner = JobRunner(jobs, settings.jobs.concurrency, settings.jobs.poll_seconds)
+    tasks = (asyncio.create_task(_sweep_forever((service.sweep, jobs.sweep), settings.sweep_seconds)),
+             asyncio.create_task(runner.run_forever()))
 
-    async def stop_sweeper() -> None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    async def stop_tasks() -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    runtime.on_close.append(stop_sweeper)
-    servicer = FheServicer(service, runtime.authorizer)
+    runtime.on_close.append(stop_tasks)  # closed in reverse order: before the workers and the database
+    servicer = FheServicer(service, jobs, runtime.authorizer)
 
     def register(server: grpc.aio.Server) -> None:
         fhe_pb2_grpc.add_FHEInferenceServicer_to_server(servicer, server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -18,8 +18,10 @@ from privmesh.fhe.inference_service import (
     DeclaredPart,
     FheService,
     KeyUpload,
+    check_input,
     required_parts,
 )
+from privmesh.fhe.jobs import InputInfo, Job, JobRequest, JobService, JobState, Submission
 from privmesh.fhe.model import ModelSpec
 from privmesh.fhe.polynomial import Approximation
 from privmesh.fhe.registry import RegisteredModel
@@ -129,13 +131,7 @@ class _Input:
     """One Infer input being received: its declared shape and the bytes so far."""
 
     def __init__(self, msg: pb.InferInput, spec: ModelSpec) -> None:
-        if len(msg.ciphertexts) != 1 or not 1 <= msg.sample_count <= spec.samples_per_ciphertext:
-            raise InvalidArgument.single("input", f"one ciphertext of 1..{spec.samples_per_ciphertext} samples",
-                                         "INPUT_SHAPE_MISMATCH")
-        for index, info in enumerate(msg.ciphertexts):
-            if not 0 < info.size_bytes <= spec.limits.max_ciphertext_bytes:
-                raise InvalidArgument.single(f"input.ciphertexts[{index}].size_bytes", "must be 1.."
-                                             f"{spec.limits.max_ciphertext_bytes}", "CIPHERTEXT_TOO_LARGE")
+        check_input(spec, msg.sample_count, [info.size_bytes for info in msg.ciphertexts])
         self.input_id = msg.input_id
         self.sample_count = msg.sample_count
         self.sizes = [info.size_bytes for info in msg.ciphertexts]
@@ -160,9 +156,123 @@ class _Input:
         return [b"".join(parts) for parts in self.chunks]
 
 
-class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
-    def __init__(self, service: FheService, authorizer: Authorizer) -> None:
+JOB_STATES = {state: getattr(pb, f"JOB_STATE_{state.value}") for state in JobState}
+
+
+def job_to_proto(job: Job) -> pb.Job:
+    msg = pb.Job(name=job.name, session=f"sessions/{job.session_id}", model=f"models/{job.model_id}", owner=job.owner,
+                 state=JOB_STATES[job.state], input_count=job.input_count, completed_input_count=job.completed,
+                 input_bytes=job.input_bytes, failure_message=job.failure_message, attempt_count=job.attempts,
+                 create_time=_ts_us(job.create_us))
+    if job.failure_reason:
+        msg.failure_reason = getattr(pb, f"ERROR_REASON_{job.failure_reason}", pb.ERROR_REASON_UNSPECIFIED)
+    for field, micros in (("start_time", job.start_us), ("end_time", job.end_us), ("expire_time", job.expire_us)):
+        if micros is not None:
+            getattr(msg, field).CopyFrom(_ts_us(micros))
+    return msg
+
+
+def _output_messages(input_id: int, sample_count: int, outputs: Sequence[bytes], seconds: float,
+                     evaluator: str) -> Iterator[tuple[str, Any]]:
+    """Infer's output framing, shared by Infer and GetJobResult: a header, then each ciphertext in 1 MiB chunks."""
+    duration = Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    yield "output", pb.InferOutput(input_id=input_id, sample_count=sample_count, evaluation_duration=duration,
+                                   ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
+                                   evaluator=evaluator)
+    for index, output in enumerate(outputs):
+        for offset in range(0, len(output), MAX_CHUNK_BYTES):
+            yield "chunk", pb.CiphertextChunk(input_id=input_id, ciphertext_index=index, offset=offset,
+                                              data=output[offset:offset + MAX_CHUNK_BYTES])
+
+
+async def _job_inputs(requests: AsyncIterator[pb.SubmitJobRequest], submission: Submission) -> None:
+    """Reads a SubmitJob stream's inputs into the submission: each declaration is checked before its bytes."""
+    current: _Input | None = None
+    async for request in requests:
+        payload = request.WhichOneof("payload")
+        if payload == "input":
+            if current is not None:
+                raise _out_of_order("the previous input is incomplete", "input")
+            submission.declare(InputInfo(request.input.input_id, request.input.sample_count,
+                                         tuple(c.size_bytes for c in request.input.ciphertexts)))
+            current = _Input(request.input, submission.spec)
+        elif payload == "chunk":
+            if current is None:
+                raise _out_of_order("a chunk before its input header", "chunk")
+            if current.add(request.chunk):
+                await submission.write(tuple(current.ciphertexts()))
+                current = None
+        else:
+            raise _out_of_order("start may only be the first message")
+    if current is not None:
+        raise _out_of_order("the stream ended inside an input (truncated)", "chunk")
+
+
+class JobServicer:
+    """The job methods of FHEInference (mixed into FheServicer)."""
+
+    _jobs: JobService
+    _authorizer: Authorizer
+
+    async def SubmitJob(self, request_iterator: AsyncIterator[pb.SubmitJobRequest],
+                        context: CallContext) -> pb.SubmitJobResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("payload") != "start":
+            raise _out_of_order("the first message must be start")
+        start = first.start
+        try:
+            session_id = _resource_id(start.session, "sessions", "start.session")
+        except InvalidArgument as error:
+            await self._jobs.refused("SubmitJob", start.session, error)
+            raise
+        request = JobRequest(session_id, start.input_count, start.request_id)
+
+        async def receive(submission: Submission) -> None:
+            await _job_inputs(requests, submission)
+
+        job = await self._jobs.submit(current_principal.get(), request, receive, self._authorizer.require)
+        return pb.SubmitJobResponse(job=job_to_proto(job))
+
+    async def GetJob(self, request: pb.GetJobRequest, context: CallContext) -> pb.GetJobResponse:
+        job = await self._jobs.get(_resource_id(request.name, "jobs", "name"), current_principal.get())
+        self._authorizer.require(f"models/{job.model_id}")
+        return pb.GetJobResponse(job=job_to_proto(job))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: CallContext) -> pb.ListJobsResponse:
+        limit, after = name_page(request)
+        states = {number: state for state, number in JOB_STATES.items()}
+        if request.state and request.state not in states:
+            raise InvalidArgument.single("state", "unknown job state")
+        state = states.get(request.state)
+        owner = current_principal.get()
+
+        async def fetch(start: str | None, count: int) -> list[pb.Job]:
+            return [job_to_proto(j) for j in await self._jobs.page(owner, start or "", count, state)]
+
+        page, token = await visible_page(fetch, after, limit, lambda j: j.name.removeprefix("jobs/"),
+                                         self._authorizer.visible)
+        return pb.ListJobsResponse(jobs=page, next_page_token=token)
+
+    async def GetJobResult(self, request: pb.GetJobResultRequest,
+                           context: CallContext) -> AsyncIterator[pb.GetJobResultResponse]:
+        job_id = _resource_id(request.name, "jobs", "name")
+        async for output in self._jobs.outputs(job_id, current_principal.get(), self._authorizer.require):
+            for field, message in _output_messages(output.input_id, output.sample_count, output.ciphertexts,
+                                                   output.seconds, output.evaluator):
+                yield pb.GetJobResultResponse(**{field: message})
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: CallContext) -> pb.CancelJobResponse:
+        job = await self._jobs.cancel(_resource_id(request.name, "jobs", "name"), current_principal.get(),
+                                      self._authorizer.require)
+        return pb.CancelJobResponse(job=job_to_proto(job))
+
+
+class FheServicer(JobServicer, fhe_pb2_grpc.FHEInferenceServicer):
+    def __init__(self, service: FheService, jobs: JobService, authorizer: Authorizer) -> None:
         self._service = service
+        self._jobs = jobs
         self._authorizer = authorizer
 
     async def ListModels(self, request: pb.ListModelsRequest,
@@ -239,16 +349,9 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
                 received, current, evaluation = item
                 outputs, seconds, evaluator = await self._service.release(current, spec, received.sample_count,
                                                                           evaluation)
-                duration = Duration()
-                duration.FromNanoseconds(int(seconds * 1e9))
-                yield pb.InferResponse(output=pb.InferOutput(
-                    input_id=received.input_id, ciphertexts=[pb.CiphertextInfo(size_bytes=len(o)) for o in outputs],
-                    sample_count=received.sample_count, evaluation_duration=duration, evaluator=evaluator))
-                for index, output in enumerate(outputs):
-                    for offset in range(0, len(output), MAX_CHUNK_BYTES):
-                        yield pb.InferResponse(chunk=pb.CiphertextChunk(
-                            input_id=received.input_id, ciphertext_index=index, offset=offset,
-                            data=output[offset:offset + MAX_CHUNK_BYTES]))
+                for field, message in _output_messages(received.input_id, received.sample_count, outputs, seconds,
+                                                       evaluator):
+                    yield pb.InferResponse(**{field: message})
         finally:  # a failed input or a client that left: the inputs queued behind are withdrawn, never released
             for task in tasks:
                 task.cancel()
@@ -310,3 +413,4 @@ class FheServicer(fhe_pb2_grpc.FHEInferenceServicer):
             await inputs.put(None)
         except Exception as exc:
             await inputs.put(exc)
+

@@ -22,6 +22,35 @@ class EvaluatorSettings(BaseModel):
                                            "session past it is refused with RESOURCE_EXHAUSTED (0: no bound)")
 
 
+class JobSettings(BaseModel):
+    """Asynchronous jobs (SubmitJob): where their ciphertexts are kept, the bounds, retention and recovery."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    directory: Path | None = Field(
+        default=None, description="where jobs' input and output ciphertexts are kept (shared by replicas); "
+                                  "default: a `jobs` directory beside key_dir")
+    max_queued_per_principal: int = Field(
+        default=8, ge=1, le=10_000, description="unfinished (queued or running) jobs a principal may have; one more "
+                                                "is refused with RESOURCE_EXHAUSTED")
+    max_inputs_per_job: int = Field(default=10_000, ge=1, le=100_000)
+    max_bytes_per_job: int = Field(default=16 << 30, ge=1, description="the total ciphertext bytes of one job")
+    result_ttl_seconds: float = Field(
+        default=86_400.0, gt=0, le=30 * 86_400, description="how long a finished job and its outputs are kept")
+    concurrency: int = Field(default=1, ge=1, le=64, description="jobs one replica runs at once")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="a running job's lease, renewed while it runs; a job whose runner "
+                                                 "died is resumed by any replica once its lease lapsed")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="runs a job gets; a job interrupted this often by a stopping service is "
+                                             "failed (JOB_INTERRUPTED) instead of resumed")
+    poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often a replica looks for jobs that others queued")
+
+    def job_dir(self, key_dir: Path) -> Path:
+        return self.directory or key_dir.parent / "jobs"
+
+
 class FheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,4 +72,6 @@ class FheSettings(BaseModel):
     worker_sessions: int = Field(32, ge=1, le=10_000, description="sessions whose keys a worker keeps loaded")
     max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
     evaluator: EvaluatorSettings = EvaluatorSettings()
-    sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys are deleted")
+    jobs: JobSettings = JobSettings()
+    sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys and expired "
+                                                                   "jobs are deleted")

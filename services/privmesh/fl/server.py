@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -24,6 +25,9 @@ from privmesh.runtime.identity import own_principal, peer_principal
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
 
+if TYPE_CHECKING:
+    from privmesh.fl.flare.server import FlareServer
+
 SERVICE_NAME = fl_pb2.DESCRIPTOR.services_by_name["FLCoordinator"].full_name
 REPORTER_NAME = reporter_pb2.DESCRIPTOR.services_by_name["FLRunReporter"].full_name
 
@@ -36,6 +40,22 @@ def _local(address: str) -> str:
 
 def _text(path: Path) -> str:
     return path.read_text()
+
+
+def _flare_server(settings: FlSettings, state_dir: Path, env: dict[str, str]) -> FlareServer:
+    """The FLARE server (imported here: FLARE is the optional `flare` extra). Its port, once chosen, is kept:
+    the server's certificate and every issued kit name it."""
+    from privmesh.fl.flare.provision import FlareProvisioner
+    from privmesh.fl.flare.server import FlareServer, FlareServerConfig
+
+    assert settings.flare is not None
+    directory = settings.flare.directory or state_dir / "flare"
+    host, _, port = settings.flare.address.rpartition(":")
+    chosen = directory / "port"
+    number = int(port) or (int(chosen.read_text()) if chosen.exists() else free_port())
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    chosen.write_text(str(number))
+    return FlareServer(FlareServerConfig(FlareProvisioner(directory, "privmesh", host, number), env))
 
 
 async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration]:
@@ -66,14 +86,19 @@ async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration
                                                       "attestation-verifier"))
         channels.append(verifier)
     advertised = settings.advertised_fleet_address or superlink.config.fleet_address
+    flare = _flare_server(settings, cfg.state_dir, superlink.config.env) if settings.flare else None
     service = CoordinatorService(CoordinatorStore(db), superlink, runtime.audit, ModelVault(channels[0], principal),
                                  Admission(verifier), CoordinatorOptions(
-                                     settings.default_model_key, advertised, _text(Path(ca))))
+                                     settings.default_model_key, advertised, _text(Path(ca))), flare)
     await superlink.start()
+    if flare is not None:
+        await flare.start()
     service.start_monitor()
 
     async def close() -> None:
         await service.stop_monitor()
+        if flare is not None:
+            await flare.stop()
         await superlink.stop()
         for channel in channels:
             await channel.close()

@@ -70,6 +70,10 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
         await self._service.remove_participant(request.name)
         return pb.RemoveParticipantResponse()
 
+    async def GetStartupKit(self, request: pb.GetStartupKitRequest,
+                            context: CallContext) -> pb.GetStartupKitResponse:
+        return await self._service.get_startup_kit(request.name)
+
     async def StartRun(self, request: pb.StartRunRequest, context: CallContext) -> pb.StartRunResponse:
         return pb.StartRunResponse(run=await self._service.start_run(request, current_principal.get()))
 

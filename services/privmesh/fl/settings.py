@@ -15,6 +15,16 @@ class SuperLinkTls(BaseModel):
     key_file: FilePath = Field(description="its private key; never logged")
 
 
+class FlareSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = Field("127.0.0.1:0", pattern=r"^[^:]+:\d{1,5}$",
+                         description="host:port the FLARE server binds (that host only) and sites dial; the host is "
+                         "the server's certificate name; port 0 picks one at first start (kept in its kit)")
+    directory: Path | None = Field(None, description="the FLARE CA state (mode 0700), the server's and the "
+                                   "coordinator's admin kits, the server workspace; default <server.state_dir>/flare")
+
+
 class FlSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,4 +48,6 @@ class FlSettings(BaseModel):
                                                       "present (pinned); default: in this service's mesh")
     report_address: str | None = Field(None, description="where the ServerApp reaches this service; default: "
                                        "server.listen (which then needs a fixed port)")
+    flare: FlareSettings | None = Field(None, description="run a FLARE server for federations with engine FLARE; "
+                                        "absent: only Flower federations")
     call_timeout_seconds: float = Field(10.0, gt=0, le=120, description="deadline of calls to peers")

@@ -23,6 +23,8 @@ ADMIN_OPERATIONS = (
     pb.KEY_OPERATION_DISABLE, pb.KEY_OPERATION_SCHEDULE_DELETION, pb.KEY_OPERATION_CANCEL_DELETION,
     pb.KEY_OPERATION_IMPORT_KEY_MATERIAL, pb.KEY_OPERATION_GET_KEY_POLICY, pb.KEY_OPERATION_PUT_KEY_POLICY,
 )
+# What an auditor needs to see a key and its policy (and nothing it could use): the console's key page.
+AUDIT_OPERATIONS = (pb.KEY_OPERATION_DESCRIBE, pb.KEY_OPERATION_GET_KEY_POLICY)
 
 
 def default_policy(creator: str) -> pb.KeyPolicy:

@@ -5,6 +5,7 @@ A service appears here only once it is real: nothing that answers UNIMPLEMENTED 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,12 +77,17 @@ def _tokenvault_settings(state_dir: Path) -> dict[str, Any]:
 def _fhe_settings(state_dir: Path) -> dict[str, Any]:
     data = state_dir / "data" / "fhe-inference"
     # Production models only (HEStd_128_classic); the demo registers its model at run time with CreateModel.
-    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys")}
+    # A short job lease: one node, so a job whose process was killed is resumed seconds after the restart.
+    return {"database": f"sqlite:///{data / 'fhe.db'}", "key_dir": str(data / "keys"),
+            "jobs": {"lease_seconds": 3, "poll_seconds": 0.5}}
 
 
 def _dpgateway_settings(state_dir: Path) -> dict[str, Any]:
     data = state_dir / "data" / "dp-gateway"
     return {"database": f"sqlite:///{data / 'dpgateway.db'}", "cache_dir": str(data / "source-cache")}
+
+
+LOCAL_FLARE_ENV = "PRIVMESH_LOCAL_FLARE"
 
 
 def _fl_settings(state_dir: Path) -> dict[str, Any]:
@@ -91,10 +97,13 @@ def _fl_settings(state_dir: Path) -> dict[str, Any]:
         sock.bind(("127.0.0.1", 0))
         fleet_port = sock.getsockname()[1]
     data = state_dir / "data" / "fl-coordinator"
-    return {"database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
-            "fleet_address": f"127.0.0.1:{fleet_port}",
-            "key_broker_target": peer_target(state_dir, "key-broker") or "",
-            "attestation_verifier_target": peer_target(state_dir, "attestation-verifier") or ""}
+    settings: dict[str, Any] = {
+        "database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),
+        "fleet_address": f"127.0.0.1:{fleet_port}", "key_broker_target": peer_target(state_dir, "key-broker") or "",
+        "attestation_verifier_target": peer_target(state_dir, "attestation-verifier") or ""}
+    if os.environ.get(LOCAL_FLARE_ENV) == "1":  # `privmesh demo --fl-engine flare`: a FLARE server on loopback
+        settings["flare"] = {"address": "localhost:0", "directory": str(data / "flare")}
+    return settings
 
 
 ATTESTATION = "privmesh.attestation.v1.AttestationVerifier"
@@ -131,7 +140,8 @@ CATALOG: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="fhe-inference", module="privmesh.fhe", grpc_service=FHE, local_settings=_fhe_settings,
         client_methods=(f"{FHE}/ListModels", f"{FHE}/GetModel", f"{FHE}/RegisterKeys", f"{FHE}/GetSession",
-                        f"{FHE}/DeleteSession", f"{FHE}/Infer"),
+                        f"{FHE}/DeleteSession", f"{FHE}/Infer", f"{FHE}/SubmitJob", f"{FHE}/GetJob",
+                        f"{FHE}/ListJobs", f"{FHE}/GetJobResult", f"{FHE}/CancelJob"),
     ),
     ServiceSpec(
         name="dp-gateway", module="privmesh.dpgateway", grpc_service=DPGATEWAY,

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from privmesh.console.inventory import AUDITOR_VIEWS
 from privmesh.console.inventory import METHODS as CONSOLE_METHODS
 from privmesh.mesh.catalog import CATALOG, ServiceSpec
 from privmesh.runtime.client import ClientIdentity, secure_channel
@@ -89,6 +90,8 @@ def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
         {"name": "auditor", "principals": [pki.spiffe_id("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
         {"name": "auditor-read", "principals": [pki.spiffe_id("auditor")], "methods": list(CONSOLE_METHODS)},
+        {"name": "auditor-views", "principals": [pki.spiffe_id("auditor")], "methods": list(CONSOLE_METHODS),
+         "resources": list(AUDITOR_VIEWS)},
         {"name": "receipts", "principals": [pki.spiffe_id(c) for c in CLIENTS],
          "methods": ["privmesh.common.v1.AuditLog/GetAuditReceipt"]},
         {"name": "witnesses", "principals": [pki.spiffe_id(s.name) for s in specs],

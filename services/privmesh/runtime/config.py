@@ -48,7 +48,14 @@ class AuditConfig(_Strict):
     witnesses: list[WitnessPeerConfig] = Field(
         default_factory=list, description="peer services asked to cosign this log's checkpoints (tlog-witness)")
     signing_key_file: Path = Field(description="Ed25519 private key (PEM) that signs checkpoints; created if absent")
+    witness_key_file: Path | None = Field(
+        None, description="Ed25519 private key (PEM) this service cosigns other logs' checkpoints with; created if "
+                          "absent (default: the audit signing key). Rotate by pointing it at a new file "
+                          "(docs/evidence.md)")
     checkpoint_every: int = Field(100, ge=1, le=100_000, description="sign a checkpoint every N entries")
+    cosign_interval_seconds: float = Field(
+        0, ge=0, le=86_400, description="every N seconds, sign a checkpoint of the log and have the witnesses "
+                                        "cosign it (0: only when a head is read); needs witnesses")
     commit_delay_ms: float = Field(2.0, ge=0, le=50, description="under load, wait this long to group commits")
 
 

@@ -88,6 +88,13 @@ class Database:
         """`select` locking its rows until the transaction ends (SQLite's BEGIN IMMEDIATE already has)."""
         return f"{select} FOR UPDATE" if self.dialect == "postgres" else select
 
+    def serialize(self, cur: Cursor, key: str) -> None:
+        """Makes writers of `key` run one after another until the transaction ends: a row lock cannot stop two
+        transactions that each count rows and then insert a new one (PostgreSQL: a transaction-scoped advisory
+        lock on the key's hash; SQLite's BEGIN IMMEDIATE already serializes every writer)."""
+        if self.dialect == "postgres":
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
     @property
     def blob(self) -> str:
         return "BYTEA" if self.dialect == "postgres" else "BLOB"

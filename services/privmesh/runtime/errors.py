@@ -120,6 +120,11 @@ class Violations:
 
 def to_grpc_status(error: ServiceError, domain: str) -> grpc.Status:
     """Builds the rich status (ErrorInfo + BadRequest) sent in grpc-status-details-bin."""
+    return rpc_status.to_status(status_proto(error, domain))
+
+
+def status_proto(error: ServiceError, domain: str) -> status_pb2.Status:
+    """The google.rpc.Status of an error: what gRPC sends in its trailers and HTTP entry points as JSON."""
     details: list[any_pb2.Any] = []
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=dict(error.metadata))
     packed = any_pb2.Any()
@@ -137,8 +142,7 @@ def to_grpc_status(error: ServiceError, domain: str) -> grpc.Status:
         packed_extra = any_pb2.Any()
         packed_extra.Pack(extra)
         details.append(packed_extra)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.access import Declaration
-from privmesh.runtime.audit.checkpoint import log_origin, raw_public_key
+from privmesh.runtime.audit.checkpoint import log_origin
 from privmesh.runtime.audit.log import AuditLog, load_or_create_signing_key
 from privmesh.runtime.audit.servicer import AuditLogServicer
 from privmesh.runtime.audit.store import AuditStore
@@ -46,6 +46,11 @@ from privmesh.runtime.tracing import make_tracer
 
 log = logging.getLogger("privmesh.server")
 
+
+
+async def _head_size(audit: AuditLog) -> int:
+    """Signs a checkpoint of the current head (the periodic cosigning's step) and returns its size."""
+    return int((await audit.checkpoint()).sequence)
 
 @dataclass
 class Runtime:
@@ -94,6 +99,7 @@ class MeshServer:
         self._health_server: grpc.aio.Server | None = None
         self._runtime: Runtime | None = None
         self._db: Database | None = None
+        self._cosigning: asyncio.Task[None] | None = None
         self._service_names: list[str] = []
 
     @property
@@ -129,11 +135,11 @@ class MeshServer:
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name,
             lambda s: common_pb2_grpc.add_AuditLogServicer_to_server(
-                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners), s)))
+                AuditLogServicer(audit, cfg.tls, authorizer, witness, cosigners, cfg.trust_domain), s)))
         registrations.append(Registration(
             common_pb2.DESCRIPTOR.services_by_name["AuditWitness"].full_name,
             lambda s: common_pb2_grpc.add_AuditWitnessServicer_to_server(
-                AuditWitnessServicer(witness, raw_public_key(key.public_key())), s)))
+                AuditWitnessServicer(witness, cfg.tls), s)))
         for registration in registrations:
             interceptor.declarations.update(registration.declarations)
             registration.register(server)
@@ -157,6 +163,9 @@ class MeshServer:
         self._metrics = metrics
         for service_name in ["", *self._service_names]:
             await self.health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        if cosigners is not None and cfg.audit.cosign_interval_seconds:
+            self._cosigning = asyncio.create_task(cosigners.run(cfg.audit.cosign_interval_seconds,
+                                                                lambda: _head_size(audit)))
         log.info("serving", extra={"fields": {"port": self.port, "metrics_port": self.metrics_port,
                                               "health_port": self.health_port, "token_port": self.token_port,
                                               "services": self._service_names}})
@@ -176,6 +185,9 @@ class MeshServer:
         """Drains: reports NOT_SERVING, lets in-flight calls finish within the grace period, seals the log."""
         if self._server is None:
             return
+        if self._cosigning is not None:
+            self._cosigning.cancel()
+            self._cosigning = None
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.drain_seconds if grace is None else grace)
         self._server = None

@@ -13,7 +13,7 @@ from privmesh.runtime.errors import Aborted, AlreadyExists, FailedPrecondition, 
 from privmesh.tokenvault import profiles
 from privmesh.tokenvault.fields import MUTABLE, LoadedField, field_name, validate_mutable
 from privmesh.tokenvault.keyring import Keyring
-from privmesh.tokenvault.store import EtagMismatch, Store, StoredField, now_us
+from privmesh.tokenvault.store import EtagMismatch, FieldStore, StoredField, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -34,7 +34,7 @@ def _etag_mismatch() -> Aborted:
 
 
 class FieldService:
-    def __init__(self, store: Store, keyring: Keyring, audit: AuditLog) -> None:
+    def __init__(self, store: FieldStore, keyring: Keyring, audit: AuditLog) -> None:
         self.store = store
         self.keyring = keyring
         self.audit = audit

@@ -13,7 +13,7 @@ from typing import TypeVar
 from privmesh.runtime.errors import FailedPrecondition, ServiceError, Unavailable
 from privmesh.tokenvault.keys import DataKeySource, GeneratedKey, KeyCache, KeySourceError, Limits, field_keys
 from privmesh.tokenvault.profiles import FieldKeys
-from privmesh.tokenvault.store import DataKeyRow, Store, StoredField, new_id
+from privmesh.tokenvault.store import DataKeyRow, StoredField, VaultStore, new_id
 
 T = TypeVar("T")
 log = logging.getLogger("privmesh.tokenvault.keyring")
@@ -39,7 +39,7 @@ async def call(operation: Callable[[], Awaitable[T]]) -> T:
 
 
 class Keyring:
-    def __init__(self, source: DataKeySource, store: Store, kek_deletion_waiting_seconds: int = 7 * 86400) -> None:
+    def __init__(self, source: DataKeySource, store: VaultStore, kek_deletion_waiting_seconds: int = 7 * 86400) -> None:
         self.source = source
         self.store = store
         self.kek_deletion_waiting_seconds = kek_deletion_waiting_seconds

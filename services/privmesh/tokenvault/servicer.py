@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import CallContext
-from privmesh.runtime.errors import InvalidArgument
+from privmesh.runtime.errors import FailedPrecondition, InvalidArgument
 from privmesh.runtime.paging import name_page, visible_page
 from privmesh.tokenvault.field_service import FieldService
 from privmesh.tokenvault.fields import LoadedField, field_name, parse_field_name, parse_tenant
@@ -82,11 +82,19 @@ def rotation_to_proto(view: RotationView) -> pb.Rotation:
 
 
 class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
-    def __init__(self, vault: Vault, fields: FieldService, rotations: Rotations, authorizer: Authorizer) -> None:
+    def __init__(self, vault: Vault, fields: FieldService, rotations: Rotations | None,
+                 authorizer: Authorizer) -> None:
+        """`rotations` None: this entry point runs none (the serverless vault; rotations run in the mesh)."""
         self._vault = vault
         self._fields = fields
-        self._rotations = rotations
+        self._rotation_jobs = rotations
         self._authorizer = authorizer
+
+    @property
+    def _rotations(self) -> Rotations:
+        if self._rotation_jobs is None:
+            raise FailedPrecondition("ROTATIONS_UNAVAILABLE", "rotations run in the mesh's token-vault service")
+        return self._rotation_jobs
 
     async def CreateField(self, request: pb.CreateFieldRequest,
                           context: CallContext) -> pb.CreateFieldResponse:

@@ -14,9 +14,10 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from privmesh.runtime.db import Cursor, Database
 
@@ -194,6 +195,11 @@ class EtagMismatch(Exception):
     pass
 
 
+class WriteConflict(Exception):
+    """A store without unique indexes (DynamoDB) lost a conditional write to another writer: nothing of the
+    transaction stays; the vault prepares and writes again, as after a unique violation."""
+
+
 class LeaseLost(Exception):
     """Another process has taken over this rotation (this one's lease expired)."""
 
@@ -204,6 +210,76 @@ class Lease:
 
     owner: str
     until_us: int
+
+
+class Transactional(Protocol):
+    @property
+    def dialect(self) -> str: ...  # read-only, so runtime.db's Literal-typed attribute satisfies it
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+
+class VaultStore(Protocol):
+    """What the vault, its keyring and the field service use of a store: `Store` (SQLite, PostgreSQL) and
+    `privmesh.tokenvault.dynamo.DynamoStore` (DynamoDB). `cur` is the store's own transaction object."""
+
+    @property
+    def db(self) -> Transactional: ...
+
+    def insert_field(self, stored: StoredField, cur: Any) -> bool: ...
+
+    def get_field(self, tenant: str, field: str) -> StoredField | None: ...
+
+    def get_fields(self, tenant: str, fields: Iterable[str]) -> dict[str, StoredField]: ...
+
+    def tenant_fields(self, tenant: str) -> list[StoredField]: ...
+
+    def insert_data_key(self, row: DataKeyRow) -> None: ...
+
+    def retired(self, cur: Any, ids: Sequence[str]) -> set[str]: ...
+
+    def subject_kek(self, tenant: str, field: str, subject_hash: bytes, cur: Any = None) -> str | None: ...
+
+    def record_subject_kek(self, tenant: str, field: str, subject_hash: bytes, key_name: str) -> str: ...
+
+    def stale_subject_keys(self, cur: Any, tenant: str, field: str, key_ids: Sequence[str]) -> bool: ...
+
+    def buried_keks(self, limit: int = 1000) -> list[str]: ...
+
+    def unbury_kek(self, key_name: str) -> None: ...
+
+    def existing_by_value(self, cur: Any, tenant: str, field: str, hashes: Sequence[bytes],
+                          now: int) -> list[tuple[str, str, bytes, bytes, int | None]]: ...
+
+    def tokens_taken(self, cur: Any, tenant: str, field: str, tokens: Sequence[str]) -> set[str]: ...
+
+    def insert_entries(self, cur: Any, tenant: str, entries: NewEntries, now: int) -> None: ...
+
+    def extend_expiry(self, cur: Any, updates: Sequence[tuple[int | None, str]]) -> None: ...
+
+    def find_tokens(self, tenant: str, field: str, tokens: Sequence[str], now: int,
+                    ids: dict[str, str] | None = None) -> dict[str, FoundEntry]: ...
+
+    def delete_tokens(self, cur: Any, tenant: str, field: str, tokens: Sequence[str],
+                      ids: Sequence[str] = ()) -> int: ...
+
+    def forget_subject(self, cur: Any, tenant: str, field: str, subject_hash: bytes) -> tuple[int, list[str]]: ...
+
+    def replay(self, cur: Any, tenant: str, method: str, request_id: str) -> tuple[bytes, bytes] | None: ...
+
+    def remember(self, cur: Any, tenant: str, method: str, request_id: str, fingerprint: bytes,
+                 response: bytes) -> None: ...
+
+
+class FieldStore(VaultStore, Protocol):
+    """What the field service uses besides: listing, updating and deleting fields."""
+
+    def list_fields(self, tenant: str | None, after: str, limit: int) -> list[StoredField]: ...
+
+    def update_field(self, tenant: str, field: str, config: bytes, expected_etag: str,
+                     wrapped: tuple[bytes, str, int] | None = None) -> StoredField | None: ...
+
+    def delete_field(self, tenant: str, field: str, force: bool, expected_etag: str) -> int | None: ...
 
 
 class Store:

@@ -36,7 +36,7 @@ from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
 from privmesh.tokenvault.masking import Unmaskable
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
-from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, Store, new_entry_ids, now_us
+from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, VaultStore, WriteConflict, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 MAX_TOKEN_LENGTH = 256
@@ -84,7 +84,7 @@ def not_found(reason: str, what: str, indices: Sequence[int]) -> NotFound:
 
 
 class Vault:
-    def __init__(self, store: Store, keyring: Keyring, audit: AuditLog, max_batch_items: int = 1000) -> None:
+    def __init__(self, store: VaultStore, keyring: Keyring, audit: AuditLog, max_batch_items: int = 1000) -> None:
         self.store = store
         self.keyring = keyring
         self.audit = audit
@@ -254,7 +254,7 @@ class Vault:
                 _put(tokens, indices, profile.draw_many(values))
         try:
             return await asyncio.to_thread(self._write, tenant, plans, tokens, expiries, request_id, fingerprint)
-        except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation):
+        except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation, WriteConflict):
             raise _Retry from None
 
     async def _plan(self, tenant: str, name: str, loaded: LoadedField, keys: FieldKeys, indices: Sequence[int],

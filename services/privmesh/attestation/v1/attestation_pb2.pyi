@@ -237,6 +237,52 @@ class ListPoliciesResponse(_message.Message):
     next_page_token: str
     def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class VerificationResult(_message.Message):
+    __slots__ = ("name", "kind", "policy", "policy_etag", "verdict", "refusal_reasons", "document_sha256", "module_id", "principal", "verify_time", "token_minted", "replay_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ETAG_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_REASONS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODULE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_MINTED_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    policy: str
+    policy_etag: str
+    verdict: Verdict
+    refusal_reasons: _containers.RepeatedScalarFieldContainer[RefusalReason]
+    document_sha256: str
+    module_id: str
+    principal: str
+    verify_time: _timestamp_pb2.Timestamp
+    token_minted: bool
+    replay_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., policy: _Optional[str] = ..., policy_etag: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., refusal_reasons: _Optional[_Iterable[_Union[RefusalReason, str]]] = ..., document_sha256: _Optional[str] = ..., module_id: _Optional[str] = ..., principal: _Optional[str] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_minted: _Optional[bool] = ..., replay_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListVerificationResultsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "policy")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    policy: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class ListVerificationResultsResponse(_message.Message):
+    __slots__ = ("results", "next_page_token")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[VerificationResult]
+    next_page_token: str
+    def __init__(self, results: _Optional[_Iterable[_Union[VerificationResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class DeletePolicyRequest(_message.Message):
     __slots__ = ("name", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class AttestationVerifierStub:
                 request_serializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyRequest.SerializeToString,
                 response_deserializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyResponse.FromString,
                 _registered_method=True)
+        self.ListVerificationResults = channel.unary_unary(
+                '/privmesh.attestation.v1.AttestationVerifier/ListVerificationResults',
+                request_serializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsRequest.SerializeToString,
+                response_deserializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsResponse.FromString,
+                _registered_method=True)
         self.GetVerificationKeys = channel.unary_unary(
                 '/privmesh.attestation.v1.AttestationVerifier/GetVerificationKeys',
                 request_serializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.GetVerificationKeysRequest.SerializeToString,
@@ -118,6 +123,14 @@ class AttestationVerifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVerificationResults(self, request, context):
+        """Lists recorded verdicts (every VerifyAttestation outcome), newest first; a caller sees the verdicts of the
+        policies its rules cover. Each call is audited (who read which verdicts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVerificationKeys(self, request, context):
         """Returns the public keys that verify result tokens, as a JWK Set.
         """
@@ -157,6 +170,11 @@ def add_AttestationVerifierServicer_to_server(servicer, server):
                     servicer.DeletePolicy,
                     request_deserializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyRequest.FromString,
                     response_serializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'ListVerificationResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVerificationResults,
+                    request_deserializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsRequest.FromString,
+                    response_serializer=privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsResponse.SerializeToString,
             ),
             'GetVerificationKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVerificationKeys,
@@ -327,6 +345,33 @@ class AttestationVerifier:
             '/privmesh.attestation.v1.AttestationVerifier/DeletePolicy',
             privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyRequest.SerializeToString,
             privmesh_dot_attestation_dot_v1_dot_attestation__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVerificationResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.attestation.v1.AttestationVerifier/ListVerificationResults',
+            privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsRequest.SerializeToString,
+            privmesh_dot_attestation_dot_v1_dot_attestation__pb2.ListVerificationResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

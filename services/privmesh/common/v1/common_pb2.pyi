@@ -133,12 +133,22 @@ class AddCheckpointRequest(_message.Message):
     def __init__(self, old_size: _Optional[int] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[str] = ..., log_public_key: _Optional[bytes] = ...) -> None: ...
 
 class AddCheckpointResponse(_message.Message):
-    __slots__ = ("cosignature", "witness_public_key")
+    __slots__ = ("cosignature", "witness_public_key", "witness_key_endorsement")
     COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     WITNESS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_KEY_ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     cosignature: str
     witness_public_key: bytes
-    def __init__(self, cosignature: _Optional[str] = ..., witness_public_key: _Optional[bytes] = ...) -> None: ...
+    witness_key_endorsement: KeyEndorsement
+    def __init__(self, cosignature: _Optional[str] = ..., witness_public_key: _Optional[bytes] = ..., witness_key_endorsement: _Optional[_Union[KeyEndorsement, _Mapping]] = ...) -> None: ...
+
+class KeyEndorsement(_message.Message):
+    __slots__ = ("certificate_chain", "signature")
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    certificate_chain: str
+    signature: bytes
+    def __init__(self, certificate_chain: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ListWitnessedCheckpointsRequest(_message.Message):
     __slots__ = ()
@@ -157,10 +167,14 @@ class WitnessedLog(_message.Message):
     def __init__(self, origin: _Optional[str] = ..., log_public_key: _Optional[bytes] = ..., latest_checkpoint: _Optional[str] = ..., refused_checkpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListWitnessedCheckpointsResponse(_message.Message):
-    __slots__ = ("logs",)
+    __slots__ = ("logs", "witness_public_key", "witness_key_endorsement")
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_KEY_ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     logs: _containers.RepeatedCompositeFieldContainer[WitnessedLog]
-    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ...) -> None: ...
+    witness_public_key: bytes
+    witness_key_endorsement: KeyEndorsement
+    def __init__(self, logs: _Optional[_Iterable[_Union[WitnessedLog, _Mapping]]] = ..., witness_public_key: _Optional[bytes] = ..., witness_key_endorsement: _Optional[_Union[KeyEndorsement, _Mapping]] = ...) -> None: ...
 
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -223,7 +237,7 @@ class GetAuditReceiptResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
 
 class AuditReceipt(_message.Message):
-    __slots__ = ("entry", "leaf_index", "checkpoint", "inclusion_proof", "public_keys")
+    __slots__ = ("entry", "leaf_index", "checkpoint", "inclusion_proof", "public_keys", "endorsements")
     class PublicKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -231,17 +245,26 @@ class AuditReceipt(_message.Message):
         key: str
         value: bytes
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class EndorsementsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: KeyEndorsement
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[KeyEndorsement, _Mapping]] = ...) -> None: ...
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ENDORSEMENTS_FIELD_NUMBER: _ClassVar[int]
     entry: AuditEntry
     leaf_index: int
     checkpoint: str
     inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
     public_keys: _containers.ScalarMap[str, bytes]
-    def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ..., leaf_index: _Optional[int] = ..., checkpoint: _Optional[str] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+    endorsements: _containers.MessageMap[str, KeyEndorsement]
+    def __init__(self, entry: _Optional[_Union[AuditEntry, _Mapping]] = ..., leaf_index: _Optional[int] = ..., checkpoint: _Optional[str] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., endorsements: _Optional[_Mapping[str, KeyEndorsement]] = ...) -> None: ...
 
 class ListTreeCheckpointsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -39,6 +39,11 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TEST_MODELS_DISABLED: _ClassVar[ErrorReason]
     ERROR_REASON_TIME_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     ERROR_REASON_DEVICE_MEMORY_EXHAUSTED: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_QUEUE_FULL: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_SUCCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_FINISHED: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_INTERRUPTED: _ClassVar[ErrorReason]
 
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -93,6 +98,15 @@ class ActivationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVATION_KIND_SQUARE: _ClassVar[ActivationKind]
     ACTIVATION_KIND_POLYNOMIAL: _ClassVar[ActivationKind]
 
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
 class KeyPartKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     KEY_PART_KIND_UNSPECIFIED: _ClassVar[KeyPartKind]
@@ -125,6 +139,11 @@ ERROR_REASON_MODEL_ALREADY_EXISTS: ErrorReason
 ERROR_REASON_TEST_MODELS_DISABLED: ErrorReason
 ERROR_REASON_TIME_LIMIT_EXCEEDED: ErrorReason
 ERROR_REASON_DEVICE_MEMORY_EXHAUSTED: ErrorReason
+ERROR_REASON_JOB_NOT_FOUND: ErrorReason
+ERROR_REASON_JOB_QUEUE_FULL: ErrorReason
+ERROR_REASON_JOB_NOT_SUCCEEDED: ErrorReason
+ERROR_REASON_JOB_FINISHED: ErrorReason
+ERROR_REASON_JOB_INTERRUPTED: ErrorReason
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_LINEAR_REGRESSION: ModelKind
 MODEL_KIND_LOGISTIC_REGRESSION: ModelKind
@@ -154,6 +173,12 @@ ACTIVATION_KIND_UNSPECIFIED: ActivationKind
 ACTIVATION_KIND_IDENTITY: ActivationKind
 ACTIVATION_KIND_SQUARE: ActivationKind
 ACTIVATION_KIND_POLYNOMIAL: ActivationKind
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
 KEY_PART_KIND_UNSPECIFIED: KeyPartKind
 KEY_PART_KIND_CRYPTO_CONTEXT: KeyPartKind
 KEY_PART_KIND_PUBLIC_KEY: KeyPartKind
@@ -535,3 +560,119 @@ class DeleteModelRequest(_message.Message):
 class DeleteModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("name", "session", "model", "owner", "state", "input_count", "completed_input_count", "input_bytes", "failure_reason", "failure_message", "attempt_count", "create_time", "start_time", "end_time", "expire_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_INPUT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    session: str
+    model: str
+    owner: str
+    state: JobState
+    input_count: int
+    completed_input_count: int
+    input_bytes: int
+    failure_reason: ErrorReason
+    failure_message: str
+    attempt_count: int
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., session: _Optional[str] = ..., model: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., input_count: _Optional[int] = ..., completed_input_count: _Optional[int] = ..., input_bytes: _Optional[int] = ..., failure_reason: _Optional[_Union[ErrorReason, str]] = ..., failure_message: _Optional[str] = ..., attempt_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class JobStart(_message.Message):
+    __slots__ = ("session", "input_count", "request_id")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    input_count: int
+    request_id: str
+    def __init__(self, session: _Optional[str] = ..., input_count: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("start", "input", "chunk")
+    START_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    start: JobStart
+    input: InferInput
+    chunk: CiphertextChunk
+    def __init__(self, start: _Optional[_Union[JobStart, _Mapping]] = ..., input: _Optional[_Union[InferInput, _Mapping]] = ..., chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "state")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: JobState
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetJobResultRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetJobResultResponse(_message.Message):
+    __slots__ = ("output", "chunk")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    output: InferOutput
+    chunk: CiphertextChunk
+    def __init__(self, output: _Optional[_Union[InferOutput, _Mapping]] = ..., chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

@@ -75,6 +75,31 @@ class FHEInferenceStub:
                 request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferRequest.SerializeToString,
                 response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferResponse.FromString,
                 _registered_method=True)
+        self.SubmitJob = channel.stream_unary(
+                '/privmesh.fhe.v1.FHEInference/SubmitJob',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/privmesh.fhe.v1.FHEInference/GetJob',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/privmesh.fhe.v1.FHEInference/ListJobs',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.GetJobResult = channel.unary_stream(
+                '/privmesh.fhe.v1.FHEInference/GetJobResult',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/privmesh.fhe.v1.FHEInference/CancelJob',
+                request_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
 
 
 class FHEInferenceServicer:
@@ -156,6 +181,53 @@ class FHEInferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJob(self, request_iterator, context):
+        """Submits an asynchronous job: a batch of encrypted inputs evaluated in the caller's session, possibly many
+        and large, whose outputs are kept on the server until the client fetches them (GetJobResult). Use it where an
+        Infer stream would have to stay open for the whole evaluation (serverless callers, batches of hours).
+
+        Client streaming, with Infer's input framing: one SubmitJobRequest.start (the session, and the number of
+        inputs), then for each input one InferInput header and the chunks of its ciphertexts in order. Every declared
+        size is checked against the model's limits and the server's job limits before the bytes are read; the job is
+        stored (and counts against the caller's queue) only once every declared byte arrived and was checked, so a
+        refused or broken upload stores nothing. Retry with the same request_id to get the job of an upload that
+        already completed. Audited (job, session, model, inputs, bytes), refusals included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Reads a job of the caller's: its state and progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists the caller's jobs, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobResult(self, request, context):
+        """Streams the encrypted outputs of a succeeded job, with Infer's output framing (one InferOutput header per
+        input, in input order, then its ciphertexts' chunks). Readable any number of times until Job.expire_time.
+        Every read is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a queued or running job of the caller's: it stops after the input being evaluated, and its inputs and
+        outputs are deleted. Cancelling a cancelled job returns it unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FHEInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +270,31 @@ def add_FHEInferenceServicer_to_server(servicer, server):
                     servicer.Infer,
                     request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferRequest.FromString,
                     response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferResponse.SerializeToString,
+            ),
+            'SubmitJob': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetJobResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobResult,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobRequest.FromString,
+                    response_serializer=privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +514,141 @@ class FHEInference:
             '/privmesh.fhe.v1.FHEInference/Infer',
             privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferRequest.SerializeToString,
             privmesh_dot_fhe_dot_v1_dot_fhe__pb2.InferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/privmesh.fhe.v1.FHEInference/SubmitJob',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/GetJob',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/ListJobs',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/GetJobResult',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.GetJobResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fhe.v1.FHEInference/CancelJob',
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobRequest.SerializeToString,
+            privmesh_dot_fhe_dot_v1_dot_fhe__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,7 @@ carries hyperparameters and node ids, never keys or data.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from privmesh.fl.app.model import Architecture, TrainingConfig
 
@@ -54,6 +54,7 @@ class RunSpec:
     node_ids: tuple[int, ...]  # the federation's admitted SuperNodes; others on the SuperLink are ignored
     secagg: SecAggSpec | None = None
     dp: DpSpec | None = None
+    flare_sites: dict[str, int] = field(default_factory=dict)  # FLARE site name -> the participant's node id
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -184,7 +184,15 @@ def validate(federation_id: str, f: fl_pb2.Federation) -> None:
     v = Violations()
     v.check(not f.admission.require_attestation or bool(f.admission.attestation_policy),
             "federation.admission.attestation_policy", "required when require_attestation is true")
+    v.check(f.engine in (fl_pb2.FL_ENGINE_UNSPECIFIED, fl_pb2.FL_ENGINE_FLOWER, fl_pb2.FL_ENGINE_FLARE),
+            "federation.engine", "unknown engine")
     v.raise_if_any()
+    if f.engine == fl_pb2.FL_ENGINE_FLARE:  # what privmesh's FLARE workflow does not do: refused, never ignored
+        v.check(not f.HasField("secure_aggregation"), "federation.secure_aggregation",
+                "FLARE federations have no SecAgg+; the FLARE server sees each site's update")
+        v.check(f.strategy.WhichOneof("algorithm") != "fed_adam", "federation.strategy.fed_adam",
+                "FLARE federations aggregate with FedAvg or FedProx")
+        v.raise_if_any("ENGINE_FEATURE_UNSUPPORTED")
     projected = projected_epsilon(f)
     d = f.differential_privacy
     if projected is not None and d.HasField("target_epsilon") and projected > d.target_epsilon:
@@ -202,7 +210,8 @@ def architecture(m: fl_pb2.ModelSpec) -> Architecture:
     return Architecture(m.feature_count, m.class_count, (), "relu", m.logistic_regression.l2_penalty)
 
 
-def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int]) -> RunSpec:
+def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int],
+             flare_sites: dict[str, int] | None = None) -> RunSpec:
     t, s = f.local_training, f.strategy
     which = s.WhichOneof("algorithm")
     params: dict[str, float] = {}
@@ -229,4 +238,4 @@ def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int]
         fraction_evaluate=s.fraction_evaluate if s.HasField("fraction_evaluate") else 1.0,
         round_timeout_seconds=seconds(f.round_timeout, DEFAULT_TIMEOUT_SECONDS),
         participant_wait_seconds=seconds(f.participant_wait_timeout, DEFAULT_TIMEOUT_SECONDS), seed=seed,
-        node_ids=tuple(node_ids), secagg=secagg_spec(f), dp=dp)
+        node_ids=tuple(node_ids), secagg=secagg_spec(f), dp=dp, flare_sites=dict(flare_sites or {}))

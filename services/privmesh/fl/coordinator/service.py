@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.fl.app.report import decode_arrays
+from privmesh.fl.app.spec import RunSpec
 from privmesh.fl.coordinator import federations
 from privmesh.fl.coordinator.admission import MAX_DOCUMENT_BYTES, Admission, AttestationRefused
 from privmesh.fl.coordinator.fab import build_fab
@@ -25,6 +30,9 @@ from privmesh.fl.coordinator.superlink import SuperLink, SuperLinkError
 from privmesh.fl.coordinator.vault import ModelVault
 from privmesh.fl.v1 import fl_pb2, reporter_pb2
 from privmesh.runtime.audit.log import AuditLog
+
+if TYPE_CHECKING:  # FLARE is an optional extra: imported only where a FLARE server is configured
+    from privmesh.fl.flare.server import FlareServer
 from privmesh.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -47,6 +55,9 @@ def _now() -> Timestamp:
 
 
 PARTICIPANT_NAME = "federations/{federation}/participants/{participant}"
+FLARE_ACTION = re.compile(rb"\[A:([^\] ]+)")
+FLARE_FOLD_SECONDS = 60.0  # and at the end of every FLARE run
+FLARE_POLLING = {"check_status", "get_job_meta", "_logout", "_cert_login"}
 RUN_NAME = "federations/{federation}/runs/{run}"
 
 
@@ -64,6 +75,12 @@ def federation_of(name: str) -> str:
     return "/".join(name.split("/")[:2])
 
 
+def flare_site_name(participant: str) -> str:
+    """The FLARE site of "federations/{f}/participants/{p}": "{f}_{p}" (ids never hold '_', so it is unique)."""
+    pieces = participant.split("/")
+    return f"{pieces[1]}_{pieces[3]}"
+
+
 @dataclass(frozen=True)
 class CoordinatorOptions:
     default_model_key: str
@@ -74,15 +91,17 @@ class CoordinatorOptions:
 
 class CoordinatorService:
     def __init__(self, store: CoordinatorStore, superlink: SuperLink, audit: AuditLog, vault: ModelVault,
-                 admission: Admission, options: CoordinatorOptions) -> None:
+                 admission: Admission, options: CoordinatorOptions, flare: FlareServer | None = None) -> None:
         self.store = store
         self.superlink = superlink
+        self.flare = flare
         self.audit = audit
         self.vault = vault
         self.admission = admission
         self.options = options
         self._changed: dict[str, asyncio.Condition] = {}
         self._monitor: asyncio.Task[None] | None = None
+        self._folded_at = 0.0
 
     # --- federations ---------------------------------------------------------------------------------------
     async def _earlier(self, request_id: str, digest: str) -> str | None:
@@ -111,13 +130,23 @@ class CoordinatorService:
             f.ClearField("projected_epsilon")
         else:
             f.projected_epsilon = projected
-        f.superlink.CopyFrom(fl_pb2.SuperLinkEndpoint(fleet_address=self.options.fleet_address,
-                                                      root_certificates_pem=self.options.root_certificates_pem))
+        if f.engine == fl_pb2.FL_ENGINE_FLARE:
+            if self.flare is None:
+                raise InvalidArgument.single("federation.engine", "this coordinator runs no FLARE server (set "
+                                             "service.flare)", "ENGINE_FEATURE_UNSUPPORTED")
+            p = self.flare.config.provisioner
+            f.flare.CopyFrom(fl_pb2.FlareEndpoint(server_address=self.flare.address, project=p.project,
+                                                  root_certificate_pem=p.root_certificate()))
+        else:
+            f.engine = fl_pb2.FL_ENGINE_FLOWER
+            f.superlink.CopyFrom(fl_pb2.SuperLinkEndpoint(fleet_address=self.options.fleet_address,
+                                                          root_certificates_pem=self.options.root_certificates_pem))
         f.creator = creator
         f.create_time.CopyFrom(_now())
         if await asyncio.to_thread(self.store.federation, f.name) is not None:
             raise AlreadyExists("FEDERATION_ALREADY_EXISTS", f"{f.name} already exists")
-        details = {"strategy": f.strategy.WhichOneof("algorithm") or "", "num_rounds": str(f.num_rounds),
+        details = {"engine": fl_pb2.FlEngine.Name(f.engine),
+                   "strategy": f.strategy.WhichOneof("algorithm") or "", "num_rounds": str(f.num_rounds),
                    "min_participants": str(f.min_participants),
                    "secure_aggregation": str(f.HasField("secure_aggregation")).lower(),
                    "differential_privacy": str(f.HasField("differential_privacy")).lower(),
@@ -192,28 +221,27 @@ class CoordinatorService:
                                       "document_sha256": refused.document_sha256})) from None
             except PermissionDenied as mismatch:
                 raise await self._refused(name, mismatch.reason, fingerprint, mismatch) from None
-        try:
-            node_id = await self.superlink.register_node(key.pem)
-        except SuperLinkError as exc:
-            if exc.code == grpc.StatusCode.FAILED_PRECONDITION:  # Flower never forgets a key, even unregistered
-                raise await self._refused(name, "PUBLIC_KEY_ALREADY_REGISTERED", fingerprint, AlreadyExists(
-                    "PUBLIC_KEY_ALREADY_REGISTERED", "the SuperLink already holds this key (the keys of removed "
-                    "participants cannot be reused)")) from None
-            raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink refused the key ({exc})") from None
+        flare_site = ""
+        if federation.engine == fl_pb2.FL_ENGINE_FLARE:
+            # FLARE knows sites by name: the node id is the coordinator's, for round reports.
+            node_id, flare_site = secrets.randbits(62) + 1, flare_site_name(name)
+        else:
+            node_id = await self._register_flower_node(name, key.pem, fingerprint)
         participant = fl_pb2.Participant(
             name=name, display_name=request.display_name, public_key_pem=key.pem.decode(),
             public_key_fingerprint=key.fingerprint, curve=key.curve, node_id=node_id, registrant=registrant,
-            create_time=_now())
+            create_time=_now(), flare_site=flare_site)
         if attestation is not None:
             participant.attestation.CopyFrom(attestation)
         try:
             await self.audit.append("RegisterParticipant", resource=name, details={
                 **fingerprint, "node_id": str(node_id), "attested": str(attestation is not None).lower(),
-                "document_sha256": attestation.document_sha256 if attestation else ""})
+                "document_sha256": attestation.document_sha256 if attestation else "", "flare_site": flare_site})
             await asyncio.to_thread(self.store.add_participant, participant, request.parent, request.request_id,
                                     digest)
         except BaseException as exc:
-            await self.superlink.unregister_node(node_id)  # all or nothing
+            if not flare_site:
+                await self.superlink.unregister_node(node_id)  # all or nothing
             if isinstance(exc, Conflict):
                 if exc.what == "public_key":
                     raise AlreadyExists("PUBLIC_KEY_ALREADY_REGISTERED", "this public key is already registered") \
@@ -221,6 +249,16 @@ class CoordinatorService:
                 raise AlreadyExists("PARTICIPANT_ALREADY_EXISTS", f"{name} already exists") from None
             raise
         return participant
+
+    async def _register_flower_node(self, name: str, pem: bytes, fingerprint: dict[str, str]) -> int:
+        try:
+            return await self.superlink.register_node(pem)
+        except SuperLinkError as exc:
+            if exc.code == grpc.StatusCode.FAILED_PRECONDITION:  # Flower never forgets a key, even unregistered
+                raise await self._refused(name, "PUBLIC_KEY_ALREADY_REGISTERED", fingerprint, AlreadyExists(
+                    "PUBLIC_KEY_ALREADY_REGISTERED", "the SuperLink already holds this key (the keys of removed "
+                    "participants cannot be reused)")) from None
+            raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink refused the key ({exc})") from None
 
     async def participant(self, name: str) -> fl_pb2.Participant:
         _key_of(name, "name", PARTICIPANT_NAME)
@@ -232,6 +270,8 @@ class CoordinatorService:
     async def list_participants(self, parent: str, after: str, limit: int) -> list[fl_pb2.Participant]:
         await self.get_federation(parent, "parent")
         found = await asyncio.to_thread(self.store.participants, parent, after, limit)
+        if any(p.flare_site for p in found):
+            return await self._flare_status(found)
         try:
             nodes = await self.superlink.node_status()
         except SuperLinkError:
@@ -243,6 +283,31 @@ class CoordinatorService:
                 p.last_seen_time.FromJsonString(seen.replace("+00:00", "Z"))
         return found
 
+    async def _flare_status(self, found: list[fl_pb2.Participant]) -> list[fl_pb2.Participant]:
+        from privmesh.fl.flare.server import FlareError
+        assert self.flare is not None
+        try:
+            sites = await self.flare.connected_sites()
+        except FlareError:
+            return found
+        for p in found:
+            p.connected = p.flare_site in sites
+            if p.connected and sites[p.flare_site]:
+                p.last_seen_time.FromNanoseconds(int(sites[p.flare_site] * 1e9))
+        return found
+
+    async def get_startup_kit(self, name: str) -> fl_pb2.GetStartupKitResponse:
+        """The admitted participant's FLARE startup kit; audited by digest."""
+        found = await self.participant(name)
+        if not found.flare_site or self.flare is None:
+            raise FailedPrecondition("STARTUP_KIT_NOT_APPLICABLE", "the participant's federation does not run on "
+                                     "FLARE")
+        kit = await asyncio.to_thread(self.flare.config.provisioner.startup_kit, found.flare_site)
+        digest = hashlib.sha256(kit).hexdigest()
+        await self.audit.append("GetStartupKit", resource=name, details={"flare_site": found.flare_site,
+                                                                          "sha256": digest})
+        return fl_pb2.GetStartupKitResponse(startup_kit=kit, sha256=digest, site=found.flare_site)
+
     async def remove_participant(self, name: str) -> None:
         _key_of(name, "name", PARTICIPANT_NAME)
         found = await asyncio.to_thread(self.store.participant, name)
@@ -251,12 +316,26 @@ class CoordinatorService:
         await self.audit.append("RemoveParticipant", resource=name,
                                 details={"public_key_fingerprint": found.public_key_fingerprint,
                                          "node_id": str(found.node_id)})
+        if found.flare_site:
+            await self._disable_site(found.flare_site)
+            await asyncio.to_thread(self.store.remove_participant, name)
+            return
         try:
             await self.superlink.unregister_node(found.node_id)
         except SuperLinkError as exc:
             raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink could not unregister the key ({exc})") \
                 from None
         await asyncio.to_thread(self.store.remove_participant, name)
+
+    async def _disable_site(self, site: str) -> None:
+        """FLARE refuses the site's kit from now on (the server persists its disabled sites)."""
+        from privmesh.fl.flare.server import FlareError
+        assert self.flare is not None
+        try:
+            await self.flare.disable_site(site)
+        except FlareError as exc:
+            raise Unavailable("FLARE_SERVER_UNAVAILABLE", f"the FLARE server could not disable the site ({exc})") \
+                from None
 
     # --- runs ----------------------------------------------------------------------------------------------
     async def start_run(self, request: fl_pb2.StartRunRequest, starter: str) -> fl_pb2.Run:
@@ -274,23 +353,29 @@ class CoordinatorService:
         run_id = secrets.token_hex(6)
         name = f"{federation.name}/runs/{run_id}"
         seed = federation.model.seed or secrets.randbelow(2**31 - 1) + 1
-        spec = federations.run_spec(federation, name, seed, [p.node_id for p in members])
-        fab, fab_hash = build_fab(spec)
-        await self.audit.append("StartRun", resource=name, details={
-            "participants": str(len(members)), "num_rounds": str(federation.num_rounds), "fab_sha256": fab_hash,
-            "secure_aggregation": str(spec.secagg is not None).lower(), "differential_privacy":
-            str(spec.dp is not None).lower()})
-        try:
-            flower_run_id = await self.superlink.start_run(fab, fab_hash)
-        except SuperLinkError as exc:
-            raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink refused the run ({exc})") from None
-        run = fl_pb2.Run(name=name, state=fl_pb2.RUN_STATE_PENDING, flower_run_id=flower_run_id, seed=seed,
-                         total_rounds=federation.num_rounds, starter=starter, create_time=_now())
+        spec = federations.run_spec(federation, name, seed, [p.node_id for p in members],
+                                    {p.flare_site: p.node_id for p in members if p.flare_site})
+        run = fl_pb2.Run(name=name, state=fl_pb2.RUN_STATE_PENDING, seed=seed, total_rounds=federation.num_rounds,
+                         starter=starter, create_time=_now())
+        details = {"engine": fl_pb2.FlEngine.Name(federation.engine), "participants": str(len(members)),
+                   "num_rounds": str(federation.num_rounds), "secure_aggregation": str(spec.secagg is not None).lower(),
+                   "differential_privacy": str(spec.dp is not None).lower()}
+        if federation.engine == fl_pb2.FL_ENGINE_FLARE:
+            run.flare_job_id = await self._submit_flare_job(name, spec, details)
+        else:
+            fab, fab_hash = build_fab(spec)
+            await self.audit.append("StartRun", resource=name, details={**details, "fab_sha256": fab_hash})
+            try:
+                run.flower_run_id = await self.superlink.start_run(fab, fab_hash)
+            except SuperLinkError as exc:
+                raise Unavailable("SUPERLINK_UNAVAILABLE", f"the SuperLink refused the run ({exc})") from None
         if spec.dp is not None:
             d = federation.differential_privacy
-            seen_by = ("fl-coordinator ServerApp: the unmasked SecAgg+ sum of clipped updates, before central noise"
+            server = ("fl-coordinator FLARE workflow" if federation.engine == fl_pb2.FL_ENGINE_FLARE
+                      else "fl-coordinator ServerApp")
+            seen_by = (f"{server}: the unmasked SecAgg+ sum of clipped updates, before central noise"
                        if federation.HasField("secure_aggregation") else
-                       "fl-coordinator ServerApp: every clipped update and their sum, before central noise")
+                       f"{server}: every clipped update and their sum, before central noise")
             run.privacy.CopyFrom(fl_pb2.PrivacySpent(epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP,
                                                      unnoised_aggregate_seen_by=seen_by))
             if d.HasField("target_epsilon"):
@@ -299,9 +384,30 @@ class CoordinatorService:
             await asyncio.to_thread(self.store.create_run, run, federation.name, time.time_ns() // 1000,
                                     request.request_id, digest)
         except Conflict:
-            await self.superlink.stop_run(flower_run_id)
+            await self._stop_engine_run(run)
             raise FailedPrecondition("RUN_ALREADY_ACTIVE", "the federation has a run that has not ended") from None
         return run
+
+    async def _submit_flare_job(self, name: str, spec: RunSpec, details: dict[str, str]) -> str:
+        from privmesh.fl.flare.job import write_job
+        from privmesh.fl.flare.server import FlareError
+        assert self.flare is not None
+        with tempfile.TemporaryDirectory() as scratch:
+            job = write_job(spec, Path(scratch) / "job")
+            config = (job / "app" / "config" / "config_fed_server.json").read_bytes()
+            await self.audit.append("StartRun", resource=name, details={
+                **details, "flare_job_config_sha256": hashlib.sha256(config).hexdigest()})
+            try:
+                return await self.flare.submit(job)
+            except FlareError as exc:
+                raise Unavailable("FLARE_SERVER_UNAVAILABLE", f"the FLARE server refused the job ({exc})") from None
+
+    async def _stop_engine_run(self, run: fl_pb2.Run) -> None:
+        if run.flare_job_id:
+            assert self.flare is not None
+            await self.flare.abort(run.flare_job_id)
+        else:
+            await self.superlink.stop_run(run.flower_run_id)
 
     async def get_run(self, name: str) -> fl_pb2.Run:
         _key_of(name, "name", RUN_NAME)
@@ -320,7 +426,7 @@ class CoordinatorService:
             return run
         await self.audit.append("StopRun", resource=name, details={"state": fl_pb2.RunState.Name(run.state)})
         if run.state == fl_pb2.RUN_STATE_PENDING:  # no round yet: nothing to wait for
-            await self.superlink.stop_run(run.flower_run_id)
+            await self._stop_engine_run(run)
             return await self._finish(name, fl_pb2.RUN_END_REASON_STOPPED_BY_USER, "stopped before the first round")
         run = await asyncio.to_thread(self.store.update_run, name, lambda r: setattr(r, "state",
                                                                                     fl_pb2.RUN_STATE_STOPPING))
@@ -455,6 +561,8 @@ class CoordinatorService:
                 if m.state == fl_pb2.ROUND_STATE_RUNNING:
                     m.state = fl_pb2.ROUND_STATE_ABANDONED
 
+        if run.flare_job_id:
+            await self.fold_flare_audit()
         await self.audit.append("RunFinished", resource=name, outcome="SUCCESS" if state != fl_pb2.RUN_STATE_FAILED
                                 else "FAILED", details={"state": fl_pb2.RunState.Name(state),
                                                         "end_reason": fl_pb2.RunEndReason.Name(reason),
@@ -539,34 +647,73 @@ class CoordinatorService:
             try:
                 for run in await asyncio.to_thread(self.store.active_runs):
                     await self._check(run)
+                if time.monotonic() - self._folded_at > FLARE_FOLD_SECONDS:
+                    await self.fold_flare_audit()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("run supervision failed")
 
-    async def _check(self, run: fl_pb2.Run) -> None:
+    async def fold_flare_audit(self) -> None:
+        """Commits FLARE's own audit log into the coordinator's hash-chained audit log (so evidence bundles cover
+        it): one FlareAuditLog entry per new segment, with its byte range, SHA-256 and the actions it records
+        (the coordinator's own status polling left out of the list, never out of the digest)."""
+        if self.flare is None:
+            return
+        self._folded_at = time.monotonic()
+        segment = await asyncio.to_thread(self.flare.audit_segment)
+        if segment is None:
+            return
+        start, data = segment
+        actions = sorted({a.decode(errors="replace") for a in FLARE_ACTION.findall(data)} - FLARE_POLLING)
+        await self.audit.append("FlareAuditLog", resource=f"flare/{self.flare.config.provisioner.project}", details={
+            "file": "audit.log", "from_byte": str(start), "to_byte": str(start + len(data)),
+            "lines": str(data.count(b"\n")), "sha256": hashlib.sha256(data).hexdigest(),
+            "actions": ",".join(actions)[:1000]})
+        await asyncio.to_thread(self.flare.mark_folded, start + len(data))
+
+    async def _engine_status(self, run: fl_pb2.Run) -> tuple[bool, str, bool] | None:
+        """(finished, how, engine restarted) of the run on its engine; None while the engine is unreachable."""
+        if run.flare_job_id:
+            from privmesh.fl.flare.server import FlareError
+            assert self.flare is not None
+            try:
+                job = await self.flare.job(run.flare_job_id)
+            except FlareError:
+                return None
+            return job.finished, job.status, self.flare.restarts > 0
         try:
             flower = await self.superlink.run_status(run.flower_run_id)
         except SuperLinkError:
-            return  # restarting; checked again next time
+            return None  # restarting; checked again next time
+        if flower is None:
+            return False, "", bool(self.superlink.restarts)
+        return flower.status == "finished", flower.sub_status, bool(self.superlink.restarts)
+
+    async def _check(self, run: fl_pb2.Run) -> None:
+        status = await self._engine_status(run)
+        if status is None:
+            return
         if run.state == fl_pb2.RUN_STATE_PENDING:
             federation = await self.get_federation(federation_of(run.name))
             wait = federations.seconds(federation.participant_wait_timeout, federations.DEFAULT_TIMEOUT_SECONDS)
             if time.time() - run.create_time.ToSeconds() > wait:
-                await self.superlink.stop_run(run.flower_run_id)
+                await self._stop_engine_run(run)
                 await self._finish(run.name, fl_pb2.RUN_END_REASON_NOT_ENOUGH_PARTICIPANTS,
                                    f"fewer than {federation.min_participants} participants connected in time")
                 return
-        if flower is None or flower.status != "finished":
+        finished, how, restarted = status
+        engine = "FLARE server" if run.flare_job_id else "SuperLink"
+        if not finished:
             return
         await asyncio.sleep(0.5)  # the ServerApp's own end report wins when it is on its way
         if (await self.get_run(run.name)).state in TERMINAL:
             return
         if run.state == fl_pb2.RUN_STATE_STOPPING:
             await self._finish(run.name, fl_pb2.RUN_END_REASON_STOPPED_BY_USER, "stopped by StopRun")
-        elif self.superlink.restarts:
+        elif restarted:
             await self._finish(run.name, fl_pb2.RUN_END_REASON_SUPERLINK_FAILED,
-                               "the SuperLink failed and the run could not continue")
+                               f"the {engine} failed and the run could not continue")
         else:
-            await self._finish(run.name, fl_pb2.RUN_END_REASON_INTERNAL,
-                               f"the Flower run ended ({flower.sub_status}) without a report")
+            what = "FLARE job" if run.flare_job_id else "Flower run"
+            await self._finish(run.name, fl_pb2.RUN_END_REASON_INTERNAL, f"the {what} ended ({how}) without a report")

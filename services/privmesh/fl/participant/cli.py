@@ -1,5 +1,6 @@
 """`privmesh participant`: what a data owner runs — make a key pair, then run a SuperNode against the
-coordinator's SuperLink on local data (`python -m privmesh.fl.participant` is the same command)."""
+coordinator's SuperLink on local data, or for a FLARE federation a FLARE client from the startup kit the
+coordinator issued after admission (`python -m privmesh.fl.participant` is the same command)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import FrameType
 import click
 from cryptography.hazmat.primitives import serialization
 
-from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode
+from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys, SuperNode
 
 DIR = click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), required=True,
                    help="the participant's directory: its key pair (private key mode 0600) and SuperNode state")
@@ -46,7 +47,11 @@ def start(directory: Path, superlink: str, root_certificates: Path, data: Path) 
     node = SuperNode(keys, superlink, root_certificates, data, directory / "supernode").start()
     click.echo(f"SuperNode started (pid {node.process.pid if node.process else '?'}); log: "
                f"{directory / 'supernode' / 'supernode.log'}")
+    _wait(node)
 
+
+def _wait(node: SuperNode | FlareClient) -> None:
+    """Waits for the process, stopping it (and what it spawned) on SIGTERM or Ctrl-C."""
     def stop(signum: int, frame: FrameType | None) -> None:
         node.stop()
 
@@ -57,3 +62,18 @@ def start(directory: Path, superlink: str, root_certificates: Path, data: Path) 
         node.stop()
         code = 0
     raise SystemExit(code)
+
+
+@participant.command("start-flare")
+@DIR
+@click.option("--kit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="the startup kit (zip) from GetStartupKit.startup_kit")
+@click.option("--site", required=True, help="GetStartupKit.site (the participant's FLARE site name)")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="the local training data: CSV with the federation's feature and label columns")
+def start_flare(directory: Path, kit: Path, site: str, data: Path) -> None:
+    """Runs a FLARE client of a FLARE federation until interrupted."""
+    client = FlareClient(kit.read_bytes(), site, data, directory / "flare").start()
+    click.echo(f"FLARE client started (pid {client.process.pid if client.process else '?'}); log: "
+               f"{directory / 'flare' / 'client.log'}")
+    _wait(client)

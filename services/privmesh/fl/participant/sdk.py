@@ -1,5 +1,6 @@
 """The data owner's side: an ECDSA key pair for Flower's SuperNode authentication, and a SuperNode process that
-connects to the coordinator's SuperLink with the private key and trains on local data.
+connects to the coordinator's SuperLink with the private key and trains on local data; for FLARE federations a
+FLARE client started from the startup kit the coordinator issued after admission.
 
 The private key never leaves the participant's directory (an OpenSSH file, mode 0600, as flower-supernode reads
 it); only the public key goes to RegisterParticipant.
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from privmesh.fl.app.spec import DATA_PATH_KEY
 from privmesh.fl.coordinator.superlink import free_port
+from privmesh.fl.flare.kit import DATA_ENV, ORG, unpack_kit
 
 PRIVATE_KEY_FILE = "supernode-key"
 PUBLIC_KEY_FILE = "supernode-key.pub"
@@ -114,12 +116,54 @@ class SuperNode:
 
     def stop(self) -> None:
         """Stops the SuperNode and the ClientApp processes it spawned (its own session)."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        _stop_group(self.process)
+
+
+def _stop_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to the process's session, SIGKILL to what is left after 5 s."""
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class FlareClient:
+    """A FLARE client process for one participant of a FLARE federation, from the startup kit GetStartupKit
+    returned (unpacked into `workspace`); it trains on `data_path` (PRIVMESH_FL_DATA for privmesh's executor)."""
+
+    def __init__(self, kit: bytes, site: str, data_path: Path, workspace: Path) -> None:
+        self.kit = kit
+        self.site = site
+        self.data_path = Path(data_path).resolve()
+        self.workspace = Path(workspace).resolve()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "nvflare.private.fed.app.client.client_train", "-m", str(self.workspace),
+                "-s", "fed_client.json", "--set", "secure_train=true", f"uid={self.site}", f"org={ORG}",
+                "config_folder=config"]
+
+    def start(self) -> FlareClient:
+        unpack_kit(self.kit, self.workspace)
+        env = {**os.environ, DATA_ENV: str(self.data_path), "PYTHONUNBUFFERED": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        with (self.workspace / "client.log").open("ab") as out:
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                            cwd=self.workspace, start_new_session=True)
+        return self
+
+    def log_text(self) -> str:
+        path = self.workspace / "client.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """Stops the client and the job processes it spawned (its own session)."""
+        _stop_group(self.process)

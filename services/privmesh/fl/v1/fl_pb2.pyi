@@ -39,6 +39,15 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MODEL_DECRYPTION_DENIED: _ClassVar[ErrorReason]
     ERROR_REASON_KEY_BROKER_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_REQUEST_ID_CONFLICT: _ClassVar[ErrorReason]
+    ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED: _ClassVar[ErrorReason]
+    ERROR_REASON_FLARE_SERVER_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE: _ClassVar[ErrorReason]
+
+class FlEngine(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FL_ENGINE_UNSPECIFIED: _ClassVar[FlEngine]
+    FL_ENGINE_FLOWER: _ClassVar[FlEngine]
+    FL_ENGINE_FLARE: _ClassVar[FlEngine]
 
 class MlpActivation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -156,6 +165,12 @@ ERROR_REASON_MODEL_NOT_AVAILABLE: ErrorReason
 ERROR_REASON_MODEL_DECRYPTION_DENIED: ErrorReason
 ERROR_REASON_KEY_BROKER_UNAVAILABLE: ErrorReason
 ERROR_REASON_REQUEST_ID_CONFLICT: ErrorReason
+ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED: ErrorReason
+ERROR_REASON_FLARE_SERVER_UNAVAILABLE: ErrorReason
+ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE: ErrorReason
+FL_ENGINE_UNSPECIFIED: FlEngine
+FL_ENGINE_FLOWER: FlEngine
+FL_ENGINE_FLARE: FlEngine
 MLP_ACTIVATION_UNSPECIFIED: MlpActivation
 MLP_ACTIVATION_RELU: MlpActivation
 MLP_ACTIVATION_TANH: MlpActivation
@@ -344,8 +359,18 @@ class SuperLinkEndpoint(_message.Message):
     root_certificates_pem: str
     def __init__(self, fleet_address: _Optional[str] = ..., root_certificates_pem: _Optional[str] = ...) -> None: ...
 
+class FlareEndpoint(_message.Message):
+    __slots__ = ("server_address", "root_certificate_pem", "project")
+    SERVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    server_address: str
+    root_certificate_pem: str
+    project: str
+    def __init__(self, server_address: _Optional[str] = ..., root_certificate_pem: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+
 class Federation(_message.Message):
-    __slots__ = ("name", "display_name", "description", "model", "local_training", "strategy", "num_rounds", "min_participants", "round_timeout", "participant_wait_timeout", "secure_aggregation", "differential_privacy", "admission", "model_key", "projected_epsilon", "superlink", "creator", "create_time")
+    __slots__ = ("name", "display_name", "description", "model", "local_training", "strategy", "num_rounds", "min_participants", "round_timeout", "participant_wait_timeout", "secure_aggregation", "differential_privacy", "admission", "model_key", "projected_epsilon", "superlink", "creator", "create_time", "engine", "flare")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +389,8 @@ class Federation(_message.Message):
     SUPERLINK_FIELD_NUMBER: _ClassVar[int]
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    FLARE_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     description: str
@@ -382,7 +409,9 @@ class Federation(_message.Message):
     superlink: SuperLinkEndpoint
     creator: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., local_training: _Optional[_Union[LocalTraining, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., num_rounds: _Optional[int] = ..., min_participants: _Optional[int] = ..., round_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., participant_wait_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, _Mapping]] = ..., differential_privacy: _Optional[_Union[DifferentialPrivacy, _Mapping]] = ..., admission: _Optional[_Union[AdmissionPolicy, _Mapping]] = ..., model_key: _Optional[str] = ..., projected_epsilon: _Optional[float] = ..., superlink: _Optional[_Union[SuperLinkEndpoint, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    engine: FlEngine
+    flare: FlareEndpoint
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., local_training: _Optional[_Union[LocalTraining, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, _Mapping]] = ..., num_rounds: _Optional[int] = ..., min_participants: _Optional[int] = ..., round_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., participant_wait_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, _Mapping]] = ..., differential_privacy: _Optional[_Union[DifferentialPrivacy, _Mapping]] = ..., admission: _Optional[_Union[AdmissionPolicy, _Mapping]] = ..., model_key: _Optional[str] = ..., projected_epsilon: _Optional[float] = ..., superlink: _Optional[_Union[SuperLinkEndpoint, _Mapping]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., engine: _Optional[_Union[FlEngine, str]] = ..., flare: _Optional[_Union[FlareEndpoint, _Mapping]] = ...) -> None: ...
 
 class AdmissionAttestation(_message.Message):
     __slots__ = ("policy", "document_sha256", "module_id", "verify_time")
@@ -397,7 +426,7 @@ class AdmissionAttestation(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., document_sha256: _Optional[str] = ..., module_id: _Optional[str] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Participant(_message.Message):
-    __slots__ = ("name", "display_name", "public_key_pem", "public_key_fingerprint", "curve", "attestation", "node_id", "connected", "last_seen_time", "registrant", "create_time")
+    __slots__ = ("name", "display_name", "public_key_pem", "public_key_fingerprint", "curve", "attestation", "node_id", "connected", "last_seen_time", "registrant", "create_time", "flare_site")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
@@ -409,6 +438,7 @@ class Participant(_message.Message):
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
     REGISTRANT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FLARE_SITE_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     public_key_pem: str
@@ -420,7 +450,8 @@ class Participant(_message.Message):
     last_seen_time: _timestamp_pb2.Timestamp
     registrant: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., public_key_pem: _Optional[str] = ..., public_key_fingerprint: _Optional[str] = ..., curve: _Optional[_Union[EcCurve, str]] = ..., attestation: _Optional[_Union[AdmissionAttestation, _Mapping]] = ..., node_id: _Optional[int] = ..., connected: _Optional[bool] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registrant: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    flare_site: str
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., public_key_pem: _Optional[str] = ..., public_key_fingerprint: _Optional[str] = ..., curve: _Optional[_Union[EcCurve, str]] = ..., attestation: _Optional[_Union[AdmissionAttestation, _Mapping]] = ..., node_id: _Optional[int] = ..., connected: _Optional[bool] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registrant: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., flare_site: _Optional[str] = ...) -> None: ...
 
 class RoundMetrics(_message.Message):
     __slots__ = ("round", "state", "start_time", "end_time", "participants_selected", "participants_completed", "participants_dropped", "num_examples", "train_loss", "evaluate_loss", "metrics", "epsilon")
@@ -519,7 +550,7 @@ class StoredModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., round: _Optional[int] = ..., encryption: _Optional[_Union[EncryptionInfo, _Mapping]] = ..., encrypted_size_bytes: _Optional[int] = ..., encrypted_sha256: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "state", "end_reason", "end_message", "flower_run_id", "seed", "total_rounds", "completed_rounds", "rounds", "participants", "privacy", "model", "last_event_sequence", "starter", "create_time", "start_time", "end_time")
+    __slots__ = ("name", "state", "end_reason", "end_message", "flower_run_id", "seed", "total_rounds", "completed_rounds", "rounds", "participants", "privacy", "model", "last_event_sequence", "starter", "create_time", "start_time", "end_time", "flare_job_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     END_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -537,6 +568,7 @@ class Run(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    FLARE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: RunState
     end_reason: RunEndReason
@@ -554,7 +586,8 @@ class Run(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., end_reason: _Optional[_Union[RunEndReason, str]] = ..., end_message: _Optional[str] = ..., flower_run_id: _Optional[int] = ..., seed: _Optional[int] = ..., total_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundMetrics, _Mapping]]] = ..., participants: _Optional[_Iterable[_Union[RunParticipant, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacySpent, _Mapping]] = ..., model: _Optional[_Union[StoredModel, _Mapping]] = ..., last_event_sequence: _Optional[int] = ..., starter: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    flare_job_id: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., end_reason: _Optional[_Union[RunEndReason, str]] = ..., end_message: _Optional[str] = ..., flower_run_id: _Optional[int] = ..., seed: _Optional[int] = ..., total_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundMetrics, _Mapping]]] = ..., participants: _Optional[_Iterable[_Union[RunParticipant, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacySpent, _Mapping]] = ..., model: _Optional[_Union[StoredModel, _Mapping]] = ..., last_event_sequence: _Optional[int] = ..., starter: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., flare_job_id: _Optional[str] = ...) -> None: ...
 
 class RoundStarted(_message.Message):
     __slots__ = ("round", "participants_selected")
@@ -767,6 +800,22 @@ class RemoveParticipantRequest(_message.Message):
 class RemoveParticipantResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetStartupKitRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetStartupKitResponse(_message.Message):
+    __slots__ = ("startup_kit", "sha256", "site")
+    STARTUP_KIT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    startup_kit: bytes
+    sha256: str
+    site: str
+    def __init__(self, startup_kit: _Optional[bytes] = ..., sha256: _Optional[str] = ..., site: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("parent", "request_id")

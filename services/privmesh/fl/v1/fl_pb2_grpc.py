@@ -65,6 +65,11 @@ class FLCoordinatorStub:
                 request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantRequest.SerializeToString,
                 response_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantResponse.FromString,
                 _registered_method=True)
+        self.GetStartupKit = channel.unary_unary(
+                '/privmesh.fl.v1.FLCoordinator/GetStartupKit',
+                request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.FromString,
+                _registered_method=True)
         self.StartRun = channel.unary_unary(
                 '/privmesh.fl.v1.FLCoordinator/StartRun',
                 request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.StartRunRequest.SerializeToString,
@@ -140,7 +145,17 @@ class FLCoordinatorServicer:
 
     def RemoveParticipant(self, request, context):
         """Removes a participant and unregisters its key from the SuperLink; its SuperNode is refused from then on and
-        dropped from a run in progress.
+        dropped from a run in progress. On FLARE the site is disabled on the FLARE server: its startup kit stops
+        working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStartupKit(self, request, context):
+        """The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
+        (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
+        fetches are audited (digest only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +239,11 @@ def add_FLCoordinatorServicer_to_server(servicer, server):
                     servicer.RemoveParticipant,
                     request_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantRequest.FromString,
                     response_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantResponse.SerializeToString,
+            ),
+            'GetStartupKit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStartupKit,
+                    request_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.FromString,
+                    response_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.SerializeToString,
             ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
@@ -419,6 +439,33 @@ class FLCoordinator:
             '/privmesh.fl.v1.FLCoordinator/RemoveParticipant',
             privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantRequest.SerializeToString,
             privmesh_dot_fl_dot_v1_dot_fl__pb2.RemoveParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStartupKit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fl.v1.FLCoordinator/GetStartupKit',
+            privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.SerializeToString,
+            privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,20 +11,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit.chain import Checkpoint, Entry, Finding, verify_log
-from privmesh.runtime.audit.endorsement import EndorsementError, verify_endorsement
 from privmesh.runtime.audit.servicer import checkpoint_from_proto, entry_from_proto
 from privmesh.runtime.audit.transparency import export_tree, export_witnessed, tree_findings
+from privmesh.runtime.audit.trust import Trust, key_problem
 from privmesh.runtime.client import ClientIdentity, secure_channel
 
 FORMAT = "privmesh-evidence/1"
@@ -71,13 +69,13 @@ async def export_service(target: str, identity: ClientIdentity, peer: str) -> di
 
 async def export_bundle(endpoints: Mapping[str, tuple[str, str]], identity: ClientIdentity) -> dict[str, Any]:
     """Every service's log; `endpoints` maps each service to its (target, pinned SPIFFE ID)."""
-    witnessed = {}
+    witnessed, witness_keys = {}, {}
     for service, (target, peer) in endpoints.items():  # witnesses first: no log is then behind what was cosigned
         async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
-            witnessed[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
+            witnessed[service], witness_keys[service] = await export_witnessed(common_pb2_grpc.AuditLogStub(channel))
     services = [await export_service(target, identity, peer) for target, peer in endpoints.values()]
     return {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(), "services": services,
-            "witnessed": witnessed}
+            "witnessed": witnessed, "witness_keys": witness_keys}
 
 
 @dataclass(frozen=True)
@@ -96,36 +94,16 @@ class NoTrustAnchor(ValueError):
     """Verification was asked for with nothing pinned: a bundle's own keys prove nothing."""
 
 
-@dataclass(frozen=True)
-class Trust:
-    """What the auditor pins: audit key ids per service, and/or the mesh CA(s) whose certificates endorse each
-    service's audit key (a key endorsed by the service's SPIFFE ID in `trust_domain`)."""
-
-    keys: Mapping[str, str] = field(default_factory=dict)
-    roots: Sequence[x509.Certificate] = ()
-    trust_domain: str = "privmesh.local"
-
-
 def _head(section: Mapping[str, Any]) -> Checkpoint:
     return checkpoint_from_proto(json_format.ParseDict(section["head"], common_pb2.AuditCheckpoint()))
 
 
-def _key_finding(section: Mapping[str, Any], raw_key: bytes, key_id: str, head: Checkpoint,
-                 trust: Trust) -> Finding | None:
+def _key_finding(section: Mapping[str, Any], raw_key: bytes, head: Checkpoint, trust: Trust) -> Finding | None:
     """Why the section's audit key is not the pinned (or CA-endorsed) key of its service, or None."""
-    service = section["service"]
-    if service in trust.keys:
-        return None if hmac.compare_digest(trust.keys[service], key_id) else \
-            Finding(0, f"audit key {key_id[:16]}... is not the trusted key")
-    if not trust.roots:
-        return Finding(0, "no pinned audit key for this service")
     at = dt.datetime.fromtimestamp(head.time_us / 1e6, dt.timezone.utc)
-    try:
-        verify_endorsement(section.get("certificate_chain", ""), base64.b64decode(section.get("key_endorsement", "")),
-                           raw_key, service, list(trust.roots), trust.trust_domain, at)
-    except EndorsementError as exc:
-        return Finding(0, f"audit key {key_id[:16]}... is not vouched for: {exc}")
-    return None
+    problem = key_problem(trust, section["service"], raw_key, section.get("certificate_chain", ""),
+                          base64.b64decode(section.get("key_endorsement", "")), at)
+    return None if problem is None else Finding(0, f"audit {problem}")
 
 
 def _since_finding(entries: Sequence[Entry], head: Checkpoint, seen: Checkpoint) -> Finding | None:
@@ -146,8 +124,20 @@ def verify_bundle(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[st
     sections = {s["service"]: s for s in reversed(bundle["services"])}
     pinned = {v.service: base64.b64decode(sections[v.service]["public_key"])
               for v in verdicts if v.ok and v.service in sections}
-    found = tree_findings(bundle, pinned, trust.trust_domain, min_witnesses, since)
+    found = tree_findings(bundle, pinned, trust.trust_domain, min_witnesses, since, _witness_keys(bundle, trust))
     return [replace(v, finding=found[v.service]) if v.service in found else v for v in verdicts]
+
+
+def _witness_keys(bundle: Mapping[str, Any], trust: Trust) -> dict[str, bytes]:
+    """Each service's current witness key (when it has one apart from its audit key) that `trust` accepts."""
+    created = dt.datetime.fromisoformat(bundle.get("created", dt.datetime.now(dt.timezone.utc).isoformat()))
+    accepted = {}
+    for service, key in bundle.get("witness_keys", {}).items():
+        raw = base64.b64decode(key.get("public_key", ""))
+        if len(raw) == 32 and key_problem(trust, service, raw, key.get("certificate_chain", ""),
+                                          base64.b64decode(key.get("key_endorsement", "")), created) is None:
+            accepted[service] = raw
+    return accepted
 
 
 def _verify_chains(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[str] = (),
@@ -174,7 +164,7 @@ def _verify_chains(bundle: Mapping[str, Any], trust: Trust, expected: Iterable[s
             continue
         present.add(service)
         head = _head(section)
-        finding = _key_finding(section, raw_key, key_id, head, trust)
+        finding = _key_finding(section, raw_key, head, trust)
         if finding is None:
             checkpoints = [checkpoint_from_proto(json_format.ParseDict(c, common_pb2.AuditCheckpoint()))
                            for c in section["checkpoints"]]

@@ -56,8 +56,10 @@ def checkpoint_from_proto(msg: common_pb2.AuditCheckpoint) -> Checkpoint:
 
 class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
     def __init__(self, audit: AuditLog, tls: TlsConfig, authorizer: Authorizer | None = None,
-                 witness: Witness | None = None, cosigners: Cosigners | None = None) -> None:
+                 witness: Witness | None = None, cosigners: Cosigners | None = None,
+                 trust_domain: str = "privmesh.local") -> None:
         self._audit = audit
+        self._trust_domain = trust_domain
         self._tls = tls
         self._authorizer = authorizer
         self._witness = witness
@@ -111,12 +113,19 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         if size is None or size < sequence:
             size = (await self._signed_head()).sequence
         proof = await asyncio.to_thread(tlog.inclusion, sequence - 1, size)
-        keys = await asyncio.to_thread(tlog.witness_keys)
-        keys[self._audit.service] = self._audit.public_key.public_bytes(serialization.Encoding.Raw,
-                                                                        serialization.PublicFormat.Raw)
+        witnesses = await asyncio.to_thread(tlog.witness_keys, proof.checkpoint, self._trust_domain)
+        raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        chain, signature = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file), raw,
+                                                   self._audit.service)
+        keys = {service: key.public_key for service, key in witnesses.items()}
+        endorsements = {service: common_pb2.KeyEndorsement(certificate_chain=key.certificate_chain,
+                                                           signature=key.endorsement)
+                        for service, key in witnesses.items() if key.endorsement}
+        keys[self._audit.service] = raw
+        endorsements[self._audit.service] = common_pb2.KeyEndorsement(certificate_chain=chain, signature=signature)
         return common_pb2.GetAuditReceiptResponse(receipt=common_pb2.AuditReceipt(
             entry=entry_to_proto(found[0]), leaf_index=sequence - 1, checkpoint=proof.checkpoint,
-            inclusion_proof=proof.hashes, public_keys=keys))
+            inclusion_proof=proof.hashes, public_keys=keys, endorsements=endorsements))
 
     async def ListTreeCheckpoints(self, request: common_pb2.ListTreeCheckpointsRequest,
                                   context: CallContext) -> common_pb2.ListTreeCheckpointsResponse:
@@ -139,8 +148,13 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
     async def ListWitnessedCheckpoints(self, request: common_pb2.ListWitnessedCheckpointsRequest,
                                        context: CallContext
                                        ) -> common_pb2.ListWitnessedCheckpointsResponse:
-        logs = await asyncio.to_thread(self._witness.witnessed) if self._witness is not None else []
+        if self._witness is None:
+            return common_pb2.ListWitnessedCheckpointsResponse()
+        logs = await asyncio.to_thread(self._witness.witnessed)
+        chain, signature = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file),
+                                                   self._witness.public_key, self._audit.service)
         return common_pb2.ListWitnessedCheckpointsResponse(logs=[
             common_pb2.WitnessedLog(origin=w.origin, log_public_key=w.log_public_key,
                                     latest_checkpoint=w.latest_checkpoint, refused_checkpoints=w.refused_checkpoints)
-            for w in logs])
+            for w in logs], witness_public_key=self._witness.public_key,
+            witness_key_endorsement=common_pb2.KeyEndorsement(certificate_chain=chain, signature=signature))

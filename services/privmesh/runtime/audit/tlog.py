@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from privmesh.runtime.audit import checkpoint as notes
 from privmesh.runtime.audit import merkle
@@ -29,6 +29,15 @@ class Proof:
     hashes: list[bytes]
 
 
+
+@dataclass(frozen=True)
+class WitnessKey:
+    """A witness's raw Ed25519 cosigning key and its mesh identity's endorsement of it (empty if none)."""
+
+    public_key: bytes
+    certificate_chain: str = ""
+    endorsement: bytes = b""
+
 class TransparencyLog:
     def __init__(self, db: Database, chain: str, origin: str, key: Ed25519PrivateKey) -> None:
         self.db = db
@@ -43,8 +52,10 @@ class TransparencyLog:
                     "note TEXT NOT NULL, PRIMARY KEY (chain, size))")
         cur.execute("CREATE TABLE IF NOT EXISTS audit_cosignatures (chain TEXT NOT NULL, size BIGINT NOT NULL, "
                     "witness TEXT NOT NULL, line TEXT NOT NULL, PRIMARY KEY (chain, size, witness))")
-        cur.execute("CREATE TABLE IF NOT EXISTS audit_witness_keys (chain TEXT NOT NULL, witness TEXT NOT NULL, "
-                    f"service TEXT NOT NULL, public_key {self.db.blob} NOT NULL, PRIMARY KEY (chain, witness))")
+        # every key a witness ever cosigned with (old and new across a rotation), with its endorsement
+        cur.execute("CREATE TABLE IF NOT EXISTS audit_witness_key_versions (chain TEXT NOT NULL, "
+                    f"service TEXT NOT NULL, public_key {self.db.blob} NOT NULL, certificate_chain TEXT NOT NULL, "
+                    f"endorsement {self.db.blob} NOT NULL, PRIMARY KEY (chain, service, public_key))")
         # receipts find a caller's latest entry without a scan
         cur.execute("CREATE INDEX IF NOT EXISTS audit_entries_by_principal "
                     "ON audit_entries (chain, principal, sequence)")
@@ -100,20 +111,30 @@ class TransparencyLog:
             sequence = cur.fetchone()[0]
             return None if sequence is None else int(sequence)
 
-    def witness_keys(self) -> dict[str, bytes]:
-        """service -> raw public key of every witness that ever cosigned this log."""
+    def witness_keys(self, note: str, trust_domain: str) -> dict[str, WitnessKey]:
+        """service -> the key (and endorsement) of each witness whose cosignature `note` carries, picked by the
+        key ID the cosignature line names, so a checkpoint cosigned before a witness's key rotation gets the
+        old key and one cosigned after gets the new."""
+        ids = {(s.name, s.key_id) for s in notes.parse_note(note).signatures}
         with self.db.transaction() as cur:
-            cur.execute("SELECT service, public_key FROM audit_witness_keys WHERE chain = ?", (self.chain,))
-            return {service: bytes(key) for service, key in cur.fetchall()}
+            cur.execute("SELECT service, public_key, certificate_chain, endorsement FROM audit_witness_key_versions "
+                        "WHERE chain = ?", (self.chain,))
+            rows = cur.fetchall()
+        found = {}
+        for service, raw, chain, endorsement in rows:
+            name = notes.witness_name(trust_domain, service)
+            kid = notes.key_id(name, notes.COSIGNATURE_V1, Ed25519PublicKey.from_public_bytes(bytes(raw)))
+            if (name, kid) in ids:
+                found[service] = WitnessKey(bytes(raw), chain, bytes(endorsement))
+        return found
 
-    def add_cosignatures(self, size: int, service: str, public_key: bytes,
-                         signatures: Sequence[notes.Signature]) -> None:
-        """Stores a witness's cosignatures of checkpoint `size` (already verified by the caller)."""
+    def add_cosignatures(self, size: int, service: str, key: WitnessKey, signatures: Sequence[notes.Signature]) -> None:
+        """Stores a witness's cosignatures of checkpoint `size` (already verified by the caller) and its key."""
         with self.db.transaction() as cur:
-            cur.execute("INSERT INTO audit_witness_keys (chain, witness, service, public_key) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (chain, witness) DO UPDATE SET service = excluded.service, "
-                        "public_key = excluded.public_key",
-                        (self.chain, signatures[0].name if signatures else service, service, public_key))
+            cur.execute("INSERT INTO audit_witness_key_versions (chain, service, public_key, certificate_chain, "
+                        "endorsement) VALUES (?, ?, ?, ?, ?) ON CONFLICT (chain, service, public_key) DO UPDATE SET "
+                        "certificate_chain = excluded.certificate_chain, endorsement = excluded.endorsement",
+                        (self.chain, service, key.public_key, key.certificate_chain, key.endorsement))
             for signature in signatures:
                 cur.execute("INSERT INTO audit_cosignatures (chain, size, witness, line) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT (chain, size, witness) DO NOTHING",

@@ -27,10 +27,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def export_witnessed(stub: common_pb2_grpc.AuditLogStub) -> list[dict[str, Any]]:
+async def export_witnessed(stub: common_pb2_grpc.AuditLogStub) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What the service holds as a witness, and its current witness key with the endorsement of it."""
     reply = await stub.ListWitnessedCheckpoints(common_pb2.ListWitnessedCheckpointsRequest())
+    key = {"public_key": _b64(reply.witness_public_key),
+           "certificate_chain": reply.witness_key_endorsement.certificate_chain,
+           "key_endorsement": _b64(reply.witness_key_endorsement.signature)}
     return [{"origin": w.origin, "log_public_key": _b64(w.log_public_key), "latest_checkpoint": w.latest_checkpoint,
-             "refused_checkpoints": list(w.refused_checkpoints)} for w in reply.logs]
+             "refused_checkpoints": list(w.refused_checkpoints)} for w in reply.logs], key
 
 
 async def export_tree(stub: common_pb2_grpc.AuditLogStub, covered: int) -> dict[str, Any]:
@@ -79,10 +83,11 @@ def _parsed(note: str) -> tuple[notes.Note, notes.TreeHead] | None:
 
 def verify_tree(service: str, tree: Mapping[str, Any], entry_hashes: Sequence[bytes],
                 keys: Mapping[str, Ed25519PublicKey], witnessed: Mapping[str, Sequence[Mapping[str, Any]]],
-                trust_domain: str, min_witnesses: int,
-                earlier: Mapping[str, Any] | None = None) -> Finding | None:
+                trust_domain: str, min_witnesses: int, earlier: Mapping[str, Any] | None = None,
+                witness_keys: Mapping[str, Sequence[Ed25519PublicKey]] | None = None) -> Finding | None:
     """The first problem with `service`'s tree evidence, or None. `keys` holds only pinned keys (by service),
-    `witnessed` what each other service holds as a witness, `earlier` the service's tree from an older bundle."""
+    `witnessed` what each other service holds as a witness, `earlier` the service's tree from an older bundle,
+    `witness_keys` the accepted cosigning keys by service (default: each service's key in `keys`)."""
     origin, key = notes.log_origin(trust_domain, service), keys[service]
     parsed = [(_parsed(n), n) for n in tree.get("checkpoints", [])]
     if any(p is None for p, _ in parsed):
@@ -131,8 +136,9 @@ def verify_tree(service: str, tree: Mapping[str, Any], entry_hashes: Sequence[by
                               "the tree of this bundle's entries")
     if heads and min_witnesses:
         note = heads[-1][0]
-        cosigned = [w for w, k in keys.items() if w != service
-                    and notes.cosigned_at(note, notes.witness_name(trust_domain, w), k) is not None]
+        cosigners = witness_keys if witness_keys is not None else {w: [k] for w, k in keys.items()}
+        cosigned = [w for w, ks in cosigners.items() if w != service and any(
+            notes.cosigned_at(note, notes.witness_name(trust_domain, w), k) is not None for k in ks)]
         if len(cosigned) < min_witnesses:
             return Finding(0, f"the latest tree checkpoint (size {heads[-1][1].size}) has {len(cosigned)} pinned "
                               f"witness cosignatures, {min_witnesses} required")
@@ -140,9 +146,13 @@ def verify_tree(service: str, tree: Mapping[str, Any], entry_hashes: Sequence[by
 
 
 def tree_findings(bundle: Mapping[str, Any], pinned: Mapping[str, bytes], trust_domain: str, min_witnesses: int,
-                  since: Mapping[str, Any] | None = None) -> dict[str, Finding]:
-    """verify_tree for every service whose chain and key already verified (`pinned`: service -> raw key)."""
+                  since: Mapping[str, Any] | None = None,
+                  witness_keys: Mapping[str, bytes] | None = None) -> dict[str, Finding]:
+    """verify_tree for every service whose chain and key already verified (`pinned`: service -> raw key); a
+    service's cosignatures count under its audit key or its accepted witness key (`witness_keys`)."""
     keys = {service: Ed25519PublicKey.from_public_bytes(raw) for service, raw in pinned.items()}
+    cosigners = {service: [key, *([Ed25519PublicKey.from_public_bytes(witness_keys[service])]
+                                  if service in (witness_keys or {}) else [])] for service, key in keys.items()}
     witnessed = bundle.get("witnessed", {})
     earlier = {s["service"]: s.get("tree") for s in (since or {}).get("services", [])}
     findings = {}
@@ -155,7 +165,7 @@ def tree_findings(bundle: Mapping[str, Any], pinned: Mapping[str, bytes], trust_
             continue
         hashes = [base64.b64decode(e.get("entryHash", "")) for e in section["entries"]]
         finding = verify_tree(service, section["tree"], hashes, keys, witnessed, trust_domain,
-                              min(min_witnesses, len(keys) - 1), earlier.get(service))
+                              min(min_witnesses, len(keys) - 1), earlier.get(service), cosigners)
         if finding is not None:
             findings[service] = finding
     return findings

@@ -13,19 +13,22 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from privmesh.common.v1 import common_pb2, common_pb2_grpc
 from privmesh.runtime.audit import checkpoint as notes
+from privmesh.runtime.audit.endorsement import endorse
+from privmesh.runtime.audit.log import load_or_create_signing_key
 from privmesh.runtime.audit.merkle import verify_consistency
 from privmesh.runtime.audit.store import AuditStore
-from privmesh.runtime.audit.tlog import TransparencyLog
+from privmesh.runtime.audit.tlog import TransparencyLog, WitnessKey
 from privmesh.runtime.client import ClientIdentity, secure_channel
-from privmesh.runtime.config import ServerConfig
+from privmesh.runtime.config import ServerConfig, TlsConfig
 from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, read_error
@@ -52,7 +55,9 @@ class Witness:
     def __init__(self, db: Database, trust_domain: str, service: str, key: Ed25519PrivateKey) -> None:
         self.db = db
         self.trust_domain = trust_domain
+        self.service = service
         self.name = notes.witness_name(trust_domain, service)
+        self.public_key = notes.raw_public_key(key.public_key())
         self._key = key
         with db.transaction() as cur:
             cur.execute("CREATE TABLE IF NOT EXISTS audit_witnessed (witness TEXT NOT NULL, origin TEXT NOT NULL, "
@@ -117,6 +122,8 @@ class Witness:
                             (self.name, head.origin, request.log_public_key, head.size, head.root,
                              notes.Note(note.text, (*note.signatures, cosignature)).render()))
         if refusal is not None:
+            log.error("split view of %s: checkpoint of size %d refused (%s); kept as evidence", head.origin,
+                      head.size, refusal)
             raise FailedPrecondition(INCONSISTENT, f"checkpoint of {head.origin} refused: {refusal}")
         return cosignature.line()
 
@@ -133,14 +140,19 @@ class Witness:
 
 
 class AuditWitnessServicer(common_pb2_grpc.AuditWitnessServicer):
-    def __init__(self, witness: Witness, public_key: bytes) -> None:
+    def __init__(self, witness: Witness, tls: TlsConfig) -> None:
         self._witness = witness
-        self._public_key = public_key
+        self._tls = tls
 
     async def AddCheckpoint(self, request: common_pb2.AddCheckpointRequest,
                             context: CallContext) -> common_pb2.AddCheckpointResponse:
         line = await asyncio.to_thread(self._witness.add_checkpoint, current_principal.get(), request)
-        return common_pb2.AddCheckpointResponse(cosignature=line, witness_public_key=self._public_key)
+        # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
+        chain, signature = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file),
+                                                   self._witness.public_key, self._witness.service)
+        return common_pb2.AddCheckpointResponse(
+            cosignature=line, witness_public_key=self._witness.public_key,
+            witness_key_endorsement=common_pb2.KeyEndorsement(certificate_chain=chain, signature=signature))
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,10 @@ class Cosigners:
                             old_size=old, consistency_proof=proof, checkpoint=note, log_public_key=self._public_key))
                     except grpc.aio.AioRpcError as exc:
                         details = read_error(exc)
+                        if details.reason == INCONSISTENT:
+                            log.error("split view: witness %s refused this log's checkpoint of size %d as "
+                                      "inconsistent with what it cosigned", peer.service, size)
+                            return
                         if details.reason != SIZE_MISMATCH:
                             raise
                         self._sizes[peer.service] = int(details.metadata.get("latest_size", "0"))
@@ -194,6 +210,16 @@ class Cosigners:
         except (grpc.aio.AioRpcError, ValueError) as exc:
             log.warning("witness %s did not cosign checkpoint %d: %s", peer.service, size, exc)
 
+    async def run(self, interval: float, sign: Callable[[], Awaitable[int]]) -> None:
+        """Every `interval` seconds, signs a checkpoint (`sign` returns its size) and has it cosigned; an error
+        is logged and the loop goes on, so a witness that is down delays cosigning, never the service."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.collect(await sign())
+            except Exception:
+                log.exception("periodic cosigning failed")
+
     def _keep(self, peer: Peer, size: int, note: str, reply: common_pb2.AddCheckpointResponse) -> None:
         name = notes.witness_name(self._trust_domain, peer.service)
         text = notes.parse_note(note).text
@@ -201,14 +227,20 @@ class Cosigners:
         key = Ed25519PublicKey.from_public_bytes(reply.witness_public_key)
         if notes.cosigned_at(cosignature, name, key) is None:
             raise ValueError("the witness's cosignature does not verify")
-        self._tlog.add_cosignatures(size, peer.service, reply.witness_public_key, cosignature.signatures)
+        endorsement = reply.witness_key_endorsement
+        self._tlog.add_cosignatures(size, peer.service, WitnessKey(reply.witness_public_key,
+                                                                   endorsement.certificate_chain,
+                                                                   endorsement.signature), cosignature.signatures)
         self._sizes[peer.service] = size
 
 
 def witnessing(db: Database, store: AuditStore, key: Ed25519PrivateKey, config: ServerConfig,
                service: str) -> tuple[Witness, Cosigners | None]:
-    """A service's witness, and the cosigners of its own log when its configuration names peers."""
-    witness = Witness(db, config.trust_domain, service, key)
+    """A service's witness (cosigning with `audit.witness_key_file`, else with the audit key `key`), and the
+    cosigners of its own log when its configuration names peers."""
+    witness_key = key if config.audit.witness_key_file is None else \
+        load_or_create_signing_key(config.audit.witness_key_file)
+    witness = Witness(db, config.trust_domain, service, witness_key)
     if not config.audit.witnesses:
         return witness, None
     identity = ClientIdentity(config.tls.ca_file, config.tls.cert_file, config.tls.key_file)

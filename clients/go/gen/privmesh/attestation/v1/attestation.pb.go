@@ -1213,6 +1213,272 @@ func (x *ListPoliciesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// A recorded verdict: what VerifyAttestation answered, kept so auditors can list recent verdicts. New kinds of
+// evidence (e.g. a NitroTPM attestation) add a `kind` value and, where they have claims of their own, a field;
+// every field here stays meaningful for every kind.
+type VerificationResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name "policies/{policy}/results/{id}"; ids sort newest first.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The kind of evidence judged: "aws-nitro-enclave" for a Nitro Enclave attestation document.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The policy the evidence was judged against.
+	Policy string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The policy's etag at the time.
+	PolicyEtag string `protobuf:"bytes,4,opt,name=policy_etag,json=policyEtag,proto3" json:"policy_etag,omitempty"`
+	// ACCEPTED or REJECTED.
+	Verdict Verdict `protobuf:"varint,5,opt,name=verdict,proto3,enum=privmesh.attestation.v1.Verdict" json:"verdict,omitempty"`
+	// Every failed check (empty when accepted).
+	RefusalReasons []RefusalReason `protobuf:"varint,6,rep,packed,name=refusal_reasons,json=refusalReasons,proto3,enum=privmesh.attestation.v1.RefusalReason" json:"refusal_reasons,omitempty"`
+	// Lower-case hex SHA-256 of the evidence document.
+	DocumentSha256 string `protobuf:"bytes,7,opt,name=document_sha256,json=documentSha256,proto3" json:"document_sha256,omitempty"`
+	// The enclave's module id (or the evidence's equivalent), when the document could be parsed.
+	ModuleId string `protobuf:"bytes,8,opt,name=module_id,json=moduleId,proto3" json:"module_id,omitempty"`
+	// The SPIFFE ID of the caller that submitted the evidence.
+	Principal string `protobuf:"bytes,9,opt,name=principal,proto3" json:"principal,omitempty"`
+	// When the verdict was given.
+	VerifyTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=verify_time,json=verifyTime,proto3" json:"verify_time,omitempty"`
+	// Whether a result token was minted.
+	TokenMinted bool `protobuf:"varint,11,opt,name=token_minted,json=tokenMinted,proto3" json:"token_minted,omitempty"`
+	// Set when the caller asked for a replay at a past verification_time (no nonce consumed, no token).
+	ReplayTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=replay_time,json=replayTime,proto3" json:"replay_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerificationResult) Reset() {
+	*x = VerificationResult{}
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerificationResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerificationResult) ProtoMessage() {}
+
+func (x *VerificationResult) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerificationResult.ProtoReflect.Descriptor instead.
+func (*VerificationResult) Descriptor() ([]byte, []int) {
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VerificationResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetPolicyEtag() string {
+	if x != nil {
+		return x.PolicyEtag
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *VerificationResult) GetRefusalReasons() []RefusalReason {
+	if x != nil {
+		return x.RefusalReasons
+	}
+	return nil
+}
+
+func (x *VerificationResult) GetDocumentSha256() string {
+	if x != nil {
+		return x.DocumentSha256
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetModuleId() string {
+	if x != nil {
+		return x.ModuleId
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *VerificationResult) GetVerifyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VerifyTime
+	}
+	return nil
+}
+
+func (x *VerificationResult) GetTokenMinted() bool {
+	if x != nil {
+		return x.TokenMinted
+	}
+	return false
+}
+
+func (x *VerificationResult) GetReplayTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReplayTime
+	}
+	return nil
+}
+
+// Request for ListVerificationResults.
+type ListVerificationResultsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many results (default 50, at most 500).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A next_page_token from an earlier response; empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only results judged against this policy name; empty for every policy.
+	Policy        string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVerificationResultsRequest) Reset() {
+	*x = ListVerificationResultsRequest{}
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVerificationResultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVerificationResultsRequest) ProtoMessage() {}
+
+func (x *ListVerificationResultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVerificationResultsRequest.ProtoReflect.Descriptor instead.
+func (*ListVerificationResultsRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListVerificationResultsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListVerificationResultsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListVerificationResultsRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+// Response of ListVerificationResults.
+type ListVerificationResultsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Results, newest first.
+	Results []*VerificationResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVerificationResultsResponse) Reset() {
+	*x = ListVerificationResultsResponse{}
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVerificationResultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVerificationResultsResponse) ProtoMessage() {}
+
+func (x *ListVerificationResultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVerificationResultsResponse.ProtoReflect.Descriptor instead.
+func (*ListVerificationResultsResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListVerificationResultsResponse) GetResults() []*VerificationResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ListVerificationResultsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // Request for DeletePolicy.
 type DeletePolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1226,7 +1492,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[14]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1504,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[14]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1517,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeletePolicyRequest) GetName() string {
@@ -1277,7 +1543,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[15]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1555,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[15]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1568,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{15}
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{18}
 }
 
 // Request for GetVerificationKeys.
@@ -1314,7 +1580,7 @@ type GetVerificationKeysRequest struct {
 
 func (x *GetVerificationKeysRequest) Reset() {
 	*x = GetVerificationKeysRequest{}
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[16]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1592,7 @@ func (x *GetVerificationKeysRequest) String() string {
 func (*GetVerificationKeysRequest) ProtoMessage() {}
 
 func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[16]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1605,7 @@ func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{16}
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{19}
 }
 
 // Response of GetVerificationKeys.
@@ -1355,7 +1621,7 @@ type GetVerificationKeysResponse struct {
 
 func (x *GetVerificationKeysResponse) Reset() {
 	*x = GetVerificationKeysResponse{}
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[17]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1633,7 @@ func (x *GetVerificationKeysResponse) String() string {
 func (*GetVerificationKeysResponse) ProtoMessage() {}
 
 func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[17]
+	mi := &file_privmesh_attestation_v1_attestation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1646,7 @@ func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{17}
+	return file_privmesh_attestation_v1_attestation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetVerificationKeysResponse) GetJwksJson() string {
@@ -1479,6 +1745,31 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"{\n" +
 	"\x14ListPoliciesResponse\x12;\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x1f.privmesh.attestation.v1.PolicyR\bpolicies\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x83\x04\n" +
+	"\x12VerificationResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\x12\x1f\n" +
+	"\vpolicy_etag\x18\x04 \x01(\tR\n" +
+	"policyEtag\x12:\n" +
+	"\averdict\x18\x05 \x01(\x0e2 .privmesh.attestation.v1.VerdictR\averdict\x12O\n" +
+	"\x0frefusal_reasons\x18\x06 \x03(\x0e2&.privmesh.attestation.v1.RefusalReasonR\x0erefusalReasons\x12'\n" +
+	"\x0fdocument_sha256\x18\a \x01(\tR\x0edocumentSha256\x12\x1b\n" +
+	"\tmodule_id\x18\b \x01(\tR\bmoduleId\x12\x1c\n" +
+	"\tprincipal\x18\t \x01(\tR\tprincipal\x12;\n" +
+	"\vverify_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"verifyTime\x12!\n" +
+	"\ftoken_minted\x18\v \x01(\bR\vtokenMinted\x12;\n" +
+	"\vreplay_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"replayTime\"t\n" +
+	"\x1eListVerificationResultsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x90\x01\n" +
+	"\x1fListVerificationResultsResponse\x12E\n" +
+	"\aresults\x18\x01 \x03(\v2+.privmesh.attestation.v1.VerificationResultR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"=\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1516,7 +1807,7 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10VERDICT_ACCEPTED\x10\x01\x12\x14\n" +
-	"\x10VERDICT_REJECTED\x10\x022\xdc\a\n" +
+	"\x10VERDICT_REJECTED\x10\x022\x87\t\n" +
 	"\x13AttestationVerifier\x12y\n" +
 	"\x0eIssueChallenge\x12..privmesh.attestation.v1.IssueChallengeRequest\x1a/.privmesh.attestation.v1.IssueChallengeResponse\"\x06\xb2\xbb\x18\x02(\x01\x12\x95\x01\n" +
 	"\x11VerifyAttestation\x121.privmesh.attestation.v1.VerifyAttestationRequest\x1a2.privmesh.attestation.v1.VerifyAttestationResponse\"\x19\xb2\xbb\x18\x15\n" +
@@ -1532,7 +1823,9 @@ const file_privmesh_attestation_v1_attestation_proto_rawDesc = "" +
 	"\x0fpolicies/{name}\x90\x02\x01\x12\x87\x01\n" +
 	"\fDeletePolicy\x12,.privmesh.attestation.v1.DeletePolicyRequest\x1a-.privmesh.attestation.v1.DeletePolicyResponse\"\x1a\xb2\xbb\x18\x13\n" +
 	"\x11\n" +
-	"\x0fpolicies/{name}\x90\x02\x02\x12\x8b\x01\n" +
+	"\x0fpolicies/{name}\x90\x02\x02\x12\xa8\x01\n" +
+	"\x17ListVerificationResults\x127.privmesh.attestation.v1.ListVerificationResultsRequest\x1a8.privmesh.attestation.v1.ListVerificationResultsResponse\"\x1a\xb2\xbb\x18\x13\x1a\aresults\"\b\n" +
+	"\x06{name}\x90\x02\x01\x12\x8b\x01\n" +
 	"\x13GetVerificationKeys\x123.privmesh.attestation.v1.GetVerificationKeysRequest\x1a4.privmesh.attestation.v1.GetVerificationKeysResponse\"\t\xb2\xbb\x18\x02(\x01\x90\x02\x01Br\n" +
 	"\x1bdev.privmesh.attestation.v1P\x01ZQgithub.com/privmesh/privmesh/clients/go/gen/privmesh/attestation/v1;attestationv1b\x06proto3"
 
@@ -1549,73 +1842,83 @@ func file_privmesh_attestation_v1_attestation_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_attestation_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_privmesh_attestation_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_privmesh_attestation_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_privmesh_attestation_v1_attestation_proto_goTypes = []any{
-	(ErrorReason)(0),                    // 0: privmesh.attestation.v1.ErrorReason
-	(RefusalReason)(0),                  // 1: privmesh.attestation.v1.RefusalReason
-	(Verdict)(0),                        // 2: privmesh.attestation.v1.Verdict
-	(*PcrSet)(nil),                      // 3: privmesh.attestation.v1.PcrSet
-	(*Policy)(nil),                      // 4: privmesh.attestation.v1.Policy
-	(*IssueChallengeRequest)(nil),       // 5: privmesh.attestation.v1.IssueChallengeRequest
-	(*IssueChallengeResponse)(nil),      // 6: privmesh.attestation.v1.IssueChallengeResponse
-	(*VerifyAttestationRequest)(nil),    // 7: privmesh.attestation.v1.VerifyAttestationRequest
-	(*Refusal)(nil),                     // 8: privmesh.attestation.v1.Refusal
-	(*Claims)(nil),                      // 9: privmesh.attestation.v1.Claims
-	(*VerifyAttestationResponse)(nil),   // 10: privmesh.attestation.v1.VerifyAttestationResponse
-	(*PutPolicyRequest)(nil),            // 11: privmesh.attestation.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),           // 12: privmesh.attestation.v1.PutPolicyResponse
-	(*GetPolicyRequest)(nil),            // 13: privmesh.attestation.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),           // 14: privmesh.attestation.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),         // 15: privmesh.attestation.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),        // 16: privmesh.attestation.v1.ListPoliciesResponse
-	(*DeletePolicyRequest)(nil),         // 17: privmesh.attestation.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),        // 18: privmesh.attestation.v1.DeletePolicyResponse
-	(*GetVerificationKeysRequest)(nil),  // 19: privmesh.attestation.v1.GetVerificationKeysRequest
-	(*GetVerificationKeysResponse)(nil), // 20: privmesh.attestation.v1.GetVerificationKeysResponse
-	nil,                                 // 21: privmesh.attestation.v1.PcrSet.PcrsEntry
-	nil,                                 // 22: privmesh.attestation.v1.Claims.PcrsEntry
-	(*durationpb.Duration)(nil),         // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(ErrorReason)(0),                        // 0: privmesh.attestation.v1.ErrorReason
+	(RefusalReason)(0),                      // 1: privmesh.attestation.v1.RefusalReason
+	(Verdict)(0),                            // 2: privmesh.attestation.v1.Verdict
+	(*PcrSet)(nil),                          // 3: privmesh.attestation.v1.PcrSet
+	(*Policy)(nil),                          // 4: privmesh.attestation.v1.Policy
+	(*IssueChallengeRequest)(nil),           // 5: privmesh.attestation.v1.IssueChallengeRequest
+	(*IssueChallengeResponse)(nil),          // 6: privmesh.attestation.v1.IssueChallengeResponse
+	(*VerifyAttestationRequest)(nil),        // 7: privmesh.attestation.v1.VerifyAttestationRequest
+	(*Refusal)(nil),                         // 8: privmesh.attestation.v1.Refusal
+	(*Claims)(nil),                          // 9: privmesh.attestation.v1.Claims
+	(*VerifyAttestationResponse)(nil),       // 10: privmesh.attestation.v1.VerifyAttestationResponse
+	(*PutPolicyRequest)(nil),                // 11: privmesh.attestation.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),               // 12: privmesh.attestation.v1.PutPolicyResponse
+	(*GetPolicyRequest)(nil),                // 13: privmesh.attestation.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),               // 14: privmesh.attestation.v1.GetPolicyResponse
+	(*ListPoliciesRequest)(nil),             // 15: privmesh.attestation.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),            // 16: privmesh.attestation.v1.ListPoliciesResponse
+	(*VerificationResult)(nil),              // 17: privmesh.attestation.v1.VerificationResult
+	(*ListVerificationResultsRequest)(nil),  // 18: privmesh.attestation.v1.ListVerificationResultsRequest
+	(*ListVerificationResultsResponse)(nil), // 19: privmesh.attestation.v1.ListVerificationResultsResponse
+	(*DeletePolicyRequest)(nil),             // 20: privmesh.attestation.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),            // 21: privmesh.attestation.v1.DeletePolicyResponse
+	(*GetVerificationKeysRequest)(nil),      // 22: privmesh.attestation.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil),     // 23: privmesh.attestation.v1.GetVerificationKeysResponse
+	nil,                                     // 24: privmesh.attestation.v1.PcrSet.PcrsEntry
+	nil,                                     // 25: privmesh.attestation.v1.Claims.PcrsEntry
+	(*durationpb.Duration)(nil),             // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),           // 27: google.protobuf.Timestamp
 }
 var file_privmesh_attestation_v1_attestation_proto_depIdxs = []int32{
-	21, // 0: privmesh.attestation.v1.PcrSet.pcrs:type_name -> privmesh.attestation.v1.PcrSet.PcrsEntry
+	24, // 0: privmesh.attestation.v1.PcrSet.pcrs:type_name -> privmesh.attestation.v1.PcrSet.PcrsEntry
 	3,  // 1: privmesh.attestation.v1.Policy.allowed_pcr_sets:type_name -> privmesh.attestation.v1.PcrSet
-	23, // 2: privmesh.attestation.v1.Policy.max_document_age:type_name -> google.protobuf.Duration
-	24, // 3: privmesh.attestation.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
-	24, // 4: privmesh.attestation.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
-	23, // 5: privmesh.attestation.v1.IssueChallengeRequest.ttl:type_name -> google.protobuf.Duration
-	24, // 6: privmesh.attestation.v1.IssueChallengeResponse.expire_time:type_name -> google.protobuf.Timestamp
-	24, // 7: privmesh.attestation.v1.VerifyAttestationRequest.verification_time:type_name -> google.protobuf.Timestamp
+	26, // 2: privmesh.attestation.v1.Policy.max_document_age:type_name -> google.protobuf.Duration
+	27, // 3: privmesh.attestation.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
+	27, // 4: privmesh.attestation.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	26, // 5: privmesh.attestation.v1.IssueChallengeRequest.ttl:type_name -> google.protobuf.Duration
+	27, // 6: privmesh.attestation.v1.IssueChallengeResponse.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 7: privmesh.attestation.v1.VerifyAttestationRequest.verification_time:type_name -> google.protobuf.Timestamp
 	1,  // 8: privmesh.attestation.v1.Refusal.reason:type_name -> privmesh.attestation.v1.RefusalReason
-	24, // 9: privmesh.attestation.v1.Claims.timestamp:type_name -> google.protobuf.Timestamp
-	22, // 10: privmesh.attestation.v1.Claims.pcrs:type_name -> privmesh.attestation.v1.Claims.PcrsEntry
+	27, // 9: privmesh.attestation.v1.Claims.timestamp:type_name -> google.protobuf.Timestamp
+	25, // 10: privmesh.attestation.v1.Claims.pcrs:type_name -> privmesh.attestation.v1.Claims.PcrsEntry
 	2,  // 11: privmesh.attestation.v1.VerifyAttestationResponse.verdict:type_name -> privmesh.attestation.v1.Verdict
 	8,  // 12: privmesh.attestation.v1.VerifyAttestationResponse.refusals:type_name -> privmesh.attestation.v1.Refusal
 	9,  // 13: privmesh.attestation.v1.VerifyAttestationResponse.claims:type_name -> privmesh.attestation.v1.Claims
-	24, // 14: privmesh.attestation.v1.VerifyAttestationResponse.result_token_expire_time:type_name -> google.protobuf.Timestamp
+	27, // 14: privmesh.attestation.v1.VerifyAttestationResponse.result_token_expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 15: privmesh.attestation.v1.PutPolicyRequest.policy:type_name -> privmesh.attestation.v1.Policy
 	4,  // 16: privmesh.attestation.v1.PutPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
 	4,  // 17: privmesh.attestation.v1.GetPolicyResponse.policy:type_name -> privmesh.attestation.v1.Policy
 	4,  // 18: privmesh.attestation.v1.ListPoliciesResponse.policies:type_name -> privmesh.attestation.v1.Policy
-	5,  // 19: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:input_type -> privmesh.attestation.v1.IssueChallengeRequest
-	7,  // 20: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:input_type -> privmesh.attestation.v1.VerifyAttestationRequest
-	11, // 21: privmesh.attestation.v1.AttestationVerifier.PutPolicy:input_type -> privmesh.attestation.v1.PutPolicyRequest
-	13, // 22: privmesh.attestation.v1.AttestationVerifier.GetPolicy:input_type -> privmesh.attestation.v1.GetPolicyRequest
-	15, // 23: privmesh.attestation.v1.AttestationVerifier.ListPolicies:input_type -> privmesh.attestation.v1.ListPoliciesRequest
-	17, // 24: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:input_type -> privmesh.attestation.v1.DeletePolicyRequest
-	19, // 25: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:input_type -> privmesh.attestation.v1.GetVerificationKeysRequest
-	6,  // 26: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:output_type -> privmesh.attestation.v1.IssueChallengeResponse
-	10, // 27: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:output_type -> privmesh.attestation.v1.VerifyAttestationResponse
-	12, // 28: privmesh.attestation.v1.AttestationVerifier.PutPolicy:output_type -> privmesh.attestation.v1.PutPolicyResponse
-	14, // 29: privmesh.attestation.v1.AttestationVerifier.GetPolicy:output_type -> privmesh.attestation.v1.GetPolicyResponse
-	16, // 30: privmesh.attestation.v1.AttestationVerifier.ListPolicies:output_type -> privmesh.attestation.v1.ListPoliciesResponse
-	18, // 31: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:output_type -> privmesh.attestation.v1.DeletePolicyResponse
-	20, // 32: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:output_type -> privmesh.attestation.v1.GetVerificationKeysResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 19: privmesh.attestation.v1.VerificationResult.verdict:type_name -> privmesh.attestation.v1.Verdict
+	1,  // 20: privmesh.attestation.v1.VerificationResult.refusal_reasons:type_name -> privmesh.attestation.v1.RefusalReason
+	27, // 21: privmesh.attestation.v1.VerificationResult.verify_time:type_name -> google.protobuf.Timestamp
+	27, // 22: privmesh.attestation.v1.VerificationResult.replay_time:type_name -> google.protobuf.Timestamp
+	17, // 23: privmesh.attestation.v1.ListVerificationResultsResponse.results:type_name -> privmesh.attestation.v1.VerificationResult
+	5,  // 24: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:input_type -> privmesh.attestation.v1.IssueChallengeRequest
+	7,  // 25: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:input_type -> privmesh.attestation.v1.VerifyAttestationRequest
+	11, // 26: privmesh.attestation.v1.AttestationVerifier.PutPolicy:input_type -> privmesh.attestation.v1.PutPolicyRequest
+	13, // 27: privmesh.attestation.v1.AttestationVerifier.GetPolicy:input_type -> privmesh.attestation.v1.GetPolicyRequest
+	15, // 28: privmesh.attestation.v1.AttestationVerifier.ListPolicies:input_type -> privmesh.attestation.v1.ListPoliciesRequest
+	20, // 29: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:input_type -> privmesh.attestation.v1.DeletePolicyRequest
+	18, // 30: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:input_type -> privmesh.attestation.v1.ListVerificationResultsRequest
+	22, // 31: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:input_type -> privmesh.attestation.v1.GetVerificationKeysRequest
+	6,  // 32: privmesh.attestation.v1.AttestationVerifier.IssueChallenge:output_type -> privmesh.attestation.v1.IssueChallengeResponse
+	10, // 33: privmesh.attestation.v1.AttestationVerifier.VerifyAttestation:output_type -> privmesh.attestation.v1.VerifyAttestationResponse
+	12, // 34: privmesh.attestation.v1.AttestationVerifier.PutPolicy:output_type -> privmesh.attestation.v1.PutPolicyResponse
+	14, // 35: privmesh.attestation.v1.AttestationVerifier.GetPolicy:output_type -> privmesh.attestation.v1.GetPolicyResponse
+	16, // 36: privmesh.attestation.v1.AttestationVerifier.ListPolicies:output_type -> privmesh.attestation.v1.ListPoliciesResponse
+	21, // 37: privmesh.attestation.v1.AttestationVerifier.DeletePolicy:output_type -> privmesh.attestation.v1.DeletePolicyResponse
+	19, // 38: privmesh.attestation.v1.AttestationVerifier.ListVerificationResults:output_type -> privmesh.attestation.v1.ListVerificationResultsResponse
+	23, // 39: privmesh.attestation.v1.AttestationVerifier.GetVerificationKeys:output_type -> privmesh.attestation.v1.GetVerificationKeysResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_attestation_v1_attestation_proto_init() }
@@ -1630,7 +1933,7 @@ func file_privmesh_attestation_v1_attestation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_attestation_v1_attestation_proto_rawDesc), len(file_privmesh_attestation_v1_attestation_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

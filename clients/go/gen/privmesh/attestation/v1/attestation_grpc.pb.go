@@ -28,13 +28,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AttestationVerifier_IssueChallenge_FullMethodName      = "/privmesh.attestation.v1.AttestationVerifier/IssueChallenge"
-	AttestationVerifier_VerifyAttestation_FullMethodName   = "/privmesh.attestation.v1.AttestationVerifier/VerifyAttestation"
-	AttestationVerifier_PutPolicy_FullMethodName           = "/privmesh.attestation.v1.AttestationVerifier/PutPolicy"
-	AttestationVerifier_GetPolicy_FullMethodName           = "/privmesh.attestation.v1.AttestationVerifier/GetPolicy"
-	AttestationVerifier_ListPolicies_FullMethodName        = "/privmesh.attestation.v1.AttestationVerifier/ListPolicies"
-	AttestationVerifier_DeletePolicy_FullMethodName        = "/privmesh.attestation.v1.AttestationVerifier/DeletePolicy"
-	AttestationVerifier_GetVerificationKeys_FullMethodName = "/privmesh.attestation.v1.AttestationVerifier/GetVerificationKeys"
+	AttestationVerifier_IssueChallenge_FullMethodName          = "/privmesh.attestation.v1.AttestationVerifier/IssueChallenge"
+	AttestationVerifier_VerifyAttestation_FullMethodName       = "/privmesh.attestation.v1.AttestationVerifier/VerifyAttestation"
+	AttestationVerifier_PutPolicy_FullMethodName               = "/privmesh.attestation.v1.AttestationVerifier/PutPolicy"
+	AttestationVerifier_GetPolicy_FullMethodName               = "/privmesh.attestation.v1.AttestationVerifier/GetPolicy"
+	AttestationVerifier_ListPolicies_FullMethodName            = "/privmesh.attestation.v1.AttestationVerifier/ListPolicies"
+	AttestationVerifier_DeletePolicy_FullMethodName            = "/privmesh.attestation.v1.AttestationVerifier/DeletePolicy"
+	AttestationVerifier_ListVerificationResults_FullMethodName = "/privmesh.attestation.v1.AttestationVerifier/ListVerificationResults"
+	AttestationVerifier_GetVerificationKeys_FullMethodName     = "/privmesh.attestation.v1.AttestationVerifier/GetVerificationKeys"
 )
 
 // AttestationVerifierClient is the client API for AttestationVerifier service.
@@ -55,6 +56,9 @@ type AttestationVerifierClient interface {
 	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
 	// Deletes a policy.
 	DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error)
+	// Lists recorded verdicts (every VerifyAttestation outcome), newest first; a caller sees the verdicts of the
+	// policies its rules cover. Each call is audited (who read which verdicts).
+	ListVerificationResults(ctx context.Context, in *ListVerificationResultsRequest, opts ...grpc.CallOption) (*ListVerificationResultsResponse, error)
 	// Returns the public keys that verify result tokens, as a JWK Set.
 	GetVerificationKeys(ctx context.Context, in *GetVerificationKeysRequest, opts ...grpc.CallOption) (*GetVerificationKeysResponse, error)
 }
@@ -127,6 +131,16 @@ func (c *attestationVerifierClient) DeletePolicy(ctx context.Context, in *Delete
 	return out, nil
 }
 
+func (c *attestationVerifierClient) ListVerificationResults(ctx context.Context, in *ListVerificationResultsRequest, opts ...grpc.CallOption) (*ListVerificationResultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVerificationResultsResponse)
+	err := c.cc.Invoke(ctx, AttestationVerifier_ListVerificationResults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *attestationVerifierClient) GetVerificationKeys(ctx context.Context, in *GetVerificationKeysRequest, opts ...grpc.CallOption) (*GetVerificationKeysResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetVerificationKeysResponse)
@@ -155,6 +169,9 @@ type AttestationVerifierServer interface {
 	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
 	// Deletes a policy.
 	DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error)
+	// Lists recorded verdicts (every VerifyAttestation outcome), newest first; a caller sees the verdicts of the
+	// policies its rules cover. Each call is audited (who read which verdicts).
+	ListVerificationResults(context.Context, *ListVerificationResultsRequest) (*ListVerificationResultsResponse, error)
 	// Returns the public keys that verify result tokens, as a JWK Set.
 	GetVerificationKeys(context.Context, *GetVerificationKeysRequest) (*GetVerificationKeysResponse, error)
 	mustEmbedUnimplementedAttestationVerifierServer()
@@ -184,6 +201,9 @@ func (UnimplementedAttestationVerifierServer) ListPolicies(context.Context, *Lis
 }
 func (UnimplementedAttestationVerifierServer) DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeletePolicy not implemented")
+}
+func (UnimplementedAttestationVerifierServer) ListVerificationResults(context.Context, *ListVerificationResultsRequest) (*ListVerificationResultsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListVerificationResults not implemented")
 }
 func (UnimplementedAttestationVerifierServer) GetVerificationKeys(context.Context, *GetVerificationKeysRequest) (*GetVerificationKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVerificationKeys not implemented")
@@ -317,6 +337,24 @@ func _AttestationVerifier_DeletePolicy_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AttestationVerifier_ListVerificationResults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVerificationResultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestationVerifierServer).ListVerificationResults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AttestationVerifier_ListVerificationResults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestationVerifierServer).ListVerificationResults(ctx, req.(*ListVerificationResultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AttestationVerifier_GetVerificationKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetVerificationKeysRequest)
 	if err := dec(in); err != nil {
@@ -365,6 +403,10 @@ var AttestationVerifier_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeletePolicy",
 			Handler:    _AttestationVerifier_DeletePolicy_Handler,
+		},
+		{
+			MethodName: "ListVerificationResults",
+			Handler:    _AttestationVerifier_ListVerificationResults_Handler,
 		},
 		{
 			MethodName: "GetVerificationKeys",

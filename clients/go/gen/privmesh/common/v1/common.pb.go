@@ -639,10 +639,12 @@ type AddCheckpointResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The witness's cosignature: one note signature line ("— <name> <base64>\n").
 	Cosignature string `protobuf:"bytes,1,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
-	// The witness's raw 32-byte Ed25519 public key.
+	// The witness's raw 32-byte Ed25519 public key (its cosigning key, which may differ from its audit key).
 	WitnessPublicKey []byte `protobuf:"bytes,2,opt,name=witness_public_key,json=witnessPublicKey,proto3" json:"witness_public_key,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The witness's mesh identity vouching for witness_public_key.
+	WitnessKeyEndorsement *KeyEndorsement `protobuf:"bytes,3,opt,name=witness_key_endorsement,json=witnessKeyEndorsement,proto3" json:"witness_key_endorsement,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *AddCheckpointResponse) Reset() {
@@ -689,6 +691,70 @@ func (x *AddCheckpointResponse) GetWitnessPublicKey() []byte {
 	return nil
 }
 
+func (x *AddCheckpointResponse) GetWitnessKeyEndorsement() *KeyEndorsement {
+	if x != nil {
+		return x.WitnessKeyEndorsement
+	}
+	return nil
+}
+
+// A service's mesh identity vouching for one of its keys (its audit key or its witness key), as
+// GetAuditHeadResponse's certificate_chain and key_endorsement do: the signature covers the same canonical JSON
+// {"audit_public_key": "<hex of the key>", "service": "<service>"}.
+type KeyEndorsement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service's mesh certificate chain (PEM, leaf first).
+	CertificateChain string `protobuf:"bytes,1,opt,name=certificate_chain,json=certificateChain,proto3" json:"certificate_chain,omitempty"`
+	// The leaf key's signature over the endorsement message.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyEndorsement) Reset() {
+	*x = KeyEndorsement{}
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyEndorsement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyEndorsement) ProtoMessage() {}
+
+func (x *KeyEndorsement) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyEndorsement.ProtoReflect.Descriptor instead.
+func (*KeyEndorsement) Descriptor() ([]byte, []int) {
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *KeyEndorsement) GetCertificateChain() string {
+	if x != nil {
+		return x.CertificateChain
+	}
+	return ""
+}
+
+func (x *KeyEndorsement) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // Request for AuditLog.ListWitnessedCheckpoints.
 type ListWitnessedCheckpointsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -698,7 +764,7 @@ type ListWitnessedCheckpointsRequest struct {
 
 func (x *ListWitnessedCheckpointsRequest) Reset() {
 	*x = ListWitnessedCheckpointsRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +776,7 @@ func (x *ListWitnessedCheckpointsRequest) String() string {
 func (*ListWitnessedCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListWitnessedCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[6]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +789,7 @@ func (x *ListWitnessedCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWitnessedCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListWitnessedCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 // What a witness holds for one log.
@@ -743,7 +809,7 @@ type WitnessedLog struct {
 
 func (x *WitnessedLog) Reset() {
 	*x = WitnessedLog{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +821,7 @@ func (x *WitnessedLog) String() string {
 func (*WitnessedLog) ProtoMessage() {}
 
 func (x *WitnessedLog) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[7]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +834,7 @@ func (x *WitnessedLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WitnessedLog.ProtoReflect.Descriptor instead.
 func (*WitnessedLog) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WitnessedLog) GetOrigin() string {
@@ -803,14 +869,18 @@ func (x *WitnessedLog) GetRefusedCheckpoints() []string {
 type ListWitnessedCheckpointsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One per log this service witnesses.
-	Logs          []*WitnessedLog `protobuf:"bytes,1,rep,name=logs,proto3" json:"logs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Logs []*WitnessedLog `protobuf:"bytes,1,rep,name=logs,proto3" json:"logs,omitempty"`
+	// The raw 32-byte Ed25519 key this service cosigns with now (its audit key unless it has a witness key).
+	WitnessPublicKey []byte `protobuf:"bytes,2,opt,name=witness_public_key,json=witnessPublicKey,proto3" json:"witness_public_key,omitempty"`
+	// The service's mesh identity vouching for witness_public_key.
+	WitnessKeyEndorsement *KeyEndorsement `protobuf:"bytes,3,opt,name=witness_key_endorsement,json=witnessKeyEndorsement,proto3" json:"witness_key_endorsement,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *ListWitnessedCheckpointsResponse) Reset() {
 	*x = ListWitnessedCheckpointsResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +892,7 @@ func (x *ListWitnessedCheckpointsResponse) String() string {
 func (*ListWitnessedCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListWitnessedCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[8]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,12 +905,26 @@ func (x *ListWitnessedCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWitnessedCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListWitnessedCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListWitnessedCheckpointsResponse) GetLogs() []*WitnessedLog {
 	if x != nil {
 		return x.Logs
+	}
+	return nil
+}
+
+func (x *ListWitnessedCheckpointsResponse) GetWitnessPublicKey() []byte {
+	if x != nil {
+		return x.WitnessPublicKey
+	}
+	return nil
+}
+
+func (x *ListWitnessedCheckpointsResponse) GetWitnessKeyEndorsement() *KeyEndorsement {
+	if x != nil {
+		return x.WitnessKeyEndorsement
 	}
 	return nil
 }
@@ -858,7 +942,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +954,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[9]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +967,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAuditEntriesRequest) GetPageSize() int32 {
@@ -913,7 +997,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1009,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[10]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1022,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{10}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -968,7 +1052,7 @@ type ListAuditCheckpointsRequest struct {
 
 func (x *ListAuditCheckpointsRequest) Reset() {
 	*x = ListAuditCheckpointsRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1064,7 @@ func (x *ListAuditCheckpointsRequest) String() string {
 func (*ListAuditCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[11]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1077,7 @@ func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{11}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAuditCheckpointsRequest) GetPageSize() int32 {
@@ -1023,7 +1107,7 @@ type ListAuditCheckpointsResponse struct {
 
 func (x *ListAuditCheckpointsResponse) Reset() {
 	*x = ListAuditCheckpointsResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1119,7 @@ func (x *ListAuditCheckpointsResponse) String() string {
 func (*ListAuditCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[12]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1132,7 @@ func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAuditCheckpointsResponse) GetCheckpoints() []*AuditCheckpoint {
@@ -1074,7 +1158,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1170,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[13]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1183,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{14}
 }
 
 // Response of AuditLog.GetAuditHead.
@@ -1123,7 +1207,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1219,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[14]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1232,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetAuditHeadResponse) GetHead() *AuditCheckpoint {
@@ -1190,7 +1274,7 @@ type GetAuditReceiptRequest struct {
 
 func (x *GetAuditReceiptRequest) Reset() {
 	*x = GetAuditReceiptRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1286,7 @@ func (x *GetAuditReceiptRequest) String() string {
 func (*GetAuditReceiptRequest) ProtoMessage() {}
 
 func (x *GetAuditReceiptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[15]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1299,7 @@ func (x *GetAuditReceiptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditReceiptRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditReceiptRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{15}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAuditReceiptRequest) GetSequence() uint64 {
@@ -1236,7 +1320,7 @@ type GetAuditReceiptResponse struct {
 
 func (x *GetAuditReceiptResponse) Reset() {
 	*x = GetAuditReceiptResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1332,7 @@ func (x *GetAuditReceiptResponse) String() string {
 func (*GetAuditReceiptResponse) ProtoMessage() {}
 
 func (x *GetAuditReceiptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[16]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1345,7 @@ func (x *GetAuditReceiptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditReceiptResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditReceiptResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{16}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAuditReceiptResponse) GetReceipt() *AuditReceipt {
@@ -1283,15 +1367,18 @@ type AuditReceipt struct {
 	// The inclusion proof of the leaf in that checkpoint's tree (RFC 6962 §2.1.1), leaf side first.
 	InclusionProof [][]byte `protobuf:"bytes,4,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
 	// The raw 32-byte Ed25519 keys of the log (under its own service name) and of each witness whose
-	// cosignature the checkpoint carries; a verifier accepts only those it pins.
-	PublicKeys    map[string][]byte `protobuf:"bytes,5,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// cosignature the checkpoint carries (the key whose key ID the cosignature line names); a verifier accepts
+	// only those it pins, or whose endorsement chains to the mesh CA it pins.
+	PublicKeys map[string][]byte `protobuf:"bytes,5,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The endorsements of public_keys, by the same service names, where the service gave one.
+	Endorsements  map[string]*KeyEndorsement `protobuf:"bytes,6,rep,name=endorsements,proto3" json:"endorsements,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuditReceipt) Reset() {
 	*x = AuditReceipt{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1390,7 @@ func (x *AuditReceipt) String() string {
 func (*AuditReceipt) ProtoMessage() {}
 
 func (x *AuditReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[17]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1403,7 @@ func (x *AuditReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditReceipt.ProtoReflect.Descriptor instead.
 func (*AuditReceipt) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{17}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuditReceipt) GetEntry() *AuditEntry {
@@ -1354,6 +1441,13 @@ func (x *AuditReceipt) GetPublicKeys() map[string][]byte {
 	return nil
 }
 
+func (x *AuditReceipt) GetEndorsements() map[string]*KeyEndorsement {
+	if x != nil {
+		return x.Endorsements
+	}
+	return nil
+}
+
 // Request for AuditLog.ListTreeCheckpoints.
 type ListTreeCheckpointsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1367,7 +1461,7 @@ type ListTreeCheckpointsRequest struct {
 
 func (x *ListTreeCheckpointsRequest) Reset() {
 	*x = ListTreeCheckpointsRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1473,7 @@ func (x *ListTreeCheckpointsRequest) String() string {
 func (*ListTreeCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListTreeCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[18]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1486,7 @@ func (x *ListTreeCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTreeCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListTreeCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{18}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListTreeCheckpointsRequest) GetPageSize() int32 {
@@ -1422,7 +1516,7 @@ type ListTreeCheckpointsResponse struct {
 
 func (x *ListTreeCheckpointsResponse) Reset() {
 	*x = ListTreeCheckpointsResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1528,7 @@ func (x *ListTreeCheckpointsResponse) String() string {
 func (*ListTreeCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListTreeCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[19]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1541,7 @@ func (x *ListTreeCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTreeCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListTreeCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{19}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListTreeCheckpointsResponse) GetCheckpoints() []string {
@@ -1477,7 +1571,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1583,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[20]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1596,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{20}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetConsistencyProofRequest) GetFirstSize() uint64 {
@@ -1530,7 +1624,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1636,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_common_v1_common_proto_msgTypes[21]
+	mi := &file_privmesh_common_v1_common_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1649,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{21}
+	return file_privmesh_common_v1_common_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetConsistencyProofResponse) GetProof() [][]byte {
@@ -1647,18 +1741,24 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x03 \x01(\tR\n" +
 	"checkpoint\x12$\n" +
-	"\x0elog_public_key\x18\x04 \x01(\fR\flogPublicKey\"g\n" +
+	"\x0elog_public_key\x18\x04 \x01(\fR\flogPublicKey\"\xc3\x01\n" +
 	"\x15AddCheckpointResponse\x12 \n" +
 	"\vcosignature\x18\x01 \x01(\tR\vcosignature\x12,\n" +
-	"\x12witness_public_key\x18\x02 \x01(\fR\x10witnessPublicKey\"!\n" +
+	"\x12witness_public_key\x18\x02 \x01(\fR\x10witnessPublicKey\x12Z\n" +
+	"\x17witness_key_endorsement\x18\x03 \x01(\v2\".privmesh.common.v1.KeyEndorsementR\x15witnessKeyEndorsement\"[\n" +
+	"\x0eKeyEndorsement\x12+\n" +
+	"\x11certificate_chain\x18\x01 \x01(\tR\x10certificateChain\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"!\n" +
 	"\x1fListWitnessedCheckpointsRequest\"\xaa\x01\n" +
 	"\fWitnessedLog\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12$\n" +
 	"\x0elog_public_key\x18\x02 \x01(\fR\flogPublicKey\x12+\n" +
 	"\x11latest_checkpoint\x18\x03 \x01(\tR\x10latestCheckpoint\x12/\n" +
-	"\x13refused_checkpoints\x18\x04 \x03(\tR\x12refusedCheckpoints\"X\n" +
+	"\x13refused_checkpoints\x18\x04 \x03(\tR\x12refusedCheckpoints\"\xe2\x01\n" +
 	" ListWitnessedCheckpointsResponse\x124\n" +
-	"\x04logs\x18\x01 \x03(\v2 .privmesh.common.v1.WitnessedLogR\x04logs\"U\n" +
+	"\x04logs\x18\x01 \x03(\v2 .privmesh.common.v1.WitnessedLogR\x04logs\x12,\n" +
+	"\x12witness_public_key\x18\x02 \x01(\fR\x10witnessPublicKey\x12Z\n" +
+	"\x17witness_key_endorsement\x18\x03 \x01(\v2\".privmesh.common.v1.KeyEndorsementR\x15witnessKeyEndorsement\"U\n" +
 	"\x17ListAuditEntriesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1683,7 +1783,7 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"\x16GetAuditReceiptRequest\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\"U\n" +
 	"\x17GetAuditReceiptResponse\x12:\n" +
-	"\areceipt\x18\x01 \x01(\v2 .privmesh.common.v1.AuditReceiptR\areceipt\"\xbe\x02\n" +
+	"\areceipt\x18\x01 \x01(\v2 .privmesh.common.v1.AuditReceiptR\areceipt\"\xfb\x03\n" +
 	"\fAuditReceipt\x124\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1e.privmesh.common.v1.AuditEntryR\x05entry\x12\x1d\n" +
 	"\n" +
@@ -1693,10 +1793,14 @@ const file_privmesh_common_v1_common_proto_rawDesc = "" +
 	"checkpoint\x12'\n" +
 	"\x0finclusion_proof\x18\x04 \x03(\fR\x0einclusionProof\x12Q\n" +
 	"\vpublic_keys\x18\x05 \x03(\v20.privmesh.common.v1.AuditReceipt.PublicKeysEntryR\n" +
-	"publicKeys\x1a=\n" +
+	"publicKeys\x12V\n" +
+	"\fendorsements\x18\x06 \x03(\v22.privmesh.common.v1.AuditReceipt.EndorsementsEntryR\fendorsements\x1a=\n" +
 	"\x0fPublicKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"X\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1ac\n" +
+	"\x11EndorsementsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x128\n" +
+	"\x05value\x18\x02 \x01(\v2\".privmesh.common.v1.KeyEndorsementR\x05value:\x028\x01\"X\n" +
 	"\x1aListTreeCheckpointsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1756,7 +1860,7 @@ func file_privmesh_common_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_privmesh_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_privmesh_common_v1_common_proto_goTypes = []any{
 	(ErrorReason)(0),                         // 0: privmesh.common.v1.ErrorReason
 	(AuditOutcome)(0),                        // 1: privmesh.common.v1.AuditOutcome
@@ -1766,67 +1870,73 @@ var file_privmesh_common_v1_common_proto_goTypes = []any{
 	(*AuditCheckpoint)(nil),                  // 5: privmesh.common.v1.AuditCheckpoint
 	(*AddCheckpointRequest)(nil),             // 6: privmesh.common.v1.AddCheckpointRequest
 	(*AddCheckpointResponse)(nil),            // 7: privmesh.common.v1.AddCheckpointResponse
-	(*ListWitnessedCheckpointsRequest)(nil),  // 8: privmesh.common.v1.ListWitnessedCheckpointsRequest
-	(*WitnessedLog)(nil),                     // 9: privmesh.common.v1.WitnessedLog
-	(*ListWitnessedCheckpointsResponse)(nil), // 10: privmesh.common.v1.ListWitnessedCheckpointsResponse
-	(*ListAuditEntriesRequest)(nil),          // 11: privmesh.common.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil),         // 12: privmesh.common.v1.ListAuditEntriesResponse
-	(*ListAuditCheckpointsRequest)(nil),      // 13: privmesh.common.v1.ListAuditCheckpointsRequest
-	(*ListAuditCheckpointsResponse)(nil),     // 14: privmesh.common.v1.ListAuditCheckpointsResponse
-	(*GetAuditHeadRequest)(nil),              // 15: privmesh.common.v1.GetAuditHeadRequest
-	(*GetAuditHeadResponse)(nil),             // 16: privmesh.common.v1.GetAuditHeadResponse
-	(*GetAuditReceiptRequest)(nil),           // 17: privmesh.common.v1.GetAuditReceiptRequest
-	(*GetAuditReceiptResponse)(nil),          // 18: privmesh.common.v1.GetAuditReceiptResponse
-	(*AuditReceipt)(nil),                     // 19: privmesh.common.v1.AuditReceipt
-	(*ListTreeCheckpointsRequest)(nil),       // 20: privmesh.common.v1.ListTreeCheckpointsRequest
-	(*ListTreeCheckpointsResponse)(nil),      // 21: privmesh.common.v1.ListTreeCheckpointsResponse
-	(*GetConsistencyProofRequest)(nil),       // 22: privmesh.common.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),      // 23: privmesh.common.v1.GetConsistencyProofResponse
-	nil,                                      // 24: privmesh.common.v1.AuditEntry.DetailsEntry
-	nil,                                      // 25: privmesh.common.v1.AuditReceipt.PublicKeysEntry
-	(*timestamppb.Timestamp)(nil),            // 26: google.protobuf.Timestamp
-	(*descriptorpb.FieldOptions)(nil),        // 27: google.protobuf.FieldOptions
-	(*descriptorpb.MethodOptions)(nil),       // 28: google.protobuf.MethodOptions
+	(*KeyEndorsement)(nil),                   // 8: privmesh.common.v1.KeyEndorsement
+	(*ListWitnessedCheckpointsRequest)(nil),  // 9: privmesh.common.v1.ListWitnessedCheckpointsRequest
+	(*WitnessedLog)(nil),                     // 10: privmesh.common.v1.WitnessedLog
+	(*ListWitnessedCheckpointsResponse)(nil), // 11: privmesh.common.v1.ListWitnessedCheckpointsResponse
+	(*ListAuditEntriesRequest)(nil),          // 12: privmesh.common.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),         // 13: privmesh.common.v1.ListAuditEntriesResponse
+	(*ListAuditCheckpointsRequest)(nil),      // 14: privmesh.common.v1.ListAuditCheckpointsRequest
+	(*ListAuditCheckpointsResponse)(nil),     // 15: privmesh.common.v1.ListAuditCheckpointsResponse
+	(*GetAuditHeadRequest)(nil),              // 16: privmesh.common.v1.GetAuditHeadRequest
+	(*GetAuditHeadResponse)(nil),             // 17: privmesh.common.v1.GetAuditHeadResponse
+	(*GetAuditReceiptRequest)(nil),           // 18: privmesh.common.v1.GetAuditReceiptRequest
+	(*GetAuditReceiptResponse)(nil),          // 19: privmesh.common.v1.GetAuditReceiptResponse
+	(*AuditReceipt)(nil),                     // 20: privmesh.common.v1.AuditReceipt
+	(*ListTreeCheckpointsRequest)(nil),       // 21: privmesh.common.v1.ListTreeCheckpointsRequest
+	(*ListTreeCheckpointsResponse)(nil),      // 22: privmesh.common.v1.ListTreeCheckpointsResponse
+	(*GetConsistencyProofRequest)(nil),       // 23: privmesh.common.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),      // 24: privmesh.common.v1.GetConsistencyProofResponse
+	nil,                                      // 25: privmesh.common.v1.AuditEntry.DetailsEntry
+	nil,                                      // 26: privmesh.common.v1.AuditReceipt.PublicKeysEntry
+	nil,                                      // 27: privmesh.common.v1.AuditReceipt.EndorsementsEntry
+	(*timestamppb.Timestamp)(nil),            // 28: google.protobuf.Timestamp
+	(*descriptorpb.FieldOptions)(nil),        // 29: google.protobuf.FieldOptions
+	(*descriptorpb.MethodOptions)(nil),       // 30: google.protobuf.MethodOptions
 }
 var file_privmesh_common_v1_common_proto_depIdxs = []int32{
 	3,  // 0: privmesh.common.v1.MethodAuthorization.request:type_name -> privmesh.common.v1.ResourceAccess
 	3,  // 1: privmesh.common.v1.MethodAuthorization.resolved:type_name -> privmesh.common.v1.ResourceAccess
 	3,  // 2: privmesh.common.v1.MethodAuthorization.item:type_name -> privmesh.common.v1.ResourceAccess
-	26, // 3: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	28, // 3: privmesh.common.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: privmesh.common.v1.AuditEntry.outcome:type_name -> privmesh.common.v1.AuditOutcome
-	24, // 5: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
-	26, // 6: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
-	9,  // 7: privmesh.common.v1.ListWitnessedCheckpointsResponse.logs:type_name -> privmesh.common.v1.WitnessedLog
-	4,  // 8: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
-	5,  // 9: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
-	5,  // 10: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
-	19, // 11: privmesh.common.v1.GetAuditReceiptResponse.receipt:type_name -> privmesh.common.v1.AuditReceipt
-	4,  // 12: privmesh.common.v1.AuditReceipt.entry:type_name -> privmesh.common.v1.AuditEntry
-	25, // 13: privmesh.common.v1.AuditReceipt.public_keys:type_name -> privmesh.common.v1.AuditReceipt.PublicKeysEntry
-	27, // 14: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
-	28, // 15: privmesh.common.v1.authorization:extendee -> google.protobuf.MethodOptions
-	2,  // 16: privmesh.common.v1.authorization:type_name -> privmesh.common.v1.MethodAuthorization
-	11, // 17: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
-	13, // 18: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
-	15, // 19: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
-	17, // 20: privmesh.common.v1.AuditLog.GetAuditReceipt:input_type -> privmesh.common.v1.GetAuditReceiptRequest
-	20, // 21: privmesh.common.v1.AuditLog.ListTreeCheckpoints:input_type -> privmesh.common.v1.ListTreeCheckpointsRequest
-	22, // 22: privmesh.common.v1.AuditLog.GetConsistencyProof:input_type -> privmesh.common.v1.GetConsistencyProofRequest
-	8,  // 23: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:input_type -> privmesh.common.v1.ListWitnessedCheckpointsRequest
-	6,  // 24: privmesh.common.v1.AuditWitness.AddCheckpoint:input_type -> privmesh.common.v1.AddCheckpointRequest
-	12, // 25: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
-	14, // 26: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
-	16, // 27: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
-	18, // 28: privmesh.common.v1.AuditLog.GetAuditReceipt:output_type -> privmesh.common.v1.GetAuditReceiptResponse
-	21, // 29: privmesh.common.v1.AuditLog.ListTreeCheckpoints:output_type -> privmesh.common.v1.ListTreeCheckpointsResponse
-	23, // 30: privmesh.common.v1.AuditLog.GetConsistencyProof:output_type -> privmesh.common.v1.GetConsistencyProofResponse
-	10, // 31: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:output_type -> privmesh.common.v1.ListWitnessedCheckpointsResponse
-	7,  // 32: privmesh.common.v1.AuditWitness.AddCheckpoint:output_type -> privmesh.common.v1.AddCheckpointResponse
-	25, // [25:33] is the sub-list for method output_type
-	17, // [17:25] is the sub-list for method input_type
-	16, // [16:17] is the sub-list for extension type_name
-	14, // [14:16] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	25, // 5: privmesh.common.v1.AuditEntry.details:type_name -> privmesh.common.v1.AuditEntry.DetailsEntry
+	28, // 6: privmesh.common.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
+	8,  // 7: privmesh.common.v1.AddCheckpointResponse.witness_key_endorsement:type_name -> privmesh.common.v1.KeyEndorsement
+	10, // 8: privmesh.common.v1.ListWitnessedCheckpointsResponse.logs:type_name -> privmesh.common.v1.WitnessedLog
+	8,  // 9: privmesh.common.v1.ListWitnessedCheckpointsResponse.witness_key_endorsement:type_name -> privmesh.common.v1.KeyEndorsement
+	4,  // 10: privmesh.common.v1.ListAuditEntriesResponse.entries:type_name -> privmesh.common.v1.AuditEntry
+	5,  // 11: privmesh.common.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> privmesh.common.v1.AuditCheckpoint
+	5,  // 12: privmesh.common.v1.GetAuditHeadResponse.head:type_name -> privmesh.common.v1.AuditCheckpoint
+	20, // 13: privmesh.common.v1.GetAuditReceiptResponse.receipt:type_name -> privmesh.common.v1.AuditReceipt
+	4,  // 14: privmesh.common.v1.AuditReceipt.entry:type_name -> privmesh.common.v1.AuditEntry
+	26, // 15: privmesh.common.v1.AuditReceipt.public_keys:type_name -> privmesh.common.v1.AuditReceipt.PublicKeysEntry
+	27, // 16: privmesh.common.v1.AuditReceipt.endorsements:type_name -> privmesh.common.v1.AuditReceipt.EndorsementsEntry
+	8,  // 17: privmesh.common.v1.AuditReceipt.EndorsementsEntry.value:type_name -> privmesh.common.v1.KeyEndorsement
+	29, // 18: privmesh.common.v1.sensitive:extendee -> google.protobuf.FieldOptions
+	30, // 19: privmesh.common.v1.authorization:extendee -> google.protobuf.MethodOptions
+	2,  // 20: privmesh.common.v1.authorization:type_name -> privmesh.common.v1.MethodAuthorization
+	12, // 21: privmesh.common.v1.AuditLog.ListAuditEntries:input_type -> privmesh.common.v1.ListAuditEntriesRequest
+	14, // 22: privmesh.common.v1.AuditLog.ListAuditCheckpoints:input_type -> privmesh.common.v1.ListAuditCheckpointsRequest
+	16, // 23: privmesh.common.v1.AuditLog.GetAuditHead:input_type -> privmesh.common.v1.GetAuditHeadRequest
+	18, // 24: privmesh.common.v1.AuditLog.GetAuditReceipt:input_type -> privmesh.common.v1.GetAuditReceiptRequest
+	21, // 25: privmesh.common.v1.AuditLog.ListTreeCheckpoints:input_type -> privmesh.common.v1.ListTreeCheckpointsRequest
+	23, // 26: privmesh.common.v1.AuditLog.GetConsistencyProof:input_type -> privmesh.common.v1.GetConsistencyProofRequest
+	9,  // 27: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:input_type -> privmesh.common.v1.ListWitnessedCheckpointsRequest
+	6,  // 28: privmesh.common.v1.AuditWitness.AddCheckpoint:input_type -> privmesh.common.v1.AddCheckpointRequest
+	13, // 29: privmesh.common.v1.AuditLog.ListAuditEntries:output_type -> privmesh.common.v1.ListAuditEntriesResponse
+	15, // 30: privmesh.common.v1.AuditLog.ListAuditCheckpoints:output_type -> privmesh.common.v1.ListAuditCheckpointsResponse
+	17, // 31: privmesh.common.v1.AuditLog.GetAuditHead:output_type -> privmesh.common.v1.GetAuditHeadResponse
+	19, // 32: privmesh.common.v1.AuditLog.GetAuditReceipt:output_type -> privmesh.common.v1.GetAuditReceiptResponse
+	22, // 33: privmesh.common.v1.AuditLog.ListTreeCheckpoints:output_type -> privmesh.common.v1.ListTreeCheckpointsResponse
+	24, // 34: privmesh.common.v1.AuditLog.GetConsistencyProof:output_type -> privmesh.common.v1.GetConsistencyProofResponse
+	11, // 35: privmesh.common.v1.AuditLog.ListWitnessedCheckpoints:output_type -> privmesh.common.v1.ListWitnessedCheckpointsResponse
+	7,  // 36: privmesh.common.v1.AuditWitness.AddCheckpoint:output_type -> privmesh.common.v1.AddCheckpointResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	20, // [20:21] is the sub-list for extension type_name
+	18, // [18:20] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_common_v1_common_proto_init() }
@@ -1840,7 +1950,7 @@ func file_privmesh_common_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_common_v1_common_proto_rawDesc), len(file_privmesh_common_v1_common_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 2,
 			NumServices:   2,
 		},

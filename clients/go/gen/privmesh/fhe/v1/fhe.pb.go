@@ -113,6 +113,21 @@ const (
 	// The session's evaluation keys or working set would exceed the device memory allowed to one session
 	// (evaluator.memory_bytes_per_session, torch evaluator) (RESOURCE_EXHAUSTED).
 	ErrorReason_ERROR_REASON_DEVICE_MEMORY_EXHAUSTED ErrorReason = 24
+	// No job has the given name, it belongs to another principal, or its results' retention (jobs.result_ttl) ended
+	// and it was deleted (NOT_FOUND; existence is not revealed).
+	ErrorReason_ERROR_REASON_JOB_NOT_FOUND ErrorReason = 25
+	// The principal already has as many unfinished (queued or running) jobs as the server allows
+	// (jobs.max_queued_per_principal) (RESOURCE_EXHAUSTED, with a google.rpc.QuotaFailure naming the principal);
+	// nothing was stored. Retry once a job finished.
+	ErrorReason_ERROR_REASON_JOB_QUEUE_FULL ErrorReason = 26
+	// GetJobResult on a job that has not succeeded (queued, running, failed or cancelled) (FAILED_PRECONDITION);
+	// ErrorInfo metadata "state" names its JobState.
+	ErrorReason_ERROR_REASON_JOB_NOT_SUCCEEDED ErrorReason = 27
+	// CancelJob on a job that already succeeded or failed (FAILED_PRECONDITION).
+	ErrorReason_ERROR_REASON_JOB_FINISHED ErrorReason = 28
+	// Job.failure_reason only: the service stopped while running the job more often than it retries
+	// (jobs.max_attempts), so the job was not resumed.
+	ErrorReason_ERROR_REASON_JOB_INTERRUPTED ErrorReason = 29
 )
 
 // Enum value maps for ErrorReason.
@@ -143,6 +158,11 @@ var (
 		22: "ERROR_REASON_TEST_MODELS_DISABLED",
 		23: "ERROR_REASON_TIME_LIMIT_EXCEEDED",
 		24: "ERROR_REASON_DEVICE_MEMORY_EXHAUSTED",
+		25: "ERROR_REASON_JOB_NOT_FOUND",
+		26: "ERROR_REASON_JOB_QUEUE_FULL",
+		27: "ERROR_REASON_JOB_NOT_SUCCEEDED",
+		28: "ERROR_REASON_JOB_FINISHED",
+		29: "ERROR_REASON_JOB_INTERRUPTED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                 0,
@@ -170,6 +190,11 @@ var (
 		"ERROR_REASON_TEST_MODELS_DISABLED":        22,
 		"ERROR_REASON_TIME_LIMIT_EXCEEDED":         23,
 		"ERROR_REASON_DEVICE_MEMORY_EXHAUSTED":     24,
+		"ERROR_REASON_JOB_NOT_FOUND":               25,
+		"ERROR_REASON_JOB_QUEUE_FULL":              26,
+		"ERROR_REASON_JOB_NOT_SUCCEEDED":           27,
+		"ERROR_REASON_JOB_FINISHED":                28,
+		"ERROR_REASON_JOB_INTERRUPTED":             29,
 	}
 )
 
@@ -646,6 +671,72 @@ func (ActivationKind) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{8}
 }
 
+// The life cycle of an asynchronous job.
+type JobState int32
+
+const (
+	// Never sent; as a ListJobs filter, any state.
+	JobState_JOB_STATE_UNSPECIFIED JobState = 0
+	// Accepted and stored; waiting for an evaluation worker.
+	JobState_JOB_STATE_QUEUED JobState = 1
+	// Its inputs are being evaluated; Job.completed_input_count tells how far it is.
+	JobState_JOB_STATE_RUNNING JobState = 2
+	// Every input was evaluated; GetJobResult streams the outputs until Job.expire_time (terminal).
+	JobState_JOB_STATE_SUCCEEDED JobState = 3
+	// An input was refused or the job could not be resumed; Job.failure_reason and failure_message say why
+	// (terminal). No output is kept.
+	JobState_JOB_STATE_FAILED JobState = 4
+	// CancelJob stopped it; no output is kept (terminal).
+	JobState_JOB_STATE_CANCELLED JobState = 5
+)
+
+// Enum value maps for JobState.
+var (
+	JobState_name = map[int32]string{
+		0: "JOB_STATE_UNSPECIFIED",
+		1: "JOB_STATE_QUEUED",
+		2: "JOB_STATE_RUNNING",
+		3: "JOB_STATE_SUCCEEDED",
+		4: "JOB_STATE_FAILED",
+		5: "JOB_STATE_CANCELLED",
+	}
+	JobState_value = map[string]int32{
+		"JOB_STATE_UNSPECIFIED": 0,
+		"JOB_STATE_QUEUED":      1,
+		"JOB_STATE_RUNNING":     2,
+		"JOB_STATE_SUCCEEDED":   3,
+		"JOB_STATE_FAILED":      4,
+		"JOB_STATE_CANCELLED":   5,
+	}
+)
+
+func (x JobState) Enum() *JobState {
+	p := new(JobState)
+	*p = x
+	return p
+}
+
+func (x JobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_fhe_v1_fhe_proto_enumTypes[9].Descriptor()
+}
+
+func (JobState) Type() protoreflect.EnumType {
+	return &file_privmesh_fhe_v1_fhe_proto_enumTypes[9]
+}
+
+func (x JobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobState.Descriptor instead.
+func (JobState) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{9}
+}
+
 // A part of a client's key upload. There is deliberately no kind for a secret key.
 type KeyPartKind int32
 
@@ -696,11 +787,11 @@ func (x KeyPartKind) String() string {
 }
 
 func (KeyPartKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fhe_v1_fhe_proto_enumTypes[9].Descriptor()
+	return file_privmesh_fhe_v1_fhe_proto_enumTypes[10].Descriptor()
 }
 
 func (KeyPartKind) Type() protoreflect.EnumType {
-	return &file_privmesh_fhe_v1_fhe_proto_enumTypes[9]
+	return &file_privmesh_fhe_v1_fhe_proto_enumTypes[10]
 }
 
 func (x KeyPartKind) Number() protoreflect.EnumNumber {
@@ -709,7 +800,7 @@ func (x KeyPartKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyPartKind.Descriptor instead.
 func (KeyPartKind) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{10}
 }
 
 // The CKKS parameters of a model, which the client sets on OpenFHE's CCParams<CryptoContextCKKSRNS> to create
@@ -3264,6 +3355,832 @@ func (*DeleteModelResponse) Descriptor() ([]byte, []int) {
 	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{36}
 }
 
+// An asynchronous job: a batch of encrypted inputs evaluated in one session, and its encrypted outputs. Jobs
+// survive a restart of the service: a job interrupted while running resumes after its last evaluated input.
+type Job struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name "jobs/{job}", {job} chosen by the server; names sort in submission order.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The session whose keys evaluate it, "sessions/{session}". The session must stay live until the job ends.
+	Session string `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	// The session's model, "models/{model}".
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// The principal (SPIFFE ID) that submitted it; only it may read, cancel or list it.
+	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Where it is in its life cycle.
+	State JobState `protobuf:"varint,5,opt,name=state,proto3,enum=privmesh.fhe.v1.JobState" json:"state,omitempty"`
+	// The number of inputs submitted.
+	InputCount uint32 `protobuf:"varint,6,opt,name=input_count,json=inputCount,proto3" json:"input_count,omitempty"`
+	// The number of inputs evaluated so far (progress: completed_input_count / input_count).
+	CompletedInputCount uint32 `protobuf:"varint,7,opt,name=completed_input_count,json=completedInputCount,proto3" json:"completed_input_count,omitempty"`
+	// The total size of the submitted ciphertexts in bytes.
+	InputBytes uint64 `protobuf:"varint,8,opt,name=input_bytes,json=inputBytes,proto3" json:"input_bytes,omitempty"`
+	// FAILED only: why (e.g. ERROR_REASON_CIPHERTEXT_MALFORMED, ERROR_REASON_SESSION_EXPIRED,
+	// ERROR_REASON_JOB_INTERRUPTED).
+	FailureReason ErrorReason `protobuf:"varint,9,opt,name=failure_reason,json=failureReason,proto3,enum=privmesh.fhe.v1.ErrorReason" json:"failure_reason,omitempty"`
+	// FAILED only: a human-readable explanation (never a plaintext or key).
+	FailureMessage string `protobuf:"bytes,10,opt,name=failure_message,json=failureMessage,proto3" json:"failure_message,omitempty"`
+	// How many times a worker started it (more than 1 after the service was restarted during the job).
+	AttemptCount uint32 `protobuf:"varint,11,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
+	// When it was accepted.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When a worker first started it; unset while queued.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it reached a terminal state; unset before.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// When it and its outputs are deleted (end_time + the server's jobs.result_ttl); unset before it ends.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Job) Reset() {
+	*x = Job{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Job) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Job) ProtoMessage() {}
+
+func (x *Job) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Job.ProtoReflect.Descriptor instead.
+func (*Job) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Job) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Job) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *Job) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Job) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Job) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *Job) GetInputCount() uint32 {
+	if x != nil {
+		return x.InputCount
+	}
+	return 0
+}
+
+func (x *Job) GetCompletedInputCount() uint32 {
+	if x != nil {
+		return x.CompletedInputCount
+	}
+	return 0
+}
+
+func (x *Job) GetInputBytes() uint64 {
+	if x != nil {
+		return x.InputBytes
+	}
+	return 0
+}
+
+func (x *Job) GetFailureReason() ErrorReason {
+	if x != nil {
+		return x.FailureReason
+	}
+	return ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+func (x *Job) GetFailureMessage() string {
+	if x != nil {
+		return x.FailureMessage
+	}
+	return ""
+}
+
+func (x *Job) GetAttemptCount() uint32 {
+	if x != nil {
+		return x.AttemptCount
+	}
+	return 0
+}
+
+func (x *Job) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Job) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Job) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Job) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// The first message of a SubmitJob stream.
+type JobStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session to evaluate in, "sessions/{session}"; checked before any input is read.
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// How many inputs follow (1 .. the server's jobs.max_inputs_per_job); checked, with the caller's queue, before
+	// any input is read.
+	InputCount uint32 `protobuf:"varint,2,opt,name=input_count,json=inputCount,proto3" json:"input_count,omitempty"`
+	// A client-chosen UUID; a retry with the same request_id returns the job its first completed upload created.
+	// At most 64 characters.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStart) Reset() {
+	*x = JobStart{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStart) ProtoMessage() {}
+
+func (x *JobStart) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStart.ProtoReflect.Descriptor instead.
+func (*JobStart) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *JobStart) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *JobStart) GetInputCount() uint32 {
+	if x != nil {
+		return x.InputCount
+	}
+	return 0
+}
+
+func (x *JobStart) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// A client -> server message of SubmitJob.
+type SubmitJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message carries.
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*SubmitJobRequest_Start
+	//	*SubmitJobRequest_Input
+	//	*SubmitJobRequest_Chunk
+	Payload       isSubmitJobRequest_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobRequest) Reset() {
+	*x = SubmitJobRequest{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobRequest) ProtoMessage() {}
+
+func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
+func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SubmitJobRequest) GetPayload() isSubmitJobRequest_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetStart() *JobStart {
+	if x != nil {
+		if x, ok := x.Payload.(*SubmitJobRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetInput() *InferInput {
+	if x != nil {
+		if x, ok := x.Payload.(*SubmitJobRequest_Input); ok {
+			return x.Input
+		}
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetChunk() *CiphertextChunk {
+	if x != nil {
+		if x, ok := x.Payload.(*SubmitJobRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isSubmitJobRequest_Payload interface {
+	isSubmitJobRequest_Payload()
+}
+
+type SubmitJobRequest_Start struct {
+	// The first message, and only the first.
+	Start *JobStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type SubmitJobRequest_Input struct {
+	// Starts an input (input_id unique within the job; the outputs are returned in this order).
+	Input *InferInput `protobuf:"bytes,2,opt,name=input,proto3,oneof"`
+}
+
+type SubmitJobRequest_Chunk struct {
+	// Bytes of the current input's ciphertexts.
+	Chunk *CiphertextChunk `protobuf:"bytes,3,opt,name=chunk,proto3,oneof"`
+}
+
+func (*SubmitJobRequest_Start) isSubmitJobRequest_Payload() {}
+
+func (*SubmitJobRequest_Input) isSubmitJobRequest_Payload() {}
+
+func (*SubmitJobRequest_Chunk) isSubmitJobRequest_Payload() {}
+
+// Response of SubmitJob.
+type SubmitJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The accepted job, queued (or, for a retried request_id, the job created before, in its current state).
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobResponse) Reset() {
+	*x = SubmitJobResponse{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobResponse) ProtoMessage() {}
+
+func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
+func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SubmitJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// Request for GetJob.
+type GetJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's name, "jobs/{job}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobRequest) Reset() {
+	*x = GetJobRequest{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobRequest) ProtoMessage() {}
+
+func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
+func (*GetJobRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response of GetJob.
+type GetJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobResponse) Reset() {
+	*x = GetJobResponse{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobResponse) ProtoMessage() {}
+
+func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
+func (*GetJobResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// Request for ListJobs.
+type ListJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many jobs (default 50, at most 500).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A next_page_token from an earlier response; empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// When set, only jobs in this state.
+	State         JobState `protobuf:"varint,3,opt,name=state,proto3,enum=privmesh.fhe.v1.JobState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListJobsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+// Response of ListJobs.
+type ListJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's jobs, oldest first.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Request for GetJobResult.
+type GetJobResultRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's name, "jobs/{job}"; it must have succeeded.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobResultRequest) Reset() {
+	*x = GetJobResultRequest{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobResultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobResultRequest) ProtoMessage() {}
+
+func (x *GetJobResultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobResultRequest.ProtoReflect.Descriptor instead.
+func (*GetJobResultRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GetJobResultRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// A server -> client message of GetJobResult.
+type GetJobResultResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message carries.
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*GetJobResultResponse_Output
+	//	*GetJobResultResponse_Chunk
+	Payload       isGetJobResultResponse_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobResultResponse) Reset() {
+	*x = GetJobResultResponse{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobResultResponse) ProtoMessage() {}
+
+func (x *GetJobResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobResultResponse.ProtoReflect.Descriptor instead.
+func (*GetJobResultResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GetJobResultResponse) GetPayload() isGetJobResultResponse_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *GetJobResultResponse) GetOutput() *InferOutput {
+	if x != nil {
+		if x, ok := x.Payload.(*GetJobResultResponse_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+func (x *GetJobResultResponse) GetChunk() *CiphertextChunk {
+	if x != nil {
+		if x, ok := x.Payload.(*GetJobResultResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isGetJobResultResponse_Payload interface {
+	isGetJobResultResponse_Payload()
+}
+
+type GetJobResultResponse_Output struct {
+	// Starts the output of one input.
+	Output *InferOutput `protobuf:"bytes,1,opt,name=output,proto3,oneof"`
+}
+
+type GetJobResultResponse_Chunk struct {
+	// Bytes of the current output's ciphertexts.
+	Chunk *CiphertextChunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*GetJobResultResponse_Output) isGetJobResultResponse_Payload() {}
+
+func (*GetJobResultResponse_Chunk) isGetJobResultResponse_Payload() {}
+
+// Request for CancelJob.
+type CancelJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's name, "jobs/{job}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CancelJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response of CancelJob.
+type CancelJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job, cancelled.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fhe_v1_fhe_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fhe_v1_fhe_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *CancelJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_privmesh_fhe_v1_fhe_proto protoreflect.FileDescriptor
 
 const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
@@ -3448,7 +4365,64 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\x05model\x18\x01 \x01(\v2\x16.privmesh.fhe.v1.ModelR\x05model\"(\n" +
 	"\x12DeleteModelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteModelResponse*\xa4\a\n" +
+	"\x13DeleteModelResponse\"\x85\x05\n" +
+	"\x03Job\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\asession\x18\x02 \x01(\tR\asession\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12/\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x19.privmesh.fhe.v1.JobStateR\x05state\x12\x1f\n" +
+	"\vinput_count\x18\x06 \x01(\rR\n" +
+	"inputCount\x122\n" +
+	"\x15completed_input_count\x18\a \x01(\rR\x13completedInputCount\x12\x1f\n" +
+	"\vinput_bytes\x18\b \x01(\x04R\n" +
+	"inputBytes\x12C\n" +
+	"\x0efailure_reason\x18\t \x01(\x0e2\x1c.privmesh.fhe.v1.ErrorReasonR\rfailureReason\x12'\n" +
+	"\x0ffailure_message\x18\n" +
+	" \x01(\tR\x0efailureMessage\x12#\n" +
+	"\rattempt_count\x18\v \x01(\rR\fattemptCount\x12;\n" +
+	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x129\n" +
+	"\n" +
+	"start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12;\n" +
+	"\vexpire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"d\n" +
+	"\bJobStart\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12\x1f\n" +
+	"\vinput_count\x18\x02 \x01(\rR\n" +
+	"inputCount\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xbf\x01\n" +
+	"\x10SubmitJobRequest\x121\n" +
+	"\x05start\x18\x01 \x01(\v2\x19.privmesh.fhe.v1.JobStartH\x00R\x05start\x123\n" +
+	"\x05input\x18\x02 \x01(\v2\x1b.privmesh.fhe.v1.InferInputH\x00R\x05input\x128\n" +
+	"\x05chunk\x18\x03 \x01(\v2 .privmesh.fhe.v1.CiphertextChunkH\x00R\x05chunkB\t\n" +
+	"\apayload\";\n" +
+	"\x11SubmitJobResponse\x12&\n" +
+	"\x03job\x18\x01 \x01(\v2\x14.privmesh.fhe.v1.JobR\x03job\"#\n" +
+	"\rGetJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"8\n" +
+	"\x0eGetJobResponse\x12&\n" +
+	"\x03job\x18\x01 \x01(\v2\x14.privmesh.fhe.v1.JobR\x03job\"~\n" +
+	"\x0fListJobsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x19.privmesh.fhe.v1.JobStateR\x05state\"d\n" +
+	"\x10ListJobsResponse\x12(\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x14.privmesh.fhe.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
+	"\x13GetJobResultRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x93\x01\n" +
+	"\x14GetJobResultResponse\x126\n" +
+	"\x06output\x18\x01 \x01(\v2\x1c.privmesh.fhe.v1.InferOutputH\x00R\x06output\x128\n" +
+	"\x05chunk\x18\x02 \x01(\v2 .privmesh.fhe.v1.CiphertextChunkH\x00R\x05chunkB\t\n" +
+	"\apayload\"&\n" +
+	"\x10CancelJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\";\n" +
+	"\x11CancelJobResponse\x12&\n" +
+	"\x03job\x18\x01 \x01(\v2\x14.privmesh.fhe.v1.JobR\x03job*\xca\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cERROR_REASON_MODEL_NOT_FOUND\x10\x01\x12\"\n" +
@@ -3475,7 +4449,12 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"!ERROR_REASON_MODEL_ALREADY_EXISTS\x10\x15\x12%\n" +
 	"!ERROR_REASON_TEST_MODELS_DISABLED\x10\x16\x12$\n" +
 	" ERROR_REASON_TIME_LIMIT_EXCEEDED\x10\x17\x12(\n" +
-	"$ERROR_REASON_DEVICE_MEMORY_EXHAUSTED\x10\x18*\x81\x01\n" +
+	"$ERROR_REASON_DEVICE_MEMORY_EXHAUSTED\x10\x18\x12\x1e\n" +
+	"\x1aERROR_REASON_JOB_NOT_FOUND\x10\x19\x12\x1f\n" +
+	"\x1bERROR_REASON_JOB_QUEUE_FULL\x10\x1a\x12\"\n" +
+	"\x1eERROR_REASON_JOB_NOT_SUCCEEDED\x10\x1b\x12\x1d\n" +
+	"\x19ERROR_REASON_JOB_FINISHED\x10\x1c\x12 \n" +
+	"\x1cERROR_REASON_JOB_INTERRUPTED\x10\x1d*\x81\x01\n" +
 	"\tModelKind\x12\x1a\n" +
 	"\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cMODEL_KIND_LINEAR_REGRESSION\x10\x01\x12\"\n" +
@@ -3512,13 +4491,20 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\x1bACTIVATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ACTIVATION_KIND_IDENTITY\x10\x01\x12\x1a\n" +
 	"\x16ACTIVATION_KIND_SQUARE\x10\x02\x12\x1e\n" +
-	"\x1aACTIVATION_KIND_POLYNOMIAL\x10\x03*\xb4\x01\n" +
+	"\x1aACTIVATION_KIND_POLYNOMIAL\x10\x03*\x9a\x01\n" +
+	"\bJobState\x12\x19\n" +
+	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
+	"\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n" +
+	"\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n" +
+	"\x10JOB_STATE_FAILED\x10\x04\x12\x17\n" +
+	"\x13JOB_STATE_CANCELLED\x10\x05*\xb4\x01\n" +
 	"\vKeyPartKind\x12\x1d\n" +
 	"\x19KEY_PART_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cKEY_PART_KIND_CRYPTO_CONTEXT\x10\x01\x12\x1c\n" +
 	"\x18KEY_PART_KIND_PUBLIC_KEY\x10\x02\x12%\n" +
 	"!KEY_PART_KIND_RELINEARIZATION_KEY\x10\x03\x12\x1f\n" +
-	"\x1bKEY_PART_KIND_ROTATION_KEYS\x10\x042\x8e\a\n" +
+	"\x1bKEY_PART_KIND_ROTATION_KEYS\x10\x042\xb6\v\n" +
 	"\fFHEInference\x12p\n" +
 	"\n" +
 	"ListModels\x12\".privmesh.fhe.v1.ListModelsRequest\x1a#.privmesh.fhe.v1.ListModelsResponse\"\x19\xb2\xbb\x18\x12\x1a\x06models\"\b\n" +
@@ -3543,7 +4529,17 @@ const file_privmesh_fhe_v1_fhe_proto_rawDesc = "" +
 	"\b\n" +
 	"\x06{name}\x90\x02\x02\x12b\n" +
 	"\x05Infer\x12\x1d.privmesh.fhe.v1.InferRequest\x1a\x1e.privmesh.fhe.v1.InferResponse\"\x16\xb2\xbb\x18\x12\x12\x10\n" +
-	"\x0emodels/{model}(\x010\x01BZ\n" +
+	"\x0emodels/{model}(\x010\x01\x12l\n" +
+	"\tSubmitJob\x12!.privmesh.fhe.v1.SubmitJobRequest\x1a\".privmesh.fhe.v1.SubmitJobResponse\"\x16\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}(\x01\x12d\n" +
+	"\x06GetJob\x12\x1e.privmesh.fhe.v1.GetJobRequest\x1a\x1f.privmesh.fhe.v1.GetJobResponse\"\x19\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}\x90\x02\x01\x12i\n" +
+	"\bListJobs\x12 .privmesh.fhe.v1.ListJobsRequest\x1a!.privmesh.fhe.v1.ListJobsResponse\"\x18\xb2\xbb\x18\x11\x1a\x04jobs\"\t\n" +
+	"\a{model}\x90\x02\x01\x12x\n" +
+	"\fGetJobResult\x12$.privmesh.fhe.v1.GetJobResultRequest\x1a%.privmesh.fhe.v1.GetJobResultResponse\"\x19\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}\x90\x02\x010\x01\x12m\n" +
+	"\tCancelJob\x12!.privmesh.fhe.v1.CancelJobRequest\x1a\".privmesh.fhe.v1.CancelJobResponse\"\x19\xb2\xbb\x18\x12\x12\x10\n" +
+	"\x0emodels/{model}\x90\x02\x02BZ\n" +
 	"\x13dev.privmesh.fhe.v1P\x01ZAgithub.com/privmesh/privmesh/clients/go/gen/privmesh/fhe/v1;fhev1b\x06proto3"
 
 var (
@@ -3558,8 +4554,8 @@ func file_privmesh_fhe_v1_fhe_proto_rawDescGZIP() []byte {
 	return file_privmesh_fhe_v1_fhe_proto_rawDescData
 }
 
-var file_privmesh_fhe_v1_fhe_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_privmesh_fhe_v1_fhe_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_privmesh_fhe_v1_fhe_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_privmesh_fhe_v1_fhe_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_privmesh_fhe_v1_fhe_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: privmesh.fhe.v1.ErrorReason
 	(ModelKind)(0),                  // 1: privmesh.fhe.v1.ModelKind
@@ -3570,46 +4566,59 @@ var file_privmesh_fhe_v1_fhe_proto_goTypes = []any{
 	(PackingLayout)(0),              // 6: privmesh.fhe.v1.PackingLayout
 	(PolynomialBasis)(0),            // 7: privmesh.fhe.v1.PolynomialBasis
 	(ActivationKind)(0),             // 8: privmesh.fhe.v1.ActivationKind
-	(KeyPartKind)(0),                // 9: privmesh.fhe.v1.KeyPartKind
-	(*CkksParameters)(nil),          // 10: privmesh.fhe.v1.CkksParameters
-	(*InputPacking)(nil),            // 11: privmesh.fhe.v1.InputPacking
-	(*OutputPacking)(nil),           // 12: privmesh.fhe.v1.OutputPacking
-	(*Feature)(nil),                 // 13: privmesh.fhe.v1.Feature
-	(*PolynomialApproximation)(nil), // 14: privmesh.fhe.v1.PolynomialApproximation
-	(*LinearRegressionSpec)(nil),    // 15: privmesh.fhe.v1.LinearRegressionSpec
-	(*LogisticRegressionSpec)(nil),  // 16: privmesh.fhe.v1.LogisticRegressionSpec
-	(*Activation)(nil),              // 17: privmesh.fhe.v1.Activation
-	(*MlpLayer)(nil),                // 18: privmesh.fhe.v1.MlpLayer
-	(*MlpSpec)(nil),                 // 19: privmesh.fhe.v1.MlpSpec
-	(*ModelLimits)(nil),             // 20: privmesh.fhe.v1.ModelLimits
-	(*Model)(nil),                   // 21: privmesh.fhe.v1.Model
-	(*KeyPartInfo)(nil),             // 22: privmesh.fhe.v1.KeyPartInfo
-	(*Session)(nil),                 // 23: privmesh.fhe.v1.Session
-	(*ListModelsRequest)(nil),       // 24: privmesh.fhe.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),      // 25: privmesh.fhe.v1.ListModelsResponse
-	(*GetModelRequest)(nil),         // 26: privmesh.fhe.v1.GetModelRequest
-	(*GetModelResponse)(nil),        // 27: privmesh.fhe.v1.GetModelResponse
-	(*RegisterKeysHeader)(nil),      // 28: privmesh.fhe.v1.RegisterKeysHeader
-	(*KeyChunk)(nil),                // 29: privmesh.fhe.v1.KeyChunk
-	(*RegisterKeysRequest)(nil),     // 30: privmesh.fhe.v1.RegisterKeysRequest
-	(*RegisterKeysResponse)(nil),    // 31: privmesh.fhe.v1.RegisterKeysResponse
-	(*GetSessionRequest)(nil),       // 32: privmesh.fhe.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),      // 33: privmesh.fhe.v1.GetSessionResponse
-	(*DeleteSessionRequest)(nil),    // 34: privmesh.fhe.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),   // 35: privmesh.fhe.v1.DeleteSessionResponse
-	(*CiphertextInfo)(nil),          // 36: privmesh.fhe.v1.CiphertextInfo
-	(*CiphertextChunk)(nil),         // 37: privmesh.fhe.v1.CiphertextChunk
-	(*InferStart)(nil),              // 38: privmesh.fhe.v1.InferStart
-	(*InferInput)(nil),              // 39: privmesh.fhe.v1.InferInput
-	(*InferRequest)(nil),            // 40: privmesh.fhe.v1.InferRequest
-	(*InferOutput)(nil),             // 41: privmesh.fhe.v1.InferOutput
-	(*InferResponse)(nil),           // 42: privmesh.fhe.v1.InferResponse
-	(*CreateModelRequest)(nil),      // 43: privmesh.fhe.v1.CreateModelRequest
-	(*CreateModelResponse)(nil),     // 44: privmesh.fhe.v1.CreateModelResponse
-	(*DeleteModelRequest)(nil),      // 45: privmesh.fhe.v1.DeleteModelRequest
-	(*DeleteModelResponse)(nil),     // 46: privmesh.fhe.v1.DeleteModelResponse
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
+	(JobState)(0),                   // 9: privmesh.fhe.v1.JobState
+	(KeyPartKind)(0),                // 10: privmesh.fhe.v1.KeyPartKind
+	(*CkksParameters)(nil),          // 11: privmesh.fhe.v1.CkksParameters
+	(*InputPacking)(nil),            // 12: privmesh.fhe.v1.InputPacking
+	(*OutputPacking)(nil),           // 13: privmesh.fhe.v1.OutputPacking
+	(*Feature)(nil),                 // 14: privmesh.fhe.v1.Feature
+	(*PolynomialApproximation)(nil), // 15: privmesh.fhe.v1.PolynomialApproximation
+	(*LinearRegressionSpec)(nil),    // 16: privmesh.fhe.v1.LinearRegressionSpec
+	(*LogisticRegressionSpec)(nil),  // 17: privmesh.fhe.v1.LogisticRegressionSpec
+	(*Activation)(nil),              // 18: privmesh.fhe.v1.Activation
+	(*MlpLayer)(nil),                // 19: privmesh.fhe.v1.MlpLayer
+	(*MlpSpec)(nil),                 // 20: privmesh.fhe.v1.MlpSpec
+	(*ModelLimits)(nil),             // 21: privmesh.fhe.v1.ModelLimits
+	(*Model)(nil),                   // 22: privmesh.fhe.v1.Model
+	(*KeyPartInfo)(nil),             // 23: privmesh.fhe.v1.KeyPartInfo
+	(*Session)(nil),                 // 24: privmesh.fhe.v1.Session
+	(*ListModelsRequest)(nil),       // 25: privmesh.fhe.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),      // 26: privmesh.fhe.v1.ListModelsResponse
+	(*GetModelRequest)(nil),         // 27: privmesh.fhe.v1.GetModelRequest
+	(*GetModelResponse)(nil),        // 28: privmesh.fhe.v1.GetModelResponse
+	(*RegisterKeysHeader)(nil),      // 29: privmesh.fhe.v1.RegisterKeysHeader
+	(*KeyChunk)(nil),                // 30: privmesh.fhe.v1.KeyChunk
+	(*RegisterKeysRequest)(nil),     // 31: privmesh.fhe.v1.RegisterKeysRequest
+	(*RegisterKeysResponse)(nil),    // 32: privmesh.fhe.v1.RegisterKeysResponse
+	(*GetSessionRequest)(nil),       // 33: privmesh.fhe.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),      // 34: privmesh.fhe.v1.GetSessionResponse
+	(*DeleteSessionRequest)(nil),    // 35: privmesh.fhe.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),   // 36: privmesh.fhe.v1.DeleteSessionResponse
+	(*CiphertextInfo)(nil),          // 37: privmesh.fhe.v1.CiphertextInfo
+	(*CiphertextChunk)(nil),         // 38: privmesh.fhe.v1.CiphertextChunk
+	(*InferStart)(nil),              // 39: privmesh.fhe.v1.InferStart
+	(*InferInput)(nil),              // 40: privmesh.fhe.v1.InferInput
+	(*InferRequest)(nil),            // 41: privmesh.fhe.v1.InferRequest
+	(*InferOutput)(nil),             // 42: privmesh.fhe.v1.InferOutput
+	(*InferResponse)(nil),           // 43: privmesh.fhe.v1.InferResponse
+	(*CreateModelRequest)(nil),      // 44: privmesh.fhe.v1.CreateModelRequest
+	(*CreateModelResponse)(nil),     // 45: privmesh.fhe.v1.CreateModelResponse
+	(*DeleteModelRequest)(nil),      // 46: privmesh.fhe.v1.DeleteModelRequest
+	(*DeleteModelResponse)(nil),     // 47: privmesh.fhe.v1.DeleteModelResponse
+	(*Job)(nil),                     // 48: privmesh.fhe.v1.Job
+	(*JobStart)(nil),                // 49: privmesh.fhe.v1.JobStart
+	(*SubmitJobRequest)(nil),        // 50: privmesh.fhe.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),       // 51: privmesh.fhe.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),           // 52: privmesh.fhe.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 53: privmesh.fhe.v1.GetJobResponse
+	(*ListJobsRequest)(nil),         // 54: privmesh.fhe.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 55: privmesh.fhe.v1.ListJobsResponse
+	(*GetJobResultRequest)(nil),     // 56: privmesh.fhe.v1.GetJobResultRequest
+	(*GetJobResultResponse)(nil),    // 57: privmesh.fhe.v1.GetJobResultResponse
+	(*CancelJobRequest)(nil),        // 58: privmesh.fhe.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 59: privmesh.fhe.v1.CancelJobResponse
+	(*timestamppb.Timestamp)(nil),   // 60: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 61: google.protobuf.Duration
 }
 var file_privmesh_fhe_v1_fhe_proto_depIdxs = []int32{
 	2,  // 0: privmesh.fhe.v1.CkksParameters.scaling_technique:type_name -> privmesh.fhe.v1.ScalingTechnique
@@ -3619,68 +4628,94 @@ var file_privmesh_fhe_v1_fhe_proto_depIdxs = []int32{
 	6,  // 4: privmesh.fhe.v1.InputPacking.layout:type_name -> privmesh.fhe.v1.PackingLayout
 	6,  // 5: privmesh.fhe.v1.OutputPacking.layout:type_name -> privmesh.fhe.v1.PackingLayout
 	7,  // 6: privmesh.fhe.v1.PolynomialApproximation.basis:type_name -> privmesh.fhe.v1.PolynomialBasis
-	14, // 7: privmesh.fhe.v1.LogisticRegressionSpec.sigmoid:type_name -> privmesh.fhe.v1.PolynomialApproximation
+	15, // 7: privmesh.fhe.v1.LogisticRegressionSpec.sigmoid:type_name -> privmesh.fhe.v1.PolynomialApproximation
 	8,  // 8: privmesh.fhe.v1.Activation.kind:type_name -> privmesh.fhe.v1.ActivationKind
-	14, // 9: privmesh.fhe.v1.Activation.polynomial:type_name -> privmesh.fhe.v1.PolynomialApproximation
-	17, // 10: privmesh.fhe.v1.MlpLayer.activation:type_name -> privmesh.fhe.v1.Activation
-	18, // 11: privmesh.fhe.v1.MlpSpec.layers:type_name -> privmesh.fhe.v1.MlpLayer
+	15, // 9: privmesh.fhe.v1.Activation.polynomial:type_name -> privmesh.fhe.v1.PolynomialApproximation
+	18, // 10: privmesh.fhe.v1.MlpLayer.activation:type_name -> privmesh.fhe.v1.Activation
+	19, // 11: privmesh.fhe.v1.MlpSpec.layers:type_name -> privmesh.fhe.v1.MlpLayer
 	1,  // 12: privmesh.fhe.v1.Model.kind:type_name -> privmesh.fhe.v1.ModelKind
-	15, // 13: privmesh.fhe.v1.Model.linear_regression:type_name -> privmesh.fhe.v1.LinearRegressionSpec
-	16, // 14: privmesh.fhe.v1.Model.logistic_regression:type_name -> privmesh.fhe.v1.LogisticRegressionSpec
-	19, // 15: privmesh.fhe.v1.Model.mlp:type_name -> privmesh.fhe.v1.MlpSpec
-	10, // 16: privmesh.fhe.v1.Model.parameters:type_name -> privmesh.fhe.v1.CkksParameters
-	9,  // 17: privmesh.fhe.v1.Model.required_key_parts:type_name -> privmesh.fhe.v1.KeyPartKind
-	13, // 18: privmesh.fhe.v1.Model.features:type_name -> privmesh.fhe.v1.Feature
-	11, // 19: privmesh.fhe.v1.Model.input_packing:type_name -> privmesh.fhe.v1.InputPacking
-	12, // 20: privmesh.fhe.v1.Model.output_packing:type_name -> privmesh.fhe.v1.OutputPacking
-	20, // 21: privmesh.fhe.v1.Model.limits:type_name -> privmesh.fhe.v1.ModelLimits
-	47, // 22: privmesh.fhe.v1.Model.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 23: privmesh.fhe.v1.KeyPartInfo.kind:type_name -> privmesh.fhe.v1.KeyPartKind
-	22, // 24: privmesh.fhe.v1.Session.key_parts:type_name -> privmesh.fhe.v1.KeyPartInfo
-	47, // 25: privmesh.fhe.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	47, // 26: privmesh.fhe.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	47, // 27: privmesh.fhe.v1.Session.last_infer_time:type_name -> google.protobuf.Timestamp
+	16, // 13: privmesh.fhe.v1.Model.linear_regression:type_name -> privmesh.fhe.v1.LinearRegressionSpec
+	17, // 14: privmesh.fhe.v1.Model.logistic_regression:type_name -> privmesh.fhe.v1.LogisticRegressionSpec
+	20, // 15: privmesh.fhe.v1.Model.mlp:type_name -> privmesh.fhe.v1.MlpSpec
+	11, // 16: privmesh.fhe.v1.Model.parameters:type_name -> privmesh.fhe.v1.CkksParameters
+	10, // 17: privmesh.fhe.v1.Model.required_key_parts:type_name -> privmesh.fhe.v1.KeyPartKind
+	14, // 18: privmesh.fhe.v1.Model.features:type_name -> privmesh.fhe.v1.Feature
+	12, // 19: privmesh.fhe.v1.Model.input_packing:type_name -> privmesh.fhe.v1.InputPacking
+	13, // 20: privmesh.fhe.v1.Model.output_packing:type_name -> privmesh.fhe.v1.OutputPacking
+	21, // 21: privmesh.fhe.v1.Model.limits:type_name -> privmesh.fhe.v1.ModelLimits
+	60, // 22: privmesh.fhe.v1.Model.create_time:type_name -> google.protobuf.Timestamp
+	10, // 23: privmesh.fhe.v1.KeyPartInfo.kind:type_name -> privmesh.fhe.v1.KeyPartKind
+	23, // 24: privmesh.fhe.v1.Session.key_parts:type_name -> privmesh.fhe.v1.KeyPartInfo
+	60, // 25: privmesh.fhe.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	60, // 26: privmesh.fhe.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	60, // 27: privmesh.fhe.v1.Session.last_infer_time:type_name -> google.protobuf.Timestamp
 	1,  // 28: privmesh.fhe.v1.ListModelsRequest.kind:type_name -> privmesh.fhe.v1.ModelKind
-	21, // 29: privmesh.fhe.v1.ListModelsResponse.models:type_name -> privmesh.fhe.v1.Model
-	21, // 30: privmesh.fhe.v1.GetModelResponse.model:type_name -> privmesh.fhe.v1.Model
-	10, // 31: privmesh.fhe.v1.RegisterKeysHeader.parameters:type_name -> privmesh.fhe.v1.CkksParameters
-	22, // 32: privmesh.fhe.v1.RegisterKeysHeader.key_parts:type_name -> privmesh.fhe.v1.KeyPartInfo
-	48, // 33: privmesh.fhe.v1.RegisterKeysHeader.ttl:type_name -> google.protobuf.Duration
-	9,  // 34: privmesh.fhe.v1.KeyChunk.kind:type_name -> privmesh.fhe.v1.KeyPartKind
-	28, // 35: privmesh.fhe.v1.RegisterKeysRequest.header:type_name -> privmesh.fhe.v1.RegisterKeysHeader
-	29, // 36: privmesh.fhe.v1.RegisterKeysRequest.chunk:type_name -> privmesh.fhe.v1.KeyChunk
-	23, // 37: privmesh.fhe.v1.RegisterKeysResponse.session:type_name -> privmesh.fhe.v1.Session
-	23, // 38: privmesh.fhe.v1.GetSessionResponse.session:type_name -> privmesh.fhe.v1.Session
-	36, // 39: privmesh.fhe.v1.InferInput.ciphertexts:type_name -> privmesh.fhe.v1.CiphertextInfo
-	38, // 40: privmesh.fhe.v1.InferRequest.start:type_name -> privmesh.fhe.v1.InferStart
-	39, // 41: privmesh.fhe.v1.InferRequest.input:type_name -> privmesh.fhe.v1.InferInput
-	37, // 42: privmesh.fhe.v1.InferRequest.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
-	36, // 43: privmesh.fhe.v1.InferOutput.ciphertexts:type_name -> privmesh.fhe.v1.CiphertextInfo
-	48, // 44: privmesh.fhe.v1.InferOutput.evaluation_duration:type_name -> google.protobuf.Duration
-	41, // 45: privmesh.fhe.v1.InferResponse.output:type_name -> privmesh.fhe.v1.InferOutput
-	37, // 46: privmesh.fhe.v1.InferResponse.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
-	21, // 47: privmesh.fhe.v1.CreateModelResponse.model:type_name -> privmesh.fhe.v1.Model
-	24, // 48: privmesh.fhe.v1.FHEInference.ListModels:input_type -> privmesh.fhe.v1.ListModelsRequest
-	26, // 49: privmesh.fhe.v1.FHEInference.GetModel:input_type -> privmesh.fhe.v1.GetModelRequest
-	30, // 50: privmesh.fhe.v1.FHEInference.RegisterKeys:input_type -> privmesh.fhe.v1.RegisterKeysRequest
-	32, // 51: privmesh.fhe.v1.FHEInference.GetSession:input_type -> privmesh.fhe.v1.GetSessionRequest
-	34, // 52: privmesh.fhe.v1.FHEInference.DeleteSession:input_type -> privmesh.fhe.v1.DeleteSessionRequest
-	43, // 53: privmesh.fhe.v1.FHEInference.CreateModel:input_type -> privmesh.fhe.v1.CreateModelRequest
-	45, // 54: privmesh.fhe.v1.FHEInference.DeleteModel:input_type -> privmesh.fhe.v1.DeleteModelRequest
-	40, // 55: privmesh.fhe.v1.FHEInference.Infer:input_type -> privmesh.fhe.v1.InferRequest
-	25, // 56: privmesh.fhe.v1.FHEInference.ListModels:output_type -> privmesh.fhe.v1.ListModelsResponse
-	27, // 57: privmesh.fhe.v1.FHEInference.GetModel:output_type -> privmesh.fhe.v1.GetModelResponse
-	31, // 58: privmesh.fhe.v1.FHEInference.RegisterKeys:output_type -> privmesh.fhe.v1.RegisterKeysResponse
-	33, // 59: privmesh.fhe.v1.FHEInference.GetSession:output_type -> privmesh.fhe.v1.GetSessionResponse
-	35, // 60: privmesh.fhe.v1.FHEInference.DeleteSession:output_type -> privmesh.fhe.v1.DeleteSessionResponse
-	44, // 61: privmesh.fhe.v1.FHEInference.CreateModel:output_type -> privmesh.fhe.v1.CreateModelResponse
-	46, // 62: privmesh.fhe.v1.FHEInference.DeleteModel:output_type -> privmesh.fhe.v1.DeleteModelResponse
-	42, // 63: privmesh.fhe.v1.FHEInference.Infer:output_type -> privmesh.fhe.v1.InferResponse
-	56, // [56:64] is the sub-list for method output_type
-	48, // [48:56] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	22, // 29: privmesh.fhe.v1.ListModelsResponse.models:type_name -> privmesh.fhe.v1.Model
+	22, // 30: privmesh.fhe.v1.GetModelResponse.model:type_name -> privmesh.fhe.v1.Model
+	11, // 31: privmesh.fhe.v1.RegisterKeysHeader.parameters:type_name -> privmesh.fhe.v1.CkksParameters
+	23, // 32: privmesh.fhe.v1.RegisterKeysHeader.key_parts:type_name -> privmesh.fhe.v1.KeyPartInfo
+	61, // 33: privmesh.fhe.v1.RegisterKeysHeader.ttl:type_name -> google.protobuf.Duration
+	10, // 34: privmesh.fhe.v1.KeyChunk.kind:type_name -> privmesh.fhe.v1.KeyPartKind
+	29, // 35: privmesh.fhe.v1.RegisterKeysRequest.header:type_name -> privmesh.fhe.v1.RegisterKeysHeader
+	30, // 36: privmesh.fhe.v1.RegisterKeysRequest.chunk:type_name -> privmesh.fhe.v1.KeyChunk
+	24, // 37: privmesh.fhe.v1.RegisterKeysResponse.session:type_name -> privmesh.fhe.v1.Session
+	24, // 38: privmesh.fhe.v1.GetSessionResponse.session:type_name -> privmesh.fhe.v1.Session
+	37, // 39: privmesh.fhe.v1.InferInput.ciphertexts:type_name -> privmesh.fhe.v1.CiphertextInfo
+	39, // 40: privmesh.fhe.v1.InferRequest.start:type_name -> privmesh.fhe.v1.InferStart
+	40, // 41: privmesh.fhe.v1.InferRequest.input:type_name -> privmesh.fhe.v1.InferInput
+	38, // 42: privmesh.fhe.v1.InferRequest.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
+	37, // 43: privmesh.fhe.v1.InferOutput.ciphertexts:type_name -> privmesh.fhe.v1.CiphertextInfo
+	61, // 44: privmesh.fhe.v1.InferOutput.evaluation_duration:type_name -> google.protobuf.Duration
+	42, // 45: privmesh.fhe.v1.InferResponse.output:type_name -> privmesh.fhe.v1.InferOutput
+	38, // 46: privmesh.fhe.v1.InferResponse.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
+	22, // 47: privmesh.fhe.v1.CreateModelResponse.model:type_name -> privmesh.fhe.v1.Model
+	9,  // 48: privmesh.fhe.v1.Job.state:type_name -> privmesh.fhe.v1.JobState
+	0,  // 49: privmesh.fhe.v1.Job.failure_reason:type_name -> privmesh.fhe.v1.ErrorReason
+	60, // 50: privmesh.fhe.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	60, // 51: privmesh.fhe.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	60, // 52: privmesh.fhe.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	60, // 53: privmesh.fhe.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	49, // 54: privmesh.fhe.v1.SubmitJobRequest.start:type_name -> privmesh.fhe.v1.JobStart
+	40, // 55: privmesh.fhe.v1.SubmitJobRequest.input:type_name -> privmesh.fhe.v1.InferInput
+	38, // 56: privmesh.fhe.v1.SubmitJobRequest.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
+	48, // 57: privmesh.fhe.v1.SubmitJobResponse.job:type_name -> privmesh.fhe.v1.Job
+	48, // 58: privmesh.fhe.v1.GetJobResponse.job:type_name -> privmesh.fhe.v1.Job
+	9,  // 59: privmesh.fhe.v1.ListJobsRequest.state:type_name -> privmesh.fhe.v1.JobState
+	48, // 60: privmesh.fhe.v1.ListJobsResponse.jobs:type_name -> privmesh.fhe.v1.Job
+	42, // 61: privmesh.fhe.v1.GetJobResultResponse.output:type_name -> privmesh.fhe.v1.InferOutput
+	38, // 62: privmesh.fhe.v1.GetJobResultResponse.chunk:type_name -> privmesh.fhe.v1.CiphertextChunk
+	48, // 63: privmesh.fhe.v1.CancelJobResponse.job:type_name -> privmesh.fhe.v1.Job
+	25, // 64: privmesh.fhe.v1.FHEInference.ListModels:input_type -> privmesh.fhe.v1.ListModelsRequest
+	27, // 65: privmesh.fhe.v1.FHEInference.GetModel:input_type -> privmesh.fhe.v1.GetModelRequest
+	31, // 66: privmesh.fhe.v1.FHEInference.RegisterKeys:input_type -> privmesh.fhe.v1.RegisterKeysRequest
+	33, // 67: privmesh.fhe.v1.FHEInference.GetSession:input_type -> privmesh.fhe.v1.GetSessionRequest
+	35, // 68: privmesh.fhe.v1.FHEInference.DeleteSession:input_type -> privmesh.fhe.v1.DeleteSessionRequest
+	44, // 69: privmesh.fhe.v1.FHEInference.CreateModel:input_type -> privmesh.fhe.v1.CreateModelRequest
+	46, // 70: privmesh.fhe.v1.FHEInference.DeleteModel:input_type -> privmesh.fhe.v1.DeleteModelRequest
+	41, // 71: privmesh.fhe.v1.FHEInference.Infer:input_type -> privmesh.fhe.v1.InferRequest
+	50, // 72: privmesh.fhe.v1.FHEInference.SubmitJob:input_type -> privmesh.fhe.v1.SubmitJobRequest
+	52, // 73: privmesh.fhe.v1.FHEInference.GetJob:input_type -> privmesh.fhe.v1.GetJobRequest
+	54, // 74: privmesh.fhe.v1.FHEInference.ListJobs:input_type -> privmesh.fhe.v1.ListJobsRequest
+	56, // 75: privmesh.fhe.v1.FHEInference.GetJobResult:input_type -> privmesh.fhe.v1.GetJobResultRequest
+	58, // 76: privmesh.fhe.v1.FHEInference.CancelJob:input_type -> privmesh.fhe.v1.CancelJobRequest
+	26, // 77: privmesh.fhe.v1.FHEInference.ListModels:output_type -> privmesh.fhe.v1.ListModelsResponse
+	28, // 78: privmesh.fhe.v1.FHEInference.GetModel:output_type -> privmesh.fhe.v1.GetModelResponse
+	32, // 79: privmesh.fhe.v1.FHEInference.RegisterKeys:output_type -> privmesh.fhe.v1.RegisterKeysResponse
+	34, // 80: privmesh.fhe.v1.FHEInference.GetSession:output_type -> privmesh.fhe.v1.GetSessionResponse
+	36, // 81: privmesh.fhe.v1.FHEInference.DeleteSession:output_type -> privmesh.fhe.v1.DeleteSessionResponse
+	45, // 82: privmesh.fhe.v1.FHEInference.CreateModel:output_type -> privmesh.fhe.v1.CreateModelResponse
+	47, // 83: privmesh.fhe.v1.FHEInference.DeleteModel:output_type -> privmesh.fhe.v1.DeleteModelResponse
+	43, // 84: privmesh.fhe.v1.FHEInference.Infer:output_type -> privmesh.fhe.v1.InferResponse
+	51, // 85: privmesh.fhe.v1.FHEInference.SubmitJob:output_type -> privmesh.fhe.v1.SubmitJobResponse
+	53, // 86: privmesh.fhe.v1.FHEInference.GetJob:output_type -> privmesh.fhe.v1.GetJobResponse
+	55, // 87: privmesh.fhe.v1.FHEInference.ListJobs:output_type -> privmesh.fhe.v1.ListJobsResponse
+	57, // 88: privmesh.fhe.v1.FHEInference.GetJobResult:output_type -> privmesh.fhe.v1.GetJobResultResponse
+	59, // 89: privmesh.fhe.v1.FHEInference.CancelJob:output_type -> privmesh.fhe.v1.CancelJobResponse
+	77, // [77:90] is the sub-list for method output_type
+	64, // [64:77] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_fhe_v1_fhe_proto_init() }
@@ -3706,13 +4741,22 @@ func file_privmesh_fhe_v1_fhe_proto_init() {
 		(*InferResponse_Output)(nil),
 		(*InferResponse_Chunk)(nil),
 	}
+	file_privmesh_fhe_v1_fhe_proto_msgTypes[39].OneofWrappers = []any{
+		(*SubmitJobRequest_Start)(nil),
+		(*SubmitJobRequest_Input)(nil),
+		(*SubmitJobRequest_Chunk)(nil),
+	}
+	file_privmesh_fhe_v1_fhe_proto_msgTypes[46].OneofWrappers = []any{
+		(*GetJobResultResponse_Output)(nil),
+		(*GetJobResultResponse_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fhe_v1_fhe_proto_rawDesc), len(file_privmesh_fhe_v1_fhe_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   37,
+			NumEnums:      11,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

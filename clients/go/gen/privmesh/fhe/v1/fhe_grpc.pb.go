@@ -46,6 +46,11 @@ const (
 	FHEInference_CreateModel_FullMethodName   = "/privmesh.fhe.v1.FHEInference/CreateModel"
 	FHEInference_DeleteModel_FullMethodName   = "/privmesh.fhe.v1.FHEInference/DeleteModel"
 	FHEInference_Infer_FullMethodName         = "/privmesh.fhe.v1.FHEInference/Infer"
+	FHEInference_SubmitJob_FullMethodName     = "/privmesh.fhe.v1.FHEInference/SubmitJob"
+	FHEInference_GetJob_FullMethodName        = "/privmesh.fhe.v1.FHEInference/GetJob"
+	FHEInference_ListJobs_FullMethodName      = "/privmesh.fhe.v1.FHEInference/ListJobs"
+	FHEInference_GetJobResult_FullMethodName  = "/privmesh.fhe.v1.FHEInference/GetJobResult"
+	FHEInference_CancelJob_FullMethodName     = "/privmesh.fhe.v1.FHEInference/CancelJob"
 )
 
 // FHEInferenceClient is the client API for FHEInference service.
@@ -89,6 +94,28 @@ type FHEInferenceClient interface {
 	// order; the server ends the call with OK once every input is answered. An error ends the call; outputs
 	// already sent stay valid. Every input is audited (model, session, sample count).
 	Infer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InferRequest, InferResponse], error)
+	// Submits an asynchronous job: a batch of encrypted inputs evaluated in the caller's session, possibly many
+	// and large, whose outputs are kept on the server until the client fetches them (GetJobResult). Use it where an
+	// Infer stream would have to stay open for the whole evaluation (serverless callers, batches of hours).
+	//
+	// Client streaming, with Infer's input framing: one SubmitJobRequest.start (the session, and the number of
+	// inputs), then for each input one InferInput header and the chunks of its ciphertexts in order. Every declared
+	// size is checked against the model's limits and the server's job limits before the bytes are read; the job is
+	// stored (and counts against the caller's queue) only once every declared byte arrived and was checked, so a
+	// refused or broken upload stores nothing. Retry with the same request_id to get the job of an upload that
+	// already completed. Audited (job, session, model, inputs, bytes), refusals included.
+	SubmitJob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitJobRequest, SubmitJobResponse], error)
+	// Reads a job of the caller's: its state and progress.
+	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
+	// Lists the caller's jobs, oldest first.
+	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
+	// Streams the encrypted outputs of a succeeded job, with Infer's output framing (one InferOutput header per
+	// input, in input order, then its ciphertexts' chunks). Readable any number of times until Job.expire_time.
+	// Every read is audited.
+	GetJobResult(ctx context.Context, in *GetJobResultRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetJobResultResponse], error)
+	// Cancels a queued or running job of the caller's: it stops after the input being evaluated, and its inputs and
+	// outputs are deleted. Cancelling a cancelled job returns it unchanged.
+	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 }
 
 type fHEInferenceClient struct {
@@ -185,6 +212,68 @@ func (c *fHEInferenceClient) Infer(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FHEInference_InferClient = grpc.BidiStreamingClient[InferRequest, InferResponse]
 
+func (c *fHEInferenceClient) SubmitJob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitJobRequest, SubmitJobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FHEInference_ServiceDesc.Streams[2], FHEInference_SubmitJob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitJobRequest, SubmitJobResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FHEInference_SubmitJobClient = grpc.ClientStreamingClient[SubmitJobRequest, SubmitJobResponse]
+
+func (c *fHEInferenceClient) GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJobResponse)
+	err := c.cc.Invoke(ctx, FHEInference_GetJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fHEInferenceClient) ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJobsResponse)
+	err := c.cc.Invoke(ctx, FHEInference_ListJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fHEInferenceClient) GetJobResult(ctx context.Context, in *GetJobResultRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetJobResultResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FHEInference_ServiceDesc.Streams[3], FHEInference_GetJobResult_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetJobResultRequest, GetJobResultResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FHEInference_GetJobResultClient = grpc.ServerStreamingClient[GetJobResultResponse]
+
+func (c *fHEInferenceClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobResponse)
+	err := c.cc.Invoke(ctx, FHEInference_CancelJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FHEInferenceServer is the server API for FHEInference service.
 // All implementations must embed UnimplementedFHEInferenceServer
 // for forward compatibility.
@@ -226,6 +315,28 @@ type FHEInferenceServer interface {
 	// order; the server ends the call with OK once every input is answered. An error ends the call; outputs
 	// already sent stay valid. Every input is audited (model, session, sample count).
 	Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error
+	// Submits an asynchronous job: a batch of encrypted inputs evaluated in the caller's session, possibly many
+	// and large, whose outputs are kept on the server until the client fetches them (GetJobResult). Use it where an
+	// Infer stream would have to stay open for the whole evaluation (serverless callers, batches of hours).
+	//
+	// Client streaming, with Infer's input framing: one SubmitJobRequest.start (the session, and the number of
+	// inputs), then for each input one InferInput header and the chunks of its ciphertexts in order. Every declared
+	// size is checked against the model's limits and the server's job limits before the bytes are read; the job is
+	// stored (and counts against the caller's queue) only once every declared byte arrived and was checked, so a
+	// refused or broken upload stores nothing. Retry with the same request_id to get the job of an upload that
+	// already completed. Audited (job, session, model, inputs, bytes), refusals included.
+	SubmitJob(grpc.ClientStreamingServer[SubmitJobRequest, SubmitJobResponse]) error
+	// Reads a job of the caller's: its state and progress.
+	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
+	// Lists the caller's jobs, oldest first.
+	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
+	// Streams the encrypted outputs of a succeeded job, with Infer's output framing (one InferOutput header per
+	// input, in input order, then its ciphertexts' chunks). Readable any number of times until Job.expire_time.
+	// Every read is audited.
+	GetJobResult(*GetJobResultRequest, grpc.ServerStreamingServer[GetJobResultResponse]) error
+	// Cancels a queued or running job of the caller's: it stops after the input being evaluated, and its inputs and
+	// outputs are deleted. Cancelling a cancelled job returns it unchanged.
+	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	mustEmbedUnimplementedFHEInferenceServer()
 }
 
@@ -259,6 +370,21 @@ func (UnimplementedFHEInferenceServer) DeleteModel(context.Context, *DeleteModel
 }
 func (UnimplementedFHEInferenceServer) Infer(grpc.BidiStreamingServer[InferRequest, InferResponse]) error {
 	return status.Error(codes.Unimplemented, "method Infer not implemented")
+}
+func (UnimplementedFHEInferenceServer) SubmitJob(grpc.ClientStreamingServer[SubmitJobRequest, SubmitJobResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubmitJob not implemented")
+}
+func (UnimplementedFHEInferenceServer) GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJob not implemented")
+}
+func (UnimplementedFHEInferenceServer) ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJobs not implemented")
+}
+func (UnimplementedFHEInferenceServer) GetJobResult(*GetJobResultRequest, grpc.ServerStreamingServer[GetJobResultResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetJobResult not implemented")
+}
+func (UnimplementedFHEInferenceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
 }
 func (UnimplementedFHEInferenceServer) mustEmbedUnimplementedFHEInferenceServer() {}
 func (UnimplementedFHEInferenceServer) testEmbeddedByValue()                      {}
@@ -403,6 +529,78 @@ func _FHEInference_Infer_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FHEInference_InferServer = grpc.BidiStreamingServer[InferRequest, InferResponse]
 
+func _FHEInference_SubmitJob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FHEInferenceServer).SubmitJob(&grpc.GenericServerStream[SubmitJobRequest, SubmitJobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FHEInference_SubmitJobServer = grpc.ClientStreamingServer[SubmitJobRequest, SubmitJobResponse]
+
+func _FHEInference_GetJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FHEInferenceServer).GetJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FHEInference_GetJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FHEInferenceServer).GetJob(ctx, req.(*GetJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FHEInference_ListJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FHEInferenceServer).ListJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FHEInference_ListJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FHEInferenceServer).ListJobs(ctx, req.(*ListJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FHEInference_GetJobResult_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetJobResultRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FHEInferenceServer).GetJobResult(m, &grpc.GenericServerStream[GetJobResultRequest, GetJobResultResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FHEInference_GetJobResultServer = grpc.ServerStreamingServer[GetJobResultResponse]
+
+func _FHEInference_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FHEInferenceServer).CancelJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FHEInference_CancelJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FHEInferenceServer).CancelJob(ctx, req.(*CancelJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FHEInference_ServiceDesc is the grpc.ServiceDesc for FHEInference service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -434,6 +632,18 @@ var FHEInference_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "DeleteModel",
 			Handler:    _FHEInference_DeleteModel_Handler,
 		},
+		{
+			MethodName: "GetJob",
+			Handler:    _FHEInference_GetJob_Handler,
+		},
+		{
+			MethodName: "ListJobs",
+			Handler:    _FHEInference_ListJobs_Handler,
+		},
+		{
+			MethodName: "CancelJob",
+			Handler:    _FHEInference_CancelJob_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -446,6 +656,16 @@ var FHEInference_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _FHEInference_Infer_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "SubmitJob",
+			Handler:       _FHEInference_SubmitJob_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "GetJobResult",
+			Handler:       _FHEInference_GetJobResult_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "privmesh/fhe/v1/fhe.proto",

@@ -101,6 +101,13 @@ const (
 	ErrorReason_ERROR_REASON_KEY_BROKER_UNAVAILABLE ErrorReason = 23
 	// A request_id was reused with a different request (ALREADY_EXISTS).
 	ErrorReason_ERROR_REASON_REQUEST_ID_CONFLICT ErrorReason = 24
+	// The federation's configuration asks for something its engine does not do, e.g. SecAgg+ or FedAdam on FLARE
+	// (INVALID_ARGUMENT); a field violation names the field.
+	ErrorReason_ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED ErrorReason = 25
+	// The FLARE server could not be reached or refused the operation (UNAVAILABLE); no partial state was kept.
+	ErrorReason_ERROR_REASON_FLARE_SERVER_UNAVAILABLE ErrorReason = 26
+	// A startup kit was asked for a participant of a federation whose engine is not FLARE (FAILED_PRECONDITION).
+	ErrorReason_ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE ErrorReason = 27
 )
 
 // Enum value maps for ErrorReason.
@@ -131,6 +138,9 @@ var (
 		22: "ERROR_REASON_MODEL_DECRYPTION_DENIED",
 		23: "ERROR_REASON_KEY_BROKER_UNAVAILABLE",
 		24: "ERROR_REASON_REQUEST_ID_CONFLICT",
+		25: "ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED",
+		26: "ERROR_REASON_FLARE_SERVER_UNAVAILABLE",
+		27: "ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                   0,
@@ -158,6 +168,9 @@ var (
 		"ERROR_REASON_MODEL_DECRYPTION_DENIED":       22,
 		"ERROR_REASON_KEY_BROKER_UNAVAILABLE":        23,
 		"ERROR_REASON_REQUEST_ID_CONFLICT":           24,
+		"ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED":    25,
+		"ERROR_REASON_FLARE_SERVER_UNAVAILABLE":      26,
+		"ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE":    27,
 	}
 )
 
@@ -186,6 +199,60 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{0}
+}
+
+// The federated-learning framework that runs a federation.
+type FlEngine int32
+
+const (
+	// Never sent; read as FLOWER.
+	FlEngine_FL_ENGINE_UNSPECIFIED FlEngine = 0
+	// Flower's deployment engine: a SuperLink the coordinator supervises; participants run SuperNodes.
+	FlEngine_FL_ENGINE_FLOWER FlEngine = 1
+	// NVIDIA FLARE: a FLARE server the coordinator provisions and supervises; participants run FLARE clients from
+	// startup kits the coordinator issues after admission (GetStartupKit). No SecAgg+ and no FedAdam on FLARE.
+	FlEngine_FL_ENGINE_FLARE FlEngine = 2
+)
+
+// Enum value maps for FlEngine.
+var (
+	FlEngine_name = map[int32]string{
+		0: "FL_ENGINE_UNSPECIFIED",
+		1: "FL_ENGINE_FLOWER",
+		2: "FL_ENGINE_FLARE",
+	}
+	FlEngine_value = map[string]int32{
+		"FL_ENGINE_UNSPECIFIED": 0,
+		"FL_ENGINE_FLOWER":      1,
+		"FL_ENGINE_FLARE":       2,
+	}
+)
+
+func (x FlEngine) Enum() *FlEngine {
+	p := new(FlEngine)
+	*p = x
+	return p
+}
+
+func (x FlEngine) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlEngine) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_fl_v1_fl_proto_enumTypes[1].Descriptor()
+}
+
+func (FlEngine) Type() protoreflect.EnumType {
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[1]
+}
+
+func (x FlEngine) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlEngine.Descriptor instead.
+func (FlEngine) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{1}
 }
 
 // The activation of an MLP's hidden layers.
@@ -229,11 +296,11 @@ func (x MlpActivation) String() string {
 }
 
 func (MlpActivation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[1].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[2].Descriptor()
 }
 
 func (MlpActivation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[1]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[2]
 }
 
 func (x MlpActivation) Number() protoreflect.EnumNumber {
@@ -242,7 +309,7 @@ func (x MlpActivation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MlpActivation.Descriptor instead.
 func (MlpActivation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{1}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{2}
 }
 
 // The optimizer of local training on a participant.
@@ -282,11 +349,11 @@ func (x LocalOptimizer) String() string {
 }
 
 func (LocalOptimizer) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[2].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[3].Descriptor()
 }
 
 func (LocalOptimizer) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[2]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[3]
 }
 
 func (x LocalOptimizer) Number() protoreflect.EnumNumber {
@@ -295,7 +362,7 @@ func (x LocalOptimizer) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LocalOptimizer.Descriptor instead.
 func (LocalOptimizer) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{2}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{3}
 }
 
 // Where and how updates are clipped for differential privacy.
@@ -337,11 +404,11 @@ func (x DpClippingMode) String() string {
 }
 
 func (DpClippingMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[3].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[4].Descriptor()
 }
 
 func (DpClippingMode) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[3]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[4]
 }
 
 func (x DpClippingMode) Number() protoreflect.EnumNumber {
@@ -350,7 +417,7 @@ func (x DpClippingMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DpClippingMode.Descriptor instead.
 func (DpClippingMode) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{3}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{4}
 }
 
 // The privacy accountant.
@@ -387,11 +454,11 @@ func (x DpAccountant) String() string {
 }
 
 func (DpAccountant) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[4].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
 }
 
 func (DpAccountant) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[4]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
 }
 
 func (x DpAccountant) Number() protoreflect.EnumNumber {
@@ -400,7 +467,7 @@ func (x DpAccountant) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DpAccountant.Descriptor instead.
 func (DpAccountant) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{4}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
 }
 
 // The format of a participant's public key.
@@ -444,11 +511,11 @@ func (x PublicKeyFormat) String() string {
 }
 
 func (PublicKeyFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[5].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
 }
 
 func (PublicKeyFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[5]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
 }
 
 func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
@@ -457,7 +524,7 @@ func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PublicKeyFormat.Descriptor instead.
 func (PublicKeyFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
 }
 
 // An elliptic curve for ECDSA keys.
@@ -501,11 +568,11 @@ func (x EcCurve) String() string {
 }
 
 func (EcCurve) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
 }
 
 func (EcCurve) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
 }
 
 func (x EcCurve) Number() protoreflect.EnumNumber {
@@ -514,7 +581,7 @@ func (x EcCurve) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EcCurve.Descriptor instead.
 func (EcCurve) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 // The lifecycle of a run.
@@ -571,11 +638,11 @@ func (x RunState) String() string {
 }
 
 func (RunState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
 }
 
 func (RunState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
 }
 
 func (x RunState) Number() protoreflect.EnumNumber {
@@ -584,7 +651,7 @@ func (x RunState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunState.Descriptor instead.
 func (RunState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 // Why a run ended.
@@ -648,11 +715,11 @@ func (x RunEndReason) String() string {
 }
 
 func (RunEndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
 }
 
 func (RunEndReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
 }
 
 func (x RunEndReason) Number() protoreflect.EnumNumber {
@@ -661,7 +728,7 @@ func (x RunEndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunEndReason.Descriptor instead.
 func (RunEndReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 // The state of one round.
@@ -705,11 +772,11 @@ func (x RoundState) String() string {
 }
 
 func (RoundState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
 }
 
 func (RoundState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
 }
 
 func (x RoundState) Number() protoreflect.EnumNumber {
@@ -718,7 +785,7 @@ func (x RoundState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RoundState.Descriptor instead.
 func (RoundState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
 // How much of a Run is returned.
@@ -758,11 +825,11 @@ func (x RunView) String() string {
 }
 
 func (RunView) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
 }
 
 func (RunView) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
 }
 
 func (x RunView) Number() protoreflect.EnumNumber {
@@ -771,7 +838,7 @@ func (x RunView) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunView.Descriptor instead.
 func (RunView) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
 }
 
 // Why a participant left a run or a round.
@@ -819,11 +886,11 @@ func (x DropReason) String() string {
 }
 
 func (DropReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
 }
 
 func (DropReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
 }
 
 func (x DropReason) Number() protoreflect.EnumNumber {
@@ -832,7 +899,7 @@ func (x DropReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DropReason.Descriptor instead.
 func (DropReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
 }
 
 // How GetModel delivers the model.
@@ -872,11 +939,11 @@ func (x ModelRepresentation) String() string {
 }
 
 func (ModelRepresentation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
 }
 
 func (ModelRepresentation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
 }
 
 func (x ModelRepresentation) Number() protoreflect.EnumNumber {
@@ -885,7 +952,7 @@ func (x ModelRepresentation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ModelRepresentation.Descriptor instead.
 func (ModelRepresentation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 // The format of an encrypted model.
@@ -923,11 +990,11 @@ func (x EnvelopeFormat) String() string {
 }
 
 func (EnvelopeFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
 }
 
 func (EnvelopeFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
 }
 
 func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
@@ -936,7 +1003,7 @@ func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnvelopeFormat.Descriptor instead.
 func (EnvelopeFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 // Logistic regression: sigmoid (binary) or softmax (multinomial) over a linear layer.
@@ -1915,6 +1982,70 @@ func (x *SuperLinkEndpoint) GetRootCertificatesPem() string {
 	return ""
 }
 
+// Where participants' FLARE clients connect.
+type FlareEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The FLARE server's address, "host:port" (its FL and admin port).
+	ServerAddress string `protobuf:"bytes,1,opt,name=server_address,json=serverAddress,proto3" json:"server_address,omitempty"`
+	// PEM of the FLARE root CA that signed the server's and the sites' certificates.
+	RootCertificatePem string `protobuf:"bytes,2,opt,name=root_certificate_pem,json=rootCertificatePem,proto3" json:"root_certificate_pem,omitempty"`
+	// The FLARE project name.
+	Project       string `protobuf:"bytes,3,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlareEndpoint) Reset() {
+	*x = FlareEndpoint{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlareEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlareEndpoint) ProtoMessage() {}
+
+func (x *FlareEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlareEndpoint.ProtoReflect.Descriptor instead.
+func (*FlareEndpoint) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FlareEndpoint) GetServerAddress() string {
+	if x != nil {
+		return x.ServerAddress
+	}
+	return ""
+}
+
+func (x *FlareEndpoint) GetRootCertificatePem() string {
+	if x != nil {
+		return x.RootCertificatePem
+	}
+	return ""
+}
+
+func (x *FlareEndpoint) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
 // A group of data owners training one model.
 type Federation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1954,14 +2085,18 @@ type Federation struct {
 	// Output only: the principal (SPIFFE ID) that created it.
 	Creator string `protobuf:"bytes,17,opt,name=creator,proto3" json:"creator,omitempty"`
 	// Output only.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The engine that runs the federation (default FLOWER). What each engine guarantees: docs/fl-coordinator.md.
+	Engine FlEngine `protobuf:"varint,19,opt,name=engine,proto3,enum=privmesh.fl.v1.FlEngine" json:"engine,omitempty"`
+	// Output only: where participants' FLARE clients connect; set for FLARE federations only.
+	Flare         *FlareEndpoint `protobuf:"bytes,20,opt,name=flare,proto3" json:"flare,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Federation) Reset() {
 	*x = Federation{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2108,7 @@ func (x *Federation) String() string {
 func (*Federation) ProtoMessage() {}
 
 func (x *Federation) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[12]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2121,7 @@ func (x *Federation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Federation.ProtoReflect.Descriptor instead.
 func (*Federation) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Federation) GetName() string {
@@ -2115,6 +2250,20 @@ func (x *Federation) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Federation) GetEngine() FlEngine {
+	if x != nil {
+		return x.Engine
+	}
+	return FlEngine_FL_ENGINE_UNSPECIFIED
+}
+
+func (x *Federation) GetFlare() *FlareEndpoint {
+	if x != nil {
+		return x.Flare
+	}
+	return nil
+}
+
 // The outcome of a participant's attestation at admission.
 type AdmissionAttestation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2132,7 +2281,7 @@ type AdmissionAttestation struct {
 
 func (x *AdmissionAttestation) Reset() {
 	*x = AdmissionAttestation{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2293,7 @@ func (x *AdmissionAttestation) String() string {
 func (*AdmissionAttestation) ProtoMessage() {}
 
 func (x *AdmissionAttestation) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[13]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2306,7 @@ func (x *AdmissionAttestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmissionAttestation.ProtoReflect.Descriptor instead.
 func (*AdmissionAttestation) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdmissionAttestation) GetPolicy() string {
@@ -2204,7 +2353,8 @@ type Participant struct {
 	Curve EcCurve `protobuf:"varint,5,opt,name=curve,proto3,enum=privmesh.fl.v1.EcCurve" json:"curve,omitempty"`
 	// Output only: the attestation that admitted it; absent when none was required or sent.
 	Attestation *AdmissionAttestation `protobuf:"bytes,6,opt,name=attestation,proto3" json:"attestation,omitempty"`
-	// Output only: the Flower node id of its SuperNode; 0 until it first connects.
+	// Output only: the Flower node id of its SuperNode (assigned at admission); on FLARE an id the coordinator
+	// assigns, which round reports use.
 	NodeId uint64 `protobuf:"varint,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Output only: whether its SuperNode is connected to the SuperLink now.
 	Connected bool `protobuf:"varint,8,opt,name=connected,proto3" json:"connected,omitempty"`
@@ -2213,14 +2363,16 @@ type Participant struct {
 	// Output only: the principal (SPIFFE ID) that registered it.
 	Registrant string `protobuf:"bytes,10,opt,name=registrant,proto3" json:"registrant,omitempty"`
 	// Output only.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only: the FLARE site name of its client (FLARE federations only).
+	FlareSite     string `protobuf:"bytes,12,opt,name=flare_site,json=flareSite,proto3" json:"flare_site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Participant) Reset() {
 	*x = Participant{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2384,7 @@ func (x *Participant) String() string {
 func (*Participant) ProtoMessage() {}
 
 func (x *Participant) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[14]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2397,7 @@ func (x *Participant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Participant.ProtoReflect.Descriptor instead.
 func (*Participant) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Participant) GetName() string {
@@ -2325,6 +2477,13 @@ func (x *Participant) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Participant) GetFlareSite() string {
+	if x != nil {
+		return x.FlareSite
+	}
+	return ""
+}
+
 // Aggregated metrics of one round; never per-participant values, never weights.
 type RoundMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2358,7 +2517,7 @@ type RoundMetrics struct {
 
 func (x *RoundMetrics) Reset() {
 	*x = RoundMetrics{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2529,7 @@ func (x *RoundMetrics) String() string {
 func (*RoundMetrics) ProtoMessage() {}
 
 func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[15]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2542,7 @@ func (x *RoundMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundMetrics.ProtoReflect.Descriptor instead.
 func (*RoundMetrics) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoundMetrics) GetRound() uint32 {
@@ -2489,7 +2648,7 @@ type RunParticipant struct {
 
 func (x *RunParticipant) Reset() {
 	*x = RunParticipant{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +2660,7 @@ func (x *RunParticipant) String() string {
 func (*RunParticipant) ProtoMessage() {}
 
 func (x *RunParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[16]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +2673,7 @@ func (x *RunParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunParticipant.ProtoReflect.Descriptor instead.
 func (*RunParticipant) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{16}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunParticipant) GetParticipant() string {
@@ -2574,7 +2733,7 @@ type PrivacySpent struct {
 
 func (x *PrivacySpent) Reset() {
 	*x = PrivacySpent{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2745,7 @@ func (x *PrivacySpent) String() string {
 func (*PrivacySpent) ProtoMessage() {}
 
 func (x *PrivacySpent) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[17]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2758,7 @@ func (x *PrivacySpent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrivacySpent.ProtoReflect.Descriptor instead.
 func (*PrivacySpent) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{17}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrivacySpent) GetEpsilon() float64 {
@@ -2652,7 +2811,7 @@ type EncryptionInfo struct {
 
 func (x *EncryptionInfo) Reset() {
 	*x = EncryptionInfo{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2823,7 @@ func (x *EncryptionInfo) String() string {
 func (*EncryptionInfo) ProtoMessage() {}
 
 func (x *EncryptionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[18]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2836,7 @@ func (x *EncryptionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptionInfo.ProtoReflect.Descriptor instead.
 func (*EncryptionInfo) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{18}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EncryptionInfo) GetFormat() EnvelopeFormat {
@@ -2722,7 +2881,7 @@ type StoredModel struct {
 
 func (x *StoredModel) Reset() {
 	*x = StoredModel{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2893,7 @@ func (x *StoredModel) String() string {
 func (*StoredModel) ProtoMessage() {}
 
 func (x *StoredModel) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[19]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2906,7 @@ func (x *StoredModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredModel.ProtoReflect.Descriptor instead.
 func (*StoredModel) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{19}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StoredModel) GetName() string {
@@ -2828,14 +2987,16 @@ type Run struct {
 	// When the first round started; unset while PENDING.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When it ended; unset while not ended.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// FLARE's job id on the FLARE server (FLARE federations; flower_run_id is 0 then).
+	FlareJobId    string `protobuf:"bytes,18,opt,name=flare_job_id,json=flareJobId,proto3" json:"flare_job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +3008,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[20]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +3021,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{20}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Run) GetName() string {
@@ -2982,6 +3143,13 @@ func (x *Run) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Run) GetFlareJobId() string {
+	if x != nil {
+		return x.FlareJobId
+	}
+	return ""
+}
+
 // A round began.
 type RoundStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2995,7 +3163,7 @@ type RoundStarted struct {
 
 func (x *RoundStarted) Reset() {
 	*x = RoundStarted{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3175,7 @@ func (x *RoundStarted) String() string {
 func (*RoundStarted) ProtoMessage() {}
 
 func (x *RoundStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[21]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3188,7 @@ func (x *RoundStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStarted.ProtoReflect.Descriptor instead.
 func (*RoundStarted) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{21}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RoundStarted) GetRound() uint32 {
@@ -3048,7 +3216,7 @@ type RoundFinished struct {
 
 func (x *RoundFinished) Reset() {
 	*x = RoundFinished{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3060,7 +3228,7 @@ func (x *RoundFinished) String() string {
 func (*RoundFinished) ProtoMessage() {}
 
 func (x *RoundFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[22]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3073,7 +3241,7 @@ func (x *RoundFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundFinished.ProtoReflect.Descriptor instead.
 func (*RoundFinished) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{22}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RoundFinished) GetMetrics() *RoundMetrics {
@@ -3096,7 +3264,7 @@ type ParticipantJoined struct {
 
 func (x *ParticipantJoined) Reset() {
 	*x = ParticipantJoined{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3276,7 @@ func (x *ParticipantJoined) String() string {
 func (*ParticipantJoined) ProtoMessage() {}
 
 func (x *ParticipantJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[23]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3289,7 @@ func (x *ParticipantJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantJoined.ProtoReflect.Descriptor instead.
 func (*ParticipantJoined) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{23}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ParticipantJoined) GetParticipant() string {
@@ -3153,7 +3321,7 @@ type ParticipantDropped struct {
 
 func (x *ParticipantDropped) Reset() {
 	*x = ParticipantDropped{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3333,7 @@ func (x *ParticipantDropped) String() string {
 func (*ParticipantDropped) ProtoMessage() {}
 
 func (x *ParticipantDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[24]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3346,7 @@ func (x *ParticipantDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipantDropped.ProtoReflect.Descriptor instead.
 func (*ParticipantDropped) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{24}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ParticipantDropped) GetParticipant() string {
@@ -3219,7 +3387,7 @@ type RunFinished struct {
 
 func (x *RunFinished) Reset() {
 	*x = RunFinished{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3231,7 +3399,7 @@ func (x *RunFinished) String() string {
 func (*RunFinished) ProtoMessage() {}
 
 func (x *RunFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[25]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3244,7 +3412,7 @@ func (x *RunFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFinished.ProtoReflect.Descriptor instead.
 func (*RunFinished) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{25}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunFinished) GetState() RunState {
@@ -3288,7 +3456,7 @@ type RunFailed struct {
 
 func (x *RunFailed) Reset() {
 	*x = RunFailed{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3468,7 @@ func (x *RunFailed) String() string {
 func (*RunFailed) ProtoMessage() {}
 
 func (x *RunFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[26]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3481,7 @@ func (x *RunFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFailed.ProtoReflect.Descriptor instead.
 func (*RunFailed) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{26}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RunFailed) GetEndReason() RunEndReason {
@@ -3356,7 +3524,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3536,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[27]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3549,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{27}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunEvent) GetSequence() uint64 {
@@ -3529,7 +3697,7 @@ type TensorInfo struct {
 
 func (x *TensorInfo) Reset() {
 	*x = TensorInfo{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3709,7 @@ func (x *TensorInfo) String() string {
 func (*TensorInfo) ProtoMessage() {}
 
 func (x *TensorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[28]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3722,7 @@ func (x *TensorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TensorInfo.ProtoReflect.Descriptor instead.
 func (*TensorInfo) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{28}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TensorInfo) GetName() string {
@@ -3610,7 +3778,7 @@ type ModelHeader struct {
 
 func (x *ModelHeader) Reset() {
 	*x = ModelHeader{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3622,7 +3790,7 @@ func (x *ModelHeader) String() string {
 func (*ModelHeader) ProtoMessage() {}
 
 func (x *ModelHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[29]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3635,7 +3803,7 @@ func (x *ModelHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelHeader.ProtoReflect.Descriptor instead.
 func (*ModelHeader) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{29}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ModelHeader) GetName() string {
@@ -3707,7 +3875,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3719,7 +3887,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[30]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3732,7 +3900,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{30}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ModelChunk) GetOffset() uint64 {
@@ -3764,7 +3932,7 @@ type CreateFederationRequest struct {
 
 func (x *CreateFederationRequest) Reset() {
 	*x = CreateFederationRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3776,7 +3944,7 @@ func (x *CreateFederationRequest) String() string {
 func (*CreateFederationRequest) ProtoMessage() {}
 
 func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[31]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3789,7 +3957,7 @@ func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
 func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{31}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateFederationRequest) GetFederationId() string {
@@ -3824,7 +3992,7 @@ type CreateFederationResponse struct {
 
 func (x *CreateFederationResponse) Reset() {
 	*x = CreateFederationResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +4004,7 @@ func (x *CreateFederationResponse) String() string {
 func (*CreateFederationResponse) ProtoMessage() {}
 
 func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[32]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4017,7 @@ func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
 func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{32}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateFederationResponse) GetFederation() *Federation {
@@ -3870,7 +4038,7 @@ type GetFederationRequest struct {
 
 func (x *GetFederationRequest) Reset() {
 	*x = GetFederationRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +4050,7 @@ func (x *GetFederationRequest) String() string {
 func (*GetFederationRequest) ProtoMessage() {}
 
 func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[33]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +4063,7 @@ func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationRequest.ProtoReflect.Descriptor instead.
 func (*GetFederationRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{33}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetFederationRequest) GetName() string {
@@ -3916,7 +4084,7 @@ type GetFederationResponse struct {
 
 func (x *GetFederationResponse) Reset() {
 	*x = GetFederationResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3928,7 +4096,7 @@ func (x *GetFederationResponse) String() string {
 func (*GetFederationResponse) ProtoMessage() {}
 
 func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[34]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3941,7 +4109,7 @@ func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationResponse.ProtoReflect.Descriptor instead.
 func (*GetFederationResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{34}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetFederationResponse) GetFederation() *Federation {
@@ -3964,7 +4132,7 @@ type ListFederationsRequest struct {
 
 func (x *ListFederationsRequest) Reset() {
 	*x = ListFederationsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3976,7 +4144,7 @@ func (x *ListFederationsRequest) String() string {
 func (*ListFederationsRequest) ProtoMessage() {}
 
 func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[35]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3989,7 +4157,7 @@ func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{35}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListFederationsRequest) GetPageSize() int32 {
@@ -4019,7 +4187,7 @@ type ListFederationsResponse struct {
 
 func (x *ListFederationsResponse) Reset() {
 	*x = ListFederationsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4031,7 +4199,7 @@ func (x *ListFederationsResponse) String() string {
 func (*ListFederationsResponse) ProtoMessage() {}
 
 func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[36]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4044,7 +4212,7 @@ func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{36}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListFederationsResponse) GetFederations() []*Federation {
@@ -4089,7 +4257,7 @@ type RegisterParticipantRequest struct {
 
 func (x *RegisterParticipantRequest) Reset() {
 	*x = RegisterParticipantRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4269,7 @@ func (x *RegisterParticipantRequest) String() string {
 func (*RegisterParticipantRequest) ProtoMessage() {}
 
 func (x *RegisterParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[37]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4282,7 @@ func (x *RegisterParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterParticipantRequest.ProtoReflect.Descriptor instead.
 func (*RegisterParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{37}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegisterParticipantRequest) GetParent() string {
@@ -4184,7 +4352,7 @@ type RegisterParticipantResponse struct {
 
 func (x *RegisterParticipantResponse) Reset() {
 	*x = RegisterParticipantResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4364,7 @@ func (x *RegisterParticipantResponse) String() string {
 func (*RegisterParticipantResponse) ProtoMessage() {}
 
 func (x *RegisterParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[38]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4377,7 @@ func (x *RegisterParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RegisterParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{38}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RegisterParticipantResponse) GetParticipant() *Participant {
@@ -4234,7 +4402,7 @@ type ListParticipantsRequest struct {
 
 func (x *ListParticipantsRequest) Reset() {
 	*x = ListParticipantsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4246,7 +4414,7 @@ func (x *ListParticipantsRequest) String() string {
 func (*ListParticipantsRequest) ProtoMessage() {}
 
 func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[39]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4259,7 +4427,7 @@ func (x *ListParticipantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsRequest.ProtoReflect.Descriptor instead.
 func (*ListParticipantsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{39}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListParticipantsRequest) GetParent() string {
@@ -4296,7 +4464,7 @@ type ListParticipantsResponse struct {
 
 func (x *ListParticipantsResponse) Reset() {
 	*x = ListParticipantsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4308,7 +4476,7 @@ func (x *ListParticipantsResponse) String() string {
 func (*ListParticipantsResponse) ProtoMessage() {}
 
 func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[40]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4321,7 +4489,7 @@ func (x *ListParticipantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParticipantsResponse.ProtoReflect.Descriptor instead.
 func (*ListParticipantsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{40}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListParticipantsResponse) GetParticipants() []*Participant {
@@ -4349,7 +4517,7 @@ type RemoveParticipantRequest struct {
 
 func (x *RemoveParticipantRequest) Reset() {
 	*x = RemoveParticipantRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4361,7 +4529,7 @@ func (x *RemoveParticipantRequest) String() string {
 func (*RemoveParticipantRequest) ProtoMessage() {}
 
 func (x *RemoveParticipantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[41]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4374,7 +4542,7 @@ func (x *RemoveParticipantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantRequest.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{41}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveParticipantRequest) GetName() string {
@@ -4393,7 +4561,7 @@ type RemoveParticipantResponse struct {
 
 func (x *RemoveParticipantResponse) Reset() {
 	*x = RemoveParticipantResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4405,7 +4573,7 @@ func (x *RemoveParticipantResponse) String() string {
 func (*RemoveParticipantResponse) ProtoMessage() {}
 
 func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[42]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4418,7 +4586,117 @@ func (x *RemoveParticipantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveParticipantResponse.ProtoReflect.Descriptor instead.
 func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{42}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{43}
+}
+
+// Request for GetStartupKit.
+type GetStartupKitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The participant's name, "federations/{federation}/participants/{participant}".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStartupKitRequest) Reset() {
+	*x = GetStartupKitRequest{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStartupKitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStartupKitRequest) ProtoMessage() {}
+
+func (x *GetStartupKitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStartupKitRequest.ProtoReflect.Descriptor instead.
+func (*GetStartupKitRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetStartupKitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response of GetStartupKit.
+type GetStartupKitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A zip archive of the site's FLARE workspace (startup/ and local/); it holds the site's private key.
+	StartupKit []byte `protobuf:"bytes,1,opt,name=startup_kit,json=startupKit,proto3" json:"startup_kit,omitempty"`
+	// Lower-case hex SHA-256 of startup_kit.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The FLARE site name.
+	Site          string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStartupKitResponse) Reset() {
+	*x = GetStartupKitResponse{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStartupKitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStartupKitResponse) ProtoMessage() {}
+
+func (x *GetStartupKitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStartupKitResponse.ProtoReflect.Descriptor instead.
+func (*GetStartupKitResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GetStartupKitResponse) GetStartupKit() []byte {
+	if x != nil {
+		return x.StartupKit
+	}
+	return nil
+}
+
+func (x *GetStartupKitResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *GetStartupKitResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 // Request for StartRun.
@@ -4434,7 +4712,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4446,7 +4724,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[43]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4459,7 +4737,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{43}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StartRunRequest) GetParent() string {
@@ -4487,7 +4765,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4499,7 +4777,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[44]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4512,7 +4790,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{44}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -4535,7 +4813,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4825,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[45]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4838,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{45}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetRunRequest) GetName() string {
@@ -4588,7 +4866,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4600,7 +4878,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4613,7 +4891,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -4642,7 +4920,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4654,7 +4932,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4667,7 +4945,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListRunsRequest) GetParent() string {
@@ -4718,7 +4996,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +5008,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +5021,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -4771,7 +5049,7 @@ type StopRunRequest struct {
 
 func (x *StopRunRequest) Reset() {
 	*x = StopRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4783,7 +5061,7 @@ func (x *StopRunRequest) String() string {
 func (*StopRunRequest) ProtoMessage() {}
 
 func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4796,7 +5074,7 @@ func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunRequest.ProtoReflect.Descriptor instead.
 func (*StopRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StopRunRequest) GetName() string {
@@ -4817,7 +5095,7 @@ type StopRunResponse struct {
 
 func (x *StopRunResponse) Reset() {
 	*x = StopRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +5107,7 @@ func (x *StopRunResponse) String() string {
 func (*StopRunResponse) ProtoMessage() {}
 
 func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +5120,7 @@ func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunResponse.ProtoReflect.Descriptor instead.
 func (*StopRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StopRunResponse) GetRun() *Run {
@@ -4865,7 +5143,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +5155,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +5168,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchRunRequest) GetName() string {
@@ -4918,7 +5196,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4930,7 +5208,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4943,7 +5221,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchRunResponse) GetEvent() *RunEvent {
@@ -4969,7 +5247,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4981,7 +5259,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4994,7 +5272,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -5027,7 +5305,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5039,7 +5317,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5052,7 +5330,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetModelResponse) GetPayload() isGetModelResponse_Payload {
@@ -5183,7 +5461,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x12attestation_policy\x18\x02 \x01(\tR\x11attestationPolicy\"l\n" +
 	"\x11SuperLinkEndpoint\x12#\n" +
 	"\rfleet_address\x18\x01 \x01(\tR\ffleetAddress\x122\n" +
-	"\x15root_certificates_pem\x18\x02 \x01(\tR\x13rootCertificatesPem\"\xd7\a\n" +
+	"\x15root_certificates_pem\x18\x02 \x01(\tR\x13rootCertificatesPem\"\x82\x01\n" +
+	"\rFlareEndpoint\x12%\n" +
+	"\x0eserver_address\x18\x01 \x01(\tR\rserverAddress\x120\n" +
+	"\x14root_certificate_pem\x18\x02 \x01(\tR\x12rootCertificatePem\x12\x18\n" +
+	"\aproject\x18\x03 \x01(\tR\aproject\"\xbe\b\n" +
 	"\n" +
 	"Federation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
@@ -5206,14 +5488,16 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\tsuperlink\x18\x10 \x01(\v2!.privmesh.fl.v1.SuperLinkEndpointR\tsuperlink\x12\x18\n" +
 	"\acreator\x18\x11 \x01(\tR\acreator\x12;\n" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTimeB\x14\n" +
+	"createTime\x120\n" +
+	"\x06engine\x18\x13 \x01(\x0e2\x18.privmesh.fl.v1.FlEngineR\x06engine\x123\n" +
+	"\x05flare\x18\x14 \x01(\v2\x1d.privmesh.fl.v1.FlareEndpointR\x05flareB\x14\n" +
 	"\x12_projected_epsilon\"\xb1\x01\n" +
 	"\x14AdmissionAttestation\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12'\n" +
 	"\x0fdocument_sha256\x18\x02 \x01(\tR\x0edocumentSha256\x12\x1b\n" +
 	"\tmodule_id\x18\x03 \x01(\tR\bmoduleId\x12;\n" +
 	"\vverify_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"verifyTime\"\xf3\x03\n" +
+	"verifyTime\"\x92\x04\n" +
 	"\vParticipant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12*\n" +
@@ -5229,7 +5513,9 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"registrant\x12;\n" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa5\x05\n" +
+	"createTime\x12\x1d\n" +
+	"\n" +
+	"flare_site\x18\f \x01(\tR\tflareSite\"\xa5\x05\n" +
 	"\fRoundMetrics\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.privmesh.fl.v1.RoundStateR\x05state\x129\n" +
@@ -5284,7 +5570,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x14encrypted_size_bytes\x18\x04 \x01(\x04R\x12encryptedSizeBytes\x12)\n" +
 	"\x10encrypted_sha256\x18\x05 \x01(\tR\x0fencryptedSha256\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8b\x06\n" +
+	"createTime\"\xad\x06\n" +
 	"\x03Run\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.privmesh.fl.v1.RunStateR\x05state\x12;\n" +
@@ -5307,7 +5593,9 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"createTime\x129\n" +
 	"\n" +
 	"start_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"Y\n" +
+	"\bend_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12 \n" +
+	"\fflare_job_id\x18\x12 \x01(\tR\n" +
+	"flareJobId\"Y\n" +
 	"\fRoundStarted\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\rR\x05round\x123\n" +
 	"\x15participants_selected\x18\x02 \x01(\rR\x14participantsSelected\"G\n" +
@@ -5412,7 +5700,14 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
 	"\x18RemoveParticipantRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19RemoveParticipantResponse\"H\n" +
+	"\x19RemoveParticipantResponse\"*\n" +
+	"\x14GetStartupKitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"j\n" +
+	"\x15GetStartupKitResponse\x12%\n" +
+	"\vstartup_kit\x18\x01 \x01(\fB\x04\xa8\xbb\x18\x01R\n" +
+	"startupKit\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"H\n" +
 	"\x0fStartRunRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1d\n" +
 	"\n" +
@@ -5449,7 +5744,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x10GetModelResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.privmesh.fl.v1.ModelHeaderH\x00R\x06header\x122\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x1a.privmesh.fl.v1.ModelChunkH\x00R\x05chunkB\t\n" +
-	"\apayload*\xf4\a\n" +
+	"\apayload*\xf9\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_FEDERATION_NOT_FOUND\x10\x01\x12*\n" +
@@ -5476,7 +5771,14 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	" ERROR_REASON_MODEL_NOT_AVAILABLE\x10\x15\x12(\n" +
 	"$ERROR_REASON_MODEL_DECRYPTION_DENIED\x10\x16\x12'\n" +
 	"#ERROR_REASON_KEY_BROKER_UNAVAILABLE\x10\x17\x12$\n" +
-	" ERROR_REASON_REQUEST_ID_CONFLICT\x10\x18*|\n" +
+	" ERROR_REASON_REQUEST_ID_CONFLICT\x10\x18\x12+\n" +
+	"'ERROR_REASON_ENGINE_FEATURE_UNSUPPORTED\x10\x19\x12)\n" +
+	"%ERROR_REASON_FLARE_SERVER_UNAVAILABLE\x10\x1a\x12+\n" +
+	"'ERROR_REASON_STARTUP_KIT_NOT_APPLICABLE\x10\x1b*P\n" +
+	"\bFlEngine\x12\x19\n" +
+	"\x15FL_ENGINE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10FL_ENGINE_FLOWER\x10\x01\x12\x13\n" +
+	"\x0fFL_ENGINE_FLARE\x10\x02*|\n" +
 	"\rMlpActivation\x12\x1e\n" +
 	"\x1aMLP_ACTIVATION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MLP_ACTIVATION_RELU\x10\x01\x12\x17\n" +
@@ -5544,7 +5846,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x1eMODEL_REPRESENTATION_DECRYPTED\x10\x02*Y\n" +
 	"\x0eEnvelopeFormat\x12\x1f\n" +
 	"\x1bENVELOPE_FORMAT_UNSPECIFIED\x10\x00\x12&\n" +
-	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xc3\v\n" +
+	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xb4\f\n" +
 	"\rFLCoordinator\x12\x8a\x01\n" +
 	"\x10CreateFederation\x12'.privmesh.fl.v1.CreateFederationRequest\x1a(.privmesh.fl.v1.CreateFederationResponse\"#\xb2\xbb\x18\x1f\n" +
 	"\x1d\n" +
@@ -5567,7 +5869,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x11RemoveParticipant\x12(.privmesh.fl.v1.RemoveParticipantRequest\x1a).privmesh.fl.v1.RemoveParticipantResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
 	"\b\n" +
-	"\x06{name}\x90\x02\x02\x12_\n" +
+	"\x06{name}\x90\x02\x02\x12o\n" +
+	"\rGetStartupKit\x12$.privmesh.fl.v1.GetStartupKitRequest\x1a%.privmesh.fl.v1.GetStartupKitResponse\"\x11\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x90\x02\x01\x12_\n" +
 	"\bStartRun\x12\x1f.privmesh.fl.v1.StartRunRequest\x1a .privmesh.fl.v1.StartRunResponse\"\x10\xb2\xbb\x18\f\n" +
 	"\n" +
 	"\n" +
@@ -5608,194 +5914,202 @@ func file_privmesh_fl_v1_fl_proto_rawDescGZIP() []byte {
 	return file_privmesh_fl_v1_fl_proto_rawDescData
 }
 
-var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
-var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 15)
+var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(ErrorReason)(0),                    // 0: privmesh.fl.v1.ErrorReason
-	(MlpActivation)(0),                  // 1: privmesh.fl.v1.MlpActivation
-	(LocalOptimizer)(0),                 // 2: privmesh.fl.v1.LocalOptimizer
-	(DpClippingMode)(0),                 // 3: privmesh.fl.v1.DpClippingMode
-	(DpAccountant)(0),                   // 4: privmesh.fl.v1.DpAccountant
-	(PublicKeyFormat)(0),                // 5: privmesh.fl.v1.PublicKeyFormat
-	(EcCurve)(0),                        // 6: privmesh.fl.v1.EcCurve
-	(RunState)(0),                       // 7: privmesh.fl.v1.RunState
-	(RunEndReason)(0),                   // 8: privmesh.fl.v1.RunEndReason
-	(RoundState)(0),                     // 9: privmesh.fl.v1.RoundState
-	(RunView)(0),                        // 10: privmesh.fl.v1.RunView
-	(DropReason)(0),                     // 11: privmesh.fl.v1.DropReason
-	(ModelRepresentation)(0),            // 12: privmesh.fl.v1.ModelRepresentation
-	(EnvelopeFormat)(0),                 // 13: privmesh.fl.v1.EnvelopeFormat
-	(*LogisticRegressionSpec)(nil),      // 14: privmesh.fl.v1.LogisticRegressionSpec
-	(*MlpSpec)(nil),                     // 15: privmesh.fl.v1.MlpSpec
-	(*ModelSpec)(nil),                   // 16: privmesh.fl.v1.ModelSpec
-	(*LocalTraining)(nil),               // 17: privmesh.fl.v1.LocalTraining
-	(*FedAvgParameters)(nil),            // 18: privmesh.fl.v1.FedAvgParameters
-	(*FedProxParameters)(nil),           // 19: privmesh.fl.v1.FedProxParameters
-	(*FedAdamParameters)(nil),           // 20: privmesh.fl.v1.FedAdamParameters
-	(*Strategy)(nil),                    // 21: privmesh.fl.v1.Strategy
-	(*SecureAggregation)(nil),           // 22: privmesh.fl.v1.SecureAggregation
-	(*DifferentialPrivacy)(nil),         // 23: privmesh.fl.v1.DifferentialPrivacy
-	(*AdmissionPolicy)(nil),             // 24: privmesh.fl.v1.AdmissionPolicy
-	(*SuperLinkEndpoint)(nil),           // 25: privmesh.fl.v1.SuperLinkEndpoint
-	(*Federation)(nil),                  // 26: privmesh.fl.v1.Federation
-	(*AdmissionAttestation)(nil),        // 27: privmesh.fl.v1.AdmissionAttestation
-	(*Participant)(nil),                 // 28: privmesh.fl.v1.Participant
-	(*RoundMetrics)(nil),                // 29: privmesh.fl.v1.RoundMetrics
-	(*RunParticipant)(nil),              // 30: privmesh.fl.v1.RunParticipant
-	(*PrivacySpent)(nil),                // 31: privmesh.fl.v1.PrivacySpent
-	(*EncryptionInfo)(nil),              // 32: privmesh.fl.v1.EncryptionInfo
-	(*StoredModel)(nil),                 // 33: privmesh.fl.v1.StoredModel
-	(*Run)(nil),                         // 34: privmesh.fl.v1.Run
-	(*RoundStarted)(nil),                // 35: privmesh.fl.v1.RoundStarted
-	(*RoundFinished)(nil),               // 36: privmesh.fl.v1.RoundFinished
-	(*ParticipantJoined)(nil),           // 37: privmesh.fl.v1.ParticipantJoined
-	(*ParticipantDropped)(nil),          // 38: privmesh.fl.v1.ParticipantDropped
-	(*RunFinished)(nil),                 // 39: privmesh.fl.v1.RunFinished
-	(*RunFailed)(nil),                   // 40: privmesh.fl.v1.RunFailed
-	(*RunEvent)(nil),                    // 41: privmesh.fl.v1.RunEvent
-	(*TensorInfo)(nil),                  // 42: privmesh.fl.v1.TensorInfo
-	(*ModelHeader)(nil),                 // 43: privmesh.fl.v1.ModelHeader
-	(*ModelChunk)(nil),                  // 44: privmesh.fl.v1.ModelChunk
-	(*CreateFederationRequest)(nil),     // 45: privmesh.fl.v1.CreateFederationRequest
-	(*CreateFederationResponse)(nil),    // 46: privmesh.fl.v1.CreateFederationResponse
-	(*GetFederationRequest)(nil),        // 47: privmesh.fl.v1.GetFederationRequest
-	(*GetFederationResponse)(nil),       // 48: privmesh.fl.v1.GetFederationResponse
-	(*ListFederationsRequest)(nil),      // 49: privmesh.fl.v1.ListFederationsRequest
-	(*ListFederationsResponse)(nil),     // 50: privmesh.fl.v1.ListFederationsResponse
-	(*RegisterParticipantRequest)(nil),  // 51: privmesh.fl.v1.RegisterParticipantRequest
-	(*RegisterParticipantResponse)(nil), // 52: privmesh.fl.v1.RegisterParticipantResponse
-	(*ListParticipantsRequest)(nil),     // 53: privmesh.fl.v1.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 54: privmesh.fl.v1.ListParticipantsResponse
-	(*RemoveParticipantRequest)(nil),    // 55: privmesh.fl.v1.RemoveParticipantRequest
-	(*RemoveParticipantResponse)(nil),   // 56: privmesh.fl.v1.RemoveParticipantResponse
-	(*StartRunRequest)(nil),             // 57: privmesh.fl.v1.StartRunRequest
-	(*StartRunResponse)(nil),            // 58: privmesh.fl.v1.StartRunResponse
-	(*GetRunRequest)(nil),               // 59: privmesh.fl.v1.GetRunRequest
-	(*GetRunResponse)(nil),              // 60: privmesh.fl.v1.GetRunResponse
-	(*ListRunsRequest)(nil),             // 61: privmesh.fl.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),            // 62: privmesh.fl.v1.ListRunsResponse
-	(*StopRunRequest)(nil),              // 63: privmesh.fl.v1.StopRunRequest
-	(*StopRunResponse)(nil),             // 64: privmesh.fl.v1.StopRunResponse
-	(*WatchRunRequest)(nil),             // 65: privmesh.fl.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),            // 66: privmesh.fl.v1.WatchRunResponse
-	(*GetModelRequest)(nil),             // 67: privmesh.fl.v1.GetModelRequest
-	(*GetModelResponse)(nil),            // 68: privmesh.fl.v1.GetModelResponse
-	nil,                                 // 69: privmesh.fl.v1.RoundMetrics.MetricsEntry
-	nil,                                 // 70: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	(*durationpb.Duration)(nil),         // 71: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 72: google.protobuf.Timestamp
+	(FlEngine)(0),                       // 1: privmesh.fl.v1.FlEngine
+	(MlpActivation)(0),                  // 2: privmesh.fl.v1.MlpActivation
+	(LocalOptimizer)(0),                 // 3: privmesh.fl.v1.LocalOptimizer
+	(DpClippingMode)(0),                 // 4: privmesh.fl.v1.DpClippingMode
+	(DpAccountant)(0),                   // 5: privmesh.fl.v1.DpAccountant
+	(PublicKeyFormat)(0),                // 6: privmesh.fl.v1.PublicKeyFormat
+	(EcCurve)(0),                        // 7: privmesh.fl.v1.EcCurve
+	(RunState)(0),                       // 8: privmesh.fl.v1.RunState
+	(RunEndReason)(0),                   // 9: privmesh.fl.v1.RunEndReason
+	(RoundState)(0),                     // 10: privmesh.fl.v1.RoundState
+	(RunView)(0),                        // 11: privmesh.fl.v1.RunView
+	(DropReason)(0),                     // 12: privmesh.fl.v1.DropReason
+	(ModelRepresentation)(0),            // 13: privmesh.fl.v1.ModelRepresentation
+	(EnvelopeFormat)(0),                 // 14: privmesh.fl.v1.EnvelopeFormat
+	(*LogisticRegressionSpec)(nil),      // 15: privmesh.fl.v1.LogisticRegressionSpec
+	(*MlpSpec)(nil),                     // 16: privmesh.fl.v1.MlpSpec
+	(*ModelSpec)(nil),                   // 17: privmesh.fl.v1.ModelSpec
+	(*LocalTraining)(nil),               // 18: privmesh.fl.v1.LocalTraining
+	(*FedAvgParameters)(nil),            // 19: privmesh.fl.v1.FedAvgParameters
+	(*FedProxParameters)(nil),           // 20: privmesh.fl.v1.FedProxParameters
+	(*FedAdamParameters)(nil),           // 21: privmesh.fl.v1.FedAdamParameters
+	(*Strategy)(nil),                    // 22: privmesh.fl.v1.Strategy
+	(*SecureAggregation)(nil),           // 23: privmesh.fl.v1.SecureAggregation
+	(*DifferentialPrivacy)(nil),         // 24: privmesh.fl.v1.DifferentialPrivacy
+	(*AdmissionPolicy)(nil),             // 25: privmesh.fl.v1.AdmissionPolicy
+	(*SuperLinkEndpoint)(nil),           // 26: privmesh.fl.v1.SuperLinkEndpoint
+	(*FlareEndpoint)(nil),               // 27: privmesh.fl.v1.FlareEndpoint
+	(*Federation)(nil),                  // 28: privmesh.fl.v1.Federation
+	(*AdmissionAttestation)(nil),        // 29: privmesh.fl.v1.AdmissionAttestation
+	(*Participant)(nil),                 // 30: privmesh.fl.v1.Participant
+	(*RoundMetrics)(nil),                // 31: privmesh.fl.v1.RoundMetrics
+	(*RunParticipant)(nil),              // 32: privmesh.fl.v1.RunParticipant
+	(*PrivacySpent)(nil),                // 33: privmesh.fl.v1.PrivacySpent
+	(*EncryptionInfo)(nil),              // 34: privmesh.fl.v1.EncryptionInfo
+	(*StoredModel)(nil),                 // 35: privmesh.fl.v1.StoredModel
+	(*Run)(nil),                         // 36: privmesh.fl.v1.Run
+	(*RoundStarted)(nil),                // 37: privmesh.fl.v1.RoundStarted
+	(*RoundFinished)(nil),               // 38: privmesh.fl.v1.RoundFinished
+	(*ParticipantJoined)(nil),           // 39: privmesh.fl.v1.ParticipantJoined
+	(*ParticipantDropped)(nil),          // 40: privmesh.fl.v1.ParticipantDropped
+	(*RunFinished)(nil),                 // 41: privmesh.fl.v1.RunFinished
+	(*RunFailed)(nil),                   // 42: privmesh.fl.v1.RunFailed
+	(*RunEvent)(nil),                    // 43: privmesh.fl.v1.RunEvent
+	(*TensorInfo)(nil),                  // 44: privmesh.fl.v1.TensorInfo
+	(*ModelHeader)(nil),                 // 45: privmesh.fl.v1.ModelHeader
+	(*ModelChunk)(nil),                  // 46: privmesh.fl.v1.ModelChunk
+	(*CreateFederationRequest)(nil),     // 47: privmesh.fl.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 48: privmesh.fl.v1.CreateFederationResponse
+	(*GetFederationRequest)(nil),        // 49: privmesh.fl.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 50: privmesh.fl.v1.GetFederationResponse
+	(*ListFederationsRequest)(nil),      // 51: privmesh.fl.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 52: privmesh.fl.v1.ListFederationsResponse
+	(*RegisterParticipantRequest)(nil),  // 53: privmesh.fl.v1.RegisterParticipantRequest
+	(*RegisterParticipantResponse)(nil), // 54: privmesh.fl.v1.RegisterParticipantResponse
+	(*ListParticipantsRequest)(nil),     // 55: privmesh.fl.v1.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 56: privmesh.fl.v1.ListParticipantsResponse
+	(*RemoveParticipantRequest)(nil),    // 57: privmesh.fl.v1.RemoveParticipantRequest
+	(*RemoveParticipantResponse)(nil),   // 58: privmesh.fl.v1.RemoveParticipantResponse
+	(*GetStartupKitRequest)(nil),        // 59: privmesh.fl.v1.GetStartupKitRequest
+	(*GetStartupKitResponse)(nil),       // 60: privmesh.fl.v1.GetStartupKitResponse
+	(*StartRunRequest)(nil),             // 61: privmesh.fl.v1.StartRunRequest
+	(*StartRunResponse)(nil),            // 62: privmesh.fl.v1.StartRunResponse
+	(*GetRunRequest)(nil),               // 63: privmesh.fl.v1.GetRunRequest
+	(*GetRunResponse)(nil),              // 64: privmesh.fl.v1.GetRunResponse
+	(*ListRunsRequest)(nil),             // 65: privmesh.fl.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),            // 66: privmesh.fl.v1.ListRunsResponse
+	(*StopRunRequest)(nil),              // 67: privmesh.fl.v1.StopRunRequest
+	(*StopRunResponse)(nil),             // 68: privmesh.fl.v1.StopRunResponse
+	(*WatchRunRequest)(nil),             // 69: privmesh.fl.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),            // 70: privmesh.fl.v1.WatchRunResponse
+	(*GetModelRequest)(nil),             // 71: privmesh.fl.v1.GetModelRequest
+	(*GetModelResponse)(nil),            // 72: privmesh.fl.v1.GetModelResponse
+	nil,                                 // 73: privmesh.fl.v1.RoundMetrics.MetricsEntry
+	nil,                                 // 74: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	(*durationpb.Duration)(nil),         // 75: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 76: google.protobuf.Timestamp
 }
 var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
-	1,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
-	14, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
-	15, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
-	2,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
-	18, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
-	19, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
-	20, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
-	71, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
-	3,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
-	4,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	16, // 10: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
-	17, // 11: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
-	21, // 12: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
-	71, // 13: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
-	71, // 14: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
-	22, // 15: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
-	23, // 16: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
-	24, // 17: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
-	25, // 18: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
-	72, // 19: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
-	72, // 20: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
-	6,  // 21: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
-	27, // 22: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
-	72, // 23: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
-	72, // 24: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 25: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
-	72, // 26: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
-	72, // 27: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
-	69, // 28: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
-	72, // 29: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
-	4,  // 30: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	13, // 31: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
-	70, // 32: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	32, // 33: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	72, // 34: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 35: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
-	8,  // 36: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	29, // 37: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
-	30, // 38: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
-	31, // 39: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	33, // 40: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
-	72, // 41: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	72, // 42: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	72, // 43: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	29, // 44: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
-	11, // 45: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
-	7,  // 46: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
-	8,  // 47: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	31, // 48: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	33, // 49: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
-	8,  // 50: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	72, // 51: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	35, // 52: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
-	36, // 53: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
-	37, // 54: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
-	38, // 55: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
-	39, // 56: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
-	40, // 57: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
-	12, // 58: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	16, // 59: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
-	32, // 60: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	42, // 61: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
-	26, // 62: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 63: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 64: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	26, // 65: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
-	5,  // 66: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
-	6,  // 67: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
-	28, // 68: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
-	28, // 69: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
-	34, // 70: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
-	10, // 71: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
-	34, // 72: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
-	7,  // 73: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
-	10, // 74: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
-	34, // 75: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
-	34, // 76: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
-	41, // 77: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
-	12, // 78: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	43, // 79: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
-	44, // 80: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
-	45, // 81: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
-	47, // 82: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
-	49, // 83: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
-	51, // 84: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
-	53, // 85: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
-	55, // 86: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
-	57, // 87: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
-	59, // 88: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
-	61, // 89: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
-	63, // 90: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
-	65, // 91: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
-	67, // 92: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
-	46, // 93: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
-	48, // 94: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
-	50, // 95: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
-	52, // 96: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
-	54, // 97: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
-	56, // 98: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
-	58, // 99: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
-	60, // 100: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
-	62, // 101: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
-	64, // 102: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
-	66, // 103: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
-	68, // 104: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
-	93, // [93:105] is the sub-list for method output_type
-	81, // [81:93] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	2,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
+	15, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
+	16, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
+	3,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
+	19, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
+	20, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
+	21, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
+	75, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
+	4,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
+	5,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	17, // 10: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
+	18, // 11: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
+	22, // 12: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
+	75, // 13: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
+	75, // 14: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
+	23, // 15: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
+	24, // 16: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
+	25, // 17: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
+	26, // 18: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
+	76, // 19: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 20: privmesh.fl.v1.Federation.engine:type_name -> privmesh.fl.v1.FlEngine
+	27, // 21: privmesh.fl.v1.Federation.flare:type_name -> privmesh.fl.v1.FlareEndpoint
+	76, // 22: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
+	7,  // 23: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
+	29, // 24: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
+	76, // 25: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
+	76, // 26: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
+	10, // 27: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
+	76, // 28: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
+	76, // 29: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
+	73, // 30: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
+	76, // 31: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
+	5,  // 32: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	14, // 33: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
+	74, // 34: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	34, // 35: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	76, // 36: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 37: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
+	9,  // 38: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	31, // 39: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
+	32, // 40: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
+	33, // 41: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	35, // 42: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
+	76, // 43: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	76, // 44: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	76, // 45: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	31, // 46: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
+	12, // 47: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
+	8,  // 48: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
+	9,  // 49: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	33, // 50: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	35, // 51: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
+	9,  // 52: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	76, // 53: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	37, // 54: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
+	38, // 55: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
+	39, // 56: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
+	40, // 57: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
+	41, // 58: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
+	42, // 59: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
+	13, // 60: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	17, // 61: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
+	34, // 62: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	44, // 63: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
+	28, // 64: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
+	28, // 65: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	28, // 66: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	28, // 67: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
+	6,  // 68: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
+	7,  // 69: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
+	30, // 70: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
+	30, // 71: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
+	36, // 72: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
+	11, // 73: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
+	36, // 74: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
+	8,  // 75: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
+	11, // 76: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
+	36, // 77: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
+	36, // 78: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
+	43, // 79: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
+	13, // 80: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	45, // 81: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
+	46, // 82: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
+	47, // 83: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
+	49, // 84: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
+	51, // 85: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
+	53, // 86: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
+	55, // 87: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
+	57, // 88: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
+	59, // 89: privmesh.fl.v1.FLCoordinator.GetStartupKit:input_type -> privmesh.fl.v1.GetStartupKitRequest
+	61, // 90: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
+	63, // 91: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
+	65, // 92: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
+	67, // 93: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
+	69, // 94: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
+	71, // 95: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
+	48, // 96: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
+	50, // 97: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
+	52, // 98: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
+	54, // 99: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
+	56, // 100: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
+	58, // 101: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
+	60, // 102: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
+	62, // 103: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
+	64, // 104: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
+	66, // 105: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
+	68, // 106: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
+	70, // 107: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
+	72, // 108: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
+	96, // [96:109] is the sub-list for method output_type
+	83, // [83:96] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_fl_v1_fl_proto_init() }
@@ -5820,10 +6134,10 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		(*SecureAggregation_ReconstructionThresholdFraction)(nil),
 	}
 	file_privmesh_fl_v1_fl_proto_msgTypes[9].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[12].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[15].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[17].OneofWrappers = []any{}
-	file_privmesh_fl_v1_fl_proto_msgTypes[27].OneofWrappers = []any{
+	file_privmesh_fl_v1_fl_proto_msgTypes[13].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[16].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[18].OneofWrappers = []any{}
+	file_privmesh_fl_v1_fl_proto_msgTypes[28].OneofWrappers = []any{
 		(*RunEvent_RoundStarted)(nil),
 		(*RunEvent_RoundFinished)(nil),
 		(*RunEvent_ParticipantJoined)(nil),
@@ -5831,7 +6145,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		(*RunEvent_RunFinished)(nil),
 		(*RunEvent_RunFailed)(nil),
 	}
-	file_privmesh_fl_v1_fl_proto_msgTypes[54].OneofWrappers = []any{
+	file_privmesh_fl_v1_fl_proto_msgTypes[57].OneofWrappers = []any{
 		(*GetModelResponse_Header)(nil),
 		(*GetModelResponse_Chunk)(nil),
 	}
@@ -5840,8 +6154,8 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fl_v1_fl_proto_rawDesc), len(file_privmesh_fl_v1_fl_proto_rawDesc)),
-			NumEnums:      14,
-			NumMessages:   57,
+			NumEnums:      15,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,7 @@ const (
 	FLCoordinator_RegisterParticipant_FullMethodName = "/privmesh.fl.v1.FLCoordinator/RegisterParticipant"
 	FLCoordinator_ListParticipants_FullMethodName    = "/privmesh.fl.v1.FLCoordinator/ListParticipants"
 	FLCoordinator_RemoveParticipant_FullMethodName   = "/privmesh.fl.v1.FLCoordinator/RemoveParticipant"
+	FLCoordinator_GetStartupKit_FullMethodName       = "/privmesh.fl.v1.FLCoordinator/GetStartupKit"
 	FLCoordinator_StartRun_FullMethodName            = "/privmesh.fl.v1.FLCoordinator/StartRun"
 	FLCoordinator_GetRun_FullMethodName              = "/privmesh.fl.v1.FLCoordinator/GetRun"
 	FLCoordinator_ListRuns_FullMethodName            = "/privmesh.fl.v1.FLCoordinator/ListRuns"
@@ -70,8 +71,13 @@ type FLCoordinatorClient interface {
 	// Lists a federation's participants by name.
 	ListParticipants(ctx context.Context, in *ListParticipantsRequest, opts ...grpc.CallOption) (*ListParticipantsResponse, error)
 	// Removes a participant and unregisters its key from the SuperLink; its SuperNode is refused from then on and
-	// dropped from a run in progress.
+	// dropped from a run in progress. On FLARE the site is disabled on the FLARE server: its startup kit stops
+	// working.
 	RemoveParticipant(ctx context.Context, in *RemoveParticipantRequest, opts ...grpc.CallOption) (*RemoveParticipantResponse, error)
+	// The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
+	// (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
+	// fetches are audited (digest only).
+	GetStartupKit(ctx context.Context, in *GetStartupKitRequest, opts ...grpc.CallOption) (*GetStartupKitResponse, error)
 	// Starts a training run of a federation (at most one active run per federation); returns the run, whose name
 	// carries the run id.
 	StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
@@ -152,6 +158,16 @@ func (c *fLCoordinatorClient) RemoveParticipant(ctx context.Context, in *RemoveP
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RemoveParticipantResponse)
 	err := c.cc.Invoke(ctx, FLCoordinator_RemoveParticipant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fLCoordinatorClient) GetStartupKit(ctx context.Context, in *GetStartupKitRequest, opts ...grpc.CallOption) (*GetStartupKitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStartupKitResponse)
+	err := c.cc.Invoke(ctx, FLCoordinator_GetStartupKit_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -255,8 +271,13 @@ type FLCoordinatorServer interface {
 	// Lists a federation's participants by name.
 	ListParticipants(context.Context, *ListParticipantsRequest) (*ListParticipantsResponse, error)
 	// Removes a participant and unregisters its key from the SuperLink; its SuperNode is refused from then on and
-	// dropped from a run in progress.
+	// dropped from a run in progress. On FLARE the site is disabled on the FLARE server: its startup kit stops
+	// working.
 	RemoveParticipant(context.Context, *RemoveParticipantRequest) (*RemoveParticipantResponse, error)
+	// The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
+	// (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
+	// fetches are audited (digest only).
+	GetStartupKit(context.Context, *GetStartupKitRequest) (*GetStartupKitResponse, error)
 	// Starts a training run of a federation (at most one active run per federation); returns the run, whose name
 	// carries the run id.
 	StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error)
@@ -300,6 +321,9 @@ func (UnimplementedFLCoordinatorServer) ListParticipants(context.Context, *ListP
 }
 func (UnimplementedFLCoordinatorServer) RemoveParticipant(context.Context, *RemoveParticipantRequest) (*RemoveParticipantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveParticipant not implemented")
+}
+func (UnimplementedFLCoordinatorServer) GetStartupKit(context.Context, *GetStartupKitRequest) (*GetStartupKitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStartupKit not implemented")
 }
 func (UnimplementedFLCoordinatorServer) StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartRun not implemented")
@@ -448,6 +472,24 @@ func _FLCoordinator_RemoveParticipant_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FLCoordinator_GetStartupKit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStartupKitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FLCoordinatorServer).GetStartupKit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FLCoordinator_GetStartupKit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FLCoordinatorServer).GetStartupKit(ctx, req.(*GetStartupKitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FLCoordinator_StartRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartRunRequest)
 	if err := dec(in); err != nil {
@@ -572,6 +614,10 @@ var FLCoordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveParticipant",
 			Handler:    _FLCoordinator_RemoveParticipant_Handler,
+		},
+		{
+			MethodName: "GetStartupKit",
+			Handler:    _FLCoordinator_GetStartupKit_Handler,
 		},
 		{
 			MethodName: "StartRun",
