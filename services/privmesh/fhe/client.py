@@ -27,6 +27,7 @@ from datetime import timedelta
 import numpy as np
 import openfhe
 from google.protobuf.duration_pb2 import Duration
+from numpy.typing import NDArray
 from rich.progress import Progress
 
 from privmesh.fhe.circuit import Packing
@@ -64,7 +65,7 @@ class ClientKeys:
     def packing(self) -> Packing:
         return packing_of(self.model)
 
-    def key_parts(self) -> list[tuple[int, bytes]]:
+    def key_parts(self) -> list[tuple[pb.KeyPartKind, bytes]]:
         """The parts RegisterKeys needs, serialized in OpenFHE's BINARY format (never the secret key)."""
         tag = self.key_pair.publicKey.GetKeyTag()
         serialized = {
@@ -75,18 +76,18 @@ class ClientKeys:
         }
         return [(kind, serialized[kind]()) for kind in self.model.required_key_parts]
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+    def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as the model declares."""
         offsets = np.array([f.offset for f in self.model.features])
         scales = np.array([f.scale or 1.0 for f in self.model.features])
         return (np.asarray(raw, dtype=float) - offsets) / scales
 
-    def encrypt(self, samples: np.ndarray) -> bytes:
+    def encrypt(self, samples: NDArray[np.float64]) -> bytes:
         """One input: preprocessed samples (at most samples_per_ciphertext) packed and encrypted."""
         plaintext = self.context.MakeCKKSPackedPlaintext([float(v) for v in self.packing.pack(samples)])
         return bytes(openfhe.Serialize(self.context.Encrypt(self.key_pair.publicKey, plaintext), openfhe.BINARY))
 
-    def decrypt(self, output: bytes, count: int) -> np.ndarray:
+    def decrypt(self, output: bytes, count: int) -> NDArray[np.float64]:
         """The model's outputs (count x values_per_sample) of one output ciphertext."""
         ciphertext = openfhe.DeserializeCiphertextString(output, openfhe.BINARY)
         plaintext = self.context.Decrypt(self.key_pair.secretKey, ciphertext)

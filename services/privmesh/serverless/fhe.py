@@ -76,7 +76,8 @@ class ServerlessFhe:
         db = Database(fhe.database)
         self.registry = ModelRegistry(ModelStore(db), fhe.allow_test_models)
         self.registry.load_configured(fhe.model_files)
-        limits = WorkerLimits(fhe.worker_seconds_per_request, fhe.worker_address_space_bytes, str(fhe.key_dir))
+        limits = WorkerLimits(fhe.worker_seconds_per_request, fhe.worker_address_space_bytes,
+                              fhe.sandbox.uid, fhe.sandbox.gid)
         self.checker = Worker("checker", max_sessions=1, limits=limits)
         self.evaluator = Worker("eval-0", fhe.worker_sessions, limits, fhe.evaluator)
         self.audit = audit_log(settings, "fhe-inference")

@@ -35,7 +35,7 @@ _FHE: ServerlessFhe | None = None
 def vault() -> ServerlessVault:
     global _VAULT
     if _VAULT is None:
-        _VAULT = ServerlessVault(ServerlessSettings())  # type: ignore[call-arg]  # from the environment
+        _VAULT = ServerlessVault(ServerlessSettings())  # fields from the environment
     return _VAULT
 
 
@@ -99,7 +99,7 @@ def s3_batch(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 def fhe_score(event: Any, context: Any) -> dict[str, Any]:
     global _FHE
     if _FHE is None:
-        _FHE = ServerlessFhe(FheEntrySettings())  # type: ignore[call-arg]  # from the environment
+        _FHE = ServerlessFhe(FheEntrySettings())  # fields from the environment
     served = _FHE
     http = isinstance(event, Mapping) and event.get("version") == "2.0" and "requestContext" in event
     try:
