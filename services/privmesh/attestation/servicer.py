@@ -36,8 +36,9 @@ def _kind_name(kind: int) -> str:
         "ATTESTATION_KIND_")
 
 
-def _kind_enum(kind: str) -> int:
-    return pb.AttestationKind.Value("ATTESTATION_KIND_" + kind)
+def _kind_enum(kind: str) -> str:
+    """The enum value's name, which protobuf accepts for an enum field (and mypy checks, unlike an int)."""
+    return "ATTESTATION_KIND_" + kind
 
 
 def policy_from_proto(msg: pb.Policy) -> Policy:
