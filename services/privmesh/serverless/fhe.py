@@ -4,7 +4,7 @@ model checks, check_input, the sandboxed evaluator, the audited release) and ans
 
 The function shares the service's state: its `service:` settings (FheSettings) name the mesh's database and the
 key directory (an EFS access point mounted on the function), so sessions registered over gRPC score here.
-Asynchronous jobs (SubmitJob) are not served here yet.
+Asynchronous jobs are privmesh.serverless.fhejobs's.
 
 Request (protobuf-JSON style): {"session": "sessions/{id}", "inputs": [{"sampleCount": n, "ciphertext": base64}]}
 Reply: {"outputs": [{"sampleCount": n, "ciphertexts": [base64, ...]}]}
@@ -72,8 +72,8 @@ class ServerlessFhe:
     def __init__(self, settings: FheEntrySettings) -> None:
         self.settings = settings
         raw = yaml.safe_load(Path(settings.fhe_config).read_text()) or {}
-        fhe = FheSettings.model_validate(raw)
-        db = Database(fhe.database)
+        self.fhe_settings = fhe = FheSettings.model_validate(raw)
+        self.db = db = Database(fhe.database)
         self.registry = ModelRegistry(ModelStore(db), fhe.allow_test_models)
         self.registry.load_configured(fhe.model_files)
         limits = WorkerLimits(fhe.worker_seconds_per_request, fhe.worker_address_space_bytes, str(fhe.key_dir))
