@@ -98,6 +98,11 @@ async def test_jobs_with_inputs_and_results_in_s3(start_server, tmp_path: Path, 
                 assert (reply["statusCode"], _reason(reply)) == (400, reason), (key, reply)
             missing = await invoke({"action": "submit", "input": "fhe-jobs/inputs/none.bin"})
             assert (missing["statusCode"], _reason(missing)) == (404, "OBJECT_NOT_FOUND")
+            aws.s3.put_object(Bucket=BUCKET, Key="fhe-jobs/incoming/bad.bin", Body=good[:-7])
+            failed = (await invoke(_created("fhe-jobs/incoming/bad.bin")))["files"][0]
+            assert failed == {"error": "OBJECT_MALFORMED", "report": "fhe-jobs/failed/bad.bin.json"}
+            report = json.loads(aws.s3.get_object(Bucket=BUCKET, Key=failed["report"])["Body"].read())
+            assert report["error"]["code"] == 400 and report["source"] == "fhe-jobs/incoming/bad.bin"
             assert _stored(tmp_path) == ([], [])  # nothing stored, staging included
             assert list((tmp_path / "jobs" / ".incoming").iterdir()) == []
 
