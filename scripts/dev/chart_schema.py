@@ -33,7 +33,7 @@ SERVICES: dict[str, tuple[type[BaseModel], set[str]]] = {
     "keyBroker": (KeyBrokerSettings, {"database", "keystore_file", "root_key_file", "root_key_env", "aws_kms",
                                       "default_backend"}),
     "tokenVault": (TokenVaultSettings, {"database", "key_broker_target"}),
-    "fheInference": (FheSettings, {"database", "key_dir", "model_files", "evaluator"}),
+    "fheInference": (FheSettings, {"database", "key_dir", "model_files", "evaluator", "sandbox"}),
     "dpGateway": (DPGatewaySettings, {"database", "cache_dir", "s3_region"}),
     "flCoordinator": (FlSettings, {"database", "superlink_dir", "fleet_address", "advertised_fleet_address",
                                    "superlink_tls", "report_address", "key_broker_target",
@@ -94,6 +94,8 @@ def build() -> dict[str, Any]:
     image = _strict({"repository": {"type": "string", "minLength": 1}, "tag": string,
                      "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository"])
     pcr = {"type": "string", "pattern": "^([0-9a-f]{96})?$", "description": "SHA-384, 96 lower-case hex digits"}
+    duration = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
+    labels = {"type": "object", "additionalProperties": string}
 
     def service(key: str, extra: dict[str, Any] | None = None, max_replicas: int = 100) -> dict[str, Any]:
         props = {
@@ -174,7 +176,18 @@ def build() -> dict[str, Any]:
             "nitro": _strict({"label": label, "taint": taint}, ["label", "taint"]),
             "gpu": _strict({"label": label, "taint": taint}, ["label", "taint"]),
         }),
-        "metrics": _strict({"scrapeNamespaceSelector": selector}),
+        "metrics": _strict({
+            "scrapeNamespaceSelector": selector,
+            "serviceMonitor": _strict({"enabled": {"type": "boolean"}, "interval": duration,
+                                       "scrapeTimeout": duration, "labels": labels}),
+            "prometheusRule": _strict({"enabled": {"type": "boolean"}, "labels": labels}),
+            "dashboards": _strict({"enabled": {"type": "boolean"}, "labels": labels}),
+        }),
+        "tracing": _strict({"exporter": {"enum": ["none", "otlp"]},
+                            "otlpEndpoint": {"type": "string", "pattern": "^(https?://[^\\s]+)?$"},
+                            "otlpProtocol": {"enum": ["grpc", "http/protobuf"]},
+                            "sampleRatio": {"type": "number", "minimum": 0, "maximum": 1},
+                            "collector": _strict({"peers": peers, "port": port})}),
         "networkPolicy": _strict({"enabled": {"type": "boolean"}, "clients": peers, "kubeletCidrs": cidrs,
                                   "dns": _strict({"namespaceSelector": selector, "podSelector": selector})}),
         "services": services,
@@ -182,6 +195,9 @@ def build() -> dict[str, Any]:
             "evaluator": _strict({"backend": {"enum": ["", "openfhe", "torch"]},
                                   "device": {"enum": ["", "auto", "cpu", "cuda"]}}),
             "gpu": _strict({"enabled": {"type": "boolean"}, "count": {"type": "integer", "minimum": 1, "maximum": 16}}),
+            # Not 0 and not the pod's fsGroup (10001), whose members may read the mounted secrets.
+            "sandbox": _strict({key: {"type": "integer", "minimum": 1, "maximum": 2**31 - 1, "not": {"const": 10001}}
+                                for key in ("uid", "gid")}, ["uid", "gid"]),
         }),
         "enclave": _strict({
             "enabled": {"type": "boolean"},

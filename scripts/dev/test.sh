@@ -19,6 +19,8 @@ fi
 # helm, kube-apiserver, kube-scheduler, etcd and the Kubernetes OpenAPI schemas for tests/k8s (built from the Go
 # module proxy once, then cached under ~/.cache/privmesh).
 scripts/dev/k8s-tools.sh
+# promtool for tests/observability (built from the Prometheus module once, then cached under ~/.cache/privmesh).
+scripts/dev/obs-tools.sh
 # The AWS Lambda Runtime Interface Emulator the serverless tests run the handlers under (built once, cached).
 scripts/dev/lambda-rie.sh
 # The console's browser test drives Debian's Chromium (installed where missing; no browser is downloaded).

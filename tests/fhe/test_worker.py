@@ -29,6 +29,7 @@ from privmesh.fhe.worker import (
     CRYPTO_CONTEXT,
     DEPTH,
     MAX_HANDOVERS,
+    KeyPaths,
     Rejected,
     Worker,
     WorkerCrashed,
@@ -48,7 +49,7 @@ class LinearSession:
 
     keys: ClientKeys
     spec: ModelSpec
-    parts: dict[str, str]
+    parts: KeyPaths
 
     def encrypt(self, value: float) -> bytes:
         return self.keys.encrypt(np.full((2, 6), value))
@@ -67,7 +68,7 @@ class LinearSession:
 def linear(tmp_path: Path) -> LinearSession:
     spec = load_model("linear", small_model_files()["linear"])
     keys = ClientKeys.generate(model_to_proto(RegisteredModel(spec, 0)))
-    parts = {}
+    parts = KeyPaths()
     for kind, data in keys.key_parts():
         path = tmp_path / PART_NAMES[kind]
         path.write_bytes(data)
@@ -77,7 +78,7 @@ def linear(tmp_path: Path) -> LinearSession:
 
 @pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
-    started = Worker("test", limits=WorkerLimits(key_dir=str(tmp_path)))  # the sessions' key files are there
+    started = Worker("test")
     await started.start()
     yield started
     await started.close()
@@ -199,20 +200,24 @@ def test_a_reply_may_not_name_code_for_the_server_to_run() -> None:
 
 async def test_a_request_past_the_time_limit_is_killed_and_the_queued_ones_run_on_a_fresh_worker(
         tmp_path: Path, linear: LinearSession) -> None:
-    worker = Worker("test", limits=WorkerLimits(seconds_per_request=1.0, key_dir=str(tmp_path)))
+    # Long enough for a fresh worker to load the session and evaluate on a loaded two-core CI machine.
+    worker = Worker("test", limits=WorkerLimits(seconds_per_request=4.0))
     await worker.start()
     try:
         pid = worker.pid
         stuck = tmp_path / "stuck"
-        os.mkfifo(stuck)  # reading it blocks for ever: a key directory on a network file system that hangs
+        os.mkfifo(stuck)  # with a writer that never writes, reading it blocks for ever: a hung network file system
+        writer = os.open(stuck, os.O_RDWR)
         hung = worker.submit("evaluate", "another-session", linear.keys.key_pair.publicKey.GetKeyTag(),
-                             {**linear.parts, CRYPTO_CONTEXT: str(stuck)}, linear.spec, [linear.encrypt(0.2)])
+                             KeyPaths({**linear.parts, CRYPTO_CONTEXT: str(stuck)}), linear.spec,
+                             [linear.encrypt(0.2)])
         queued = worker.submit(*linear.request(linear.encrypt(0.4)))
         with pytest.raises(WorkerTimedOut):
             await hung
         linear.assert_scores(await queued, 0.4)
         assert worker.restarts == 1 and worker.pid not in (None, pid)
     finally:
+        os.close(writer)
         await worker.close()
     refusal = _rejected(_timed_out("evaluating the input"), "chunk")  # what the caller of Infer gets
     assert isinstance(refusal, ResourceExhausted) and refusal.reason == "TIME_LIMIT_EXCEEDED"
@@ -227,7 +232,7 @@ def _address_space_limit(pid: int) -> str:
 async def test_the_worker_process_address_space_is_capped_and_it_still_evaluates(linear: LinearSession,
                                                                                  tmp_path: Path) -> None:
     cap = 4 << 30
-    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap, key_dir=str(tmp_path)))
+    worker = Worker("test", limits=WorkerLimits(address_space_bytes=cap))
     await worker.start()
     try:
         assert worker.pid is not None and _address_space_limit(worker.pid) == str(cap)

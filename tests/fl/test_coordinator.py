@@ -19,11 +19,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.protobuf.duration_pb2 import Duration
+from scipy.stats import chi2
 
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.demo import records
 from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.fl import accountant
+from privmesh.fl.app.model import Architecture
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode
@@ -482,3 +484,65 @@ async def test_the_superlink_is_restarted_with_its_state(fl_env: FlEnv) -> None:
 def _nodes(env: FlEnv) -> int:
     with sqlite3.connect(env.tmp / "fl" / "superlink" / "superlink.db") as conn:
         return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
+
+
+# --- distributed noise ------------------------------------------------------------------------------------
+
+def _noise_statistic(weights: list[np.ndarray], seed: int, hidden: int, variance: float) -> float:
+    """sum(d^2) / variance over every coordinate d of the aggregate minus the initial weights: chi-square with
+    as many degrees of freedom as coordinates when the aggregate's noise has that variance (the clipped updates
+    are at most 1e-5 in norm, far below the noise)."""
+    initial = Architecture(6, 2, (hidden,), "square").initial_weights(seed)
+    deltas = np.concatenate([(w - i).ravel() for w, i in zip(weights, initial, strict=True)])
+    return float(np.sum(deltas**2) / variance)
+
+
+async def test_distributed_noise_gives_the_aggregate_the_promised_variance_and_nobody_the_unnoised_sum(
+        fl_env: FlEnv) -> None:
+    """Last in the module (its participants stay in this federation). Each participant adds N(0, (z C)^2 / m)
+    before masking; FedAvg averages the k that completed, so each coordinate of the aggregate carries noise of
+    variance (z C)^2 / (m k). Two-sided chi-square test, false-failure probability 1e-6 per run (it fails for
+    noise 3 times larger, a full share per participant, or none)."""
+    z, clip, hidden, seed = 1e4, 1e-4, 64, 11
+    dp = pb.DifferentialPrivacy(clipping_mode=pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED, noise_multiplier=z,
+                                clipping_norm=clip, delta=1e-3, noise=pb.DP_NOISE_DISTRIBUTED)
+    mlp = pb.ModelSpec(feature_count=6, class_count=2, mlp=pb.MlpSpec(hidden_units=[hidden],
+                                                                      activation=pb.MLP_ACTIVATION_SQUARE),
+                       feature_names=list(records.FEATURES), label_name="high_risk", seed=seed)
+    await create(fl_env, "distributed", federation(
+        differential_privacy=dp, model=mlp, secure_aggregation=pb.SecureAggregation(
+            num_shares=3, reconstruction_threshold=2, max_weight=1.0, timeout=Duration(seconds=60))))
+    if any(h.node is not None for h in fl_env.hospitals):  # after the module's other tests
+        await move_participants(fl_env, "federations/private", "federations/distributed")
+    else:  # alone (-k): the hospitals join this federation first
+        await register_all(fl_env, "federations/distributed")
+        fl_env.start_nodes(fl_env.fleet_address())
+        await all_connected(fl_env, "federations/distributed")
+    run, _ = await run_to_end(fl_env, "federations/distributed")
+    assert run.state == pb.RUN_STATE_SUCCEEDED, run.end_message
+    assert run.privacy.noise == pb.DP_NOISE_DISTRIBUTED and run.privacy.unnoised_aggregate_seen_by == "nobody"
+    [started] = [a for a in fl_env.audit() if a[0] == "StartRun" and a[1] == run.name]
+    assert started[3]["dp_noise"] == "distributed"
+    header, data = await fetch(fl_env.stub, run.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+    weights = decode_arrays(header.tensors, data)
+    coordinates = sum(w.size for w in weights)
+    low, high = chi2.ppf(0.5e-6, coordinates), chi2.ppf(1 - 0.5e-6, coordinates)
+    statistic = _noise_statistic(weights, seed, hidden, (z * clip) ** 2 / (3 * 3))
+    assert low <= statistic <= high, (statistic, low, high)
+    assert run.rounds[0].epsilon == pytest.approx(accountant.epsilon_of_rounds(1.0, [z], 1e-3))
+    # One participant drops out: 2 shares reach the sum (variance (z C)^2 / (3 * 2)), and the round is accounted
+    # with noise multiplier z * sqrt(2 / 3), the noise that was actually added.
+    lost: Hospital = fl_env.hospitals[2]
+    hidden_data = lost.data.with_suffix(".gone")
+    lost.data.rename(hidden_data)
+    try:
+        second, _ = await run_to_end(fl_env, "federations/distributed")
+    finally:
+        hidden_data.rename(lost.data)
+    assert second.state == pb.RUN_STATE_SUCCEEDED, second.end_message
+    assert second.rounds[0].participants_completed == 2
+    header, data = await fetch(fl_env.stub, second.model.name, pb.MODEL_REPRESENTATION_DECRYPTED)
+    statistic = _noise_statistic(decode_arrays(header.tensors, data), seed, hidden,
+                                 (z * clip) ** 2 / (3 * 2))
+    assert low <= statistic <= high, (statistic, low, high)
+    assert second.rounds[0].epsilon == pytest.approx(accountant.epsilon_of_rounds(1.0, [z * np.sqrt(2 / 3)], 1e-3))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from sqlalchemy import text
 
 from privmesh.fl import accountant
 from privmesh.fl.app.model import Architecture, TrainingConfig, loss_and_accuracy, train
-from privmesh.fl.app.server_app import FederationClientManager, _Stop
+from privmesh.fl.app.noise import add_noise_share
+from privmesh.fl.app.server_app import FederationClientManager, RunSession, _Stop
 from privmesh.fl.app.spec import RunSpec
 from privmesh.fl.coordinator import federations
 from privmesh.fl.coordinator.keys import InvalidKey, parse_public_key
@@ -24,6 +26,7 @@ from privmesh.fl.coordinator.store import Conflict, CoordinatorStore
 from privmesh.fl.coordinator.superlink_main import preregister_in_one_transaction
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.runtime.db import Database
+from privmesh.runtime.errors import InvalidArgument
 
 
 def test_rdp_without_sampling_matches_the_gaussian_closed_form() -> None:
@@ -209,3 +212,67 @@ def test_store_keeps_keys_unique_and_events_in_sequence(store: CoordinatorStore)
     assert [e.sequence for e in store.events(run.name, 0)] == [1, 2]
     assert store.run(run.name).last_event_sequence == 2  # type: ignore[union-attr]
     assert [r.name for r in store.active_runs()] == [run.name]
+
+
+def _distributed(**secagg: Any) -> pb.Federation:
+    secagg.setdefault("max_weight", 1.0)  # every update has weight 1
+    return pb.Federation(
+        num_rounds=2, min_participants=3, model=pb.ModelSpec(feature_count=6, class_count=2, label_name="y",
+                                                             logistic_regression=pb.LogisticRegressionSpec()),
+        strategy=pb.Strategy(fed_avg=pb.FedAvgParameters(), fraction_train=0.75),
+        secure_aggregation=pb.SecureAggregation(**secagg),
+        differential_privacy=pb.DifferentialPrivacy(
+            clipping_mode=pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED, noise_multiplier=1.0, clipping_norm=0.5,
+            delta=1e-4, noise=pb.DP_NOISE_DISTRIBUTED))
+
+
+def test_distributed_noise_shares_sum_to_the_central_noise() -> None:
+    f = _distributed()
+    federations.validate("risk", f)
+    spec = federations.run_spec(f, "federations/risk/runs/1", 5, [11, 12, 13, 14])
+    assert RunSpec.from_json(spec.to_json()) == spec
+    assert spec.client_component() == "privmesh.fl.app.client_app:secagg_clipped_noised"
+    assert spec.sample_count == 3 and spec.noise_share_stddev() == pytest.approx(1.0 * 0.5 / math.sqrt(3))
+    # Summed over the 3 sampled participants, the shares have the central standard deviation z * C.
+    rng = np.random.default_rng(1)
+    shares = [add_noise_share([np.zeros(200_000)], spec.noise_share_stddev(), rng)[0] for _ in range(3)]
+    assert float(np.std(np.sum(shares, axis=0))) == pytest.approx(0.5, rel=0.01)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"secure_aggregation": None}, "federation.differential_privacy.noise"),
+    ({"clipping_mode": pb.DP_CLIPPING_MODE_SERVER_SIDE_FIXED}, "federation.differential_privacy.clipping_mode"),
+    ({"clipping_range": 1.0}, "federation.secure_aggregation.clipping_range"),  # 8 shares are 2.31
+    ({"max_weight": 1000.0}, "federation.secure_aggregation.quantization_range"),  # shares scaled by 1/1000
+    ({"quantization_range": 1024}, "federation.secure_aggregation.quantization_range"),
+])
+def test_distributed_noise_refuses_what_would_not_add_up(change: dict[str, Any], field: str) -> None:
+    f = _distributed()
+    for key, value in change.items():
+        if key == "secure_aggregation":
+            f.ClearField(key)
+        elif key == "clipping_mode":
+            f.differential_privacy.clipping_mode = value
+        else:
+            setattr(f.secure_aggregation, key, value)
+    with pytest.raises(InvalidArgument) as refused:
+        federations.validate("risk", f)
+    assert refused.value.reason == "DP_PARAMETERS_INVALID"
+    assert field in [v.field for v in refused.value.violations]
+
+
+def test_a_round_with_dropouts_is_accounted_with_the_noise_that_reached_the_sum() -> None:
+    f = _distributed()
+    spec = federations.run_spec(f, "", 5, [11, 12, 13])
+    session = RunSession(spec, None)
+    # Round 1: all 3 shares; round 2: one participant dropped, 2 shares, noise multiplier sqrt(2/3).
+    session.round_noise.extend([session.round_noise_multiplier(3), session.round_noise_multiplier(2)])
+    assert session.round_noise == pytest.approx([1.0, math.sqrt(2 / 3)])
+    assert session.epsilon_after(2) == pytest.approx(accountant.epsilon_of_rounds(1.0, [1.0, math.sqrt(2 / 3)], 1e-4))
+    assert session.epsilon_after(2) > accountant.epsilon(1.0, 1.0, 2, 1e-4)  # less noise, more epsilon
+    # The projection after them counts full noise for the rounds to come; central noise never shrinks.
+    assert session.epsilon_after(3) == pytest.approx(
+        accountant.epsilon_of_rounds(1.0, [1.0, math.sqrt(2 / 3), 1.0], 1e-4))
+    central = _distributed()
+    central.differential_privacy.noise = pb.DP_NOISE_CENTRAL
+    assert RunSession(federations.run_spec(central, "", 5, [11, 12, 13]), None).round_noise_multiplier(2) == 1.0

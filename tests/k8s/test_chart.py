@@ -177,6 +177,8 @@ BAD_VALUES = [
     ({"enclave": {"pcrs": {"pcr0": "zz"}}}, "/enclave/pcrs/pcr0"),
     ({"enclave": {"hugepages": "4Mi"}}, "/enclave/hugepages"),
     ({"fhe": {"evaluator": {"backend": "cuda"}}}, "/fhe/evaluator/backend"),
+    ({"fhe": {"sandbox": {"uid": 65534, "gid": 10001}}}, "/fhe/sandbox/gid"),
+    ({"fhe": {"sandbox": {"uid": 0, "gid": 65534}}}, "/fhe/sandbox/uid"),
     ({"tls": {"mode": "vault"}}, "/tls/mode"),
     ({"aws": {"kms": {"roleArn": "role/key-broker"}}}, "/aws/kms/roleArn"),
     ({"authz": {"rules": [{"name": "x", "principals": ["alice"], "methods": ["*"]}]}},
@@ -256,17 +258,36 @@ def test_local_has_no_aws_nitro_or_gpu() -> None:
     assert "evaluator" not in fhe["service"]
 
 
+def _assert_sandbox_context(deployment: dict[str, Any], config_map: dict[str, Any]) -> None:
+    """fhe-inference starts as root with CAP_SETUID/CAP_SETGID only, to run its OpenFHE workers as another user
+    outside the group that may read the mounted secrets (root-owned, group fsGroup)."""
+    pod = deployment["spec"]["template"]["spec"]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["fsGroup"]) == (0, 10001)
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert (sc["runAsUser"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"], sc["capabilities"],
+            sc["seccompProfile"]) == (0, True, False, {"drop": ["ALL"], "add": ["SETUID", "SETGID"]},
+                                      {"type": "RuntimeDefault"})
+    modes = {v["name"]: v["secret"]["defaultMode"] for v in pod["volumes"] if "secret" in v}
+    assert modes and all(mode & 0o007 == 0 for mode in modes.values()), modes  # nothing for other users
+    sandbox = yaml.safe_load(config_map["data"]["config.yaml"])["service"]["sandbox"]
+    assert sandbox["uid"] not in (0, 10001) and sandbox["gid"] not in (0, 10001)
+
+
 def test_restricted_pods_native_grpc_probes_and_graceful_termination(rendered) -> None:
     path, objects = rendered
     values = yaml.safe_load(path.read_text())
     for name, deployment in by_kind(objects, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in pod["containers"]:
-            sc = c["securityContext"]
-            assert (sc["runAsNonRoot"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"],
-                    sc["capabilities"]) == (True, True, False, {"drop": ["ALL"]}), name
+        if name == "fhe-inference":
+            _assert_sandbox_context(deployment, by_kind(objects, "ConfigMap")[f"{name}-config"])
+        else:
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            for c in pod["containers"]:
+                sc = c["securityContext"]
+                assert (sc["runAsNonRoot"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"],
+                        sc["capabilities"]) == (True, True, False, {"drop": ["ALL"]}), name
         if name not in SPECS:
             continue
         c = container(deployment)

@@ -212,7 +212,7 @@ async def test_reflection_lists_and_describes_services(echo_server, pki: DevPki,
         assert described.file_descriptor_response.file_descriptor_proto
 
 
-async def test_metrics_count_requests_by_method_and_code(echo_server, pki: DevPki) -> None:
+async def test_metrics_count_requests_by_method_type_and_code(echo_server, pki: DevPki) -> None:
     async with channel(echo_server, identity(pki, "alice")) as ch:
         for _ in range(3):
             await ch.unary_unary(ECHO + "Echo")(b"x")
@@ -220,8 +220,15 @@ async def test_metrics_count_requests_by_method_and_code(echo_server, pki: DevPk
             await ch.unary_unary(ECHO + "Put")(b"apple=")
     url = f"http://127.0.0.1:{echo_server.metrics_port}/metrics"
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    assert 'privmesh_grpc_requests_total{code="OK",method="privmesh.testing.v1.Echo/Echo",service="echo"} 3.0' in body
-    assert 'code="INVALID_ARGUMENT",method="privmesh.testing.v1.Echo/Put"' in body
+    echo_rpc = 'grpc_method="Echo",grpc_service="privmesh.testing.v1.Echo",grpc_type="unary"'
+    assert f'grpc_server_handled_total{{grpc_code="OK",{echo_rpc}}} 3.0' in body
+    assert f'grpc_server_started_total{{{echo_rpc}}} 3.0' in body
+    assert f'grpc_server_handling_seconds_count{{{echo_rpc}}} 3.0' in body
+    assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Put",' in body
+    assert 'grpc_server_handled_total{grpc_code="DATA_LOSS",grpc_method="Put",' in body  # every series from the start
+    assert "_created" not in body
+    assert "process_cpu_seconds_total" in body and 'privmesh_service_info{privmesh_service="echo"} 1.0' in body
+    assert ' service="' not in body and "{service=" not in body
 
 
 async def test_tracing_continues_the_callers_trace(tmp_path: Path, pki: DevPki, start_server) -> None:
@@ -235,6 +242,9 @@ async def test_tracing_continues_the_callers_trace(tmp_path: Path, pki: DevPki, 
     assert span.name == "privmesh.testing.v1.Echo/Echo"
     assert format(span.context.trace_id, "032x") == trace_id
     assert span.attributes["privmesh.principal"] == spiffe("alice")
+    assert span.attributes["rpc.system"] == "grpc" and span.attributes["rpc.service"] == "privmesh.testing.v1.Echo"
+    assert span.attributes["rpc.method"] == "Echo" and span.attributes["rpc.grpc.status_code"] == 0
+    assert span.attributes["server.port"] == server.port and span.attributes["client.address"] == "127.0.0.1"
 
 
 async def test_audit_log_service_pages_entries_and_signs_the_head(echo_server, pki: DevPki) -> None:

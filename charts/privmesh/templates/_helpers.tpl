@@ -170,3 +170,30 @@ securityContext:
   seccompProfile:
     type: RuntimeDefault
 {{- end -}}
+
+
+{{- /* fhe-inference: root with CAP_SETUID/CAP_SETGID only, so that its OpenFHE workers become another, unprivileged
+user (fhe.sandbox) that cannot read the pod's secrets; see docs/security.md. */ -}}
+{{- define "privmesh.sandboxContainer" -}}
+securityContext:
+  runAsNonRoot: false
+  runAsUser: 0
+  runAsGroup: 0
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+    add: [SETUID, SETGID]
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}
+
+{{- define "privmesh.sandboxPod" -}}
+securityContext:
+  runAsNonRoot: false
+  runAsUser: 0
+  runAsGroup: 0
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}

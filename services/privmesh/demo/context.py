@@ -9,6 +9,10 @@ from rich.console import Console
 
 from privmesh.mesh.local import MeshLayout
 
+CALL_TIMEOUT = 300.0
+"""The deadline of every demo call that names none: generous, because a machine kept busy (CI's two cores, a
+CPU hog) can stretch a 1-second call past the runtime's 30 s default, and the demo must not fail by chance."""
+
 
 @dataclass
 class DemoContext:

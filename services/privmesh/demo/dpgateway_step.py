@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from privmesh.demo import records
-from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.context import CALL_TIMEOUT, DemoContext, expect
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.client import secure_channel
@@ -65,13 +65,15 @@ async def dpgateway_step(ctx: DemoContext) -> None:
     path, origin = _records_csv(ctx)
     dataset_id = f"patients_{secrets.token_hex(3)}"  # a fresh ledger per demo run against a long-lived mesh
     analyst = ctx.layout.pki.spiffe_id("demo-client")
-    async with secure_channel(target, ctx.layout.identity("admin"), peer=ctx.peers["dp-gateway"]) as admin_channel:
+    async with secure_channel(target, ctx.layout.identity("admin"), timeout_seconds=CALL_TIMEOUT,
+                              peer=ctx.peers["dp-gateway"]) as admin_channel:
         admin = dpgateway_pb2_grpc.DPGatewayStub(admin_channel)
         await admin.RegisterDataset(pb.RegisterDatasetRequest(dataset_id=dataset_id, dataset=_schema(str(path))))
         await admin.SetBudget(pb.SetBudgetRequest(dataset=f"datasets/{dataset_id}", analyst=analyst,
                                                   cap=pb.PrivacyLoss(rho=CAP_RHO)))
         ctx.console.print(f"   owner registered datasets/{dataset_id} ({origin}); analyst budget rho={CAP_RHO}")
-    async with secure_channel(target, ctx.layout.identity("demo-client"), peer=ctx.peers["dp-gateway"]) as channel:
+    async with secure_channel(target, ctx.layout.identity("demo-client"), timeout_seconds=CALL_TIMEOUT,
+                              peer=ctx.peers["dp-gateway"]) as channel:
         gateway = dpgateway_pb2_grpc.DPGatewayStub(channel)
         privacy = pb.PrivacySpec(privacy_loss=pb.PrivacyLoss(rho=0.3))
         # (the gateway parses this SQL into a plan; no database executes it, and dataset_id is ours)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.context import CALL_TIMEOUT, DemoContext, expect
 from privmesh.demo.keybroker_step import key_release
 from privmesh.enclave.app import EnclaveApp
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
@@ -33,14 +33,14 @@ async def enclave_attestation_step(ctx: DemoContext) -> None:
     target = ctx.targets["attestation-verifier"]
     ca = DevCa.load(enclave_simulator_dir(ctx.layout.root))
     async with secure_channel(target, ctx.layout.identity("admin"),
-                              peer=ctx.peers["attestation-verifier"]) as admin_channel:
+                              timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["attestation-verifier"]) as admin_channel:
         admin = attestation_pb2_grpc.AttestationVerifierStub(admin_channel)
         policy = pb.Policy(name=POLICY, require_public_key=True, description="the demo enclave image",
                            allowed_pcr_sets=[pb.PcrSet(pcrs=image_pcrs(DEFAULT_IMAGE), description=DEFAULT_IMAGE)])
         await admin.PutPolicy(pb.PutPolicyRequest(policy=policy))
         ctx.console.print(f"   operator pinned PCR0..2 of image {DEFAULT_IMAGE!r} in policy {POLICY!r}")
     async with secure_channel(target, ctx.layout.identity("demo-client"),
-                              peer=ctx.peers["attestation-verifier"]) as channel:
+                              timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["attestation-verifier"]) as channel:
         verifier = attestation_pb2_grpc.AttestationVerifierStub(channel)
         enclave = EnclaveApp(SimulatedNsm(ca))
         nonce = (await verifier.IssueChallenge(pb.IssueChallengeRequest())).nonce

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from privmesh.attestation.v1 import attestation_pb2_grpc
-from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.context import CALL_TIMEOUT, DemoContext, expect
 from privmesh.enclave.app import EnclaveApp, encrypt_record
 from privmesh.enclave.simulator import DEFAULT_IMAGE, DevCa, SimulatedNsm, image_pcrs
 from privmesh.keybroker.enclave_proxy import EnclaveKeyProxy
@@ -39,11 +39,11 @@ async def key_release(ctx: DemoContext, ca: DevCa) -> None:
         allow([client_id], [pb.KEY_OPERATION_DECRYPT], "enclave-only", attested)])
     target = ctx.targets["key-broker"]
     async with secure_channel(target, ctx.layout.identity("admin"), SERVICES,
-                              peer=ctx.peers["key-broker"]) as admin_channel, \
+                              timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["key-broker"]) as admin_channel, \
             secure_channel(target, ctx.layout.identity("demo-client"), SERVICES,
-                           peer=ctx.peers["key-broker"]) as channel, \
+                           timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["key-broker"]) as channel, \
             secure_channel(ctx.targets["attestation-verifier"], ctx.layout.identity("demo-client"),
-                           peer=ctx.peers["attestation-verifier"]) as verifier:
+                           timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["attestation-verifier"]) as verifier:
         operator = KeyBrokerClient(admin_channel)
         key = await operator.create_key(description="demo: records readable only inside the enclave",
                                         policy=policy, request_id=str(uuid.uuid4()))

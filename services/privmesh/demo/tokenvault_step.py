@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from privmesh.demo import records
-from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.context import CALL_TIMEOUT, DemoContext, expect
 from privmesh.keybroker.policy import ADMIN_OPERATIONS, AUDIT_OPERATIONS
 from privmesh.keybroker.v1 import keybroker_pb2 as kb
 from privmesh.runtime.client import secure_channel
@@ -46,7 +46,7 @@ PROFILES = {
 async def _vault_key(ctx: DemoContext) -> str:
     """The key-broker key for patient records, created once (a re-run on the same state finds it)."""
     async with secure_channel(ctx.targets["key-broker"], ctx.layout.identity("admin"), KEYBROKER_SERVICES,
-                              peer=ctx.peers["key-broker"]) as ch:
+                              timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["key-broker"]) as ch:
         broker = KeyBrokerClient(ch)
         name = f"aliases/{KEY_ALIAS}"
         try:
@@ -77,7 +77,7 @@ async def tokenvault_step(ctx: DemoContext) -> None:
     target = ctx.targets["token-vault"]
     services = [pb.DESCRIPTOR.services_by_name["TokenVault"]]
     async with secure_channel(target, ctx.layout.identity("admin"), services,
-                              peer=ctx.peers["token-vault"]) as admin_channel:
+                              timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["token-vault"]) as admin_channel:
         admin = tokenvault_pb2_grpc.TokenVaultStub(admin_channel)
         for field_id, profile in PROFILES.items():
             try:
@@ -93,7 +93,7 @@ async def tokenvault_step(ctx: DemoContext) -> None:
         items = [pb.TokenizeItem(field=field_id, value=getattr(p, field_id), subject_id=p.patient_id)
                  for p in patients for field_id in PROFILES]
         async with secure_channel(target, ctx.layout.identity("demo-client"), services,
-                                  peer=ctx.peers["token-vault"]) as client_channel:
+                                  timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["token-vault"]) as client_channel:
             client = tokenvault_pb2_grpc.TokenVaultStub(client_channel)
             step = BATCH_PATIENTS * len(PROFILES)
             tokens = []

@@ -28,6 +28,7 @@ from privmesh.fhe.worker import (
     PUBLIC_KEY,
     RELINEARIZATION_KEY,
     ROTATION_KEYS,
+    KeyPaths,
     Rejected,
     Worker,
     WorkerCrashed,
@@ -248,7 +249,7 @@ class FheService:
         directory = await asyncio.to_thread(self.keys.new_upload)
         try:
             received = await self._receive(upload, chunks, directory)
-            paths = {kind: str(KeyFiles.part_path(directory, kind)) for kind in received}
+            paths = KeyPaths({kind: str(KeyFiles.part_path(directory, kind)) for kind in received})
             try:
                 verdict = await self.checker.call("check_keys", spec.params.to_json(), paths)
             except WorkerTimedOut:
@@ -349,8 +350,8 @@ class FheService:
         one. Returns the evaluation to pass to `release`; cancel it to withdraw the input."""
         current = await self.session(session.session_id, session.owner)
         worker = self.evaluators[int(current.session_id[:8], 16) % len(self.evaluators)]
-        return current, worker.submit("evaluate", current.session_id, current.key_tag, self.keys.parts(current),
-                                      self._worker_spec(spec), ciphertexts)
+        return current, worker.submit("evaluate", current.session_id, current.key_tag,
+                                      KeyPaths(self.keys.parts(current)), self._worker_spec(spec), ciphertexts)
 
     async def release(self, session: Session, spec: ModelSpec, sample_count: int,
                       evaluation: asyncio.Future[tuple[list[bytes], float, str] | Rejected]) \

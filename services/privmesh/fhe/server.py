@@ -50,9 +50,9 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     runtime.on_close.append(db.close)
     registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
     await asyncio.to_thread(registry.load_configured, settings.model_files)
-    key_files = KeyFiles(settings.key_dir)  # created before the workers, whose sandbox may read only there
+    key_files = KeyFiles(settings.key_dir)
     limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
-                          str(settings.key_dir))
+                          settings.sandbox.uid, settings.sandbox.gid)
     checker = Worker("checker", max_sessions=1, limits=limits)
     evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
                   for i in range(settings.evaluation_workers)]

@@ -51,6 +51,17 @@ class JobSettings(BaseModel):
         return self.directory or key_dir.parent / "jobs"
 
 
+class SandboxSettings(BaseModel):
+    """Who the sandbox processes run as when the server runs as root (see docs/security.md): another user and
+    group than the server's, with no supplementary groups, so the service's key files are not theirs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uid: int = Field(default=65534, ge=1, le=2**31 - 1, description="user id of the sandbox processes (not root)")
+    gid: int = Field(default=65534, ge=1, le=2**31 - 1, description="group id of the sandbox processes (not root, and "
+                                                            "no group that may read the service's secrets)")
+
+
 class FheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,5 +84,6 @@ class FheSettings(BaseModel):
     max_sessions_per_principal: int = Field(16, ge=1, le=10_000)
     evaluator: EvaluatorSettings = EvaluatorSettings()
     jobs: JobSettings = JobSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     sweep_seconds: float = Field(60.0, gt=0, le=3600, description="how often expired sessions' keys and expired "
                                                                    "jobs are deleted")

@@ -13,7 +13,9 @@ the fresh worker, as if nothing had happened.
 The transport is a socket pair with length-prefixed pickles, written here rather than multiprocessing's Pipe
 because the server reads it on its event loop (asyncio streams), so queueing a request needs no thread; the
 server unpickles replies with an unpickler that admits only plain data and `Rejected`, so a worker that
-corrupted bytes took over cannot make the server run code.
+corrupted bytes took over cannot make the server run code. The worker may open no file (sandbox.py): the session
+key files a request names (`KeyPaths`) are opened read-only by the server and passed as descriptors
+(SCM_RIGHTS) on a second socket pair, one message per such request, in the order of the requests.
 
 Limits: each process's address space is capped (RLIMIT_AS), so bytes that make OpenFHE allocate wildly fail in
 the sandbox instead of pushing the node into the OOM killer; and a request that runs past the time limit gets
@@ -39,6 +41,7 @@ import io
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
 import resource
 import socket
@@ -46,7 +49,6 @@ import struct
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from privmesh.fhe.settings import EvaluatorSettings
@@ -83,12 +85,43 @@ class WorkerTimedOut(WorkerCrashed):
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """What one sandbox process may use: seconds per request, bytes of address space (0: no cap), and the one
-    directory it may read (the sessions' key files; see sandbox.py)."""
+    """What one sandbox process may use: seconds per request, bytes of address space (0: no cap), and the user
+    and group it becomes when the server runs as root (see sandbox.py)."""
 
     seconds_per_request: float = 300.0
     address_space_bytes: int = 0
-    key_dir: str = ""
+    uid: int = 65534
+    gid: int = 65534
+
+
+class KeyPaths(dict[str, str]):
+    """A request argument: key part name -> file. The server opens the files; the worker gets `PassedFile`s."""
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """Where a KeyPaths was: the part names, and which of them could be opened (their descriptors follow)."""
+
+    names: tuple[str, ...]
+    opened: tuple[bool, ...]
+
+
+class PassedFile:
+    """A key file the server opened for the worker; reading it needs no open()."""
+
+    def __init__(self, name: str, fd: int | None) -> None:
+        self.name = name
+        self.fd = fd
+
+    def read_bytes(self) -> bytes:
+        if self.fd is None:
+            raise FileNotFoundError(self.name)
+        with contextlib.suppress(OSError):  # a pipe cannot seek (and is read once)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self.fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 # --- inside the worker process ------------------------------------------------------------------------------
@@ -125,7 +158,7 @@ class _Sandbox:
 
             torch.cuda.empty_cache()
 
-    def check_keys(self, params_json: dict[str, Any], parts: dict[str, str]) -> dict[str, Any] | Rejected:
+    def check_keys(self, params_json: dict[str, Any], parts: dict[str, PassedFile]) -> dict[str, Any] | Rejected:
         from privmesh.fhe.params import CkksParams, create_context
 
         o = self.openfhe
@@ -134,14 +167,14 @@ class _Sandbox:
         self._clear_keys()
         try:
             try:
-                uploaded = o.DeserializeCryptoContextString(Path(parts[CRYPTO_CONTEXT]).read_bytes(), o.BINARY)
+                uploaded = o.DeserializeCryptoContextString(parts[CRYPTO_CONTEXT].read_bytes(), o.BINARY)
             except Exception:
                 return Rejected("KEY_MALFORMED", "the crypto context could not be deserialized", (CRYPTO_CONTEXT,))
             if uploaded != reference:
                 fields = _context_differences(uploaded, reference)
                 return Rejected("PARAMETERS_MISMATCH", "the uploaded crypto context has other parameters than the "
                                 "model's", fields)
-            raw_public = Path(parts[PUBLIC_KEY]).read_bytes()
+            raw_public = parts[PUBLIC_KEY].read_bytes()
             try:
                 public = o.DeserializePublicKeyString(raw_public, o.BINARY)
             except Exception:
@@ -152,7 +185,7 @@ class _Sandbox:
             tag = public.GetKeyTag()
             if RELINEARIZATION_KEY in parts:
                 try:
-                    o.DeserializeEvalMultKeyString(Path(parts[RELINEARIZATION_KEY]).read_bytes(), o.BINARY)
+                    o.DeserializeEvalMultKeyString(parts[RELINEARIZATION_KEY].read_bytes(), o.BINARY)
                 except Exception:
                     return Rejected("KEY_MALFORMED", "the relinearization key could not be deserialized",
                                     (RELINEARIZATION_KEY,))
@@ -161,7 +194,7 @@ class _Sandbox:
                                     (RELINEARIZATION_KEY,))
             if ROTATION_KEYS in parts:
                 try:
-                    o.DeserializeEvalAutomorphismKeyString(Path(parts[ROTATION_KEYS]).read_bytes(), o.BINARY)
+                    o.DeserializeEvalAutomorphismKeyString(parts[ROTATION_KEYS].read_bytes(), o.BINARY)
                 except Exception:
                     return Rejected("KEY_MALFORMED", "the rotation keys could not be deserialized", (ROTATION_KEYS,))
                 if set(reference.GetAllEvalAutomorphismKeys()) != {tag}:
@@ -187,24 +220,24 @@ class _Sandbox:
         return Rejected("KEY_TYPE_MISMATCH", "the public-key part holds a secret key; it was discarded, never send "
                         "it", (PUBLIC_KEY,))
 
-    def _session(self, session_id: str, parts: dict[str, str]) -> Any:
+    def _session(self, session_id: str, parts: dict[str, PassedFile]) -> Any:
         o = self.openfhe
         if session_id in self.sessions:
             self.sessions.move_to_end(session_id)
             return self.sessions[session_id]
         if len(self.sessions) >= self.max_sessions:
             self._clear_keys()  # OpenFHE has no per-tag eviction: drop all, live sessions reload on use
-        context = o.DeserializeCryptoContextString(Path(parts[CRYPTO_CONTEXT]).read_bytes(), o.BINARY)
+        context = o.DeserializeCryptoContextString(parts[CRYPTO_CONTEXT].read_bytes(), o.BINARY)
         for feature in (o.PKE, o.KEYSWITCH, o.LEVELEDSHE):
             context.Enable(feature)
         if RELINEARIZATION_KEY in parts:
-            o.DeserializeEvalMultKeyString(Path(parts[RELINEARIZATION_KEY]).read_bytes(), o.BINARY)
+            o.DeserializeEvalMultKeyString(parts[RELINEARIZATION_KEY].read_bytes(), o.BINARY)
         if ROTATION_KEYS in parts:
-            o.DeserializeEvalAutomorphismKeyString(Path(parts[ROTATION_KEYS]).read_bytes(), o.BINARY)
+            o.DeserializeEvalAutomorphismKeyString(parts[ROTATION_KEYS].read_bytes(), o.BINARY)
         self.sessions[session_id] = context
         return context
 
-    def evaluate(self, session_id: str, key_tag: str, parts: dict[str, str], spec: Any,
+    def evaluate(self, session_id: str, key_tag: str, parts: dict[str, PassedFile], spec: Any,
                  ciphertexts: list[bytes]) -> tuple[list[bytes], float, str] | Rejected:
         from privmesh.fhe.circuit import Circuit
 
@@ -249,7 +282,7 @@ class _Sandbox:
         """What InferOutput.evaluator reports: openfhe-cpu, torch-cuda or torch-cpu."""
         return "openfhe-cpu" if self.evaluator.backend == "openfhe" else f"torch-{self.device.type}"
 
-    def _evaluator(self, context: Any, parts: dict[str, str]) -> Any:
+    def _evaluator(self, context: Any, parts: dict[str, PassedFile]) -> Any:
         """The session's evaluator: OpenFHE's, or the torch one with the session's keys moved to the device."""
         from privmesh.fhe.openfhe_evaluator import OpenFheEvaluator
 
@@ -258,8 +291,8 @@ class _Sandbox:
         from privmesh.fhe.gpu.evaluator import DeviceMemoryExceeded, TorchEvaluator
 
         o = self.openfhe
-        public = o.DeserializePublicKeyString(Path(parts[PUBLIC_KEY]).read_bytes(), o.BINARY)
-        keys = {part: Path(parts[part]).read_bytes() if part in parts else None
+        public = o.DeserializePublicKeyString(parts[PUBLIC_KEY].read_bytes(), o.BINARY)
+        keys = {part: parts[part].read_bytes() if part in parts else None
                 for part in (RELINEARIZATION_KEY, ROTATION_KEYS)}
         try:
             return TorchEvaluator(context, public, keys[RELINEARIZATION_KEY], keys[ROTATION_KEYS], self.device,
@@ -294,7 +327,20 @@ def _memory_exhausted(message: str) -> Rejected:
     return Rejected("DEVICE_MEMORY_EXHAUSTED", message)
 
 
-def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, key_dir: str,
+def _receive_parts(passed: _Passed, fd_channel: socket.socket) -> dict[str, PassedFile]:
+    """The descriptors the server sent with the request, in the order of `passed.names`."""
+    count = sum(passed.opened)
+    _, fds, flags, _ = socket.recv_fds(fd_channel, 1, max(count, 1))
+    if flags & socket.MSG_CTRUNC or len(fds) != count:
+        for fd in fds:
+            os.close(fd)
+        raise RuntimeError("the key files did not arrive")
+    received = iter(fds)
+    return {name: PassedFile(name, next(received) if opened else None)
+            for name, opened in zip(passed.names, passed.opened, strict=True)}
+
+
+def _serve(channel: socket.socket, fd_channel: socket.socket, max_sessions: int, limits: WorkerLimits,
            evaluator: EvaluatorSettings | None = None) -> None:
     evaluator = evaluator or EvaluatorSettings()
     device = None
@@ -304,8 +350,8 @@ def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, 
         device, reason = pick_device(evaluator.device)
         (log.warning if evaluator.device == "cuda" and device.type != "cuda" else log.info)(
             "FHE torch evaluator on %s: %s", device, reason)
-    if address_space_bytes and (device is None or device.type != "cuda"):
-        resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+    if limits.address_space_bytes and (device is None or device.type != "cuda"):
+        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
     stream = channel.makefile("rwb")
     sandbox = _Sandbox(max_sessions, evaluator, device)
     # Everything a request runs is imported before the process is confined (imports read files).
@@ -319,8 +365,10 @@ def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, 
         import torch
 
         import privmesh.fhe.gpu.evaluator  # noqa: F401
-        torch.zeros(1, device=device)  # CUDA opens its device files now, before the file system is closed
-    layers = confine([channel.fileno()], Path(key_dir) if key_dir else None)
+        # CUDA opens its device files, and the CPU kernels read the CPU's description, now, before confinement.
+        torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+    cuda = device is not None and device.type == "cuda"
+    layers = confine([channel.fileno(), fd_channel.fileno()], limits.uid, limits.gid, ("ioctl",) if cuda else ())
     log.info("FHE worker confined: %s", ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in layers.items()))
     _write(stream, (_READY, None))
     while True:
@@ -328,15 +376,33 @@ def _serve(channel: socket.socket, max_sessions: int, address_space_bytes: int, 
         if request is None:
             return
         _write(stream, (_STARTED, None))
-        operation, args = request[0], request[1:]
+        operation = request[0]
+        args = [_receive_parts(arg, fd_channel) if isinstance(arg, _Passed) else arg for arg in request[1:]]
         try:
             reply: Any = getattr(sandbox, operation)(*args)
         except Exception as exc:  # a bug, not an input problem: report it without the input's bytes
             reply = Rejected("EVALUATION_FAILED", f"worker error ({type(exc).__name__})")
+        finally:
+            for parts in args:
+                if isinstance(parts, dict):
+                    for part in parts.values():
+                        if isinstance(part, PassedFile) and part.fd is not None:
+                            os.close(part.fd)
         _write(stream, (_REPLY, reply))
 
 
 # --- in the server process ----------------------------------------------------------------------------------
+
+def _open_part(path: str) -> int | None:
+    """A key file opened read-only for a worker (None if it is gone: the worker reports it missing). A FIFO
+    does not block the server here (O_NONBLOCK, cleared once open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    os.set_blocking(fd, True)
+    return fd
+
 
 class _ReplyUnpickler(pickle.Unpickler):
     """Plain data and Rejected only: nothing a worker sends can name a function for the server to call."""
@@ -351,10 +417,11 @@ class _Process:
     """One running sandbox process and the socket to it, read on the event loop."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, fd_channel: socket.socket) -> None:
         self.process = process
         self._reader = reader
         self._writer = writer
+        self._fd_channel = fd_channel
 
     @classmethod
     async def start(cls, label: str, max_sessions: int, limits: WorkerLimits,
@@ -363,19 +430,22 @@ class _Process:
         parent, child = socket.socketpair()
         for end in (parent, child):  # a whole request or reply fits: neither side waits for the other to read
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-        process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, max_sessions,
-                                                                                    limits.address_space_bytes,
-                                                                                    limits.key_dir, evaluator),
+        # At most DEPTH messages wait in it (one per handed request), so sending never blocks.
+        fd_parent, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, fd_child, max_sessions,
+                                                                                    limits, evaluator),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)
         except BaseException:
             parent.close()
+            fd_parent.close()
             raise
         finally:
             child.close()
+            fd_child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=SOCKET_BUFFER_BYTES)  # no pausing
-        started = cls(process, reader, writer)
+        started = cls(process, reader, writer, fd_parent)
         try:
             ready = (await started.receive())[0] == _READY
         except WorkerCrashed:
@@ -386,8 +456,24 @@ class _Process:
         return started
 
     def send(self, request: tuple[Any, ...]) -> None:
-        """Queues a request on the socket without waiting (a dead process shows up in `receive`)."""
-        payload = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+        """Queues a request on the socket without waiting (a dead process shows up in `receive`); the files of
+        its KeyPaths go as descriptors on the other socket."""
+        fds: list[int] = []
+        try:
+            args = []
+            for arg in request:
+                if isinstance(arg, KeyPaths):
+                    opened = [_open_part(path) for path in arg.values()]
+                    fds += [fd for fd in opened if fd is not None]
+                    arg = _Passed(tuple(arg), tuple(fd is not None for fd in opened))
+                args.append(arg)
+            payload = pickle.dumps(tuple(args), pickle.HIGHEST_PROTOCOL)
+            if any(isinstance(arg, _Passed) for arg in args):
+                with contextlib.suppress(OSError):  # a dead process: shows up in `receive`
+                    socket.send_fds(self._fd_channel, [b"k"], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
         self._writer.write(_HEADER.pack(len(payload)))
         self._writer.write(payload)
 
@@ -408,6 +494,7 @@ class _Process:
         """Closes the socket and ends the process: it may exit by itself within `grace` seconds, then it is
         killed (it keeps nothing that needs a clean exit). Returns its exit code."""
         self._writer.transport.abort()
+        self._fd_channel.close()
         return await asyncio.to_thread(self._reap, grace)
 
     def _reap(self, grace: float) -> int | None:

@@ -18,12 +18,16 @@ figures (tests/fl/data/dp_accounting_figures.json, made by scripts/dev/dp_accoun
 environment of its own).
 
 Poisson sampling (which the earlier Poisson-subsampled bound assumed) is not what Flower does: that figure was
-no guarantee. SecAgg+ hides single updates from the coordinator, not the aggregate: the noise is central.
+no guarantee. SecAgg+ hides single updates from the coordinator, not the aggregate. With central noise the
+coordinator adds it; with distributed noise (app/noise.py) each participant adds its share before masking, and a
+round where only k of the m sampled participants completed carries noise multiplier z * sqrt(k / m): each round
+is accounted with the noise that was actually added (`epsilon_of_rounds`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.special import gammaln, logsumexp
@@ -56,10 +60,16 @@ def rdp(q: float, noise_multiplier: float, steps: int) -> list[float]:
 def epsilon(q: float, noise_multiplier: float, steps: int, delta: float) -> float:
     """The smallest epsilon over ORDERS for which `steps` rounds, each sampling a fraction q of the participants
     without replacement, are (epsilon, delta)-DP."""
-    if steps == 0:
+    return epsilon_of_rounds(q, [noise_multiplier] * steps, delta)
+
+
+def epsilon_of_rounds(q: float, noise_multipliers: Sequence[float], delta: float) -> float:
+    """The same for rounds of different noise (distributed noise: the shares that reached each round's sum)."""
+    if not noise_multipliers:
         return 0.0
+    total = np.sum([rdp(q, z, 1) for z in noise_multipliers], axis=0)
     best = math.inf
-    for a, r in zip(ORDERS, rdp(q, noise_multiplier, steps), strict=True):
-        eps = r + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
+    for a, r in zip(ORDERS, total, strict=True):
+        eps = float(r) + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
         best = min(best, eps)
     return max(best, 0.0)

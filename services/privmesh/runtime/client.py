@@ -1,6 +1,6 @@
 """The client-channel builder: mTLS with the caller's mesh identity, the server's expected SPIFFE ID pinned, a
 default deadline on every call, and retries (through the gRPC service config) only for methods the contract marks
-idempotent.
+idempotent. Every call carries the W3C trace context and gets a client span (runtime.client_tracing).
 
 The pin is gRPC's own target-name check: with `grpc.ssl_target_name_override` set to the expected SPIFFE ID's DNS
 form (`SpiffeId.dns_name`, which every mesh certificate carries beside its URI SAN), the TLS handshake fails
@@ -22,6 +22,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 from grpc_health.v1 import health_pb2
 
 from privmesh.common.v1 import common_pb2
+from privmesh.runtime.client_tracing import tracing_interceptors
 from privmesh.runtime.identity import SpiffeId
 from privmesh.runtime.tls import channel_credentials
 
@@ -82,4 +83,4 @@ def secure_channel(target: str, identity: ClientIdentity, services: Iterable[Ser
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=tracing_interceptors(target))

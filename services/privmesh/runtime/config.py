@@ -60,9 +60,12 @@ class AuditConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
+    """The Prometheus /metrics endpoint (plain HTTP: in a cluster only the chart's NetworkPolicy lets the
+    monitoring namespace reach it, see docs/observability.md)."""
+
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 in a pod so Prometheus can scrape it")
+    port: int = Field(9090, ge=0, le=65535, description="fixed scrape port (the chart's); 0 picks a free one")
 
 
 class LogConfig(_Strict):
@@ -71,7 +74,14 @@ class LogConfig(_Strict):
 
 
 class TracingConfig(_Strict):
-    exporter: Literal["none", "console"] = "none"
+    """Spans of every RPC. The standard OTEL_* variables win over these settings: OTEL_TRACES_EXPORTER,
+    OTEL_TRACES_SAMPLER(_ARG), and OTEL_EXPORTER_OTLP_* (endpoint, protocol grpc or http/protobuf, headers,
+    certificates), which only they configure."""
+
+    exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description="otlp: to OTEL_EXPORTER_OTLP_ENDPOINT; console: JSON lines on stdout, never the log stream")
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0,
+                                description="share of new traces recorded; a caller's sampled flag is followed")
 
 
 def _host_port(value: str) -> str:

@@ -1,7 +1,8 @@
 """The one server interceptor: mTLS identity, deny-by-default authorization, error translation, metrics,
 access logs and tracing, applied to every method of every service on the server. Every refusal (an
 unauthenticated or foreign peer, a method or resource the policy denies) is audited with its reason, unless the
-serving code audited it itself.
+serving code audited it itself; every refusal (those, a rate limit, an undecodable request) is also counted by
+reason, recorded on the call's span and logged at WARNING.
 
 Authorization follows each method's declaration in its contract (runtime/access.py): the method, then every
 resource the request names (for a client-streaming method, its first message) before the handler runs; after
@@ -32,12 +33,21 @@ from privmesh.runtime.context import current_method, current_principal, refusal_
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
-from privmesh.runtime.logs import redact
-from privmesh.runtime.metrics import ServerMetrics
+from privmesh.runtime.logs import level_of, redact
+from privmesh.runtime.metrics import ServerMetrics, grpc_type
 from privmesh.runtime.ratelimit import RateLimiter
 from privmesh.runtime.requests import check_request, checked_stream, guard_deserializer
+from privmesh.runtime.tracing import current_tracer, end_status, peer_attributes, record_exception, rpc_attributes
 
 log = logging.getLogger("privmesh.rpc")
+
+# Reasons of calls refused before (or instead of) their handler's work, besides every UNAUTHENTICATED and
+# PERMISSION_DENIED: a rate limit, a request that does not decode.
+REFUSAL_REASONS = frozenset({"RATE_LIMITED", "MALFORMED_REQUEST"})
+
+
+def is_refusal(code: grpc.StatusCode, reason: str) -> bool:
+    return code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or reason in REFUSAL_REASONS
 
 
 def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
@@ -48,6 +58,8 @@ def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
 
 
 class MeshInterceptor:
+    address = ""  # host:port of the mTLS port, once bound (the spans' server.address/port)
+
     def __init__(self, authorizer: Authorizer, error_domain: str, metrics: ServerMetrics,
                  tracer: trace.Tracer | None = None, access_log: bool = False, *, trust_domain: str,
                  audit: AuditLog, token_reviewer: TokenReviewer | None = None,
@@ -81,10 +93,9 @@ class MeshInterceptor:
         except ServiceError:
             log.error("a refusal of %s could not be audited", method)
 
-    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, principal: str,
-                      error: ServiceError) -> NoReturn:
+    async def _refuse(self, method: str, principal: str, error: ServiceError) -> NoReturn:
         await self._audit_refusal(method, principal, error)
-        await self._abort(context, error)
+        raise error
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
         principal = _principal_of(context)
@@ -92,46 +103,58 @@ class MeshInterceptor:
             # No client certificate at all: only the token port allows that; its callers present a token.
             token = bearer_token(context.invocation_metadata())
             if token is None:
-                await self._refuse(method, context, "", Unauthenticated(
+                await self._refuse(method, "", Unauthenticated(
                     "UNAUTHENTICATED_PEER", "a client certificate or a service-account bearer token is required"))
             try:
                 principal = await self._token_reviewer.principal(token)
             except ServiceError as error:
-                await self._refuse(method, context, "", error)
+                await self._refuse(method, "", error)
         if principal is None:
-            await self._refuse(method, context, "", Unauthenticated(
+            await self._refuse(method, "", Unauthenticated(
                 "UNAUTHENTICATED_PEER", "a client certificate with one SPIFFE URI SAN is required"))
         if not principal.startswith(self._trust_prefix):
-            await self._refuse(method, context, principal, Unauthenticated(
+            await self._refuse(method, principal, Unauthenticated(
                 "FOREIGN_TRUST_DOMAIN", f"{principal} is outside this service's trust domain "
                                         f"({self._trust_prefix.removesuffix('/')})"))
         if not self._authorizer.allows_method(principal, method):
-            await self._refuse(method, context, principal, PermissionDenied(
+            await self._refuse(method, principal, PermissionDenied(
                 "PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}"))
         return principal
 
-    def _span(self, method: str, context: grpc.aio.ServicerContext, principal: str) -> Any:
-        if self._tracer is None:
-            return contextlib.nullcontext()
+    def _span(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+        """The server span, continuing the caller's W3C context; without a tracer, the caller's context alone,
+        so this service's own calls still carry the caller's trace."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        return self._tracer.start_as_current_span(
-            method, context=extract(carrier), kind=trace.SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.method": method, "privmesh.principal": principal})
+        parent = extract(carrier)
+        if self._tracer is None:
+            return trace.use_span(trace.get_current_span(parent), end_on_exit=False)
+        attributes = {**rpc_attributes(method, self.address), **peer_attributes("client", context.peer() or "")}
+        return self._tracer.start_as_current_span(method, context=parent, kind=trace.SpanKind.SERVER,
+                                                  attributes=attributes, record_exception=False,
+                                                  set_status_on_exception=False)
 
-    def _finish(self, method: str, principal: str, code: grpc.StatusCode, start: float, request: Any) -> None:
+    def _finish(self, method: str, principal: str, code: grpc.StatusCode, reason: str, refused: bool,
+                start: float, request: Any) -> None:
         elapsed = time.perf_counter() - start
-        self._metrics.observe(method, code.name, elapsed)
+        self._metrics.observe(method, code, elapsed, reason)
+        if refused:
+            self._metrics.refused(method, reason)
         if self._access_log or code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
             fields: dict[str, Any] = {"method": method, "principal": principal, "code": code.name,
                                       "duration_ms": round(elapsed * 1000, 3)}
+            if reason:
+                fields["reason"] = reason
             if self._access_log and isinstance(request, Message):
                 fields["request"] = redact(request)
-            log.info("rpc", extra={"fields": fields})
+            log.log(logging.WARNING if refused else level_of(code), "refused" if refused else "rpc",
+                    extra={"fields": fields})
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
         declared = self.declaration_of(method)
         streaming_request = bool(handler.stream_unary or handler.stream_stream)
+        self._metrics.initialize(method, grpc_type(streaming_request, bool(handler.unary_stream
+                                                                           or handler.stream_stream)))
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
             behavior = self._unary_response(inner, method, declared, streaming_request)
@@ -149,38 +172,51 @@ class MeshInterceptor:
     async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
                     declared: Declaration | None, streaming_request: bool) -> AsyncIterator[None]:
         """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
-        they are read), sets the call context, and turns whatever the handler raises into a status."""
-        principal = await self._admit(method, context)
-        principal_token, method_token = current_principal.set(principal), current_method.set(method)
-        call_token = self._authorizer.begin(declared) if declared is not None else None
+        they are read), sets the call context, and turns whatever the handler raises into a status. Every
+        call, refused ones included, is counted, traced and (unless OK) logged."""
+        start, code, reason, principal = time.perf_counter(), grpc.StatusCode.OK, "", ""
+        self._metrics.start(method)
+        tracer_token, method_token = current_tracer.set(self._tracer), current_method.set(method)
         refusal_token = refusal_audited.set(False)
-        start, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            if self._limiter is not None:
-                self._limiter.acquire(principal, method)
-            if not streaming_request:
-                check_request(request)
-            with self._span(method, context, principal):
+        principal_token, call_token = None, None
+        with self._span(method, context) as span:
+            try:
+                principal = await self._admit(method, context)
+                span.set_attribute("privmesh.principal", principal)
+                principal_token = current_principal.set(principal)
+                call_token = self._authorizer.begin(declared) if declared is not None else None
+                if self._limiter is not None:
+                    self._limiter.acquire(principal, method)
+                if not streaming_request:
+                    check_request(request)
                 yield
-        except ServiceError as error:
-            code = error.code
-            if code == grpc.StatusCode.PERMISSION_DENIED and not refusal_audited.get():
-                await self._audit_refusal(method, principal, error)
-            await self._abort(context, error)
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unexpected error in %s", method)
-            await self._abort(context, Internal("INTERNAL", "internal error"))
-        finally:
-            self._finish(method, principal, code, start, request)
-            if call_token is not None:
-                self._authorizer.end(call_token)
-            current_principal.reset(principal_token)
-            current_method.reset(method_token)
-            refusal_audited.reset(refusal_token)
+            except ServiceError as error:
+                code, reason = error.code, error.reason
+                admitted = principal_token is not None  # _admit audits its own refusals
+                if code == grpc.StatusCode.PERMISSION_DENIED and admitted and not refusal_audited.get():
+                    await self._audit_refusal(method, principal, error)
+                await self._abort(context, error)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as error:
+                code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+                record_exception(span, error)
+                log.exception("unexpected error in %s", method)
+                await self._abort(context, Internal("INTERNAL", "internal error"))
+            finally:
+                refused = is_refusal(code, reason)
+                end_status(span, code, reason, server=True)
+                if refused:
+                    span.set_attribute("privmesh.refused", True)
+                self._finish(method, principal, code, reason, refused, start, request)
+                if call_token is not None:
+                    self._authorizer.end(call_token)
+                if principal_token is not None:
+                    current_principal.reset(principal_token)
+                current_method.reset(method_token)
+                refusal_audited.reset(refusal_token)
+                current_tracer.reset(tracer_token)
 
     async def _authorized_request(self, request: Any, declared: Declaration | None) -> Any:
         """The request once the caller may act on every resource it names (a stream: its first message)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import BaseModel
 
@@ -42,7 +43,7 @@ from privmesh.runtime.metrics import ServerMetrics
 from privmesh.runtime.ratelimit import RateLimiter
 from privmesh.runtime.reflection import enable_reflection
 from privmesh.runtime.tls import server_credentials
-from privmesh.runtime.tracing import make_tracer
+from privmesh.runtime.tracing import INSTRUMENTATION, SCHEMA_URL, TracingError, exporter_choice, make_tracer_provider
 
 log = logging.getLogger("privmesh.server")
 
@@ -101,6 +102,7 @@ class MeshServer:
         self._db: Database | None = None
         self._cosigning: asyncio.Task[None] | None = None
         self._service_names: list[str] = []
+        self.tracer_provider: TracerProvider | None = None
 
     @property
     def audit(self) -> AuditLog:
@@ -116,11 +118,13 @@ class MeshServer:
         key = load_or_create_signing_key(cfg.audit.signing_key_file)
         self._db = Database(cfg.audit.database)
         store = AuditStore(self._db, name, key, cfg.audit.checkpoint_every, log_origin(cfg.trust_domain, name))
-        audit = AuditLog(store, key.public_key(), cfg.audit.commit_delay_ms / 1000)
+        metrics = ServerMetrics(name, cfg.tls.cert_file)
+        audit = AuditLog(store, key.public_key(), cfg.audit.commit_delay_ms / 1000, observer=metrics)
         witness, cosigners = witnessing(self._db, store, key, cfg, name)
         self._runtime = Runtime(name, cfg, audit, authorizer)
-        metrics = ServerMetrics(name)
-        tracer = make_tracer(name, cfg.tracing.exporter, self._span_exporter)
+        self.tracer_provider = make_tracer_provider(name, cfg.tracing, self._span_exporter)
+        tracer = (None if self.tracer_provider is None
+                  else self.tracer_provider.get_tracer(INSTRUMENTATION, schema_url=SCHEMA_URL))
         reviewer = (None if cfg.kubernetes_auth is None
                     else TokenReviewer.from_config(cfg.kubernetes_auth, cfg.trust_domain))
         interceptor = MeshInterceptor(authorizer, self.definition.error_domain, metrics, tracer, cfg.log.access_log,
@@ -149,6 +153,7 @@ class MeshServer:
         self.port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls))
         if self.port == 0:
             raise OSError(f"could not bind {cfg.listen}")
+        interceptor.address = f"{cfg.listen.rpartition(':')[0]}:{self.port}"
         if cfg.kubernetes_auth is not None:
             self.token_port = server.add_secure_port(cfg.kubernetes_auth.listen,
                                                      server_credentials(cfg.tls, require_client_auth=False))
@@ -195,6 +200,8 @@ class MeshServer:
             await self._health_server.stop(None)
             self._health_server = None
         self._metrics.close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # exports what is still batched
         assert self._runtime is not None
         try:
             await self._runtime.audit.checkpoint()
@@ -233,7 +240,8 @@ def run_service(definition: ServiceDefinition, argv: Sequence[str] | None = None
     try:
         config, settings = load_config(args.config, definition.settings_model)
         Authorizer.from_file(config.authz_policy)
-    except (ConfigError, PolicyError) as exc:
+        exporter_choice(config.tracing)
+    except (ConfigError, PolicyError, TracingError) as exc:
         print(f"{definition.name}: {exc}", file=sys.stderr)
         return 2
     configure_logging(definition.name, config.log.level)

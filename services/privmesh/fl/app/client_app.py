@@ -1,8 +1,10 @@
 """The ClientApp each participant's SuperNode runs: trains the federation's model on the participant's local
 CSV (the SuperNode's node config names it) and never sends anything but weights, counts and losses.
 
-Four variants differ only in their Flower mods, because `secaggplus_mod` and `fixedclipping_mod` refuse
-messages that were not prepared for them; the coordinator names the right one in the run's FAB.
+Five variants differ only in their Flower mods, because `secaggplus_mod` and `fixedclipping_mod` refuse
+messages that were not prepared for them; the coordinator names the right one in the run's FAB. With distributed
+DP noise, `distributed_noise_mod` sits between the two: it adds the participant's noise share to the clipped
+update before SecAgg+ quantizes and masks it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import Context, NDArrays, Scalar
 
 from privmesh.fl.app.model import TrainingConfig, loss_and_accuracy, train
+from privmesh.fl.app.noise import distributed_noise_mod
 from privmesh.fl.app.spec import DATA_PATH_KEY, RUN_SPEC_KEY, RunSpec
 
 
@@ -73,3 +76,4 @@ plain = ClientApp(client_fn=client_fn)
 secagg = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
 clipped = ClientApp(client_fn=client_fn, mods=[fixedclipping_mod])
 secagg_clipped = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
+secagg_clipped_noised = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, distributed_noise_mod, fixedclipping_mod])

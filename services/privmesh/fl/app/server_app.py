@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
-from flwr.common import Context, Metrics, ndarrays_to_parameters
+from flwr.common import Context, FitRes, Metrics, Parameters, Scalar, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig, SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
@@ -66,6 +66,18 @@ class FederationClientManager(SimpleClientManager):
         return chosen
 
 
+class DistributedNoiseClipping(DifferentialPrivacyClientSideFixedClipping):
+    """Distributed noise: the participants clip (the clipping norm goes out in each round's config, as with central
+    DP) and add the noise before masking (app/noise.py), so the aggregate is released as SecAgg+ unmasks it. A
+    failure does not void the round (Flower's wrappers drop it, as their central noise assumes m updates): the
+    sum holds the shares of the k participants whose masked updates arrived, and the round is accounted so."""
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list[tuple[ClientProxy, FitRes] | BaseException]
+                      ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        return self.strategy.aggregate_fit(server_round, results, failures)
+
+
 class _TimedGrid:
     """The grid with the federation's round timeout on every exchange, so a silent node cannot stall a round."""
 
@@ -104,7 +116,8 @@ class RunSession:
         self.evaluation: dict[str, float] = {}
         self.completed_nodes: set[int] = set()
         self.started = Timestamp()
-        self.sample_count = max(spec.min_participants, math.ceil(spec.fraction_train * len(spec.node_ids)))
+        self.sample_count = spec.sample_count
+        self.round_noise: list[float] = []  # the noise multiplier of each completed round, as accounted
 
     def _aggregate_fit(self, results: list[tuple[int, Metrics]]) -> Metrics:
         self.fit = {"completed": float(len(results)), "examples": float(sum(n for n, _ in results))}
@@ -139,17 +152,29 @@ class RunSession:
             base = FedAvg(**common)
         if spec.dp is None:
             return base
-        wrapper = (DifferentialPrivacyServerSideFixedClipping if spec.dp.server_side
+        wrapper = (DistributedNoiseClipping if spec.dp.distributed
+                   else DifferentialPrivacyServerSideFixedClipping if spec.dp.server_side
                    else DifferentialPrivacyClientSideFixedClipping)
         return wrapper(base, noise_multiplier=spec.dp.noise_multiplier, clipping_norm=spec.dp.clipping_norm,
                        num_sampled_clients=self.sample_count)
 
+    def round_noise_multiplier(self, completed: int) -> float:
+        """The noise multiplier a round carried: with distributed noise only the completed participants' shares
+        reached the sum (z * sqrt(k / m)); central noise is added whole by the ServerApp."""
+        dp = self.spec.dp
+        assert dp is not None
+        if not dp.distributed:
+            return dp.noise_multiplier
+        return dp.noise_multiplier * math.sqrt(min(completed, self.sample_count) / self.sample_count)
+
     def epsilon_after(self, rounds: int) -> float | None:
+        """Epsilon after the completed rounds, and full-noise rounds up to `rounds` (the projection)."""
         dp = self.spec.dp
         if dp is None:
             return None
         q = min(1.0, self.sample_count / max(1, len(self.spec.node_ids)))
-        return accountant.epsilon(q, dp.noise_multiplier, rounds, dp.delta)
+        planned = [dp.noise_multiplier] * max(0, rounds - len(self.round_noise))
+        return accountant.epsilon_of_rounds(q, [*self.round_noise, *planned][:rounds], dp.delta)
 
     def fit_round(self, inner: Any) -> Any:
         def workflow(grid: Grid, context: Context) -> None:
@@ -192,6 +217,7 @@ class RunSession:
             metrics.train_loss = self.fit["train_loss"]
         metrics.metrics.update(self.evaluation)
         if completed and self.spec.dp is not None:
+            self.round_noise.append(self.round_noise_multiplier(done))
             metrics.epsilon = cast(float, self.epsilon_after(round_number))
         stop = False
         if self.reporter is not None:

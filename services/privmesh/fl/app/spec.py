@@ -7,6 +7,7 @@ carries hyperparameters and node ids, never keys or data.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from privmesh.fl.app.model import Architecture, TrainingConfig
@@ -33,6 +34,7 @@ class DpSpec:
     clipping_norm: float
     delta: float
     target_epsilon: float | None
+    distributed: bool = False  # each participant adds its share of the noise before SecAgg+ masks its update
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,23 @@ class RunSpec:
         data["dp"] = DpSpec(**data["dp"]) if data["dp"] else None
         return cls(**data)
 
+    @property
+    def sample_count(self) -> int:
+        """The participants sampled for training each round."""
+        return max(self.min_participants, math.ceil(self.fraction_train * len(self.node_ids)))
+
+    def noise_share_stddev(self) -> float:
+        """With distributed noise, the standard deviation of each participant's share: the m shares of a round
+        sum to noise of standard deviation noise_multiplier * clipping_norm, the central mechanism's on the sum."""
+        if self.dp is None or not self.dp.distributed:
+            return 0.0
+        return self.dp.noise_multiplier * self.dp.clipping_norm / math.sqrt(self.sample_count)
+
     def client_component(self) -> str:
-        """The ClientApp object the SuperNodes load: its mods depend on SecAgg+ and client-side clipping."""
+        """The ClientApp object the SuperNodes load: its mods depend on SecAgg+, client-side clipping and
+        distributed noise."""
+        if self.dp is not None and self.dp.distributed:
+            return "privmesh.fl.app.client_app:secagg_clipped_noised"
         clipped = self.dp is not None and not self.dp.server_side
         name = {(False, False): "plain", (True, False): "secagg", (False, True): "clipped",
                 (True, True): "secagg_clipped"}[(self.secagg is not None, clipped)]

@@ -161,7 +161,31 @@ def _dp(f: fl_pb2.Federation) -> Violations:
     v.check(0 < d.delta < 1, f"{path}.delta", "must be in (0, 1)")
     if d.HasField("target_epsilon"):
         v.check(math.isfinite(d.target_epsilon) and d.target_epsilon > 0, f"{path}.target_epsilon", "must be > 0")
+    if d.noise == fl_pb2.DP_NOISE_DISTRIBUTED and not v:
+        _distributed_noise(f, v)
     return v
+
+
+def _distributed_noise(f: fl_pb2.Federation, v: Violations) -> None:
+    """Distributed noise needs SecAgg+ (else each lightly noised update is seen) and client-side clipping, and
+    a share that SecAgg+ neither clips (clipping_range >= 8 shares) nor drowns in rounding (step <= share / 100),
+    for the share of the fewest participants a round samples (min_participants), as SecAgg+ scales it (by
+    1 / max_weight: max_weight 1 suits updates of weight 1)."""
+    d, secagg, path = f.differential_privacy, secagg_spec(f), "federation.differential_privacy.noise"
+    if f.engine == fl_pb2.FL_ENGINE_FLARE:
+        v.add(path, "distributed noise is offered with the Flower engine only (a Flower mod adds the shares)")
+    elif secagg is None:
+        v.add(path, "distributed noise needs secure_aggregation (each update carries only a share of the noise)")
+    elif d.clipping_mode != fl_pb2.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED:
+        v.add(path, "distributed noise needs CLIENT_SIDE_FIXED clipping")
+    else:
+        # SecAgg+ scales each update by its weight over max_weight (weight 1 here) before clipping and rounding.
+        share = d.noise_multiplier * d.clipping_norm / math.sqrt(max(f.min_participants, 1)) / secagg.max_weight
+        v.check(secagg.clipping_range >= 8 * share, "federation.secure_aggregation.clipping_range",
+                f"must be at least 8 noise shares ({8 * share:.4g}) so that SecAgg+ does not clip the noise")
+        step = 2 * secagg.clipping_range / secagg.quantization_range
+        v.check(step <= share / 100, "federation.secure_aggregation.quantization_range",
+                f"its step ({step:.3g}) must be at most 1/100 of the noise share ({share:.4g})")
 
 
 def projected_epsilon(f: fl_pb2.Federation) -> float | None:
@@ -226,7 +250,8 @@ def run_spec(f: fl_pb2.Federation, run_name: str, seed: int, node_ids: list[int]
     if f.HasField("differential_privacy"):
         d = f.differential_privacy
         dp = DpSpec(d.clipping_mode == fl_pb2.DP_CLIPPING_MODE_SERVER_SIDE_FIXED, d.noise_multiplier, d.clipping_norm,
-                    d.delta, d.target_epsilon if d.HasField("target_epsilon") else None)
+                    d.delta, d.target_epsilon if d.HasField("target_epsilon") else None,
+                    distributed=d.noise == fl_pb2.DP_NOISE_DISTRIBUTED)
     return RunSpec(
         run=run_name, architecture=architecture(f.model),
         training=TrainingConfig(t.epochs or 1, t.batch_size or 32, t.learning_rate or 0.01,

@@ -59,6 +59,8 @@ FLARE_ACTION = re.compile(rb"\[A:([^\] ]+)")
 FLARE_FOLD_SECONDS = 60.0  # and at the end of every FLARE run
 FLARE_POLLING = {"check_status", "get_job_meta", "_logout", "_cert_login"}
 RUN_NAME = "federations/{federation}/runs/{run}"
+# PrivacySpent.unnoised_aggregate_seen_by with distributed noise: the ServerApp unmasks a sum already noised.
+UNNOISED_SEEN_BY_NOBODY = "nobody"
 
 
 def _key_of(name: str, field: str, template: str) -> list[str]:
@@ -360,6 +362,8 @@ class CoordinatorService:
         details = {"engine": fl_pb2.FlEngine.Name(federation.engine), "participants": str(len(members)),
                    "num_rounds": str(federation.num_rounds), "secure_aggregation": str(spec.secagg is not None).lower(),
                    "differential_privacy": str(spec.dp is not None).lower()}
+        if spec.dp is not None:
+            details["dp_noise"] = "distributed" if spec.dp.distributed else "central"
         if federation.engine == fl_pb2.FL_ENGINE_FLARE:
             run.flare_job_id = await self._submit_flare_job(name, spec, details)
         else:
@@ -373,11 +377,13 @@ class CoordinatorService:
             d = federation.differential_privacy
             server = ("fl-coordinator FLARE workflow" if federation.engine == fl_pb2.FL_ENGINE_FLARE
                       else "fl-coordinator ServerApp")
-            seen_by = (f"{server}: the unmasked SecAgg+ sum of clipped updates, before central noise"
+            seen_by = (UNNOISED_SEEN_BY_NOBODY if spec.dp.distributed else
+                       f"{server}: the unmasked SecAgg+ sum of clipped updates, before central noise"
                        if federation.HasField("secure_aggregation") else
                        f"{server}: every clipped update and their sum, before central noise")
-            run.privacy.CopyFrom(fl_pb2.PrivacySpent(epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP,
-                                                     unnoised_aggregate_seen_by=seen_by))
+            run.privacy.CopyFrom(fl_pb2.PrivacySpent(
+                epsilon=0.0, delta=d.delta, accountant=fl_pb2.DP_ACCOUNTANT_RDP, unnoised_aggregate_seen_by=seen_by,
+                noise=fl_pb2.DP_NOISE_DISTRIBUTED if spec.dp.distributed else fl_pb2.DP_NOISE_CENTRAL))
             if d.HasField("target_epsilon"):
                 run.privacy.target_epsilon = d.target_epsilon
         try:

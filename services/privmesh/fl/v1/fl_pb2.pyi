@@ -73,6 +73,12 @@ class DpAccountant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DP_ACCOUNTANT_UNSPECIFIED: _ClassVar[DpAccountant]
     DP_ACCOUNTANT_RDP: _ClassVar[DpAccountant]
 
+class DpNoise(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DP_NOISE_UNSPECIFIED: _ClassVar[DpNoise]
+    DP_NOISE_CENTRAL: _ClassVar[DpNoise]
+    DP_NOISE_DISTRIBUTED: _ClassVar[DpNoise]
+
 class PublicKeyFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PUBLIC_KEY_FORMAT_UNSPECIFIED: _ClassVar[PublicKeyFormat]
@@ -183,6 +189,9 @@ DP_CLIPPING_MODE_SERVER_SIDE_FIXED: DpClippingMode
 DP_CLIPPING_MODE_CLIENT_SIDE_FIXED: DpClippingMode
 DP_ACCOUNTANT_UNSPECIFIED: DpAccountant
 DP_ACCOUNTANT_RDP: DpAccountant
+DP_NOISE_UNSPECIFIED: DpNoise
+DP_NOISE_CENTRAL: DpNoise
+DP_NOISE_DISTRIBUTED: DpNoise
 PUBLIC_KEY_FORMAT_UNSPECIFIED: PublicKeyFormat
 PUBLIC_KEY_FORMAT_PEM: PublicKeyFormat
 PUBLIC_KEY_FORMAT_SSH: PublicKeyFormat
@@ -328,20 +337,22 @@ class SecureAggregation(_message.Message):
     def __init__(self, num_shares: _Optional[int] = ..., num_shares_fraction: _Optional[float] = ..., reconstruction_threshold: _Optional[int] = ..., reconstruction_threshold_fraction: _Optional[float] = ..., clipping_range: _Optional[float] = ..., quantization_range: _Optional[int] = ..., modulus_range: _Optional[int] = ..., max_weight: _Optional[float] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DifferentialPrivacy(_message.Message):
-    __slots__ = ("clipping_mode", "noise_multiplier", "clipping_norm", "delta", "target_epsilon", "accountant")
+    __slots__ = ("clipping_mode", "noise_multiplier", "clipping_norm", "delta", "target_epsilon", "accountant", "noise")
     CLIPPING_MODE_FIELD_NUMBER: _ClassVar[int]
     NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     CLIPPING_NORM_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     clipping_mode: DpClippingMode
     noise_multiplier: float
     clipping_norm: float
     delta: float
     target_epsilon: float
     accountant: DpAccountant
-    def __init__(self, clipping_mode: _Optional[_Union[DpClippingMode, str]] = ..., noise_multiplier: _Optional[float] = ..., clipping_norm: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ...) -> None: ...
+    noise: DpNoise
+    def __init__(self, clipping_mode: _Optional[_Union[DpClippingMode, str]] = ..., noise_multiplier: _Optional[float] = ..., clipping_norm: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ..., noise: _Optional[_Union[DpNoise, str]] = ...) -> None: ...
 
 class AdmissionPolicy(_message.Message):
     __slots__ = ("require_attestation", "attestation_policy")
@@ -503,18 +514,20 @@ class RunParticipant(_message.Message):
     def __init__(self, participant: _Optional[str] = ..., rounds_completed: _Optional[int] = ..., rounds_dropped: _Optional[int] = ..., join_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class PrivacySpent(_message.Message):
-    __slots__ = ("epsilon", "delta", "target_epsilon", "accountant", "unnoised_aggregate_seen_by")
+    __slots__ = ("epsilon", "delta", "target_epsilon", "accountant", "unnoised_aggregate_seen_by", "noise")
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
     UNNOISED_AGGREGATE_SEEN_BY_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     epsilon: float
     delta: float
     target_epsilon: float
     accountant: DpAccountant
     unnoised_aggregate_seen_by: str
-    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ..., unnoised_aggregate_seen_by: _Optional[str] = ...) -> None: ...
+    noise: DpNoise
+    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., accountant: _Optional[_Union[DpAccountant, str]] = ..., unnoised_aggregate_seen_by: _Optional[str] = ..., noise: _Optional[_Union[DpNoise, str]] = ...) -> None: ...
 
 class EncryptionInfo(_message.Message):
     __slots__ = ("format", "key", "encryption_context")

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -50,9 +51,19 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+class AuditObserver(Protocol):
+    """Told of every record written and every one that could not be (the server's metrics)."""
+
+    def audit_recorded(self, operation: str, outcome: str) -> None: ...
+
+    def audit_failed(self, count: int) -> None: ...
+
+
 class AuditLog:
-    def __init__(self, store: AuditStore, public_key: Ed25519PublicKey, commit_delay: float = 0.002) -> None:
+    def __init__(self, store: AuditStore, public_key: Ed25519PublicKey, commit_delay: float = 0.002,
+                 observer: AuditObserver | None = None) -> None:
         self.store = store
+        self._observer = observer
         self._commit_delay = commit_delay
         self._last_commit = 0.0
         self.service = store.service
@@ -84,13 +95,17 @@ class AuditLog:
                     entries = await self.store.db.call_from_loop(self.store.append_batch, [event for event, _ in batch])
                 except Exception as exc:  # any storage failure must fail the operations closed
                     log.error("audit append failed: %s", type(exc).__name__)
+                    if self._observer is not None:
+                        self._observer.audit_failed(len(batch))
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(AuditUnavailable())
                     continue
                 finally:
                     self._last_commit = time.monotonic()
-                for (_, future), entry in zip(batch, entries, strict=True):
+                for (event, future), entry in zip(batch, entries, strict=True):
+                    if self._observer is not None:
+                        self._observer.audit_recorded(event.operation, event.outcome)
                     if not future.done():
                         future.set_result(entry)
         finally:

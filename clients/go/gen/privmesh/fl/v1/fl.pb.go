@@ -470,6 +470,64 @@ func (DpAccountant) EnumDescriptor() ([]byte, []int) {
 	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{5}
 }
 
+// Who adds the DP noise.
+type DpNoise int32
+
+const (
+	// Never sent; read as CENTRAL.
+	DpNoise_DP_NOISE_UNSPECIFIED DpNoise = 0
+	// The coordinator's ServerApp adds all the noise to the aggregate (Flower's fixed-clipping wrappers): it sees the
+	// aggregate before the noise.
+	DpNoise_DP_NOISE_CENTRAL DpNoise = 1
+	// Each sampled participant adds its share of the Gaussian noise (standard deviation noise_multiplier *
+	// clipping_norm / sqrt(sampled participants)) to its clipped update before SecAgg+ masks it, so the sum of the
+	// shares is the central noise and nobody sees the un-noised aggregate. Needs secure_aggregation and
+	// CLIENT_SIDE_FIXED clipping; updates are averaged with equal weights. When participants drop out of a round,
+	// fewer shares reach the sum: the accountant counts the noise that was actually added (see PrivacySpent).
+	DpNoise_DP_NOISE_DISTRIBUTED DpNoise = 2
+)
+
+// Enum value maps for DpNoise.
+var (
+	DpNoise_name = map[int32]string{
+		0: "DP_NOISE_UNSPECIFIED",
+		1: "DP_NOISE_CENTRAL",
+		2: "DP_NOISE_DISTRIBUTED",
+	}
+	DpNoise_value = map[string]int32{
+		"DP_NOISE_UNSPECIFIED": 0,
+		"DP_NOISE_CENTRAL":     1,
+		"DP_NOISE_DISTRIBUTED": 2,
+	}
+)
+
+func (x DpNoise) Enum() *DpNoise {
+	p := new(DpNoise)
+	*p = x
+	return p
+}
+
+func (x DpNoise) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DpNoise) Descriptor() protoreflect.EnumDescriptor {
+	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
+}
+
+func (DpNoise) Type() protoreflect.EnumType {
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
+}
+
+func (x DpNoise) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DpNoise.Descriptor instead.
+func (DpNoise) EnumDescriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+}
+
 // The format of a participant's public key.
 type PublicKeyFormat int32
 
@@ -511,11 +569,11 @@ func (x PublicKeyFormat) String() string {
 }
 
 func (PublicKeyFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[6].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
 }
 
 func (PublicKeyFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[6]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
 }
 
 func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
@@ -524,7 +582,7 @@ func (x PublicKeyFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PublicKeyFormat.Descriptor instead.
 func (PublicKeyFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{6}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
 }
 
 // An elliptic curve for ECDSA keys.
@@ -568,11 +626,11 @@ func (x EcCurve) String() string {
 }
 
 func (EcCurve) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[7].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
 }
 
 func (EcCurve) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[7]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
 }
 
 func (x EcCurve) Number() protoreflect.EnumNumber {
@@ -581,7 +639,7 @@ func (x EcCurve) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EcCurve.Descriptor instead.
 func (EcCurve) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{7}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
 }
 
 // The lifecycle of a run.
@@ -638,11 +696,11 @@ func (x RunState) String() string {
 }
 
 func (RunState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[8].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
 }
 
 func (RunState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[8]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
 }
 
 func (x RunState) Number() protoreflect.EnumNumber {
@@ -651,7 +709,7 @@ func (x RunState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunState.Descriptor instead.
 func (RunState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{8}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
 }
 
 // Why a run ended.
@@ -715,11 +773,11 @@ func (x RunEndReason) String() string {
 }
 
 func (RunEndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[9].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
 }
 
 func (RunEndReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[9]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
 }
 
 func (x RunEndReason) Number() protoreflect.EnumNumber {
@@ -728,7 +786,7 @@ func (x RunEndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunEndReason.Descriptor instead.
 func (RunEndReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{9}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
 }
 
 // The state of one round.
@@ -772,11 +830,11 @@ func (x RoundState) String() string {
 }
 
 func (RoundState) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[10].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
 }
 
 func (RoundState) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[10]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
 }
 
 func (x RoundState) Number() protoreflect.EnumNumber {
@@ -785,7 +843,7 @@ func (x RoundState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RoundState.Descriptor instead.
 func (RoundState) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{10}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
 }
 
 // How much of a Run is returned.
@@ -825,11 +883,11 @@ func (x RunView) String() string {
 }
 
 func (RunView) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[11].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
 }
 
 func (RunView) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[11]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
 }
 
 func (x RunView) Number() protoreflect.EnumNumber {
@@ -838,7 +896,7 @@ func (x RunView) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunView.Descriptor instead.
 func (RunView) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{11}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
 }
 
 // Why a participant left a run or a round.
@@ -886,11 +944,11 @@ func (x DropReason) String() string {
 }
 
 func (DropReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[12].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
 }
 
 func (DropReason) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[12]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
 }
 
 func (x DropReason) Number() protoreflect.EnumNumber {
@@ -899,7 +957,7 @@ func (x DropReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DropReason.Descriptor instead.
 func (DropReason) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{12}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
 }
 
 // How GetModel delivers the model.
@@ -939,11 +997,11 @@ func (x ModelRepresentation) String() string {
 }
 
 func (ModelRepresentation) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[13].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
 }
 
 func (ModelRepresentation) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[13]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
 }
 
 func (x ModelRepresentation) Number() protoreflect.EnumNumber {
@@ -952,7 +1010,7 @@ func (x ModelRepresentation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ModelRepresentation.Descriptor instead.
 func (ModelRepresentation) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{13}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
 }
 
 // The format of an encrypted model.
@@ -990,11 +1048,11 @@ func (x EnvelopeFormat) String() string {
 }
 
 func (EnvelopeFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_privmesh_fl_v1_fl_proto_enumTypes[14].Descriptor()
+	return file_privmesh_fl_v1_fl_proto_enumTypes[15].Descriptor()
 }
 
 func (EnvelopeFormat) Type() protoreflect.EnumType {
-	return &file_privmesh_fl_v1_fl_proto_enumTypes[14]
+	return &file_privmesh_fl_v1_fl_proto_enumTypes[15]
 }
 
 func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
@@ -1003,7 +1061,7 @@ func (x EnvelopeFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EnvelopeFormat.Descriptor instead.
 func (EnvelopeFormat) EnumDescriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{14}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{15}
 }
 
 // Logistic regression: sigmoid (binary) or softmax (multinomial) over a linear layer.
@@ -1793,7 +1851,9 @@ type DifferentialPrivacy struct {
 	// a run stops before any round that would take epsilon above it.
 	TargetEpsilon *float64 `protobuf:"fixed64,5,opt,name=target_epsilon,json=targetEpsilon,proto3,oneof" json:"target_epsilon,omitempty"`
 	// The accountant.
-	Accountant    DpAccountant `protobuf:"varint,6,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
+	Accountant DpAccountant `protobuf:"varint,6,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
+	// Who adds the noise (default CENTRAL).
+	Noise         DpNoise `protobuf:"varint,7,opt,name=noise,proto3,enum=privmesh.fl.v1.DpNoise" json:"noise,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1868,6 +1928,13 @@ func (x *DifferentialPrivacy) GetAccountant() DpAccountant {
 		return x.Accountant
 	}
 	return DpAccountant_DP_ACCOUNTANT_UNSPECIFIED
+}
+
+func (x *DifferentialPrivacy) GetNoise() DpNoise {
+	if x != nil {
+		return x.Noise
+	}
+	return DpNoise_DP_NOISE_UNSPECIFIED
 }
 
 // Who may join the federation.
@@ -2722,13 +2789,15 @@ type PrivacySpent struct {
 	TargetEpsilon *float64 `protobuf:"fixed64,3,opt,name=target_epsilon,json=targetEpsilon,proto3,oneof" json:"target_epsilon,omitempty"`
 	// The accountant.
 	Accountant DpAccountant `protobuf:"varint,4,opt,name=accountant,proto3,enum=privmesh.fl.v1.DpAccountant" json:"accountant,omitempty"`
-	// Who sees the round's aggregate before the DP noise is added. The noise is central (Flower's fixed-clipping
-	// wrappers add it to the aggregate), so it is always the coordinator's ServerApp: with SecAgg+ it sees only
-	// the unmasked sum of the clipped updates, never one participant's update; without SecAgg+ it sees every
-	// clipped update too. Distributed noise (each participant adding its share before masking) is not offered.
+	// Who sees the round's aggregate before the DP noise is added. With CENTRAL noise, the coordinator's ServerApp:
+	// with SecAgg+ it sees only the unmasked sum of the clipped updates, never one participant's update; without
+	// SecAgg+ it sees every clipped update too. With DISTRIBUTED noise, nobody: "nobody".
 	UnnoisedAggregateSeenBy string `protobuf:"bytes,5,opt,name=unnoised_aggregate_seen_by,json=unnoisedAggregateSeenBy,proto3" json:"unnoised_aggregate_seen_by,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Who added the noise. With DISTRIBUTED noise each round's epsilon counts the shares that reached the sum (a
+	// round where k of the m sampled participants completed has noise multiplier noise_multiplier * sqrt(k / m)).
+	Noise         DpNoise `protobuf:"varint,6,opt,name=noise,proto3,enum=privmesh.fl.v1.DpNoise" json:"noise,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrivacySpent) Reset() {
@@ -2794,6 +2863,13 @@ func (x *PrivacySpent) GetUnnoisedAggregateSeenBy() string {
 		return x.UnnoisedAggregateSeenBy
 	}
 	return ""
+}
+
+func (x *PrivacySpent) GetNoise() DpNoise {
+	if x != nil {
+		return x.Noise
+	}
+	return DpNoise_DP_NOISE_UNSPECIFIED
 }
 
 // How a stored model is encrypted.
@@ -5445,7 +5521,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0f_clipping_rangeB\x15\n" +
 	"\x13_quantization_rangeB\x10\n" +
 	"\x0e_modulus_rangeB\r\n" +
-	"\v_max_weight\"\xbd\x02\n" +
+	"\v_max_weight\"\xec\x02\n" +
 	"\x13DifferentialPrivacy\x12C\n" +
 	"\rclipping_mode\x18\x01 \x01(\x0e2\x1e.privmesh.fl.v1.DpClippingModeR\fclippingMode\x12)\n" +
 	"\x10noise_multiplier\x18\x02 \x01(\x01R\x0fnoiseMultiplier\x12#\n" +
@@ -5454,7 +5530,8 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0etarget_epsilon\x18\x05 \x01(\x01H\x00R\rtargetEpsilon\x88\x01\x01\x12<\n" +
 	"\n" +
 	"accountant\x18\x06 \x01(\x0e2\x1c.privmesh.fl.v1.DpAccountantR\n" +
-	"accountantB\x11\n" +
+	"accountant\x12-\n" +
+	"\x05noise\x18\a \x01(\x0e2\x17.privmesh.fl.v1.DpNoiseR\x05noiseB\x11\n" +
 	"\x0f_target_epsilon\"q\n" +
 	"\x0fAdmissionPolicy\x12/\n" +
 	"\x13require_attestation\x18\x01 \x01(\bR\x12requireAttestation\x12-\n" +
@@ -5544,7 +5621,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x10rounds_completed\x18\x02 \x01(\rR\x0froundsCompleted\x12%\n" +
 	"\x0erounds_dropped\x18\x03 \x01(\rR\rroundsDropped\x127\n" +
 	"\tjoin_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinTime\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\"\xf8\x01\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\"\xa7\x02\n" +
 	"\fPrivacySpent\x12\x18\n" +
 	"\aepsilon\x18\x01 \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\x02 \x01(\x01R\x05delta\x12*\n" +
@@ -5552,7 +5629,8 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\n" +
 	"accountant\x18\x04 \x01(\x0e2\x1c.privmesh.fl.v1.DpAccountantR\n" +
 	"accountant\x12;\n" +
-	"\x1aunnoised_aggregate_seen_by\x18\x05 \x01(\tR\x17unnoisedAggregateSeenByB\x11\n" +
+	"\x1aunnoised_aggregate_seen_by\x18\x05 \x01(\tR\x17unnoisedAggregateSeenBy\x12-\n" +
+	"\x05noise\x18\x06 \x01(\x0e2\x17.privmesh.fl.v1.DpNoiseR\x05noiseB\x11\n" +
 	"\x0f_target_epsilon\"\x86\x02\n" +
 	"\x0eEncryptionInfo\x126\n" +
 	"\x06format\x18\x01 \x01(\x0e2\x1e.privmesh.fl.v1.EnvelopeFormatR\x06format\x12\x10\n" +
@@ -5794,7 +5872,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\"DP_CLIPPING_MODE_CLIENT_SIDE_FIXED\x10\x02*D\n" +
 	"\fDpAccountant\x12\x1d\n" +
 	"\x19DP_ACCOUNTANT_UNSPECIFIED\x10\x00\x12\x15\n" +
-	"\x11DP_ACCOUNTANT_RDP\x10\x01*\x85\x01\n" +
+	"\x11DP_ACCOUNTANT_RDP\x10\x01*S\n" +
+	"\aDpNoise\x12\x18\n" +
+	"\x14DP_NOISE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10DP_NOISE_CENTRAL\x10\x01\x12\x18\n" +
+	"\x14DP_NOISE_DISTRIBUTED\x10\x02*\x85\x01\n" +
 	"\x0fPublicKeyFormat\x12!\n" +
 	"\x1dPUBLIC_KEY_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PUBLIC_KEY_FORMAT_PEM\x10\x01\x12\x19\n" +
@@ -5914,7 +5996,7 @@ func file_privmesh_fl_v1_fl_proto_rawDescGZIP() []byte {
 	return file_privmesh_fl_v1_fl_proto_rawDescData
 }
 
-var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 15)
+var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 16)
 var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(ErrorReason)(0),                    // 0: privmesh.fl.v1.ErrorReason
@@ -5923,193 +6005,196 @@ var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(LocalOptimizer)(0),                 // 3: privmesh.fl.v1.LocalOptimizer
 	(DpClippingMode)(0),                 // 4: privmesh.fl.v1.DpClippingMode
 	(DpAccountant)(0),                   // 5: privmesh.fl.v1.DpAccountant
-	(PublicKeyFormat)(0),                // 6: privmesh.fl.v1.PublicKeyFormat
-	(EcCurve)(0),                        // 7: privmesh.fl.v1.EcCurve
-	(RunState)(0),                       // 8: privmesh.fl.v1.RunState
-	(RunEndReason)(0),                   // 9: privmesh.fl.v1.RunEndReason
-	(RoundState)(0),                     // 10: privmesh.fl.v1.RoundState
-	(RunView)(0),                        // 11: privmesh.fl.v1.RunView
-	(DropReason)(0),                     // 12: privmesh.fl.v1.DropReason
-	(ModelRepresentation)(0),            // 13: privmesh.fl.v1.ModelRepresentation
-	(EnvelopeFormat)(0),                 // 14: privmesh.fl.v1.EnvelopeFormat
-	(*LogisticRegressionSpec)(nil),      // 15: privmesh.fl.v1.LogisticRegressionSpec
-	(*MlpSpec)(nil),                     // 16: privmesh.fl.v1.MlpSpec
-	(*ModelSpec)(nil),                   // 17: privmesh.fl.v1.ModelSpec
-	(*LocalTraining)(nil),               // 18: privmesh.fl.v1.LocalTraining
-	(*FedAvgParameters)(nil),            // 19: privmesh.fl.v1.FedAvgParameters
-	(*FedProxParameters)(nil),           // 20: privmesh.fl.v1.FedProxParameters
-	(*FedAdamParameters)(nil),           // 21: privmesh.fl.v1.FedAdamParameters
-	(*Strategy)(nil),                    // 22: privmesh.fl.v1.Strategy
-	(*SecureAggregation)(nil),           // 23: privmesh.fl.v1.SecureAggregation
-	(*DifferentialPrivacy)(nil),         // 24: privmesh.fl.v1.DifferentialPrivacy
-	(*AdmissionPolicy)(nil),             // 25: privmesh.fl.v1.AdmissionPolicy
-	(*SuperLinkEndpoint)(nil),           // 26: privmesh.fl.v1.SuperLinkEndpoint
-	(*FlareEndpoint)(nil),               // 27: privmesh.fl.v1.FlareEndpoint
-	(*Federation)(nil),                  // 28: privmesh.fl.v1.Federation
-	(*AdmissionAttestation)(nil),        // 29: privmesh.fl.v1.AdmissionAttestation
-	(*Participant)(nil),                 // 30: privmesh.fl.v1.Participant
-	(*RoundMetrics)(nil),                // 31: privmesh.fl.v1.RoundMetrics
-	(*RunParticipant)(nil),              // 32: privmesh.fl.v1.RunParticipant
-	(*PrivacySpent)(nil),                // 33: privmesh.fl.v1.PrivacySpent
-	(*EncryptionInfo)(nil),              // 34: privmesh.fl.v1.EncryptionInfo
-	(*StoredModel)(nil),                 // 35: privmesh.fl.v1.StoredModel
-	(*Run)(nil),                         // 36: privmesh.fl.v1.Run
-	(*RoundStarted)(nil),                // 37: privmesh.fl.v1.RoundStarted
-	(*RoundFinished)(nil),               // 38: privmesh.fl.v1.RoundFinished
-	(*ParticipantJoined)(nil),           // 39: privmesh.fl.v1.ParticipantJoined
-	(*ParticipantDropped)(nil),          // 40: privmesh.fl.v1.ParticipantDropped
-	(*RunFinished)(nil),                 // 41: privmesh.fl.v1.RunFinished
-	(*RunFailed)(nil),                   // 42: privmesh.fl.v1.RunFailed
-	(*RunEvent)(nil),                    // 43: privmesh.fl.v1.RunEvent
-	(*TensorInfo)(nil),                  // 44: privmesh.fl.v1.TensorInfo
-	(*ModelHeader)(nil),                 // 45: privmesh.fl.v1.ModelHeader
-	(*ModelChunk)(nil),                  // 46: privmesh.fl.v1.ModelChunk
-	(*CreateFederationRequest)(nil),     // 47: privmesh.fl.v1.CreateFederationRequest
-	(*CreateFederationResponse)(nil),    // 48: privmesh.fl.v1.CreateFederationResponse
-	(*GetFederationRequest)(nil),        // 49: privmesh.fl.v1.GetFederationRequest
-	(*GetFederationResponse)(nil),       // 50: privmesh.fl.v1.GetFederationResponse
-	(*ListFederationsRequest)(nil),      // 51: privmesh.fl.v1.ListFederationsRequest
-	(*ListFederationsResponse)(nil),     // 52: privmesh.fl.v1.ListFederationsResponse
-	(*RegisterParticipantRequest)(nil),  // 53: privmesh.fl.v1.RegisterParticipantRequest
-	(*RegisterParticipantResponse)(nil), // 54: privmesh.fl.v1.RegisterParticipantResponse
-	(*ListParticipantsRequest)(nil),     // 55: privmesh.fl.v1.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil),    // 56: privmesh.fl.v1.ListParticipantsResponse
-	(*RemoveParticipantRequest)(nil),    // 57: privmesh.fl.v1.RemoveParticipantRequest
-	(*RemoveParticipantResponse)(nil),   // 58: privmesh.fl.v1.RemoveParticipantResponse
-	(*GetStartupKitRequest)(nil),        // 59: privmesh.fl.v1.GetStartupKitRequest
-	(*GetStartupKitResponse)(nil),       // 60: privmesh.fl.v1.GetStartupKitResponse
-	(*StartRunRequest)(nil),             // 61: privmesh.fl.v1.StartRunRequest
-	(*StartRunResponse)(nil),            // 62: privmesh.fl.v1.StartRunResponse
-	(*GetRunRequest)(nil),               // 63: privmesh.fl.v1.GetRunRequest
-	(*GetRunResponse)(nil),              // 64: privmesh.fl.v1.GetRunResponse
-	(*ListRunsRequest)(nil),             // 65: privmesh.fl.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),            // 66: privmesh.fl.v1.ListRunsResponse
-	(*StopRunRequest)(nil),              // 67: privmesh.fl.v1.StopRunRequest
-	(*StopRunResponse)(nil),             // 68: privmesh.fl.v1.StopRunResponse
-	(*WatchRunRequest)(nil),             // 69: privmesh.fl.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),            // 70: privmesh.fl.v1.WatchRunResponse
-	(*GetModelRequest)(nil),             // 71: privmesh.fl.v1.GetModelRequest
-	(*GetModelResponse)(nil),            // 72: privmesh.fl.v1.GetModelResponse
-	nil,                                 // 73: privmesh.fl.v1.RoundMetrics.MetricsEntry
-	nil,                                 // 74: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	(*durationpb.Duration)(nil),         // 75: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 76: google.protobuf.Timestamp
+	(DpNoise)(0),                        // 6: privmesh.fl.v1.DpNoise
+	(PublicKeyFormat)(0),                // 7: privmesh.fl.v1.PublicKeyFormat
+	(EcCurve)(0),                        // 8: privmesh.fl.v1.EcCurve
+	(RunState)(0),                       // 9: privmesh.fl.v1.RunState
+	(RunEndReason)(0),                   // 10: privmesh.fl.v1.RunEndReason
+	(RoundState)(0),                     // 11: privmesh.fl.v1.RoundState
+	(RunView)(0),                        // 12: privmesh.fl.v1.RunView
+	(DropReason)(0),                     // 13: privmesh.fl.v1.DropReason
+	(ModelRepresentation)(0),            // 14: privmesh.fl.v1.ModelRepresentation
+	(EnvelopeFormat)(0),                 // 15: privmesh.fl.v1.EnvelopeFormat
+	(*LogisticRegressionSpec)(nil),      // 16: privmesh.fl.v1.LogisticRegressionSpec
+	(*MlpSpec)(nil),                     // 17: privmesh.fl.v1.MlpSpec
+	(*ModelSpec)(nil),                   // 18: privmesh.fl.v1.ModelSpec
+	(*LocalTraining)(nil),               // 19: privmesh.fl.v1.LocalTraining
+	(*FedAvgParameters)(nil),            // 20: privmesh.fl.v1.FedAvgParameters
+	(*FedProxParameters)(nil),           // 21: privmesh.fl.v1.FedProxParameters
+	(*FedAdamParameters)(nil),           // 22: privmesh.fl.v1.FedAdamParameters
+	(*Strategy)(nil),                    // 23: privmesh.fl.v1.Strategy
+	(*SecureAggregation)(nil),           // 24: privmesh.fl.v1.SecureAggregation
+	(*DifferentialPrivacy)(nil),         // 25: privmesh.fl.v1.DifferentialPrivacy
+	(*AdmissionPolicy)(nil),             // 26: privmesh.fl.v1.AdmissionPolicy
+	(*SuperLinkEndpoint)(nil),           // 27: privmesh.fl.v1.SuperLinkEndpoint
+	(*FlareEndpoint)(nil),               // 28: privmesh.fl.v1.FlareEndpoint
+	(*Federation)(nil),                  // 29: privmesh.fl.v1.Federation
+	(*AdmissionAttestation)(nil),        // 30: privmesh.fl.v1.AdmissionAttestation
+	(*Participant)(nil),                 // 31: privmesh.fl.v1.Participant
+	(*RoundMetrics)(nil),                // 32: privmesh.fl.v1.RoundMetrics
+	(*RunParticipant)(nil),              // 33: privmesh.fl.v1.RunParticipant
+	(*PrivacySpent)(nil),                // 34: privmesh.fl.v1.PrivacySpent
+	(*EncryptionInfo)(nil),              // 35: privmesh.fl.v1.EncryptionInfo
+	(*StoredModel)(nil),                 // 36: privmesh.fl.v1.StoredModel
+	(*Run)(nil),                         // 37: privmesh.fl.v1.Run
+	(*RoundStarted)(nil),                // 38: privmesh.fl.v1.RoundStarted
+	(*RoundFinished)(nil),               // 39: privmesh.fl.v1.RoundFinished
+	(*ParticipantJoined)(nil),           // 40: privmesh.fl.v1.ParticipantJoined
+	(*ParticipantDropped)(nil),          // 41: privmesh.fl.v1.ParticipantDropped
+	(*RunFinished)(nil),                 // 42: privmesh.fl.v1.RunFinished
+	(*RunFailed)(nil),                   // 43: privmesh.fl.v1.RunFailed
+	(*RunEvent)(nil),                    // 44: privmesh.fl.v1.RunEvent
+	(*TensorInfo)(nil),                  // 45: privmesh.fl.v1.TensorInfo
+	(*ModelHeader)(nil),                 // 46: privmesh.fl.v1.ModelHeader
+	(*ModelChunk)(nil),                  // 47: privmesh.fl.v1.ModelChunk
+	(*CreateFederationRequest)(nil),     // 48: privmesh.fl.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 49: privmesh.fl.v1.CreateFederationResponse
+	(*GetFederationRequest)(nil),        // 50: privmesh.fl.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 51: privmesh.fl.v1.GetFederationResponse
+	(*ListFederationsRequest)(nil),      // 52: privmesh.fl.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 53: privmesh.fl.v1.ListFederationsResponse
+	(*RegisterParticipantRequest)(nil),  // 54: privmesh.fl.v1.RegisterParticipantRequest
+	(*RegisterParticipantResponse)(nil), // 55: privmesh.fl.v1.RegisterParticipantResponse
+	(*ListParticipantsRequest)(nil),     // 56: privmesh.fl.v1.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 57: privmesh.fl.v1.ListParticipantsResponse
+	(*RemoveParticipantRequest)(nil),    // 58: privmesh.fl.v1.RemoveParticipantRequest
+	(*RemoveParticipantResponse)(nil),   // 59: privmesh.fl.v1.RemoveParticipantResponse
+	(*GetStartupKitRequest)(nil),        // 60: privmesh.fl.v1.GetStartupKitRequest
+	(*GetStartupKitResponse)(nil),       // 61: privmesh.fl.v1.GetStartupKitResponse
+	(*StartRunRequest)(nil),             // 62: privmesh.fl.v1.StartRunRequest
+	(*StartRunResponse)(nil),            // 63: privmesh.fl.v1.StartRunResponse
+	(*GetRunRequest)(nil),               // 64: privmesh.fl.v1.GetRunRequest
+	(*GetRunResponse)(nil),              // 65: privmesh.fl.v1.GetRunResponse
+	(*ListRunsRequest)(nil),             // 66: privmesh.fl.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),            // 67: privmesh.fl.v1.ListRunsResponse
+	(*StopRunRequest)(nil),              // 68: privmesh.fl.v1.StopRunRequest
+	(*StopRunResponse)(nil),             // 69: privmesh.fl.v1.StopRunResponse
+	(*WatchRunRequest)(nil),             // 70: privmesh.fl.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),            // 71: privmesh.fl.v1.WatchRunResponse
+	(*GetModelRequest)(nil),             // 72: privmesh.fl.v1.GetModelRequest
+	(*GetModelResponse)(nil),            // 73: privmesh.fl.v1.GetModelResponse
+	nil,                                 // 74: privmesh.fl.v1.RoundMetrics.MetricsEntry
+	nil,                                 // 75: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	(*durationpb.Duration)(nil),         // 76: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 77: google.protobuf.Timestamp
 }
 var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	2,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
-	15, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
-	16, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
+	16, // 1: privmesh.fl.v1.ModelSpec.logistic_regression:type_name -> privmesh.fl.v1.LogisticRegressionSpec
+	17, // 2: privmesh.fl.v1.ModelSpec.mlp:type_name -> privmesh.fl.v1.MlpSpec
 	3,  // 3: privmesh.fl.v1.LocalTraining.optimizer:type_name -> privmesh.fl.v1.LocalOptimizer
-	19, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
-	20, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
-	21, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
-	75, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
+	20, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
+	21, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
+	22, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
+	76, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
 	4,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
 	5,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	17, // 10: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
-	18, // 11: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
-	22, // 12: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
-	75, // 13: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
-	75, // 14: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
-	23, // 15: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
-	24, // 16: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
-	25, // 17: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
-	26, // 18: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
-	76, // 19: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 20: privmesh.fl.v1.Federation.engine:type_name -> privmesh.fl.v1.FlEngine
-	27, // 21: privmesh.fl.v1.Federation.flare:type_name -> privmesh.fl.v1.FlareEndpoint
-	76, // 22: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
-	7,  // 23: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
-	29, // 24: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
-	76, // 25: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
-	76, // 26: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
-	10, // 27: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
-	76, // 28: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
-	76, // 29: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
-	73, // 30: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
-	76, // 31: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
-	5,  // 32: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
-	14, // 33: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
-	74, // 34: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	34, // 35: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	76, // 36: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 37: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
-	9,  // 38: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	31, // 39: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
-	32, // 40: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
-	33, // 41: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	35, // 42: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
-	76, // 43: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	76, // 44: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	76, // 45: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	31, // 46: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
-	12, // 47: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
-	8,  // 48: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
-	9,  // 49: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	33, // 50: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
-	35, // 51: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
-	9,  // 52: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	76, // 53: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 54: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
-	38, // 55: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
-	39, // 56: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
-	40, // 57: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
-	41, // 58: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
-	42, // 59: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
-	13, // 60: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	17, // 61: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
-	34, // 62: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	44, // 63: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
-	28, // 64: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
-	28, // 65: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	28, // 66: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
-	28, // 67: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
-	6,  // 68: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
-	7,  // 69: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
-	30, // 70: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
-	30, // 71: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
-	36, // 72: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
-	11, // 73: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
-	36, // 74: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
-	8,  // 75: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
-	11, // 76: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
-	36, // 77: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
-	36, // 78: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
-	43, // 79: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
-	13, // 80: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
-	45, // 81: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
-	46, // 82: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
-	47, // 83: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
-	49, // 84: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
-	51, // 85: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
-	53, // 86: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
-	55, // 87: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
-	57, // 88: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
-	59, // 89: privmesh.fl.v1.FLCoordinator.GetStartupKit:input_type -> privmesh.fl.v1.GetStartupKitRequest
-	61, // 90: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
-	63, // 91: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
-	65, // 92: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
-	67, // 93: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
-	69, // 94: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
-	71, // 95: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
-	48, // 96: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
-	50, // 97: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
-	52, // 98: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
-	54, // 99: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
-	56, // 100: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
-	58, // 101: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
-	60, // 102: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
-	62, // 103: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
-	64, // 104: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
-	66, // 105: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
-	68, // 106: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
-	70, // 107: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
-	72, // 108: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
-	96, // [96:109] is the sub-list for method output_type
-	83, // [83:96] is the sub-list for method input_type
-	83, // [83:83] is the sub-list for extension type_name
-	83, // [83:83] is the sub-list for extension extendee
-	0,  // [0:83] is the sub-list for field type_name
+	6,  // 10: privmesh.fl.v1.DifferentialPrivacy.noise:type_name -> privmesh.fl.v1.DpNoise
+	18, // 11: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
+	19, // 12: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
+	23, // 13: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
+	76, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
+	76, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
+	24, // 16: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
+	25, // 17: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
+	26, // 18: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
+	27, // 19: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
+	77, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: privmesh.fl.v1.Federation.engine:type_name -> privmesh.fl.v1.FlEngine
+	28, // 22: privmesh.fl.v1.Federation.flare:type_name -> privmesh.fl.v1.FlareEndpoint
+	77, // 23: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
+	8,  // 24: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
+	30, // 25: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
+	77, // 26: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
+	77, // 27: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
+	11, // 28: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
+	77, // 29: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
+	77, // 30: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
+	74, // 31: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
+	77, // 32: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
+	5,  // 33: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
+	6,  // 34: privmesh.fl.v1.PrivacySpent.noise:type_name -> privmesh.fl.v1.DpNoise
+	15, // 35: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
+	75, // 36: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	35, // 37: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	77, // 38: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 39: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
+	10, // 40: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	32, // 41: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
+	33, // 42: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
+	34, // 43: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	36, // 44: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
+	77, // 45: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	77, // 46: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	77, // 47: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	32, // 48: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
+	13, // 49: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
+	9,  // 50: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
+	10, // 51: privmesh.fl.v1.RunFinished.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	34, // 52: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
+	36, // 53: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
+	10, // 54: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
+	77, // 55: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	38, // 56: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
+	39, // 57: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
+	40, // 58: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
+	41, // 59: privmesh.fl.v1.RunEvent.participant_dropped:type_name -> privmesh.fl.v1.ParticipantDropped
+	42, // 60: privmesh.fl.v1.RunEvent.run_finished:type_name -> privmesh.fl.v1.RunFinished
+	43, // 61: privmesh.fl.v1.RunEvent.run_failed:type_name -> privmesh.fl.v1.RunFailed
+	14, // 62: privmesh.fl.v1.ModelHeader.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	18, // 63: privmesh.fl.v1.ModelHeader.spec:type_name -> privmesh.fl.v1.ModelSpec
+	35, // 64: privmesh.fl.v1.ModelHeader.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
+	45, // 65: privmesh.fl.v1.ModelHeader.tensors:type_name -> privmesh.fl.v1.TensorInfo
+	29, // 66: privmesh.fl.v1.CreateFederationRequest.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 67: privmesh.fl.v1.CreateFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 68: privmesh.fl.v1.GetFederationResponse.federation:type_name -> privmesh.fl.v1.Federation
+	29, // 69: privmesh.fl.v1.ListFederationsResponse.federations:type_name -> privmesh.fl.v1.Federation
+	7,  // 70: privmesh.fl.v1.RegisterParticipantRequest.public_key_format:type_name -> privmesh.fl.v1.PublicKeyFormat
+	8,  // 71: privmesh.fl.v1.RegisterParticipantRequest.curve:type_name -> privmesh.fl.v1.EcCurve
+	31, // 72: privmesh.fl.v1.RegisterParticipantResponse.participant:type_name -> privmesh.fl.v1.Participant
+	31, // 73: privmesh.fl.v1.ListParticipantsResponse.participants:type_name -> privmesh.fl.v1.Participant
+	37, // 74: privmesh.fl.v1.StartRunResponse.run:type_name -> privmesh.fl.v1.Run
+	12, // 75: privmesh.fl.v1.GetRunRequest.view:type_name -> privmesh.fl.v1.RunView
+	37, // 76: privmesh.fl.v1.GetRunResponse.run:type_name -> privmesh.fl.v1.Run
+	9,  // 77: privmesh.fl.v1.ListRunsRequest.state:type_name -> privmesh.fl.v1.RunState
+	12, // 78: privmesh.fl.v1.ListRunsRequest.view:type_name -> privmesh.fl.v1.RunView
+	37, // 79: privmesh.fl.v1.ListRunsResponse.runs:type_name -> privmesh.fl.v1.Run
+	37, // 80: privmesh.fl.v1.StopRunResponse.run:type_name -> privmesh.fl.v1.Run
+	44, // 81: privmesh.fl.v1.WatchRunResponse.event:type_name -> privmesh.fl.v1.RunEvent
+	14, // 82: privmesh.fl.v1.GetModelRequest.representation:type_name -> privmesh.fl.v1.ModelRepresentation
+	46, // 83: privmesh.fl.v1.GetModelResponse.header:type_name -> privmesh.fl.v1.ModelHeader
+	47, // 84: privmesh.fl.v1.GetModelResponse.chunk:type_name -> privmesh.fl.v1.ModelChunk
+	48, // 85: privmesh.fl.v1.FLCoordinator.CreateFederation:input_type -> privmesh.fl.v1.CreateFederationRequest
+	50, // 86: privmesh.fl.v1.FLCoordinator.GetFederation:input_type -> privmesh.fl.v1.GetFederationRequest
+	52, // 87: privmesh.fl.v1.FLCoordinator.ListFederations:input_type -> privmesh.fl.v1.ListFederationsRequest
+	54, // 88: privmesh.fl.v1.FLCoordinator.RegisterParticipant:input_type -> privmesh.fl.v1.RegisterParticipantRequest
+	56, // 89: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
+	58, // 90: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
+	60, // 91: privmesh.fl.v1.FLCoordinator.GetStartupKit:input_type -> privmesh.fl.v1.GetStartupKitRequest
+	62, // 92: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
+	64, // 93: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
+	66, // 94: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
+	68, // 95: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
+	70, // 96: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
+	72, // 97: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
+	49, // 98: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
+	51, // 99: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
+	53, // 100: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
+	55, // 101: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
+	57, // 102: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
+	59, // 103: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
+	61, // 104: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
+	63, // 105: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
+	65, // 106: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
+	67, // 107: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
+	69, // 108: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
+	71, // 109: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
+	73, // 110: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
+	98, // [98:111] is the sub-list for method output_type
+	85, // [85:98] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_privmesh_fl_v1_fl_proto_init() }
@@ -6154,7 +6239,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fl_v1_fl_proto_rawDesc), len(file_privmesh_fl_v1_fl_proto_rawDesc)),
-			NumEnums:      15,
+			NumEnums:      16,
 			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
