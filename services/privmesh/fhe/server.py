@@ -36,6 +36,12 @@ async def _sweep_forever(sweeps: Sequence[Callable[[], Awaitable[int]]], every: 
                 log.exception("sweeping expired sessions or jobs failed")
 
 
+def worker_limits(settings: FheSettings) -> WorkerLimits:
+    """The sandbox processes' limits (the service's, and the serverless functions')."""
+    return WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
+                        settings.sandbox.uid, settings.sandbox.gid)
+
+
 def job_service(settings: FheSettings, db: Database, service: FheService, audit: AuditLog) -> JobService:
     """The jobs domain as the settings bound it (the service's, and the serverless job function's)."""
     jobs = settings.jobs
@@ -51,8 +57,7 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
     await asyncio.to_thread(registry.load_configured, settings.model_files)
     key_files = KeyFiles(settings.key_dir)
-    limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
-                          settings.sandbox.uid, settings.sandbox.gid)
+    limits = worker_limits(settings)
     checker = Worker("checker", max_sessions=1, limits=limits)
     evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
                   for i in range(settings.evaluation_workers)]

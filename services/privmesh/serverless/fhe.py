@@ -22,10 +22,11 @@ import yaml
 
 from privmesh.fhe.inference_service import FheService, check_input
 from privmesh.fhe.registry import ModelRegistry
+from privmesh.fhe.server import worker_limits
 from privmesh.fhe.settings import FheSettings
 from privmesh.fhe.store import KeyFiles, ModelStore, SessionStore
 from privmesh.fhe.v1 import fhe_pb2
-from privmesh.fhe.worker import Worker, WorkerLimits
+from privmesh.fhe.worker import Worker
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.db import Database
@@ -76,7 +77,7 @@ class ServerlessFhe:
         self.db = db = Database(fhe.database)
         self.registry = ModelRegistry(ModelStore(db), fhe.allow_test_models)
         self.registry.load_configured(fhe.model_files)
-        limits = WorkerLimits(fhe.worker_seconds_per_request, fhe.worker_address_space_bytes, str(fhe.key_dir))
+        limits = worker_limits(fhe)
         self.checker = Worker("checker", max_sessions=1, limits=limits)
         self.evaluator = Worker("eval-0", fhe.worker_sessions, limits, fhe.evaluator)
         self.audit = audit_log(settings, "fhe-inference")
