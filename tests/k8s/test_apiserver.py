@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, render
+from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, executor_template, render
 from tests.k8s.cluster import get, server_side_apply
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,11 @@ NODES: dict[str, dict[str, Any]] = {
               "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
     "gpu-b": {"group": "gpu", "zone": "eu-west-1b", "capacity": {"nvidia.com/gpu": "1"},
               "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
+    # dp-gateway's Spark executors (eks.yaml services.dpGateway.spark.executor.nodeGroup).
+    "spark-a": {"group": "spark", "zone": "eu-west-1a", "capacity": {},
+                "taint": {"key": "privmesh.dev/spark", "value": "true", "effect": "NoSchedule"}},
+    "spark-b": {"group": "spark", "zone": "eu-west-1b", "capacity": {},
+                "taint": {"key": "privmesh.dev/spark", "value": "true", "effect": "NoSchedule"}},
 }
 CERT_MANAGER = ("cert-manager.io/v1", "Certificate")  # a CRD of cert-manager, which this control plane lacks
 
@@ -93,6 +98,17 @@ def _wait_scheduled(api: Any, names: set[str], timeout: float = 120.0) -> dict[s
         time.sleep(0.5)
 
 
+def _spark_executors(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The executor pods Spark's scheduler would create from the chart's template: its pod, the image of
+    spark.kubernetes.container.image, the instance count of spark.executor.instances."""
+    template = executor_template(objects)
+    conf = dict(line.split(None, 1) for line in
+                by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"].splitlines())
+    template["spec"]["containers"][0]["image"] = conf["spark.kubernetes.container.image"].strip()
+    return [{**template, "metadata": {**template["metadata"], "name": f"dp-gateway-spark-executor-{i}"}}
+            for i in range(int(conf["spark.executor.instances"]))]
+
+
 @pytest.fixture(scope="module")
 def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """eks.yaml rendered and applied; the workloads' pods created and scheduled: (objects, pod -> node)."""
@@ -115,6 +131,7 @@ def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
         pods += _pods_for(workload, replicas)
     for daemonset in by_kind(objects, "DaemonSet").values():
         pods += _pods_for(daemonset, sum(1 for n in NODES.values() if n["group"] == "nitro"))
+    pods += _spark_executors(objects)
     for pod in pods:
         server_side_apply(api, pod, NAMESPACE)
     return objects, _wait_scheduled(api, {p["metadata"]["name"] for p in pods})
@@ -135,6 +152,7 @@ def test_enclave_pods_only_on_nitro_fhe_only_on_gpu_nothing_else_there(installed
     assert seen.pop("enclave-parent") == {"nitro"}
     assert seen.pop("nitro-enclaves-device-plugin") == {"nitro"}
     assert seen.pop("fhe-inference") == {"gpu"}
+    assert seen.pop("dp-gateway-spark-executor") == {"spark"}
     assert seen and all(groups == {"general"} for groups in seen.values()), seen
     # Each enclave pod takes a Nitro node's one enclave device: two pods, two nodes.
     assert len({node for pod, node in placement.items() if pod.startswith("enclave-parent-")}) == 2
@@ -186,3 +204,38 @@ def test_service_account_objects_carry_irsa(installed, api: Any) -> None:
     role = accounts["key-broker"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert role.endswith(":role/privmesh-key-broker")
     assert "annotations" not in accounts["token-vault"]["metadata"]
+
+
+def _allowed(api: Any, user: str, namespace: str, verb: str, resource: str, group: str = "") -> bool:
+    """The API server's own RBAC decision (a SubjectAccessReview), for a service account of the release."""
+    review = client.AuthorizationV1Api(api).create_subject_access_review(client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user=user, resource_attributes=client.V1ResourceAttributes(
+            namespace=namespace, verb=verb, resource=resource, group=group))))
+    return bool(review.status.allowed)
+
+
+def test_spark_driver_rights_are_its_namespace_only(installed, api: Any) -> None:
+    """The gateway (Spark's driver) may manage pods and the like in its namespace, nowhere else and nothing more;
+    the executors' service account may do nothing with the API."""
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="elsewhere")))
+    driver = f"system:serviceaccount:{NAMESPACE}:dp-gateway"
+    executor = f"system:serviceaccount:{NAMESPACE}:dp-gateway-spark-executor"
+    for resource in ("pods", "services", "configmaps", "persistentvolumeclaims"):
+        for verb in ("create", "get", "list", "watch", "delete"):
+            assert _allowed(api, driver, NAMESPACE, verb, resource), (verb, resource)
+            assert not _allowed(api, driver, "elsewhere", verb, resource), (verb, resource)
+            assert not _allowed(api, executor, NAMESPACE, verb, resource), (verb, resource)
+    for verb, resource, group in (("get", "secrets", ""), ("update", "pods", ""), ("patch", "configmaps", ""),
+                                  ("create", "deployments", "apps"), ("create", "rolebindings",
+                                                                      "rbac.authorization.k8s.io")):
+        assert not _allowed(api, driver, NAMESPACE, verb, resource, group), (verb, resource)
+    assert not _allowed(api, driver, "", "list", "nodes")
+    roles = get(api, "/apis/rbac.authorization.k8s.io/v1/clusterroles")["items"]
+    assert not [r["metadata"]["name"] for r in roles if "spark" in r["metadata"]["name"]]
+
+
+def test_spark_executor_account_carries_irsa(installed, api: Any) -> None:
+    account = get(api, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/dp-gateway-spark-executor")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/privmesh-spark-executor")
+    assert account["automountServiceAccountToken"] is False

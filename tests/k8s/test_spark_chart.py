@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from privmesh.mesh.catalog import CATALOG
-from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, render, render_text
+from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, executor_template, render, render_text
 
 EXECUTOR = "dp-gateway-spark-executor"
 GATEWAY = "dp-gateway"
@@ -29,12 +29,6 @@ def _spark_values() -> dict[str, Any]:
 def _defaults(objects: list[dict[str, Any]]) -> dict[str, str]:
     text = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"]
     return {key: value.strip() for key, _, value in (line.partition(" ") for line in text.splitlines() if line.strip())}
-
-
-def executor_template(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """The executors' pod template, as Spark reads it (spark.kubernetes.executor.podTemplateFile)."""
-    return dict(yaml.safe_load(by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]
-                               ["executor-pod-template.yaml"]))
 
 
 def _gateway(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
