@@ -18,6 +18,12 @@ RUN python -m venv /opt/spark-engine \
     && /opt/spark-engine/bin/pip install --quiet --no-deps -r /src/spark-engine.txt \
     && /opt/spark-engine/bin/python -c 'import tmlt.analytics, pyspark' \
     && /opt/spark-engine/bin/python -m compileall -q /opt/spark-engine/lib >/dev/null
+# Spark's s3a:// reader (pyspark's Hadoop is 3.3.4): hadoop-aws of that version and the AWS SDK bundle it was
+# built against, from Maven Central, pinned by SHA-256.
+COPY images/fetch-jars.py /src/fetch-jars.py
+RUN /opt/spark-engine/bin/python /src/fetch-jars.py /opt/spark-engine/lib/python3.10/site-packages/pyspark/jars \
+      org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar=53f9ae03c681a30a50aa17524bd9790ab596b28481858e54efd989a826ed3a4a \
+      com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar=873fe7cf495126619997bec21c44de5d992544aea7e632fdc77adb1a0915bae5
 
 # Stage 2: the services image, a Java runtime, the virtualenv and the executors' entry point.
 FROM ${SERVICES_IMAGE}

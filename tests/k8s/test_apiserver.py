@@ -102,8 +102,8 @@ def _spark_executors(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The executor pods Spark's scheduler would create from the chart's template: its pod, the image of
     spark.kubernetes.container.image, the instance count of spark.executor.instances."""
     template = executor_template(objects)
-    conf = dict(line.split(None, 1) for line in
-                by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"].splitlines())
+    text = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"]
+    conf = dict(line.split(None, 1) for line in text.splitlines() if not line.lstrip().startswith("#"))
     template["spec"]["containers"][0]["image"] = conf["spark.kubernetes.container.image"].strip()
     return [{**template, "metadata": {**template["metadata"], "name": f"dp-gateway-spark-executor-{i}"}}
             for i in range(int(conf["spark.executor.instances"]))]

@@ -93,6 +93,13 @@ def test_dp_gateway_spark_dockerfile_adds_java_and_tumults_venv_to_the_services_
     assert "COPY requirements/spark-engine.txt /src/spark-engine.txt" in build
     assert any("openjdk-17-jre-headless" in line for line in final)
     assert "COPY --from=build /opt/spark-engine /opt/spark-engine" in final
+    fetch = next(line for line in build if "fetch-jars.py /opt/spark-engine" in line)
+    pins = dict(item.split("=") for item in fetch.split()[4:])
+    assert set(pins) == {"org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar",
+                         "com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar"}
+    assert all(re.fullmatch("[0-9a-f]{64}", sha) for sha in pins.values())
+    jars = SPARK_ENV / "lib" / "python3.10" / "site-packages" / "pyspark" / "jars"
+    assert (jars / "hadoop-client-api-3.3.4.jar").exists()  # hadoop-aws must match pyspark's Hadoop
     assert any('ln -s /opt/privmesh-engine/privmesh "$site/privmesh"' in line for line in final)
     assert final[-3:] == ["USER 10001:10001", 'ENTRYPOINT ["/usr/local/bin/privmesh-spark-entrypoint"]',
                           'CMD ["privmesh", "--help"]']

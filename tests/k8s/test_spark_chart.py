@@ -28,7 +28,8 @@ def _spark_values() -> dict[str, Any]:
 
 def _defaults(objects: list[dict[str, Any]]) -> dict[str, str]:
     text = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"]
-    return {key: value.strip() for key, _, value in (line.partition(" ") for line in text.splitlines() if line.strip())}
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return {key: value.strip() for key, _, value in (line.partition(" ") for line in lines)}
 
 
 def _gateway(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -69,6 +70,9 @@ def test_gateway_pods_are_spark_drivers_in_client_mode(eks: list[dict[str, Any]]
     assert (conf["spark.executor.instances"], conf["spark.executor.cores"], conf["spark.executor.memory"]) == (
         "2", "2", "4g")
     assert conf["spark.authenticate"] == conf["spark.network.crypto.enabled"] == "true"
+    provider = conf["spark.hadoop.fs.s3a.aws.credentials.provider"]
+    assert provider == "com.amazonaws.auth.DefaultAWSCredentialsProviderChain"  # IRSA's web identity included
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
     env = {e["name"]: e for e in container["env"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert env["SPARK_CONF_DIR"]["value"] == mounts["spark-conf"] == "/etc/privmesh/spark"
