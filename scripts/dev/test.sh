@@ -32,6 +32,8 @@ echo "== ruff"
 .venv/bin/ruff check services tests scripts
 echo "== import contracts (pyproject.toml [tool.importlinter], docs/architecture.md)"
 .venv/bin/lint-imports --no-cache
+echo "== mypy --strict (pyproject.toml [tool.mypy])"
+.venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -16,6 +15,7 @@ from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.attestation.verifier_service import AttestationService
 from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.context import CallContext
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.paging import name_page, visible_page
 
@@ -36,8 +36,9 @@ def _kind_name(kind: int) -> str:
         "ATTESTATION_KIND_")
 
 
-def _kind_enum(kind: str) -> int:
-    return pb.AttestationKind.Value("ATTESTATION_KIND_" + kind)
+def _kind_enum(kind: str) -> str:
+    """The enum value's name, which protobuf accepts for an enum field (and mypy checks, unlike an int)."""
+    return "ATTESTATION_KIND_" + kind
 
 
 def policy_from_proto(msg: pb.Policy) -> Policy:
@@ -77,7 +78,7 @@ def result_to_proto(result: VerificationResult) -> pb.VerificationResult:
     reply = pb.VerificationResult(
         name=result.name, kind=result.kind, policy=result.policy, policy_etag=result.policy_etag,
         verdict=pb.VERDICT_ACCEPTED if result.accepted else pb.VERDICT_REJECTED,
-        refusal_reasons=[pb.RefusalReason.Value("REFUSAL_REASON_" + r) for r in result.reasons],
+        refusal_reasons=["REFUSAL_REASON_" + r for r in result.reasons],
         document_sha256=result.document_sha256, module_id=result.module_id, principal=result.principal,
         verify_time=_ts_us(result.verify_us), token_minted=result.token_minted)
     if result.replay_us:
@@ -91,13 +92,13 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
         self._authorizer = authorizer
 
     async def IssueChallenge(self, request: pb.IssueChallengeRequest,
-                             context: grpc.aio.ServicerContext) -> pb.IssueChallengeResponse:
+                             context: CallContext) -> pb.IssueChallengeResponse:
         ttl: timedelta | None = request.ttl.ToTimedelta() if request.HasField("ttl") else None
         nonce, expires = await self._service.issue_challenge(ttl)
         return pb.IssueChallengeResponse(nonce=nonce, expire_time=_ts(expires))
 
     async def VerifyAttestation(self, request: pb.VerifyAttestationRequest,
-                                context: grpc.aio.ServicerContext) -> pb.VerifyAttestationResponse:
+                                context: CallContext) -> pb.VerifyAttestationResponse:
         if not request.policy:
             raise InvalidArgument.single("policy", "required")
         at = request.verification_time.ToDatetime(timezone.utc) if request.HasField("verification_time") else None
@@ -105,7 +106,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
         c = verdict.claims
         reply = pb.VerifyAttestationResponse(
             verdict=pb.VERDICT_ACCEPTED if verdict.accepted else pb.VERDICT_REJECTED,
-            refusals=[pb.Refusal(reason=pb.RefusalReason.Value("REFUSAL_REASON_" + r.reason), message=r.message)
+            refusals=[pb.Refusal(reason="REFUSAL_REASON_" + r.reason, message=r.message)
                       for r in verdict.refusals],
             claims=pb.Claims(module_id=c.module_id, digest=c.digest, timestamp=_ts(c.timestamp), pcrs=dict(c.pcrs),
                              public_key=c.public_key or b"", user_data=c.user_data or b"", nonce=c.nonce or b"",
@@ -118,15 +119,15 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
             reply.result_token_expire_time.CopyFrom(_ts(verdict.token_expires))
         return reply
 
-    async def PutPolicy(self, request: pb.PutPolicyRequest, context: grpc.aio.ServicerContext) -> pb.PutPolicyResponse:
+    async def PutPolicy(self, request: pb.PutPolicyRequest, context: CallContext) -> pb.PutPolicyResponse:
         policy = policy_from_proto(request.policy)
         return pb.PutPolicyResponse(policy=policy_to_proto(await self._service.put_policy(policy, request.etag)))
 
-    async def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.GetPolicyResponse:
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: CallContext) -> pb.GetPolicyResponse:
         return pb.GetPolicyResponse(policy=policy_to_proto(await self._service.get_policy(request.name)))
 
     async def ListPolicies(self, request: pb.ListPoliciesRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
+                           context: CallContext) -> pb.ListPoliciesResponse:
         limit, after = name_page(request)
 
         async def fetch(start: str | None, count: int) -> list[pb.Policy]:
@@ -136,7 +137,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
         return pb.ListPoliciesResponse(policies=page, next_page_token=token)
 
     async def ListVerificationResults(self, request: pb.ListVerificationResultsRequest,
-                                      context: grpc.aio.ServicerContext) -> pb.ListVerificationResultsResponse:
+                                      context: CallContext) -> pb.ListVerificationResultsResponse:
         limit, after = name_page(request)
         await self._service.open_results(request.policy)
 
@@ -148,11 +149,11 @@ class AttestationServicer(attestation_pb2_grpc.AttestationVerifierServicer):
         return pb.ListVerificationResultsResponse(results=page, next_page_token=token)
 
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.DeletePolicyResponse:
+                           context: CallContext) -> pb.DeletePolicyResponse:
         await self._service.delete_policy(request.name, request.etag)
         return pb.DeletePolicyResponse()
 
     async def GetVerificationKeys(self, request: pb.GetVerificationKeysRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.GetVerificationKeysResponse:
+                                  context: CallContext) -> pb.GetVerificationKeysResponse:
         return pb.GetVerificationKeysResponse(jwks_json=json.dumps(self._service.issuer.jwks()),
                                               issuer=self._service.issuer.issuer)

@@ -99,16 +99,16 @@ async def federated_training_step(ctx: DemoContext) -> None:
                 node.stop()
         ctx.console.print(f"   model stored encrypted under key-broker key {run.model.encryption.key} "
                           f"({run.model.encrypted_size_bytes} bytes, AWS Encryption SDK message)")
-        header, data = None, b""
+        header, model = None, b""
         async for reply in fl.GetModel(pb.GetModelRequest(name=run.model.name,
                                                           representation=pb.MODEL_REPRESENTATION_DECRYPTED)):
             if reply.WhichOneof("payload") == "header":
                 header = reply.header
             else:
-                data += reply.chunk.data
-        expect(header is not None and len(data) == header.size_bytes, "the model could not be fetched")
+                model += reply.chunk.data
+        expect(header is not None and len(model) == header.size_bytes, "the model could not be fetched")
         assert header is not None
-        coef, intercept = decode_arrays(header.tensors, data)
+        coef, intercept = decode_arrays(header.tensors, model)
         weights = [float(w) for w in coef[:, 0]]
         correct = sum(int((sum(w * x for w, x in zip(weights, records.scaled_features(p), strict=True))
                            + float(intercept[0]) > 0) == bool(p.high_risk)) for p in patients)

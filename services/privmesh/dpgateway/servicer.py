@@ -6,7 +6,6 @@ import hashlib
 import math
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,7 +32,7 @@ from privmesh.dpgateway.sql import parse_sql
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.dpgateway.v1 import dpgateway_pb2_grpc
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.paging import decode_token, name_page, page_size, visible_page
 
@@ -100,7 +99,7 @@ def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
     spec = stored.spec
     columns = []
     for c in spec.columns:
-        column = pb.ColumnSchema(name=c.name, type=pb.ColumnType.Value("COLUMN_TYPE_" + c.type.value),
+        column = pb.ColumnSchema(name=c.name, type="COLUMN_TYPE_" + c.type.value,
                                  nullable=c.nullable, categories=[value_of(v, c.type) for v in c.categories],
                                  description=c.description)
         if c.bounds is not None:
@@ -110,13 +109,13 @@ def dataset_to_proto(stored: StoredDataset) -> pb.Dataset:
         columns.append(column)
     return pb.Dataset(
         name=f"datasets/{spec.dataset_id}", description=spec.description,
-        source=pb.DataSource(uri=spec.source.uri, format=pb.DataFormat.Value("DATA_FORMAT_" + spec.source.format.value),
+        source=pb.DataSource(uri=spec.source.uri, format="DATA_FORMAT_" + spec.source.format.value,
                              csv=pb.CsvOptions(delimiter=spec.source.delimiter, headerless=spec.source.headerless)),
         columns=columns, privacy_unit_column=spec.privacy_unit_column,
         max_contributions_per_unit=spec.max_contributions, max_groups_per_unit=spec.max_groups,
-        accounting=pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + spec.accounting.value), uid=stored.uid,
+        accounting="PRIVACY_ACCOUNTING_" + spec.accounting.value, uid=stored.uid,
         create_time=_ts_us(stored.create_us), etag=stored.etag, max_rows=spec.max_rows,
-        engine=pb.DatasetEngine.Value("DATASET_ENGINE_" + spec.engine.value))
+        engine="DATASET_ENGINE_" + spec.engine.value)
 
 
 def _keys(msg: pb.GroupKeys) -> tuple[KeysMode, tuple[tuple[Scalar, ...], ...]]:
@@ -145,15 +144,15 @@ def plan_from_proto(msg: pb.StructuredQuery) -> Plan:
 def plan_to_proto(plan: Plan, spec_types: dict[str, ColumnType]) -> pb.StructuredQuery:
     return pb.StructuredQuery(
         dataset=f"datasets/{plan.dataset_id}",
-        filters=[pb.Filter(column=f.column, operator=pb.FilterOperator.Value("FILTER_OPERATOR_" + f.operator.value),
+        filters=[pb.Filter(column=f.column, operator="FILTER_OPERATOR_" + f.operator.value,
                            values=[value_of(v, spec_types.get(f.column)) for v in f.values]) for f in plan.filters],
         group_by=list(plan.group_by),
-        group_keys=pb.GroupKeys(mode=pb.GroupKeysMode.Value("GROUP_KEYS_MODE_" + plan.keys_mode.value),
+        group_keys=pb.GroupKeys(mode="GROUP_KEYS_MODE_" + plan.keys_mode.value,
                                 keys=[pb.GroupKey(values=[value_of(v, spec_types.get(c))
                                                           for v, c in zip(k, plan.group_by, strict=True)])
                                       for k in plan.keys]) if plan.group_by else None,
         aggregates=[pb.Aggregate(alias=a.alias,
-                                 function=pb.AggregateFunction.Value("AGGREGATE_FUNCTION_" + a.function.value),
+                                 function="AGGREGATE_FUNCTION_" + a.function.value,
                                  column=a.column, quantiles=a.quantiles, candidates=a.candidates, weight=a.weight)
                     for a in plan.aggregates])
 
@@ -196,7 +195,7 @@ def release_to_proto(release: Release, types: dict[str, ColumnType]) -> pb.Relea
         rows=[pb.ResultRow(group_key=[value_of(v, types.get(c)) for v, c in zip(r.key, release.plan.group_by,
                                                                                  strict=True)],
                            estimates=[_estimate(e) for e in r.estimates]) for r in release.rows],
-        accounting=pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + release.accounting.value),
+        accounting="PRIVACY_ACCOUNTING_" + release.accounting.value,
         privacy_loss=loss_to_proto(release.privacy_loss), charged=loss_to_proto(release.charged),
         remaining=loss_to_proto(release.remaining), alpha=release.alpha,
         partition_threshold=release.partition_threshold, cached=release.cached,
@@ -205,8 +204,8 @@ def release_to_proto(release: Release, types: dict[str, ColumnType]) -> pb.Relea
 
 def budget_to_proto(budget: Budget, accounting: Accounting | None) -> pb.Budget:
     out = pb.Budget(dataset=f"datasets/{budget.dataset_id}", analyst=budget.analyst,
-                    accounting=(pb.PrivacyAccounting.Value("PRIVACY_ACCOUNTING_" + accounting.value)
-                                if accounting else 0),
+                    accounting=("PRIVACY_ACCOUNTING_" + accounting.value
+                                if accounting else None),
                     spent=loss_to_proto(budget.spent), reserved=loss_to_proto(budget.reserved),
                     remaining=loss_to_proto(budget.remaining), etag=budget.etag)
     if budget.cap is not None:
@@ -219,9 +218,9 @@ def budget_to_proto(budget: Budget, accounting: Accounting | None) -> pb.Budget:
 def entry_to_proto(entry: LedgerEntry) -> pb.LedgerEntry:
     out = pb.LedgerEntry(
         sequence=entry.sequence, time=_ts_us(entry.time_us),
-        kind=pb.LedgerEntryKind.Value("LEDGER_ENTRY_KIND_" + entry.kind), dataset=f"datasets/{entry.dataset_id}",
+        kind="LEDGER_ENTRY_KIND_" + entry.kind, dataset=f"datasets/{entry.dataset_id}",
         analyst=entry.analyst, principal=entry.principal,
-        state=pb.SpendState.Value("SPEND_STATE_" + entry.state) if entry.state else 0,
+        state="SPEND_STATE_" + entry.state if entry.state else None,
         query_digest=entry.query_digest, release_id=entry.release_id, cached=entry.cached,
         remaining=loss_to_proto(entry.remaining), update_time=_ts_us(entry.update_us))
     if entry.kind == "SPEND":
@@ -258,7 +257,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         self._authorizer = authorizer
 
     async def RegisterDataset(self, request: pb.RegisterDatasetRequest,
-                              context: grpc.aio.ServicerContext) -> pb.RegisterDatasetResponse:
+                              context: CallContext) -> pb.RegisterDatasetResponse:
         if request.dataset.ByteSize() > MAX_REQUEST_BYTES:
             raise InvalidArgument.single("dataset", f"encodes to more than {MAX_REQUEST_BYTES} bytes",
                                          "SCHEMA_INVALID")
@@ -267,12 +266,12 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return pb.RegisterDatasetResponse(dataset=dataset_to_proto(stored))
 
     async def GetDataset(self, request: pb.GetDatasetRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetDatasetResponse:
+                         context: CallContext) -> pb.GetDatasetResponse:
         dataset_id = _name(request.name, "name")
         return pb.GetDatasetResponse(dataset=dataset_to_proto(await self._service.get_dataset(dataset_id)))
 
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
+                           context: CallContext) -> pb.ListDatasetsResponse:
         limit, after = name_page(request)
 
         async def fetch(start: str | None, count: int) -> list[pb.Dataset]:
@@ -283,7 +282,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return pb.ListDatasetsResponse(datasets=page, next_page_token=token)
 
     async def DeleteDataset(self, request: pb.DeleteDatasetRequest,
-                            context: grpc.aio.ServicerContext) -> pb.DeleteDatasetResponse:
+                            context: CallContext) -> pb.DeleteDatasetResponse:
         dataset_id = _name(request.name, "name")
         await self._service.delete_dataset(dataset_id, request.etag)
         return pb.DeleteDatasetResponse()
@@ -292,7 +291,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         stored = await self._service.find_dataset(dataset_id)
         return {c.name: c.type for c in stored.spec.columns} if stored else {}
 
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
+    async def Query(self, request: pb.QueryRequest, context: CallContext) -> pb.QueryResponse:
         _check_size(request)
         privacy = privacy_from_proto(request.privacy)
         _check_loss_finite(privacy)
@@ -306,7 +305,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         release = await self._service.query(query)
         return pb.QueryResponse(release=release_to_proto(release, await self._types(dataset_id)))
 
-    async def QuerySql(self, request: pb.QuerySqlRequest, context: grpc.aio.ServicerContext) -> pb.QuerySqlResponse:
+    async def QuerySql(self, request: pb.QuerySqlRequest, context: CallContext) -> pb.QuerySqlResponse:
         _check_size(request)
         privacy = privacy_from_proto(request.privacy)
         _check_loss_finite(privacy)
@@ -317,14 +316,14 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         release = await self._service.query(query)
         return pb.QuerySqlResponse(release=release_to_proto(release, await self._types(parsed.dataset_id)))
 
-    async def SetBudget(self, request: pb.SetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.SetBudgetResponse:
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: CallContext) -> pb.SetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
         analyst = _analyst(request.analyst, required=True)
         cap = Loss(request.cap.epsilon, request.cap.delta, request.cap.rho) if request.HasField("cap") else None
         budget = await self._service.set_budget(dataset_id, analyst, cap, request.etag)
         return pb.SetBudgetResponse(budget=budget_to_proto(budget, await self._service.accounting_of(dataset_id)))
 
-    async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
+    async def GetBudget(self, request: pb.GetBudgetRequest, context: CallContext) -> pb.GetBudgetResponse:
         dataset_id = _name(request.dataset, "dataset")
         # Another analyst's budget needs the "datasets/{dataset}:analysts" view, checked by the runtime.
         analyst = _analyst(request.analyst, required=False) or current_principal.get()
@@ -336,7 +335,7 @@ class DPGatewayServicer(dpgateway_pb2_grpc.DPGatewayServicer):
         return reply
 
     async def ListLedger(self, request: pb.ListLedgerRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListLedgerResponse:
+                         context: CallContext) -> pb.ListLedgerResponse:
         dataset_id = _name(request.dataset, "dataset") if request.dataset else ""
         analyst = _analyst(request.analyst, required=False)
         limit = page_size(request.page_size, 100, 1000)

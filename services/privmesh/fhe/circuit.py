@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 import numpy as np
+from numpy.typing import NDArray
 
 from privmesh.fhe.evaluator import C, Evaluator, P
 from privmesh.fhe.model import ModelSpec
@@ -36,7 +37,7 @@ class Packing:
     def of(cls, spec: ModelSpec) -> Packing:
         return cls(len(spec.features), spec.outputs, spec.stride, spec.params.batch_size, spec.samples_per_ciphertext)
 
-    def pack(self, samples: np.ndarray) -> np.ndarray:
+    def pack(self, samples: NDArray[np.float64]) -> NDArray[np.float64]:
         """Preprocessed samples (n x features, n <= samples_per_ciphertext) as one ciphertext's slot values."""
         values = np.asarray(samples, dtype=float)
         if values.ndim != 2 or values.shape[1] != self.features:
@@ -48,7 +49,7 @@ class Packing:
             slots[i * self.stride:i * self.stride + self.features] = row
         return slots
 
-    def unpack(self, slots: Sequence[float], count: int) -> np.ndarray:
+    def unpack(self, slots: Sequence[float], count: int) -> NDArray[np.float64]:
         """The outputs (count x outputs) of an output ciphertext's slot values."""
         values = np.asarray(slots, dtype=float)
         return np.array([values[i * self.stride:i * self.stride + self.outputs] for i in range(count)])
@@ -56,9 +57,9 @@ class Packing:
 
 @dataclass(frozen=True)
 class _Layer:
-    unit_weights: tuple[np.ndarray, ...]  # per unit: its weights tiled over the samples
-    bias: np.ndarray  # unit u's bias at slot i * stride + u
-    mask: np.ndarray  # 1 at slot i * stride for every sample
+    unit_weights: tuple[NDArray[np.float64], ...]  # per unit: its weights tiled over the samples
+    bias: NDArray[np.float64]  # unit u's bias at slot i * stride + u
+    mask: NDArray[np.float64]  # 1 at slot i * stride for every sample
     activation: str  # "identity", "square" or "polynomial"
     coefficients: tuple[float, ...]  # power basis in t, for "polynomial"
 

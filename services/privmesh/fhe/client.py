@@ -27,6 +27,7 @@ from datetime import timedelta
 import numpy as np
 import openfhe
 from google.protobuf.duration_pb2 import Duration
+from numpy.typing import NDArray
 from rich.progress import Progress
 
 from privmesh.fhe.circuit import Packing
@@ -64,7 +65,7 @@ class ClientKeys:
     def packing(self) -> Packing:
         return packing_of(self.model)
 
-    def key_parts(self) -> list[tuple[int, bytes]]:
+    def key_parts(self) -> list[tuple[pb.KeyPartKind, bytes]]:
         """The parts RegisterKeys needs, serialized in OpenFHE's BINARY format (never the secret key)."""
         tag = self.key_pair.publicKey.GetKeyTag()
         serialized = {
@@ -75,18 +76,18 @@ class ClientKeys:
         }
         return [(kind, serialized[kind]()) for kind in self.model.required_key_parts]
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+    def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as the model declares."""
         offsets = np.array([f.offset for f in self.model.features])
         scales = np.array([f.scale or 1.0 for f in self.model.features])
         return (np.asarray(raw, dtype=float) - offsets) / scales
 
-    def encrypt(self, samples: np.ndarray) -> bytes:
+    def encrypt(self, samples: NDArray[np.float64]) -> bytes:
         """One input: preprocessed samples (at most samples_per_ciphertext) packed and encrypted."""
         plaintext = self.context.MakeCKKSPackedPlaintext([float(v) for v in self.packing.pack(samples)])
         return bytes(openfhe.Serialize(self.context.Encrypt(self.key_pair.publicKey, plaintext), openfhe.BINARY))
 
-    def decrypt(self, output: bytes, count: int) -> np.ndarray:
+    def decrypt(self, output: bytes, count: int) -> NDArray[np.float64]:
         """The model's outputs (count x values_per_sample) of one output ciphertext."""
         ciphertext = openfhe.DeserializeCiphertextString(output, openfhe.BINARY)
         plaintext = self.context.Decrypt(self.key_pair.secretKey, ciphertext)
@@ -138,7 +139,7 @@ async def infer_encrypted(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
     async def requests() -> AsyncIterator[pb.InferRequest]:
         yield pb.InferRequest(start=pb.InferStart(session=session))
         for input_id, (ciphertext, count) in enumerate(inputs):
-            for message in _input_messages(input_id, ciphertext, count):
+            for message in input_messages(input_id, ciphertext, count):
                 yield pb.InferRequest(input=message) if isinstance(message, pb.InferInput) else \
                     pb.InferRequest(chunk=message)
 
@@ -162,7 +163,7 @@ async def collect_outputs(call: AsyncIterator[pb.InferResponse] | AsyncIterator[
     return outputs
 
 
-def _input_messages(input_id: int, ciphertext: bytes, count: int) -> Iterator[pb.InferInput | pb.CiphertextChunk]:
+def input_messages(input_id: int, ciphertext: bytes, count: int) -> Iterator[pb.InferInput | pb.CiphertextChunk]:
     """Infer's input framing (SubmitJob uses the same): the input's header, then its ciphertext in 1 MiB chunks."""
     yield pb.InferInput(input_id=input_id, sample_count=count,
                         ciphertexts=[pb.CiphertextInfo(size_bytes=len(ciphertext))])
@@ -181,13 +182,20 @@ async def submit_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inputs: 
     start = pb.JobStart(session=session, input_count=count, request_id=request_id or str(uuid.uuid4()))
 
     async def requests() -> AsyncIterator[pb.SubmitJobRequest]:
-        yield pb.SubmitJobRequest(start=start)
-        for input_id, (ciphertext, samples) in enumerate(inputs):
-            for message in _input_messages(input_id, ciphertext, samples):
-                yield pb.SubmitJobRequest(input=message) if isinstance(message, pb.InferInput) else \
-                    pb.SubmitJobRequest(chunk=message)
+        for request in job_requests(start, inputs):
+            yield request
 
     return (await stub.SubmitJob(requests(), timeout=timeout)).job
+
+
+def job_requests(start: pb.JobStart, inputs: Iterable[tuple[bytes, int]]) -> Iterator[pb.SubmitJobRequest]:
+    """SubmitJob's request stream (also the serverless job function's input objects): the start, then each input
+    (ciphertext, sample count) in Infer's input framing."""
+    yield pb.SubmitJobRequest(start=start)
+    for input_id, (ciphertext, samples) in enumerate(inputs):
+        for message in input_messages(input_id, ciphertext, samples):
+            yield pb.SubmitJobRequest(input=message) if isinstance(message, pb.InferInput) else \
+                pb.SubmitJobRequest(chunk=message)
 
 
 async def wait_for_job(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, poll_seconds: float = 1.0,

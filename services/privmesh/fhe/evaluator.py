@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 C = TypeVar("C")  # the backend's ciphertext type
 P = TypeVar("P")  # the backend's encoded plaintext type
@@ -30,7 +31,7 @@ class Evaluator(ABC, Generic[C, P]):
         """The number of slots of a ciphertext (the context's batch size)."""
 
     @abstractmethod
-    def encode(self, values: np.ndarray) -> P:
+    def encode(self, values: NDArray[np.float64]) -> P:
         """A plaintext holding `values` in its first slots (zeros after)."""
 
     @abstractmethod

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from privmesh.fhe.params import (
     PRODUCTION_SECURITY,
@@ -66,7 +67,7 @@ class Activation:
         assert self.approximation is not None
         return depth_of_degree(self.approximation.degree)
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
+    def __call__(self, z: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.kind == "identity":
             return z
         if self.kind == "square":
@@ -77,8 +78,8 @@ class Activation:
 
 @dataclass(frozen=True)
 class Layer:
-    weights: np.ndarray  # units x inputs
-    bias: np.ndarray  # units
+    weights: NDArray[np.float64]  # units x inputs
+    bias: NDArray[np.float64]  # units
     activation: Activation
 
     @property
@@ -119,13 +120,13 @@ class ModelSpec:
     def outputs(self) -> int:
         return self.layers[-1].units
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+    def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as clients must encode."""
         offsets = np.array([f.offset for f in self.features])
         scales = np.array([f.scale or 1.0 for f in self.features])
         return (np.asarray(raw, dtype=float) - offsets) / scales
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
+    def predict(self, inputs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Plaintext inference on preprocessed inputs (samples x features): what decryption must match."""
         values = np.asarray(inputs, dtype=float)
         for layer in self.layers:
@@ -139,7 +140,7 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _matrix(value: Any, where: str) -> np.ndarray:
+def _matrix(value: Any, where: str) -> NDArray[np.float64]:
     try:
         array = np.array(value, dtype=float)
     except (TypeError, ValueError):

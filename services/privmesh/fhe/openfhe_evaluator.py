@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import openfhe
+from numpy.typing import NDArray
 
 from privmesh.fhe.evaluator import Evaluator
 
@@ -18,7 +19,7 @@ class OpenFheEvaluator(Evaluator[openfhe.Ciphertext, openfhe.Plaintext]):
     def slots(self) -> int:
         return int(self.context.GetBatchSize())
 
-    def encode(self, values: np.ndarray) -> openfhe.Plaintext:
+    def encode(self, values: NDArray[np.float64]) -> openfhe.Plaintext:
         return self.context.MakeCKKSPackedPlaintext([float(v) for v in values])
 
     def add(self, a: openfhe.Ciphertext, b: openfhe.Ciphertext) -> openfhe.Ciphertext:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.polynomial import chebyshev
+from numpy.typing import NDArray
 
-FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+FUNCTIONS: dict[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]] = {
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0.0),
     "tanh": np.tanh,
@@ -48,7 +49,7 @@ class Approximation:
         standard[0] /= 2.0  # OpenFHE's c0/2 convention back to numpy's
         return tuple(float(c) for c in chebyshev.cheb2poly(standard))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """The polynomial (not the function it approximates): the model's declared activation."""
         t = (np.asarray(x, dtype=float) - self.center) / self.half_width
         return np.polynomial.polynomial.polyval(t, self.power_coefficients())

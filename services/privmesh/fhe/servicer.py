@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -30,7 +29,7 @@ from privmesh.fhe.store import Session
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.paging import name_page, visible_page
 
@@ -217,7 +216,7 @@ class JobServicer:
     _authorizer: Authorizer
 
     async def SubmitJob(self, request_iterator: AsyncIterator[pb.SubmitJobRequest],
-                        context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
+                        context: CallContext) -> pb.SubmitJobResponse:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None or first.WhichOneof("payload") != "start":
@@ -236,12 +235,12 @@ class JobServicer:
         job = await self._jobs.submit(current_principal.get(), request, receive, self._authorizer.require)
         return pb.SubmitJobResponse(job=job_to_proto(job))
 
-    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+    async def GetJob(self, request: pb.GetJobRequest, context: CallContext) -> pb.GetJobResponse:
         job = await self._jobs.get(_resource_id(request.name, "jobs", "name"), current_principal.get())
         self._authorizer.require(f"models/{job.model_id}")
         return pb.GetJobResponse(job=job_to_proto(job))
 
-    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def ListJobs(self, request: pb.ListJobsRequest, context: CallContext) -> pb.ListJobsResponse:
         limit, after = name_page(request)
         states = {number: state for state, number in JOB_STATES.items()}
         if request.state and request.state not in states:
@@ -257,14 +256,14 @@ class JobServicer:
         return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
     async def GetJobResult(self, request: pb.GetJobResultRequest,
-                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetJobResultResponse]:
+                           context: CallContext) -> AsyncIterator[pb.GetJobResultResponse]:
         job_id = _resource_id(request.name, "jobs", "name")
         async for output in self._jobs.outputs(job_id, current_principal.get(), self._authorizer.require):
             for field, message in _output_messages(output.input_id, output.sample_count, output.ciphertexts,
                                                    output.seconds, output.evaluator):
                 yield pb.GetJobResultResponse(**{field: message})
 
-    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+    async def CancelJob(self, request: pb.CancelJobRequest, context: CallContext) -> pb.CancelJobResponse:
         job = await self._jobs.cancel(_resource_id(request.name, "jobs", "name"), current_principal.get(),
                                       self._authorizer.require)
         return pb.CancelJobResponse(job=job_to_proto(job))
@@ -277,7 +276,7 @@ class FheServicer(JobServicer, fhe_pb2_grpc.FHEInferenceServicer):
         self._authorizer = authorizer
 
     async def ListModels(self, request: pb.ListModelsRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+                         context: CallContext) -> pb.ListModelsResponse:
         limit, after = name_page(request)
         kind = reverse(KINDS).get(request.kind) if request.kind else None
 
@@ -288,23 +287,23 @@ class FheServicer(JobServicer, fhe_pb2_grpc.FHEInferenceServicer):
                                          self._authorizer.visible)
         return pb.ListModelsResponse(models=page, next_page_token=token)
 
-    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
+    async def GetModel(self, request: pb.GetModelRequest, context: CallContext) -> pb.GetModelResponse:
         model_id = _resource_id(request.name, "models", "name")
         return pb.GetModelResponse(model=model_to_proto(await self._service.model(model_id)))
 
     async def CreateModel(self, request: pb.CreateModelRequest,
-                          context: grpc.aio.ServicerContext) -> pb.CreateModelResponse:
+                          context: CallContext) -> pb.CreateModelResponse:
         return pb.CreateModelResponse(model=model_to_proto(
             await self._service.create_model(request.model_id, request.model_file)))
 
     async def DeleteModel(self, request: pb.DeleteModelRequest,
-                          context: grpc.aio.ServicerContext) -> pb.DeleteModelResponse:
+                          context: CallContext) -> pb.DeleteModelResponse:
         model_id = _resource_id(request.name, "models", "name")
         await self._service.delete_model(model_id)
         return pb.DeleteModelResponse()
 
     async def RegisterKeys(self, request_iterator: AsyncIterator[pb.RegisterKeysRequest],
-                           context: grpc.aio.ServicerContext) -> pb.RegisterKeysResponse:
+                           context: CallContext) -> pb.RegisterKeysResponse:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("payload") != "header":
             raise _out_of_order("the first message must be the header")
@@ -313,19 +312,19 @@ class FheServicer(JobServicer, fhe_pb2_grpc.FHEInferenceServicer):
         return pb.RegisterKeysResponse(session=session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetSessionResponse:
+                         context: CallContext) -> pb.GetSessionResponse:
         session = await self._service.session(_resource_id(request.name, "sessions", "name"), current_principal.get())
         self._authorizer.require(f"models/{session.model_id}")
         return pb.GetSessionResponse(session=session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest,
-                            context: grpc.aio.ServicerContext) -> pb.DeleteSessionResponse:
+                            context: CallContext) -> pb.DeleteSessionResponse:
         await self._service.delete_session(_resource_id(request.name, "sessions", "name"), current_principal.get(),
                                            self._authorizer.require)
         return pb.DeleteSessionResponse()
 
     async def Infer(self, request_iterator: AsyncIterator[pb.InferRequest],
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.InferResponse]:
+                    context: CallContext) -> AsyncIterator[pb.InferResponse]:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None or first.WhichOneof("payload") != "start":

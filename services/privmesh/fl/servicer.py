@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from privmesh.fl.coordinator.service import CoordinatorService
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.runtime.authz import Authorizer
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument, PermissionDenied
 from privmesh.runtime.paging import decode_token, name_page, page_size, visible_page
 
@@ -34,16 +32,16 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
         self._authorizer = authorizer
 
     async def CreateFederation(self, request: pb.CreateFederationRequest,
-                               context: grpc.aio.ServicerContext) -> pb.CreateFederationResponse:
+                               context: CallContext) -> pb.CreateFederationResponse:
         federation = await self._service.create_federation(request, current_principal.get())
         return pb.CreateFederationResponse(federation=federation)
 
     async def GetFederation(self, request: pb.GetFederationRequest,
-                            context: grpc.aio.ServicerContext) -> pb.GetFederationResponse:
+                            context: CallContext) -> pb.GetFederationResponse:
         return pb.GetFederationResponse(federation=await self._service.get_federation(request.name))
 
     async def ListFederations(self, request: pb.ListFederationsRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ListFederationsResponse:
+                              context: CallContext) -> pb.ListFederationsResponse:
         limit, after = name_page(request)
 
         async def fetch(start: str | None, count: int) -> list[pb.Federation]:
@@ -53,12 +51,12 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
         return pb.ListFederationsResponse(federations=page, next_page_token=token)
 
     async def RegisterParticipant(self, request: pb.RegisterParticipantRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.RegisterParticipantResponse:
+                                  context: CallContext) -> pb.RegisterParticipantResponse:
         participant = await self._service.register_participant(request, current_principal.get())
         return pb.RegisterParticipantResponse(participant=participant)
 
     async def ListParticipants(self, request: pb.ListParticipantsRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ListParticipantsResponse:
+                               context: CallContext) -> pb.ListParticipantsResponse:
         limit, after = name_page(request)
 
         async def fetch(start: str | None, count: int) -> list[pb.Participant]:
@@ -68,22 +66,22 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
         return pb.ListParticipantsResponse(participants=page, next_page_token=token)
 
     async def RemoveParticipant(self, request: pb.RemoveParticipantRequest,
-                                context: grpc.aio.ServicerContext) -> pb.RemoveParticipantResponse:
+                                context: CallContext) -> pb.RemoveParticipantResponse:
         await self._service.remove_participant(request.name)
         return pb.RemoveParticipantResponse()
 
     async def GetStartupKit(self, request: pb.GetStartupKitRequest,
-                            context: grpc.aio.ServicerContext) -> pb.GetStartupKitResponse:
+                            context: CallContext) -> pb.GetStartupKitResponse:
         return await self._service.get_startup_kit(request.name)
 
-    async def StartRun(self, request: pb.StartRunRequest, context: grpc.aio.ServicerContext) -> pb.StartRunResponse:
+    async def StartRun(self, request: pb.StartRunRequest, context: CallContext) -> pb.StartRunResponse:
         return pb.StartRunResponse(run=await self._service.start_run(request, current_principal.get()))
 
-    async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
+    async def GetRun(self, request: pb.GetRunRequest, context: CallContext) -> pb.GetRunResponse:
         run = await self._service.get_run(request.name)
         return pb.GetRunResponse(run=_basic(run) if request.view == pb.RUN_VIEW_BASIC else run)
 
-    async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
+    async def ListRuns(self, request: pb.ListRunsRequest, context: CallContext) -> pb.ListRunsResponse:
         limit = page_size(request.page_size, 50, 500)
         before = decode_token(request.page_token, int)
 
@@ -95,16 +93,16 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
         runs = [run if request.view == pb.RUN_VIEW_FULL else _basic(run) for _, run in page]
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
-    async def StopRun(self, request: pb.StopRunRequest, context: grpc.aio.ServicerContext) -> pb.StopRunResponse:
+    async def StopRun(self, request: pb.StopRunRequest, context: CallContext) -> pb.StopRunResponse:
         return pb.StopRunResponse(run=await self._service.stop_run(request.name))
 
     async def WatchRun(self, request: pb.WatchRunRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchRunResponse]:
+                       context: CallContext) -> AsyncIterator[pb.WatchRunResponse]:
         async for event in self._service.watch_run(request.name, request.after_sequence):
             yield pb.WatchRunResponse(event=event)
 
     async def GetModel(self, request: pb.GetModelRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetModelResponse]:
+                       context: CallContext) -> AsyncIterator[pb.GetModelResponse]:
         decrypted = request.representation == pb.MODEL_REPRESENTATION_DECRYPTED
         header, payload = await self._service.get_model(request.name, decrypted)
         yield pb.GetModelResponse(header=header)
@@ -124,12 +122,12 @@ class FLRunReporterServicer(reporter_pb2_grpc.FLRunReporterServicer):
             raise PermissionDenied("PERMISSION_DENIED_BY_POLICY", "only the coordinator's ServerApps report runs")
 
     async def ReportRun(self, request: reporter_pb2.ReportRunRequest,
-                        context: grpc.aio.ServicerContext) -> reporter_pb2.ReportRunResponse:
+                        context: CallContext) -> reporter_pb2.ReportRunResponse:
         self._check_caller()
         return reporter_pb2.ReportRunResponse(stop_requested=await self._service.report(request))
 
     async def UploadModel(self, request_iterator: AsyncIterator[reporter_pb2.UploadModelRequest],
-                          context: grpc.aio.ServicerContext) -> reporter_pb2.UploadModelResponse:
+                          context: CallContext) -> reporter_pb2.UploadModelResponse:
         self._check_caller()
         header: reporter_pb2.UploadedModelHeader | None = None
         parts: list[bytes] = []

@@ -6,7 +6,6 @@ import hashlib
 import re
 from datetime import timedelta, timezone
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,6 +15,7 @@ from privmesh.keybroker.service import DataKeyResult, KeyBrokerService
 from privmesh.keybroker.store import Caching, KeyRecord
 from privmesh.keybroker.v1 import keybroker_pb2 as pb
 from privmesh.keybroker.v1 import keybroker_pb2_grpc
+from privmesh.runtime.context import CallContext
 from privmesh.runtime.errors import InvalidArgument, Violations
 from privmesh.runtime.paging import decode_token, encode_token, page_size
 
@@ -60,7 +60,8 @@ def key_to_proto(record: KeyRecord) -> pb.Key:
     primary = record.version(record.primary_version)
     return pb.Key(
         name=record.name, key_id=record.key_id, alias=record.alias, description=record.description,
-        backend=BACKEND_ENUM[record.backend], origin=record.origin, key_spec=pb.KEY_SPEC_AES_256, state=record.state,
+        backend=BACKEND_ENUM[record.backend], origin=pb.KeyOrigin.Name(record.origin), key_spec=pb.KEY_SPEC_AES_256,
+        state=pb.KeyState.Name(record.state),
         primary_version=record.primary_version, rotation_period=_duration_us(record.rotation_period_us),
         next_rotation_time=_ts_us(record.next_rotation_us), data_key_caching=caching_to_proto(record.caching),
         deletion_time=_ts_us(record.deletion_us),
@@ -72,7 +73,8 @@ def key_to_proto(record: KeyRecord) -> pb.Key:
 def version_to_proto(record: KeyRecord, number: int) -> pb.KeyVersion:
     version = record.version(number)
     assert version is not None
-    return pb.KeyVersion(name=f"{record.name}/versions/{number}", version=number, state=version.state,
+    return pb.KeyVersion(name=f"{record.name}/versions/{number}", version=number,
+                         state=pb.KeyVersionState.Name(version.state),
                          primary=number == record.primary_version, create_time=_ts_us(version.create_us),
                          material_expire_time=_ts_us(version.material_expire_us),
                          destroy_time=_ts_us(version.destroy_us))
@@ -140,7 +142,7 @@ def _data_key_spec(spec: int) -> None:
         raise InvalidArgument.single("key_spec", "only AES_256")
 
 
-def _format(result: DataKeyResult) -> int | None:
+def _format(result: DataKeyResult) -> pb.RecipientCiphertextFormat | None:
     if result.recipient is None:
         return None
     cms = pb.RECIPIENT_CIPHERTEXT_FORMAT_CMS_ENVELOPED_DATA
@@ -159,7 +161,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
     def __init__(self, service: KeyBrokerService) -> None:
         self._service = service
 
-    async def CreateKey(self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext) -> pb.CreateKeyResponse:
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: CallContext) -> pb.CreateKeyResponse:
         bad = Violations()
         bad.check(not request.alias or bool(ALIAS.match(request.alias)), "alias",
                   "letters, digits, '-' and '_', 1..63 characters")
@@ -176,10 +178,10 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
             _request(request))
         return pb.CreateKeyResponse(key=key_to_proto(key))
 
-    async def GetKey(self, request: pb.GetKeyRequest, context: grpc.aio.ServicerContext) -> pb.GetKeyResponse:
+    async def GetKey(self, request: pb.GetKeyRequest, context: CallContext) -> pb.GetKeyResponse:
         return pb.GetKeyResponse(key=key_to_proto(await self._service.get_key(request.name)))
 
-    async def ListKeys(self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext) -> pb.ListKeysResponse:
+    async def ListKeys(self, request: pb.ListKeysRequest, context: CallContext) -> pb.ListKeysResponse:
         limit = page_size(request.page_size, 50, 500)
         after = int(decode_token(request.page_token, int) or 0)
         if request.backend not in (pb.KEY_BACKEND_UNSPECIFIED, *BACKENDS):
@@ -189,7 +191,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         return pb.ListKeysResponse(keys=[key_to_proto(k) for k in keys],
                                    next_page_token="" if next_seq is None else encode_token(next_seq))
 
-    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: grpc.aio.ServicerContext) -> pb.UpdateKeyResponse:
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: CallContext) -> pb.UpdateKeyResponse:
         mask = set(request.update_mask.paths)
         if not mask or not mask <= UPDATABLE:
             raise InvalidArgument.single("update_mask", f"required; any of {', '.join(sorted(UPDATABLE))}")
@@ -205,12 +207,12 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
             _caching(key.data_key_caching, "key.data_key_caching", key.HasField("data_key_caching")), request.etag)
         return pb.UpdateKeyResponse(key=key_to_proto(record))
 
-    async def RotateKey(self, request: pb.RotateKeyRequest, context: grpc.aio.ServicerContext) -> pb.RotateKeyResponse:
+    async def RotateKey(self, request: pb.RotateKeyRequest, context: CallContext) -> pb.RotateKeyResponse:
         record, version = await self._service.rotate_key(request.name, _request(request))
         return pb.RotateKeyResponse(key=key_to_proto(record), version=version_to_proto(record, version))
 
     async def ListKeyVersions(self, request: pb.ListKeyVersionsRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ListKeyVersionsResponse:
+                              context: CallContext) -> pb.ListKeyVersionsResponse:
         limit = page_size(request.page_size, 50, 500)
         before = decode_token(request.page_token, int)
         record = await self._service.get_key(request.key)
@@ -220,25 +222,25 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         token = encode_token(page[-1]) if len(numbers) > limit else ""
         return pb.ListKeyVersionsResponse(versions=[version_to_proto(record, n) for n in page], next_page_token=token)
 
-    async def EnableKey(self, request: pb.EnableKeyRequest, context: grpc.aio.ServicerContext) -> pb.EnableKeyResponse:
+    async def EnableKey(self, request: pb.EnableKeyRequest, context: CallContext) -> pb.EnableKeyResponse:
         return pb.EnableKeyResponse(key=key_to_proto(await self._service.enable_key(request.name)))
 
     async def DisableKey(self, request: pb.DisableKeyRequest,
-                         context: grpc.aio.ServicerContext) -> pb.DisableKeyResponse:
+                         context: CallContext) -> pb.DisableKeyResponse:
         return pb.DisableKeyResponse(key=key_to_proto(await self._service.disable_key(request.name)))
 
     async def ScheduleKeyDeletion(self, request: pb.ScheduleKeyDeletionRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.ScheduleKeyDeletionResponse:
+                                  context: CallContext) -> pb.ScheduleKeyDeletionResponse:
         waiting = request.waiting_period.ToTimedelta() if request.HasField("waiting_period") else None
         return pb.ScheduleKeyDeletionResponse(key=key_to_proto(
             await self._service.schedule_deletion(request.name, waiting)))
 
     async def CancelKeyDeletion(self, request: pb.CancelKeyDeletionRequest,
-                                context: grpc.aio.ServicerContext) -> pb.CancelKeyDeletionResponse:
+                                context: CallContext) -> pb.CancelKeyDeletionResponse:
         return pb.CancelKeyDeletionResponse(key=key_to_proto(await self._service.cancel_deletion(request.name)))
 
     async def GetImportParameters(self, request: pb.GetImportParametersRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.GetImportParametersResponse:
+                                  context: CallContext) -> pb.GetImportParametersResponse:
         if request.wrapping_algorithm not in (pb.WRAPPING_ALGORITHM_UNSPECIFIED,
                                               pb.WRAPPING_ALGORITHM_RSAES_OAEP_SHA_256):
             raise InvalidArgument.single("wrapping_algorithm", "only RSAES_OAEP_SHA_256")
@@ -249,7 +251,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
                                               import_token=params.import_token, expire_time=expire)
 
     async def ImportKeyMaterial(self, request: pb.ImportKeyMaterialRequest,
-                                context: grpc.aio.ServicerContext) -> pb.ImportKeyMaterialResponse:
+                                context: CallContext) -> pb.ImportKeyMaterialResponse:
         bad = Violations()
         bad.check(0 < len(request.import_token) <= 8 * 1024, "import_token", "1..8192 bytes required")
         bad.check(0 < len(request.encrypted_key_material) <= 1024, "encrypted_key_material", "1..1024 bytes required")
@@ -265,24 +267,24 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         return pb.ImportKeyMaterialResponse(key=key_to_proto(record), version=version_to_proto(record, version))
 
     async def DeleteImportedKeyMaterial(self, request: pb.DeleteImportedKeyMaterialRequest,
-                                        context: grpc.aio.ServicerContext) -> pb.DeleteImportedKeyMaterialResponse:
+                                        context: CallContext) -> pb.DeleteImportedKeyMaterialResponse:
         return pb.DeleteImportedKeyMaterialResponse(key=key_to_proto(await self._service.delete_imported(request.key)))
 
     async def PutKeyPolicy(self, request: pb.PutKeyPolicyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.PutKeyPolicyResponse:
+                           context: CallContext) -> pb.PutKeyPolicyResponse:
         record, etag, updated = await self._service.put_policy(request.key, request.policy, request.etag,
                                                                request.bypass_policy_lockout_safety_check)
         return pb.PutKeyPolicyResponse(policy=pb.KeyPolicy(key=record.name, statements=request.policy.statements,
                                                            etag=etag, update_time=_ts_us(updated)))
 
     async def GetKeyPolicy(self, request: pb.GetKeyPolicyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.GetKeyPolicyResponse:
+                           context: CallContext) -> pb.GetKeyPolicyResponse:
         record, policy, etag, updated = await self._service.get_policy(request.key)
         return pb.GetKeyPolicyResponse(policy=pb.KeyPolicy(key=record.name, statements=policy.statements, etag=etag,
                                                            update_time=_ts_us(updated)))
 
     async def GenerateDataKey(self, request: pb.GenerateDataKeyRequest,
-                              context: grpc.aio.ServicerContext) -> pb.GenerateDataKeyResponse:
+                              context: CallContext) -> pb.GenerateDataKeyResponse:
         _data_key_spec(request.key_spec)
         evidence = _evidence(request.recipient, request.HasField("recipient"))
         result = await self._service.generate_data_key(request.key, dict(request.encryption_context), evidence)
@@ -295,14 +297,14 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
 
     async def GenerateDataKeyWithoutPlaintext(
             self, request: pb.GenerateDataKeyWithoutPlaintextRequest,
-            context: grpc.aio.ServicerContext) -> pb.GenerateDataKeyWithoutPlaintextResponse:
+            context: CallContext) -> pb.GenerateDataKeyWithoutPlaintextResponse:
         _data_key_spec(request.key_spec)
         result = await self._service.generate_data_key(request.key, dict(request.encryption_context), None,
                                                        with_plaintext=False)
         return pb.GenerateDataKeyWithoutPlaintextResponse(key=result.key.name, key_version=result.version,
                                                           ciphertext_blob=result.blob)
 
-    async def Decrypt(self, request: pb.DecryptRequest, context: grpc.aio.ServicerContext) -> pb.DecryptResponse:
+    async def Decrypt(self, request: pb.DecryptRequest, context: CallContext) -> pb.DecryptResponse:
         evidence = _evidence(request.recipient, request.HasField("recipient"))
         result = await self._service.decrypt(request.ciphertext_blob, dict(request.encryption_context), request.key,
                                              evidence)
@@ -313,7 +315,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
             recipient=_attested(result),
             caching=caching_to_proto(result.key.caching) if not result.recipient else None)
 
-    async def ReEncrypt(self, request: pb.ReEncryptRequest, context: grpc.aio.ServicerContext) -> pb.ReEncryptResponse:
+    async def ReEncrypt(self, request: pb.ReEncryptRequest, context: CallContext) -> pb.ReEncryptResponse:
         source, source_version, target, version, blob = await self._service.re_encrypt(
             request.ciphertext_blob, dict(request.source_encryption_context), request.source_key,
             request.destination_key, dict(request.destination_encryption_context))
@@ -321,7 +323,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
                                     key=target.name, key_version=version)
 
     async def EncryptMessage(self, request: pb.EncryptMessageRequest,
-                             context: grpc.aio.ServicerContext) -> pb.EncryptMessageResponse:
+                             context: CallContext) -> pb.EncryptMessageResponse:
         suite = SUITE_NAMES.get(request.algorithm_suite)
         if suite is None:
             raise InvalidArgument.single("algorithm_suite", "not a MessageAlgorithmSuite")
@@ -331,7 +333,7 @@ class KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
                                          algorithm_suite=SUITE_ENUM[suite])
 
     async def DecryptMessage(self, request: pb.DecryptMessageRequest,
-                             context: grpc.aio.ServicerContext) -> pb.DecryptMessageResponse:
+                             context: CallContext) -> pb.DecryptMessageResponse:
         result = await self._service.decrypt_message(request.ciphertext, dict(request.encryption_context), request.key)
         return pb.DecryptMessageResponse(plaintext=result.payload, encryption_context=result.encryption_context,
                                          key=result.key.name, key_version=result.version,

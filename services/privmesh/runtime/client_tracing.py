@@ -27,7 +27,7 @@ def _tracer() -> trace.Tracer:
 
 
 def _method(details: grpc.aio.ClientCallDetails) -> str:
-    method = details.method
+    method: str | bytes = details.method  # the stubs say str; bytes stay accepted
     return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
 
 

@@ -4,11 +4,13 @@ and its benchmark run it. Each call is audited; Put writes a row only after its 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from pydantic import BaseModel, ConfigDict
 
 from privmesh.runtime.access import Declaration
+from privmesh.runtime.context import CallContext
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import InvalidArgument
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
@@ -31,12 +33,12 @@ class Echo:
         with self.db.transaction() as cur:
             cur.execute("CREATE TABLE IF NOT EXISTS items (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
-    async def echo(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def echo(self, request: bytes, context: CallContext) -> bytes:
         if self._every:
             await self._audit.append("Echo", details={"bytes": str(len(request))})
         return request
 
-    async def put(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def put(self, request: bytes, context: CallContext) -> bytes:
         name, _, value = request.decode("utf-8", "replace").partition("=")
         if not name or not value:
             raise InvalidArgument.single("value" if name else "name", "must not be empty")
@@ -47,11 +49,11 @@ class Echo:
                         (name, value, value))
         return b"ok"
 
-    async def fail(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def fail(self, request: bytes, context: CallContext) -> bytes:
         raise RuntimeError("secret-bearing detail that must never reach the caller")
 
 
-def _handler(behavior: object) -> grpc.RpcMethodHandler:
+def _handler(behavior: object) -> grpc.RpcMethodHandler[Any, Any]:
     return grpc.unary_unary_rpc_method_handler(behavior)  # raw bytes in and out
 
 

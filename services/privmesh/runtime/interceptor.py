@@ -29,7 +29,7 @@ from opentelemetry.propagate import extract
 from privmesh.runtime.access import Declaration, DeclarationError, declaration
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.authz import ALWAYS_ALLOWED_SERVICES, Authorizer
-from privmesh.runtime.context import current_method, current_principal, refusal_audited
+from privmesh.runtime.context import CallContext, current_method, current_principal, refusal_audited
 from privmesh.runtime.errors import Internal, PermissionDenied, ServiceError, Unauthenticated, to_grpc_status
 from privmesh.runtime.identity import SAN_PROPERTY, principal_from_sans
 from privmesh.runtime.kubeauth import TokenReviewer, bearer_token
@@ -50,7 +50,7 @@ def is_refusal(code: grpc.StatusCode, reason: str) -> bool:
     return code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or reason in REFUSAL_REASONS
 
 
-def _principal_of(context: grpc.aio.ServicerContext) -> str | None:
+def _principal_of(context: CallContext) -> str | None:
     sans = context.peer_identities()
     if not sans or context.peer_identity_key() != SAN_PROPERTY:
         return None
@@ -81,7 +81,7 @@ class MeshInterceptor:
             return None
         return self.declarations.get(method) or declaration(method)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> NoReturn:
+    async def _abort(self, context: CallContext, error: ServiceError) -> NoReturn:
         status = to_grpc_status(error, self._domain)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -97,7 +97,7 @@ class MeshInterceptor:
         await self._audit_refusal(method, principal, error)
         raise error
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
+    async def _admit(self, method: str, context: CallContext) -> str:
         principal = _principal_of(context)
         if principal is None and self._token_reviewer is not None and not context.peer_identities():
             # No client certificate at all: only the token port allows that; its callers present a token.
@@ -121,7 +121,7 @@ class MeshInterceptor:
                 "PERMISSION_DENIED_BY_POLICY", f"{principal} may not call {method}"))
         return principal
 
-    def _span(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+    def _span(self, method: str, context: CallContext) -> Any:
         """The server span, continuing the caller's W3C context; without a tracer, the caller's context alone,
         so this service's own calls still carry the caller's trace."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -149,7 +149,7 @@ class MeshInterceptor:
             log.log(logging.WARNING if refused else level_of(code), "refused" if refused else "rpc",
                     extra={"fields": fields})
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         """`handler` of "<package>.<Service>/<Method>" behind the mesh's checks (DeclarationError: none declared)."""
         declared = self.declaration_of(method)
         streaming_request = bool(handler.stream_unary or handler.stream_stream)
@@ -169,7 +169,7 @@ class MeshInterceptor:
                        response_serializer=handler.response_serializer)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, request: Any,
+    async def _call(self, method: str, context: CallContext, request: Any,
                     declared: Declaration | None, streaming_request: bool) -> AsyncIterator[None]:
         """Admits the caller within its rate limit, checks a unary request (a stream's messages are checked as
         they are read), sets the call context, and turns whatever the handler raises into a status. Every
@@ -234,7 +234,7 @@ class MeshInterceptor:
 
     def _unary_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., Awaitable[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def behavior(request: Any, context: CallContext) -> Any:
             async with self._call(method, context, request, declared, streaming_request):
                 checked = checked_stream(request) if streaming_request else request
                 reply = await inner(await self._authorized_request(checked, declared), context)
@@ -246,7 +246,7 @@ class MeshInterceptor:
 
     def _streaming_response(self, inner: Any, method: str, declared: Declaration | None, streaming_request: bool) \
             -> Callable[..., AsyncIterator[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def behavior(request: Any, context: CallContext) -> AsyncIterator[Any]:
             async with self._call(method, context, request, declared, streaming_request):
                 checked = checked_stream(request) if streaming_request else request
                 async for item in inner(await self._authorized_request(checked, declared), context):
@@ -269,9 +269,9 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
     def __init__(self, inner: grpc.GenericRpcHandler, interceptor: MeshInterceptor) -> None:
         self._inner = inner
         self._interceptor = interceptor
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
@@ -298,7 +298,7 @@ class InterceptedServer(grpc.aio.Server):
             [_WrappingGenericHandler(handler, self._interceptor) for handler in generic_rpc_handlers])
 
     def add_registered_method_handlers(self, service_name: str,
-                                       method_handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+                                       method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
         self._server.add_registered_method_handlers(service_name, {
             name: self._interceptor.wrap(handler, f"{service_name}/{name}")
             for name, handler in method_handlers.items()})

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from numpy.typing import NDArray
 
 MIN_DOMAIN = 1_000_000  # SP 800-38G: radix^minlen >= 10^6
 MAX_LENGTH = 2 ** 32 - 1
@@ -104,7 +105,7 @@ class _Rounds:
     def _order(self) -> range:
         return range(ROUNDS - 1, -1, -1) if self.decrypt else range(ROUNDS)
 
-    def _mac(self, q: np.ndarray) -> np.ndarray:
+    def _mac(self, q: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """CBC-MAC of each row of `q` chained from the shared state, then S's extra blocks: rows of S."""
         count = q.shape[0]
         mac = np.broadcast_to(self.state, (count, 16))
@@ -119,7 +120,7 @@ class _Rounds:
         more = np.frombuffer(self.cipher.aes_ecb(stacked.tobytes()), dtype=np.uint8).reshape(count, -1)
         return np.concatenate([mac, more], axis=1)
 
-    def run_narrow(self, a: np.ndarray, bb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run_narrow(self, a: NDArray[np.uint8], bb: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
         count, width, b = a.shape[0], self.var_blocks * 16, self.b
         q = np.empty((count, width), dtype=np.uint8)
         for i in self._order():

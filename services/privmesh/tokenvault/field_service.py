@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Sequence
 
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -96,7 +97,7 @@ class FieldService:
     async def list(self, tenant: str | None, after: str, limit: int) -> list[LoadedField]:
         return [LoadedField(s) for s in await asyncio.to_thread(self.store.list_fields, tenant, after, limit)]
 
-    async def update(self, tenant: str, field_id: str, field: pb.Field, paths: list[str], etag: str) -> LoadedField:
+    async def update(self, tenant: str, field_id: str, field: pb.Field, paths: Sequence[str], etag: str) -> LoadedField:
         if not paths:
             raise InvalidArgument.single("update_mask", "required")
         for path in paths:

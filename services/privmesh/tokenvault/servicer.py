@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from operator import attrgetter, methodcaller
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.runtime.authz import Authorizer
+from privmesh.runtime.context import CallContext
 from privmesh.runtime.errors import FailedPrecondition, InvalidArgument
 from privmesh.runtime.paging import name_page, visible_page
 from privmesh.tokenvault.field_service import FieldService
@@ -71,7 +71,7 @@ def rotation_to_proto(view: RotationView) -> pb.Rotation:
     body = view.body
     rotation = pb.Rotation(name=f"tenants/{view.tenant}/rotations/{view.id}", fields=body["fields"],
                            rotate_master_keys=body["rotate_master_keys"],
-                           state=pb.RotationState.Value("ROTATION_STATE_" + view.state),
+                           state="ROTATION_STATE_" + view.state,
                            entries_total=view.total, entries_done=view.done, create_time=_ts(body["create_us"]),
                            error_reason=body.get("error_reason", ""), error_message=body.get("error_message", ""),
                            requested_by=body["requested_by"])
@@ -97,18 +97,18 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return self._rotation_jobs
 
     async def CreateField(self, request: pb.CreateFieldRequest,
-                          context: grpc.aio.ServicerContext) -> pb.CreateFieldResponse:
+                          context: CallContext) -> pb.CreateFieldResponse:
         tenant = _tenant(request.parent)
         _field(field_name(tenant, request.field_id), "field_id")
         loaded = await self._fields.create(tenant, request.field_id, request.field, request.request_id)
         return pb.CreateFieldResponse(field=field_to_proto(loaded))
 
-    async def GetField(self, request: pb.GetFieldRequest, context: grpc.aio.ServicerContext) -> pb.GetFieldResponse:
+    async def GetField(self, request: pb.GetFieldRequest, context: CallContext) -> pb.GetFieldResponse:
         tenant, field = _field(request.name)
         return pb.GetFieldResponse(field=field_to_proto(await self._fields.get(tenant, field)))
 
     async def ListFields(self, request: pb.ListFieldsRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListFieldsResponse:
+                         context: CallContext) -> pb.ListFieldsResponse:
         tenant = None if request.parent == "tenants/-" else _tenant(request.parent)
         limit, after = name_page(request)
 
@@ -119,18 +119,18 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return pb.ListFieldsResponse(fields=page, next_page_token=token)
 
     async def UpdateField(self, request: pb.UpdateFieldRequest,
-                          context: grpc.aio.ServicerContext) -> pb.UpdateFieldResponse:
+                          context: CallContext) -> pb.UpdateFieldResponse:
         tenant, field = _field(request.field.name, "field.name")
         loaded = await self._fields.update(tenant, field, request.field, list(request.update_mask.paths), request.etag)
         return pb.UpdateFieldResponse(field=field_to_proto(loaded))
 
     async def DeleteField(self, request: pb.DeleteFieldRequest,
-                          context: grpc.aio.ServicerContext) -> pb.DeleteFieldResponse:
+                          context: CallContext) -> pb.DeleteFieldResponse:
         tenant, field = _field(request.name)
         return pb.DeleteFieldResponse(deleted_count=await self._fields.delete(tenant, field, request.force,
                                                                               request.etag))
 
-    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+    async def Tokenize(self, request: pb.TokenizeRequest, context: CallContext) -> pb.TokenizeResponse:
         tenant = _tenant(request.parent)
         self._vault.check_batch_size(len(request.items))
         batch = _tokenize_batch(request)
@@ -149,7 +149,7 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return reply
 
     async def Detokenize(self, request: pb.DetokenizeRequest,
-                         context: grpc.aio.ServicerContext) -> pb.DetokenizeResponse:
+                         context: CallContext) -> pb.DetokenizeResponse:
         tenant = _tenant(request.parent)
         self._vault.check_batch_size(len(request.items))
         if request.view not in pb.DetokenizeView.values():
@@ -160,10 +160,11 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
 
         results = await self._vault.detokenize(tenant, [(i.field, i.token) for i in request.items], request.view,
                                                request.purpose, plaintext_granted, request.request_id)
-        return pb.DetokenizeResponse(results=[pb.DetokenizedValue(value=r.value, view=r.view) for r in results])
+        return pb.DetokenizeResponse(results=[pb.DetokenizedValue(value=r.value, view=pb.DetokenizeView.Name(r.view))
+                                                 for r in results])
 
     async def DeleteTokens(self, request: pb.DeleteTokensRequest,
-                           context: grpc.aio.ServicerContext) -> pb.DeleteTokensResponse:
+                           context: CallContext) -> pb.DeleteTokensResponse:
         tenant = _tenant(request.parent)
         self._vault.check_batch_size(len(request.items))
         deleted = await self._vault.delete_tokens(tenant, [(i.field, i.token) for i in request.items],
@@ -171,7 +172,7 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return pb.DeleteTokensResponse(deleted_count=deleted)
 
     async def ForgetSubject(self, request: pb.ForgetSubjectRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ForgetSubjectResponse:
+                            context: CallContext) -> pb.ForgetSubjectResponse:
         tenant = _tenant(request.parent)
         erasure = await self._vault.forget_subject(tenant, request.subject_id, request.request_id)
         reply = pb.ForgetSubjectResponse(
@@ -183,19 +184,19 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return reply
 
     async def RotateKeys(self, request: pb.RotateKeysRequest,
-                         context: grpc.aio.ServicerContext) -> pb.RotateKeysResponse:
+                         context: CallContext) -> pb.RotateKeysResponse:
         tenant = _tenant(request.parent)
         view = await self._rotations.start(tenant, list(request.fields), request.rotate_master_keys,
                                            request.request_id)
         return pb.RotateKeysResponse(rotation=rotation_to_proto(view))
 
     async def GetRotation(self, request: pb.GetRotationRequest,
-                          context: grpc.aio.ServicerContext) -> pb.GetRotationResponse:
+                          context: CallContext) -> pb.GetRotationResponse:
         tenant, rotation = _rotation(request.name)
         return pb.GetRotationResponse(rotation=rotation_to_proto(await self._rotations.get(tenant, rotation)))
 
     async def ListRotations(self, request: pb.ListRotationsRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ListRotationsResponse:
+                            context: CallContext) -> pb.ListRotationsResponse:
         tenant = _tenant(request.parent)
         limit, before = name_page(request)
 
@@ -207,6 +208,6 @@ class TokenVaultServicer(tokenvault_pb2_grpc.TokenVaultServicer):
         return pb.ListRotationsResponse(rotations=page, next_page_token=token)
 
     async def CancelRotation(self, request: pb.CancelRotationRequest,
-                             context: grpc.aio.ServicerContext) -> pb.CancelRotationResponse:
+                             context: CallContext) -> pb.CancelRotationResponse:
         tenant, rotation = _rotation(request.name)
         return pb.CancelRotationResponse(rotation=rotation_to_proto(await self._rotations.cancel(tenant, rotation)))

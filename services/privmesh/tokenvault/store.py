@@ -213,7 +213,8 @@ class Lease:
 
 
 class Transactional(Protocol):
-    dialect: str
+    @property
+    def dialect(self) -> str: ...  # read-only, so runtime.db's Literal-typed attribute satisfies it
 
     def transaction(self) -> AbstractContextManager[Any]: ...
 

@@ -404,7 +404,8 @@ class Vault:
                 entry_of[(value_hash, subject)] = (entry.id, token, expiries[index])
                 continue
             entry_id, _, stored_expiry = existing
-            later = None if stored_expiry is None or expiries[index] is None else max(stored_expiry, expiries[index])
+            asked = expiries[index]
+            later = None if stored_expiry is None or asked is None else max(stored_expiry, asked)
             expiries[index] = later
             if later != stored_expiry:
                 extend.append((later, entry_id))
@@ -471,9 +472,9 @@ class Vault:
         for index, (name, _) in enumerate(refs):
             by_field.setdefault(name, []).append(index)
         for name, indices in by_field.items():
-            wanted = sorted({refs[i][1] for i in indices})
-            ids = await self._entry_ids(fields[name], wanted)
-            entries = await asyncio.to_thread(self.store.find_tokens, tenant, name, wanted, now, ids)
+            tokens = sorted({refs[i][1] for i in indices})
+            ids = await self._entry_ids(fields[name], tokens)
+            entries = await asyncio.to_thread(self.store.find_tokens, tenant, name, tokens, now, ids)
             for index in indices:
                 entry = entries.get(refs[index][1])
                 if entry is None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ class Archive:
         self._out.append(raw)
         return value
 
-    def words(self, value: np.ndarray | None = None, limit: int = 1 << 20) -> np.ndarray:
+    def words(self, value: NDArray[np.uint64] | None = None, limit: int = 1 << 20) -> NDArray[np.uint64]:
         """A vector of uint64 (a polynomial's residues)."""
         if self.reading:
             count = self.size(limit=limit)

@@ -20,6 +20,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from privmesh.fhe.gpu import ring, serial
 from privmesh.fhe.gpu.ring import Basis
@@ -74,7 +75,7 @@ def automorphism_index(steps: int, order: int) -> int:
 
 
 @lru_cache(maxsize=256)
-def _automorphism_map(n: int, k: int) -> np.ndarray:
+def _automorphism_map(n: int, k: int) -> NDArray[np.int64]:
     """PrecomputeAutoMap: result slot j takes slot map[j] (NTT slots in bit-reversed order)."""
     bits = n.bit_length() - 1
     j = np.arange(n, dtype=np.int64)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import openfhe
 import torch
+from numpy.typing import NDArray
 
 from privmesh.fhe.evaluator import Evaluator
 from privmesh.fhe.gpu import serial
@@ -81,7 +82,7 @@ class TorchEvaluator(Evaluator[Ct, Pt]):
         """The ciphertext in OpenFHE's BINARY form (what a client deserializes and decrypts)."""
         return serial.dump_ciphertext(self.engine.export_ciphertext(ct, self.key_tag))
 
-    def encode(self, values: np.ndarray) -> Pt:
+    def encode(self, values: NDArray[np.float64]) -> Pt:
         o = openfhe
         plaintext = self.openfhe_context.MakeCKKSPackedPlaintext([float(v) for v in values])
         carrier = self.openfhe_context.EvalSub(self.openfhe_context.EvalAdd(self._zero, plaintext), self._zero)

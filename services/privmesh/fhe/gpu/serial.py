@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from privmesh.fhe.gpu.cereal import Archive, FormatError
 
@@ -119,7 +120,7 @@ def _static(ar: Archive) -> None:
 # --- polynomials ----------------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class NativePoly:
-    values: np.ndarray  # uint64 residues, length N
+    values: NDArray[np.uint64]  # uint64 residues, length N
     params: NativeParams
     format: int = EVALUATION
 
@@ -130,7 +131,7 @@ class DcrtPoly:
     params: DcrtParams
     format: int = EVALUATION
 
-    def residues(self) -> np.ndarray:
+    def residues(self) -> NDArray[np.uint64]:
         """The towers as one (towers x N) uint64 array."""
         return np.stack([t.values for t in self.towers])
 
@@ -138,7 +139,7 @@ class DcrtPoly:
 def _native_poly(ar: Archive, obj: NativePoly | None) -> NativePoly:
     ar.version("NativePoly")
 
-    def vector(_: Any) -> tuple[np.ndarray, int]:
+    def vector(_: Any) -> tuple[NDArray[np.uint64], int]:
         ar.version("NativeVector")
         values = ar.words(obj.values if obj else None, limit=MAX_RING)
         modulus = _native(ar, obj.params.modulus if obj else 0)

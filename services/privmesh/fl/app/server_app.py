@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-import numpy as np
 from flwr.common import Context, FitRes, Metrics, Parameters, Scalar, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig, SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -30,6 +29,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.server.workflow.default_workflows import default_evaluate_workflow, default_fit_workflow
 from google.protobuf.timestamp_pb2 import Timestamp
+from numpy.typing import NDArray
 
 from privmesh.fl import accountant
 from privmesh.fl.app.report import Reporter
@@ -132,7 +132,7 @@ class RunSession:
         self.evaluation = {} if accuracy is None else {"accuracy": accuracy}
         return dict(self.evaluation)
 
-    def strategy(self, initial: list[np.ndarray]) -> Strategy:
+    def strategy(self, initial: list[NDArray[Any]]) -> Strategy:
         spec = self.spec
         common: dict[str, Any] = dict(
             fraction_fit=spec.fraction_train, fraction_evaluate=spec.fraction_evaluate,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -16,7 +15,7 @@ from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.audit.witness import Cosigners, Witness
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.config import TlsConfig
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.errors import InvalidArgument, NotFound
 from privmesh.runtime.paging import decode_token, page_size, paginate
 
@@ -35,7 +34,7 @@ def entry_to_proto(entry: Entry) -> common_pb2.AuditEntry:
     return common_pb2.AuditEntry(
         sequence=entry.sequence, time=_timestamp(entry.time_us), service=entry.service, principal=entry.principal,
         operation=entry.operation, resource=entry.resource,
-        outcome=common_pb2.AuditOutcome.Value("AUDIT_OUTCOME_" + entry.outcome), details=dict(entry.details),
+        outcome="AUDIT_OUTCOME_" + entry.outcome, details=dict(entry.details),
         previous_hash=entry.previous_hash, entry_hash=entry.entry_hash)
 
 
@@ -74,14 +73,14 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return head
 
     async def ListAuditEntries(self, request: common_pb2.ListAuditEntriesRequest,
-                               context: grpc.aio.ServicerContext) -> common_pb2.ListAuditEntriesResponse:
+                               context: CallContext) -> common_pb2.ListAuditEntriesResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         entries, token = paginate(await self._audit.entries(after, limit + 1), limit, lambda e: e.sequence)
         return common_pb2.ListAuditEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
 
     async def ListAuditCheckpoints(self, request: common_pb2.ListAuditCheckpointsRequest,
-                                   context: grpc.aio.ServicerContext) -> common_pb2.ListAuditCheckpointsResponse:
+                                   context: CallContext) -> common_pb2.ListAuditCheckpointsResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         found, token = paginate(await self._audit.checkpoints(after, limit + 1), limit, lambda c: c.sequence)
@@ -89,7 +88,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                                                        next_page_token=token)
 
     async def GetAuditHead(self, request: common_pb2.GetAuditHeadRequest,
-                           context: grpc.aio.ServicerContext) -> common_pb2.GetAuditHeadResponse:
+                           context: CallContext) -> common_pb2.GetAuditHeadResponse:
         head = await self._signed_head()
         raw = self._audit.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
@@ -99,7 +98,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
                                                certificate_chain=chain, key_endorsement=endorsement)
 
     async def GetAuditReceipt(self, request: common_pb2.GetAuditReceiptRequest,
-                              context: grpc.aio.ServicerContext) -> common_pb2.GetAuditReceiptResponse:
+                              context: CallContext) -> common_pb2.GetAuditReceiptResponse:
         principal = current_principal.get()
         tlog = self._audit.store.tlog
         sequence = int(request.sequence)
@@ -129,7 +128,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
             inclusion_proof=proof.hashes, public_keys=keys, endorsements=endorsements))
 
     async def ListTreeCheckpoints(self, request: common_pb2.ListTreeCheckpointsRequest,
-                                  context: grpc.aio.ServicerContext) -> common_pb2.ListTreeCheckpointsResponse:
+                                  context: CallContext) -> common_pb2.ListTreeCheckpointsResponse:
         limit = page_size(request.page_size, 100, 1000)
         after = int(decode_token(request.page_token, int) or 0)
         rows = await asyncio.to_thread(self._audit.store.tlog.checkpoints, after, limit + 1)
@@ -137,7 +136,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return common_pb2.ListTreeCheckpointsResponse(checkpoints=[note for _, note in found], next_page_token=token)
 
     async def GetConsistencyProof(self, request: common_pb2.GetConsistencyProofRequest,
-                                  context: grpc.aio.ServicerContext) -> common_pb2.GetConsistencyProofResponse:
+                                  context: CallContext) -> common_pb2.GetConsistencyProofResponse:
         size = (await asyncio.to_thread(self._audit.store.tlog.latest_checkpoint_size)) or 0
         if not 0 < request.first_size <= request.second_size:
             raise InvalidArgument.single("first_size", "must be at least 1 and at most second_size")
@@ -147,7 +146,7 @@ class AuditLogServicer(common_pb2_grpc.AuditLogServicer):
         return common_pb2.GetConsistencyProofResponse(proof=proof)
 
     async def ListWitnessedCheckpoints(self, request: common_pb2.ListWitnessedCheckpointsRequest,
-                                       context: grpc.aio.ServicerContext
+                                       context: CallContext
                                        ) -> common_pb2.ListWitnessedCheckpointsResponse:
         if self._witness is None:
             return common_pb2.ListWitnessedCheckpointsResponse()

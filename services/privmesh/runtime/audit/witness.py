@@ -29,7 +29,7 @@ from privmesh.runtime.audit.store import AuditStore
 from privmesh.runtime.audit.tlog import TransparencyLog, WitnessKey
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.config import ServerConfig, TlsConfig
-from privmesh.runtime.context import current_principal
+from privmesh.runtime.context import CallContext, current_principal
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, read_error
 from privmesh.runtime.identity import SpiffeId, peer_principal
@@ -145,7 +145,7 @@ class AuditWitnessServicer(common_pb2_grpc.AuditWitnessServicer):
         self._tls = tls
 
     async def AddCheckpoint(self, request: common_pb2.AddCheckpointRequest,
-                            context: grpc.aio.ServicerContext) -> common_pb2.AddCheckpointResponse:
+                            context: CallContext) -> common_pb2.AddCheckpointResponse:
         line = await asyncio.to_thread(self._witness.add_checkpoint, current_principal.get(), request)
         # Endorsed with the current mesh credentials (re-read: they rotate without a restart).
         chain, signature = await asyncio.to_thread(endorse, Path(self._tls.key_file), Path(self._tls.cert_file),

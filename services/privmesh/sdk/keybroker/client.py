@@ -28,7 +28,7 @@ class DataKey(NamedTuple):
     key_version: int
 
 
-def allow(principals: Iterable[str], operations: Iterable[int], sid: str = "",
+def allow(principals: Iterable[str], operations: Iterable[pb.KeyOperation], sid: str = "",
           conditions: pb.PolicyConditions | None = None) -> pb.PolicyStatement:
     """An ALLOW statement for a key policy."""
     return pb.PolicyStatement(sid=sid, effect=pb.POLICY_EFFECT_ALLOW, principals=list(principals),
@@ -40,7 +40,7 @@ class KeyBrokerClient:
         self.stub = keybroker_pb2_grpc.KeyBrokerStub(channel)
 
     async def create_key(self, *, alias: str = "", description: str = "", policy: pb.KeyPolicy | None = None,
-                         backend: int = pb.KEY_BACKEND_UNSPECIFIED, external: bool = False,
+                         backend: pb.KeyBackend = pb.KEY_BACKEND_UNSPECIFIED, external: bool = False,
                          caching: pb.DataKeyCaching | None = None, request_id: str = "") -> pb.Key:
         reply = await self.stub.CreateKey(pb.CreateKeyRequest(
             alias=alias, description=description, policy=policy, backend=backend,
