@@ -45,11 +45,11 @@ PROFILES = {
 }
 
 
-
 def _tokenized(patient: records.Patient, tokens: Sequence[str]) -> records.Patient:
     """The patient with each PROFILES field replaced by its token (all of them are str fields of Patient)."""
     changes: dict[str, Any] = dict(zip(PROFILES, tokens, strict=True))  # field names are data here, not code
     return dataclasses.replace(patient, **changes)
+
 
 async def _vault_key(ctx: DemoContext) -> str:
     """The key-broker key for patient records, created once (a re-run on the same state finds it)."""
