@@ -6,7 +6,7 @@ import json
 
 from cryptography import x509
 
-from privmesh.demo.context import DemoContext, expect
+from privmesh.demo.context import DemoContext, StepFailed, expect
 from privmesh.demo.transparency_step import fork_step, pinned_keys, receipt_step
 from privmesh.runtime.audit.bundle import export_bundle, verify_bundle
 from privmesh.runtime.audit.trust import Trust
@@ -24,16 +24,17 @@ async def evidence_step(ctx: DemoContext) -> None:
     verdicts = verify_bundle(bundle, trust, ctx.targets)
     for verdict in verdicts:
         ctx.console.print(f"   {verdict.service}: {verdict.entries} entries, key {verdict.key_id[:16]}…, "
-                          f"{'intact' if verdict.ok else 'BROKEN: ' + verdict.finding.message}")  # type: ignore[union-attr]
+                          f"{'intact' if verdict.finding is None else 'BROKEN: ' + verdict.finding.message}")
     expect(all(v.ok for v in verdicts), "the exported audit logs do not verify")
     tampered = json.loads(path.read_text())
     victim = next((s for s in tampered["services"] if s["entries"]), None)
     if victim is not None:
         victim["entries"][0]["principal"] = "spiffe://privmesh.local/ns/privmesh/sa/mallory"
         [broken] = [v for v in verify_bundle(tampered, trust) if v.service == victim["service"]]
-        expect(not broken.ok, "a tampered bundle verified")
-        ctx.console.print(f"   tampered copy refused: {broken.finding.message}")  # type: ignore[union-attr]
+        if broken.finding is None:
+            raise StepFailed("a tampered bundle verified")
+        ctx.console.print(f"   tampered copy refused: {broken.finding.message}")
     ctx.console.print(f"   bundle written to {path}")
-    trust = pinned_keys(ctx)
-    await receipt_step(ctx, trust)
-    await fork_step(ctx, trust)
+    pinned = pinned_keys(ctx)
+    await receipt_step(ctx, pinned)
+    await fork_step(ctx, pinned)

@@ -11,6 +11,8 @@ see masks when it detokenizes; the operator gets the values back.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -41,6 +43,12 @@ PROFILES = {
     "card_number": pb.TokenProfile(card_number=pb.CardNumberProfile(keep_first_six=True, keep_last_four=True,
                                                                     method=DETERMINISTIC)),
 }
+
+
+def _tokenized(patient: records.Patient, tokens: Sequence[str]) -> records.Patient:
+    """The patient with each PROFILES field replaced by its token (all of them are str fields of Patient)."""
+    changes: dict[str, Any] = dict(zip(PROFILES, tokens, strict=True))  # field names are data here, not code
+    return dataclasses.replace(patient, **changes)
 
 
 async def _vault_key(ctx: DemoContext) -> str:
@@ -96,15 +104,14 @@ async def tokenvault_step(ctx: DemoContext) -> None:
                                   timeout_seconds=CALL_TIMEOUT, peer=ctx.peers["token-vault"]) as client_channel:
             client = tokenvault_pb2_grpc.TokenVaultStub(client_channel)
             step = BATCH_PATIENTS * len(PROFILES)
-            tokens = []
+            tokens: list[str] = []
             for start in range(0, len(items), step):
                 reply = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items[start:start + step]))
                 tokens.extend(r.token for r in reply.results)
             again = await client.Tokenize(pb.TokenizeRequest(parent=TENANT, items=items[:step]))
             expect([r.token for r in again.results] == tokens[:step], "tokenizing again gave other tokens (no joins)")
             expect(all(t != i.value for t, i in zip(tokens, items, strict=True)), "a token equals its value")
-            tokenized = [dataclasses.replace(p, **dict(zip(PROFILES, tokens[n * len(PROFILES):(n + 1) * len(PROFILES)],
-                                                           strict=True)))
+            tokenized = [_tokenized(p, tokens[n * len(PROFILES):(n + 1) * len(PROFILES)])
                          for n, p in enumerate(patients)]
             first, token_row = patients[0], tokenized[0]
             expect(token_row.card_number[:6] == first.card_number[:6]

@@ -132,7 +132,7 @@ class KeyBrokerService:
             raise Unimplemented("BACKEND_UNSUPPORTED", str(exc) or "not supported by the backend") from None
 
     async def _audit(self, operation: str, record: KeyRecord | str, outcome: str = "SUCCESS",
-                     principal: str | None = None, **details: Any) -> None:
+                     principal: str | None = None, **details: object) -> None:
         resource = record if isinstance(record, str) else record.name
         await self.audit.append(operation, resource=resource, outcome=outcome, principal=principal,
                                 details={k: str(v) for k, v in details.items() if v is not None and v != ""})
@@ -549,7 +549,7 @@ class KeyBrokerService:
 
     async def _audit_release(self, operation: str, record: KeyRecord, version: int, context: dict[str, str],
                              decision: Decision, released: Released | None) -> None:
-        details: dict[str, object] = {"key_version": version, "context_keys": contexts.audit_keys(context),
+        details: dict[str, str] = {"key_version": str(version), "context_keys": contexts.audit_keys(context),
                                       "statements": ",".join(decision.sids)}
         if released is not None:
             details.update(recipient_module_id=released.module_id, recipient_document_sha256=released.document_sha256,

@@ -84,11 +84,12 @@ def _fingerprint(request: Message) -> str:
     """What identifies a request for idempotency: its content without the request_id."""
     copy = type(request)()
     copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
+    copy.ClearField("request_id")
     return hashlib.sha256(type(request).__name__.encode() + copy.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _request(request: Message) -> tuple[str, str] | None:
+    # Every idempotent request message has a request_id field; Message, their common type, does not declare it.
     request_id: str = request.request_id  # type: ignore[attr-defined]
     if not request_id:  # the runtime has checked that a given one is a UUID
         return None

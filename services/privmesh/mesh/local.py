@@ -151,7 +151,10 @@ async def check_health(target: str, identity: ClientIdentity, service: str = "",
     is not `peer`)."""
     try:
         async with secure_channel(target, identity, timeout_seconds=timeout, peer=peer) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking declares HealthStub without its methods; Check exists at run time.
+            reply: health_pb2.HealthCheckResponse = await stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=service))
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except Exception:
         return "UNREACHABLE"

@@ -100,7 +100,8 @@ def field_values(message: Message, path: str) -> list[str]:
     """The values at a dotted field path, as strings (enum values by name); repeated fields fan out. One lazy
     pass over the items: a batch request's check costs about what reading its items once does."""
     values: Iterable[Any] = (message,)
-    descriptor: Descriptor = message.DESCRIPTOR
+    # types-protobuf adds the upb Descriptor (same API, attributes declared Incomplete) to DESCRIPTOR's type.
+    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
     field: FieldDescriptor | None = None
     for name in path.split("."):
         field = descriptor.fields_by_name[name]

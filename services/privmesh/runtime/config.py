@@ -7,6 +7,11 @@ Layout (both sections are validated; `service` by the service's own pydantic mod
 
 An environment variable PRIVMESH_SERVER__TLS__CA_FILE=/x overrides server.tls.ca_file; a value that
 starts with '[' or '{' is read as JSON.
+
+The overlay is written by hand rather than with pydantic-settings because pydantic-settings silently drops a
+PRIVMESH_* variable that names no field (PRIVMESH_SERVRE__LISTEN leaves the listen address as it was), and a
+misspelt security setting must stop the start instead; here it is an error naming the section.
+tests/runtime/test_config_env.py checks that both give the same configuration from the same file and variables.
 """
 
 from __future__ import annotations

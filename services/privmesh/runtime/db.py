@@ -129,8 +129,8 @@ class Database:
             else:
                 conn = self._postgres()
                 try:
-                    with conn.transaction(), conn.cursor() as cursor:
-                        yield _PgCursor(cursor, self)
+                    with conn.transaction(), conn.cursor() as pg_cursor:
+                        yield _PgCursor(pg_cursor, self)
                 except psycopg.OperationalError as exc:
                     conn.close()
                     raise StorageUnavailable() from exc
@@ -179,10 +179,10 @@ class _PgCursor:
         self._db = db
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._cursor.execute(self._db.sql(sql), tuple(params) or None)  # type: ignore[arg-type]
+        return self._cursor.execute(self._db.sql(sql), tuple(params) or None)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
-        return self._cursor.executemany(self._db.sql(sql), rows)  # type: ignore[arg-type]
+        return self._cursor.executemany(self._db.sql(sql), rows)
 
     def fetchone(self) -> Any:
         row = self._cursor.fetchone()

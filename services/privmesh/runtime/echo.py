@@ -3,8 +3,7 @@ and its benchmark run it. Each call is audited; Put writes a row only after its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from pydantic import BaseModel, ConfigDict
@@ -53,7 +52,7 @@ class Echo:
         raise RuntimeError("secret-bearing detail that must never reach the caller")
 
 
-def _handler(behavior: object) -> grpc.RpcMethodHandler[Any, Any]:
+def _handler(behavior: Callable[[bytes, CallContext], Awaitable[bytes]]) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(behavior)  # raw bytes in and out
 
 

@@ -192,7 +192,8 @@ def read_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> ErrorDetails:
 
 
 def _status_from_trailers(error: grpc.RpcError | grpc.aio.AioRpcError) -> status_pb2.Status | None:
-    for key, value in error.trailing_metadata() or ():  # type: ignore[union-attr]
+    # Both kinds yield (key, value) pairs at run time; types-grpcio's _Metadatum (sync) declares no __iter__.
+    for key, value in error.trailing_metadata() or ():  # type: ignore[misc]
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
             if status.code != code_pb2.OK:

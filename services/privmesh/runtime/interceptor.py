@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -155,6 +155,7 @@ class MeshInterceptor:
         streaming_request = bool(handler.stream_unary or handler.stream_stream)
         self._metrics.initialize(method, grpc_type(streaming_request, bool(handler.unary_stream
                                                                            or handler.stream_stream)))
+        behavior: Callable[..., Awaitable[Any]] | Callable[..., AsyncIterator[Any]]
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
             behavior = self._unary_response(inner, method, declared, streaming_request)
@@ -197,7 +198,8 @@ class MeshInterceptor:
                     await self._audit_refusal(method, principal, error)
                 await self._abort(context, error)
             except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
+                # types-grpcio says code() is a StatusCode; grpc.aio returns None when none was set.
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[unreachable]
                 raise
             except Exception as error:
                 code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
@@ -293,7 +295,7 @@ class InterceptedServer(grpc.aio.Server):
         self._server = server
         self._interceptor = interceptor
 
-    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(
             [_WrappingGenericHandler(handler, self._interceptor) for handler in generic_rpc_handlers])
 

@@ -40,8 +40,8 @@ def decode_token(token: str, kind: type[str] | type[int], field: str = "page_tok
     try:
         if len(token) > 1024:
             raise ValueError
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-        if not isinstance(after, kind) or isinstance(after, bool):
+        after: object = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+        if not isinstance(after, (str, int)) or not isinstance(after, kind) or isinstance(after, bool):
             raise ValueError
         return after
     except (ValueError, KeyError, TypeError):

@@ -82,7 +82,8 @@ def _needs_check(descriptor: Descriptor) -> bool:
 
 
 def _is_request_id(field: FieldDescriptor) -> bool:
-    return field.name == _REQUEST_ID and field.type == FieldDescriptor.TYPE_STRING
+    # types-protobuf declares a field's name and type (and the TYPE_* constants) as Any.
+    return bool(field.name == _REQUEST_ID and field.type == FieldDescriptor.TYPE_STRING)
 
 
 def _reaches_checked(descriptor: Descriptor, seen: frozenset[str]) -> bool:

@@ -41,7 +41,9 @@ def server_credentials(config: TlsConfig, require_client_auth: bool = True) -> g
         log.info("tls certificate files changed; new handshakes use them")
         return grpc.ssl_server_certificate_configuration([(key_now, cert_now)], root_certificates=ca_now)
 
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=require_client_auth)
+    # types-grpcio types the fetcher as never returning None, but gRPC documents None as "keep the current one".
+    return grpc.dynamic_ssl_server_credentials(initial, fetch,  # type: ignore[arg-type]
+                                               require_client_authentication=require_client_auth)
 
 
 def channel_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:

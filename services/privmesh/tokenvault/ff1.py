@@ -120,7 +120,8 @@ class _Rounds:
         more = np.frombuffer(self.cipher.aes_ecb(stacked.tobytes()), dtype=np.uint8).reshape(count, -1)
         return np.concatenate([mac, more], axis=1)
 
-    def run_narrow(self, a: NDArray[np.uint8], bb: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    def run_narrow(self, a: NDArray[np.uint64],
+                   bb: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
         count, width, b = a.shape[0], self.var_blocks * 16, self.b
         q = np.empty((count, width), dtype=np.uint8)
         for i in self._order():

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.context import current_principal
+from privmesh.runtime.db import Cursor
 from privmesh.runtime.errors import (
     FieldViolation,
     Internal,
@@ -36,7 +37,7 @@ from privmesh.tokenvault.fields import FIELD_RE, LoadedField
 from privmesh.tokenvault.keyring import Keyring
 from privmesh.tokenvault.masking import Unmaskable
 from privmesh.tokenvault.profiles import FieldKeys, Problem, RandomProfile
-from privmesh.tokenvault.store import Cursor, NewEntries, NewEntry, VaultStore, WriteConflict, new_entry_ids, now_us
+from privmesh.tokenvault.store import NewEntries, NewEntry, VaultStore, WriteConflict, new_entry_ids, now_us
 from privmesh.tokenvault.v1 import tokenvault_pb2 as pb
 
 MAX_TOKEN_LENGTH = 256
@@ -217,7 +218,7 @@ class Vault:
         if not loaded.profile.reversible or (ttls is None and default is None):
             return [None] * len(indices)
         if ttls is None:
-            return [now + default] * len(indices)  # type: ignore[operator]
+            return [None if default is None else now + default] * len(indices)
         return [now + ttl if ttl is not None else None if default is None else now + default
                 for ttl in _take(ttls, indices)]
 
@@ -234,7 +235,7 @@ class Vault:
             digest.update(f"{name}\x00{ttl}\x00".encode() + hashed + subject)
         return digest.digest()
 
-    async def _tokenize_once(self, tenant: str, batch: TokenizeBatch, groups: dict[str, Sequence[int]],
+    async def _tokenize_once(self, tenant: str, batch: TokenizeBatch, groups: Mapping[str, Sequence[int]],
                              fields: dict[str, LoadedField], keys: dict[str, FieldKeys], expiries: list[int | None],
                              request_id: str) -> tuple[list[str], list[int | None]]:
         fingerprint = self._fingerprint(batch, keys, fields) if request_id else b""
@@ -656,14 +657,14 @@ class _FieldPlan:
                         self.key_ids[position], self.nonces[position], self.ciphertexts[position], expire_us)
 
 
-def _by_field(fields: Sequence[str]) -> dict[str, Sequence[int]]:
+def _by_field(fields: Sequence[str]) -> Mapping[str, Sequence[int]]:
     """Item indices per field name: one range when all items name one field (the usual batch)."""
     if fields.count(fields[0]) == len(fields):
         return {fields[0]: range(len(fields))}
     groups: dict[str, list[int]] = {}
     for index, name in enumerate(fields):
         groups.setdefault(name, []).append(index)
-    return groups  # type: ignore[return-value]
+    return groups
 
 
 def _take(items: Sequence[T], indices: Sequence[int]) -> Sequence[T]:

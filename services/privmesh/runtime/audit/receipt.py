@@ -33,7 +33,9 @@ async def fetch_receipt(target: str, identity: ClientIdentity, peer: str,
                         sequence: int = 0) -> common_pb2.AuditReceipt:
     async with secure_channel(target, identity, timeout_seconds=30, peer=peer) as channel:
         stub = common_pb2_grpc.AuditLogStub(channel)
-        return (await stub.GetAuditReceipt(common_pb2.GetAuditReceiptRequest(sequence=sequence))).receipt
+        reply: common_pb2.GetAuditReceiptResponse = await stub.GetAuditReceipt(
+            common_pb2.GetAuditReceiptRequest(sequence=sequence))
+        return reply.receipt
 
 
 def to_json(receipt: common_pb2.AuditReceipt) -> dict[str, Any]:

@@ -50,7 +50,8 @@ def aad(context: Mapping[str, str]) -> bytes:
 @functools.lru_cache(maxsize=256)
 def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
     """Hot callers send the same few contexts; the SDK's serializer is pure Python, so its result is kept."""
-    return serialize_encryption_context(dict(items))
+    serialized: bytes = serialize_encryption_context(dict(items))  # the SDK ships no type information
+    return serialized
 
 
 def audit_keys(context: Mapping[str, str]) -> str:

@@ -58,7 +58,7 @@ class Wrapping:
 @attr.s(hash=True)
 class BrokerMasterKeyConfig(MasterKeyConfig):  # type: ignore[misc]
     provider_id = PROVIDER_ID
-    wrapping = attr.ib(hash=False, default=None)
+    wrapping: Wrapping | None = attr.ib(hash=False, default=None)
 
 
 class BrokerMasterKey(MasterKey):  # type: ignore[misc]
