@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +17,7 @@ import yaml
 from privmesh.runtime.client import ClientIdentity
 from privmesh.runtime.config import load_config
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from privmesh.runtime.server import MeshServer, ServiceDefinition
 
 CLIENTS = ("alice", "bob", "auditor")
@@ -86,11 +86,6 @@ async def start_server() -> AsyncIterator[Callable[..., Any]]:
         await server.stop(grace=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _postgres_bin() -> Path | None:
     found = shutil.which("pg_ctl")
@@ -111,7 +106,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("postgres")
     data, sockets = base / "data", base / "run"
     sockets.mkdir()
-    port = _free_port()
+    port = free_loopback_port()
     prefix: list[str] = []
     if os.geteuid() == 0:
         user = "postgres"

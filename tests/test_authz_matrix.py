@@ -39,7 +39,6 @@ from privmesh.fhe.client import ClientKeys, register_keys, submit_job
 from privmesh.fhe.v1 import fhe_pb2 as fh
 from privmesh.fhe.v1 import fhe_pb2_grpc
 from privmesh.fl import server as fl_server
-from privmesh.fl.coordinator.superlink import free_port
 from privmesh.fl.v1 import fl_pb2 as fl
 from privmesh.fl.v1 import reporter_pb2 as rp
 from privmesh.keybroker import server as keybroker_server
@@ -49,6 +48,7 @@ from privmesh.runtime.access import Declaration
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from privmesh.sdk.keybroker.client import CRYPTO_OPERATIONS, KeyBrokerClient, allow
 from privmesh.tokenvault import server as tokenvault_server
 from privmesh.tokenvault.v1 import tokenvault_pb2 as tv
@@ -473,8 +473,8 @@ async def test_fl_coordinator(start_server, tmp_path: Path, identities: DevPki, 
     broker = await start_server(keybroker_server.DEFINITION,
                                 server_config(kb_dir, identities, kb_rules, broker_settings(kb_dir)))
     settings = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": f"127.0.0.1:{broker.port}",
-                "key_broker_identity": spiffe("server"), "fleet_address": f"127.0.0.1:{free_port()}"}
-    config = server_config(fl_dir, identities, policy(services), settings, listen=f"127.0.0.1:{free_port()}")
+                "key_broker_identity": spiffe("server"), "fleet_address": f"127.0.0.1:{free_loopback_port()}"}
+    config = server_config(fl_dir, identities, policy(services), settings, listen=f"127.0.0.1:{free_loopback_port()}")
     own = identities.bundle("mx-coordinator")
     data = config.read_text().replace(str(identities.bundle("server").cert_file), str(own.cert_file))
     config.write_text(data.replace(str(identities.bundle("server").key_file), str(own.key_file)))

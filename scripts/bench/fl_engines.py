@@ -26,13 +26,13 @@ from fl_round import FL, config, federation, spiffe, start  # noqa: E402
 
 from privmesh.demo import records  # noqa: E402
 from privmesh.fl import server as fl_server  # noqa: E402
-from privmesh.fl.coordinator.superlink import free_port  # noqa: E402
 from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys, SuperNode, write_training_csv  # noqa: E402
 from privmesh.fl.v1 import fl_pb2 as pb  # noqa: E402
 from privmesh.fl.v1 import fl_pb2_grpc  # noqa: E402
 from privmesh.keybroker import server as keybroker_server  # noqa: E402
 from privmesh.runtime.client import ClientIdentity, secure_channel  # noqa: E402
 from privmesh.runtime.pki import DevPki  # noqa: E402
+from privmesh.runtime.ports import free_loopback_port  # noqa: E402
 
 
 async def one_engine(stub: fl_pb2_grpc.FLCoordinatorStub, engine: int, tmp: Path, pki: DevPki, data: list[Path],
@@ -97,13 +97,13 @@ async def main() -> None:
              "methods": ["privmesh.keybroker.v1.KeyBroker/*"]}],
             {"database": f"sqlite:///{kb_dir / 'kb.db'}", "keystore_file": str(kb_dir / "keystore.bin"),
              "root_key_file": str(kb_dir / "root.bin")}))
-        fleet = f"127.0.0.1:{free_port()}"
+        fleet = f"127.0.0.1:{free_loopback_port()}"
         coordinator = await start(fl_server.DEFINITION, config(fl_dir, pki, "fl-coordinator", [
             {"name": "operator", "principals": [spiffe("admin")], "methods": [f"{FL}/*"]},
             {"name": "self", "principals": [spiffe("fl-coordinator")],
              "methods": ["privmesh.fl.v1.FLRunReporter/*"]}],
             {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": f"127.0.0.1:{broker.port}",
-             "fleet_address": fleet, "flare": {"address": f"localhost:{free_port()}"}}))
+             "fleet_address": fleet, "flare": {"address": f"localhost:{free_loopback_port()}"}}))
         admin = pki.bundle("admin")
         try:
             async with secure_channel(f"127.0.0.1:{coordinator.port}", ClientIdentity(

@@ -28,7 +28,7 @@ from privmesh.demo import records  # noqa: E402
 from privmesh.fl import server as fl_server  # noqa: E402
 from privmesh.fl.coordinator import federations  # noqa: E402
 from privmesh.fl.coordinator.fab import build_fab  # noqa: E402
-from privmesh.fl.coordinator.superlink import FlowerRun, SuperLink, SuperLinkConfig, free_port  # noqa: E402
+from privmesh.fl.coordinator.superlink import FlowerRun, SuperLink, SuperLinkConfig  # noqa: E402
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv  # noqa: E402
 from privmesh.fl.v1 import fl_pb2 as pb  # noqa: E402
 from privmesh.fl.v1 import fl_pb2_grpc  # noqa: E402
@@ -36,6 +36,7 @@ from privmesh.keybroker import server as keybroker_server  # noqa: E402
 from privmesh.runtime.client import ClientIdentity, secure_channel  # noqa: E402
 from privmesh.runtime.config import load_config  # noqa: E402
 from privmesh.runtime.pki import DevPki  # noqa: E402
+from privmesh.runtime.ports import free_loopback_port  # noqa: E402
 from privmesh.runtime.server import MeshServer, ServiceDefinition  # noqa: E402
 
 FL = "privmesh.fl.v1.FLCoordinator"
@@ -53,7 +54,7 @@ def federation(rounds: int, participants: int) -> pb.Federation:
 def config(tmp: Path, pki: DevPki, name: str, rules: list[dict[str, object]], service: dict[str, object]) -> Path:
     bundle = pki.bundle(name)
     (tmp / "policy.yaml").write_text(yaml.safe_dump({"rules": rules}))
-    data = {"server": {"listen": f"127.0.0.1:{free_port()}", "tls": {
+    data = {"server": {"listen": f"127.0.0.1:{free_loopback_port()}", "tls": {
         "ca_file": str(bundle.ca_file), "cert_file": str(bundle.cert_file), "key_file": str(bundle.key_file)},
         "authz_policy": str(tmp / "policy.yaml"), "metrics": {"enabled": False}, "state_dir": str(tmp),
         "audit": {"database": f"sqlite:///{tmp / 'audit.db'}", "signing_key_file": str(tmp / "audit.pem")}},
@@ -104,7 +105,7 @@ def start_nodes(keys: list[ParticipantKeys], data: list[Path], fleet: str, ca: P
 
 async def bare_run(tmp: Path, pki: DevPki, keys: list[ParticipantKeys], data: list[Path], rounds: int) -> float:
     bundle = pki.bundle("fl-coordinator")
-    link = SuperLink(SuperLinkConfig(tmp / "bare", "127.0.0.1", free_port(), bundle.ca_file, bundle.cert_file,
+    link = SuperLink(SuperLinkConfig(tmp / "bare", "127.0.0.1", free_loopback_port(), bundle.ca_file, bundle.cert_file,
                                      bundle.key_file))
     await link.start()
     nodes: list[SuperNode] = []
@@ -153,7 +154,7 @@ async def coordinator_run(tmp: Path, pki: DevPki, keys: list[ParticipantKeys], d
         {"name": "fl", "principals": [spiffe("fl-coordinator")], "methods": ["privmesh.keybroker.v1.KeyBroker/*"]}],
         {"database": f"sqlite:///{kb_dir / 'kb.db'}", "keystore_file": str(kb_dir / "keystore.bin"),
          "root_key_file": str(kb_dir / "root.bin")}))
-    fleet = f"127.0.0.1:{free_port()}"
+    fleet = f"127.0.0.1:{free_loopback_port()}"
     coordinator = await start(fl_server.DEFINITION, config(fl_dir, pki, "fl-coordinator", [
         {"name": "operator", "principals": [spiffe("admin")], "methods": [f"{FL}/*"]},
         {"name": "self", "principals": [spiffe("fl-coordinator")], "methods": ["privmesh.fl.v1.FLRunReporter/*"]}],

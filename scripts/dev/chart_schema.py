@@ -34,7 +34,7 @@ SERVICES: dict[str, tuple[type[BaseModel], set[str]]] = {
                                       "default_backend"}),
     "tokenVault": (TokenVaultSettings, {"database", "key_broker_target"}),
     "fheInference": (FheSettings, {"database", "key_dir", "model_files", "evaluator", "sandbox"}),
-    "dpGateway": (DPGatewaySettings, {"database", "cache_dir", "s3_region"}),
+    "dpGateway": (DPGatewaySettings, {"database", "cache_dir", "s3_region", "spark_python", "spark_master"}),
     "flCoordinator": (FlSettings, {"database", "superlink_dir", "fleet_address", "advertised_fleet_address",
                                    "superlink_tls", "report_address", "key_broker_target",
                                    "attestation_verifier_target"}),
@@ -97,6 +97,8 @@ def build() -> dict[str, Any]:
     duration = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
     labels = {"type": "object", "additionalProperties": string}
 
+    role_arn = {"type": "string", "pattern": r"^(arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)?$"}
+
     def service(key: str, extra: dict[str, Any] | None = None, max_replicas: int = 100) -> dict[str, Any]:
         props = {
             "enabled": {"type": "boolean"},
@@ -118,13 +120,24 @@ def build() -> dict[str, Any]:
         "attestationVerifier": service("attestationVerifier"),
         "keyBroker": service("keyBroker"),
         "tokenVault": service("tokenVault"),
-        "dpGateway": service("dpGateway"),
+        "dpGateway": service("dpGateway", {"spark": _strict({
+            "enabled": {"type": "boolean"},
+            "image": image,
+            "python": {"type": "string", "pattern": "^/"},
+            "master": {"type": "string", "pattern": r"^(k8s://https?://.+|local(\[[0-9*]+\])?)$"},
+            "driverPort": port, "blockManagerPort": port, "apiServerCidrs": cidrs,
+            "executor": _strict({
+                "instances": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "cores": {"type": "integer", "minimum": 1, "maximum": 64},
+                "memory": {"type": "string", "pattern": "^[0-9]+[kmgt]$", "description": "a JVM size: 512m, 4g"},
+                "nodeGroup": _strict({"label": label, "taint": taint}, ["label", "taint"]),
+                "roleArn": role_arn, "s3Cidrs": cidrs, "clusterCidrs": cidrs}),
+        }, ["enabled"])}),
         "fheInference": service("fheInference", {"keysClaim": string}),
         "flCoordinator": service("flCoordinator", {"fleet": _strict({
             "port": port, "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
             "advertisedAddress": string, "from": peers})}, max_replicas=1),
     })
-    role_arn = {"type": "string", "pattern": r"^(arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)?$"}
     aws_access = {"enabled": {"type": "boolean"}, "roleArn": role_arn, "cidrs": cidrs}
     root = _strict({
         "trustDomain": {"type": "string", "pattern": r"^[a-z0-9.\-_]{1,255}$"},

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from privmesh.dpgateway.v1 import dpgateway_pb2 as pb
 from privmesh.mesh.local import check_health
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from tests.conftest import identity, spiffe
 from tests.dpgateway.conftest import ANALYST, OTHER, gateway_config, patients_dataset
 
@@ -27,16 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "privmesh.dpgateway.v1.DPGateway"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class GatewayProcess:
     def __init__(self, workdir: Path, pki: DevPki, database: str, **service: Any) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.target = f"127.0.0.1:{_free_port()}"
+        self.target = f"127.0.0.1:{free_loopback_port()}"
         self.config = gateway_config(workdir, pki, database, server={"listen": self.target}, **service)
         self.log = workdir / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None

@@ -20,7 +20,6 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.demo import records
 from privmesh.enclave.simulator import DevCa
 from privmesh.fl import server as fl_server
-from privmesh.fl.coordinator.superlink import free_port
 from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc
@@ -28,6 +27,7 @@ from privmesh.keybroker import server as keybroker_server
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.config import load_config
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from privmesh.runtime.server import MeshServer, ServiceDefinition
 from tests.conftest import identity, server_config, spiffe
 from tests.keybroker.conftest import broker_settings
@@ -162,10 +162,10 @@ async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> A
     kb_target, av_target = (f"127.0.0.1:{s.port}" for s in servers)
     settings: dict[str, object] = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
                 "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
-                "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_port()}"}
+                "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_loopback_port()}"}
     if getattr(request.module, "FLARE", False):  # a module that tests FLARE federations: a FLARE server too
-        settings["flare"] = {"address": f"localhost:{free_port()}"}
-    config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_port()}")
+        settings["flare"] = {"address": f"localhost:{free_loopback_port()}"}
+    config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_loopback_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
     data = config.read_text().replace(str(pki.bundle("server").cert_file), str(pki.bundle(COORDINATOR).cert_file))
     config.write_text(data.replace(str(pki.bundle("server").key_file), str(pki.bundle(COORDINATOR).key_file)))

@@ -61,3 +61,9 @@ def render(*values: Path, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def executor_template(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """dp-gateway's Spark executor pod template, as Spark reads it (spark.kubernetes.executor.podTemplateFile)."""
+    data = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]
+    return dict(yaml.safe_load(data["executor-pod-template.yaml"]))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -18,6 +17,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from privmesh.runtime.ports import free_loopback_port
 from tests.k8s.chart import tool
 
 ADMIN_TOKEN = "privmesh-test-admin-token"
@@ -25,18 +25,12 @@ NOBODY_TOKEN = "privmesh-test-nobody-token"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ControlPlane:
     """etcd + kube-apiserver + kube-scheduler as child processes, logs in `root`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = free_loopback_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.signing_key_file = root / "sa.key"
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -90,7 +84,7 @@ class ControlPlane:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         (self.root / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n'
                                               f"{NOBODY_TOKEN},nobody,nobody-uid\n")
-        etcd_port, peer_port = free_port(), free_port()
+        etcd_port, peer_port = free_loopback_port(), free_loopback_port()
         self._spawn("etcd", [
             "--name", "test", "--data-dir", str(self.root / "etcd"), "--unsafe-no-fsync",
             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -112,7 +106,7 @@ class ControlPlane:
         ])
         self._wait_ready(timeout)
         kubeconfig = self.kubeconfig()
-        scheduler_port = free_port()
+        scheduler_port = free_loopback_port()
         self._spawn("kube-scheduler", [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",

@@ -7,17 +7,22 @@ written directly, their not-ready taint removed (nothing else would), their capa
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, render
-from tests.k8s.cluster import get, server_side_apply
+from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, executor_template, render
+from tests.k8s.cluster import ISSUER, free_port, get, server_side_apply
 
 pytestmark = pytest.mark.slow
+SPARK_ENV = Path(__file__).resolve().parents[2] / ".tools" / "spark-env"  # scripts/dev/spark-env.sh
 
 CPU_MEMORY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 NODES: dict[str, dict[str, Any]] = {
@@ -35,6 +40,11 @@ NODES: dict[str, dict[str, Any]] = {
               "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
     "gpu-b": {"group": "gpu", "zone": "eu-west-1b", "capacity": {"nvidia.com/gpu": "1"},
               "taint": {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}},
+    # dp-gateway's Spark executors (eks.yaml services.dpGateway.spark.executor.nodeGroup).
+    "spark-a": {"group": "spark", "zone": "eu-west-1a", "capacity": {},
+                "taint": {"key": "privmesh.dev/spark", "value": "true", "effect": "NoSchedule"}},
+    "spark-b": {"group": "spark", "zone": "eu-west-1b", "capacity": {},
+                "taint": {"key": "privmesh.dev/spark", "value": "true", "effect": "NoSchedule"}},
 }
 CERT_MANAGER = ("cert-manager.io/v1", "Certificate")  # a CRD of cert-manager, which this control plane lacks
 
@@ -93,6 +103,17 @@ def _wait_scheduled(api: Any, names: set[str], timeout: float = 120.0) -> dict[s
         time.sleep(0.5)
 
 
+def _spark_executors(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The executor pods Spark's scheduler would create from the chart's template: its pod, the image of
+    spark.kubernetes.container.image, the instance count of spark.executor.instances."""
+    template = executor_template(objects)
+    text = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]["spark-defaults.conf"]
+    conf = dict(line.split(None, 1) for line in text.splitlines() if not line.lstrip().startswith("#"))
+    template["spec"]["containers"][0]["image"] = conf["spark.kubernetes.container.image"].strip()
+    return [{**template, "metadata": {**template["metadata"], "name": f"dp-gateway-spark-executor-{i}"}}
+            for i in range(int(conf["spark.executor.instances"]))]
+
+
 @pytest.fixture(scope="module")
 def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """eks.yaml rendered and applied; the workloads' pods created and scheduled: (objects, pod -> node)."""
@@ -115,6 +136,7 @@ def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
         pods += _pods_for(workload, replicas)
     for daemonset in by_kind(objects, "DaemonSet").values():
         pods += _pods_for(daemonset, sum(1 for n in NODES.values() if n["group"] == "nitro"))
+    pods += _spark_executors(objects)
     for pod in pods:
         server_side_apply(api, pod, NAMESPACE)
     return objects, _wait_scheduled(api, {p["metadata"]["name"] for p in pods})
@@ -135,6 +157,7 @@ def test_enclave_pods_only_on_nitro_fhe_only_on_gpu_nothing_else_there(installed
     assert seen.pop("enclave-parent") == {"nitro"}
     assert seen.pop("nitro-enclaves-device-plugin") == {"nitro"}
     assert seen.pop("fhe-inference") == {"gpu"}
+    assert seen.pop("dp-gateway-spark-executor") == {"spark"}
     assert seen and all(groups == {"general"} for groups in seen.values()), seen
     # Each enclave pod takes a Nitro node's one enclave device: two pods, two nodes.
     assert len({node for pod, node in placement.items() if pod.startswith("enclave-parent-")}) == 2
@@ -186,3 +209,124 @@ def test_service_account_objects_carry_irsa(installed, api: Any) -> None:
     role = accounts["key-broker"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert role.endswith(":role/privmesh-key-broker")
     assert "annotations" not in accounts["token-vault"]["metadata"]
+
+
+def _allowed(api: Any, user: str, namespace: str, verb: str, resource: str, group: str = "") -> bool:
+    """The API server's own RBAC decision (a SubjectAccessReview), for a service account of the release."""
+    review = client.AuthorizationV1Api(api).create_subject_access_review(client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user=user, resource_attributes=client.V1ResourceAttributes(
+            namespace=namespace, verb=verb, resource=resource, group=group))))
+    return bool(review.status.allowed)
+
+
+def test_spark_driver_rights_are_its_namespace_only(installed, api: Any) -> None:
+    """The gateway (Spark's driver) may manage pods and the like in its namespace, nowhere else and nothing more;
+    the executors' service account may do nothing with the API."""
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="elsewhere")))
+    driver = f"system:serviceaccount:{NAMESPACE}:dp-gateway"
+    executor = f"system:serviceaccount:{NAMESPACE}:dp-gateway-spark-executor"
+    for resource in ("pods", "services", "configmaps", "persistentvolumeclaims"):
+        for verb in ("create", "get", "list", "watch", "delete"):
+            assert _allowed(api, driver, NAMESPACE, verb, resource), (verb, resource)
+            assert not _allowed(api, driver, "elsewhere", verb, resource), (verb, resource)
+            assert not _allowed(api, executor, NAMESPACE, verb, resource), (verb, resource)
+    for verb, resource, group in (("get", "secrets", ""), ("update", "pods", ""), ("patch", "configmaps", ""),
+                                  ("create", "deployments", "apps"), ("create", "rolebindings",
+                                                                      "rbac.authorization.k8s.io")):
+        assert not _allowed(api, driver, NAMESPACE, verb, resource, group), (verb, resource)
+    assert not _allowed(api, driver, "", "list", "nodes")
+    roles = get(api, "/apis/rbac.authorization.k8s.io/v1/clusterroles")["items"]
+    assert not [r["metadata"]["name"] for r in roles if "spark" in r["metadata"]["name"]]
+
+
+def test_spark_executor_account_carries_irsa(installed, api: Any) -> None:
+    account = get(api, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/dp-gateway-spark-executor")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/privmesh-spark-executor")
+    assert account["automountServiceAccountToken"] is False
+
+
+DRIVER = """
+import os, sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master(os.environ["MASTER"]).appName("privmesh-dp-engine").getOrCreate()
+print("ready", flush=True)
+sys.stdin.read()
+spark.stop()
+print("stopped", flush=True)
+"""
+
+
+def _executor_pods(api: Any) -> list[dict[str, Any]]:
+    pods = get(api, f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=spark-role%3Dexecutor")["items"]
+    return list(pods)
+
+
+@pytest.mark.timeout(600)
+def test_a_spark_driver_with_the_charts_configuration_places_its_executors(
+        installed, api: Any, control_plane: Any, tmp_path: Path) -> None:
+    """A real Spark driver (the pinned pyspark, client mode), configured as the gateway pod is (the rendered
+    spark-defaults.conf, the pod template, PYSPARK_SUBMIT_ARGS with the pod's IP and name), authenticated as the
+    dp-gateway service account: its executor pods are accepted by the API server, carry the template (node group,
+    non-root, executor account), are owned by the gateway pod, scheduled on the spark node group, and deleted
+    when the driver stops. Loopback stand-ins: the API server's address and CA, free ports for the driver."""
+    objects, _ = installed
+    python = SPARK_ENV / "bin" / "python"
+    assert python.exists(), f"{python} is missing: run scripts/dev/spark-env.sh (scripts/dev/test.sh does)"
+    core = client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token("dp-gateway", NAMESPACE, client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[ISSUER], expiration_seconds=600))).status.token
+    (tmp_path / "token").write_text(token)
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    data = by_kind(objects, "ConfigMap")["dp-gateway-spark"]["data"]
+    (conf_dir / "executor-pod-template.yaml").write_text(data["executor-pod-template.yaml"])
+    (conf_dir / "spark-defaults.conf").write_text(data["spark-defaults.conf"] + "\n".join([
+        f"spark.kubernetes.executor.podTemplateFile {conf_dir / 'executor-pod-template.yaml'}",
+        f"spark.kubernetes.authenticate.oauthTokenFile {tmp_path / 'token'}",
+        f"spark.kubernetes.authenticate.caCertFile {control_plane.root / 'certs' / 'apiserver.crt'}",
+        "spark.driver.bindAddress 127.0.0.1",
+        f"spark.driver.port {free_port()}", f"spark.driver.blockManager.port {free_port()}",
+        "spark.scheduler.maxRegisteredResourcesWaitingTime 1s", ""]))
+    container = by_kind(objects, "Deployment")["dp-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    submit = str(env["PYSPARK_SUBMIT_ARGS"]).replace("$(POD_IP)", "127.0.0.1").replace("$(POD_NAME)", "dp-gateway-0")
+    config = yaml.safe_load(by_kind(objects, "ConfigMap")["dp-gateway-config"]["data"]["config.yaml"])
+    assert config["service"]["spark_master"] == "k8s://https://kubernetes.default.svc:443"
+    driver = subprocess.Popen(
+        [str(python), "-c", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(tmp_path / "log").open("w"),
+        text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SPARK_CONF_DIR": str(conf_dir),
+                        "PYSPARK_SUBMIT_ARGS": submit, "PYSPARK_PYTHON": str(python),
+                        "MASTER": f"k8s://{control_plane.url}"})
+    try:
+        assert driver.stdout is not None and driver.stdin is not None
+        assert driver.stdout.readline() == "ready\n", (tmp_path / "log").read_text()[-3000:]
+        deadline = time.monotonic() + 120
+        while len(pods := _executor_pods(api)) < 2 or not all(p["spec"].get("nodeName") for p in pods):
+            assert time.monotonic() < deadline, ((tmp_path / "log").read_text()[-3000:], pods)
+            time.sleep(0.5)
+        assert len(pods) == 2  # spark.executor.instances
+        for pod in pods:
+            spec = pod["spec"]
+            assert _group(spec["nodeName"]) == "spark"
+            assert spec["serviceAccountName"] == "dp-gateway-spark-executor"
+            assert spec["securityContext"]["runAsUser"] == 10001
+            assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "dp-gateway-spark-executor"
+            assert [o["name"] for o in pod["metadata"]["ownerReferences"]] == ["dp-gateway-0"]
+            (executor,) = spec["containers"]
+            assert executor["name"] == "spark-executor" and executor["securityContext"]["runAsNonRoot"] is True
+            assert executor["image"].endswith("/privmesh/dp-gateway-spark:0.1.0")
+            assert executor["args"] == ["executor"]  # what images/spark-entrypoint.sh dispatches on
+            variables = {e["name"] for e in executor["env"]}
+            assert {"SPARK_DRIVER_URL", "SPARK_EXECUTOR_ID", "SPARK_EXECUTOR_CORES", "SPARK_APPLICATION_ID",
+                    "SPARK_EXECUTOR_POD_IP", "SPARK_RESOURCE_PROFILE_ID", "SPARK_EXECUTOR_POD_NAME",
+                    "SPARK_EXECUTOR_MEMORY"} <= variables  # each one the entry point reads
+        driver.stdin.close()
+        assert driver.stdout.readline() == "stopped\n", (tmp_path / "log").read_text()[-3000:]
+        deadline = time.monotonic() + 60
+        while not all(p["metadata"].get("deletionTimestamp") for p in _executor_pods(api)):  # no kubelet: Terminating
+            assert time.monotonic() < deadline, "executor pods not deleted"
+            time.sleep(0.5)
+    finally:
+        driver.kill()
+        driver.wait()

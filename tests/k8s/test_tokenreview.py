@@ -22,8 +22,9 @@ from privmesh.runtime.config import KubernetesAuthConfig
 from privmesh.runtime.errors import ServiceError, read_error
 from privmesh.runtime.kubeauth import TokenReviewer
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from tests.conftest import server_config
-from tests.k8s.cluster import NOBODY_TOKEN, ControlPlane, free_port
+from tests.k8s.cluster import NOBODY_TOKEN, ControlPlane
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,7 @@ async def test_a_review_that_cannot_be_made_fails_closed(control_plane: ControlP
     token = token_for(accounts, "caller", "privmesh")
     forbidden = reviewer(control_plane.kubeconfig(NOBODY_TOKEN, "nobody"))  # may not create tokenreviews
     assert await refused(forbidden, token) == "TOKEN_REVIEW_FAILED"
-    down = control_plane.kubeconfig().read_text().replace(control_plane.url, f"https://127.0.0.1:{free_port()}")
+    down = control_plane.kubeconfig().read_text().replace(control_plane.url, f"https://127.0.0.1:{free_loopback_port()}")
     unreachable = control_plane.root / "kubeconfig-down"
     unreachable.write_text(down)
     assert await refused(reviewer(unreachable), token) == "TOKEN_REVIEW_FAILED"

@@ -26,7 +26,8 @@ from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
-from tests.conftest import _free_port, identity, server_config, spiffe
+from privmesh.runtime.ports import free_loopback_port
+from tests.conftest import identity, server_config, spiffe
 
 NAMES = ("wa", "wb", "wc")
 ECHO = "/privmesh.testing.v1.Echo/"
@@ -44,7 +45,7 @@ async def start_mesh(tmp_path: Path, pki: DevPki, start_server: Any, names: tupl
                      audit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Echo servers `names`, each witnessed by the others (and by `witnesses`: name -> port), cosigning every
     `interval` seconds when set; `audit` overrides audit settings (e.g. the signing key file)."""
-    ports = {name: _free_port() for name in names}
+    ports = {name: free_loopback_port() for name in names}
     peers = {**(witnesses or {}), **ports}
     servers = {}
     for name in names:

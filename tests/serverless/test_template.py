@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cfnlint.decode import decode_str
 
+from privmesh.fhe.settings import FheSettings
 from privmesh.runtime.authz import Authorizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +39,11 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/incoming/*"},
                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/tokenized/*"},
                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BatchBucketName}/failed/*"}]},
-               "FheRole": {"elasticfilesystem": ["*"]}}  # mounts only the key directory's access point:
+               "FheRole": {"elasticfilesystem": ["*"]},  # mounts only the key directory's access point:
+               "FheJobRole": {"elasticfilesystem": ["*"], "s3": [  # only the state directory's, and its prefixes
+                   {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::${{JobBucketName}}/fhe-jobs/{prefix}/*"}
+                   for prefix in ("incoming", "inputs", "results", "submitted", "failed")]}}
+    access_points = {"FheRole": {"Ref": "FheKeysAccessPointArn"}, "FheJobRole": {"Ref": "FheStateAccessPointArn"}}
     roles = {name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
     assert roles == set(allowed)
     for name, limits in allowed.items():
@@ -52,9 +58,13 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
             assert all(t in reachable for t in targets), (name, statement)
             if actions[0].startswith("elasticfilesystem:"):
                 assert statement["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"] == \
-                    {"Ref": "FheKeysAccessPointArn"}
+                    access_points[name]
             if actions[0].startswith("kms:"):
                 assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:service"] == "token-vault"
+            if actions[0] == "s3:GetObject" and name == "FheJobRole":  # reads inputs only, writes no input
+                assert all("/incoming/" in t["Fn::Sub"] or "/inputs/" in t["Fn::Sub"] for t in targets)
+            if actions[0] == "s3:PutObject" and name == "FheJobRole":
+                assert not any("/incoming/" in t["Fn::Sub"] or "/inputs/" in t["Fn::Sub"] for t in targets)
     functions = {n: r for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
     assert {f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()} == set(allowed)
     assert resources["VaultTable"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at",
@@ -63,5 +73,8 @@ def test_each_role_reaches_only_its_table_key_and_prefixes() -> None:
 
 def test_image_installs_from_the_pinned_constraints_and_the_policy_loads() -> None:
     dockerfile = (ROOT / "serverless" / "Dockerfile").read_text()
+    for config in ("fhe-service.yaml", "fhe-jobs.yaml"):  # the functions' service settings are valid FheSettings
+        assert f"COPY serverless/{config}" in dockerfile
+        FheSettings.model_validate(yaml.safe_load((ROOT / "serverless" / config).read_text()))
     assert "--constraint /tmp/privmesh/constraints.txt" in dockerfile and "ARG EXTRAS=serverless" in dockerfile
     Authorizer.from_file(ROOT / "serverless" / "policy.yaml")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from privmesh.mesh.local import check_health
 from privmesh.runtime.client import secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 from privmesh.runtime.server import MeshServer
 from privmesh.sdk.keybroker.client import SERVICES as KB_SERVICES
 from privmesh.sdk.keybroker.client import KeyBrokerClient, allow
@@ -175,12 +175,6 @@ async def another_vault(start_server: Callable[..., Any], pki: DevPki,
         await channel.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def vault_processes(tmp_path: Path, pki: DevPki) -> Iterator[Callable[..., list[subprocess.Popen[bytes]]]]:
     """Starts vault server processes on one database (`targets` gets their addresses); stops them after."""
@@ -191,7 +185,7 @@ def vault_processes(tmp_path: Path, pki: DevPki) -> Iterator[Callable[..., list[
         started = []
         for _ in range(count):
             directory = workdir(tmp_path / f"vault-{len(processes)}")
-            port = _free_port()
+            port = free_loopback_port()
             settings = vault_settings(directory, broker_port, database, **extra)
             config = server_config(directory, pki, TV_RULES, settings, listen=f"127.0.0.1:{port}")
             log = (directory / "log").open("wb")

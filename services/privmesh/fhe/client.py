@@ -139,7 +139,7 @@ async def infer_encrypted(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inp
     async def requests() -> AsyncIterator[pb.InferRequest]:
         yield pb.InferRequest(start=pb.InferStart(session=session))
         for input_id, (ciphertext, count) in enumerate(inputs):
-            for message in _input_messages(input_id, ciphertext, count):
+            for message in input_messages(input_id, ciphertext, count):
                 yield pb.InferRequest(input=message) if isinstance(message, pb.InferInput) else \
                     pb.InferRequest(chunk=message)
 
@@ -163,7 +163,7 @@ async def collect_outputs(call: AsyncIterator[pb.InferResponse] | AsyncIterator[
     return outputs
 
 
-def _input_messages(input_id: int, ciphertext: bytes, count: int) -> Iterator[pb.InferInput | pb.CiphertextChunk]:
+def input_messages(input_id: int, ciphertext: bytes, count: int) -> Iterator[pb.InferInput | pb.CiphertextChunk]:
     """Infer's input framing (SubmitJob uses the same): the input's header, then its ciphertext in 1 MiB chunks."""
     yield pb.InferInput(input_id=input_id, sample_count=count,
                         ciphertexts=[pb.CiphertextInfo(size_bytes=len(ciphertext))])
@@ -182,14 +182,21 @@ async def submit_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inputs: 
     start = pb.JobStart(session=session, input_count=count, request_id=request_id or str(uuid.uuid4()))
 
     async def requests() -> AsyncIterator[pb.SubmitJobRequest]:
-        yield pb.SubmitJobRequest(start=start)
-        for input_id, (ciphertext, samples) in enumerate(inputs):
-            for message in _input_messages(input_id, ciphertext, samples):
-                yield pb.SubmitJobRequest(input=message) if isinstance(message, pb.InferInput) else \
-                    pb.SubmitJobRequest(chunk=message)
+        for request in job_requests(start, inputs):
+            yield request
 
     reply: pb.SubmitJobResponse = await stub.SubmitJob(requests(), timeout=timeout)
     return reply.job
+
+
+def job_requests(start: pb.JobStart, inputs: Iterable[tuple[bytes, int]]) -> Iterator[pb.SubmitJobRequest]:
+    """SubmitJob's request stream (also the serverless job function's input objects): the start, then each input
+    (ciphertext, sample count) in Infer's input framing."""
+    yield pb.SubmitJobRequest(start=start)
+    for input_id, (ciphertext, samples) in enumerate(inputs):
+        for message in input_messages(input_id, ciphertext, samples):
+            yield pb.SubmitJobRequest(input=message) if isinstance(message, pb.InferInput) else \
+                pb.SubmitJobRequest(chunk=message)
 
 
 async def wait_for_job(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, poll_seconds: float = 1.0,

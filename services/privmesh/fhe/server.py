@@ -18,6 +18,7 @@ from privmesh.fhe.settings import FheSettings
 from privmesh.fhe.store import KeyFiles, ModelStore, SessionStore
 from privmesh.fhe.v1 import fhe_pb2, fhe_pb2_grpc
 from privmesh.fhe.worker import Worker, WorkerLimits
+from privmesh.runtime.audit.log import AuditLog
 from privmesh.runtime.db import Database
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 
@@ -35,12 +36,19 @@ async def _sweep_forever(sweeps: Sequence[Callable[[], Awaitable[int]]], every: 
                 log.exception("sweeping expired sessions or jobs failed")
 
 
-def _jobs(settings: FheSettings, db: Database, service: FheService, runtime: Runtime) -> JobService:
+def worker_limits(settings: FheSettings) -> WorkerLimits:
+    """The sandbox processes' limits (the service's, and the serverless functions')."""
+    return WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
+                        settings.sandbox.uid, settings.sandbox.gid)
+
+
+def job_service(settings: FheSettings, db: Database, service: FheService, audit: AuditLog) -> JobService:
+    """The jobs domain as the settings bound it (the service's, and the serverless job function's)."""
     jobs = settings.jobs
     limits = JobLimits(jobs.max_queued_per_principal, jobs.max_inputs_per_job, jobs.max_bytes_per_job,
                        timedelta(seconds=jobs.result_ttl_seconds), timedelta(seconds=jobs.lease_seconds),
                        jobs.max_attempts)
-    return JobService(service, JobStore(db), JobFiles(jobs.job_dir(settings.key_dir)), runtime.audit, limits)
+    return JobService(service, JobStore(db), JobFiles(jobs.job_dir(settings.key_dir)), audit, limits)
 
 
 async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registration]:
@@ -49,8 +57,7 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     registry = ModelRegistry(ModelStore(db), settings.allow_test_models)
     await asyncio.to_thread(registry.load_configured, settings.model_files)
     key_files = KeyFiles(settings.key_dir)
-    limits = WorkerLimits(settings.worker_seconds_per_request, settings.worker_address_space_bytes,
-                          settings.sandbox.uid, settings.sandbox.gid)
+    limits = worker_limits(settings)
     checker = Worker("checker", max_sessions=1, limits=limits)
     evaluators = [Worker(f"eval-{i}", settings.worker_sessions, limits, settings.evaluator)
                   for i in range(settings.evaluation_workers)]
@@ -59,7 +66,7 @@ async def build(runtime: Runtime, settings: FheSettings) -> Sequence[Registratio
     await asyncio.gather(*(worker.start() for worker in (checker, *evaluators)))
     service = FheService(registry, SessionStore(db), key_files, checker, evaluators, runtime.audit,
                          settings.max_sessions_per_principal)
-    jobs = _jobs(settings, db, service, runtime)
+    jobs = job_service(settings, db, service, runtime.audit)
     runner = JobRunner(jobs, settings.jobs.concurrency, settings.jobs.poll_seconds)
     tasks = (asyncio.create_task(_sweep_forever((service.sweep, jobs.sweep), settings.sweep_seconds)),
              asyncio.create_task(runner.run_forever()))

@@ -14,7 +14,7 @@ from privmesh.fl.coordinator.admission import SERVICES as ATTESTATION_SERVICES
 from privmesh.fl.coordinator.admission import Admission
 from privmesh.fl.coordinator.service import CoordinatorOptions, CoordinatorService
 from privmesh.fl.coordinator.store import CoordinatorStore
-from privmesh.fl.coordinator.superlink import SuperLink, SuperLinkConfig, free_port
+from privmesh.fl.coordinator.superlink import SuperLink, SuperLinkConfig
 from privmesh.fl.coordinator.vault import ModelVault
 from privmesh.fl.servicer import FLCoordinatorServicer, FLRunReporterServicer
 from privmesh.fl.settings import FlSettings
@@ -22,6 +22,7 @@ from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc, reporter_pb2, reporter_pb2_grpc
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.db import Database
 from privmesh.runtime.identity import own_principal, peer_principal
+from privmesh.runtime.ports import free_loopback_port
 from privmesh.runtime.server import Registration, Runtime, ServiceDefinition
 from privmesh.sdk.keybroker.client import SERVICES as KEYBROKER_SERVICES
 
@@ -52,7 +53,7 @@ def _flare_server(settings: FlSettings, state_dir: Path, env: dict[str, str]) ->
     directory = settings.flare.directory or state_dir / "flare"
     host, _, port = settings.flare.address.rpartition(":")
     chosen = directory / "port"
-    number = int(port) or (int(chosen.read_text()) if chosen.exists() else free_port())
+    number = int(port) or (int(chosen.read_text()) if chosen.exists() else free_loopback_port())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     chosen.write_text(str(number))
     return FlareServer(FlareServerConfig(FlareProvisioner(directory, "privmesh", host, number), env))
@@ -71,7 +72,7 @@ async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration
     host, _, port = settings.fleet_address.rpartition(":")
     superlink = SuperLink(SuperLinkConfig(
         state_dir=settings.superlink_dir or cfg.state_dir / "superlink", fleet_host=host,
-        fleet_port=int(port) or free_port(), ca_file=Path(ca), cert_file=Path(cert), key_file=Path(key),
+        fleet_port=int(port) or free_loopback_port(), ca_file=Path(ca), cert_file=Path(cert), key_file=Path(key),
         env=dict(zip(REPORT_ENV, (report_address, str(cfg.tls.ca_file), str(cfg.tls.cert_file),
                                   str(cfg.tls.key_file)), strict=True))))
     db = Database(settings.database)

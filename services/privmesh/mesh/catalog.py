@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privmesh.runtime.ports import free_loopback_port
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -91,11 +93,7 @@ LOCAL_FLARE_ENV = "PRIVMESH_LOCAL_FLARE"
 
 
 def _fl_settings(state_dir: Path) -> dict[str, Any]:
-    import socket
-
-    with socket.socket() as sock:  # the SuperLink keeps one Fleet port across restarts
-        sock.bind(("127.0.0.1", 0))
-        fleet_port = sock.getsockname()[1]
+    fleet_port = free_loopback_port()  # the SuperLink keeps one Fleet port across restarts
     data = state_dir / "data" / "fl-coordinator"
     settings: dict[str, Any] = {
         "database": f"sqlite:///{data / 'fl.db'}", "superlink_dir": str(data / "superlink"),

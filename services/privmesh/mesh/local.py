@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from privmesh.console.inventory import METHODS as CONSOLE_METHODS
 from privmesh.mesh.catalog import CATALOG, ServiceSpec
 from privmesh.runtime.client import ClientIdentity, secure_channel
 from privmesh.runtime.pki import DevPki
+from privmesh.runtime.ports import free_loopback_port
 
 CLIENTS = ("admin", "auditor", "demo-client")
 RENEW_MARGIN_HOURS = 2
@@ -79,12 +79,6 @@ class MeshLayout:
         return [Endpoint(**e) for e in json.loads(self.mesh_file.read_text())["endpoints"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _policy(pki: DevPki, specs: tuple[ServiceSpec, ...]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {"name": "admin", "principals": [pki.spiffe_id("admin")], "methods": ["*"]},
@@ -124,7 +118,7 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
             layout.pki.issue(name)
     layout.policy_file.write_text(yaml.safe_dump(_policy(layout.pki, specs), sort_keys=False))
     configs = {}
-    listen = {spec.name: f"127.0.0.1:{_free_port()}" for spec in specs}
+    listen = {spec.name: f"127.0.0.1:{free_loopback_port()}" for spec in specs}
     for spec in specs:
         bundle = layout.pki.bundle(spec.name)
         data_dir = layout.data_dir / spec.name
@@ -139,7 +133,7 @@ def prepare(layout: MeshLayout, specs: tuple[ServiceSpec, ...] = CATALOG) -> dic
                           "signing_key_file": str(data_dir / "audit-signing-key.pem"),
                           "witnesses": [{"service": peer, "target": target} for peer, target in listen.items()
                                         if peer != spec.name]},
-                "metrics": {"enabled": True, "port": _free_port()},
+                "metrics": {"enabled": True, "port": free_loopback_port()},
                 "state_dir": str(data_dir),
                 "rate_limits": LOCAL_RATE_LIMITS,
             },

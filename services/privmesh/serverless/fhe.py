@@ -4,7 +4,7 @@ model checks, check_input, the sandboxed evaluator, the audited release) and ans
 
 The function shares the service's state: its `service:` settings (FheSettings) name the mesh's database and the
 key directory (an EFS access point mounted on the function), so sessions registered over gRPC score here.
-Asynchronous jobs (SubmitJob) are not served here yet.
+Asynchronous jobs are privmesh.serverless.fhejobs's.
 
 Request (protobuf-JSON style): {"session": "sessions/{id}", "inputs": [{"sampleCount": n, "ciphertext": base64}]}
 Reply: {"outputs": [{"sampleCount": n, "ciphertexts": [base64, ...]}]}
@@ -22,10 +22,11 @@ import yaml
 
 from privmesh.fhe.inference_service import FheService, check_input
 from privmesh.fhe.registry import ModelRegistry
+from privmesh.fhe.server import worker_limits
 from privmesh.fhe.settings import FheSettings
 from privmesh.fhe.store import KeyFiles, ModelStore, SessionStore
 from privmesh.fhe.v1 import fhe_pb2
-from privmesh.fhe.worker import Worker, WorkerLimits
+from privmesh.fhe.worker import Worker
 from privmesh.runtime.authz import Authorizer
 from privmesh.runtime.context import current_principal
 from privmesh.runtime.db import Database
@@ -72,12 +73,11 @@ class ServerlessFhe:
     def __init__(self, settings: FheEntrySettings) -> None:
         self.settings = settings
         raw = yaml.safe_load(Path(settings.fhe_config).read_text()) or {}
-        fhe = FheSettings.model_validate(raw)
-        db = Database(fhe.database)
+        self.fhe_settings = fhe = FheSettings.model_validate(raw)
+        self.db = db = Database(fhe.database)
         self.registry = ModelRegistry(ModelStore(db), fhe.allow_test_models)
         self.registry.load_configured(fhe.model_files)
-        limits = WorkerLimits(fhe.worker_seconds_per_request, fhe.worker_address_space_bytes,
-                              fhe.sandbox.uid, fhe.sandbox.gid)
+        limits = worker_limits(fhe)
         self.checker = Worker("checker", max_sessions=1, limits=limits)
         self.evaluator = Worker("eval-0", fhe.worker_sessions, limits, fhe.evaluator)
         self.audit = audit_log(settings, "fhe-inference")

@@ -7,6 +7,8 @@ out. One vault per execution environment, built on the first (cold) invocation.
 - `s3_batch`: S3 object-created events (privmesh.serverless.s3batch).
 - `fhe_score`: fhe-inference's synchronous scoring (privmesh.serverless.fhe), over HTTP or direct invocation
   (`{"request": {...}}`).
+- `fhe_job`: fhe-inference's asynchronous jobs with inputs and results in S3 (privmesh.serverless.fhejobs): S3
+  object-created events, `POST /v1/fhe/jobs/{action}` over HTTP, or `{"action": ..., ...}` directly.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 from privmesh.runtime.errors import InvalidArgument, ServiceError
 from privmesh.serverless.errors import error_body, http_response, http_status
 from privmesh.serverless.fhe import ServerlessFhe
+from privmesh.serverless.fhejobs import ServerlessJobs
 from privmesh.serverless.identity import http_principal
 from privmesh.serverless.s3batch import BatchFiles
-from privmesh.serverless.settings import FheEntrySettings, ServerlessSettings
+from privmesh.serverless.settings import FheEntrySettings, FheJobSettings, ServerlessSettings
 from privmesh.serverless.vault import DOMAIN, ServerlessVault, reply_json, run
 
 FHE_DOMAIN = "fhe.privmesh.dev"
@@ -30,6 +33,7 @@ FHE_DOMAIN = "fhe.privmesh.dev"
 _VAULT: ServerlessVault | None = None
 _FILES: BatchFiles | None = None
 _FHE: ServerlessFhe | None = None
+_JOBS: ServerlessJobs | None = None
 
 
 def vault() -> ServerlessVault:
@@ -119,3 +123,38 @@ def fhe_score(event: Any, context: Any) -> dict[str, Any]:
         status, failure = http_status(error), error_body(error, FHE_DOMAIN)
         return http_response(status, failure) if http else {"statusCode": status, "body": failure}
     return http_response(200, reply) if http else {"statusCode": 200, "body": reply}
+
+
+def fhe_job(event: Any, context: Any) -> dict[str, Any]:
+    global _JOBS
+    if _JOBS is None:
+        _JOBS = ServerlessJobs(FheJobSettings())  # type: ignore[call-arg]  # from the environment
+    served = _JOBS
+    if isinstance(event, Mapping) and "Records" in event:
+        return served.handle_s3(event)
+    http = isinstance(event, Mapping) and event.get("version") == "2.0" and "requestContext" in event
+    try:
+        if http:
+            action = str(event.get("rawPath", "")).rsplit("/", 1)[-1]
+            request = _json_object(_body(event, served.settings.max_body_bytes))
+            principal = http_principal(event, served.settings.trust_domain)
+        else:
+            if not isinstance(event, Mapping) or not isinstance(event.get("action"), str):
+                raise InvalidArgument.single("event", "must be {\"action\": ..., ...}", "EVENT_INVALID")
+            action, request = str(event["action"]), {k: v for k, v in event.items() if k != "action"}
+            principal = served.settings.direct_principal or None
+        reply = run(served.call(principal, action, request))
+    except ServiceError as error:
+        status, failure = http_status(error), error_body(error, FHE_DOMAIN)
+        return http_response(status, failure) if http else {"statusCode": status, "body": failure}
+    return http_response(200, reply) if http else {"statusCode": 200, "body": reply}
+
+
+def _json_object(body: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidArgument.single("body", "not JSON", "BODY_INVALID") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument.single("body", "must be a JSON object", "BODY_INVALID")
+    return parsed

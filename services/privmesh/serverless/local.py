@@ -17,13 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from privmesh.runtime.ports import free_loopback_port
+
 INVOCATIONS = "/2015-03-31/functions/function/invocations"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Emulator:
@@ -31,7 +27,7 @@ class Emulator:
 
     def __init__(self, rie: Path, handler: str, env: Mapping[str, str], log: Path, cwd: Path | None = None,
                  start_timeout: float = 20) -> None:
-        self.port, api = _free_port(), _free_port()
+        self.port, api = free_loopback_port(), free_loopback_port()
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             [str(rie), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",

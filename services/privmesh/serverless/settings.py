@@ -46,3 +46,14 @@ class FheEntrySettings(EntrySettings):
     with the service score here."""
 
     fhe_config: str = Field(description="a YAML file with fhe-inference's service settings")
+
+
+class FheJobSettings(FheEntrySettings):
+    """The job function's: the scoring function's, and the bucket of job inputs and results."""
+
+    bucket: str = Field(min_length=3, description="the bucket of job inputs (fhe-jobs/...) and results")
+    region: str = Field("us-east-1", min_length=1)
+    s3_endpoint: str | None = Field(None, description="an S3-compatible endpoint (tests: moto)")
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+    max_object_bytes: int = Field(256 * 1_048_576, ge=1024, le=1 << 34,
+                                  description="largest input object, checked before it is read")

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,10 @@ from flwr.supercore.constant import NOOP_FEDERATION
 
 from privmesh.runtime.client import pinned_options
 from privmesh.runtime.identity import own_principal
+from privmesh.runtime.ports import free_loopback_port
 
 log = logging.getLogger("privmesh.fl.superlink")
 CONTROL_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SuperLinkError(Exception):
@@ -75,8 +69,8 @@ class SuperLink:
 
     def __init__(self, config: SuperLinkConfig, restart_delay: float = 0.5) -> None:
         self.config = config
-        self.control_port = config.control_port or free_port()
-        self.serverappio_port = config.serverappio_port or free_port()
+        self.control_port = config.control_port or free_loopback_port()
+        self.serverappio_port = config.serverappio_port or free_loopback_port()
         self.restart_delay = restart_delay
         self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from privmesh.fl.app.spec import DATA_PATH_KEY
-from privmesh.fl.coordinator.superlink import free_port
 from privmesh.fl.flare.kit import DATA_ENV, ORG, unpack_kit
+from privmesh.runtime.ports import free_loopback_port
 
 PRIVATE_KEY_FILE = "supernode-key"
 PUBLIC_KEY_FILE = "supernode-key.pub"
@@ -94,7 +94,7 @@ class SuperNode:
         return [str(Path(sys.executable).with_name("flower-supernode")), "--superlink", self.superlink,
                 "--root-certificates", str(self.root_certificates),
                 "--auth-supernode-private-key", str(self.keys.private_key_file),
-                "--clientappio-api-address", f"127.0.0.1:{free_port()}",
+                "--clientappio-api-address", f"127.0.0.1:{free_loopback_port()}",
                 "--node-config", f'{DATA_PATH_KEY}="{self.data_path}"']
 
     def start(self) -> SuperNode:
