@@ -128,7 +128,7 @@ def fhe_score(event: Any, context: Any) -> dict[str, Any]:
 def fhe_job(event: Any, context: Any) -> dict[str, Any]:
     global _JOBS
     if _JOBS is None:
-        _JOBS = ServerlessJobs(FheJobSettings())  # type: ignore[call-arg]  # from the environment
+        _JOBS = ServerlessJobs(FheJobSettings())  # fields from the environment
     served = _JOBS
     if isinstance(event, Mapping) and "Records" in event:
         return served.handle_s3(event)
