@@ -20,10 +20,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import opendp.prelude as dp
 import polars as pl
+from opendp.extras.polars import Margin, dp_len
+from opendp.mod import OdometerQueryable
 
 from privmesh.dpgateway import source as sources
 from privmesh.dpgateway.loss import Loss
@@ -52,6 +54,27 @@ class CompileError(Exception):
         self.field_path = field_path
         self.message = message
         self.reason = reason
+
+
+class _DPExpr(Protocol):
+    """The part of OpenDP's `.dp` expression namespace used here (polars' types cannot see a namespace that
+    OpenDP registers at import)."""
+
+    def len(self, scale: float | None = None, signed: bool | None = None) -> pl.Expr: ...
+    def count(self, scale: float | None = None, signed: bool | None = None) -> pl.Expr: ...
+    def sum(self, bounds: tuple[float, float], scale: float | None = None) -> pl.Expr: ...
+    def quantile(self, alpha: float, candidates: list[Any], scale: float | None = None) -> pl.Expr: ...
+
+
+def _dp(expr: pl.Expr) -> _DPExpr:
+    namespace: _DPExpr = expr.dp  # type: ignore[attr-defined]  # registered by opendp.extras.polars at import
+    return namespace
+
+
+def _frame_len(scale: float) -> pl.Expr:
+    """OpenDP's noisy frame length (dp.len()), which partition selection thresholds."""
+    length: pl.Expr = dp_len(scale=scale, signed=True)  # dp_len leaves its return type unannotated
+    return length
 
 
 class SourceUnavailable(Exception):
@@ -122,7 +145,8 @@ def to_engine_value(value: Scalar, column: Column) -> Any:
 def from_engine_value(value: Any, column: Column) -> Scalar:
     if value is not None and column.type is ColumnType.DATE:
         return date.fromordinal(EPOCH.toordinal() + int(value)).isoformat()
-    return value  # type: ignore[no-any-return]
+    scalar: Scalar = value  # polars returns the column's Python type: bool, int, float or str
+    return scalar
 
 
 def _domain(spec: DatasetSpec) -> Any:
@@ -133,7 +157,7 @@ def _domain(spec: DatasetSpec) -> Any:
         atom = (dp.atom_domain(T=dp.f64, nan=False) if column.type is ColumnType.FLOAT64
                 else dp.atom_domain(T=kinds[column.type]))
         series.append(dp.series_domain(column.name, dp.option_domain(atom) if column.nullable else atom))
-    return dp.with_margin(dp.lazyframe_domain(series), dp.polars.Margin(max_length=spec.max_rows))
+    return dp.with_margin(dp.lazyframe_domain(series), Margin(max_length=spec.max_rows))
 
 
 def output_measure(accounting: Accounting) -> Any:
@@ -162,12 +186,13 @@ def _filter_expr(spec: DatasetSpec, f: Filter) -> pl.Expr:
     if op is Operator.IS_NOT_NULL:
         return col.is_not_null()
     if op in (Operator.IN, Operator.NOT_IN):  # OpenDP has no is_in: a disjunction of equalities
-        anyof = functools.reduce(operator.or_, [col == v for v in values])
+        anyof: pl.Expr = functools.reduce(operator.or_, [col == v for v in values])
         return ~anyof if op is Operator.NOT_IN else anyof
     value = values[0]
-    return {Operator.EQUAL: col == value, Operator.NOT_EQUAL: col != value, Operator.LESS: col < value,
-            Operator.LESS_OR_EQUAL: col <= value, Operator.GREATER: col > value,
-            Operator.GREATER_OR_EQUAL: col >= value}[op]
+    comparisons: dict[Operator, pl.Expr] = {  # Any-typed values make each comparison Any to mypy
+        Operator.EQUAL: col == value, Operator.NOT_EQUAL: col != value, Operator.LESS: col < value,
+        Operator.LESS_OR_EQUAL: col <= value, Operator.GREATER: col > value, Operator.GREATER_OR_EQUAL: col >= value}
+    return comparisons[op]
 
 
 def _rows(spec: DatasetSpec, scale: float) -> pl.Expr:
@@ -175,8 +200,8 @@ def _rows(spec: DatasetSpec, scale: float) -> pl.Expr:
     scan read that column only (OpenDP's frame length reads every column)."""
     anchor = next((c for c in spec.columns if not c.nullable and c.type is not ColumnType.STRING), None)
     if anchor is None:
-        return dp.len(scale=scale, signed=True)
-    return pl.col(anchor.name).dp.len(scale=scale, signed=True)
+        return _frame_len(scale)
+    return _dp(pl.col(anchor.name)).len(scale=scale, signed=True)
 
 
 def _typed_bounds(column: Column) -> tuple[Any, Any]:
@@ -197,9 +222,9 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
     prefix = f"c{index}"
     if a.function is Function.COUNT or a.function is Function.HISTOGRAM:
         if a.column and a.function is Function.COUNT:
-            name = a.column
+            counted = pl.col(a.column)
             return [Component(f"{prefix}_count", index, "value", True,
-                              build=lambda s, n=name: pl.col(n).dp.count(scale=s, signed=True))]
+                              build=lambda s: _dp(counted).count(scale=s, signed=True))]
         return [Component(f"{prefix}_count", index, "value", True, build=lambda s: _rows(spec, s))]
     column = spec.column(a.column)
     assert column is not None
@@ -208,10 +233,10 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
     value = _value(column)
 
     def count(s: float) -> pl.Expr:  # rows, read from the aggregated column alone
-        return pl.col(column.name).dp.len(scale=s, signed=True)
+        return _dp(pl.col(column.name)).len(scale=s, signed=True)
 
     def total(s: float) -> pl.Expr:
-        return value.dp.sum(bounds, scale=s)
+        return _dp(value).sum(bounds, scale=s)
 
     if a.function is Function.SUM:
         return [Component(f"{prefix}_sum", index, "value", integer, build=total)]
@@ -225,14 +250,17 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
                          max(lower * lower, upper * upper))
 
         def squares(s: float) -> pl.Expr:
-            return (clipped * clipped).dp.sum(square_bounds, scale=s)
+            return _dp(clipped * clipped).sum(square_bounds, scale=s)
 
         return [Component(f"{prefix}_count", index, "count", True, build=count),
                 Component(f"{prefix}_sum", index, "sum", integer, build=total),
                 Component(f"{prefix}_sq", index, "sum_of_squares", False, build=squares)]
     candidates: list[Any] = [int(c) for c in a.candidates] if integer else list(a.candidates)
-    return [Component(f"{prefix}_q{j}", index, "quantile", integer, quantile=q,
-                      build=lambda s, q=q: value.dp.quantile(q, candidates, scale=s))
+
+    def quantile(q: float) -> Callable[[float], pl.Expr]:
+        return lambda s: _dp(value).quantile(q, candidates, scale=s)
+
+    return [Component(f"{prefix}_q{j}", index, "quantile", integer, quantile=q, build=quantile(q))
             for j, q in enumerate(a.quantiles)]
 
 
@@ -266,7 +294,7 @@ def plan_parts(spec: DatasetSpec, plan: Plan) -> list[Part]:
     if main.private_keys:
         # OpenDP's partition selection thresholds a frame-length count (dp.len()) specifically
         main.components.insert(0, Component(HIDDEN_COUNT, -1, "count", True,
-                                            build=lambda s: dp.len(scale=s, signed=True)))
+                                            build=_frame_len))
     return [p for p in parts if p.components]
 
 
@@ -327,11 +355,15 @@ class DatasetEngine:
         self.mechanism = "GAUSSIAN" if spec.accounting is Accounting.ZCDP else "LAPLACE"
         self.power = 2 if spec.accounting is Accounting.ZCDP else 1
         measure = output_measure(spec.accounting)
-        unit = (dp.unit_of(contributions=1, identifier=pl.col(spec.privacy_unit_column))
+        unit = (dp.unit_of(contributions=1, identifier=spec.privacy_unit_column)  # a column name, as pl.col()
                 if spec.privacy_unit_column else dp.unit_of(contributions=1))
         infinite = float("inf") if spec.accounting is Accounting.PURE_DP else (float("inf"), float("inf"))
         self.context = dp.Context.compositor(data=sources.scan(spec, opened), privacy_unit=unit,
                                              privacy_loss=(measure, infinite), domain=_domain(spec))
+        queryable = self.context.queryable
+        if not isinstance(queryable, OdometerQueryable):  # an unsplit, unbounded compositor is an odometer
+            raise TypeError("the dataset context must be an OpenDP odometer")
+        self._odometer = queryable
         self._lock = threading.Lock()
         self._probes: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._compiled: OrderedDict[str, Compiled] = OrderedDict()
@@ -453,9 +485,11 @@ class DatasetEngine:
         if delta <= 0:
             raise CompileError("privacy.privacy_loss.delta", "grouping by private keys needs delta > 0",
                                "DELTA_REQUIRED")
+        def fits(threshold: float) -> bool:  # T=int: OpenDP searches integers, its signature says float
+            return _as_loss(self.accounting, self._measure(part, filters, scales, int(threshold)).map(1)).delta <= delta
+
         try:
-            return int(dp.binary_search(lambda t: _as_loss(self.accounting, self._measure(
-                part, filters, scales, t).map(1)).delta <= delta, bounds=(2, 2**31 - 1), T=int))
+            return int(dp.binary_search(fits, bounds=(2, 2**31 - 1), T=int))
         except (ValueError, dp.OpenDPException):
             raise CompileError("privacy.privacy_loss.delta", "delta is too small for private keys",
                                "DELTA_REQUIRED") from None
@@ -476,7 +510,7 @@ class DatasetEngine:
     def privacy_loss(self) -> Loss:
         """What this context's odometer has composed so far (this process only)."""
         with self._lock:
-            return _as_loss(self.accounting, self.context.queryable.privacy_loss(1))
+            return _as_loss(self.accounting, self._odometer.privacy_loss(1))  # type: ignore[no-untyped-call]  # unannotated in opendp
 
 
 def _opendp_reason(exc: Exception) -> str:

@@ -109,7 +109,7 @@ def decode_release(release_id: str, dataset_id: str, body: str) -> Release:
     data = json.loads(body)
     rows = [Row(tuple(r["key"]), tuple(Estimate(
         e["aggregate"], e["value"], e["mechanism"], e["noise_scale"], e["accuracy"], e["bin"],
-        tuple(e["interval"]) if e["interval"] else None,  # type: ignore[arg-type]
+        tuple(e["interval"]) if e["interval"] else None,
         tuple(NoisyComponent(**c) for c in e["components"])) for e in r["estimates"])) for r in data["rows"]]
     return Release(release_id, dataset_id, plan_from_canonical(data["plan"]), data["digest"], rows,
                    Accounting(data["accounting"]), Loss(**data["privacy_loss"]), Loss(), Loss(), data["alpha"],

@@ -6,7 +6,6 @@ import hashlib
 import math
 from typing import Any
 
-from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.dpgateway.datasets import StoredDataset
@@ -53,7 +52,7 @@ def scalar_of(value: pb.Value) -> Scalar:
 
 def value_of(scalar: Scalar, column_type: ColumnType | None = None) -> pb.Value:
     if scalar is None:
-        return pb.Value(null_value=struct_pb2.NULL_VALUE)
+        return pb.Value(null_value="NULL_VALUE")
     if isinstance(scalar, bool):
         return pb.Value(bool_value=scalar)
     if isinstance(scalar, int) and column_type is not ColumnType.FLOAT64:

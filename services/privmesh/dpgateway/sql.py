@@ -112,11 +112,11 @@ def _aggregate(node: exp.Expression, alias: str) -> Aggregate:
         if isinstance(target, exp.Distinct):
             raise _unsupported("COUNT(DISTINCT ...) is not supported")
         return Aggregate(Function.COUNT, _column_name(target, "COUNT"), alias)
-    simple = {exp.Sum: Function.SUM, exp.Avg: Function.MEAN, exp.VariancePop: Function.VARIANCE,
-              exp.Variance: Function.VARIANCE}
-    for kind, function in simple.items():
-        if type(node) is kind:
-            return Aggregate(function, _column_name(node.this, function.value), alias)
+    simple: dict[type[exp.Expression], Function] = {exp.Sum: Function.SUM, exp.Avg: Function.MEAN,
+                                                    exp.VariancePop: Function.VARIANCE, exp.Variance: Function.VARIANCE}
+    function = simple.get(type(node))  # the exact class: a subclass may mean another aggregate
+    if function is not None:
+        return Aggregate(function, _column_name(node.this, function.value), alias)
     if isinstance(node, exp.Median):
         return Aggregate(Function.QUANTILE, _column_name(node.this, "MEDIAN"), alias, quantiles=(0.5,))
     if isinstance(node, exp.Quantile):

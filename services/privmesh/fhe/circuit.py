@@ -68,7 +68,8 @@ def _layers(spec: ModelSpec) -> list[_Layer]:
     slots, stride, samples = spec.params.batch_size, spec.stride, spec.samples_per_ciphertext
     out = []
     for layer in spec.layers:
-        weights, bias, coefficients = layer.weights, layer.bias, ()
+        weights, bias = layer.weights, layer.bias
+        coefficients: tuple[float, ...] = ()
         approximation = layer.activation.approximation
         if approximation is not None:
             weights = weights / approximation.half_width

@@ -78,9 +78,9 @@ class ClientKeys:
 
     def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as the model declares."""
-        offsets = np.array([f.offset for f in self.model.features])
-        scales = np.array([f.scale or 1.0 for f in self.model.features])
-        return (np.asarray(raw, dtype=float) - offsets) / scales
+        offsets = np.array([f.offset for f in self.model.features], dtype=np.float64)
+        scales = np.array([f.scale or 1.0 for f in self.model.features], dtype=np.float64)
+        return (np.asarray(raw, dtype=np.float64) - offsets) / scales
 
     def encrypt(self, samples: NDArray[np.float64]) -> bytes:
         """One input: preprocessed samples (at most samples_per_ciphertext) packed and encrypted."""
@@ -128,7 +128,7 @@ async def register_keys(stub: fhe_pb2_grpc.FHEInferenceStub, keys: ClientKeys, t
             for index, piece in enumerate(_chunks(data)):
                 yield pb.RegisterKeysRequest(chunk=pb.KeyChunk(kind=kind, offset=index * MAX_CHUNK_BYTES, data=piece))
 
-    reply = await stub.RegisterKeys(requests(), timeout=timeout)
+    reply: pb.RegisterKeysResponse = await stub.RegisterKeys(requests(), timeout=timeout)
     return reply.session
 
 
@@ -185,7 +185,8 @@ async def submit_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, inputs: 
         for request in job_requests(start, inputs):
             yield request
 
-    return (await stub.SubmitJob(requests(), timeout=timeout)).job
+    reply: pb.SubmitJobResponse = await stub.SubmitJob(requests(), timeout=timeout)
+    return reply.job
 
 
 def job_requests(start: pb.JobStart, inputs: Iterable[tuple[bytes, int]]) -> Iterator[pb.SubmitJobRequest]:
@@ -206,7 +207,8 @@ async def wait_for_job(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, poll_seco
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(name, total=None)
         while True:
-            job = (await stub.GetJob(pb.GetJobRequest(name=name))).job
+            reply: pb.GetJobResponse = await stub.GetJob(pb.GetJobRequest(name=name))
+            job = reply.job
             bar.update(task, total=job.input_count, completed=job.completed_input_count,
                        description=f"{name} {pb.JobState.Name(job.state).removeprefix('JOB_STATE_').lower()}")
             if job.state in FINISHED:
@@ -223,8 +225,8 @@ async def job_result(stub: fhe_pb2_grpc.FHEInferenceStub, name: str, timeout: fl
     return await collect_outputs(stub.GetJobResult(pb.GetJobResultRequest(name=name), timeout=timeout))
 
 
-async def infer_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: np.ndarray,
-                    progress: bool = True, poll_seconds: float = 1.0) -> np.ndarray:
+async def infer_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: NDArray[np.float64],
+                    progress: bool = True, poll_seconds: float = 1.0) -> NDArray[np.float64]:
     """`infer` through an asynchronous job: encrypts the batches, submits them, waits with a progress bar, fetches
     and decrypts the outputs (samples x values_per_sample)."""
     samples = keys.preprocess(np.atleast_2d(raw))
@@ -239,8 +241,8 @@ async def infer_job(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: Cli
     return np.vstack(decrypted)
 
 
-async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: np.ndarray,
-                timeout: float = 600.0) -> np.ndarray:
+async def infer(stub: fhe_pb2_grpc.FHEInferenceStub, session: str, keys: ClientKeys, raw: NDArray[np.float64],
+                timeout: float = 600.0) -> NDArray[np.float64]:
     """Encrypts raw feature vectors (samples x features) in batches, has the model evaluated on the server, and
     decrypts the outputs locally (samples x values_per_sample)."""
     samples = keys.preprocess(np.atleast_2d(raw))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from privmesh.fhe.params import CkksParams
 from privmesh.fhe.v1 import fhe_pb2 as pb
 from privmesh.fhe.worker import CRYPTO_CONTEXT, PUBLIC_KEY, RELINEARIZATION_KEY, ROTATION_KEYS
@@ -20,8 +23,10 @@ SECRET_DIST = {"UNIFORM_TERNARY": pb.SECRET_KEY_DISTRIBUTION_UNIFORM_TERNARY,
                "SPARSE_TERNARY": pb.SECRET_KEY_DISTRIBUTION_SPARSE_TERNARY,
                "GAUSSIAN": pb.SECRET_KEY_DISTRIBUTION_GAUSSIAN}
 
+_Enum = TypeVar("_Enum", bound=int)  # a protobuf enum's ValueType
 
-def reverse(mapping: dict[str, int]) -> dict[int, str]:
+
+def reverse(mapping: Mapping[str, _Enum]) -> dict[_Enum, str]:
     return {v: k for k, v in mapping.items()}
 
 

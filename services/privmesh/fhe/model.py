@@ -122,9 +122,9 @@ class ModelSpec:
 
     def preprocess(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """(x - offset) / scale per feature, as clients must encode."""
-        offsets = np.array([f.offset for f in self.features])
-        scales = np.array([f.scale or 1.0 for f in self.features])
-        return (np.asarray(raw, dtype=float) - offsets) / scales
+        offsets = np.array([f.offset for f in self.features], dtype=np.float64)
+        scales = np.array([f.scale or 1.0 for f in self.features], dtype=np.float64)
+        return (np.asarray(raw, dtype=np.float64) - offsets) / scales
 
     def predict(self, inputs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Plaintext inference on preprocessed inputs (samples x features): what decryption must match."""
@@ -191,12 +191,12 @@ def _layers(doc: dict[str, Any], kind: str) -> tuple[Layer, ...]:
         raw = doc.get("layers")
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
             raise InvalidModel(f"layers: must list 1..{MAX_LAYERS} layers")
-        layers = []
+        layers: list[Layer] = []
         for i, item in enumerate(raw):
             if not isinstance(item, dict):
                 raise InvalidModel(f"layers[{i}]: must be an object")
             weights = _matrix(item.get("weights"), f"layers[{i}].weights")
-            bias = _matrix(item.get("bias", [0.0] * weights.shape[0]), f"layers[{i}].bias").ravel()
+            bias: NDArray[np.float64] = _matrix(item.get("bias", [0.0] * weights.shape[0]), f"layers[{i}].bias").ravel()
             if bias.shape[0] != weights.shape[0]:
                 raise InvalidModel(f"layers[{i}].bias: must have one entry per unit ({weights.shape[0]})")
             if layers and layers[-1].units != weights.shape[1]:

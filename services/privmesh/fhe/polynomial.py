@@ -51,8 +51,8 @@ class Approximation:
 
     def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """The polynomial (not the function it approximates): the model's declared activation."""
-        t = (np.asarray(x, dtype=float) - self.center) / self.half_width
-        return np.polynomial.polynomial.polyval(t, self.power_coefficients())
+        t = (np.asarray(x, dtype=np.float64) - self.center) / self.half_width
+        return np.asarray(np.polynomial.polynomial.polyval(t, self.power_coefficients()), dtype=np.float64)
 
 
 def fit(function: str, degree: int, low: float, high: float) -> Approximation:
@@ -65,10 +65,11 @@ def fit(function: str, degree: int, low: float, high: float) -> Approximation:
         raise ValueError("the interval must be finite with low < high")
     f = FUNCTIONS[function]
     center, half = (low + high) / 2, (high - low) / 2
-    standard = chebyshev.chebinterpolate(lambda t: f(center + half * t), degree)
+    # numpy's stub types func as returning a scalar; it is called once with the array of nodes, as here
+    standard = chebyshev.chebinterpolate(lambda t: f(center + half * t), degree)  # type: ignore[type-var]
     published = standard.copy()
     published[0] *= 2.0
-    grid = np.linspace(low, high, 4001)
+    grid = np.linspace(low, high, 4001, dtype=np.float64)
     approx = Approximation(function, degree, low, high, tuple(float(c) for c in published), 0.0)
     error = float(np.max(np.abs(approx(grid) - f(grid))))
     return Approximation(function, degree, low, high, approx.chebyshev, error)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from privmesh.runtime.db import Database
 
+# One fhe_sessions row in _COLUMNS order: the TEXT and BIGINT columns as both drivers return them.
+_SessionRow = tuple[str, str, str, str, str, str, str, int, int, int, int | None, str, str]
+
 
 def now_us() -> int:
     return time.time_ns() // 1000
@@ -71,11 +74,10 @@ class SessionStore:
                 "expire_us, inference_count, last_infer_us, request_id, request_digest")
 
     @staticmethod
-    def _row(row: tuple[object, ...]) -> Session:
-        parts = tuple(KeyPart(p["kind"], int(p["size"]), bytes.fromhex(p["sha256"])) for p in json.loads(str(row[5])))
-        return Session(str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), parts, str(row[6]),
-                       int(row[7]), int(row[8]), int(row[9]), None if row[10] is None else int(row[10]),  # type: ignore[arg-type]
-                       str(row[11]), str(row[12]))
+    def _row(row: _SessionRow) -> Session:
+        parts = tuple(KeyPart(p["kind"], int(p["size"]), bytes.fromhex(p["sha256"])) for p in json.loads(row[5]))
+        return Session(row[0], row[1], row[2], row[3], row[4], parts, row[6], row[7], row[8], row[9], row[10],
+                       row[11], row[12])
 
     def create(self, session: Session) -> None:
         """Inserts the session unless another live session has its key tag (KeyTagInUse)."""

@@ -46,7 +46,7 @@ def _log_a(q: float, sigma: float, order: int) -> float:
     log_binom = gammaln(order + 1) - gammaln(j + 1) - gammaln(order - j + 1)
     rest = j * math.log(q) + log_binom + math.log(2) + (j - 1) * j / (2 * sigma**2)
     # Never above the unsampled Gaussian's (a sample is a post-processing choice): the bound is loose for large q.
-    return min(float(logsumexp([0.0, second, *rest])), (order - 1) * order / (2 * sigma**2))
+    return min(float(logsumexp(np.concatenate(([0.0, second], rest)), axis=0)), (order - 1) * order / (2 * sigma**2))
 
 
 def rdp(q: float, noise_multiplier: float, steps: int) -> list[float]:

@@ -67,7 +67,8 @@ def _output(arch: Architecture, logits: npt.NDArray[np.float64]) -> npt.NDArray[
     if arch.outputs == 1:
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -40, 40)))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities: npt.NDArray[np.float64] = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def predict_proba(arch: Architecture, weights: Arrays, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

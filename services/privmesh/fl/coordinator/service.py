@@ -561,7 +561,7 @@ class CoordinatorService:
             state = fl_pb2.RUN_STATE_FAILED
 
         def end(r: fl_pb2.Run) -> None:
-            r.state, r.end_reason, r.end_message = state, reason, message[:500]  # type: ignore[assignment]
+            r.state, r.end_reason, r.end_message = state, reason, message[:500]
             r.end_time.CopyFrom(_now())
             for m in r.rounds:
                 if m.state == fl_pb2.ROUND_STATE_RUNNING:

@@ -75,7 +75,7 @@ class SuperLink:
         self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()  # set by stop(); read after each await, so not a plain flag
         target = f"127.0.0.1:{self.control_port}"
         self._channel = grpc.secure_channel(  # the SuperLink presents the certificate it was started with
             target, grpc.ssl_channel_credentials(root_certificates=config.ca_file.read_bytes()),
@@ -147,7 +147,7 @@ class SuperLink:
                 await asyncio.sleep(0.2)
 
     async def start(self, timeout: float = 60.0) -> None:
-        self._stopping = False
+        self._stopping.clear()
         self._stop_orphan()
         self._spawn()
         await self._wait_ready(timeout)
@@ -155,15 +155,15 @@ class SuperLink:
 
     async def _supervise(self) -> None:
         """Restarts the SuperLink whenever it dies; its SQLite state (nodes, runs) survives."""
-        while not self._stopping:
+        while not self._stopping.is_set():
             await asyncio.sleep(0.2)
             process = self._process
-            if process is None or process.poll() is None or self._stopping:
+            if process is None or process.poll() is None or self._stopping.is_set():
                 continue
             log.warning("superlink died; restarting", extra={"fields": {"exit": process.returncode}})
             self._kill_group(process)
             await asyncio.sleep(self.restart_delay)
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             self.restarts += 1
             try:
@@ -178,7 +178,7 @@ class SuperLink:
             os.killpg(process.pid, sig)
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.cancel()
             self._supervisor = None
