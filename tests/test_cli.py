@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from privmesh.runtime.ports import free_loopback_port
+
 PRIVMESH = [sys.executable, "-m", "privmesh.cli.main"]
 
 
@@ -116,12 +118,9 @@ def _receipt_verifies_against_the_mesh_ca(tmp_path: Path) -> None:
 
 def _console_reads_the_mesh(tmp_path: Path) -> None:
     """`privmesh console` on a running mesh: every section readable as the auditor, every log verified."""
-    import socket
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_loopback_port()
     console = subprocess.Popen([*PRIVMESH, "console", "--state-dir", "mesh", "--port", str(port)], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "300"})

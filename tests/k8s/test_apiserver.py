@@ -18,8 +18,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from privmesh.runtime.ports import free_loopback_port
 from tests.k8s.chart import EXAMPLES, NAMESPACE, by_kind, executor_template, render
-from tests.k8s.cluster import ISSUER, free_port, get, server_side_apply
+from tests.k8s.cluster import ISSUER, get, server_side_apply
 
 pytestmark = pytest.mark.slow
 SPARK_ENV = Path(__file__).resolve().parents[2] / ".tools" / "spark-env"  # scripts/dev/spark-env.sh
@@ -286,7 +287,7 @@ def test_a_spark_driver_with_the_charts_configuration_places_its_executors(
         f"spark.kubernetes.authenticate.oauthTokenFile {tmp_path / 'token'}",
         f"spark.kubernetes.authenticate.caCertFile {control_plane.root / 'certs' / 'apiserver.crt'}",
         "spark.driver.bindAddress 127.0.0.1",
-        f"spark.driver.port {free_port()}", f"spark.driver.blockManager.port {free_port()}",
+        f"spark.driver.port {free_loopback_port()}", f"spark.driver.blockManager.port {free_loopback_port()}",
         "spark.scheduler.maxRegisteredResourcesWaitingTime 1s", ""]))
     container = by_kind(objects, "Deployment")["dp-gateway"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}

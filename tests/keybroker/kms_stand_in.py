@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 
 from privmesh.attestation.document import parse_document
+from privmesh.runtime.ports import free_loopback_port
 from tests.enclave.kms_cms import ciphertext_for_recipient
 
 StartResponse = Callable[..., Any]
@@ -85,9 +85,7 @@ class KmsStandIn:
 
 def serve() -> Iterator[tuple[str, KmsStandIn]]:
     """Runs the stand-in on a free loopback port: yields (endpoint URL, stand-in), stops it afterwards."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_loopback_port()
     stand_in = KmsStandIn()
     server = make_server("127.0.0.1", port, stand_in, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
