@@ -118,11 +118,13 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
             parent.chmod(parent.stat().st_mode | 0o111)
         prefix = ["runuser", "-u", user, "--"]
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "privmesh", "--auth=trust",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
-                    "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    for command in ([str(bindir / "initdb"), "-D", str(data), "-U", "privmesh", "--auth=trust", "--no-sync",
+                     "-E", "UTF8"],
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]):
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True)
+        if done.returncode != 0:  # say why: a bare CalledProcessError hid it in CI once (initdb under load)
+            pytest.fail(f"{Path(command[0]).name} exited {done.returncode}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     try:
         deadline = time.monotonic() + 30
         url = f"postgresql://privmesh@127.0.0.1:{port}/postgres"

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privmesh.fhe.settings import EvaluatorSettings
+from privmesh.runtime.logs import configure_logging
 
 log = logging.getLogger("privmesh.fhe.worker")
 
@@ -341,7 +342,10 @@ def _receive_parts(passed: _Passed, fd_channel: socket.socket) -> dict[str, Pass
 
 
 def _serve(channel: socket.socket, fd_channel: socket.socket, max_sessions: int, limits: WorkerLimits,
-           evaluator: EvaluatorSettings | None = None) -> None:
+           evaluator: EvaluatorSettings | None = None, log_level: str = "INFO") -> None:
+    # A spawned process starts without the server's logging: without this its warnings would reach the
+    # service's log as bare text lines among the JSON ones.
+    configure_logging("fhe-inference", log_level)
     evaluator = evaluator or EvaluatorSettings()
     device = None
     if evaluator.backend == "torch":
@@ -432,8 +436,9 @@ class _Process:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         # At most DEPTH messages wait in it (one per handed request), so sending never blocks.
         fd_parent, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         process = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, fd_child, max_sessions,
-                                                                                    limits, evaluator),
+                                                                                    limits, evaluator, log_level),
                                                                name=f"fhe-{label}", daemon=True)
         try:
             await asyncio.to_thread(process.start)
