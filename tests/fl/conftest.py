@@ -132,6 +132,11 @@ class FlEnv:
         with sqlite3.connect(self.tmp / "fl" / "superlink" / "superlink.db") as conn:
             return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
 
+    def flare_job_status(self, job_id: str) -> str:
+        """FLARE's own record of a job (its job store's meta): RUNNING, FINISHED:COMPLETED, FINISHED:ABORTED..."""
+        meta = self.flare_dir / "server" / "storage" / "jobs" / job_id / "meta"
+        return str(json.loads(meta.read_text())["status"])
+
     def audit(self) -> list[tuple[str, str, str, dict[str, str]]]:
         with sqlite3.connect(self.tmp / "fl" / "audit.db") as conn:
             rows = conn.execute("SELECT operation, resource, outcome, details FROM audit_entries ORDER BY sequence")

@@ -486,6 +486,12 @@ async def test_stop_run_keeps_the_last_completed_rounds_model(fl_env: FlEnv) -> 
     assert header.round == 1
     audited = [(a[0], a[3]["state"]) for a in fl_env.audit() if a[1] == run.name and a[0] in ("StopRun", "RunFinished")]
     assert audited == [("StopRun", "RUN_STATE_RUNNING"), ("RunFinished", "RUN_STATE_STOPPED")]
+    if fl_env.flare:  # FLARE's record agrees: the job ended (no round 2 runs behind the coordinator's back)
+        for _ in range(60):
+            if fl_env.flare_job_status(run.flare_job_id).startswith("FINISHED"):
+                break
+            await asyncio.sleep(0.5)
+        assert fl_env.flare_job_status(run.flare_job_id).startswith("FINISHED"), fl_env.log_tails()
 
 
 # --- attested admission -----------------------------------------------------------------------------------
