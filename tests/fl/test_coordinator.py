@@ -315,6 +315,12 @@ async def test_plain_fedavg_run_with_three_hospitals(fl_env: FlEnv) -> None:
     assert "federations/plain" in names and len(names) == len(set(names)) == len(fl_env.rows("fl_federations"))
     runs = (await fl_env.stub.ListRuns(pb.ListRunsRequest(parent="federations/plain"))).runs
     assert [r.name for r in runs] == [run.name] and not runs[0].rounds  # BASIC view
+    # Every admission and the run are audited, with the engine and (on FLARE) the site.
+    admitted = [a[3] for a in fl_env.audit() if a[0] == "RegisterParticipant" and a[2] == "SUCCESS"]
+    assert [a["flare_site"] for a in admitted] == sites and all(a["node_id"] != "0" for a in admitted)
+    audited = [(a[0], a[3].get("engine", a[3].get("state"))) for a in fl_env.audit()
+               if a[1] == run.name and a[0] in ("StartRun", "RunFinished")]
+    assert audited == [("StartRun", pb.FlEngine.Name(ENGINE[fl_env.engine])), ("RunFinished", "RUN_STATE_SUCCEEDED")]
 
 
 async def test_model_is_encrypted_at_rest_and_decrypted_only_for_authorised_principals(fl_env: FlEnv) -> None:
