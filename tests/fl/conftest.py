@@ -127,8 +127,7 @@ class FlEnv:
         if self.flare:
             state = self.flare_dir / "workspace" / "privmesh" / "state" / "cert.json"
             certified = json.loads(state.read_text()) if state.exists() else {}
-            return sum(1 for subject in certified if "_" in subject and subject != "root_pri_key"
-                       and subject != "root_cert")
+            return sum(1 for subject in certified if "_" in subject and not subject.startswith("root_"))
         with sqlite3.connect(self.tmp / "fl" / "superlink" / "superlink.db") as conn:
             return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
 
