@@ -554,12 +554,19 @@ async def test_attestation_is_judged_by_the_verifier_and_failures_register_nothi
 # --- operation --------------------------------------------------------------------------------------------
 
 async def test_the_engine_server_is_restarted_with_its_state(fl_env: FlEnv) -> None:
-    """kill -9 of the SuperLink or the FLARE server: the coordinator restarts it; the federation, its admitted
+    """kill -9 of the SuperLink or the FLARE server during a run: the coordinator restarts it; the run in progress
+    fails as the engine's failure (never hangs, so the federation can run again); the federation, its admitted
     participants (their processes reconnect by themselves) and its completed runs survive, and a new run trains."""
     parent = "federations/private"
     [pid] = fl_env.engine_pids()
     nodes = fl_env.engine_nodes()
     runs = [(r.name, r.state) for r in (await fl_env.stub.ListRuns(pb.ListRunsRequest(parent=parent))).runs]
+    inflight = (await fl_env.stub.StartRun(pb.StartRunRequest(parent=parent))).run
+    watch = fl_env.stub.WatchRun(pb.WatchRunRequest(name=inflight.name), timeout=RUN_TIMEOUT)
+    async for reply in watch:
+        if reply.event.WhichOneof("event") == "round_started":
+            break
+    watch.cancel()
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -578,7 +585,15 @@ async def test_the_engine_server_is_restarted_with_its_state(fl_env: FlEnv) -> N
     assert all(h.node is not None and h.node.alive() for h in fl_env.hospitals)  # by themselves, not restarted
     assert fl_env.engine_nodes() == nodes
     assert (await fl_env.stub.GetFederation(pb.GetFederationRequest(name=parent))).federation.name == parent
-    assert [(r.name, r.state) for r in (await fl_env.stub.ListRuns(pb.ListRunsRequest(parent=parent))).runs] == runs
+    events = [r.event async for r in fl_env.stub.WatchRun(pb.WatchRunRequest(name=inflight.name),
+                                                            timeout=RUN_TIMEOUT)]
+    failed = (await fl_env.stub.GetRun(pb.GetRunRequest(name=inflight.name))).run
+    assert failed.state == pb.RUN_STATE_FAILED and kinds(events)[-1] == "run_failed", (failed, fl_env.log_tails())
+    assert failed.end_reason == pb.RUN_END_REASON_SUPERLINK_FAILED, failed.end_message
+    [audited] = [a for a in fl_env.audit() if a[0] == "RunFinished" and a[1] == inflight.name]
+    assert audited[2] == "FAILURE" and audited[3]["end_reason"] == "RUN_END_REASON_SUPERLINK_FAILED"
+    listed_runs = (await fl_env.stub.ListRuns(pb.ListRunsRequest(parent=parent))).runs
+    assert [(r.name, r.state) for r in listed_runs if r.name != inflight.name] == runs
     run, _ = await run_to_end(fl_env, parent)
     assert run.state == pb.RUN_STATE_SUCCEEDED and run.completed_rounds == 2, run.end_message
 

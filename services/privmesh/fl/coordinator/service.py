@@ -570,7 +570,7 @@ class CoordinatorService:
         if run.flare_job_id:
             await self.fold_flare_audit()
         await self.audit.append("RunFinished", resource=name, outcome="SUCCESS" if state != fl_pb2.RUN_STATE_FAILED
-                                else "FAILED", details={"state": fl_pb2.RunState.Name(state),
+                                else "FAILURE", details={"state": fl_pb2.RunState.Name(state),
                                                         "end_reason": fl_pb2.RunEndReason.Name(reason),
                                                         "completed_rounds": str(run.completed_rounds)})
         if state == fl_pb2.RUN_STATE_FAILED:
