@@ -44,6 +44,9 @@ FL_RULES = [
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
      "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
+    # A site operator who registered no participant: the coordinator itself must refuse it others' kits.
+    {"name": "site-operator", "principals": [spiffe("carol")],
+     "methods": [f"{FL}/GetStartupKit", f"{FL}/ReportSiteAudit"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
     # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
     {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],

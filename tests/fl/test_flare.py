@@ -8,32 +8,43 @@ The tests share one environment and run in file order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
+import re
 import time
 import zipfile
+from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.fl import accountant
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
-from privmesh.fl.participant.sdk import FlareClient
+from privmesh.fl.flare.kit import csr_message
+from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys
 from privmesh.fl.v1 import fl_pb2 as pb
+from privmesh.fl.v1 import fl_pb2_grpc
+from privmesh.runtime.client import secure_channel
 from privmesh.runtime.errors import read_error
-from tests.fl.conftest import FlEnv
+from tests.conftest import identity, spiffe
+from tests.fl.conftest import FlEnv, Hospital
 from tests.fl.test_coordinator import create, federation, fetch, kinds
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 FLARE = True  # the module's fl_env runs a FLARE server beside the SuperLink
 PARENT = "federations/flare-risk"
 RUN_TIMEOUT = 240.0
+GARBLED_CSR = b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
 clients: dict[str, FlareClient] = {}
 documents: dict[str, bytes] = {}  # the attestation document that admitted each hospital
 
@@ -63,6 +74,45 @@ async def test_flare_federation_refuses_what_flare_does_not_do(fl_env: FlEnv) ->
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@contextlib.asynccontextmanager
+async def as_carol(env: FlEnv) -> AsyncIterator[fl_pb2_grpc.FLCoordinatorStub]:
+    """A principal the RBAC policy lets call GetStartupKit and ReportSiteAudit, who registered no participant."""
+    env.pki.issue("carol")
+    channel = secure_channel(f"127.0.0.1:{env.coordinator.port}", identity(env.pki, "carol"),
+                             [pb.DESCRIPTOR.services_by_name["FLCoordinator"]], peer=spiffe("fl-coordinator"))
+    try:
+        yield fl_pb2_grpc.FLCoordinatorStub(channel)
+    finally:
+        await channel.close()
+
+
+def certificate_key(pem: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(pem).public_key().public_bytes(Encoding.DER,
+                                                                        PublicFormat.SubjectPublicKeyInfo)
+
+
+def flare_public_key(hospital: Hospital) -> bytes:
+    key = serialization.load_pem_private_key(hospital.keys.flare_key_file.read_bytes(), password=None)
+    return key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+async def a_kit_is_useless_without_the_sites_own_key(env: FlEnv, kit: pb.GetStartupKitResponse,
+                                                     hospital: Hospital) -> None:
+    """A FLARE client holding the kit but another key gets no TLS session with the real FLARE server."""
+    thief = ParticipantKeys.load_or_create(env.tmp / "thief")
+    thief.flare_kit_request(f"{PARENT}/participants/thief")  # makes the thief's own FLARE key
+    stolen = FlareClient(kit.startup_kit, kit.site, hospital.data, env.tmp / "thief" / "flare", thief).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search("handshake", stolen.log_text(), re.IGNORECASE):
+            assert time.monotonic() < deadline, stolen.log_text()[-3000:]
+            await asyncio.sleep(1.0)
+        listed = await env.stub.ListParticipants(pb.ListParticipantsRequest(parent=PARENT))
+        assert not any(p.connected for p in listed.participants)
+    finally:
+        stolen.stop()
+
+
 async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl_env: FlEnv) -> None:
     await fl_env.verifier.PutPolicy(apb.PutPolicyRequest(policy=apb.Policy(
         name="flare-sites", require_nonce=True,
@@ -87,18 +137,22 @@ async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl
         assert read_error(rejected.value).reason == "ATTESTATION_REJECTED"
         name = f"{PARENT}/participants/{hospital.name}"
         with pytest.raises(grpc.aio.AioRpcError) as no_kit:  # no kit before admission
-            await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+            await fl_env.stub.GetStartupKit(hospital.keys.flare_kit_request(name))
         assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
         nonce = (await fl_env.verifier.IssueChallenge(apb.IssueChallengeRequest())).nonce
         request.attestation_document = documents[hospital.name] = nsm.attest(user_data=digest, nonce=nonce)
         admitted = (await fl_env.stub.RegisterParticipant(request)).participant
         assert admitted.flare_site == f"flare-risk_{hospital.name}" and admitted.attestation.policy == "flare-sites"
-        kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
-        files = zipfile.ZipFile(BytesIO(kit.startup_kit)).namelist()
-        assert {"startup/client.crt", "startup/client.key", "startup/rootCA.pem", "startup/fed_client.json"} <= set(
-            files)
+        kit = await fl_env.stub.GetStartupKit(hospital.keys.flare_kit_request(name))
+        archive = zipfile.ZipFile(BytesIO(kit.startup_kit))
+        assert {"startup/client.crt", "startup/rootCA.pem", "startup/fed_client.json"} <= set(archive.namelist())
+        # The kit holds no key: its certificate is for the participant's own FLARE key, which never left it.
+        assert not [f for f in archive.namelist() if f.endswith(".key")]
+        assert certificate_key(archive.read("startup/client.crt")) == flare_public_key(hospital)
+        if hospital is fl_env.hospitals[0]:
+            await a_kit_is_useless_without_the_sites_own_key(fl_env, kit, hospital)
         clients[hospital.name] = FlareClient(kit.startup_kit, kit.site, hospital.data,
-                                             fl_env.tmp / hospital.name / "flare").start()
+                                             fl_env.tmp / hospital.name / "flare", hospital.keys).start()
     await connected(fl_env)
     run = (await fl_env.stub.StartRun(pb.StartRunRequest(parent=PARENT))).run
     assert run.flare_job_id and not run.flower_run_id
@@ -148,10 +202,82 @@ async def test_attested_admission_then_kits_then_a_flare_run_trains_the_model(fl
     assert bound and set(bound) <= loopback, bound
 
 
+async def test_a_kit_needs_the_registrant_and_the_attested_keys_endorsement(fl_env: FlEnv) -> None:
+    """Who may fetch an admitted participant's kit, and what its request must prove."""
+    hospital = fl_env.hospitals[0]
+    name = f"{PARENT}/participants/{hospital.name}"
+    before = [a for a in fl_env.audit() if a[0] == "GetStartupKit"]
+    async with as_carol(fl_env) as carol:
+        with pytest.raises(grpc.aio.AioRpcError) as other:  # authorized for the method, but not the registrant
+            await carol.GetStartupKit(hospital.keys.flare_kit_request(name))
+        assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert read_error(other.value).reason == "NOT_THE_REGISTRANT"
+    request = hospital.keys.flare_kit_request(name)
+    someone = ParticipantKeys.load_or_create(fl_env.tmp / "someone")
+    forged = pb.GetStartupKitRequest(name=name, certificate_signing_request=request.certificate_signing_request,
+                                     csr_signature=someone.sign(csr_message(name, x509.load_pem_x509_csr(
+                                         request.certificate_signing_request).public_bytes(Encoding.DER))))
+    other_name = pb.GetStartupKitRequest(name=name, certificate_signing_request=request.certificate_signing_request,
+                                         csr_signature=hospital.keys.sign(b"privmesh.fl.flare-csr.v1\nx\n"))
+    for bad, field in ((forged, "csr_signature"), (other_name, "csr_signature"),
+                       (pb.GetStartupKitRequest(name=name, csr_signature=request.csr_signature),
+                        "certificate_signing_request"),
+                       (pb.GetStartupKitRequest(name=name, certificate_signing_request=GARBLED_CSR,
+                                                csr_signature=request.csr_signature), "certificate_signing_request")):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await fl_env.stub.GetStartupKit(bad)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert read_error(refused.value).violations[0].field == field
+    after = [a for a in fl_env.audit() if a[0] == "GetStartupKit"]
+    assert [a for a in after if a[2] == "SUCCESS"] == before  # nothing issued; carol's refusal is audited
+    assert [(a[2], a[3]["reason"]) for a in after[len(before):]] == [("DENIED", "NOT_THE_REGISTRANT")]
+
+
+async def test_sites_ship_their_flare_audit_logs_into_the_coordinators_audit(fl_env: FlEnv) -> None:
+    """Each site's own FLARE audit.log, signed segment by segment with its attested key, lands in the audit chain
+    without gaps; a changed byte, a wrong offset or another principal is refused and nothing is folded."""
+    def folded() -> list[dict[str, str]]:
+        return [a[3] for a in fl_env.audit() if a[0] == "FlareSiteAuditLog"]
+
+    for hospital in fl_env.hospitals:
+        name = f"{PARENT}/participants/{hospital.name}"
+        report = clients[hospital.name].audit_report(name, 0)
+        assert report is not None  # the run wrote the site's own audit events
+        if hospital is fl_env.hospitals[0]:
+            tampered = pb.ReportSiteAuditRequest()
+            tampered.CopyFrom(report)
+            tampered.events = report.events.replace(b"[A:", b"[a:", 1)
+            for bad, code in ((tampered, grpc.StatusCode.INVALID_ARGUMENT),
+                              (clients[hospital.name].audit_report(name, 1) or report,
+                               grpc.StatusCode.FAILED_PRECONDITION),  # a gap: the log starts at byte 0
+                              (clients[hospital.name].audit_report(f"{PARENT}/participants/{fl_env.hospitals[1].name}",
+                                                                   0), grpc.StatusCode.INVALID_ARGUMENT)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await fl_env.stub.ReportSiteAudit(bad)
+                assert refused.value.code() == code, bad.name
+            async with as_carol(fl_env) as carol:
+                with pytest.raises(grpc.aio.AioRpcError) as other:
+                    await carol.ReportSiteAudit(report)
+                assert read_error(other.value).reason == "NOT_THE_REGISTRANT"
+            assert folded() == []
+        reply = await fl_env.stub.ReportSiteAudit(report)
+        assert reply.next_byte == len(report.events)
+        with pytest.raises(grpc.aio.AioRpcError) as again:  # the same segment twice would be an overlap
+            await fl_env.stub.ReportSiteAudit(report)
+        assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert read_error(again.value).metadata["next_byte"] == str(reply.next_byte)
+        entry = folded()[-1]
+        site_log = (fl_env.tmp / hospital.name / "flare" / "audit.log").read_bytes()
+        assert entry["events"].encode() == site_log[:reply.next_byte] == report.events
+        assert entry["sha256"] == hashlib.sha256(report.events).hexdigest() and entry["from_byte"] == "0"
+        assert entry["flare_site"] == f"flare-risk_{hospital.name}" and "[A:" in entry["events"]
+    assert len(folded()) == len(fl_env.hospitals)
+
+
 async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
     gone = fl_env.hospitals[0]
     name = f"{PARENT}/participants/{gone.name}"
-    kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+    kit = await fl_env.stub.GetStartupKit(gone.keys.flare_kit_request(name))
     await fl_env.stub.RemoveParticipant(pb.RemoveParticipantRequest(name=name))
     clients.pop(gone.name).stop()
     with pytest.raises(grpc.aio.AioRpcError) as replayed:  # its admitting document cannot admit it again
@@ -160,7 +286,8 @@ async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
             public_key_format=pb.PUBLIC_KEY_FORMAT_PEM, attestation_document=documents[gone.name]))
     assert read_error(replayed.value).reason == "ATTESTATION_REJECTED"
     assert "NONCE_REPLAYED" in read_error(replayed.value).metadata["refusals"]
-    retry = FlareClient(kit.startup_kit, kit.site, gone.data, fl_env.tmp / gone.name / "flare-again").start()
+    retry = FlareClient(kit.startup_kit, kit.site, gone.data, fl_env.tmp / gone.name / "flare-again",
+                        gone.keys).start()
     try:
         deadline = time.monotonic() + 60
         while "disabled" not in retry.log_text() and "unauthenticated" not in retry.log_text().lower():
@@ -169,7 +296,7 @@ async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
         listed = await fl_env.stub.ListParticipants(pb.ListParticipantsRequest(parent=PARENT))
         assert [p.flare_site for p in listed.participants] == [f"flare-risk_{h.name}" for h in fl_env.hospitals[1:]]
         with pytest.raises(grpc.aio.AioRpcError) as no_kit:
-            await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=name))
+            await fl_env.stub.GetStartupKit(gone.keys.flare_kit_request(name))
         assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         retry.stop()

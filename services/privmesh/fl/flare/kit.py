@@ -1,5 +1,10 @@
 """What both sides of a FLARE federation share without importing FLARE: the names the coordinator provisions with,
-and unpacking a startup kit into a participant's workspace."""
+unpacking a startup kit into a participant's workspace, and the messages a participant signs with its registered
+(attested) key: the endorsement of its FLARE key's certificate request, and each segment of its site's audit log.
+
+The signed messages carry a purpose prefix and the participant's name, so a signature made for one purpose or
+participant is worth nothing for another.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,20 @@ from pathlib import Path
 ORG = "privmesh"
 ADMIN = "coordinator@privmesh.dev"
 DATA_ENV = "PRIVMESH_FL_DATA"  # the site's local CSV, read by privmesh's FLARE executor
+KEY_FILE = "startup/client.key"  # where FLARE's client reads its private key; never in a kit
+MAX_CSR_BYTES = 16 * 1024
+MAX_SIGNATURE_BYTES = 256
+MAX_AUDIT_SEGMENT_BYTES = 64 * 1024
+
+
+def csr_message(participant: str, csr_der: bytes) -> bytes:
+    """What the participant signs to endorse its FLARE key's certificate request (DER)."""
+    return b"privmesh.fl.flare-csr.v1\n" + participant.encode() + b"\n" + csr_der
+
+
+def site_audit_message(participant: str, from_byte: int, events: bytes) -> bytes:
+    """What the participant signs to ship `events`, the bytes of its site's audit.log from `from_byte`."""
+    return b"privmesh.fl.site-audit.v1\n" + participant.encode() + b"\n" + str(from_byte).encode() + b"\n" + events
 
 
 def unpack_kit(kit: bytes, workspace: Path) -> None:

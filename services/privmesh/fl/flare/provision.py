@@ -3,14 +3,17 @@ admitted participant) built with FLARE's own provisioner, its certificates signe
 coordinator creates once and keeps in the provisioning state (mode 0700).
 
 Every kit is generated into a private scratch directory and moved out at once, so FLARE's prod_NN numbering never
-grows; FLARE's CertBuilder reuses a subject's certificate and key from the state, so a site's kit is the same each
-time it is produced. The server binds the configured host only (server_main) and FLARE's internal listener and
-job-storage paths are written into the server's local/ folder, so nothing listens on other interfaces or writes
-under /tmp/nvflare.
+grows. A site's certificate is signed for the key in the participant's certificate request (the participant holds
+the key; the coordinator checked the request's endorsement by the participant's attested key): the key FLARE's
+CertBuilder makes for the site is dropped from the kit and from the state, so no copy of a site key exists here.
+
+The server binds the configured host only (server_main) and FLARE's internal listener and job-storage paths are
+written into the server's local/ folder, so nothing listens on other interfaces or writes under /tmp/nvflare.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import shutil
@@ -18,14 +21,21 @@ import threading
 import zipfile
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from nvflare.lighter.constants import CtxKey
+from nvflare.lighter.ctx import ProvisionContext
 from nvflare.lighter.entity import Project
-from nvflare.lighter.impl.cert import CertBuilder
+from nvflare.lighter.impl.cert import DEFAULT_CERT_VALID_DAYS, CertBuilder
 from nvflare.lighter.impl.signature import SignatureBuilder
 from nvflare.lighter.impl.static_file import StaticFileBuilder
 from nvflare.lighter.impl.workspace import WorkspaceBuilder
 from nvflare.lighter.provisioner import Provisioner
+from nvflare.lighter.spec import Builder
+from nvflare.lighter.utils import Identity, generate_cert
 
-from privmesh.fl.flare.kit import ADMIN, ORG
+from privmesh.fl.flare.kit import ADMIN, KEY_FILE, ORG
 
 SERVER_COMPONENTS = ("privmesh.fl.flare.controller.RunController",)
 CLIENT_COMPONENTS = ("privmesh.fl.flare.executor.LocalTrainer",)
@@ -60,6 +70,28 @@ def _allow(local: Path, extra: tuple[str, ...], storage: Path | None) -> None:
     (local / "comm_config.json").write_text(json.dumps(_comm_config(), indent=2))
 
 
+class _SiteCertificate(Builder):  # type: ignore[misc]
+    """Runs after CertBuilder: signs the site's certificate for the participant's own key and removes the key
+    CertBuilder made (from the kit, and from the state before CertBuilder persists it)."""
+
+    def __init__(self, certs: CertBuilder, site: str, csr: x509.CertificateSigningRequest) -> None:
+        self.certs = certs
+        self.site = site
+        self.csr = csr
+
+    def build(self, project: Project, ctx: ProvisionContext) -> None:
+        root: x509.Certificate = ctx[CtxKey.ROOT_CERT]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = generate_cert(Identity(self.site, ORG), Identity(root.subject.get_attributes_for_oid(
+            NameOID.COMMON_NAME)[0].value), ctx[CtxKey.ROOT_PRI_KEY], self.csr.public_key(), not_valid_before=now,
+            not_valid_after=min(root.not_valid_after_utc, now + datetime.timedelta(days=DEFAULT_CERT_VALID_DAYS)))
+        (client,) = (c for c in project.get_clients() if c.name == self.site)
+        kit = Path(ctx.get_ws_dir(client))
+        (kit / "startup" / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (kit / KEY_FILE).unlink()
+        self.certs.persistent_state.content.pop(self.site, None)
+
+
 class FlareProvisioner:
     """Builds startup kits for one FLARE project under `root` (its state holds the FLARE root CA's key)."""
 
@@ -83,16 +115,19 @@ class FlareProvisioner:
     def admin_dir(self) -> Path:
         return self.root / "admin"
 
-    def _build(self, sites: list[str]) -> Path:
-        """Provisions the server, the admin and `sites` into a scratch prod folder, returned (caller removes)."""
+    def _build(self, site: tuple[str, x509.CertificateSigningRequest] | None) -> Path:
+        """Provisions the server, the admin and `site` into a scratch prod folder, returned (caller removes)."""
         project = Project(self.project, "privmesh fl-coordinator federations")
         project.set_server(self.server_host, ORG, {"fed_learn_port": self.port, "admin_port": self.port,
                                                    "default_host": self.server_host})
         project.add_admin(ADMIN, ORG, {"role": "project_admin"})
-        for site in sites:
-            project.add_client(site, ORG, {})
-        builders = [WorkspaceBuilder(), StaticFileBuilder(config_folder="config", scheme="grpc"), CertBuilder(),
-                    SignatureBuilder()]
+        certs = CertBuilder()
+        builders: list[Builder] = [WorkspaceBuilder(), StaticFileBuilder(config_folder="config", scheme="grpc"),
+                                   certs]
+        if site is not None:
+            project.add_client(site[0], ORG, {})
+            builders.append(_SiteCertificate(certs, *site))
+        builders.append(SignatureBuilder())
         context = Provisioner(str(self.root / "workspace"), builders).provision(project, logger=_Quiet())
         prod = context.get_result_location()
         if not prod or not Path(prod).is_dir():
@@ -104,7 +139,7 @@ class FlareProvisioner:
         with self._lock:
             if (self.server_dir / "startup" / "fed_server.json").exists():
                 return
-            prod = self._build([])
+            prod = self._build(None)
             try:
                 for name, target in ((self.server_host, self.server_dir), (ADMIN, self.admin_dir)):
                     shutil.rmtree(target, ignore_errors=True)
@@ -113,13 +148,23 @@ class FlareProvisioner:
             finally:
                 shutil.rmtree(prod, ignore_errors=True)
 
+    def site_audit_offset(self, site: str) -> int:
+        """Where the next shipped segment of `site`'s audit log starts (what was folded ends there)."""
+        path = self.root / "site-audit" / site
+        return int(path.read_text()) if path.exists() else 0
+
+    def mark_site_audit(self, site: str, end: int) -> None:
+        (self.root / "site-audit").mkdir(exist_ok=True, mode=0o700)
+        (self.root / "site-audit" / site).write_text(str(end))
+
     def root_certificate(self) -> str:
         return (self.server_dir / "startup" / "rootCA.pem").read_text()
 
-    def startup_kit(self, site: str) -> bytes:
-        """A zip of the site's kit (startup/ with its key, local/ with privmesh's components allowed)."""
+    def startup_kit(self, site: str, csr: x509.CertificateSigningRequest) -> bytes:
+        """A zip of the site's kit: startup/ with a certificate for the key of `csr` (and no key), local/ with
+        privmesh's components allowed."""
         with self._lock:
-            prod = self._build([site])
+            prod = self._build((site, csr))
             try:
                 _allow(prod / site / "local", CLIENT_COMPONENTS, None)
                 buffer = io.BytesIO()

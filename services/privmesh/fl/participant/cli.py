@@ -4,6 +4,7 @@ coordinator issued after admission (`python -m privmesh.fl.participant` is the s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import signal
 from pathlib import Path
@@ -64,6 +65,17 @@ def _wait(node: SuperNode | FlareClient) -> None:
     raise SystemExit(code)
 
 
+@participant.command("flare-csr")
+@DIR
+@click.option("--participant", "name", required=True, help="the participant's name, federations/{f}/participants/{p}")
+def flare_csr(directory: Path, name: str) -> None:
+    """Prints GetStartupKit's certificate_signing_request for the site's FLARE key (made once in --dir) and, on
+    stderr, csr_signature (base64): the endorsement by the participant's registered key."""
+    request = ParticipantKeys.load_or_create(directory).flare_kit_request(name)
+    click.echo(request.certificate_signing_request.decode(), nl=False)
+    click.echo(f"csr_signature (base64): {base64.b64encode(request.csr_signature).decode()}", err=True)
+
+
 @participant.command("start-flare")
 @DIR
 @click.option("--kit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
@@ -72,8 +84,9 @@ def _wait(node: SuperNode | FlareClient) -> None:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="the local training data: CSV with the federation's feature and label columns")
 def start_flare(directory: Path, kit: Path, site: str, data: Path) -> None:
-    """Runs a FLARE client of a FLARE federation until interrupted."""
-    client = FlareClient(kit.read_bytes(), site, data, directory / "flare").start()
+    """Runs a FLARE client of a FLARE federation with the site's FLARE key from --dir until interrupted."""
+    client = FlareClient(kit.read_bytes(), site, data, directory / "flare",
+                         ParticipantKeys.load_or_create(directory)).start()
     click.echo(f"FLARE client started (pid {client.process.pid if client.process else '?'}); log: "
                f"{directory / 'flare' / 'client.log'}")
     _wait(client)
