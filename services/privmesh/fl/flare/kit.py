@@ -9,7 +9,9 @@ participant is worth nothing for another.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ORG = "privmesh"
@@ -19,6 +21,41 @@ KEY_FILE = "startup/client.key"  # where FLARE's client reads its private key; n
 MAX_CSR_BYTES = 16 * 1024
 MAX_SIGNATURE_BYTES = 256
 MAX_AUDIT_SEGMENT_BYTES = 64 * 1024
+NITRO = "nitro"  # the component id of the Nitro authorizer in a kit's resources.json
+AUTHORIZER = "privmesh.fl.flare.nitro_authorizer.NitroAuthorizer"
+CC_MANAGER = "privmesh.fl.flare.cc.AttestedSitesCCManager"
+
+
+@dataclass(frozen=True)
+class NitroEvidence:
+    """A FLARE party's Nitro authorizer: how it reaches attestation-verifier (mTLS with its mesh identity), the
+    policy it verifies under (the coordinator's) and the command that makes its documents (a site's)."""
+
+    verifier_target: str
+    verifier_identity: str
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    policy: str = ""
+    command: tuple[str, ...] = ()
+
+    def component(self) -> dict[str, object]:
+        """The authorizer's entry in a FLARE resources.json."""
+        return {"id": NITRO, "path": AUTHORIZER, "args": {
+            "verifier_target": self.verifier_target, "verifier_identity": self.verifier_identity,
+            "policy": self.policy, "ca_file": str(self.ca_file), "cert_file": str(self.cert_file),
+            "key_file": str(self.key_file), "command": list(self.command)}}
+
+
+def configure_site_evidence(workspace: Path, evidence: NitroEvidence) -> None:
+    """Fills the site's Nitro authorizer into its kit's local/resources.json (the kit names it without
+    arguments when the coordinator requires evidence: a site that configures none fails to start)."""
+    path = workspace / "local" / "resources.json"
+    resources = json.loads(path.read_text())
+    for component in resources.get("components", []):
+        if component.get("id") == NITRO:
+            component.update(evidence.component())
+    path.write_text(json.dumps(resources, indent=2))
 
 
 def csr_message(participant: str, csr_der: bytes) -> bytes:

@@ -35,7 +35,7 @@ from nvflare.lighter.provisioner import Provisioner
 from nvflare.lighter.spec import Builder
 from nvflare.lighter.utils import Identity, generate_cert
 
-from privmesh.fl.flare.kit import ADMIN, KEY_FILE, ORG
+from privmesh.fl.flare.kit import ADMIN, AUTHORIZER, CC_MANAGER, KEY_FILE, NITRO, ORG, NitroEvidence
 
 SERVER_COMPONENTS = ("privmesh.fl.flare.controller.RunController",)
 CLIENT_COMPONENTS = ("privmesh.fl.flare.executor.LocalTrainer",)
@@ -56,11 +56,25 @@ def _comm_config() -> dict[str, object]:
             "internal": {"scheme": "tcp", "resources": {"host": "127.0.0.1", "listen_host": "127.0.0.1"}}}
 
 
-def _allow(local: Path, extra: tuple[str, ...], storage: Path | None) -> None:
-    """Adds privmesh's FLARE components to the kit's class allow-list (FLARE enforces it) and, on the server,
-    keeps job and snapshot storage inside the server's workspace."""
+def _cc_components(evidence: NitroEvidence | None) -> list[dict[str, object]]:
+    """The confidential-computing components: on the server (`evidence` given) the Nitro authorizer verifying
+    under the coordinator's policy; on a site (None) one that issues, its arguments left to the participant."""
+    if evidence is None:
+        authorizer: dict[str, object] = {"id": NITRO, "path": AUTHORIZER, "args": {}}
+        roles: dict[str, object] = {"cc_issuers_conf": [{"issuer_id": NITRO, "token_expiration": 600}]}
+    else:
+        authorizer, roles = evidence.component(), {"cc_verifier_ids": [NITRO]}
+    return [authorizer, {"id": "cc_manager", "path": CC_MANAGER, "args": roles}]
+
+
+def _allow(local: Path, extra: tuple[str, ...], storage: Path | None,
+           cc: list[dict[str, object]] | None = None) -> None:
+    """Adds privmesh's FLARE components to the kit's class allow-list (FLARE enforces it) and its CC components
+    when the coordinator requires evidence; on the server, keeps job and snapshot storage inside its workspace."""
     resources = json.loads((local / "resources.json.default").read_text())
-    resources["class_allow_list"] = sorted({*resources.get("class_allow_list", []), *extra})
+    resources["class_allow_list"] = sorted({*resources.get("class_allow_list", []), *extra,
+                                            *([AUTHORIZER, CC_MANAGER] if cc else [])})
+    resources["components"] = [*resources.get("components", []), *(cc or [])]
     if storage is not None:
         resources["snapshot_persistor"]["args"]["storage"]["args"]["root_dir"] = str(storage / "snapshots")
         for component in resources["components"]:
@@ -95,8 +109,11 @@ class _SiteCertificate(Builder):  # type: ignore[misc]
 class FlareProvisioner:
     """Builds startup kits for one FLARE project under `root` (its state holds the FLARE root CA's key)."""
 
-    def __init__(self, root: Path, project: str, server_host: str, port: int) -> None:
+    def __init__(self, root: Path, project: str, server_host: str, port: int,
+                 evidence: NitroEvidence | None = None) -> None:
+        """`evidence`: the server's Nitro authorizer when every site must present fresh Nitro evidence."""
         self.root = root
+        self.evidence = evidence
         self.project = project
         self.server_host = server_host
         self.port = port
@@ -135,18 +152,19 @@ class FlareProvisioner:
         return Path(prod)
 
     def ensure_server(self) -> None:
-        """The server's and the admin's kits, made once (their certificates stay in the state)."""
+        """The server's and the admin's kits, made once (their certificates stay in the state); the server's
+        resources are written at every start, from the current settings."""
         with self._lock:
-            if (self.server_dir / "startup" / "fed_server.json").exists():
-                return
-            prod = self._build(None)
-            try:
-                for name, target in ((self.server_host, self.server_dir), (ADMIN, self.admin_dir)):
-                    shutil.rmtree(target, ignore_errors=True)
-                    shutil.copytree(prod / name, target)
-                _allow(self.server_dir / "local", SERVER_COMPONENTS, self.server_dir / "storage")
-            finally:
-                shutil.rmtree(prod, ignore_errors=True)
+            if not (self.server_dir / "startup" / "fed_server.json").exists():
+                prod = self._build(None)
+                try:
+                    for name, target in ((self.server_host, self.server_dir), (ADMIN, self.admin_dir)):
+                        shutil.rmtree(target, ignore_errors=True)
+                        shutil.copytree(prod / name, target)
+                finally:
+                    shutil.rmtree(prod, ignore_errors=True)
+            cc = _cc_components(self.evidence) if self.evidence else None
+            _allow(self.server_dir / "local", SERVER_COMPONENTS, self.server_dir / "storage", cc)
 
     def site_audit_offset(self, site: str) -> int:
         """Where the next shipped segment of `site`'s audit log starts (what was folded ends there)."""
@@ -166,7 +184,8 @@ class FlareProvisioner:
         with self._lock:
             prod = self._build((site, csr))
             try:
-                _allow(prod / site / "local", CLIENT_COMPONENTS, None)
+                _allow(prod / site / "local", CLIENT_COMPONENTS, None,
+                       _cc_components(None) if self.evidence else None)
                 buffer = io.BytesIO()
                 with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
                     for path in sorted((prod / site).rglob("*")):

@@ -31,6 +31,8 @@ from privmesh.fl.flare.kit import (
     KEY_FILE,
     MAX_AUDIT_SEGMENT_BYTES,
     ORG,
+    NitroEvidence,
+    configure_site_evidence,
     csr_message,
     site_audit_message,
     unpack_kit,
@@ -181,10 +183,13 @@ class FlareClient:
     returned (unpacked into `workspace`) and the participant's own FLARE key; it trains on `data_path`
     (PRIVMESH_FL_DATA for privmesh's executor)."""
 
-    def __init__(self, kit: bytes, site: str, data_path: Path, workspace: Path, keys: ParticipantKeys) -> None:
+    def __init__(self, kit: bytes, site: str, data_path: Path, workspace: Path, keys: ParticipantKeys,
+                 evidence: NitroEvidence | None = None) -> None:
+        """`evidence`: the site's Nitro authorizer, needed when the coordinator requires fresh Nitro evidence."""
         self.kit = kit
         self.site = site
         self.keys = keys
+        self.evidence = evidence
         self.data_path = Path(data_path).resolve()
         self.workspace = Path(workspace).resolve()
         self.process: subprocess.Popen[bytes] | None = None
@@ -199,6 +204,8 @@ class FlareClient:
         key = self.workspace / KEY_FILE
         key.unlink(missing_ok=True)
         _write_private(key, self.keys.flare_key_file.read_bytes())
+        if self.evidence is not None:
+            configure_site_evidence(self.workspace, self.evidence)
         env = {**os.environ, DATA_ENV: str(self.data_path), "PYTHONUNBUFFERED": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         with (self.workspace / "client.log").open("ab") as out:
