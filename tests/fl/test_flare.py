@@ -32,15 +32,16 @@ from privmesh.enclave.simulator import DEFAULT_IMAGE, SimulatedNsm, image_pcrs
 from privmesh.fl import accountant
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.coordinator.keys import parse_public_key
-from privmesh.fl.flare.kit import NitroEvidence, csr_message
-from privmesh.fl.flare.nitro_authorizer import NONCE, NitroAuthorizer
-from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys
+from privmesh.fl.flare.kit import NONCE, NitroEvidence, csr_message
+from privmesh.fl.flare.nitro_authorizer import NitroAuthorizer
+from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys, SiteAuditShipper
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc
-from privmesh.runtime.client import secure_channel
+from privmesh.runtime.client import pinned_options, secure_channel
 from privmesh.runtime.errors import read_error
+from privmesh.runtime.tls import channel_credentials
 from tests.conftest import identity, spiffe
-from tests.fl.conftest import FlEnv, Hospital
+from tests.fl.conftest import COORDINATOR, FlEnv, Hospital
 from tests.fl.test_coordinator import create, federation, fetch, kinds
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -293,6 +294,24 @@ async def test_sites_ship_their_flare_audit_logs_into_the_coordinators_audit(fl_
         assert entry["sha256"] == hashlib.sha256(report.events).hexdigest() and entry["from_byte"] == "0"
         assert entry["flare_site"] == f"flare-risk_{hospital.name}" and "[A:" in entry["events"]
     assert len(folded()) == len(fl_env.hospitals)
+    # What `privmesh participant start-flare --coordinator` runs: a shipper that starts without knowing the
+    # coordinator's offset resynchronizes, then ships only what is new, so each site's folded log has no gap.
+    alice = fl_env.pki.bundle("alice")
+    target = f"127.0.0.1:{fl_env.coordinator.port}"
+    channel = grpc.secure_channel(target, channel_credentials(alice.ca_file, alice.cert_file, alice.key_file),
+                                  options=pinned_options(target, spiffe(COORDINATOR)))
+    try:
+        for hospital in fl_env.hospitals:
+            name = f"{PARENT}/participants/{hospital.name}"
+            shipper = SiteAuditShipper(clients[hospital.name], name, fl_pb2_grpc.FLCoordinatorStub(channel))
+            end = await asyncio.to_thread(shipper.ship)
+            entries = [e for e in folded() if e["flare_site"] == f"flare-risk_{hospital.name}"]
+            assert [e["from_byte"] for e in entries] == ["0"] + [e["to_byte"] for e in entries[:-1]]
+            site_log = (fl_env.tmp / hospital.name / "flare" / "audit.log").read_bytes()
+            assert "".join(e["events"] for e in entries).encode() == site_log[:end]
+            assert end == int(entries[-1]["to_byte"])
+    finally:
+        channel.close()
 
 
 async def refused_by_flare(env: FlEnv, site: str, when: str, reason: str, seconds: float = 90.0) -> None:

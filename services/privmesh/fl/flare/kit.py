@@ -21,6 +21,7 @@ KEY_FILE = "startup/client.key"  # where FLARE's client reads its private key; n
 MAX_CSR_BYTES = 16 * 1024
 MAX_SIGNATURE_BYTES = 256
 MAX_AUDIT_SEGMENT_BYTES = 64 * 1024
+NONCE = "@nonce@"  # stands for the challenge in an attestation command (FLARE's config loader resolves {var})
 NITRO = "nitro"  # the component id of the Nitro authorizer in a kit's resources.json
 AUTHORIZER = "privmesh.fl.flare.nitro_authorizer.NitroAuthorizer"
 CC_MANAGER = "privmesh.fl.flare.cc.AttestedSitesCCManager"

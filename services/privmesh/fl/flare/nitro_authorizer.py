@@ -25,13 +25,13 @@ from nvflare.app_opt.confidential_computing.cc_authorizer import CCAuthorizer, C
 
 from privmesh.attestation.v1 import attestation_pb2 as apb
 from privmesh.attestation.v1 import attestation_pb2_grpc
+from privmesh.fl.flare.kit import NONCE
 from privmesh.runtime.client import pinned_options
 from privmesh.runtime.tls import channel_credentials
 
 NAMESPACE = "x-aws-nitro"
 MAX_DOCUMENT_BYTES = 32 * 1024
 CALL_TIMEOUT = 10.0
-NONCE = "@nonce@"  # not FLARE's {var} syntax: its config loader would substitute that
 
 
 class NitroAuthorizer(CCAuthorizer):  # type: ignore[misc]

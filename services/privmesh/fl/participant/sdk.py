@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -37,7 +38,8 @@ from privmesh.fl.flare.kit import (
     site_audit_message,
     unpack_kit,
 )
-from privmesh.fl.v1 import fl_pb2
+from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc
+from privmesh.runtime.errors import read_error
 from privmesh.runtime.ports import free_loopback_port
 
 PRIVATE_KEY_FILE = "supernode-key"
@@ -238,3 +240,26 @@ class FlareClient:
             return None
         return fl_pb2.ReportSiteAuditRequest(name=participant, from_byte=from_byte, events=events, signature=(
             self.keys.sign(site_audit_message(participant, from_byte, events))))
+
+
+class SiteAuditShipper:
+    """Ships a FLARE client's audit log to the coordinator (ReportSiteAudit), segment by segment from where the
+    coordinator's copy ends: a first call at byte 0 learns that offset from FAILED_PRECONDITION's next_byte."""
+
+    def __init__(self, client: FlareClient, participant: str, stub: fl_pb2_grpc.FLCoordinatorStub) -> None:
+        self.client = client
+        self.participant = participant
+        self.stub = stub
+        self.next_byte = 0
+
+    def ship(self) -> int:
+        """Sends what the log holds beyond next_byte; returns the new next_byte (raises grpc.RpcError)."""
+        while (report := self.client.audit_report(self.participant, self.next_byte)) is not None:
+            try:
+                self.next_byte = self.stub.ReportSiteAudit(report, timeout=30).next_byte
+            except grpc.RpcError as exc:
+                expected = read_error(exc).metadata.get("next_byte")
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or expected is None:
+                    raise
+                self.next_byte = int(expected)
+        return self.next_byte
