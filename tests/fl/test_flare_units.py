@@ -1,5 +1,6 @@
 """The FLARE engine's pure parts: aggregation with and without DP, site names, startup-kit unpacking and job
-folders (the real FLARE processes are in test_flare.py)."""
+folders, site certificates for the participant's own key and their endorsement, and the CC manager's verdicts
+(the real FLARE processes are in test_flare.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+from nvflare.app_opt.confidential_computing.cc_authorizer import CCAuthorizer
 
 from privmesh.fl.app.model import Architecture, TrainingConfig
 from privmesh.fl.app.spec import DpSpec, RunSpec
+from privmesh.fl.coordinator.endorsed import endorsed_csr
 from privmesh.fl.coordinator.service import flare_site_name
+from privmesh.fl.flare.cc import AttestedSitesCCManager
 from privmesh.fl.flare.controller import aggregate
 from privmesh.fl.flare.job import write_job
-from privmesh.fl.flare.kit import unpack_kit
+from privmesh.fl.flare.kit import csr_message, unpack_kit
+from privmesh.fl.flare.provision import FlareProvisioner
+from privmesh.runtime.errors import InvalidArgument
 
 SPEC = RunSpec(run="federations/f/runs/r", architecture=Architecture(2, 2), training=TrainingConfig(),
                feature_names=("a", "b"), label_name="y", strategy="fedavg", strategy_params={}, num_rounds=1,
@@ -65,3 +76,76 @@ def test_a_job_names_only_the_federations_sites_and_privmesh_components(tmp_path
     assert server["workflows"][0]["path"] == "privmesh.fl.flare.controller.RunController"
     assert client["executors"][0]["executor"]["path"] == "privmesh.fl.flare.executor.LocalTrainer"
     assert RunSpec.from_json(server["workflows"][0]["args"]["spec"]) == SPEC
+
+
+def _csr(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "coordinator@privmesh.dev")])).sign(key, hashes.SHA256())
+
+
+def test_a_sites_kit_certifies_the_participants_key_and_no_site_key_is_kept(tmp_path: Path) -> None:
+    provisioner = FlareProvisioner(tmp_path / "flare", "p", "localhost", 8002)
+    provisioner.ensure_server()
+    key = rsa.generate_private_key(65537, 2048)
+    archive = zipfile.ZipFile(io.BytesIO(provisioner.startup_kit("p_site", _csr(key))))
+    assert not [name for name in archive.namelist() if name.endswith(".key")]
+    cert = x509.load_pem_x509_certificate(archive.read("startup/client.crt"))
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    # The subject is the site's, not what the request asked for (an admin's name here).
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "p_site"
+    root = x509.load_pem_x509_certificate(provisioner.root_certificate().encode())
+    cert.verify_directly_issued_by(root)
+    state = json.loads((provisioner.state_dir / "cert.json").read_text())
+    assert "p_site" not in state  # the key FLARE's provisioner made for the site is gone with the kit
+
+
+def test_a_certificate_request_needs_an_rsa_key_and_the_participants_endorsement() -> None:
+    participant = ec.generate_private_key(ec.SECP384R1())
+    pem = participant.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    name = "federations/f/participants/a"
+    rsa_csr = _csr(rsa.generate_private_key(65537, 2048))
+
+    def endorse(csr: x509.CertificateSigningRequest, who: str = name,
+                signer: ec.EllipticCurvePrivateKey = participant) -> tuple[bytes, bytes]:
+        return csr.public_bytes(Encoding.PEM), signer.sign(csr_message(who, csr.public_bytes(Encoding.DER)),
+                                                           ec.ECDSA(hashes.SHA256()))
+
+    assert endorsed_csr(name, pem, *endorse(rsa_csr)).public_key().public_numbers() == \
+        rsa_csr.public_key().public_numbers()
+    for (csr_pem, signature), field in (
+            (endorse(_csr(ec.generate_private_key(ec.SECP256R1()))), "certificate_signing_request"),  # FLARE: RSA
+            (endorse(_csr(rsa.generate_private_key(65537, 1024))), "certificate_signing_request"),  # too short
+            (endorse(rsa_csr, who="federations/f/participants/b"), "csr_signature"),  # for another participant
+            (endorse(rsa_csr, signer=ec.generate_private_key(ec.SECP384R1())), "csr_signature"),  # not its key
+            ((endorse(rsa_csr)[0], b""), "csr_signature")):
+        with pytest.raises(InvalidArgument) as refused:
+            endorsed_csr(name, pem, csr_pem, signature)
+        assert refused.value.violations[0].field == field
+
+
+class _Fixed(CCAuthorizer):  # type: ignore[misc]
+    """A verifier whose verdict is the token itself (the CC manager's decisions are under test, not it)."""
+
+    def get_namespace(self) -> str:
+        return "fixed"
+
+    def generate(self) -> str:
+        return "good"
+
+    def verify(self, token: str) -> bool:
+        return token == "good"
+
+
+def test_the_cc_manager_wants_evidence_from_every_site_but_the_server() -> None:
+    manager = AttestedSitesCCManager(cc_verifier_ids=["fixed"], exempt_sites=["relay"])
+    manager.cc_verifiers = {"fixed": _Fixed()}
+    assert "any-site" in manager.cc_enabled_sites and "server" not in manager.cc_enabled_sites
+    assert "relay" not in manager.cc_enabled_sites
+
+    def token(value: str, namespace: str = "fixed") -> dict[str, object]:
+        return {"_cc_token": value, "_cc_namespace": namespace}
+
+    assert manager._refusal([token("good")]) == ""
+    assert manager._refusal([]) == manager._refusal(None) == "NO_EVIDENCE"
+    assert manager._refusal([token("good"), token("bad")]) == "REJECTED"  # every token must verify
+    assert manager._refusal([token("good", "x-unknown")]) == "NO_VERIFIER_FOR_NAMESPACE"
