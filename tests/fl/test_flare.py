@@ -395,6 +395,8 @@ async def test_a_removed_sites_kit_stops_working(fl_env: FlEnv) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as no_kit:
             await fl_env.stub.GetStartupKit(gone.keys.flare_kit_request(name))
         assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
+        shipped = fl_env.tmp / "fl" / "flare" / "site-audit" / f"flare-risk_{gone.name}"
+        assert shipped.read_text() == "0"  # a participant registered again under the name starts a new log
     finally:
         retry.stop()
         for client in clients.values():

@@ -21,12 +21,12 @@ from nvflare.app_opt.confidential_computing.cc_authorizer import CCAuthorizer
 
 from privmesh.fl.app.model import Architecture, TrainingConfig
 from privmesh.fl.app.spec import DpSpec, RunSpec
-from privmesh.fl.coordinator.endorsed import endorsed_csr
+from privmesh.fl.coordinator.endorsed import check_audit_segment, endorsed_csr
 from privmesh.fl.coordinator.service import flare_site_name
 from privmesh.fl.flare.cc import AttestedSitesCCManager
 from privmesh.fl.flare.controller import aggregate
 from privmesh.fl.flare.job import write_job
-from privmesh.fl.flare.kit import csr_message, unpack_kit
+from privmesh.fl.flare.kit import MAX_AUDIT_SEGMENT_BYTES, csr_message, site_audit_message, unpack_kit
 from privmesh.fl.flare.provision import FlareProvisioner
 from privmesh.runtime.errors import InvalidArgument
 
@@ -149,3 +149,22 @@ def test_the_cc_manager_wants_evidence_from_every_site_but_the_server() -> None:
     assert manager._refusal([]) == manager._refusal(None) == "NO_EVIDENCE"
     assert manager._refusal([token("good"), token("bad")]) == "REJECTED"  # every token must verify
     assert manager._refusal([token("good", "x-unknown")]) == "NO_VERIFIER_FOR_NAMESPACE"
+
+
+def test_a_site_audit_segment_is_whole_utf8_lines_signed_for_its_offset() -> None:
+    participant = ec.generate_private_key(ec.SECP256R1())
+    pem = participant.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    name = "federations/f/participants/a"
+
+    def sign(events: bytes, offset: int = 0) -> bytes:
+        return participant.sign(site_audit_message(name, offset, events), ec.ECDSA(hashes.SHA256()))
+
+    check_audit_segment(name, pem, 0, b"[A:x]\n", sign(b"[A:x]\n"))
+    for events, signature, field in ((b"[A:x]", sign(b"[A:x]"), "events"),  # not a whole line
+                                     (b"\xff\n", sign(b"\xff\n"), "events"),
+                                     (b"[A:y]\n", sign(b"[A:x]\n"), "signature"),  # a changed byte
+                                     (b"[A:x]\n", sign(b"[A:x]\n", 6), "signature"),  # signed for another offset
+                                     (b"x\n" * (MAX_AUDIT_SEGMENT_BYTES // 2 + 1), b"", "events")):
+        with pytest.raises(InvalidArgument) as refused:
+            check_audit_segment(name, pem, 0, events, signature)
+        assert refused.value.violations[0].field == field

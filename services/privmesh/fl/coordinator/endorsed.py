@@ -60,7 +60,12 @@ def endorsed_csr(participant: str, public_key_pem: str, csr_pem: bytes,
 
 def check_audit_segment(participant: str, public_key_pem: str, from_byte: int, events: bytes,
                         signature: bytes) -> None:
-    """A site audit segment: whole lines within the size limit, signed by the participant for this offset."""
+    """A site audit segment: whole UTF-8 lines within the size limit (the audit entry keeps them as text, so what
+    was signed can be checked again from it), signed by the participant for this offset."""
     if not events or len(events) > MAX_AUDIT_SEGMENT_BYTES or not events.endswith(b"\n"):
         raise InvalidArgument.single("events", f"1 to {MAX_AUDIT_SEGMENT_BYTES} bytes of whole lines")
+    try:
+        events.decode()
+    except UnicodeDecodeError:
+        raise InvalidArgument.single("events", "not UTF-8") from None
     _verify(public_key_pem, signature, site_audit_message(participant, from_byte, events), "signature")

@@ -350,7 +350,7 @@ class CoordinatorService:
                 "flare_site": found.flare_site, "file": "audit.log", "from_byte": str(expected), "to_byte": str(end),
                 "lines": str(request.events.count(b"\n")), "sha256": hashlib.sha256(request.events).hexdigest(),
                 "signature": base64.b64encode(request.signature).decode(), "actions": ",".join(actions)[:1000],
-                "events": request.events.decode(errors="replace")})
+                "events": request.events.decode()})
             await asyncio.to_thread(provisioner.mark_site_audit, found.flare_site, end)
         return fl_pb2.ReportSiteAuditResponse(next_byte=end)
 
@@ -363,8 +363,11 @@ class CoordinatorService:
                                 details={"public_key_fingerprint": found.public_key_fingerprint,
                                          "node_id": str(found.node_id)})
         if found.flare_site:
+            assert self.flare is not None
             await self._disable_site(found.flare_site)
             await asyncio.to_thread(self.store.remove_participant, name)
+            # A participant registered again under this name starts a new site log.
+            await asyncio.to_thread(self.flare.config.provisioner.mark_site_audit, found.flare_site, 0)
             return
         try:
             await self.superlink.unregister_node(found.node_id)
