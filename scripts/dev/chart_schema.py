@@ -117,8 +117,11 @@ def build() -> dict[str, Any]:
         }
         return _strict(props, ["enabled"])
 
+    external = {"external": _strict({
+        "enabled": {"type": "boolean"}, "type": service_type, "annotations": labels,
+        "loadBalancerSourceRanges": cidrs, "from": peers})}
     services = _strict({
-        "attestationVerifier": service("attestationVerifier"),
+        "attestationVerifier": service("attestationVerifier", external),
         "keyBroker": service("keyBroker"),
         "tokenVault": service("tokenVault"),
         "dpGateway": service("dpGateway", {"spark": _strict({
@@ -135,7 +138,7 @@ def build() -> dict[str, Any]:
                 "roleArn": role_arn, "s3Cidrs": cidrs, "clusterCidrs": cidrs}),
         }, ["enabled"])}),
         "fheInference": service("fheInference", {"keysClaim": string}),
-        "flCoordinator": service("flCoordinator", {"fleet": _strict({
+        "flCoordinator": service("flCoordinator", {**external, "fleet": _strict({
             "port": port, "serviceType": service_type,
             "advertisedAddress": string, "from": peers}), "flare": _strict({
                 "enabled": {"type": "boolean"}, "port": port, "adminPort": port,

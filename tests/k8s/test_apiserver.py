@@ -203,6 +203,8 @@ def test_flare_service_and_workspace_claim_accepted(installed, api: Any) -> None
     assert service["spec"]["type"] == "LoadBalancer"
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [("flare", 8002, "flare")]
     assert service["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/28", "203.0.113.64/28"]
+    for name in ("attestation-verifier-external", "fl-coordinator-external"):  # the sites' admission path
+        assert get(api, f"/api/v1/namespaces/{NAMESPACE}/services/{name}")["spec"]["type"] == "LoadBalancer"
     claim = get(api, f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/fl-coordinator-flare")
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["status"]["phase"] == "Bound"
     (node,) = [node for pod, node in placement.items() if pod.startswith("fl-coordinator-")]

@@ -122,6 +122,29 @@ def test_network_policy_admits_the_sites_on_the_flare_port_only(eks: list[dict[s
             assert admin not in _ports(rule)
 
 
+def test_sites_reach_the_admission_services_on_grpc_only(eks: list[dict[str, Any]]) -> None:
+    """The sites' admission path (IssueChallenge, RegisterParticipant, GetStartupKit): an external Service for the
+    grpc port of attestation-verifier and fl-coordinator, and a NetworkPolicy rule for the sites there only."""
+    services = yaml.safe_load((EXAMPLES / "eks.yaml").read_text())["services"]
+    external = {n: s for n, s in by_kind(eks, "Service").items() if n.endswith("-external")}
+    assert set(external) == {"attestation-verifier-external", "fl-coordinator-external"}
+    for name, service in external.items():
+        selector = by_kind(eks, "Deployment")[name.removesuffix("-external")]["spec"]["selector"]["matchLabels"]
+        assert service["spec"]["selector"] == selector and service["spec"]["type"] == "LoadBalancer"
+        assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("grpc", "grpc")]
+        assert service["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/28", "203.0.113.64/28"]
+    sites = services["flCoordinator"]["external"]["from"]
+    for name, policy in by_kind(eks, "NetworkPolicy").items():
+        rules = [r for r in policy["spec"].get("ingress", []) if r.get("from") == sites]
+        if name == "attestation-verifier":
+            assert [_ports(r) for r in rules] == [{"grpc"}]
+        elif name == COORDINATOR:
+            assert sorted(sorted(_ports(r)) for r in rules) == [["flare"], ["grpc"]]
+        else:
+            assert not rules, name
+    assert not [o for o in render() if o["metadata"]["name"].endswith("-external")]  # off by default
+
+
 def test_cluster_only_defaults_and_an_existing_claim() -> None:
     objects = render(sets=("services.flCoordinator.flare.enabled=true",
                            "services.flCoordinator.flare.persistence.existingClaim=flare-ws"))
