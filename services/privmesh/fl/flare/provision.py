@@ -108,7 +108,8 @@ class FlareProvisioner:
         return Path(prod)
 
     def ensure_server(self) -> None:
-        """The server's and the admin's kits, made once (their certificates stay in the state)."""
+        """The server's and the admin's kits, made once (their certificates stay in the state); where the server
+        listens and the admin kit dials follows the settings at every start."""
         with self._lock:
             if (self.server_dir / "startup" / "fed_server.json").exists():
                 self._listen()
