@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import subprocess
 import threading
@@ -53,10 +54,10 @@ class EngineProcess:
     """One Spark engine process (a Spark driver, local[N] or a cluster's), started on first use and again
     after it died; requests are serialized (Spark parallelizes inside each)."""
 
-    def __init__(self, python: str, master: str = "local[2]", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, python: str, master: str = "local[2]", conf: dict[str, str] | None = None) -> None:
         self.python = python
         self.master = master
-        self.extra_env = extra_env or {}
+        self.conf = conf or {}  # Spark settings of the driver, over the worker's defaults and spark-defaults.conf
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -66,7 +67,8 @@ class EngineProcess:
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": str(SERVICES_DIR), "PYSPARK_PYTHON": self.python,
-               "PYSPARK_DRIVER_PYTHON": self.python, "PRIVMESH_SPARK_MASTER": self.master, **self.extra_env}
+               "PYSPARK_DRIVER_PYTHON": self.python, "PRIVMESH_SPARK_MASTER": self.master,
+               "PRIVMESH_SPARK_CONF": json.dumps(self.conf)}
         proc = subprocess.Popen([self.python, "-m", "privmesh.dpgateway.spark.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         assert proc.stdout is not None
@@ -121,10 +123,11 @@ class EngineProcess:
 
 
 @functools.cache
-def shared_process(python: str, master: str) -> EngineProcess:
-    """The process-wide engine for a Python and master: gateways in one process (tests, a dev mesh) share one
-    Spark driver; it stops when the process exits (or, if the gateway is killed, when its stdin closes)."""
-    process = EngineProcess(python, master)
+def shared_process(python: str, master: str, conf: tuple[tuple[str, str], ...] = ()) -> EngineProcess:
+    """The process-wide engine for a Python, master and Spark settings: gateways in one process (tests, a dev
+    mesh) share one Spark driver; it stops when the process exits (or, if the gateway is killed, when its stdin
+    closes)."""
+    process = EngineProcess(python, master, dict(conf))
     atexit.register(process.close)
     return process
 

@@ -12,6 +12,7 @@ composition, the ledger's rule). Error replies name a class, never an exception 
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import shutil
@@ -229,11 +230,14 @@ def main() -> None:
     warehouse = tempfile.mkdtemp(prefix="privmesh-spark-")
     from pyspark.sql import SparkSession  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    spark = (SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]"))
-             .appName("privmesh-dp-engine").config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", os.environ.get("PRIVMESH_SPARK_PARTITIONS", "4"))
-             .config("spark.sql.warehouse.dir", warehouse)  # Tumult's temp tables
-             .getOrCreate())
+    conf = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
+            **json.loads(os.environ.get("PRIVMESH_SPARK_CONF") or "{}"),
+            "spark.sql.warehouse.dir": warehouse}  # Tumult's temp tables
+    builder = SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]")).appName(
+        "privmesh-dp-engine")
+    for name, value in conf.items():
+        builder = builder.config(name, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     out.write(b'{"ready":true}\n')
     out.flush()
