@@ -2,9 +2,9 @@
 Tumult Analytics on Spark in a separate process (spark/worker.py, its own venv).
 
 The gateway keeps the ledger's arithmetic: a query's cost is exactly the requested loss (epsilon, or rho
-under zCDP; delta only with private keys), split over the noisy components by the plan's weights as exact
-rationals that sum to the cost; Tumult spends each share in its own Session (sequential composition, as the
-ledger adds). Scales and mechanisms are Tumult's, read back from its noise description, so accuracies and
+under zCDP; delta only with private keys), or the loss that reaches a target accuracy, split over the noisy
+components as exact rationals that sum to the cost; Tumult spends each share on its component (sequential
+composition, as the ledger adds). Scales and mechanisms are Tumult's, read back from its noise description, so accuracies and
 intervals come from results.py as for Polars. A worker that dies or fails after reading is RELEASE_FAILED
 (charged, the ledger's rule); one that could not open the source is SOURCE_UNAVAILABLE (refunded)."""
 
