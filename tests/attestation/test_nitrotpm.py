@@ -1,7 +1,7 @@
 """NitroTPM documents (attestable AMIs): the simulator's documents parse as NITRO_TPM and verify under its
 root; every mutation (each field, the chain, the signature, the map encoding) is refused; policies of one
-kind refuse documents of the other. No public real NitroTPM document was found (tests/data/nitro/README.md
-says where we looked), so the corpus is the simulator's, in the real format."""
+kind refuse documents of the other. The simulator's documents let the tests re-sign any payload; the real
+documents (test_nitrotpm_real.py) cannot be re-signed, so malformed-but-signed payloads are tested here."""
 
 from __future__ import annotations
 

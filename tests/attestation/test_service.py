@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.attestation import server as attestation_server
+from privmesh.attestation.document import parse_document
 from privmesh.attestation.v1 import attestation_pb2 as pb
 from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.enclave.app import EnclaveApp
@@ -23,6 +24,7 @@ from privmesh.runtime.errors import read_error
 from privmesh.runtime.pki import DevPki
 from privmesh.sdk.attestation.tokens import verify_result_token
 from tests.attestation.conftest import IN_WINDOW, read_document
+from tests.attestation.test_nitrotpm_real import REAL as REAL_TPM
 from tests.conftest import identity, server_config, spiffe
 
 SERVICE = "privmesh.attestation.v1.AttestationVerifier"
@@ -294,3 +296,28 @@ async def test_nitrotpm_documents_are_judged_under_nitrotpm_policies(verifier, d
     assert kinds == ["NITRO_TPM", "NITRO_TPM", "NITRO_TPM"]
     results = await stub.ListVerificationResults(pb.ListVerificationResultsRequest())
     assert [r.kind for r in results.results] == ["aws-nitrotpm"] * 3
+
+
+async def test_the_service_judges_a_real_nitrotpm_document_at_a_pinned_time(verifier) -> None:  # type: ignore[no-untyped-def]
+    stub, _, _ = verifier
+    real = REAL_TPM[1]
+    doc = parse_document(real.raw)
+    boot = {i: doc.pcrs[i] for i in (4, 7)}
+    await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy(
+        "ami", boot, kind=pb.ATTESTATION_KIND_NITRO_TPM, require_nonce=False,
+        max_document_age=Duration(seconds=86400))))
+    reply = await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=real.raw, policy="ami",
+                                                                     verification_time=_at(real.in_window)))
+    assert reply.verdict == pb.VERDICT_ACCEPTED, _reasons(reply)
+    assert reply.claims.kind == pb.ATTESTATION_KIND_NITRO_TPM and dict(reply.claims.pcrs) == doc.pcrs
+    late = await stub.VerifyAttestation(pb.VerifyAttestationRequest(
+        document=real.raw, policy="ami", verification_time=_at(real.leaf_expires + timedelta(minutes=1))))
+    assert late.verdict == pb.VERDICT_REJECTED and "CERTIFICATE_EXPIRED" in _reasons(late)
+    await stub.PutPolicy(pb.PutPolicyRequest(policy=_policy(
+        "enclave", {0: doc.pcrs[0]}, require_nonce=False, max_document_age=Duration(seconds=86400))))
+    crossed = await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=real.raw, policy="enclave",
+                                                                       verification_time=_at(real.in_window)))
+    assert _reasons(crossed) == {"KIND_MISMATCH"}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.VerifyAttestation(pb.VerifyAttestationRequest(document=real.raw[:-1], policy="ami"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
