@@ -4,9 +4,10 @@ Tumult Analytics on Spark in a separate process (spark/worker.py, its own venv).
 The gateway keeps the ledger's arithmetic: a query's cost is exactly the requested loss (epsilon, or rho
 under zCDP; delta only with private keys), or the loss that reaches a target accuracy, split over the noisy
 components as exact rationals that sum to the cost; Tumult spends each share on its component (sequential
-composition, as the ledger adds). Scales and mechanisms are Tumult's, read back from its noise description, so accuracies and
-intervals come from results.py as for Polars. A worker that dies or fails after reading is RELEASE_FAILED
-(charged, the ledger's rule); one that could not open the source is SOURCE_UNAVAILABLE (refunded)."""
+composition, as the ledger adds). Scales and mechanisms are Tumult's, read back from its noise description,
+so accuracies and intervals come from results.py as for Polars. A worker that dies or fails after reading
+is RELEASE_FAILED (charged, the ledger's rule); one that could not open the source is SOURCE_UNAVAILABLE
+(refunded)."""
 
 from __future__ import annotations
 
@@ -211,14 +212,10 @@ class SparkDatasetEngine:
         """Tumult's noise scale of each component at a unit share (cached per plan; nothing is read)."""
         with self._lock:
             cached = self._probes.get(plan_key)
-        if cached is None:
+        if cached is None:  # SourceUnavailable or ReleaseFailed if the engine cannot answer: nothing is spent yet
             unit = {c.name: Fraction(1) for part in parts for c in part.components}
-            probe = SparkCompiled(parts, Loss(), self.mechanism, plan=plan, shares=unit)
-            try:
-                described, _ = self._run(probe, evaluate=False)
-            except (SourceUnavailable, ReleaseFailed):
-                raise CompileError("privacy.target_accuracy", "the Spark engine cannot price this query now; "
-                                   "nothing was spent", "ENGINE_UNAVAILABLE") from None
+            described, _ = self._run(SparkCompiled(parts, Loss(), self.mechanism, plan=plan, shares=unit),
+                                     evaluate=False)
             cached = {name: scale for part in described for name, scale in part.scales.items()}
             with self._lock:
                 self._probes[plan_key] = cached
