@@ -6,7 +6,9 @@ Every kit is generated into a private scratch directory and moved out at once, s
 grows; FLARE's CertBuilder reuses a subject's certificate and key from the state, so a site's kit is the same each
 time it is produced. The server binds the configured host only (server_main) and FLARE's internal listener and
 job-storage paths are written into the server's local/ folder, so nothing listens on other interfaces or writes
-under /tmp/nvflare.
+under /tmp/nvflare. Behind a load balancer the server's name (its certificate, every kit's target) differs from the
+interface it binds (`bind_host`), and with `admin_port` FLARE's admin API gets a listener of its own on 127.0.0.1
+that only the coordinator's admin kit dials (as localhost, a name of the server's certificate).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from privmesh.fl.flare.kit import ADMIN, ORG
 
 SERVER_COMPONENTS = ("privmesh.fl.flare.controller.RunController",)
 CLIENT_COMPONENTS = ("privmesh.fl.flare.executor.LocalTrainer",)
+ADMIN_HOST = "localhost"
 
 
 class _Quiet:
@@ -63,11 +66,14 @@ def _allow(local: Path, extra: tuple[str, ...], storage: Path | None) -> None:
 class FlareProvisioner:
     """Builds startup kits for one FLARE project under `root` (its state holds the FLARE root CA's key)."""
 
-    def __init__(self, root: Path, project: str, server_host: str, port: int) -> None:
+    def __init__(self, root: Path, project: str, server_host: str, port: int, bind_host: str | None = None,
+                 admin_port: int | None = None) -> None:
         self.root = root
         self.project = project
         self.server_host = server_host
         self.port = port
+        self.bind_host = bind_host
+        self.admin_port = admin_port
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -86,8 +92,10 @@ class FlareProvisioner:
     def _build(self, sites: list[str]) -> Path:
         """Provisions the server, the admin and `sites` into a scratch prod folder, returned (caller removes)."""
         project = Project(self.project, "privmesh fl-coordinator federations")
-        project.set_server(self.server_host, ORG, {"fed_learn_port": self.port, "admin_port": self.port,
-                                                   "default_host": self.server_host})
+        # host_names: the admin kit dials a loopback admin listener (admin_port) by that name.
+        project.set_server(self.server_host, ORG, {"fed_learn_port": self.port,
+                                                   "admin_port": self.admin_port or self.port,
+                                                   "default_host": self.server_host, "host_names": [ADMIN_HOST]})
         project.add_admin(ADMIN, ORG, {"role": "project_admin"})
         for site in sites:
             project.add_client(site, ORG, {})
@@ -100,9 +108,11 @@ class FlareProvisioner:
         return Path(prod)
 
     def ensure_server(self) -> None:
-        """The server's and the admin's kits, made once (their certificates stay in the state)."""
+        """The server's and the admin's kits, made once (their certificates stay in the state); where the server
+        listens and the admin kit dials follows the settings at every start."""
         with self._lock:
             if (self.server_dir / "startup" / "fed_server.json").exists():
+                self._listen()
                 return
             prod = self._build([])
             try:
@@ -110,8 +120,28 @@ class FlareProvisioner:
                     shutil.rmtree(target, ignore_errors=True)
                     shutil.copytree(prod / name, target)
                 _allow(self.server_dir / "local", SERVER_COMPONENTS, self.server_dir / "storage")
+                self._listen()
             finally:
                 shutil.rmtree(prod, ignore_errors=True)
+
+    def _listen(self) -> None:
+        """Where the server listens: `bind_host` instead of its name, and the admin listener on loopback."""
+        server_file = self.server_dir / "startup" / "fed_server.json"
+        config = json.loads(server_file.read_text())
+        server = config["servers"][0]
+        server["service"]["target"] = f"{self.bind_host or self.server_host}:{self.port}"
+        server["admin_port"] = self.admin_port or self.port
+        admin_file = self.admin_dir / "startup" / "fed_admin.json"
+        admin = json.loads(admin_file.read_text())
+        admin["admin"]["port"] = self.admin_port or self.port
+        if self.admin_port:
+            server["admin_host"] = "127.0.0.1"
+            admin["admin"]["host"] = ADMIN_HOST
+        else:
+            server.pop("admin_host", None)
+            admin["admin"]["host"] = self.server_host
+        server_file.write_text(json.dumps(config, indent=2))
+        admin_file.write_text(json.dumps(admin, indent=2))
 
     def root_certificate(self) -> str:
         return (self.server_dir / "startup" / "rootCA.pem").read_text()
