@@ -65,7 +65,9 @@ def _flare_server(settings: FlSettings, state_dir: Path, env: dict[str, str], me
     number = int(port) or (int(chosen.read_text()) if chosen.exists() else free_loopback_port())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     chosen.write_text(str(number))
-    return FlareServer(FlareServerConfig(FlareProvisioner(directory, "privmesh", host, number, evidence), env))
+    provisioner = FlareProvisioner(directory, "privmesh", host, number, bind_host=settings.flare.bind_host,
+                                   admin_port=settings.flare.admin_port, evidence=evidence)
+    return FlareServer(FlareServerConfig(provisioner, env))
 
 
 async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration]:

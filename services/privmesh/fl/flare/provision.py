@@ -9,6 +9,9 @@ CertBuilder makes for the site is dropped from the kit and from the state, so no
 
 The server binds the configured host only (server_main) and FLARE's internal listener and job-storage paths are
 written into the server's local/ folder, so nothing listens on other interfaces or writes under /tmp/nvflare.
+Behind a load balancer the server's name (its certificate, every kit's target) differs from the interface it binds
+(`bind_host`), and with `admin_port` FLARE's admin API gets a listener of its own on 127.0.0.1 that only the
+coordinator's admin kit dials (as localhost, a name of the server's certificate).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from privmesh.fl.flare.kit import ADMIN, AUTHORIZER, CC_MANAGER, KEY_FILE, NITRO
 
 SERVER_COMPONENTS = ("privmesh.fl.flare.controller.RunController",)
 CLIENT_COMPONENTS = ("privmesh.fl.flare.executor.LocalTrainer",)
+ADMIN_HOST = "localhost"
 
 
 class _Quiet:
@@ -109,14 +113,16 @@ class _SiteCertificate(Builder):  # type: ignore[misc]
 class FlareProvisioner:
     """Builds startup kits for one FLARE project under `root` (its state holds the FLARE root CA's key)."""
 
-    def __init__(self, root: Path, project: str, server_host: str, port: int,
-                 evidence: NitroEvidence | None = None) -> None:
+    def __init__(self, root: Path, project: str, server_host: str, port: int, bind_host: str | None = None,
+                 admin_port: int | None = None, evidence: NitroEvidence | None = None) -> None:
         """`evidence`: the server's Nitro authorizer when every site must present fresh Nitro evidence."""
         self.root = root
         self.evidence = evidence
         self.project = project
         self.server_host = server_host
         self.port = port
+        self.bind_host = bind_host
+        self.admin_port = admin_port
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -135,8 +141,10 @@ class FlareProvisioner:
     def _build(self, site: tuple[str, x509.CertificateSigningRequest] | None) -> Path:
         """Provisions the server, the admin and `site` into a scratch prod folder, returned (caller removes)."""
         project = Project(self.project, "privmesh fl-coordinator federations")
-        project.set_server(self.server_host, ORG, {"fed_learn_port": self.port, "admin_port": self.port,
-                                                   "default_host": self.server_host})
+        # host_names: the admin kit dials a loopback admin listener (admin_port) by that name.
+        project.set_server(self.server_host, ORG, {"fed_learn_port": self.port,
+                                                   "admin_port": self.admin_port or self.port,
+                                                   "default_host": self.server_host, "host_names": [ADMIN_HOST]})
         project.add_admin(ADMIN, ORG, {"role": "project_admin"})
         certs = CertBuilder()
         builders: list[Builder] = [WorkspaceBuilder(), StaticFileBuilder(config_folder="config", scheme="grpc"),
@@ -152,8 +160,8 @@ class FlareProvisioner:
         return Path(prod)
 
     def ensure_server(self) -> None:
-        """The server's and the admin's kits, made once (their certificates stay in the state); the server's
-        resources are written at every start, from the current settings."""
+        """The server's and the admin's kits, made once (their certificates stay in the state); where the server
+        listens, the admin kit dials and the server's components follow the settings at every start."""
         with self._lock:
             if not (self.server_dir / "startup" / "fed_server.json").exists():
                 prod = self._build(None)
@@ -165,6 +173,7 @@ class FlareProvisioner:
                     shutil.rmtree(prod, ignore_errors=True)
             cc = _cc_components(self.evidence) if self.evidence else None
             _allow(self.server_dir / "local", SERVER_COMPONENTS, self.server_dir / "storage", cc)
+            self._listen()
 
     def site_audit_offset(self, site: str) -> int:
         """Where the next shipped segment of `site`'s audit log starts (what was folded ends there)."""
@@ -174,6 +183,25 @@ class FlareProvisioner:
     def mark_site_audit(self, site: str, end: int) -> None:
         (self.root / "site-audit").mkdir(exist_ok=True, mode=0o700)
         (self.root / "site-audit" / site).write_text(str(end))
+
+    def _listen(self) -> None:
+        """Where the server listens: `bind_host` instead of its name, and the admin listener on loopback."""
+        server_file = self.server_dir / "startup" / "fed_server.json"
+        config = json.loads(server_file.read_text())
+        server = config["servers"][0]
+        server["service"]["target"] = f"{self.bind_host or self.server_host}:{self.port}"
+        server["admin_port"] = self.admin_port or self.port
+        admin_file = self.admin_dir / "startup" / "fed_admin.json"
+        admin = json.loads(admin_file.read_text())
+        admin["admin"]["port"] = self.admin_port or self.port
+        if self.admin_port:
+            server["admin_host"] = "127.0.0.1"
+            admin["admin"]["host"] = ADMIN_HOST
+        else:
+            server.pop("admin_host", None)
+            admin["admin"]["host"] = self.server_host
+        server_file.write_text(json.dumps(config, indent=2))
+        admin_file.write_text(json.dumps(admin, indent=2))
 
     def root_certificate(self) -> str:
         return (self.server_dir / "startup" / "rootCA.pem").read_text()
