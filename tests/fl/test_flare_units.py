@@ -4,6 +4,7 @@ folders, site certificates for the participant's own key and their endorsement, 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -28,6 +30,8 @@ from privmesh.fl.flare.controller import aggregate
 from privmesh.fl.flare.job import write_job
 from privmesh.fl.flare.kit import MAX_AUDIT_SEGMENT_BYTES, csr_message, site_audit_message, unpack_kit
 from privmesh.fl.flare.provision import FlareProvisioner
+from privmesh.fl.participant.cli import participant
+from privmesh.fl.participant.sdk import ParticipantKeys
 from privmesh.runtime.errors import InvalidArgument
 
 SPEC = RunSpec(run="federations/f/runs/r", architecture=Architecture(2, 2), training=TrainingConfig(),
@@ -168,3 +172,14 @@ def test_a_site_audit_segment_is_whole_utf8_lines_signed_for_its_offset() -> Non
         with pytest.raises(InvalidArgument) as refused:
             check_audit_segment(name, pem, 0, events, signature)
         assert refused.value.violations[0].field == field
+
+
+def test_the_cli_prints_an_endorsed_certificate_request(tmp_path: Path) -> None:
+    name = "federations/f/participants/a"
+    result = CliRunner().invoke(participant, ["flare-csr", "--dir", str(tmp_path), "--participant", name])
+    assert result.exit_code == 0, result.output
+    signature = base64.b64decode(result.stderr.rsplit(": ", 1)[1])
+    keys = ParticipantKeys.load_or_create(tmp_path)
+    assert oct(keys.flare_key_file.stat().st_mode & 0o777) == "0o600"
+    csr = endorsed_csr(name, keys.public_key_pem().decode(), result.stdout.encode(), signature)
+    assert isinstance(csr.public_key(), rsa.RSAPublicKey) and csr.public_key().key_size == 3072
