@@ -44,6 +44,9 @@ FL_RULES = [
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
      "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
+    # A site operator who registered no participant: the coordinator itself must refuse it others' kits.
+    {"name": "site-operator", "principals": [spiffe("carol")],
+     "methods": [f"{FL}/GetStartupKit", f"{FL}/ReportSiteAudit"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
     # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
     {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],
@@ -164,7 +167,10 @@ async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> A
                 "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_loopback_port()}"}
     if getattr(request.module, "FLARE", False):  # a module that tests FLARE federations: a FLARE server too
-        settings["flare"] = {"address": f"localhost:{free_loopback_port()}"}
+        flare = {"address": f"localhost:{free_loopback_port()}"}
+        if getattr(request.module, "FLARE_CC_POLICY", None):  # sites must present fresh Nitro evidence to FLARE
+            flare["cc_policy"] = request.module.FLARE_CC_POLICY
+        settings["flare"] = flare
     config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_loopback_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
     data = config.read_text().replace(str(pki.bundle("server").cert_file), str(pki.bundle(COORDINATOR).cert_file))

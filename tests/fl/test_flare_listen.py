@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from privmesh.fl.flare.provision import FlareProvisioner
 from privmesh.fl.flare.server import FlareServer, FlareServerConfig
+from privmesh.fl.participant.sdk import ParticipantKeys
 from privmesh.fl.settings import FlareSettings
 from privmesh.runtime.ports import free_loopback_port
 
@@ -67,7 +68,9 @@ async def test_server_named_for_the_load_balancer_binds_the_bind_host_and_admin_
     finally:
         await server.stop()
     # A site's kit dials the load balancer's name on the FL port, never the bind host or the admin port.
-    with zipfile.ZipFile(BytesIO(provisioner.startup_kit("risk_hospital-a"))) as kit:
+    request = ParticipantKeys.load_or_create(tmp_path / "site").flare_kit_request("federations/risk/participants/a")
+    csr = x509.load_pem_x509_csr(request.certificate_signing_request)
+    with zipfile.ZipFile(BytesIO(provisioner.startup_kit("risk_hospital-a", csr))) as kit:
         client = json.loads(kit.read("startup/fed_client.json"))
         assert client["servers"][0]["service"]["target"] == f"{NAME}:{port}"
         assert not [n for n in kit.namelist() if n.endswith("fed_admin.json")]

@@ -23,6 +23,10 @@ class FlareSettings(BaseModel):
                          "the server's certificate name; port 0 picks one at first start (kept in its kit)")
     directory: Path | None = Field(None, description="the FLARE CA state (mode 0700), the server's and the "
                                    "coordinator's admin kits, the server workspace; default <server.state_dir>/flare")
+    cc_policy: str | None = Field(None, min_length=1, description="attestation-verifier policy every FLARE site's "
+                                  "fresh Nitro evidence must meet, at registration and before each job (FLARE's CC "
+                                  "manager with privmesh's Nitro authorizer); needs attestation_verifier_target; "
+                                  "absent: sites present no evidence to FLARE")
     bind_host: str | None = Field(None, pattern=r"^[^:\s]+$",
                                   description="the interface the FLARE server listens on when `address` names "
                                   "another host that forwards to it (a load balancer): e.g. 0.0.0.0 in a pod; "
