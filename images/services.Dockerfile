@@ -7,7 +7,8 @@
 ARG PYTHON_IMAGE=python:3.10-slim-bookworm
 
 # Stage 1: a virtualenv with privmesh and its pinned dependencies (the same script a test runs): every service's
-# extra, not the GPU evaluator's (torch and CUDA are images/gpu.Dockerfile's).
+# extra and NVIDIA FLARE (fl-coordinator's FLARE server, services.flCoordinator.flare in the chart), not the GPU
+# evaluator's (torch and CUDA are images/gpu.Dockerfile's).
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -15,7 +16,7 @@ COPY requirements/constraints.txt requirements/constraints.txt
 COPY pyproject.toml README.md ./
 COPY services services
 COPY images/install.sh images/install.sh
-RUN images/install.sh /opt/privmesh /src attestation,keybroker,tokenvault,dpgateway,fhe,fl,kubernetes
+RUN images/install.sh /opt/privmesh /src attestation,keybroker,tokenvault,dpgateway,fhe,fl,flare,kubernetes
 
 # Stage 2: the base image, the virtualenv, an unprivileged user; no compiler, no pip cache, no sources.
 FROM ${PYTHON_IMAGE}

@@ -163,6 +163,7 @@ CASES: dict[str, Case] = {
     f"{FLC}/ListParticipants": Case(lambda t: fl.ListParticipantsRequest(parent="federations/target")),
     f"{FLC}/RemoveParticipant": Case(lambda t: fl.RemoveParticipantRequest(name="federations/target/participants/p")),
     f"{FLC}/GetStartupKit": Case(lambda t: fl.GetStartupKitRequest(name="federations/target/participants/p")),
+    f"{FLC}/ReportSiteAudit": Case(lambda t: fl.ReportSiteAuditRequest(name="federations/target/participants/p")),
     f"{FLC}/StartRun": Case(lambda t: fl.StartRunRequest(parent="federations/target")),
     f"{FLC}/GetRun": Case(lambda t: fl.GetRunRequest(name="federations/target/runs/r1")),
     f"{FLC}/ListRuns": Case(lambda t: fl.ListRunsRequest(parent="federations/target")),

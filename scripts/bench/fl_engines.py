@@ -51,8 +51,9 @@ async def one_engine(stub: fl_pb2_grpc.FLCoordinatorStub, engine: int, tmp: Path
                 parent=parent, participant_id=f"p{i}", public_key=keys.public_key_ssh(),
                 public_key_format=pb.PUBLIC_KEY_FORMAT_SSH))).participant
             if engine == pb.FL_ENGINE_FLARE:
-                kit = await stub.GetStartupKit(pb.GetStartupKitRequest(name=participant.name))
-                processes.append(FlareClient(kit.startup_kit, kit.site, path, tmp / name / f"p{i}" / "ws").start())
+                kit = await stub.GetStartupKit(keys.flare_kit_request(participant.name))
+                processes.append(FlareClient(kit.startup_kit, kit.site, path, tmp / name / f"p{i}" / "ws",
+                                             keys).start())
             else:
                 processes.append(SuperNode(keys, fleet, pki.ca_file, path, tmp / name / f"p{i}" / "work").start())
         for _ in range(1200):

@@ -37,7 +37,7 @@ SERVICES: dict[str, tuple[type[BaseModel], set[str]]] = {
     "dpGateway": (DPGatewaySettings, {"database", "cache_dir", "s3_region", "spark_python", "spark_master"}),
     "flCoordinator": (FlSettings, {"database", "superlink_dir", "fleet_address", "advertised_fleet_address",
                                    "superlink_tls", "report_address", "key_broker_target",
-                                   "attestation_verifier_target"}),
+                                   "attestation_verifier_target", "flare"}),
 }
 PATH_FORMATS = {"path", "file-path", "directory-path"}
 
@@ -98,6 +98,7 @@ def build() -> dict[str, Any]:
     labels = {"type": "object", "additionalProperties": string}
 
     role_arn = {"type": "string", "pattern": r"^(arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)?$"}
+    service_type = {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}
 
     def service(key: str, extra: dict[str, Any] | None = None, max_replicas: int = 100) -> dict[str, Any]:
         props = {
@@ -116,8 +117,11 @@ def build() -> dict[str, Any]:
         }
         return _strict(props, ["enabled"])
 
+    external = {"external": _strict({
+        "enabled": {"type": "boolean"}, "type": service_type, "annotations": labels,
+        "loadBalancerSourceRanges": cidrs, "from": peers})}
     services = _strict({
-        "attestationVerifier": service("attestationVerifier"),
+        "attestationVerifier": service("attestationVerifier", external),
         "keyBroker": service("keyBroker"),
         "tokenVault": service("tokenVault"),
         "dpGateway": service("dpGateway", {"spark": _strict({
@@ -134,9 +138,18 @@ def build() -> dict[str, Any]:
                 "roleArn": role_arn, "s3Cidrs": cidrs, "clusterCidrs": cidrs}),
         }, ["enabled"])}),
         "fheInference": service("fheInference", {"keysClaim": string}),
-        "flCoordinator": service("flCoordinator", {"fleet": _strict({
-            "port": port, "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-            "advertisedAddress": string, "from": peers})}, max_replicas=1),
+        "flCoordinator": service("flCoordinator", {**external, "fleet": _strict({
+            "port": port, "serviceType": service_type,
+            "advertisedAddress": string, "from": peers}), "flare": _strict({
+                "enabled": {"type": "boolean"}, "port": port, "adminPort": port,
+                "bindAddress": {"type": "string", "pattern": r"^[^:\s]+$",
+                                "description": "an interface (IP) of the pod"},
+                "advertisedHost": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)?$",
+                                   "description": "a DNS name or IPv4 address, without port"},
+                "service": _strict({"type": service_type, "annotations": labels, "loadBalancerSourceRanges": cidrs}),
+                "from": peers,
+                "persistence": _strict({"size": quantity, "storageClassName": string, "existingClaim": string}),
+                "resources": resources}, ["enabled"])}, max_replicas=1),
     })
     aws_access = {"enabled": {"type": "boolean"}, "roleArn": role_arn, "cidrs": cidrs}
     root = _strict({

@@ -62,9 +62,9 @@ def patient_columns() -> list[pb.ColumnSchema]:
 
 def patients_dataset(uri: str, accounting: int = pb.PRIVACY_ACCOUNTING_ZCDP, **extra: Any) -> pb.Dataset:
     fields: dict[str, Any] = {"privacy_unit_column": "patient_id", "max_contributions_per_unit": 1,
-                              "max_rows": 100_000, **extra}
-    return pb.Dataset(description="synthetic patients", source=pb.DataSource(uri=uri), columns=patient_columns(),
-                      accounting=accounting, **fields)
+                              "max_rows": 100_000, "columns": patient_columns(), **extra}
+    return pb.Dataset(description="synthetic patients", source=pb.DataSource(uri=uri), accounting=accounting,
+                      **fields)
 
 
 def gateway_policy() -> list[dict[str, Any]]:

@@ -48,6 +48,9 @@ FL_RULES = [
     {"name": "reader", "principals": [spiffe("bob")], "methods": [f"{FL}/GetModel"],
      "resources": ["federations/*/runs/*/model"]},  # the encrypted model only: no ":decrypted" view
     {"name": "self-reports", "principals": [spiffe(COORDINATOR)], "methods": [f"{REPORTER}/*"]},
+    # A site operator who registered no participant: the coordinator itself must refuse it others' kits.
+    {"name": "site-operator", "principals": [spiffe("carol")],
+     "methods": [f"{FL}/GetStartupKit", f"{FL}/ReportSiteAudit"]},
     {"name": "auditor", "principals": [spiffe("auditor")], "methods": ["privmesh.common.v1.AuditLog/*"]},
     # A subtree glob: the federation's models, but never their decrypted view (no rule names it).
     {"name": "auditor-models", "principals": [spiffe("auditor")], "methods": [f"{FL}/GetModel"],
@@ -123,11 +126,10 @@ class FlEnv:
 
     def engine_nodes(self) -> int:
         """What the engine knows of participants: the SuperLink's registered node keys on Flower; on FLARE the
-        sites the coordinator's FLARE CA has certified (a site's kit, issued after admission)."""
+        sites the coordinator's FLARE CA certified (a kit, issued after admission; it keeps no copy, so its audited
+        GetStartupKit records say which)."""
         if self.flare:
-            state = self.flare_dir / "workspace" / "privmesh" / "state" / "cert.json"
-            certified = json.loads(state.read_text()) if state.exists() else {}
-            return sum(1 for subject in certified if "_" in subject and not subject.startswith("root_"))
+            return len({a[3]["flare_site"] for a in self.audit() if a[0] == "GetStartupKit" and a[2] == "SUCCESS"})
         with sqlite3.connect(self.tmp / "fl" / "superlink" / "superlink.db") as conn:
             return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
 
@@ -165,15 +167,16 @@ class FlEnv:
 
     async def start_nodes(self, parent: str) -> None:
         """Starts each hospital's participant process of `parent` unless it runs: a SuperNode with the hospital's
-        key, or a FLARE client from the startup kit GetStartupKit returns to the operator after admission."""
+        key, or a FLARE client from the startup kit GetStartupKit returns to the operator (the registrant) after
+        admission, for the hospital's own FLARE key."""
         self.federation = parent
         for h in self.hospitals:
             if h.node is not None and h.node.alive():
                 continue
             if self.flare:
-                kit = await self.stub.GetStartupKit(pb.GetStartupKitRequest(name=f"{parent}/participants/{h.name}"))
+                kit = await self.stub.GetStartupKit(h.keys.flare_kit_request(f"{parent}/participants/{h.name}"))
                 workspace = self.tmp / h.name / "flare" / parent.rsplit("/", 1)[1]
-                h.node = FlareClient(kit.startup_kit, kit.site, h.data, workspace).start()
+                h.node = FlareClient(kit.startup_kit, kit.site, h.data, workspace, h.keys).start()
             else:
                 h.node = SuperNode(h.keys, self.fleet_address(), self.pki.ca_file, h.data,
                                    self.tmp / h.name / "work").start()
@@ -212,7 +215,10 @@ async def fl_env(tmp_path_factory: pytest.TempPathFactory, pki: DevPki, request:
                 "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_loopback_port()}"}
     if engine == "flare":  # FLARE federations: a FLARE server too
-        settings["flare"] = {"address": f"localhost:{free_loopback_port()}"}
+        flare = {"address": f"localhost:{free_loopback_port()}"}
+        if getattr(request.module, "FLARE_CC_POLICY", None):  # sites must present fresh Nitro evidence to FLARE
+            flare["cc_policy"] = request.module.FLARE_CC_POLICY
+        settings["flare"] = flare
     config = server_config(fl_dir, pki, FL_RULES, settings, listen=f"127.0.0.1:{free_loopback_port()}")
     # The coordinator serves with its own mesh identity (its ServerApps report with it too).
     data = config.read_text().replace(str(pki.bundle("server").cert_file), str(pki.bundle(COORDINATOR).cert_file))

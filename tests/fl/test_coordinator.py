@@ -19,6 +19,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.protobuf.duration_pb2 import Duration
@@ -369,8 +370,11 @@ async def test_an_unregistered_node_or_site_is_refused_by_the_engine(fl_env: FlE
         server = (await fl_env.stub.GetFederation(pb.GetFederationRequest(name="federations/plain"))).federation.flare
         host, port = server.server_address.rsplit(":", 1)
         impostor = FlareProvisioner(fl_env.tmp / "stranger" / "ca", "privmesh", host, int(port))
-        kit = await asyncio.to_thread(impostor.startup_kit, "plain_stranger")
-        node = FlareClient(kit, "plain_stranger", fl_env.hospitals[0].data, work).start()
+        keys = ParticipantKeys.load_or_create(fl_env.tmp / "stranger")
+        request = keys.flare_kit_request("federations/plain/participants/stranger")
+        csr = x509.load_pem_x509_csr(request.certificate_signing_request)
+        kit = await asyncio.to_thread(impostor.startup_kit, "plain_stranger", csr)
+        node = FlareClient(kit, "plain_stranger", fl_env.hospitals[0].data, work, keys).start()
         # FLARE's client retries every 10 s; the TLS handshake fails each time (quietly, in FLARE's log).
         refused, count, accepted = "not connected] is closed", 2, "successfully registered"
     else:
@@ -538,7 +542,7 @@ async def test_attestation_is_judged_by_the_verifier_and_failures_register_nothi
         assert error.value.code() == code and read_error(error.value).reason == reason
     assert (len(fl_env.rows("fl_participants")), fl_env.engine_nodes()) == before
     with pytest.raises(grpc.aio.AioRpcError) as no_kit:  # nothing to fetch a kit (FLARE) for
-        await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name="federations/attested/participants/enclave"))
+        await fl_env.stub.GetStartupKit(keys.flare_kit_request("federations/attested/participants/enclave"))
     assert no_kit.value.code() == grpc.StatusCode.NOT_FOUND
     denied = [a for a in fl_env.audit() if a[0] == "RegisterParticipant" and a[1].endswith("/enclave")]
     assert [a[3]["reason"] for a in denied] == [r for _, _, r in refusals]
@@ -546,7 +550,7 @@ async def test_attestation_is_judged_by_the_verifier_and_failures_register_nothi
     admitted = await register(SimulatedNsm(fl_env.enclave_ca).attest(user_data=digest))
     assert admitted.attestation.policy == "fl-enclave" and admitted.node_id
     if fl_env.flare:  # a FLARE site is certified when its kit is issued, after admission
-        kit = await fl_env.stub.GetStartupKit(pb.GetStartupKitRequest(name=admitted.name))
+        kit = await fl_env.stub.GetStartupKit(keys.flare_kit_request(admitted.name))
         assert kit.site == admitted.flare_site == "attested_enclave"
     assert fl_env.engine_nodes() == before[1] + 1
 

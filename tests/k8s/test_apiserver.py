@@ -65,21 +65,29 @@ def _create_nodes(core: client.CoreV1Api) -> None:
                             "lastHeartbeatTime": None, "lastTransitionTime": None}]}})
 
 
-def _bound_claim(core: client.CoreV1Api, name: str) -> None:
-    """A ReadWriteMany claim bound to its volume, as the PV controller (absent here) would leave them."""
+def _bound_claim(core: client.CoreV1Api, name: str, claim: dict[str, Any] | None = None) -> None:
+    """A claim bound to its volume, as the PV controller (absent here) would leave them: a ReadWriteMany claim made
+    here, or `claim`, one the chart made (its access modes, class and size)."""
+    spec = (claim or {}).get("spec", {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                                      "resources": {"requests": {"storage": "10Gi"}}})
+    size = spec["resources"]["requests"]["storage"]
     core.create_persistent_volume({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{name}-pv"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+        "spec": {"capacity": {"storage": size}, "accessModes": spec["accessModes"],
+                 "storageClassName": spec.get("storageClassName", ""),
                  "nfs": {"server": "fs.example.internal", "path": "/"},
                  "claimRef": {"namespace": NAMESPACE, "name": name}}})
-    core.create_namespaced_persistent_volume_claim(NAMESPACE, {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{name}-pv",
-                 "resources": {"requests": {"storage": "10Gi"}}}})
+    bound: dict[str, dict[str, Any]] = {"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+             "spec": {"volumeName": f"{name}-pv"}}
+    if claim is None:
+        core.create_namespaced_persistent_volume_claim(NAMESPACE, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, **bound["metadata"]}, "spec": {**spec, **bound["spec"]}})
+    else:
+        core.patch_namespaced_persistent_volume_claim(name, NAMESPACE, bound)
     core.patch_persistent_volume_status(f"{name}-pv", {"status": {"phase": "Bound"}})
     core.patch_namespaced_persistent_volume_claim_status(name, NAMESPACE, {"status": {
-        "phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": {"storage": "10Gi"}}})
+        "phase": "Bound", "accessModes": spec["accessModes"], "capacity": {"storage": size}}})
 
 
 def _pods_for(workload: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
@@ -130,6 +138,8 @@ def installed(api: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) != CERT_MANAGER:
             server_side_apply(api, obj, NAMESPACE)
+    for name, claim in by_kind(objects, "PersistentVolumeClaim").items():  # the chart's (fl-coordinator's FLARE)
+        _bound_claim(core, name, claim)
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
     pods: list[dict[str, Any]] = []
     for name, workload in {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}.items():
@@ -184,6 +194,21 @@ def test_pdbs_network_policies_and_hpas_accepted(installed, api: Any) -> None:
     assert set(policies) == set(by_kind(objects, "NetworkPolicy"))
     assert policies["privmesh-default-deny"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert set(names("autoscaling/v2", "horizontalpodautoscalers")) == {"key-broker", "token-vault"}
+
+
+def test_flare_service_and_workspace_claim_accepted(installed, api: Any) -> None:
+    """fl-coordinator's FLARE objects (eks.yaml): the NLB Service, the workspace claim its pod was scheduled with."""
+    _, placement = installed
+    service = get(api, f"/api/v1/namespaces/{NAMESPACE}/services/fl-coordinator-flare")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [("flare", 8002, "flare")]
+    assert service["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/28", "203.0.113.64/28"]
+    for name in ("attestation-verifier-external", "fl-coordinator-external"):  # the sites' admission path
+        assert get(api, f"/api/v1/namespaces/{NAMESPACE}/services/{name}")["spec"]["type"] == "LoadBalancer"
+    claim = get(api, f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/fl-coordinator-flare")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["status"]["phase"] == "Bound"
+    (node,) = [node for pod, node in placement.items() if pod.startswith("fl-coordinator-")]
+    assert _group(node) == "general"
 
 
 def test_strict_apply_refuses_an_unknown_field(installed, api: Any) -> None:

@@ -16,6 +16,7 @@ from privmesh.mesh.catalog import CATALOG
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 SERVICE_EXTRAS = {"attestation", "keybroker", "tokenvault", "dpgateway", "fhe", "fl", "kubernetes"}
+IMAGE_EXTRAS = {"services.Dockerfile": SERVICE_EXTRAS | {"flare"}, "gpu.Dockerfile": SERVICE_EXTRAS | {"gpu"}}
 
 
 def _stages(dockerfile: Path) -> list[list[str]]:
@@ -36,7 +37,7 @@ def test_dockerfiles_are_multi_stage_non_root_and_use_the_install_script(name: s
     installs = [line for line in build if line.startswith("RUN images/install.sh /opt/privmesh /src ")]
     assert len(installs) == 1
     extras = set(installs[0].rsplit(" ", 1)[1].split(","))
-    assert extras >= SERVICE_EXTRAS and ("gpu" in extras) == (name == "gpu.Dockerfile")
+    assert extras == IMAGE_EXTRAS[name]  # the services image runs fl-coordinator's FLARE server too
     assert any(line.startswith("COPY --from=build /opt/privmesh /opt/privmesh") for line in final)
     assert final[-1].startswith("CMD") and "USER 10001:10001" in final
     assert not any("install.sh" in line or "pip install" in line for line in final)  # nothing built in the final stage
@@ -47,7 +48,7 @@ def test_dockerfiles_are_multi_stage_non_root_and_use_the_install_script(name: s
 @pytest.mark.timeout(1200)
 def test_install_steps_in_a_clean_virtualenv(tmp_path: Path) -> None:
     venv = tmp_path / "opt-privmesh"
-    extras = ",".join(sorted(SERVICE_EXTRAS))  # the services image's; the GPU image adds torch
+    extras = ",".join(sorted(IMAGE_EXTRAS["services.Dockerfile"]))  # the services image's; the GPU image adds torch
     subprocess.run(["sh", str(IMAGES / "install.sh"), str(venv), str(ROOT), extras], check=True, timeout=1100,
                    env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)})
     python = venv / "bin" / "python"
@@ -72,6 +73,9 @@ def test_install_steps_in_a_clean_virtualenv(tmp_path: Path) -> None:
         result = subprocess.run([str(python), "-m", spec.module, "--help"], capture_output=True, text=True,
                                 cwd=tmp_path, timeout=120)
         assert result.returncode == 0 and "--config" in result.stdout, spec.module + result.stderr
+    flare = subprocess.run([str(python), "-c", "import privmesh.fl.flare.server, privmesh.fl.flare.server_main"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert flare.returncode == 0, flare.stderr  # fl-coordinator's FLARE server (services.flCoordinator.flare)
 
 
 SPARK_ENV = ROOT / ".tools" / "spark-env"  # scripts/dev/spark-env.sh (scripts/dev/test.sh runs it)

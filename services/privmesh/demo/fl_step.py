@@ -76,8 +76,8 @@ async def federated_training_step(ctx: DemoContext) -> None:
                     parent=federation.name, participant_id=hospital, display_name=hospital.title(),
                     public_key=keys.public_key_ssh(), public_key_format=pb.PUBLIC_KEY_FORMAT_SSH))).participant
                 if flare:
-                    kit = await fl.GetStartupKit(pb.GetStartupKitRequest(name=participant.name))
-                    nodes.append(FlareClient(kit.startup_kit, kit.site, csv_path, home / "flare").start())
+                    kit = await fl.GetStartupKit(keys.flare_kit_request(participant.name))
+                    nodes.append(FlareClient(kit.startup_kit, kit.site, csv_path, home / "flare", keys).start())
                 else:
                     nodes.append(SuperNode(keys, federation.superlink.fleet_address, root, csv_path,
                                            home / "work").start())

@@ -246,11 +246,9 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
     if a.function is Function.VARIANCE:
         lower, upper = float(bounds[0]), float(bounds[1])
         clipped = value.cast(pl.Float64).clip(lower, upper)
-        square_bounds = (0.0 if lower < 0 < upper else min(lower * lower, upper * upper),
-                         max(lower * lower, upper * upper))
 
         def squares(s: float) -> pl.Expr:
-            return _dp(clipped * clipped).sum(square_bounds, scale=s)
+            return _dp(clipped * clipped).sum(square_bounds(lower, upper), scale=s)
 
         return [Component(f"{prefix}_count", index, "count", True, build=count),
                 Component(f"{prefix}_sum", index, "sum", integer, build=total),
@@ -262,6 +260,11 @@ def _components(spec: DatasetSpec, index: int, a: Aggregate) -> list[Component]:
 
     return [Component(f"{prefix}_q{j}", index, "quantile", integer, quantile=q, build=quantile(q))
             for j, q in enumerate(a.quantiles)]
+
+
+def square_bounds(lower: float, upper: float) -> tuple[float, float]:
+    """The bounds of x * x for x clamped to [lower, upper] (VARIANCE's sum of squares, on both engines)."""
+    return (0.0 if lower < 0 < upper else min(lower * lower, upper * upper), max(lower * lower, upper * upper))
 
 
 def _keys_frame(spec: DatasetSpec, by: Sequence[str], keys: Sequence[Sequence[Scalar]]) -> pl.DataFrame:
@@ -332,7 +335,7 @@ def _accuracy_scale(mechanism: str, integer: bool, accuracy: float, alpha: float
                  else dp.accuracy_to_gaussian_scale(accuracy, alpha))
 
 
-def _scale_for_accuracy(mechanism: str, integer: bool, budgeting: Budgeting) -> float:
+def scale_for_accuracy(mechanism: str, integer: bool, budgeting: Budgeting) -> float:
     """The closed-form scale for the target accuracy, narrowed by 1% steps while discrete noise (whose accuracy
     is an integer, rounded up) misses it: at most ACCURACY_STEPS steps (a scale 7x smaller), since a target
     that discrete noise cannot reach would otherwise shrink the scale into a denormal that 0.99x leaves fixed."""
@@ -453,7 +456,7 @@ class DatasetEngine:
                     if c.role == "quantile":
                         raise CompileError("privacy.target_accuracy", "QUANTILE has no accuracy in the column's "
                                            "units; give a privacy_loss", "ACCURACY_UNREACHABLE")
-                    scales[c.name] = _scale_for_accuracy(self.mechanism, c.integer, budgeting)
+                    scales[c.name] = scale_for_accuracy(self.mechanism, c.integer, budgeting)
         delta = budgeting.loss.delta if budgeting.loss is not None else 0.0
         for _ in range(4):  # closed-form scales can overshoot the share by a rounding error; widen and rebuild
             compiled = self._assemble(plan, parts, scales, delta)

@@ -354,6 +354,9 @@ class GatewayService:
         except CompileError as exc:
             field_path = "sql" if query.sql is not None and exc.field_path == "query" else exc.field_path
             raise _refusal(field_path, exc.message, exc.reason) from None
+        except (SourceUnavailable, ReleaseFailed):  # the Spark engine could not price a target accuracy
+            raise Unavailable("SOURCE_UNAVAILABLE", "the Spark engine cannot plan this query now; nothing was "
+                              "spent") from None
         cost = compiled.cost
         if privacy.loss is None and (cost.epsilon > self.limits.epsilon or cost.rho > self.limits.rho):
             raise _refusal("privacy.target_accuracy", "reaching it would cost more than the per-query limit",

@@ -30,7 +30,8 @@ async def build(runtime: Runtime, settings: DPGatewaySettings) -> Sequence[Regis
     charged = await asyncio.to_thread(ledger.recover_stale, now_us() - settings.stale_reservation_seconds * 1_000_000)
     if charged:
         await runtime.audit.append("RecoverReservations", details={"charged_in_full": str(charged)})
-    spark = shared_process(settings.spark_python, settings.spark_master) if settings.spark_python else None
+    spark = (shared_process(settings.spark_python, settings.spark_master, tuple(sorted(settings.spark_conf.items())))
+             if settings.spark_python else None)
     limits = Limits(settings.max_epsilon_per_query, settings.max_rho_per_query, settings.max_delta_per_query)
     service = GatewayService(DatasetStore(db), ledger,
                              SourceReader(settings.cache_dir, settings.s3_endpoint_url, settings.s3_region),

@@ -24,5 +24,8 @@ class DPGatewaySettings(BaseModel):
         None, description="the Spark engine's Python (Tumult's venv, scripts/dev/spark-env.sh); None: no Spark engine")
     spark_master: str = Field("local[2]", description="the Spark master the engine's driver uses (k8s://... in a "
                               "cluster)")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark settings of the engine's driver, over its defaults and "
+        "spark-defaults.conf (e.g. spark.sql.shuffle.partitions: 1 for small tables)")
     stale_reservation_seconds: int = Field(
         900, ge=0, description="a reservation older than this at start-up belongs to a crashed process: charged")

@@ -1,6 +1,8 @@
 """Where a dataset's rows come from: local CSV/Parquet files, or S3 objects (boto3) fetched into a local
 cache. Registration reads only the source's own schema (Parquet metadata, the CSV header), never values;
-queries scan the files lazily, with the declared types, so the gateway holds no copy of the data."""
+queries scan the files lazily, with the declared types, so the gateway holds no copy of the data. A Spark
+dataset's Parquet on S3 is never fetched: its schema and row count come from each object's footer, read in
+place by pyarrow's S3 filesystem (ranged reads), and Spark reads the rows."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from privmesh.dpgateway.schema import ColumnType, DataFormat, DatasetSpec
+from privmesh.dpgateway.schema import ColumnType, DataFormat, DatasetSpec, Engine
 
 POLARS_TYPES: dict[ColumnType, Any] = {
     ColumnType.BOOL: pl.Boolean, ColumnType.INT64: pl.Int64, ColumnType.FLOAT64: pl.Float64,
@@ -40,8 +43,16 @@ class SchemaMismatch(Exception):
 
 @dataclass(frozen=True)
 class OpenedSource:
-    files: tuple[Path, ...]
-    fingerprint: str  # changes when a file changes: size and mtime of each
+    files: tuple[Path, ...]  # local files (S3 objects once fetched)
+    fingerprint: str  # changes when a file changes: size and mtime of each (an S3 object: its ETag)
+    remote: tuple[str, ...] = ()  # "bucket/key" of S3 Parquet objects left in place (files is then empty)
+    filesystem: Any = None  # pyarrow's S3FileSystem for `remote`
+
+
+def left_in_place(spec: DatasetSpec) -> bool:
+    """Whether the gateway leaves the source on S3: Spark reads it there, and Parquet footers say the rest."""
+    return (spec.engine is Engine.SPARK and spec.source.format is DataFormat.PARQUET
+            and spec.source.uri.startswith("s3://"))
 
 
 class SourceReader:
@@ -56,6 +67,8 @@ class SourceReader:
     def open(self, spec: DatasetSpec) -> OpenedSource:
         uri = spec.source.uri
         try:
+            if left_in_place(spec):
+                return self._s3_in_place(uri)
             files = self._s3_files(uri) if uri.startswith("s3://") else self._local_files(uri)
         except SourceError:
             raise
@@ -83,17 +96,34 @@ class SourceReader:
 
         return boto3.client("s3", endpoint_url=self.s3_endpoint_url, region_name=self.s3_region)
 
-    def _s3_files(self, uri: str) -> list[Path]:
+    def _s3_objects(self, client: Any, uri: str) -> tuple[str, list[tuple[str, str]]]:
+        """The bucket and the (key, ETag) of each object the URI names (a key, or a prefix of Parquet parts)."""
         bucket, _, key = uri[len("s3://"):].partition("/")
-        client = self._client()
         if key.endswith("/"):
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
             objects = [(o["Key"], o["ETag"]) for page in pages for o in page.get("Contents", [])
                        if o["Key"].endswith((".parquet", ".pq"))]
         else:
             objects = [(key, client.head_object(Bucket=bucket, Key=key)["ETag"])]
+        return bucket, sorted(objects)
+
+    def _s3_in_place(self, uri: str) -> OpenedSource:
+        from pyarrow import fs
+
+        bucket, objects = self._s3_objects(self._client(), uri)
+        if not objects:
+            raise SourceError("the source holds no files")
+        endpoint = urlsplit(self.s3_endpoint_url) if self.s3_endpoint_url else None
+        filesystem = fs.S3FileSystem(region=self.s3_region, endpoint_override=endpoint.netloc if endpoint else None,
+                                     scheme=endpoint.scheme if endpoint else "https")
+        stamp = hashlib.sha256("".join(f"{bucket}/{key}:{etag};" for key, etag in objects).encode())
+        return OpenedSource((), stamp.hexdigest(), tuple(f"{bucket}/{key}" for key, _ in objects), filesystem)
+
+    def _s3_files(self, uri: str) -> list[Path]:
+        client = self._client()
+        bucket, objects = self._s3_objects(client, uri)
         files = []
-        for name, etag in sorted(objects):
+        for name, etag in objects:
             digest = hashlib.sha256(f"{bucket}/{name}:{etag}".encode()).hexdigest()[:32]
             target = self.cache_dir / digest / Path(name).name
             with self._lock:
@@ -110,7 +140,8 @@ def check_declared_columns(spec: DatasetSpec, opened: OpenedSource) -> None:
     """Compares the declaration with the source's own schema (never its values)."""
     if spec.source.format is DataFormat.PARQUET:
         try:
-            schema = pq.read_schema(opened.files[0])
+            schema = (pq.read_schema(opened.remote[0], filesystem=opened.filesystem) if opened.remote
+                      else pq.read_schema(opened.files[0]))
         except Exception:
             raise SourceError("not a Parquet file") from None
         found = {f.name: str(f.type) for f in schema}
@@ -143,6 +174,8 @@ def row_count(spec: DatasetSpec, opened: OpenedSource) -> int:
     """Rows in the source, from Parquet metadata or by counting CSV lines (no value is parsed)."""
     if spec.source.format is DataFormat.PARQUET:
         try:
+            if opened.remote:  # each object's footer only (ranged reads), never its row groups
+                return sum(pq.read_metadata(key, filesystem=opened.filesystem).num_rows for key in opened.remote)
             return sum(pq.read_metadata(path).num_rows for path in opened.files)
         except Exception:
             raise SourceError("not a Parquet file") from None

@@ -2,19 +2,22 @@
 Tumult Analytics on Spark in a separate process (spark/worker.py, its own venv).
 
 The gateway keeps the ledger's arithmetic: a query's cost is exactly the requested loss (epsilon, or rho
-under zCDP; delta only with private keys), split over the noisy components by the plan's weights as exact
-rationals that sum to the cost; Tumult spends each share in its own Session (sequential composition, as the
-ledger adds). Scales and mechanisms are Tumult's, read back from its noise description, so accuracies and
-intervals come from results.py as for Polars. A worker that dies or fails after reading is RELEASE_FAILED
-(charged, the ledger's rule); one that could not open the source is SOURCE_UNAVAILABLE (refunded)."""
+under zCDP; delta only with private keys), or the loss that reaches a target accuracy, split over the noisy
+components as exact rationals that sum to the cost; Tumult spends each share on its component (sequential
+composition, as the ledger adds). Scales and mechanisms are Tumult's, read back from its noise description,
+so accuracies and intervals come from results.py as for Polars. A worker that dies or fails after reading
+is RELEASE_FAILED (charged, the ledger's rule); one that could not open the source is SOURCE_UNAVAILABLE
+(refunded)."""
 
 from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import subprocess
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -25,22 +28,26 @@ import polars as pl
 from privmesh.dpgateway import source as sources
 from privmesh.dpgateway.engine import (
     HIDDEN_COUNT,
+    MEASUREMENT_CACHE,
     Budgeting,
     Compiled,
     CompileError,
+    Component,
     Part,
     ReleaseFailed,
     SourceUnavailable,
     component_shares,
     plan_parts,
+    scale_for_accuracy,
+    square_bounds,
     to_engine_value,
 )
-from privmesh.dpgateway.loss import Loss
+from privmesh.dpgateway.loss import Loss, rounded_up
 from privmesh.dpgateway.plan import Function, KeysMode, Plan
-from privmesh.dpgateway.schema import Accounting, ColumnType, DatasetSpec, Scalar
+from privmesh.dpgateway.schema import Accounting, DatasetSpec, Scalar
 from privmesh.dpgateway.spark import protocol as p
 
-SUPPORTED = (Function.COUNT, Function.SUM, Function.MEAN, Function.HISTOGRAM)
+SAFETY = Fraction(1) + Fraction(1, 2**30)  # a target accuracy's shares, widened past Tumult's float rounding
 SERVICES_DIR = Path(__file__).resolve().parents[2]  # holds the privmesh package the worker imports
 
 
@@ -48,10 +55,10 @@ class EngineProcess:
     """One Spark engine process (a Spark driver, local[N] or a cluster's), started on first use and again
     after it died; requests are serialized (Spark parallelizes inside each)."""
 
-    def __init__(self, python: str, master: str = "local[2]", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, python: str, master: str = "local[2]", conf: dict[str, str] | None = None) -> None:
         self.python = python
         self.master = master
-        self.extra_env = extra_env or {}
+        self.conf = conf or {}  # Spark settings of the driver, over the worker's defaults and spark-defaults.conf
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -61,7 +68,8 @@ class EngineProcess:
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": str(SERVICES_DIR), "PYSPARK_PYTHON": self.python,
-               "PYSPARK_DRIVER_PYTHON": self.python, "PRIVMESH_SPARK_MASTER": self.master, **self.extra_env}
+               "PYSPARK_DRIVER_PYTHON": self.python, "PRIVMESH_SPARK_MASTER": self.master,
+               "PRIVMESH_SPARK_CONF": json.dumps(self.conf)}
         proc = subprocess.Popen([self.python, "-m", "privmesh.dpgateway.spark.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         assert proc.stdout is not None
@@ -116,10 +124,11 @@ class EngineProcess:
 
 
 @functools.cache
-def shared_process(python: str, master: str) -> EngineProcess:
-    """The process-wide engine for a Python and master: gateways in one process (tests, a dev mesh) share one
-    Spark driver; it stops when the process exits (or, if the gateway is killed, when its stdin closes)."""
-    process = EngineProcess(python, master)
+def shared_process(python: str, master: str, conf: tuple[tuple[str, str], ...] = ()) -> EngineProcess:
+    """The process-wide engine for a Python, master and Spark settings: gateways in one process (tests, a dev
+    mesh) share one Spark driver; it stops when the process exits (or, if the gateway is killed, when its stdin
+    closes)."""
+    process = EngineProcess(python, master, dict(conf))
     atexit.register(process.close)
     return process
 
@@ -131,7 +140,7 @@ def _read_line(stdout: IO[bytes]) -> bytes:
     return line
 
 
-def _split(cost: Fraction, shares: dict[str, float]) -> dict[str, Fraction]:
+def _split(cost: Fraction, shares: dict[str, float] | dict[str, Fraction]) -> dict[str, Fraction]:
     """Exact shares of `cost` in the weights' proportions; they sum to `cost` exactly."""
     weights = {name: Fraction(share) for name, share in shares.items()}
     whole = sum(weights.values(), Fraction(0))
@@ -154,32 +163,65 @@ class SparkDatasetEngine:
         self.fingerprint = opened.fingerprint
         self.process = process
         self.mechanism = "GAUSSIAN" if spec.accounting is Accounting.ZCDP else "LAPLACE"
+        self._probes: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def compile(self, plan_key: str, plan: Plan, budgeting: Budgeting) -> Compiled:
         spec = self.spec
-        for i, aggregate in enumerate(plan.aggregates):
-            if aggregate.function not in SUPPORTED:
-                raise CompileError(f"query.aggregates[{i}].function", f"{aggregate.function.value} is not available "
-                                   "on the Spark engine (COUNT, SUM, MEAN, HISTOGRAM)", "ENGINE_UNSUPPORTED")
-        if budgeting.loss is None:
-            raise CompileError("privacy.target_accuracy", "the Spark engine needs a privacy_loss",
-                               "ENGINE_UNSUPPORTED")
         private = plan.keys_mode is KeysMode.PRIVATE and bool(plan.group_by)
         if private and spec.accounting is not Accounting.APPROXIMATE_DP:
             raise CompileError("query.group_keys.mode", "private keys on the Spark engine need an APPROXIMATE_DP "
-                               "dataset (Tumult selects groups under (epsilon, delta)-DP)", "ENGINE_UNSUPPORTED")
-        for name in plan.group_by:
-            column = spec.column(name)
-            if column is not None and column.type is ColumnType.BOOL:
-                raise CompileError("query.group_by", "the Spark engine cannot group by a BOOL column",
-                                   "ENGINE_UNSUPPORTED")
-        loss = budgeting.loss
+                               "dataset: Tumult selects groups only under (epsilon, delta)-DP, which no rho "
+                               "bounds; use DECLARED or PUBLIC keys", "ENGINE_UNSUPPORTED")
         parts = plan_parts(spec, plan)
+        if budgeting.loss is None:
+            return self._for_accuracy(plan_key, plan, parts, budgeting, private)
+        loss = budgeting.loss
         primary = Fraction(loss.primary(spec.accounting))
         shares = _split(primary, component_shares(plan, parts))
         cost = (Loss(rho=loss.rho) if spec.accounting is Accounting.ZCDP
                 else Loss(epsilon=loss.epsilon, delta=loss.delta if private else 0.0))
-        return SparkCompiled(parts, cost, self.mechanism, plan, shares)
+        return SparkCompiled(parts, cost, self.mechanism, plan=plan, shares=shares)
+
+    def _for_accuracy(self, plan_key: str, plan: Plan, parts: list[Part], budgeting: Budgeting,
+                      private: bool) -> Compiled:
+        """The budget whose Tumult noise reaches the target accuracy, solved as on Polars: each component's
+        scale for the accuracy at alpha (engine.scale_for_accuracy), and the share giving it from Tumult's own
+        scale at a unit share (scale ~ 1/epsilon, or 1/sqrt(rho)). Shares are rounded up, never down, and the
+        cost is their exact sum rounded up to a float: Tumult spends exactly the cost, no scale exceeds its
+        target."""
+        if private:
+            raise CompileError("privacy.privacy_loss.delta", "grouping by private keys needs delta > 0",
+                               "DELTA_REQUIRED")
+        needed: dict[str, Fraction] = {}
+        unit = self._probe(plan_key, plan, parts)
+        for part in parts:
+            for c in part.components:
+                if c.role == "quantile":
+                    raise CompileError("privacy.target_accuracy", "QUANTILE has no accuracy in the column's "
+                                       "units; give a privacy_loss", "ACCURACY_UNREACHABLE")
+                ratio = Fraction(unit[c.name]) / Fraction(scale_for_accuracy(self.mechanism, c.integer, budgeting))
+                needed[c.name] = (ratio * ratio if self.spec.accounting is Accounting.ZCDP else ratio) * SAFETY
+        total = sum(needed.values(), Fraction(0))
+        zcdp = self.spec.accounting is Accounting.ZCDP
+        cost = rounded_up((Fraction(0), Fraction(0), total) if zcdp else (total, Fraction(0), Fraction(0)))
+        shares = _split(Fraction(cost.primary(self.spec.accounting)), needed)
+        return SparkCompiled(parts, cost, self.mechanism, plan=plan, shares=shares)
+
+    def _probe(self, plan_key: str, plan: Plan, parts: list[Part]) -> dict[str, float]:
+        """Tumult's noise scale of each component at a unit share (cached per plan; nothing is read)."""
+        with self._lock:
+            cached = self._probes.get(plan_key)
+        if cached is None:  # SourceUnavailable or ReleaseFailed if the engine cannot answer: nothing is spent yet
+            unit = {c.name: Fraction(1) for part in parts for c in part.components}
+            described, _ = self._run(SparkCompiled(parts, Loss(), self.mechanism, plan=plan, shares=unit),
+                                     evaluate=False)
+            cached = {name: scale for part in described for name, scale in part.scales.items()}
+            with self._lock:
+                self._probes[plan_key] = cached
+                while len(self._probes) > MEASUREMENT_CACHE:
+                    self._probes.popitem(last=False)
+        return cached
 
     def _request(self, plan: Plan, part: Part, shares: dict[str, Fraction], delta: Fraction,
                  evaluate: bool) -> p.ReleaseRequest:
@@ -187,29 +229,37 @@ class SparkDatasetEngine:
         spec = self.spec
         columns = [p.ColumnSpec(c.name, c.type.value, c.nullable, c.fill_value) for c in spec.columns]
         filters = [p.FilterSpec(f.column, f.operator.value, list(f.values)) for f in plan.filters]
-        components = []
-        for c in part.components:
-            aggregate = plan.aggregates[c.aggregate] if c.aggregate >= 0 else None
-            share = shares[c.name]
-            if aggregate is None:
-                role, column_name = "keys", ""
-            elif aggregate.function is Function.SUM or c.role == "sum":
-                role, column_name = "sum", aggregate.column
-            else:
-                role = "count"
-                column_name = aggregate.column if aggregate.function is Function.COUNT else ""
-            column = spec.column(column_name) if column_name else None
-            bounds = column.bounds if column is not None and column.bounds is not None else (0.0, 0.0)
-            budget = ({"rho": p.rational(share)} if spec.accounting is Accounting.ZCDP else
-                      {"epsilon": p.rational(share), "delta": p.rational(delta if role == "keys" else Fraction(0))})
-            components.append(p.ComponentSpec(c.name, role, column_name, bounds[0], bounds[1], c.integer, **budget))
+        components = [self._component(plan, c, shares[c.name], delta) for c in part.components]
         keys: list[list[Any]] = []
         if part.by and part.keys is not None:
             keys = [list(row) for row in (plan.keys if part.histogram_of < 0 else
                                           [(v,) for v in _categories(spec, part.by[0])])]
         return p.ReleaseRequest(spec.source.uri, spec.source.format.value, columns, spec.privacy_unit_column,
                                 spec.max_contributions, spec.accounting.value, filters, list(part.by), keys,
-                                components, evaluate, spec.source.delimiter)
+                                components, evaluate, spec.source.delimiter, spec.groups_per_unit)
+
+    def _component(self, plan: Plan, c: Component, share: Fraction, delta: Fraction) -> p.ComponentSpec:
+        """A noisy component as Tumult computes it: the same roles, bounds and noise domain as on Polars."""
+        spec = self.spec
+        aggregate = plan.aggregates[c.aggregate] if c.aggregate >= 0 else None
+        square_of: list[float] = []
+        if aggregate is None:
+            role, column_name = "keys", ""
+        elif c.role in ("sum_of_squares", "quantile"):
+            role, column_name = c.role, aggregate.column
+        elif aggregate.function is Function.SUM or c.role == "sum":
+            role, column_name = "sum", aggregate.column
+        else:
+            role = "count"
+            column_name = aggregate.column if aggregate.function is Function.COUNT else ""
+        column = spec.column(column_name) if column_name else None
+        bounds = column.bounds if column is not None and column.bounds is not None else (0.0, 0.0)
+        if role == "sum_of_squares":
+            square_of, bounds = list(bounds), square_bounds(*bounds)
+        budget = ({"rho": p.rational(share)} if spec.accounting is Accounting.ZCDP else
+                  {"epsilon": p.rational(share), "delta": p.rational(delta if role == "keys" else Fraction(0))})
+        return p.ComponentSpec(c.name, role, column_name, bounds[0], bounds[1], c.integer, quantile=c.quantile,
+                               square_of=square_of, **budget)
 
     def _run(self, compiled: Compiled, evaluate: bool) -> tuple[list[Part], list[pl.DataFrame]]:
         assert isinstance(compiled, SparkCompiled) and compiled.plan is not None
@@ -224,18 +274,25 @@ class SparkDatasetEngine:
                 raise ReleaseFailed
             scales = {c.name: c.scale for c in reply.components}
             parts.append(replace(part, scales=scales))
-            frames.append(self._frame(part, reply.rows))
+            frames.append(self._frame(plan, part, reply.rows))
         return parts, frames
 
-    def _frame(self, part: Part, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        """The released rows with group keys in engine values (as results.py reads Polars releases)."""
+    def _frame(self, plan: Plan, part: Part, rows: list[dict[str, Any]]) -> pl.DataFrame:
+        """The released rows with group keys in engine values (as results.py reads Polars releases); a quantile
+        is Tumult's released value moved to the nearest of the plan's candidates (post-processing), so both
+        engines answer from the same candidates."""
         columns = {name: self.spec.column(name) for name in part.by}
+        candidates = {c.name: plan.aggregates[c.aggregate].candidates for c in part.components
+                      if c.role == "quantile"}
         converted = []
         for row in rows:
             out = dict(row)
             for name, column in columns.items():
                 if column is not None:
                     out[name] = to_engine_value(row.get(name), column)
+            for name, choices in candidates.items():
+                if out.get(name) is not None:
+                    out[name] = _nearest(choices, float(out[name]))
             out.setdefault(HIDDEN_COUNT, 0.0)
             converted.append(out)
         return pl.DataFrame(converted) if converted else pl.DataFrame()
@@ -254,3 +311,7 @@ class SparkDatasetEngine:
 def _categories(spec: DatasetSpec, name: str) -> tuple[Scalar, ...]:
     column = spec.column(name)
     return column.categories if column is not None else ()
+
+
+def _nearest(choices: tuple[float, ...], value: float) -> float:
+    return min(choices, key=lambda choice: abs(choice - value))

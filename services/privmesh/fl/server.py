@@ -43,20 +43,31 @@ def _text(path: Path) -> str:
     return path.read_text()
 
 
-def _flare_server(settings: FlSettings, state_dir: Path, env: dict[str, str]) -> FlareServer:
+def _flare_server(settings: FlSettings, state_dir: Path, env: dict[str, str], me: ClientIdentity) -> FlareServer:
     """The FLARE server (imported here: FLARE is the optional `flare` extra). Its port, once chosen, is kept:
-    the server's certificate and every issued kit name it."""
+    the server's certificate and every issued kit name it. With cc_policy its Nitro authorizer verifies sites'
+    evidence with this service's mesh identity."""
+    from privmesh.fl.flare.kit import NitroEvidence
     from privmesh.fl.flare.provision import FlareProvisioner
     from privmesh.fl.flare.server import FlareServer, FlareServerConfig
 
     assert settings.flare is not None
+    evidence = None
+    if settings.flare.cc_policy:
+        if not settings.attestation_verifier_target:
+            raise ValueError("service.flare.cc_policy needs service.attestation_verifier_target")
+        evidence = NitroEvidence(settings.attestation_verifier_target, peer_principal(
+            settings.attestation_verifier_identity, me.cert_file, "attestation-verifier"), me.ca_file, me.cert_file,
+            me.key_file, settings.flare.cc_policy)
     directory = settings.flare.directory or state_dir / "flare"
     host, _, port = settings.flare.address.rpartition(":")
     chosen = directory / "port"
     number = int(port) or (int(chosen.read_text()) if chosen.exists() else free_loopback_port())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     chosen.write_text(str(number))
-    return FlareServer(FlareServerConfig(FlareProvisioner(directory, "privmesh", host, number), env))
+    provisioner = FlareProvisioner(directory, "privmesh", host, number, bind_host=settings.flare.bind_host,
+                                   admin_port=settings.flare.admin_port, evidence=evidence)
+    return FlareServer(FlareServerConfig(provisioner, env))
 
 
 async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration]:
@@ -87,7 +98,7 @@ async def build(runtime: Runtime, settings: FlSettings) -> Sequence[Registration
                                                       "attestation-verifier"))
         channels.append(verifier)
     advertised = settings.advertised_fleet_address or superlink.config.fleet_address
-    flare = _flare_server(settings, cfg.state_dir, superlink.config.env) if settings.flare else None
+    flare = _flare_server(settings, cfg.state_dir, superlink.config.env, me) if settings.flare else None
     service = CoordinatorService(CoordinatorStore(db), superlink, runtime.audit, ModelVault(channels[0], principal),
                                  Admission(verifier), CoordinatorOptions(
                                      settings.default_model_key, advertised, _text(Path(ca))), flare)

@@ -72,7 +72,11 @@ class FLCoordinatorServicer(fl_pb2_grpc.FLCoordinatorServicer):
 
     async def GetStartupKit(self, request: pb.GetStartupKitRequest,
                             context: CallContext) -> pb.GetStartupKitResponse:
-        return await self._service.get_startup_kit(request.name)
+        return await self._service.get_startup_kit(request, current_principal.get())
+
+    async def ReportSiteAudit(self, request: pb.ReportSiteAuditRequest,
+                              context: CallContext) -> pb.ReportSiteAuditResponse:
+        return await self._service.report_site_audit(request, current_principal.get())
 
     async def StartRun(self, request: pb.StartRunRequest, context: CallContext) -> pb.StartRunResponse:
         return pb.StartRunResponse(run=await self._service.start_run(request, current_principal.get()))

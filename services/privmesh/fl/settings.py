@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath
+from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
 
 
 class SuperLinkTls(BaseModel):
@@ -23,6 +23,23 @@ class FlareSettings(BaseModel):
                          "the server's certificate name; port 0 picks one at first start (kept in its kit)")
     directory: Path | None = Field(None, description="the FLARE CA state (mode 0700), the server's and the "
                                    "coordinator's admin kits, the server workspace; default <server.state_dir>/flare")
+    cc_policy: str | None = Field(None, min_length=1, description="attestation-verifier policy every FLARE site's "
+                                  "fresh Nitro evidence must meet, at registration and before each job (FLARE's CC "
+                                  "manager with privmesh's Nitro authorizer); needs attestation_verifier_target; "
+                                  "absent: sites present no evidence to FLARE")
+    bind_host: str | None = Field(None, pattern=r"^[^:\s]+$",
+                                  description="the interface the FLARE server listens on when `address` names "
+                                  "another host that forwards to it (a load balancer): e.g. 0.0.0.0 in a pod; "
+                                  "default: the host of `address`")
+    admin_port: int | None = Field(None, ge=1, le=65535,
+                                   description="FLARE's admin API on a port of its own, bound to 127.0.0.1 (only "
+                                   "this coordinator administers the server); default: the FL port (one listener)")
+
+    @model_validator(mode="after")
+    def _admin_port_is_its_own(self) -> FlareSettings:
+        if self.admin_port is not None and self.address.endswith(f":{self.admin_port}"):
+            raise ValueError("flare.admin_port must differ from the port of flare.address")
+        return self
 
 
 class FlSettings(BaseModel):

@@ -34,11 +34,13 @@ class ComponentSpec:
     """One noisy value per group: a Tumult query with its own share of the budget."""
 
     name: str  # the output column (the gateway's component name)
-    role: str  # "count", "sum" or "keys" (private group keys, ApproxDP only)
+    role: str  # "count", "sum", "sum_of_squares", "quantile" or "keys" (private group keys, ApproxDP only)
     column: str  # "" counts rows
-    lower: float = 0.0
+    lower: float = 0.0  # the bounds a sum clamps to (of the squares, for a sum_of_squares)
     upper: float = 0.0
     integer: bool = True
+    quantile: float = 0.0  # the probability of a "quantile" component
+    square_of: list[float] = field(default_factory=list)  # sum_of_squares: the column's bounds, clamped first
     epsilon: str = "0"  # exact rationals "p/q"
     delta: str = "0"
     rho: str = "0"
@@ -60,6 +62,7 @@ class ReleaseRequest:
     components: list[ComponentSpec]
     evaluate: bool = True
     delimiter: str = ","
+    max_groups: int = 0  # groups one unit may touch (0: max_contributions)
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,23 @@ Spark, one JSON line on stdout. Runs with the Tumult venv only (scripts/dev/spar
 never meet the gateway's; the gateway starts it (`python -m privmesh.dpgateway.spark.worker`) and never
 trusts it with the ledger: budgets arrive already reserved, the worker only spends them.
 
-Row filters and null fills run on the Spark DataFrame before Tumult's Session is built: both are row-wise,
-so neighbouring tables stay neighbours and the guarantee Tumult proves for the Session holds for the source.
-Each noisy component is its own Session over that frame with exactly its share of the budget (sequential
+Row filters, null fills, BOOL-to-string keys (Tumult has no boolean columns) and VARIANCE's clamped squares
+run on the Spark DataFrame before Tumult's Session is built: all are row-wise, so neighbouring tables stay
+neighbours and the guarantee Tumult proves for the Session holds for the source. One Session per request holds
+the exact sum of the components' shares and each component is evaluated with exactly its share (sequential
 composition, the ledger's rule). Error replies name a class, never an exception text (it may quote data)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import IO, Any
 
 from privmesh.dpgateway.spark import protocol as p
@@ -24,29 +27,40 @@ from privmesh.dpgateway.spark import protocol as p
 GAUSSIAN = ("GAUSSIAN", "DISCRETE_GAUSSIAN")  # Tumult reports sigma^2 for these, the scale b otherwise
 
 
-def _exact(text: str) -> Any:
+def _exact(value: Fraction) -> Any:
     import sympy  # type: ignore[import-untyped,import-not-found,unused-ignore]
     from tmlt.core.utils.exact_number import ExactNumber  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    numerator, denominator = (int(x) for x in text.split("/"))
-    return ExactNumber(sympy.Rational(numerator, denominator))
+    return ExactNumber(sympy.Rational(value.numerator, value.denominator))
 
 
-def _budget(accounting: str, c: p.ComponentSpec) -> Any:
+def _budget(accounting: str, components: list[p.ComponentSpec]) -> Any:
+    """Tumult's budget for the exact sum of the components' shares (one of them: its own share)."""
     from tmlt.analytics import ApproxDPBudget, PureDPBudget, RhoZCDPBudget  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
+    def total(name: str) -> Any:
+        return _exact(sum((Fraction(getattr(c, name)) for c in components), Fraction(0)))
+
     if accounting == "ZCDP":
-        return RhoZCDPBudget(_exact(c.rho))
+        return RhoZCDPBudget(total("rho"))
     if accounting == "PURE_DP":
-        return PureDPBudget(_exact(c.epsilon))
-    return ApproxDPBudget(_exact(c.epsilon), _exact(c.delta))
+        return PureDPBudget(total("epsilon"))
+    return ApproxDPBudget(total("epsilon"), total("delta"))
 
 
 def _value(value: Any, kind: str) -> Any:
+    """A protocol value as the source holds it."""
     return datetime.date.fromisoformat(value) if kind == "DATE" and isinstance(value, str) else value
 
 
-def _out(value: Any) -> Any:
+def _key(value: Any, kind: str) -> Any:
+    """A group key as the Session's frame holds it (BOOL as "true"/"false": Tumult has no boolean columns)."""
+    return ("true" if value else "false") if kind == "BOOL" and isinstance(value, bool) else _value(value, kind)
+
+
+def _out(value: Any, kind: str = "") -> Any:
+    if kind == "BOOL" and isinstance(value, str):
+        return value == "true"
     if isinstance(value, datetime.date):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
@@ -57,8 +71,14 @@ def _out(value: Any) -> Any:
 SPARK_TYPES = {"BOOL": "boolean", "INT64": "bigint", "FLOAT64": "double", "STRING": "string", "DATE": "date"}
 
 
+def squared_column(c: p.ComponentSpec) -> str:
+    """The derived column a sum_of_squares component sums (never a declared name: those have no '^')."""
+    return f"{c.column}^2"
+
+
 def _frame(spark: Any, req: p.ReleaseRequest) -> Any:
-    """The source, only the columns the query needs, filtered; nulls filled where the owner declared a fill."""
+    """The source, filtered, with only the columns the Session needs; nulls filled where the owner declared a
+    fill, BOOL columns as strings, and a clamped square per sum_of_squares component. All are row-wise maps."""
     from pyspark.sql import functions as F  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     kinds = {c.name: c for c in req.columns}
@@ -69,17 +89,26 @@ def _frame(spark: Any, req: p.ReleaseRequest) -> Any:
         df = spark.read.csv(uri, schema=schema, header=True, sep=req.delimiter)
     else:
         df = spark.read.parquet(uri)
-    needed = {req.unit_column} | set(req.group_by) | {f.column for f in req.filters} | {
-        c.column for c in req.components}
-    needed.discard("")
+    kept = {req.unit_column} | set(req.group_by) | {c.column for c in req.components}
+    kept.discard("")
+    needed = kept | {f.column for f in req.filters}
     df = df.select(*[F.col(n).cast(SPARK_TYPES[kinds[n].type]).alias(n) for n in sorted(needed)])
     for f in req.filters:
         df = df.filter(_condition(F.col(f.column), f, kinds[f.column].type))
-    for name in needed:
-        column = kinds[name]
+    columns = []
+    for name in sorted(kept):
+        column, col = kinds[name], F.col(name)
         if column.nullable and column.fill is not None and name != req.unit_column:
-            df = df.withColumn(name, F.coalesce(F.col(name), F.lit(_value(column.fill, column.type))))
-    return df
+            col = F.coalesce(col, F.lit(_value(column.fill, column.type)))
+        if column.type == "BOOL":
+            col = F.when(col, F.lit("true")).when(~col, F.lit("false"))
+        columns.append(col.alias(name))
+    for c in req.components:
+        if c.role == "sum_of_squares":
+            low, high = c.square_of
+            clamped = F.least(F.greatest(F.col(c.column).cast("double"), F.lit(low)), F.lit(high))
+            columns.append((clamped * clamped).alias(squared_column(c)))
+    return df.select(*columns)
 
 
 def _condition(col: Any, f: p.FilterSpec, kind: str) -> Any:
@@ -105,11 +134,19 @@ def _session(df: Any, req: p.ReleaseRequest, budget: Any) -> Any:
 
 
 def _query(req: p.ReleaseRequest, c: p.ComponentSpec, keyset: Any) -> Any:
-    from tmlt.analytics import MaxRowsPerID, QueryBuilder  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from tmlt.analytics import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        MaxGroupsPerID,
+        MaxRowsPerGroupPerID,
+        MaxRowsPerID,
+        QueryBuilder,
+    )
 
     builder = QueryBuilder("rows")
     if req.unit_column:
         builder = builder.enforce(MaxRowsPerID(req.max_contributions))
+        if len(req.group_by) == 1 and 0 < req.max_groups < req.max_contributions:  # Tumult picks the tighter
+            builder = builder.enforce(MaxGroupsPerID(req.group_by[0], req.max_groups)).enforce(
+                MaxRowsPerGroupPerID(req.group_by[0], req.max_contributions))
     if c.role == "keys":
         return builder.get_groups(list(req.group_by))
     if c.role == "count" and c.column:  # COUNT(column) counts non-null values
@@ -117,8 +154,11 @@ def _query(req: p.ReleaseRequest, c: p.ComponentSpec, keyset: Any) -> Any:
     grouped = builder.groupby(keyset) if req.group_by else builder
     if c.role == "count":
         return grouped.count(name=c.name)
+    if c.role == "quantile":
+        return grouped.quantile(c.column, c.quantile, c.lower, c.upper, name=c.name)
     low, high = (int(c.lower), int(c.upper)) if c.integer else (c.lower, c.upper)
-    return grouped.sum(c.column, low, high, name=c.name)
+    column = squared_column(c) if c.role == "sum_of_squares" else c.column
+    return grouped.sum(column, low, high, name=c.name)
 
 
 def _noise(info: list[dict[str, Any]]) -> tuple[str, float]:
@@ -133,17 +173,18 @@ def release(spark: Any, req: p.ReleaseRequest) -> p.ReleaseResponse:
     from tmlt.analytics import KeySet  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     kinds = {c.name: c.type for c in req.columns}
+    key_kinds = [kinds[n] for n in req.group_by]
     try:
         df = _frame(spark, req)
     except Exception:
         return p.ReleaseResponse(False, error="SOURCE_UNAVAILABLE")
-    keyset = (KeySet.from_tuples([tuple(_value(v, kinds[n]) for v, n in zip(key, req.group_by, strict=True))
+    keyset = (KeySet.from_tuples([tuple(_key(v, kinds[n]) for v, n in zip(key, req.group_by, strict=True))
                                   for key in req.keys], list(req.group_by)) if req.group_by and req.keys else None)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     results: list[p.ComponentResult] = []
+    session = _session(df, req, _budget(req.accounting, req.components))
     for c in req.components:
-        budget = _budget(req.accounting, c)
-        session = _session(df, req, budget)
+        budget = _budget(req.accounting, [c])
         if not req.evaluate and c.role != "keys" and req.group_by and keyset is None:
             results.append(p.ComponentResult(c.name, "UNKNOWN", 0.0))  # private keys: none known before a release
             continue
@@ -156,10 +197,10 @@ def release(spark: Any, req: p.ReleaseRequest) -> p.ReleaseResponse:
         if c.role == "keys":
             keyset = KeySet.from_dataframe(frame)
             for r in frame.collect():
-                rows.setdefault(tuple(_out(r[n]) for n in req.group_by), {})
+                rows.setdefault(tuple(_out(r[n], k) for n, k in zip(req.group_by, key_kinds, strict=True)), {})
             continue
         for r in frame.collect():
-            key = tuple(_out(r[n]) for n in req.group_by)
+            key = tuple(_out(r[n], k) for n, k in zip(req.group_by, key_kinds, strict=True))
             rows.setdefault(key, {})[c.name] = _out(r[c.name])
     out = [{**dict(zip(req.group_by, key, strict=True)), **values} for key, values in rows.items()]
     return p.ReleaseResponse(True, out, results, data_read=req.evaluate)
@@ -189,11 +230,14 @@ def main() -> None:
     warehouse = tempfile.mkdtemp(prefix="privmesh-spark-")
     from pyspark.sql import SparkSession  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    spark = (SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]"))
-             .appName("privmesh-dp-engine").config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", os.environ.get("PRIVMESH_SPARK_PARTITIONS", "4"))
-             .config("spark.sql.warehouse.dir", warehouse)  # Tumult's temp tables
-             .getOrCreate())
+    conf = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
+            **json.loads(os.environ.get("PRIVMESH_SPARK_CONF") or "{}"),
+            "spark.sql.warehouse.dir": warehouse}  # Tumult's temp tables
+    builder = SparkSession.builder.master(os.environ.get("PRIVMESH_SPARK_MASTER", "local[2]")).appName(
+        "privmesh-dp-engine")
+    for name, value in conf.items():
+        builder = builder.config(name, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     out.write(b'{"ready":true}\n')
     out.flush()

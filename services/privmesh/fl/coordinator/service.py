@@ -5,7 +5,9 @@ fetches; never weights or keys), and every mutation is all-or-nothing across the
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from privmesh.fl.app.report import decode_arrays
 from privmesh.fl.app.spec import RunSpec
 from privmesh.fl.coordinator import federations
 from privmesh.fl.coordinator.admission import MAX_DOCUMENT_BYTES, Admission, AttestationRefused
+from privmesh.fl.coordinator.endorsed import check_audit_segment, endorsed_csr
 from privmesh.fl.coordinator.fab import build_fab
 from privmesh.fl.coordinator.keys import InvalidKey, parse_public_key
 from privmesh.fl.coordinator.store import ACTIVE, Conflict, CoordinatorStore, StoredEnvelope, request_digest
@@ -104,6 +108,7 @@ class CoordinatorService:
         self._changed: dict[str, asyncio.Condition] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._folded_at = 0.0
+        self._site_audit_lock = asyncio.Lock()
 
     # --- federations ---------------------------------------------------------------------------------------
     async def _earlier(self, request_id: str, digest: str) -> str | None:
@@ -298,17 +303,56 @@ class CoordinatorService:
                 p.last_seen_time.FromNanoseconds(int(sites[p.flare_site] * 1e9))
         return found
 
-    async def get_startup_kit(self, name: str) -> fl_pb2.GetStartupKitResponse:
-        """The admitted participant's FLARE startup kit; audited by digest."""
+    async def _flare_participant(self, name: str, caller: str) -> fl_pb2.Participant:
+        """An admitted participant of a FLARE federation, for the principal that registered it only."""
         found = await self.participant(name)
         if not found.flare_site or self.flare is None:
             raise FailedPrecondition("STARTUP_KIT_NOT_APPLICABLE", "the participant's federation does not run on "
                                      "FLARE")
-        kit = await asyncio.to_thread(self.flare.config.provisioner.startup_kit, found.flare_site)
+        if not hmac.compare_digest(caller.encode(), found.registrant.encode()):
+            raise PermissionDenied("NOT_THE_REGISTRANT", "only the principal that registered the participant may "
+                                   "act as its FLARE site")
+        return found
+
+    async def get_startup_kit(self, request: fl_pb2.GetStartupKitRequest,
+                              caller: str) -> fl_pb2.GetStartupKitResponse:
+        """The admitted participant's FLARE startup kit, its certificate for the participant's own endorsed key;
+        audited by digests."""
+        found = await self._flare_participant(request.name, caller)
+        assert self.flare is not None
+        csr = endorsed_csr(found.name, found.public_key_pem, request.certificate_signing_request,
+                           request.csr_signature)
+        kit = await asyncio.to_thread(self.flare.config.provisioner.startup_kit, found.flare_site, csr)
         digest = hashlib.sha256(kit).hexdigest()
-        await self.audit.append("GetStartupKit", resource=name, details={"flare_site": found.flare_site,
-                                                                          "sha256": digest})
+        key_der = csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        await self.audit.append("GetStartupKit", resource=found.name, details={
+            "flare_site": found.flare_site, "sha256": digest,
+            "flare_key_fingerprint": hashlib.sha256(key_der).hexdigest()})
         return fl_pb2.GetStartupKitResponse(startup_kit=kit, sha256=digest, site=found.flare_site)
+
+    async def report_site_audit(self, request: fl_pb2.ReportSiteAuditRequest,
+                                caller: str) -> fl_pb2.ReportSiteAuditResponse:
+        """Folds a signed segment of a site's FLARE audit log into the coordinator's audit chain: the events
+        themselves (so evidence bundles carry them), their byte range, SHA-256 and the participant's signature.
+        Segments follow each other without gaps or overlaps."""
+        found = await self._flare_participant(request.name, caller)
+        assert self.flare is not None
+        check_audit_segment(found.name, found.public_key_pem, request.from_byte, request.events, request.signature)
+        provisioner = self.flare.config.provisioner
+        async with self._site_audit_lock:
+            expected = await asyncio.to_thread(provisioner.site_audit_offset, found.flare_site)
+            if request.from_byte != expected:
+                raise FailedPrecondition("SITE_AUDIT_OFFSET_MISMATCH", f"the next segment starts at byte {expected}",
+                                         {"next_byte": str(expected)})
+            end = expected + len(request.events)
+            actions = sorted({a.decode(errors="replace") for a in FLARE_ACTION.findall(request.events)})
+            await self.audit.append("FlareSiteAuditLog", resource=found.name, details={
+                "flare_site": found.flare_site, "file": "audit.log", "from_byte": str(expected), "to_byte": str(end),
+                "lines": str(request.events.count(b"\n")), "sha256": hashlib.sha256(request.events).hexdigest(),
+                "signature": base64.b64encode(request.signature).decode(), "actions": ",".join(actions)[:1000],
+                "events": request.events.decode()})
+            await asyncio.to_thread(provisioner.mark_site_audit, found.flare_site, end)
+        return fl_pb2.ReportSiteAuditResponse(next_byte=end)
 
     async def remove_participant(self, name: str) -> None:
         _key_of(name, "name", PARTICIPANT_NAME)
@@ -319,8 +363,11 @@ class CoordinatorService:
                                 details={"public_key_fingerprint": found.public_key_fingerprint,
                                          "node_id": str(found.node_id)})
         if found.flare_site:
+            assert self.flare is not None
             await self._disable_site(found.flare_site)
             await asyncio.to_thread(self.store.remove_participant, name)
+            # A participant registered again under this name starts a new site log.
+            await asyncio.to_thread(self.flare.config.provisioner.mark_site_audit, found.flare_site, 0)
             return
         try:
             await self.superlink.unregister_node(found.node_id)

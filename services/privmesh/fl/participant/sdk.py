@@ -2,8 +2,10 @@
 connects to the coordinator's SuperLink with the private key and trains on local data; for FLARE federations a
 FLARE client started from the startup kit the coordinator issued after admission.
 
-The private key never leaves the participant's directory (an OpenSSH file, mode 0600, as flower-supernode reads
-it); only the public key goes to RegisterParticipant.
+The private keys never leave the participant's directory (mode 0600): the ECDSA key (an OpenSSH file, as
+flower-supernode reads it; its public key goes to RegisterParticipant and is the one attestation binds) and the
+site's FLARE key (RSA, as FLARE signs with RSA-PSS), whose certificate request the ECDSA key endorses. The same
+ECDSA key signs the segments of the site's FLARE audit log the participant ships to the coordinator.
 """
 
 from __future__ import annotations
@@ -18,15 +20,37 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from privmesh.fl.app.spec import DATA_PATH_KEY
-from privmesh.fl.flare.kit import DATA_ENV, ORG, unpack_kit
+from privmesh.fl.flare.kit import (
+    DATA_ENV,
+    KEY_FILE,
+    MAX_AUDIT_SEGMENT_BYTES,
+    ORG,
+    NitroEvidence,
+    configure_site_evidence,
+    csr_message,
+    site_audit_message,
+    unpack_kit,
+)
+from privmesh.fl.v1 import fl_pb2, fl_pb2_grpc
+from privmesh.runtime.errors import read_error
 from privmesh.runtime.ports import free_loopback_port
 
 PRIVATE_KEY_FILE = "supernode-key"
 PUBLIC_KEY_FILE = "supernode-key.pub"
+FLARE_KEY_FILE = "flare-key.pem"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 @dataclass(frozen=True)
@@ -49,11 +73,8 @@ class ParticipantKeys:
             return keys
         keys.directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(curve or ec.SECP384R1())
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                    serialization.NoEncryption())
-        fd = os.open(keys.private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private)
+        _write_private(keys.private_key_file, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
         keys.public_key_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                                         serialization.PublicFormat.OpenSSH) + b"\n")
         return keys
@@ -64,6 +85,33 @@ class ParticipantKeys:
     def public_key_pem(self) -> bytes:
         key = serialization.load_ssh_public_key(self.public_key_ssh())
         return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def sign(self, message: bytes) -> bytes:
+        """An ECDSA (SHA-256, DER) signature with the participant's registered key."""
+        key = serialization.load_ssh_private_key(self.private_key_file.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.private_key_file} is not an ECDSA key")
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    @property
+    def flare_key_file(self) -> Path:
+        return self.directory / FLARE_KEY_FILE
+
+    def flare_kit_request(self, participant: str) -> fl_pb2.GetStartupKitRequest:
+        """GetStartupKit for `participant` with a request for the site's FLARE key (made here once, RSA-3072),
+        endorsed by the registered key."""
+        if not self.flare_key_file.exists():
+            _write_private(self.flare_key_file, rsa.generate_private_key(65537, 3072).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption()))
+        key = serialization.load_pem_private_key(self.flare_key_file.read_bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, participant.rsplit("/", 1)[-1])])).sign(key, hashes.SHA256())
+        der = csr.public_bytes(serialization.Encoding.DER)
+        return fl_pb2.GetStartupKitRequest(name=participant,
+                                           certificate_signing_request=csr.public_bytes(serialization.Encoding.PEM),
+                                           csr_signature=self.sign(csr_message(participant, der)))
 
 
 def write_training_csv(path: Path, feature_names: Sequence[str], label_name: str,
@@ -134,11 +182,16 @@ def _stop_group(process: subprocess.Popen[bytes] | None) -> None:
 
 class FlareClient:
     """A FLARE client process for one participant of a FLARE federation, from the startup kit GetStartupKit
-    returned (unpacked into `workspace`); it trains on `data_path` (PRIVMESH_FL_DATA for privmesh's executor)."""
+    returned (unpacked into `workspace`) and the participant's own FLARE key; it trains on `data_path`
+    (PRIVMESH_FL_DATA for privmesh's executor)."""
 
-    def __init__(self, kit: bytes, site: str, data_path: Path, workspace: Path) -> None:
+    def __init__(self, kit: bytes, site: str, data_path: Path, workspace: Path, keys: ParticipantKeys,
+                 evidence: NitroEvidence | None = None) -> None:
+        """`evidence`: the site's Nitro authorizer, needed when the coordinator requires fresh Nitro evidence."""
         self.kit = kit
         self.site = site
+        self.keys = keys
+        self.evidence = evidence
         self.data_path = Path(data_path).resolve()
         self.workspace = Path(workspace).resolve()
         self.process: subprocess.Popen[bytes] | None = None
@@ -150,6 +203,11 @@ class FlareClient:
 
     def start(self) -> FlareClient:
         unpack_kit(self.kit, self.workspace)
+        key = self.workspace / KEY_FILE
+        key.unlink(missing_ok=True)
+        _write_private(key, self.keys.flare_key_file.read_bytes())
+        if self.evidence is not None:
+            configure_site_evidence(self.workspace, self.evidence)
         env = {**os.environ, DATA_ENV: str(self.data_path), "PYTHONUNBUFFERED": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         with (self.workspace / "client.log").open("ab") as out:
@@ -167,3 +225,41 @@ class FlareClient:
     def stop(self) -> None:
         """Stops the client and the job processes it spawned (its own session)."""
         _stop_group(self.process)
+
+    def audit_report(self, participant: str, from_byte: int) -> fl_pb2.ReportSiteAuditRequest | None:
+        """ReportSiteAudit for the whole lines of the site's FLARE audit.log from `from_byte` (at most the
+        coordinator's segment limit), signed with the registered key; None when there is nothing new."""
+        path = self.workspace / "audit.log"
+        if not path.exists():
+            return None
+        with path.open("rb") as handle:
+            handle.seek(from_byte)
+            data = handle.read(MAX_AUDIT_SEGMENT_BYTES)
+        events = data[:data.rfind(b"\n") + 1]
+        if not events:
+            return None
+        return fl_pb2.ReportSiteAuditRequest(name=participant, from_byte=from_byte, events=events, signature=(
+            self.keys.sign(site_audit_message(participant, from_byte, events))))
+
+
+class SiteAuditShipper:
+    """Ships a FLARE client's audit log to the coordinator (ReportSiteAudit), segment by segment from where the
+    coordinator's copy ends: a first call at byte 0 learns that offset from FAILED_PRECONDITION's next_byte."""
+
+    def __init__(self, client: FlareClient, participant: str, stub: fl_pb2_grpc.FLCoordinatorStub) -> None:
+        self.client = client
+        self.participant = participant
+        self.stub = stub
+        self.next_byte = 0
+
+    def ship(self) -> int:
+        """Sends what the log holds beyond next_byte; returns the new next_byte (raises grpc.RpcError)."""
+        while (report := self.client.audit_report(self.participant, self.next_byte)) is not None:
+            try:
+                self.next_byte = self.stub.ReportSiteAudit(report, timeout=30).next_byte
+            except grpc.RpcError as exc:
+                expected = read_error(exc).metadata.get("next_byte")
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or expected is None:
+                    raise
+                self.next_byte = int(expected)
+        return self.next_byte

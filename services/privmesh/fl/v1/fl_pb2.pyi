@@ -815,10 +815,14 @@ class RemoveParticipantResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStartupKitRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "certificate_signing_request", "csr_signature")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_SIGNING_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CSR_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    certificate_signing_request: bytes
+    csr_signature: bytes
+    def __init__(self, name: _Optional[str] = ..., certificate_signing_request: _Optional[bytes] = ..., csr_signature: _Optional[bytes] = ...) -> None: ...
 
 class GetStartupKitResponse(_message.Message):
     __slots__ = ("startup_kit", "sha256", "site")
@@ -829,6 +833,24 @@ class GetStartupKitResponse(_message.Message):
     sha256: str
     site: str
     def __init__(self, startup_kit: _Optional[bytes] = ..., sha256: _Optional[str] = ..., site: _Optional[str] = ...) -> None: ...
+
+class ReportSiteAuditRequest(_message.Message):
+    __slots__ = ("name", "from_byte", "events", "signature")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_BYTE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    from_byte: int
+    events: bytes
+    signature: bytes
+    def __init__(self, name: _Optional[str] = ..., from_byte: _Optional[int] = ..., events: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ReportSiteAuditResponse(_message.Message):
+    __slots__ = ("next_byte",)
+    NEXT_BYTE_FIELD_NUMBER: _ClassVar[int]
+    next_byte: int
+    def __init__(self, next_byte: _Optional[int] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("parent", "request_id")

@@ -70,6 +70,11 @@ class FLCoordinatorStub:
                 request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.SerializeToString,
                 response_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.FromString,
                 _registered_method=True)
+        self.ReportSiteAudit = channel.unary_unary(
+                '/privmesh.fl.v1.FLCoordinator/ReportSiteAudit',
+                request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditRequest.SerializeToString,
+                response_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditResponse.FromString,
+                _registered_method=True)
         self.StartRun = channel.unary_unary(
                 '/privmesh.fl.v1.FLCoordinator/StartRun',
                 request_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.StartRunRequest.SerializeToString,
@@ -153,9 +158,21 @@ class FLCoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStartupKit(self, request, context):
-        """The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
-        (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
-        fetches are audited (digest only).
+        """The FLARE startup kit of an admitted participant of a FLARE federation: the site certificate the FLARE CA
+        the coordinator holds signs for the participant's own FLARE key (from its certificate signing request,
+        endorsed by its registered, attested key), the root certificate and the server's address; no private key.
+        Only the principal that registered the participant gets it (PERMISSION_DENIED for any other); fetches are
+        audited (digests only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportSiteAudit(self, request, context):
+        """Ships a segment of a FLARE site's own audit log (whole lines, in order, without gaps) from the participant;
+        it is folded into the coordinator's hash-chained audit log, so evidence bundles cover it. The segment is
+        signed with the participant's registered, attested key: a changed byte is refused (INVALID_ARGUMENT), and
+        only the principal that registered the participant may report (PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -244,6 +261,11 @@ def add_FLCoordinatorServicer_to_server(servicer, server):
                     servicer.GetStartupKit,
                     request_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.FromString,
                     response_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.SerializeToString,
+            ),
+            'ReportSiteAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportSiteAudit,
+                    request_deserializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditRequest.FromString,
+                    response_serializer=privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditResponse.SerializeToString,
             ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
@@ -466,6 +488,33 @@ class FLCoordinator:
             '/privmesh.fl.v1.FLCoordinator/GetStartupKit',
             privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitRequest.SerializeToString,
             privmesh_dot_fl_dot_v1_dot_fl__pb2.GetStartupKitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportSiteAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privmesh.fl.v1.FLCoordinator/ReportSiteAudit',
+            privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditRequest.SerializeToString,
+            privmesh_dot_fl_dot_v1_dot_fl__pb2.ReportSiteAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

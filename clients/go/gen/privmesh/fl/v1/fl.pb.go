@@ -4669,7 +4669,15 @@ func (*RemoveParticipantResponse) Descriptor() ([]byte, []int) {
 type GetStartupKitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The participant's name, "federations/{federation}/participants/{participant}".
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Required: a PEM PKCS#10 request for the site's FLARE key (RSA, 2048 to 4096 bits; FLARE signs with RSA-PSS),
+	// made by the participant, whose key never leaves it. The certificate's subject is the site's whatever the
+	// request says; at most 16 KiB.
+	CertificateSigningRequest []byte `protobuf:"bytes,2,opt,name=certificate_signing_request,json=certificateSigningRequest,proto3" json:"certificate_signing_request,omitempty"`
+	// Required: the participant's ECDSA signature (DER, SHA-256) with its registered key over
+	// "privmesh.fl.flare-csr.v1\n" + name + "\n" + the DER of certificate_signing_request: binds the FLARE key to
+	// the key the participant's attestation document bound. At most 256 bytes.
+	CsrSignature  []byte `protobuf:"bytes,3,opt,name=csr_signature,json=csrSignature,proto3" json:"csr_signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4711,10 +4719,25 @@ func (x *GetStartupKitRequest) GetName() string {
 	return ""
 }
 
+func (x *GetStartupKitRequest) GetCertificateSigningRequest() []byte {
+	if x != nil {
+		return x.CertificateSigningRequest
+	}
+	return nil
+}
+
+func (x *GetStartupKitRequest) GetCsrSignature() []byte {
+	if x != nil {
+		return x.CsrSignature
+	}
+	return nil
+}
+
 // Response of GetStartupKit.
 type GetStartupKitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A zip archive of the site's FLARE workspace (startup/ and local/); it holds the site's private key.
+	// A zip archive of the site's FLARE workspace (startup/ and local/) without a private key: the site's FLARE
+	// client reads its key (startup/client.key) from the participant.
 	StartupKit []byte `protobuf:"bytes,1,opt,name=startup_kit,json=startupKit,proto3" json:"startup_kit,omitempty"`
 	// Lower-case hex SHA-256 of startup_kit.
 	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -4775,6 +4798,126 @@ func (x *GetStartupKitResponse) GetSite() string {
 	return ""
 }
 
+// Request for ReportSiteAudit.
+type ReportSiteAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The participant's name, "federations/{federation}/participants/{participant}".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The byte offset of events in the site's audit.log: the next_byte of the last accepted segment (0 at first).
+	FromByte uint64 `protobuf:"varint,2,opt,name=from_byte,json=fromByte,proto3" json:"from_byte,omitempty"`
+	// Whole lines of the site's FLARE audit.log, 1 byte to 64 KiB, ending with a newline.
+	Events []byte `protobuf:"bytes,3,opt,name=events,proto3" json:"events,omitempty"`
+	// The participant's ECDSA signature (DER, SHA-256) with its registered key over "privmesh.fl.site-audit.v1\n" +
+	// name + "\n" + decimal from_byte + "\n" + events. At most 256 bytes.
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSiteAuditRequest) Reset() {
+	*x = ReportSiteAuditRequest{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSiteAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSiteAuditRequest) ProtoMessage() {}
+
+func (x *ReportSiteAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSiteAuditRequest.ProtoReflect.Descriptor instead.
+func (*ReportSiteAuditRequest) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ReportSiteAuditRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReportSiteAuditRequest) GetFromByte() uint64 {
+	if x != nil {
+		return x.FromByte
+	}
+	return 0
+}
+
+func (x *ReportSiteAuditRequest) GetEvents() []byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ReportSiteAuditRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// Response of ReportSiteAudit.
+type ReportSiteAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the next segment starts (from_byte + the size of events).
+	NextByte      uint64 `protobuf:"varint,1,opt,name=next_byte,json=nextByte,proto3" json:"next_byte,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSiteAuditResponse) Reset() {
+	*x = ReportSiteAuditResponse{}
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSiteAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSiteAuditResponse) ProtoMessage() {}
+
+func (x *ReportSiteAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSiteAuditResponse.ProtoReflect.Descriptor instead.
+func (*ReportSiteAuditResponse) Descriptor() ([]byte, []int) {
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ReportSiteAuditResponse) GetNextByte() uint64 {
+	if x != nil {
+		return x.NextByte
+	}
+	return 0
+}
+
 // Request for StartRun.
 type StartRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4788,7 +4931,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4800,7 +4943,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[46]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4813,7 +4956,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{46}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StartRunRequest) GetParent() string {
@@ -4841,7 +4984,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +4996,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[47]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5009,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{47}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -4889,7 +5032,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4901,7 +5044,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[48]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4914,7 +5057,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{48}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetRunRequest) GetName() string {
@@ -4942,7 +5085,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4954,7 +5097,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[49]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4967,7 +5110,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{49}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -4996,7 +5139,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5008,7 +5151,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[50]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5021,7 +5164,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{50}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListRunsRequest) GetParent() string {
@@ -5072,7 +5215,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5084,7 +5227,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[51]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5097,7 +5240,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{51}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -5125,7 +5268,7 @@ type StopRunRequest struct {
 
 func (x *StopRunRequest) Reset() {
 	*x = StopRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5137,7 +5280,7 @@ func (x *StopRunRequest) String() string {
 func (*StopRunRequest) ProtoMessage() {}
 
 func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[52]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5150,7 +5293,7 @@ func (x *StopRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunRequest.ProtoReflect.Descriptor instead.
 func (*StopRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{52}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StopRunRequest) GetName() string {
@@ -5171,7 +5314,7 @@ type StopRunResponse struct {
 
 func (x *StopRunResponse) Reset() {
 	*x = StopRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5183,7 +5326,7 @@ func (x *StopRunResponse) String() string {
 func (*StopRunResponse) ProtoMessage() {}
 
 func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[53]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5196,7 +5339,7 @@ func (x *StopRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRunResponse.ProtoReflect.Descriptor instead.
 func (*StopRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{53}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StopRunResponse) GetRun() *Run {
@@ -5219,7 +5362,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5231,7 +5374,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[54]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5244,7 +5387,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{54}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchRunRequest) GetName() string {
@@ -5272,7 +5415,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +5427,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[55]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +5440,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{55}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WatchRunResponse) GetEvent() *RunEvent {
@@ -5323,7 +5466,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5335,7 +5478,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[56]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5348,7 +5491,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{56}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -5381,7 +5524,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5393,7 +5536,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[57]
+	mi := &file_privmesh_fl_v1_fl_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5406,7 +5549,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{57}
+	return file_privmesh_fl_v1_fl_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetModelResponse) GetPayload() isGetModelResponse_Payload {
@@ -5778,14 +5921,23 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
 	"\x18RemoveParticipantRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19RemoveParticipantResponse\"*\n" +
+	"\x19RemoveParticipantResponse\"\x8f\x01\n" +
 	"\x14GetStartupKitRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"j\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\x1bcertificate_signing_request\x18\x02 \x01(\fR\x19certificateSigningRequest\x12#\n" +
+	"\rcsr_signature\x18\x03 \x01(\fR\fcsrSignature\"j\n" +
 	"\x15GetStartupKitResponse\x12%\n" +
 	"\vstartup_kit\x18\x01 \x01(\fB\x04\xa8\xbb\x18\x01R\n" +
 	"startupKit\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
-	"\x04site\x18\x03 \x01(\tR\x04site\"H\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\"\x7f\n" +
+	"\x16ReportSiteAuditRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tfrom_byte\x18\x02 \x01(\x04R\bfromByte\x12\x16\n" +
+	"\x06events\x18\x03 \x01(\fR\x06events\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"6\n" +
+	"\x17ReportSiteAuditResponse\x12\x1b\n" +
+	"\tnext_byte\x18\x01 \x01(\x04R\bnextByte\"H\n" +
 	"\x0fStartRunRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1d\n" +
 	"\n" +
@@ -5928,7 +6080,7 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\x1eMODEL_REPRESENTATION_DECRYPTED\x10\x02*Y\n" +
 	"\x0eEnvelopeFormat\x12\x1f\n" +
 	"\x1bENVELOPE_FORMAT_UNSPECIFIED\x10\x00\x12&\n" +
-	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xb4\f\n" +
+	"\"ENVELOPE_FORMAT_AWS_ENCRYPTION_SDK\x10\x012\xa8\r\n" +
 	"\rFLCoordinator\x12\x8a\x01\n" +
 	"\x10CreateFederation\x12'.privmesh.fl.v1.CreateFederationRequest\x1a(.privmesh.fl.v1.CreateFederationResponse\"#\xb2\xbb\x18\x1f\n" +
 	"\x1d\n" +
@@ -5955,7 +6107,11 @@ const file_privmesh_fl_v1_fl_proto_rawDesc = "" +
 	"\rGetStartupKit\x12$.privmesh.fl.v1.GetStartupKitRequest\x1a%.privmesh.fl.v1.GetStartupKitResponse\"\x11\xb2\xbb\x18\n" +
 	"\n" +
 	"\b\n" +
-	"\x06{name}\x90\x02\x01\x12_\n" +
+	"\x06{name}\x90\x02\x01\x12r\n" +
+	"\x0fReportSiteAudit\x12&.privmesh.fl.v1.ReportSiteAuditRequest\x1a'.privmesh.fl.v1.ReportSiteAuditResponse\"\x0e\xb2\xbb\x18\n" +
+	"\n" +
+	"\b\n" +
+	"\x06{name}\x12_\n" +
 	"\bStartRun\x12\x1f.privmesh.fl.v1.StartRunRequest\x1a .privmesh.fl.v1.StartRunResponse\"\x10\xb2\xbb\x18\f\n" +
 	"\n" +
 	"\n" +
@@ -5997,7 +6153,7 @@ func file_privmesh_fl_v1_fl_proto_rawDescGZIP() []byte {
 }
 
 var file_privmesh_fl_v1_fl_proto_enumTypes = make([]protoimpl.EnumInfo, 16)
-var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_privmesh_fl_v1_fl_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(ErrorReason)(0),                    // 0: privmesh.fl.v1.ErrorReason
 	(FlEngine)(0),                       // 1: privmesh.fl.v1.FlEngine
@@ -6061,22 +6217,24 @@ var file_privmesh_fl_v1_fl_proto_goTypes = []any{
 	(*RemoveParticipantResponse)(nil),   // 59: privmesh.fl.v1.RemoveParticipantResponse
 	(*GetStartupKitRequest)(nil),        // 60: privmesh.fl.v1.GetStartupKitRequest
 	(*GetStartupKitResponse)(nil),       // 61: privmesh.fl.v1.GetStartupKitResponse
-	(*StartRunRequest)(nil),             // 62: privmesh.fl.v1.StartRunRequest
-	(*StartRunResponse)(nil),            // 63: privmesh.fl.v1.StartRunResponse
-	(*GetRunRequest)(nil),               // 64: privmesh.fl.v1.GetRunRequest
-	(*GetRunResponse)(nil),              // 65: privmesh.fl.v1.GetRunResponse
-	(*ListRunsRequest)(nil),             // 66: privmesh.fl.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),            // 67: privmesh.fl.v1.ListRunsResponse
-	(*StopRunRequest)(nil),              // 68: privmesh.fl.v1.StopRunRequest
-	(*StopRunResponse)(nil),             // 69: privmesh.fl.v1.StopRunResponse
-	(*WatchRunRequest)(nil),             // 70: privmesh.fl.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),            // 71: privmesh.fl.v1.WatchRunResponse
-	(*GetModelRequest)(nil),             // 72: privmesh.fl.v1.GetModelRequest
-	(*GetModelResponse)(nil),            // 73: privmesh.fl.v1.GetModelResponse
-	nil,                                 // 74: privmesh.fl.v1.RoundMetrics.MetricsEntry
-	nil,                                 // 75: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
-	(*durationpb.Duration)(nil),         // 76: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 77: google.protobuf.Timestamp
+	(*ReportSiteAuditRequest)(nil),      // 62: privmesh.fl.v1.ReportSiteAuditRequest
+	(*ReportSiteAuditResponse)(nil),     // 63: privmesh.fl.v1.ReportSiteAuditResponse
+	(*StartRunRequest)(nil),             // 64: privmesh.fl.v1.StartRunRequest
+	(*StartRunResponse)(nil),            // 65: privmesh.fl.v1.StartRunResponse
+	(*GetRunRequest)(nil),               // 66: privmesh.fl.v1.GetRunRequest
+	(*GetRunResponse)(nil),              // 67: privmesh.fl.v1.GetRunResponse
+	(*ListRunsRequest)(nil),             // 68: privmesh.fl.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),            // 69: privmesh.fl.v1.ListRunsResponse
+	(*StopRunRequest)(nil),              // 70: privmesh.fl.v1.StopRunRequest
+	(*StopRunResponse)(nil),             // 71: privmesh.fl.v1.StopRunResponse
+	(*WatchRunRequest)(nil),             // 72: privmesh.fl.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),            // 73: privmesh.fl.v1.WatchRunResponse
+	(*GetModelRequest)(nil),             // 74: privmesh.fl.v1.GetModelRequest
+	(*GetModelResponse)(nil),            // 75: privmesh.fl.v1.GetModelResponse
+	nil,                                 // 76: privmesh.fl.v1.RoundMetrics.MetricsEntry
+	nil,                                 // 77: privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	(*durationpb.Duration)(nil),         // 78: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 79: google.protobuf.Timestamp
 }
 var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	2,  // 0: privmesh.fl.v1.MlpSpec.activation:type_name -> privmesh.fl.v1.MlpActivation
@@ -6086,47 +6244,47 @@ var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	20, // 4: privmesh.fl.v1.Strategy.fed_avg:type_name -> privmesh.fl.v1.FedAvgParameters
 	21, // 5: privmesh.fl.v1.Strategy.fed_prox:type_name -> privmesh.fl.v1.FedProxParameters
 	22, // 6: privmesh.fl.v1.Strategy.fed_adam:type_name -> privmesh.fl.v1.FedAdamParameters
-	76, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
+	78, // 7: privmesh.fl.v1.SecureAggregation.timeout:type_name -> google.protobuf.Duration
 	4,  // 8: privmesh.fl.v1.DifferentialPrivacy.clipping_mode:type_name -> privmesh.fl.v1.DpClippingMode
 	5,  // 9: privmesh.fl.v1.DifferentialPrivacy.accountant:type_name -> privmesh.fl.v1.DpAccountant
 	6,  // 10: privmesh.fl.v1.DifferentialPrivacy.noise:type_name -> privmesh.fl.v1.DpNoise
 	18, // 11: privmesh.fl.v1.Federation.model:type_name -> privmesh.fl.v1.ModelSpec
 	19, // 12: privmesh.fl.v1.Federation.local_training:type_name -> privmesh.fl.v1.LocalTraining
 	23, // 13: privmesh.fl.v1.Federation.strategy:type_name -> privmesh.fl.v1.Strategy
-	76, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
-	76, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
+	78, // 14: privmesh.fl.v1.Federation.round_timeout:type_name -> google.protobuf.Duration
+	78, // 15: privmesh.fl.v1.Federation.participant_wait_timeout:type_name -> google.protobuf.Duration
 	24, // 16: privmesh.fl.v1.Federation.secure_aggregation:type_name -> privmesh.fl.v1.SecureAggregation
 	25, // 17: privmesh.fl.v1.Federation.differential_privacy:type_name -> privmesh.fl.v1.DifferentialPrivacy
 	26, // 18: privmesh.fl.v1.Federation.admission:type_name -> privmesh.fl.v1.AdmissionPolicy
 	27, // 19: privmesh.fl.v1.Federation.superlink:type_name -> privmesh.fl.v1.SuperLinkEndpoint
-	77, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
+	79, // 20: privmesh.fl.v1.Federation.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 21: privmesh.fl.v1.Federation.engine:type_name -> privmesh.fl.v1.FlEngine
 	28, // 22: privmesh.fl.v1.Federation.flare:type_name -> privmesh.fl.v1.FlareEndpoint
-	77, // 23: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
+	79, // 23: privmesh.fl.v1.AdmissionAttestation.verify_time:type_name -> google.protobuf.Timestamp
 	8,  // 24: privmesh.fl.v1.Participant.curve:type_name -> privmesh.fl.v1.EcCurve
 	30, // 25: privmesh.fl.v1.Participant.attestation:type_name -> privmesh.fl.v1.AdmissionAttestation
-	77, // 26: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
-	77, // 27: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
+	79, // 26: privmesh.fl.v1.Participant.last_seen_time:type_name -> google.protobuf.Timestamp
+	79, // 27: privmesh.fl.v1.Participant.create_time:type_name -> google.protobuf.Timestamp
 	11, // 28: privmesh.fl.v1.RoundMetrics.state:type_name -> privmesh.fl.v1.RoundState
-	77, // 29: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
-	77, // 30: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
-	74, // 31: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
-	77, // 32: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
+	79, // 29: privmesh.fl.v1.RoundMetrics.start_time:type_name -> google.protobuf.Timestamp
+	79, // 30: privmesh.fl.v1.RoundMetrics.end_time:type_name -> google.protobuf.Timestamp
+	76, // 31: privmesh.fl.v1.RoundMetrics.metrics:type_name -> privmesh.fl.v1.RoundMetrics.MetricsEntry
+	79, // 32: privmesh.fl.v1.RunParticipant.join_time:type_name -> google.protobuf.Timestamp
 	5,  // 33: privmesh.fl.v1.PrivacySpent.accountant:type_name -> privmesh.fl.v1.DpAccountant
 	6,  // 34: privmesh.fl.v1.PrivacySpent.noise:type_name -> privmesh.fl.v1.DpNoise
 	15, // 35: privmesh.fl.v1.EncryptionInfo.format:type_name -> privmesh.fl.v1.EnvelopeFormat
-	75, // 36: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
+	77, // 36: privmesh.fl.v1.EncryptionInfo.encryption_context:type_name -> privmesh.fl.v1.EncryptionInfo.EncryptionContextEntry
 	35, // 37: privmesh.fl.v1.StoredModel.encryption:type_name -> privmesh.fl.v1.EncryptionInfo
-	77, // 38: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
+	79, // 38: privmesh.fl.v1.StoredModel.create_time:type_name -> google.protobuf.Timestamp
 	9,  // 39: privmesh.fl.v1.Run.state:type_name -> privmesh.fl.v1.RunState
 	10, // 40: privmesh.fl.v1.Run.end_reason:type_name -> privmesh.fl.v1.RunEndReason
 	32, // 41: privmesh.fl.v1.Run.rounds:type_name -> privmesh.fl.v1.RoundMetrics
 	33, // 42: privmesh.fl.v1.Run.participants:type_name -> privmesh.fl.v1.RunParticipant
 	34, // 43: privmesh.fl.v1.Run.privacy:type_name -> privmesh.fl.v1.PrivacySpent
 	36, // 44: privmesh.fl.v1.Run.model:type_name -> privmesh.fl.v1.StoredModel
-	77, // 45: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	77, // 46: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	77, // 47: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	79, // 45: privmesh.fl.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	79, // 46: privmesh.fl.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	79, // 47: privmesh.fl.v1.Run.end_time:type_name -> google.protobuf.Timestamp
 	32, // 48: privmesh.fl.v1.RoundFinished.metrics:type_name -> privmesh.fl.v1.RoundMetrics
 	13, // 49: privmesh.fl.v1.ParticipantDropped.reason:type_name -> privmesh.fl.v1.DropReason
 	9,  // 50: privmesh.fl.v1.RunFinished.state:type_name -> privmesh.fl.v1.RunState
@@ -6134,7 +6292,7 @@ var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	34, // 52: privmesh.fl.v1.RunFinished.privacy:type_name -> privmesh.fl.v1.PrivacySpent
 	36, // 53: privmesh.fl.v1.RunFinished.model:type_name -> privmesh.fl.v1.StoredModel
 	10, // 54: privmesh.fl.v1.RunFailed.end_reason:type_name -> privmesh.fl.v1.RunEndReason
-	77, // 55: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	79, // 55: privmesh.fl.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
 	38, // 56: privmesh.fl.v1.RunEvent.round_started:type_name -> privmesh.fl.v1.RoundStarted
 	39, // 57: privmesh.fl.v1.RunEvent.round_finished:type_name -> privmesh.fl.v1.RoundFinished
 	40, // 58: privmesh.fl.v1.RunEvent.participant_joined:type_name -> privmesh.fl.v1.ParticipantJoined
@@ -6171,27 +6329,29 @@ var file_privmesh_fl_v1_fl_proto_depIdxs = []int32{
 	56, // 89: privmesh.fl.v1.FLCoordinator.ListParticipants:input_type -> privmesh.fl.v1.ListParticipantsRequest
 	58, // 90: privmesh.fl.v1.FLCoordinator.RemoveParticipant:input_type -> privmesh.fl.v1.RemoveParticipantRequest
 	60, // 91: privmesh.fl.v1.FLCoordinator.GetStartupKit:input_type -> privmesh.fl.v1.GetStartupKitRequest
-	62, // 92: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
-	64, // 93: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
-	66, // 94: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
-	68, // 95: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
-	70, // 96: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
-	72, // 97: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
-	49, // 98: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
-	51, // 99: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
-	53, // 100: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
-	55, // 101: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
-	57, // 102: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
-	59, // 103: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
-	61, // 104: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
-	63, // 105: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
-	65, // 106: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
-	67, // 107: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
-	69, // 108: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
-	71, // 109: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
-	73, // 110: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
-	98, // [98:111] is the sub-list for method output_type
-	85, // [85:98] is the sub-list for method input_type
+	62, // 92: privmesh.fl.v1.FLCoordinator.ReportSiteAudit:input_type -> privmesh.fl.v1.ReportSiteAuditRequest
+	64, // 93: privmesh.fl.v1.FLCoordinator.StartRun:input_type -> privmesh.fl.v1.StartRunRequest
+	66, // 94: privmesh.fl.v1.FLCoordinator.GetRun:input_type -> privmesh.fl.v1.GetRunRequest
+	68, // 95: privmesh.fl.v1.FLCoordinator.ListRuns:input_type -> privmesh.fl.v1.ListRunsRequest
+	70, // 96: privmesh.fl.v1.FLCoordinator.StopRun:input_type -> privmesh.fl.v1.StopRunRequest
+	72, // 97: privmesh.fl.v1.FLCoordinator.WatchRun:input_type -> privmesh.fl.v1.WatchRunRequest
+	74, // 98: privmesh.fl.v1.FLCoordinator.GetModel:input_type -> privmesh.fl.v1.GetModelRequest
+	49, // 99: privmesh.fl.v1.FLCoordinator.CreateFederation:output_type -> privmesh.fl.v1.CreateFederationResponse
+	51, // 100: privmesh.fl.v1.FLCoordinator.GetFederation:output_type -> privmesh.fl.v1.GetFederationResponse
+	53, // 101: privmesh.fl.v1.FLCoordinator.ListFederations:output_type -> privmesh.fl.v1.ListFederationsResponse
+	55, // 102: privmesh.fl.v1.FLCoordinator.RegisterParticipant:output_type -> privmesh.fl.v1.RegisterParticipantResponse
+	57, // 103: privmesh.fl.v1.FLCoordinator.ListParticipants:output_type -> privmesh.fl.v1.ListParticipantsResponse
+	59, // 104: privmesh.fl.v1.FLCoordinator.RemoveParticipant:output_type -> privmesh.fl.v1.RemoveParticipantResponse
+	61, // 105: privmesh.fl.v1.FLCoordinator.GetStartupKit:output_type -> privmesh.fl.v1.GetStartupKitResponse
+	63, // 106: privmesh.fl.v1.FLCoordinator.ReportSiteAudit:output_type -> privmesh.fl.v1.ReportSiteAuditResponse
+	65, // 107: privmesh.fl.v1.FLCoordinator.StartRun:output_type -> privmesh.fl.v1.StartRunResponse
+	67, // 108: privmesh.fl.v1.FLCoordinator.GetRun:output_type -> privmesh.fl.v1.GetRunResponse
+	69, // 109: privmesh.fl.v1.FLCoordinator.ListRuns:output_type -> privmesh.fl.v1.ListRunsResponse
+	71, // 110: privmesh.fl.v1.FLCoordinator.StopRun:output_type -> privmesh.fl.v1.StopRunResponse
+	73, // 111: privmesh.fl.v1.FLCoordinator.WatchRun:output_type -> privmesh.fl.v1.WatchRunResponse
+	75, // 112: privmesh.fl.v1.FLCoordinator.GetModel:output_type -> privmesh.fl.v1.GetModelResponse
+	99, // [99:113] is the sub-list for method output_type
+	85, // [85:99] is the sub-list for method input_type
 	85, // [85:85] is the sub-list for extension type_name
 	85, // [85:85] is the sub-list for extension extendee
 	0,  // [0:85] is the sub-list for field type_name
@@ -6230,7 +6390,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 		(*RunEvent_RunFinished)(nil),
 		(*RunEvent_RunFailed)(nil),
 	}
-	file_privmesh_fl_v1_fl_proto_msgTypes[57].OneofWrappers = []any{
+	file_privmesh_fl_v1_fl_proto_msgTypes[59].OneofWrappers = []any{
 		(*GetModelResponse_Header)(nil),
 		(*GetModelResponse_Chunk)(nil),
 	}
@@ -6240,7 +6400,7 @@ func file_privmesh_fl_v1_fl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_privmesh_fl_v1_fl_proto_rawDesc), len(file_privmesh_fl_v1_fl_proto_rawDesc)),
 			NumEnums:      16,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	FLCoordinator_ListParticipants_FullMethodName    = "/privmesh.fl.v1.FLCoordinator/ListParticipants"
 	FLCoordinator_RemoveParticipant_FullMethodName   = "/privmesh.fl.v1.FLCoordinator/RemoveParticipant"
 	FLCoordinator_GetStartupKit_FullMethodName       = "/privmesh.fl.v1.FLCoordinator/GetStartupKit"
+	FLCoordinator_ReportSiteAudit_FullMethodName     = "/privmesh.fl.v1.FLCoordinator/ReportSiteAudit"
 	FLCoordinator_StartRun_FullMethodName            = "/privmesh.fl.v1.FLCoordinator/StartRun"
 	FLCoordinator_GetRun_FullMethodName              = "/privmesh.fl.v1.FLCoordinator/GetRun"
 	FLCoordinator_ListRuns_FullMethodName            = "/privmesh.fl.v1.FLCoordinator/ListRuns"
@@ -74,10 +75,17 @@ type FLCoordinatorClient interface {
 	// dropped from a run in progress. On FLARE the site is disabled on the FLARE server: its startup kit stops
 	// working.
 	RemoveParticipant(ctx context.Context, in *RemoveParticipantRequest, opts ...grpc.CallOption) (*RemoveParticipantResponse, error)
-	// The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
-	// (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
-	// fetches are audited (digest only).
+	// The FLARE startup kit of an admitted participant of a FLARE federation: the site certificate the FLARE CA
+	// the coordinator holds signs for the participant's own FLARE key (from its certificate signing request,
+	// endorsed by its registered, attested key), the root certificate and the server's address; no private key.
+	// Only the principal that registered the participant gets it (PERMISSION_DENIED for any other); fetches are
+	// audited (digests only).
 	GetStartupKit(ctx context.Context, in *GetStartupKitRequest, opts ...grpc.CallOption) (*GetStartupKitResponse, error)
+	// Ships a segment of a FLARE site's own audit log (whole lines, in order, without gaps) from the participant;
+	// it is folded into the coordinator's hash-chained audit log, so evidence bundles cover it. The segment is
+	// signed with the participant's registered, attested key: a changed byte is refused (INVALID_ARGUMENT), and
+	// only the principal that registered the participant may report (PERMISSION_DENIED).
+	ReportSiteAudit(ctx context.Context, in *ReportSiteAuditRequest, opts ...grpc.CallOption) (*ReportSiteAuditResponse, error)
 	// Starts a training run of a federation (at most one active run per federation); returns the run, whose name
 	// carries the run id.
 	StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
@@ -168,6 +176,16 @@ func (c *fLCoordinatorClient) GetStartupKit(ctx context.Context, in *GetStartupK
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetStartupKitResponse)
 	err := c.cc.Invoke(ctx, FLCoordinator_GetStartupKit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fLCoordinatorClient) ReportSiteAudit(ctx context.Context, in *ReportSiteAuditRequest, opts ...grpc.CallOption) (*ReportSiteAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportSiteAuditResponse)
+	err := c.cc.Invoke(ctx, FLCoordinator_ReportSiteAudit_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -274,10 +292,17 @@ type FLCoordinatorServer interface {
 	// dropped from a run in progress. On FLARE the site is disabled on the FLARE server: its startup kit stops
 	// working.
 	RemoveParticipant(context.Context, *RemoveParticipantRequest) (*RemoveParticipantResponse, error)
-	// The FLARE startup kit of an admitted participant of a FLARE federation: its site certificate and private key
-	// (signed by the FLARE CA the coordinator holds) and the server's address. Only admitted participants have one;
-	// fetches are audited (digest only).
+	// The FLARE startup kit of an admitted participant of a FLARE federation: the site certificate the FLARE CA
+	// the coordinator holds signs for the participant's own FLARE key (from its certificate signing request,
+	// endorsed by its registered, attested key), the root certificate and the server's address; no private key.
+	// Only the principal that registered the participant gets it (PERMISSION_DENIED for any other); fetches are
+	// audited (digests only).
 	GetStartupKit(context.Context, *GetStartupKitRequest) (*GetStartupKitResponse, error)
+	// Ships a segment of a FLARE site's own audit log (whole lines, in order, without gaps) from the participant;
+	// it is folded into the coordinator's hash-chained audit log, so evidence bundles cover it. The segment is
+	// signed with the participant's registered, attested key: a changed byte is refused (INVALID_ARGUMENT), and
+	// only the principal that registered the participant may report (PERMISSION_DENIED).
+	ReportSiteAudit(context.Context, *ReportSiteAuditRequest) (*ReportSiteAuditResponse, error)
 	// Starts a training run of a federation (at most one active run per federation); returns the run, whose name
 	// carries the run id.
 	StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error)
@@ -324,6 +349,9 @@ func (UnimplementedFLCoordinatorServer) RemoveParticipant(context.Context, *Remo
 }
 func (UnimplementedFLCoordinatorServer) GetStartupKit(context.Context, *GetStartupKitRequest) (*GetStartupKitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStartupKit not implemented")
+}
+func (UnimplementedFLCoordinatorServer) ReportSiteAudit(context.Context, *ReportSiteAuditRequest) (*ReportSiteAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportSiteAudit not implemented")
 }
 func (UnimplementedFLCoordinatorServer) StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartRun not implemented")
@@ -490,6 +518,24 @@ func _FLCoordinator_GetStartupKit_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FLCoordinator_ReportSiteAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportSiteAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FLCoordinatorServer).ReportSiteAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FLCoordinator_ReportSiteAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FLCoordinatorServer).ReportSiteAudit(ctx, req.(*ReportSiteAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FLCoordinator_StartRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartRunRequest)
 	if err := dec(in); err != nil {
@@ -618,6 +664,10 @@ var FLCoordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStartupKit",
 			Handler:    _FLCoordinator_GetStartupKit_Handler,
+		},
+		{
+			MethodName: "ReportSiteAudit",
+			Handler:    _FLCoordinator_ReportSiteAudit_Handler,
 		},
 		{
 			MethodName: "StartRun",
