@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -96,14 +97,18 @@ def _postgres_bin() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server on loopback, run as an unprivileged user (it refuses to run as root)."""
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on loopback, run as an unprivileged user (it refuses to run as root).
+
+    Its files live in a directory of their own under the system temp dir, not under pytest's: every pytest
+    session that starts resets /tmp/pytest-of-<user> to mode 0700, which locked a running server out of its
+    own data directory whenever two sessions overlapped."""
     bindir = _postgres_bin()
     if bindir is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed; the test set-up (scripts/dev/test.sh) installs it")
         pytest.skip("PostgreSQL binaries not found (scripts/dev/test.sh installs them)")
-    base = tmp_path_factory.mktemp("postgres")
+    base = Path(tempfile.mkdtemp(prefix="privmesh-postgres-"))
     data, sockets = base / "data", base / "run"
     sockets.mkdir()
     port = free_loopback_port()
@@ -112,11 +117,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         user = "postgres"
         shutil.chown(base, user)
         shutil.chown(sockets, user)
-        base.chmod(0o755)
-        for parent in base.parents:  # the unprivileged server must traverse the temp path
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o111)
         prefix = ["runuser", "-u", user, "--"]
     for command in ([str(bindir / "initdb"), "-D", str(data), "-U", "privmesh", "--auth=trust", "--no-sync",
                      "-E", "UTF8"],
@@ -142,6 +142,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

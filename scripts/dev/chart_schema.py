@@ -146,6 +146,8 @@ def build() -> dict[str, Any]:
                                 "description": "an interface (IP) of the pod"},
                 "advertisedHost": {"type": "string", "pattern": r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)?$",
                                    "description": "a DNS name or IPv4 address, without port"},
+                "ccPolicy": {"type": "string", "pattern": r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$",
+                             "description": "an attestation-verifier policy name; empty: no FLARE CC checks"},
                 "service": _strict({"type": service_type, "annotations": labels, "loadBalancerSourceRanges": cidrs}),
                 "from": peers,
                 "persistence": _strict({"size": quantity, "storageClassName": string, "existingClaim": string}),

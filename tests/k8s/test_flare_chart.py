@@ -175,6 +175,7 @@ BAD = [
      "/services/flCoordinator/flare/service/loadBalancerSourceRanges/0"),
     ({"persistence": {"size": "lots"}}, "/services/flCoordinator/flare/persistence/size"),
     ({"tls": True}, "/services/flCoordinator/flare"),
+    ({"ccPolicy": "Flare Sites"}, "/services/flCoordinator/flare/ccPolicy"),
 ]
 
 
@@ -193,3 +194,15 @@ def test_the_admin_port_must_differ_from_the_flare_port() -> None:
     result = render_text(sets=("services.flCoordinator.flare.enabled=true", "services.flCoordinator.flare.port=8003",
                                "services.flCoordinator.flare.adminPort=8003"))
     assert result.returncode != 0 and "adminPort must differ from flare.port" in result.stderr
+
+
+def test_the_sites_evidence_policy_reaches_the_coordinator(eks: list[dict[str, Any]]) -> None:
+    """ccPolicy turns on FLARE's CC checks with privmesh's Nitro authorizer; absent, FLARE checks no evidence;
+    without an attestation-verifier to judge the evidence the chart refuses to render."""
+    _, _, service = _coordinator(eks)
+    assert FlareSettings.model_validate(service["flare"]).cc_policy == _values()["ccPolicy"] == "flare-sites"
+    assert service["attestation_verifier_target"]
+    _, _, without = _coordinator(render(EXAMPLES / "eks.yaml", sets=("services.flCoordinator.flare.ccPolicy=",)))
+    assert "cc_policy" not in without["flare"]
+    result = render_text(EXAMPLES / "eks.yaml", sets=("services.attestationVerifier.enabled=false",))
+    assert result.returncode != 0 and "ccPolicy needs attestation-verifier enabled" in result.stderr
