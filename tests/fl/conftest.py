@@ -1,13 +1,17 @@
 """A real fl-coordinator environment for a test module: key-broker and attestation-verifier over mTLS, the
-coordinator (which starts and supervises a real flower-superlink process), and three hospitals' SuperNodes as
-real flower-supernode processes training on their own CSV files."""
+coordinator (which starts and supervises a real flower-superlink process, and a FLARE server for the "flare"
+engine), and three hospitals training on their own CSV files: real flower-supernode processes on Flower, real
+FLARE clients (from the startup kits the coordinator issues) on FLARE.
+
+The engine is the fixture's parameter (`pytest.mark.parametrize("fl_env", ENGINES, indirect=True,
+scope="module")`), else "flare" for a module with `FLARE = True`, else "flower"."""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from privmesh.attestation.v1 import attestation_pb2_grpc
 from privmesh.demo import records
 from privmesh.enclave.simulator import DevCa
 from privmesh.fl import server as fl_server
-from privmesh.fl.participant.sdk import ParticipantKeys, SuperNode, write_training_csv
+from privmesh.fl.participant.sdk import FlareClient, ParticipantKeys, SuperNode, write_training_csv
 from privmesh.fl.v1 import fl_pb2 as pb
 from privmesh.fl.v1 import fl_pb2_grpc
 from privmesh.keybroker import server as keybroker_server
@@ -53,6 +57,7 @@ FL_RULES = [
      "resources": ["federations/plain/**"]},
 ]
 HOSPITALS = records.HOSPITALS
+ENGINES = ("flower", "flare")
 
 
 def write_hospital_csv(path: Path, hospital: str, count: int = 90) -> Path:
@@ -72,7 +77,7 @@ class Hospital:
     name: str
     keys: ParticipantKeys
     data: Path
-    node: SuperNode | None = None
+    node: SuperNode | FlareClient | None = None
 
 
 @dataclass
@@ -86,11 +91,20 @@ class FlEnv:
     enclave_ca: DevCa
     hospitals: list[Hospital]
     servers: list[MeshServer] = field(default_factory=list)
+    engine: str = "flower"
+    federation: str = ""  # the federation whose participants the hospitals are now
 
-    def superlink_pids(self) -> list[int]:
-        """The flower-superlink process of this environment: found by its database path under our tmp, and
-        started by this process (a child it forks has the same command line until it execs)."""
-        database = str(self.tmp / "fl" / "superlink" / "superlink.db")
+    @property
+    def flare(self) -> bool:
+        return self.engine == "flare"
+
+    @property
+    def flare_dir(self) -> Path:
+        return self.tmp / "fl" / "flare"
+
+    def _children(self, module: bytes, marker: str) -> list[int]:
+        """Processes running `module` with `marker` (a path under our tmp) in their command line, started by this
+        process (a child it forks has the same command line until it execs)."""
         found = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -99,10 +113,30 @@ class FlEnv:
                     parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                if (b"privmesh.fl.coordinator.superlink_main" in argv[:3] and database.encode() in argv
-                        and parent == os.getpid()):
+                if module in argv[:3] and marker.encode() in argv and parent == os.getpid():
                     found.append(int(entry.name))
         return found
+
+    def engine_pids(self) -> list[int]:
+        """The engine's server process the coordinator supervises: the flower-superlink or the FLARE server."""
+        if self.flare:
+            return self._children(b"privmesh.fl.flare.server_main", str(self.flare_dir / "server"))
+        return self._children(b"privmesh.fl.coordinator.superlink_main",
+                              str(self.tmp / "fl" / "superlink" / "superlink.db"))
+
+    def engine_nodes(self) -> int:
+        """What the engine knows of participants: the SuperLink's registered node keys on Flower; on FLARE the
+        sites the coordinator's FLARE CA certified (a kit, issued after admission; it keeps no copy, so its audited
+        GetStartupKit records say which)."""
+        if self.flare:
+            return len({a[3]["flare_site"] for a in self.audit() if a[0] == "GetStartupKit" and a[2] == "SUCCESS"})
+        with sqlite3.connect(self.tmp / "fl" / "superlink" / "superlink.db") as conn:
+            return int(conn.execute("SELECT count(*) FROM node").fetchone()[0])
+
+    def flare_job_status(self, job_id: str) -> str:
+        """FLARE's own record of a job (its job store's meta): RUNNING, FINISHED:COMPLETED, FINISHED:ABORTED..."""
+        meta = self.flare_dir / "server" / "storage" / "jobs" / job_id / "meta"
+        return str(json.loads(meta.read_text())["status"])
 
     def audit(self) -> list[tuple[str, str, str, dict[str, str]]]:
         with sqlite3.connect(self.tmp / "fl" / "audit.db") as conn:
@@ -114,9 +148,14 @@ class FlEnv:
             return conn.execute(f"SELECT * FROM {table}").fetchall()
 
     def log_tails(self, lines: int = 40) -> str:
-        """The last lines of the SuperLink's and each SuperNode's log: what a stalled run needs explained."""
-        logs = [("superlink", self.tmp / "fl" / "superlink" / "superlink.log")]
-        logs += [(h.name, self.tmp / h.name / "work" / "supernode.log") for h in self.hospitals]
+        """The last lines of the engine server's and each participant's log: what a stalled run needs explained."""
+        if self.flare:
+            logs = [("flare server", self.flare_dir / "server" / "log.txt")]
+            logs += [(h.name, h.node.workspace / "client.log") for h in self.hospitals
+                     if isinstance(h.node, FlareClient)]
+        else:
+            logs = [("superlink", self.tmp / "fl" / "superlink" / "superlink.log")]
+            logs += [(h.name, self.tmp / h.name / "work" / "supernode.log") for h in self.hospitals]
         parts = []
         for name, path in logs:
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
@@ -126,10 +165,21 @@ class FlEnv:
     def fleet_address(self) -> str:
         return str(self.coordinator.settings.fleet_address)  # type: ignore[attr-defined]
 
-    def start_nodes(self, fleet: str) -> None:
+    async def start_nodes(self, parent: str) -> None:
+        """Starts each hospital's participant process of `parent` unless it runs: a SuperNode with the hospital's
+        key, or a FLARE client from the startup kit GetStartupKit returns to the operator (the registrant) after
+        admission, for the hospital's own FLARE key."""
+        self.federation = parent
         for h in self.hospitals:
-            if h.node is None or not h.node.alive():
-                h.node = SuperNode(h.keys, fleet, self.pki.ca_file, h.data, self.tmp / h.name / "work").start()
+            if h.node is not None and h.node.alive():
+                continue
+            if self.flare:
+                kit = await self.stub.GetStartupKit(h.keys.flare_kit_request(f"{parent}/participants/{h.name}"))
+                workspace = self.tmp / h.name / "flare" / parent.rsplit("/", 1)[1]
+                h.node = FlareClient(kit.startup_kit, kit.site, h.data, workspace, h.keys).start()
+            else:
+                h.node = SuperNode(h.keys, self.fleet_address(), self.pki.ca_file, h.data,
+                                   self.tmp / h.name / "work").start()
 
     def stop_nodes(self) -> None:
         for h in self.hospitals:
@@ -138,13 +188,11 @@ class FlEnv:
                 h.node = None
 
 
-@pytest.fixture(scope="module")
-def fl_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("fl")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> AsyncIterator[FlEnv]:
+async def fl_env(tmp_path_factory: pytest.TempPathFactory, pki: DevPki, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[FlEnv]:
+    engine = getattr(request, "param", "flare" if getattr(request.module, "FLARE", False) else "flower")
+    fl_tmp = tmp_path_factory.mktemp(f"fl-{engine}")
     for name in (COORDINATOR, "key-broker", "attestation-verifier"):
         pki.issue(name)
     servers: list[MeshServer] = []
@@ -166,7 +214,7 @@ async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> A
     settings: dict[str, object] = {"database": f"sqlite:///{fl_dir / 'fl.db'}", "key_broker_target": kb_target,
                 "key_broker_identity": spiffe("server"), "attestation_verifier_identity": spiffe("server"),
                 "attestation_verifier_target": av_target, "fleet_address": f"127.0.0.1:{free_loopback_port()}"}
-    if getattr(request.module, "FLARE", False):  # a module that tests FLARE federations: a FLARE server too
+    if engine == "flare":  # FLARE federations: a FLARE server too
         flare = {"address": f"localhost:{free_loopback_port()}"}
         if getattr(request.module, "FLARE_CC_POLICY", None):  # sites must present fresh Nitro evidence to FLARE
             flare["cc_policy"] = request.module.FLARE_CC_POLICY
@@ -187,7 +235,7 @@ async def fl_env(fl_tmp: Path, pki: DevPki, request: pytest.FixtureRequest) -> A
         keys = ParticipantKeys.load_or_create(fl_tmp / name)
         hospitals.append(Hospital(name, keys, write_hospital_csv(fl_tmp / name / "data.csv", name)))
     env = FlEnv(fl_tmp, pki, coordinator, fl_pb2_grpc.FLCoordinatorStub(alice), fl_pb2_grpc.FLCoordinatorStub(bob),
-                attestation_pb2_grpc.AttestationVerifierStub(av), enclave_ca, hospitals, servers)
+                attestation_pb2_grpc.AttestationVerifierStub(av), enclave_ca, hospitals, servers, engine)
     try:
         yield env
     finally:

@@ -65,20 +65,6 @@ async def connected(env: FlEnv, seconds: float = 90.0) -> list[pb.Participant]:
         c.log_text()[-2000:] for c in clients.values()))
 
 
-async def test_flare_federation_refuses_what_flare_does_not_do(fl_env: FlEnv) -> None:
-    for field, override in (("federation.secure_aggregation", {"secure_aggregation": pb.SecureAggregation(
-            num_shares=3, reconstruction_threshold=2)}), ("federation.strategy.fed_adam", {
-            "strategy": pb.Strategy(fed_adam=pb.FedAdamParameters())})):
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await create(fl_env, "flare-bad", federation(engine=pb.FL_ENGINE_FLARE, **override))
-        error = read_error(refused.value)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert error.reason == "ENGINE_FEATURE_UNSUPPORTED" and error.violations[0].field == field
-    with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await fl_env.stub.GetFederation(pb.GetFederationRequest(name="federations/flare-bad"))
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-
-
 @contextlib.asynccontextmanager
 async def as_carol(env: FlEnv) -> AsyncIterator[fl_pb2_grpc.FLCoordinatorStub]:
     """A principal the RBAC policy lets call GetStartupKit and ReportSiteAudit, who registered no participant."""

@@ -1,6 +1,7 @@
-"""The FLARE engine's pure parts: aggregation with and without DP, site names, startup-kit unpacking and job
-folders, site certificates for the participant's own key and their endorsement, and the CC manager's verdicts
-(the real FLARE processes are in test_flare.py)."""
+"""The FLARE engine's pure parts: aggregation with and without DP, the site executor's client-side clipping, site
+names, startup-kit unpacking and job folders, site certificates for the participant's own key and their
+endorsement, and the CC manager's verdicts (the real FLARE processes are in test_flare.py and the federation
+suite, test_coordinator.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
+from nvflare.apis.fl_constant import ReservedKey
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.signal import Signal
+from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from nvflare.app_opt.confidential_computing.cc_authorizer import CCAuthorizer
 
 from privmesh.fl.app.model import Architecture, TrainingConfig
@@ -26,12 +32,13 @@ from privmesh.fl.app.spec import DpSpec, RunSpec
 from privmesh.fl.coordinator.endorsed import check_audit_segment, endorsed_csr
 from privmesh.fl.coordinator.service import flare_site_name
 from privmesh.fl.flare.cc import AttestedSitesCCManager
-from privmesh.fl.flare.controller import aggregate
+from privmesh.fl.flare.controller import NUM_EXAMPLES, aggregate
+from privmesh.fl.flare.executor import LocalTrainer
 from privmesh.fl.flare.job import write_job
-from privmesh.fl.flare.kit import MAX_AUDIT_SEGMENT_BYTES, csr_message, site_audit_message, unpack_kit
+from privmesh.fl.flare.kit import DATA_ENV, MAX_AUDIT_SEGMENT_BYTES, csr_message, site_audit_message, unpack_kit
 from privmesh.fl.flare.provision import FlareProvisioner
 from privmesh.fl.participant.cli import participant
-from privmesh.fl.participant.sdk import ParticipantKeys
+from privmesh.fl.participant.sdk import ParticipantKeys, write_training_csv
 from privmesh.runtime.errors import InvalidArgument
 
 SPEC = RunSpec(run="federations/f/runs/r", architecture=Architecture(2, 2), training=TrainingConfig(),
@@ -54,6 +61,32 @@ def test_fedavg_weights_by_examples_and_dp_clips_then_adds_noise_of_the_stated_s
     samples = np.array([aggregate(noisy, current, updates, np.random.default_rng(s))[0][0, 0] - clipped[0][0, 0]
                         for s in range(400)])
     assert samples.std() == pytest.approx(1.0 / 2, rel=0.15)  # noise_multiplier x clipping_norm / sampled
+
+
+def test_the_site_executor_clips_its_update_for_client_side_dp(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the accountant assumes of client-side clipping: each site's returned update (trained minus received
+    weights) has norm at most clipping_norm, and the unclipped training moves farther (so the clip is real)."""
+    rng = np.random.default_rng(5)
+    data = write_training_csv(tmp_path / "site.csv", ("a", "b"), "y",
+                              [(tuple(rng.normal(size=2)), int(rng.integers(2))) for _ in range(40)])
+    monkeypatch.setenv(DATA_ENV, str(data))
+    spec = replace(SPEC, training=TrainingConfig(epochs=5, batch_size=40, learning_rate=2.0))
+    received = {n: w + 0.5 for n, w in zip(spec.architecture.tensor_names(), spec.architecture.initial_weights(1),
+                                           strict=True)}
+    context = FLContext()
+    context.set_prop(ReservedKey.IDENTITY_NAME, "f_a", private=True, sticky=False)
+
+    def update_norm(run: RunSpec) -> float:
+        task = FLModelUtils.to_shareable(FLModel(params=dict(received), current_round=1))
+        reply = FLModelUtils.from_shareable(LocalTrainer(run.to_json()).execute("train", task, context, Signal()))
+        assert reply.meta[NUM_EXAMPLES] == 40
+        return float(np.sqrt(sum(np.sum((np.asarray(reply.params[n]) - received[n]) ** 2) for n in received)))
+
+    assert update_norm(spec) > 0.2
+    clipped = replace(spec, dp=DpSpec(server_side=False, noise_multiplier=1.0, clipping_norm=0.1, delta=1e-3,
+                                      target_epsilon=None))
+    assert update_norm(clipped) == pytest.approx(0.1)
 
 
 def test_site_names_are_unique_per_federation_and_participant() -> None:

@@ -173,8 +173,8 @@ def _distributed_noise(f: fl_pb2.Federation, v: Violations) -> None:
     1 / max_weight: max_weight 1 suits updates of weight 1)."""
     d, secagg, path = f.differential_privacy, secagg_spec(f), "federation.differential_privacy.noise"
     if f.engine == fl_pb2.FL_ENGINE_FLARE:
-        v.add(path, "distributed noise is offered with the Flower engine only (a Flower mod adds the shares)")
-    elif secagg is None:
+        return  # refused with the engine's other features (validate)
+    if secagg is None:
         v.add(path, "distributed noise needs secure_aggregation (each update carries only a share of the noise)")
     elif d.clipping_mode != fl_pb2.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED:
         v.add(path, "distributed noise needs CLIENT_SIDE_FIXED clipping")
@@ -216,6 +216,8 @@ def validate(federation_id: str, f: fl_pb2.Federation) -> None:
                 "FLARE federations have no SecAgg+; the FLARE server sees each site's update")
         v.check(f.strategy.WhichOneof("algorithm") != "fed_adam", "federation.strategy.fed_adam",
                 "FLARE federations aggregate with FedAvg or FedProx")
+        v.check(f.differential_privacy.noise != fl_pb2.DP_NOISE_DISTRIBUTED, "federation.differential_privacy.noise",
+                "distributed noise is offered with the Flower engine only (a Flower mod adds the shares)")
         v.raise_if_any("ENGINE_FEATURE_UNSUPPORTED")
     projected = projected_epsilon(f)
     d = f.differential_privacy

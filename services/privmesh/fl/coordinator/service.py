@@ -617,7 +617,7 @@ class CoordinatorService:
         if run.flare_job_id:
             await self.fold_flare_audit()
         await self.audit.append("RunFinished", resource=name, outcome="SUCCESS" if state != fl_pb2.RUN_STATE_FAILED
-                                else "FAILED", details={"state": fl_pb2.RunState.Name(state),
+                                else "FAILURE", details={"state": fl_pb2.RunState.Name(state),
                                                         "end_reason": fl_pb2.RunEndReason.Name(reason),
                                                         "completed_rounds": str(run.completed_rounds)})
         if state == fl_pb2.RUN_STATE_FAILED:
@@ -739,6 +739,9 @@ class CoordinatorService:
             flower = await self.superlink.run_status(run.flower_run_id)
         except SuperLinkError:
             return None  # restarting; checked again next time
+        if run.state != fl_pb2.RUN_STATE_PENDING and run.create_time.ToSeconds() < self.superlink.restarted_at:
+            # Its ServerApp died with the SuperLink's process group: the run cannot go on (Flower's record of it lags).
+            return True, "the SuperLink restarted during the run", True
         if flower is None:
             return False, "", bool(self.superlink.restarts)
         return flower.status == "finished", flower.sub_status, bool(self.superlink.restarts)

@@ -73,6 +73,7 @@ class SuperLink:
         self.serverappio_port = config.serverappio_port or free_loopback_port()
         self.restart_delay = restart_delay
         self.restarts = 0
+        self.restarted_at = 0.0  # wall-clock time of the last restart: ServerApps running then died with it
         self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # set by stop(); read after each await, so not a plain flag
@@ -166,6 +167,7 @@ class SuperLink:
             if self._stopping.is_set():
                 return
             self.restarts += 1
+            self.restarted_at = time.time()
             try:
                 self._spawn()
                 await self._wait_ready(60.0)

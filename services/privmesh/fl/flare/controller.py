@@ -1,9 +1,10 @@
 """The FLARE server workflow of every FLARE federation: rounds of FedAvg (FedProx's proximal term is local) over
 the federation's sites through FLARE's ModelController, reported to the coordinator as the Flower ServerApp does.
 
-DP is central, as on Flower: updates are clipped (on the server, or on the sites for client-side clipping) and
-Gaussian noise of std noise_multiplier * clipping_norm / sampled is added to the unweighted mean of the clipped
-updates (Flower's dp helpers), so the RDP accountant's sensitivity holds. There is no secure aggregation on FLARE:
+DP is central, as on Flower: updates are clipped (on the server, or by each site's executor for client-side
+clipping) and Gaussian noise of std noise_multiplier * clipping_norm / k is added to the unweighted mean of the k
+clipped updates received (Flower's dp helpers), so the RDP accountant's sensitivity holds whatever the sites'
+example counts and dropouts. There is no secure aggregation on FLARE:
 the server sees every site's update (the coordinator refuses SecAgg+ for FLARE federations).
 """
 

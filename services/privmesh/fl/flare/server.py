@@ -29,6 +29,9 @@ from privmesh.fl.flare.provision import FlareProvisioner
 log = logging.getLogger("privmesh.fl.flare")
 
 
+ABANDONED = "FINISHED:ABANDONED"  # FLARE's RunStatus.ABANDONED
+
+
 class FlareError(Exception):
     """The FLARE server is unreachable or refused an admin command."""
 
@@ -178,8 +181,19 @@ class FlareServer:
         return str(await self._call(lambda s: s.submit_job(str(job_dir))))
 
     async def job(self, job_id: str) -> FlareJob:
-        meta = await self._call(lambda s: s.get_job_meta(job_id))
-        return FlareJob(job_id, str(meta.get("status", "")))
+        """The job's status in FLARE's job store, except that a job submitted before the running server process
+        started and not run by it is FINISHED:ABANDONED: FLARE 2.9 never revisits a dead server's jobs, so their
+        stored status would say RUNNING for ever."""
+        def read(session: Session) -> tuple[dict[str, Any], Any]:
+            return session.get_job_meta(job_id), session.get_system_info()
+
+        meta, info = await self._call(read)
+        status = str(meta.get("status", ""))
+        server_start = float(info.server_info.start_time or 0)
+        if (status in ("DISPATCHED", "RUNNING") and float(meta.get("submit_time") or 0) < server_start
+                and job_id not in {j.job_id for j in info.job_info}):
+            status = ABANDONED
+        return FlareJob(job_id, status)
 
     async def abort(self, job_id: str) -> None:
         with contextlib.suppress(FlareError):  # a finished job cannot be aborted
