@@ -276,3 +276,33 @@ def test_a_round_with_dropouts_is_accounted_with_the_noise_that_reached_the_sum(
     central = _distributed()
     central.differential_privacy.noise = pb.DP_NOISE_CENTRAL
     assert RunSession(federations.run_spec(central, "", 5, [11, 12, 13]), None).round_noise_multiplier(2) == 1.0
+
+
+@pytest.mark.parametrize("server_side", [False, True], ids=["client-side", "server-side"])
+def test_under_central_dp_every_update_weighs_the_same(server_side: bool) -> None:
+    """The noise covers one clipped update moving the mean by C/m: a site that reports 1000 examples against
+    the others' 1 must move the aggregate exactly as much as any other (FedAvg alone would follow it), while
+    the round still reports the sites' real example counts."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    mode = pb.DP_CLIPPING_MODE_SERVER_SIDE_FIXED if server_side else pb.DP_CLIPPING_MODE_CLIENT_SIDE_FIXED
+    f = pb.Federation(num_rounds=1, min_participants=3, model=pb.ModelSpec(
+        feature_count=2, class_count=1, label_name="y", logistic_regression=pb.LogisticRegressionSpec()),
+        strategy=pb.Strategy(fed_avg=pb.FedAvgParameters(), fraction_train=1.0),
+        differential_privacy=pb.DifferentialPrivacy(clipping_mode=mode, noise_multiplier=1e-9, clipping_norm=100.0,
+                                                    delta=1e-5))
+    spec = federations.run_spec(f, "", 3, [11, 12, 13])
+    assert spec.dp is not None and spec.dp.server_side == server_side
+    session = RunSession(spec, None)
+    initial = [np.zeros(2), np.zeros(1)]
+    strategy = session.strategy(initial)
+    strategy.current_round_params = initial  # type: ignore[attr-defined]  # what configure_fit would set
+    updates = {11: 3.0, 12: 6.0, 13: 9.0}
+    claimed = {11: 1000, 12: 1, 13: 1}
+    results = [(_Node(n), FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.full(2, v), np.full(1, v)]),
+                                 claimed[n], {"node": str(n), "train_loss": 1.0, "examples": 30}))
+               for n, v in updates.items()]
+    aggregate, _ = strategy.aggregate_fit(1, results, [])  # type: ignore[arg-type]
+    assert aggregate is not None
+    mean = parameters_to_ndarrays(aggregate)
+    assert mean[0] == pytest.approx(np.full(2, 6.0), abs=1e-6)  # the plain mean; weighted it would be ~3.0
+    assert session.fit["examples"] == 90.0

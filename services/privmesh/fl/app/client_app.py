@@ -58,7 +58,15 @@ class LocalTrainer(NumPyClient):
         local = TrainingConfig(base.epochs, base.batch_size, base.learning_rate, base.optimizer, mu, seed)
         weights, loss = train(self.spec.architecture, [np.asarray(p, np.float64) for p in parameters], x, y, local)
         # The node id travels beside the (masked) weights so the round can say who completed, even under SecAgg+.
-        return weights, len(x), {"train_loss": loss, "node": str(self.node_id)}
+        metrics: dict[str, Scalar] = {"train_loss": loss, "node": str(self.node_id)}
+        if self.spec.dp is None:
+            return weights, len(x), metrics
+        # Under DP every update weighs the same: the noise is calibrated to one clipped update moving the mean by
+        # C/m, and weighting by example counts would let a site with more rows move it further. The count still
+        # travels as a metric, except under SecAgg+, where the weight is the only thing it would reveal.
+        if self.spec.secagg is None:
+            metrics["examples"] = len(x)
+        return weights, 1, metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         x, y = self._data()

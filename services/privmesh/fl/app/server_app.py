@@ -78,6 +78,27 @@ class DistributedNoiseClipping(DifferentialPrivacyClientSideFixedClipping):
         return self.strategy.aggregate_fit(server_round, results, failures)
 
 
+class _EqualWeights:
+    """Central DP's noise (std z*C/m) covers one clipped update moving the mean by C/m: true only if every update
+    weighs 1/m. FedAvg weights by the example counts the sites report, so the server sets every weight to 1
+    before aggregating (privmesh's ClientApp already sends 1 under DP; this holds against one that does not)."""
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list[tuple[ClientProxy, FitRes] | BaseException]
+                      ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        for _, res in results:
+            res.num_examples = 1
+        return super().aggregate_fit(server_round, results, failures)  # type: ignore[misc,no-any-return]
+
+
+class ClientSideClipping(_EqualWeights, DifferentialPrivacyClientSideFixedClipping):
+    """Flower's client-side fixed clipping with central noise, every update weighing the same."""
+
+
+class ServerSideClipping(_EqualWeights, DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed clipping with central noise, every update weighing the same."""
+
+
 class _TimedGrid:
     """The grid with the federation's round timeout on every exchange, so a silent node cannot stall a round."""
 
@@ -120,7 +141,9 @@ class RunSession:
         self.round_noise: list[float] = []  # the noise multiplier of each completed round, as accounted
 
     def _aggregate_fit(self, results: list[tuple[int, Metrics]]) -> Metrics:
-        self.fit = {"completed": float(len(results)), "examples": float(sum(n for n, _ in results))}
+        # Under DP each update weighs 1; the sites' example counts then come as a metric (none under SecAgg+).
+        examples = sum(int(cast(int, m.get("examples", n))) for n, m in results)
+        self.fit = {"completed": float(len(results)), "examples": float(examples)}
         self.completed_nodes = {int(str(m["node"])) for _, m in results if "node" in m}
         loss = _weighted(results, "train_loss")
         if loss is not None:
@@ -153,8 +176,7 @@ class RunSession:
         if spec.dp is None:
             return base
         wrapper = (DistributedNoiseClipping if spec.dp.distributed
-                   else DifferentialPrivacyServerSideFixedClipping if spec.dp.server_side
-                   else DifferentialPrivacyClientSideFixedClipping)
+                   else ServerSideClipping if spec.dp.server_side else ClientSideClipping)
         return wrapper(base, noise_multiplier=spec.dp.noise_multiplier, clipping_norm=spec.dp.clipping_norm,
                        num_sampled_clients=self.sample_count)
 
