@@ -20,6 +20,7 @@ from privmesh.attestation.policy import PcrSet, Policy, evaluate
 from privmesh.enclave.nitrotpm_simulator import indefinite_map
 from tests.attestation.conftest import flip_bit, read_document
 from tests.attestation.test_chain_crosscheck import library_accepts, walk_accepts
+from tests.attestation.test_nitrotpm import _parts, _with_payload
 
 UTC = timezone.utc
 
@@ -45,16 +46,6 @@ AWS = NitroVerifier(pinned_sha256=[AWS_NITRO_ROOT_SHA256])
 
 def _reasons_at(raw: bytes, at: datetime) -> set[str]:
     return {r.reason for r in AWS.verify(parse_document(raw), at)}
-
-
-def _parts(raw: bytes) -> tuple[list[Any], dict[str, Any]]:
-    cose = cbor2.loads(raw)
-    return cose, dict(cbor2.loads(cose[2]))
-
-
-def _with_payload(raw: bytes, payload: bytes) -> bytes:
-    cose, _ = _parts(raw)
-    return cbor2.dumps([cose[0], cose[1], payload, cose[3]])
 
 
 @pytest.mark.parametrize("real", REAL, ids=IDS)
