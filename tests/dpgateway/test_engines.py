@@ -129,6 +129,9 @@ async def test_variance_quantile_and_bool_keys_within_the_bound(open_engine_gate
         assert v.components[2].name == "sum_of_squares" and v.components[2].noise_scale > 0
         ages = group["age"]  # a candidate (an integer age) with at least a tenth of the group on each side
         assert med.value.is_integer() and (ages <= med.value).mean() >= 0.1 and (ages >= med.value).mean() >= 0.1
+        # Each engine names the selection it ran: OpenDP's report-noisy-max, Tumult's exponential mechanism.
+        assert med.mechanism == (pb.MECHANISM_EXPONENTIAL if engine == "spark" else pb.MECHANISM_REPORT_NOISY_MAX)
+        assert med.noise_scale > 0
     assert 2.49 < release.charged.rho <= 2.5 and (await spent(gw)).spent.rho == release.charged.rho
 
 

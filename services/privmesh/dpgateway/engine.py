@@ -117,6 +117,8 @@ class Compiled:
     parts: list[Part]
     cost: Loss
     mechanism: str  # "LAPLACE" or "GAUSSIAN"
+    #: What selects a quantile among its candidates: OpenDP's report-noisy-max on Polars.
+    selection: str = "REPORT_NOISY_MAX"
 
     @property
     def threshold(self) -> int | None:

@@ -181,7 +181,7 @@ def build_answer(spec: DatasetSpec, plan: Plan, compiled: Compiled, frames: list
                 estimates.append(_variance(aggregate.alias, column, *noisy))
             elif aggregate.function is Function.QUANTILE:
                 for c, n in zip(components, noisy, strict=True):
-                    estimates.append(Estimate(aggregate.alias, n.value, "REPORT_NOISY_MAX", n.scale, 0.0,
+                    estimates.append(Estimate(aggregate.alias, n.value, compiled.selection, n.scale, 0.0,
                                               f"{c.quantile:g}"))
             else:
                 estimates.append(_direct(aggregate.alias, noisy[0]))

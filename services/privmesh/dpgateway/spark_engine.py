@@ -153,6 +153,8 @@ class SparkCompiled(Compiled):
 
     plan: Plan | None = None
     shares: dict[str, Fraction] = field(default_factory=dict)
+    #: Tumult's quantile is the exponential mechanism (its noise description: EXPONENTIAL, with its epsilon).
+    selection: str = "EXPONENTIAL"
 
 
 class SparkDatasetEngine:

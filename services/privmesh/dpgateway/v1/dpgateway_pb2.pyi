@@ -98,6 +98,7 @@ class Mechanism(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MECHANISM_GAUSSIAN: _ClassVar[Mechanism]
     MECHANISM_REPORT_NOISY_MAX: _ClassVar[Mechanism]
     MECHANISM_POST_PROCESSING: _ClassVar[Mechanism]
+    MECHANISM_EXPONENTIAL: _ClassVar[Mechanism]
 
 class LedgerEntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -180,6 +181,7 @@ MECHANISM_LAPLACE: Mechanism
 MECHANISM_GAUSSIAN: Mechanism
 MECHANISM_REPORT_NOISY_MAX: Mechanism
 MECHANISM_POST_PROCESSING: Mechanism
+MECHANISM_EXPONENTIAL: Mechanism
 LEDGER_ENTRY_KIND_UNSPECIFIED: LedgerEntryKind
 LEDGER_ENTRY_KIND_SPEND: LedgerEntryKind
 LEDGER_ENTRY_KIND_CAP_SET: LedgerEntryKind

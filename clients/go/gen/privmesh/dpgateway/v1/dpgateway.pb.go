@@ -616,6 +616,9 @@ const (
 	Mechanism_MECHANISM_REPORT_NOISY_MAX Mechanism = 3
 	// Post-processed from other releases (MEAN, VARIANCE): see the estimate's components.
 	Mechanism_MECHANISM_POST_PROCESSING Mechanism = 4
+	// The exponential mechanism's selection among candidates (quantiles on the Spark engine: Tumult Analytics'
+	// NoisyQuantile); noise_scale is the epsilon that mechanism runs with, as the engine states it, not a scale.
+	Mechanism_MECHANISM_EXPONENTIAL Mechanism = 5
 )
 
 // Enum value maps for Mechanism.
@@ -626,6 +629,7 @@ var (
 		2: "MECHANISM_GAUSSIAN",
 		3: "MECHANISM_REPORT_NOISY_MAX",
 		4: "MECHANISM_POST_PROCESSING",
+		5: "MECHANISM_EXPONENTIAL",
 	}
 	Mechanism_value = map[string]int32{
 		"MECHANISM_UNSPECIFIED":      0,
@@ -633,6 +637,7 @@ var (
 		"MECHANISM_GAUSSIAN":         2,
 		"MECHANISM_REPORT_NOISY_MAX": 3,
 		"MECHANISM_POST_PROCESSING":  4,
+		"MECHANISM_EXPONENTIAL":      5,
 	}
 )
 
@@ -4027,13 +4032,14 @@ const file_privmesh_dpgateway_v1_dpgateway_proto_rawDesc = "" +
 	"\x1bGROUP_KEYS_MODE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18GROUP_KEYS_MODE_DECLARED\x10\x01\x12\x1a\n" +
 	"\x16GROUP_KEYS_MODE_PUBLIC\x10\x02\x12\x1b\n" +
-	"\x17GROUP_KEYS_MODE_PRIVATE\x10\x03*\x94\x01\n" +
+	"\x17GROUP_KEYS_MODE_PRIVATE\x10\x03*\xaf\x01\n" +
 	"\tMechanism\x12\x19\n" +
 	"\x15MECHANISM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MECHANISM_LAPLACE\x10\x01\x12\x16\n" +
 	"\x12MECHANISM_GAUSSIAN\x10\x02\x12\x1e\n" +
 	"\x1aMECHANISM_REPORT_NOISY_MAX\x10\x03\x12\x1d\n" +
-	"\x19MECHANISM_POST_PROCESSING\x10\x04*p\n" +
+	"\x19MECHANISM_POST_PROCESSING\x10\x04\x12\x19\n" +
+	"\x15MECHANISM_EXPONENTIAL\x10\x05*p\n" +
 	"\x0fLedgerEntryKind\x12!\n" +
 	"\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17LEDGER_ENTRY_KIND_SPEND\x10\x01\x12\x1d\n" +
